@@ -19,7 +19,7 @@ import re
 _PERIOD_STRIP = re.compile(r"(?!<=\d)(\.)(?!\d)")
 _COMMA_STRIP = re.compile(r"(?<=\d)(\,)+(?=\d)")
 _MAX_PERIODS = int(re.UNICODE)  # lmms-eval passes re.UNICODE (32) positionally as `count`
-_PUNCTUATIONS = (";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",", "?", "!")
+_PUNCTUATIONS = (";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",", "?", "!")  # fmt: skip
 _ARTICLES = frozenset({"a", "an", "the"})
 _NUMBERS = {
     "none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",

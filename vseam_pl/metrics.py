@@ -1,0 +1,265 @@
+"""DDP-safe evaluation metrics (torchmetrics): VQA exact-match accuracy, POPE, and paired per-example correctness.
+
+Strings cannot be metric states, so group and split names are fixed at construction and stored as indices; every
+state has a `dist_reduce_fx`, so `compute()` gives the same numbers on 1 or N processes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+from torchmetrics.utilities.data import dim_zero_cat
+
+from .text import answers_match, normalize_answer, parse_yes_no
+
+POPE_SPLITS: tuple[str, ...] = ("random", "popular", "adversarial")
+POPE_METRICS: tuple[str, ...] = (
+    "accuracy",
+    "precision",
+    "recall",
+    "f1",
+    "yes_ratio",
+    "gt_yes_ratio",
+    "unanswered",
+)
+
+# Columns of a POPE confusion count: prediction x ground truth, with "unanswered" (reply not starting with yes/no).
+TP, FP, TN, FN, UNANSWERED_YES, UNANSWERED_NO = range(6)
+
+
+def _group_indices(
+    names: Sequence[str] | str | None, n: int, known: dict[str, int], what: str
+) -> Tensor | None:
+    """Map per-example names (or one name for the whole batch) to the indices fixed at construction."""
+    if names is None:
+        if known:
+            raise ValueError(f"{what} names are required: this metric was built with {what}s={list(known)}")
+        return None
+    if not known:
+        raise ValueError(f"got {what} names but this metric was built without {what}s=[...]")
+    if isinstance(names, str):
+        names = [names] * n
+    if len(names) != n:
+        raise ValueError(f"got {len(names)} {what} names for {n} predictions")
+    unknown = sorted({g for g in names if g not in known})
+    if unknown:
+        raise ValueError(f"unknown {what}(s) {unknown}; expected one of {list(known)}")
+    return torch.tensor([known[g] for g in names], dtype=torch.long)
+
+
+def _check_lengths(preds: Sequence[str], targets: Sequence[str]) -> None:
+    if len(preds) != len(targets):
+        raise ValueError(f"got {len(preds)} predictions for {len(targets)} targets")
+
+
+class VQAAccuracy(Metric):
+    """Exact-match accuracy after lmms-eval normalisation (`vseam_pl.text.answers_match`), overall and per group.
+
+    `compute()` returns ``{"accuracy": ..., "accuracy/<group>": ...}`` (NaN for a group with no examples, so the
+    keys are stable for logging). Groups are e.g. GQA categories or levels, or COCO-QA types.
+    """
+
+    full_state_update = False
+    higher_is_better = True
+
+    def __init__(self, groups: Sequence[str] | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.groups = tuple(groups or ())
+        if len(set(self.groups)) != len(self.groups):
+            raise ValueError(f"duplicate group names in {list(self.groups)}")
+        self._group_index = {g: i for i, g in enumerate(self.groups)}
+        self.add_state("correct", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("total", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        g = len(self.groups)
+        self.add_state("group_correct", torch.zeros(g, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("group_total", torch.zeros(g, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(
+        self, preds: Sequence[str], targets: Sequence[str], groups: Sequence[str] | str | None = None
+    ) -> None:
+        _check_lengths(preds, targets)
+        idx = _group_indices(groups, len(preds), self._group_index, "group")
+        correct = torch.tensor(
+            [answers_match(p, t) for p, t in zip(preds, targets, strict=True)], dtype=torch.long
+        )
+        self.correct += correct.sum().to(self.correct.device)
+        self.total += len(preds)
+        if idx is not None:
+            n = len(self.groups)
+            self.group_correct += (
+                torch.bincount(idx, weights=correct, minlength=n).long().to(self.correct.device)
+            )
+            self.group_total += torch.bincount(idx, minlength=n).to(self.correct.device)
+
+    def compute(self) -> dict[str, Tensor]:
+        out = {"accuracy": self.correct / self.total if self.total > 0 else torch.tensor(float("nan"))}
+        for i, g in enumerate(self.groups):
+            out[f"accuracy/{g}"] = self.group_correct[i] / self.group_total[i]  # 0/0 = NaN
+        return out
+
+
+def pope_scores(counts: Tensor) -> dict[str, Tensor]:
+    """POPE metrics from confusion counts ``(..., 6)`` in the order TP, FP, TN, FN, UNANSWERED_YES, UNANSWERED_NO.
+
+    Positive class is "yes". Conventions (stated because they change numbers on degenerate runs):
+
+    * unanswered replies are wrong for accuracy, never a predicted yes, and count as misses for recall (lmms-eval
+      instead drops them from recall's denominator; with a closed yes/no scorer there are none, so both agree);
+    * precision is 0 when nothing is predicted "yes" (lmms-eval's convention), recall is 0 when there is no
+      ground-truth "yes", and F1 is 0 when precision + recall is 0;
+    * ``yes_ratio`` is the share of **predicted** "yes" (the bias POPE papers report), ``gt_yes_ratio`` the share of
+      ground-truth "yes" (what lmms-eval logs as ``pope_yes_ratio``, a property of the data, not the model);
+    * every metric is NaN when there are no examples.
+    """
+    c = counts.double()
+    tp, fp, tn, fn, u_yes, u_no = c.unbind(-1)
+    n = c.sum(-1)
+    pred_yes, gt_yes = tp + fp, tp + fn + u_yes
+    precision = torch.where(pred_yes > 0, tp / pred_yes.clamp(min=1), 0.0)
+    recall = torch.where(gt_yes > 0, tp / gt_yes.clamp(min=1), 0.0)
+    pr = precision + recall
+    f1 = torch.where(pr > 0, 2 * precision * recall / pr.clamp(min=1e-12), 0.0)
+    scores = {
+        "accuracy": (tp + tn) / n,
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "yes_ratio": pred_yes / n,
+        "gt_yes_ratio": gt_yes / n,
+        "unanswered": (u_yes + u_no) / n,
+    }
+    return {k: torch.where(n > 0, v, float("nan")) for k, v in scores.items()}
+
+
+class POPEMetrics(Metric):
+    """POPE accuracy, precision, recall, F1 ("yes" positive) and yes-ratios, per split and averaged over splits.
+
+    Predictions are free-form replies or candidate strings, read with `vseam_pl.text.parse_yes_no`; targets must be
+    "yes"/"no". `compute()` returns ``{"<split>/<metric>": ..., "avg/<metric>": ..., "<split>/n": ...}`` for every
+    metric in `POPE_METRICS` (see `pope_scores` for the conventions); ``avg`` is the unweighted mean over the splits
+    that have examples, as POPE tables report it. Splits with no examples give NaN.
+    """
+
+    full_state_update = False
+    higher_is_better = True
+
+    def __init__(self, splits: Sequence[str] = POPE_SPLITS, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.splits = tuple(splits)
+        if not self.splits or len(set(self.splits)) != len(self.splits):
+            raise ValueError(f"splits must be non-empty and unique, got {list(self.splits)}")
+        self._split_index = {s: i for i, s in enumerate(self.splits)}
+        self.add_state("counts", torch.zeros(len(self.splits), 6, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, preds: Sequence[str], targets: Sequence[str], splits: Sequence[str] | str) -> None:
+        _check_lengths(preds, targets)
+        idx = _group_indices(splits, len(preds), self._split_index, "split")
+        cells = torch.tensor(
+            [_pope_cell(p, t) for p, t in zip(preds, targets, strict=True)], dtype=torch.long
+        )
+        flat = torch.bincount(idx * 6 + cells, minlength=len(self.splits) * 6)
+        self.counts += flat.view(len(self.splits), 6).to(self.counts.device)
+
+    def compute(self) -> dict[str, Tensor]:
+        scores = pope_scores(self.counts)
+        n = self.counts.sum(-1)
+        out: dict[str, Tensor] = {}
+        for i, split in enumerate(self.splits):
+            out[f"{split}/n"] = n[i]
+            for m in POPE_METRICS:
+                out[f"{split}/{m}"] = scores[m][i]
+        has = n > 0
+        for m in POPE_METRICS:
+            out[f"avg/{m}"] = scores[m][has].mean() if has.any() else torch.tensor(float("nan"))
+        return out
+
+
+def _pope_cell(pred: str, target: str) -> int:
+    gold = normalize_answer(target)
+    if gold not in ("yes", "no"):
+        raise ValueError(f"POPE target must be 'yes' or 'no', got {target!r}")
+    answer = parse_yes_no(pred)
+    if answer is None:
+        return UNANSWERED_YES if gold == "yes" else UNANSWERED_NO
+    if answer == "yes":
+        return TP if gold == "yes" else FP
+    return FN if gold == "yes" else TN
+
+
+class PairedResult(NamedTuple):
+    """Per-example correctness of two systems on the same examples, sorted by example index (numpy arrays)."""
+
+    index: np.ndarray  # int64, unique
+    baseline: np.ndarray  # bool
+    modulated: np.ndarray | None  # bool; None when only a baseline was evaluated
+    groups: list[str] | None  # per-example group name when the metric was built with groups
+
+
+class PairedCorrectness(Metric):
+    """Collects per-example correctness of a baseline and a modulated model, for paired tests after DDP gathering.
+
+    States are concatenated across ranks (`dist_reduce_fx="cat"`); `compute()` sorts by example index and drops
+    duplicates, which `DistributedSampler` adds to even out the last batch. Pass ``modulated=None`` on every update
+    for a baseline-only evaluation.
+    """
+
+    full_state_update = False
+
+    def __init__(self, groups: Sequence[str] | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.groups = tuple(groups or ())
+        self._group_index = {g: i for i, g in enumerate(self.groups)}
+        for name in ("index", "baseline", "modulated", "group"):
+            self.add_state(name, [], dist_reduce_fx="cat")
+
+    def update(
+        self,
+        index: Sequence[int] | Tensor,
+        baseline: Sequence[bool] | Tensor,
+        modulated: Sequence[bool] | Tensor | None = None,
+        groups: Sequence[str] | str | None = None,
+    ) -> None:
+        index = torch.as_tensor(index, dtype=torch.long).flatten()
+        n = len(index)
+        base = torch.as_tensor(baseline).flatten().to(torch.long)
+        mod = (
+            torch.full((n,), -1, dtype=torch.long)
+            if modulated is None
+            else torch.as_tensor(modulated).flatten().long()
+        )
+        if len(base) != n or len(mod) != n:
+            raise ValueError(
+                f"index, baseline and modulated must have one entry per example, got {n}, {len(base)}, {len(mod)}"
+            )
+        idx = _group_indices(groups, n, self._group_index, "group")
+        group = torch.full((n,), -1, dtype=torch.long) if idx is None else idx
+        device = self.device
+        self.index.append(index.to(device))
+        self.baseline.append(base.to(device))
+        self.modulated.append(mod.to(device))
+        self.group.append(group.to(device))
+
+    def compute(self) -> PairedResult:
+        if not self.index:
+            raise RuntimeError("PairedCorrectness.compute() called before any update")
+        index, base, mod, group = (
+            dim_zero_cat(s).cpu().numpy() for s in (self.index, self.baseline, self.modulated, self.group)
+        )
+        index, first = np.unique(index, return_index=True)  # sorted, first occurrence of each duplicate
+        base, mod, group = base[first], mod[first], group[first]
+        missing = mod < 0
+        if missing.any() and not missing.all():
+            raise ValueError(
+                "some updates had modulated correctness and some did not; pass it always or never"
+            )
+        return PairedResult(
+            index=index,
+            baseline=base.astype(bool),
+            modulated=None if missing.all() else mod.astype(bool),
+            groups=[self.groups[g] for g in group] if self.groups else None,
+        )

@@ -1,0 +1,98 @@
+"""Paired significance tests for comparing a modulated model with its baseline on the same examples.
+
+All functions take two equal-length per-example score arrays (0/1 correctness or real scores) for systems A and B,
+are vectorised with numpy, and are deterministic for a given seed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+from numpy.typing import ArrayLike
+from scipy.stats import binom
+
+_CHUNK_CELLS = 4_000_000  # resamples x examples drawn at once, bounding memory (~32 MB of float64)
+
+
+def _paired(a: ArrayLike, b: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    a, b = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"paired scores must have the same length, got {a.size} and {b.size}")
+    if a.size == 0:
+        raise ValueError("paired scores are empty")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise ValueError("paired scores contain NaN or infinity")
+    return a, b
+
+
+def _chunks(total: int, width: int) -> Iterator[int]:
+    step = max(1, _CHUNK_CELLS // max(width, 1))
+    for start in range(0, total, step):
+        yield min(step, total - start)
+
+
+def mcnemar_exact(a_correct: ArrayLike, b_correct: ArrayLike) -> float:
+    """Two-sided exact McNemar test: binomial(0.5) on the discordant pairs; 1.0 when there are none.
+
+    Equals ``scipy.stats.binomtest(n_a_only, n_discordant, 0.5).pvalue`` (symmetric null, so doubling the smaller
+    tail is exact).
+    """
+    a, b = _paired(a_correct, b_correct)
+    for name, x in (("a_correct", a), ("b_correct", b)):
+        if not np.isin(x, (0.0, 1.0)).all():
+            raise ValueError(f"{name} must be 0/1 (or bool) correctness")
+    a_only = int(np.sum((a == 1) & (b == 0)))
+    b_only = int(np.sum((a == 0) & (b == 1)))
+    n = a_only + b_only
+    if n == 0:
+        return 1.0
+    return float(min(1.0, 2.0 * binom.cdf(min(a_only, b_only), n, 0.5)))
+
+
+def paired_permutation_test(a: ArrayLike, b: ArrayLike, n_resamples: int = 10_000, seed: int = 0) -> float:
+    """Two-sided sign-flip permutation test of mean(a - b) = 0.
+
+    Under the null each per-example difference is equally likely to have either sign. The p-value counts the
+    observed statistic as one of the resamples, ``(1 + #{|resampled| >= |observed|}) / (1 + n_resamples)``, so it is
+    never 0 and is exactly 1.0 when the systems agree on every example.
+    """
+    a, b = _paired(a, b)
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
+    d = a - b
+    d = d[d != 0]  # zero differences do not change under a sign flip
+    if d.size == 0:
+        return 1.0
+    observed = abs(d.sum())
+    tol = 1e-9 * np.abs(d).sum()  # float round-off must not turn a tie into a miss
+    rng = np.random.default_rng(seed)
+    hits = 0
+    for size in _chunks(n_resamples, d.size):
+        signs = rng.integers(0, 2, size=(size, d.size), dtype=np.int8) * 2 - 1
+        hits += int(np.count_nonzero(np.abs(signs @ d) >= observed - tol))
+    return (1 + hits) / (1 + n_resamples)
+
+
+def bootstrap_ci(
+    a: ArrayLike, b: ArrayLike, n_resamples: int = 2000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
+    """Percentile bootstrap interval for mean(a) - mean(b), resampling examples jointly (keeps the pairing).
+
+    A resample's mean difference depends only on how often each *distinct* difference is drawn, so we draw those
+    counts from a multinomial: the same distribution as resampling indices, but cheap for 0/1 scores (3 values).
+    """
+    a, b = _paired(a, b)
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
+    values, counts = np.unique(a - b, return_counts=True)
+    n = counts.sum()
+    rng = np.random.default_rng(seed)
+    means = np.concatenate(
+        [rng.multinomial(n, counts / n, size=size) @ values / n for size in _chunks(n_resamples, values.size)]
+    )
+    alpha = (1 - level) / 2
+    low, high = np.quantile(means, [alpha, 1 - alpha])
+    return float(low), float(high)
