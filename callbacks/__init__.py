@@ -1,0 +1,1 @@
+"""Lightning callbacks of vseam-pl (head discovery, scale heatmaps)."""

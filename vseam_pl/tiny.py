@@ -1,0 +1,185 @@
+"""Tiny VLMs of the real architectures (LLaVA, InstructBLIP), built from scratch with a word-level tokenizer.
+
+`scripts/pretrain_tiny.py` trains them on the synthetic world and saves ordinary Hugging Face folders under
+`checkpoints/`; tests build random-weight ones (including grouped-query attention variants) the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+from transformers import (
+    BlipImageProcessor,
+    CLIPImageProcessor,
+    CLIPVisionConfig,
+    InstructBlipConfig,
+    InstructBlipForConditionalGeneration,
+    InstructBlipProcessor,
+    InstructBlipQFormerConfig,
+    InstructBlipVisionConfig,
+    LlamaConfig,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    LlavaProcessor,
+    PreTrainedTokenizerFast,
+)
+
+from .prompts import DEFAULT_INSTRUCTION
+
+SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>", "<image>"]
+PAD, BOS, EOS, UNK, IMAGE = range(5)
+
+#: The llava-hf chat template, reduced to what single-turn VQA needs (same rendering as llava-1.5-7b-hf).
+LLAVA_CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ message['role'].upper() + ': ' }}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}{{ '<image>\n' }}{% endfor %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{{ content['text'] + ' ' }}{% endfor %}"
+    "{% endfor %}{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
+)
+
+PROMPT_WORDS = ["user", "assistant", ":", "?", ".", ",", "!", "'", "-"] + DEFAULT_INSTRUCTION.lower().replace(".", "").split()
+
+
+def build_tokenizer(words: Iterable[str], image_token: bool = True) -> PreTrainedTokenizerFast:
+    """A lowercase word-level tokenizer over `words` (+ prompt words, digits and special tokens)."""
+    vocab_words = list(dict.fromkeys(SPECIAL_TOKENS + PROMPT_WORDS + [str(d) for d in range(10)] + [w.lower() for w in words]))
+    tk = Tokenizer(models.WordLevel({w: i for i, w in enumerate(vocab_words)}, unk_token="<unk>"))
+    tk.normalizer = normalizers.Lowercase()
+    tk.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    tk.decoder = decoders.WordPiece(prefix="##", cleanup=True)
+    extra = {"image_token": "<image>"} if image_token else {}
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tk,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        extra_special_tokens=extra,
+        model_max_length=512,
+    )
+
+
+@dataclass
+class TinySizes:
+    """Geometry of a tiny VLM. The decoder grid (layers x heads) is what discovery and modulation see."""
+
+    image_size: int = 64
+    patch_size: int = 8
+    vision_hidden: int = 64
+    vision_layers: int = 2
+    vision_heads: int = 4
+    text_hidden: int = 128
+    text_layers: int = 8
+    text_heads: int = 8
+    text_kv_heads: int = 8
+    text_intermediate: int = 384
+    num_query_tokens: int = 16  # InstructBLIP
+    qformer_layers: int = 2
+
+
+def _llama_config(vocab_size: int, s: TinySizes) -> LlamaConfig:
+    return LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=s.text_hidden,
+        intermediate_size=s.text_intermediate,
+        num_hidden_layers=s.text_layers,
+        num_attention_heads=s.text_heads,
+        num_key_value_heads=s.text_kv_heads,
+        max_position_embeddings=512,
+        pad_token_id=PAD,
+        bos_token_id=BOS,
+        eos_token_id=EOS,
+        tie_word_embeddings=False,
+    )
+
+
+def build_tiny_llava(words: Iterable[str], sizes: TinySizes | None = None) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
+    """A randomly initialised LLaVA-1.5-style model (CLIP tower, feature layer -2, CLS dropped) and its processor."""
+    s = sizes or TinySizes()
+    tokenizer = build_tokenizer(words)
+    vision = CLIPVisionConfig(
+        hidden_size=s.vision_hidden,
+        intermediate_size=4 * s.vision_hidden,
+        num_hidden_layers=s.vision_layers,
+        num_attention_heads=s.vision_heads,
+        image_size=s.image_size,
+        patch_size=s.patch_size,
+        projection_dim=s.vision_hidden,
+    )
+    n_patches = (s.image_size // s.patch_size) ** 2
+    config = LlavaConfig(
+        vision_config=vision,
+        text_config=_llama_config(len(tokenizer), s),
+        image_token_index=IMAGE,
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+        image_seq_length=n_patches,
+        projector_hidden_act="gelu",
+    )
+    model = LlavaForConditionalGeneration(config)
+    image_processor = CLIPImageProcessor(
+        size={"shortest_edge": s.image_size},
+        crop_size={"height": s.image_size, "width": s.image_size},
+        do_center_crop=True,
+    )
+    processor = LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=s.patch_size,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=LLAVA_CHAT_TEMPLATE,
+    )
+    return model, processor
+
+
+def build_tiny_instructblip(
+    words: Iterable[str], sizes: TinySizes | None = None
+) -> tuple[InstructBlipForConditionalGeneration, InstructBlipProcessor]:
+    """A randomly initialised InstructBLIP (vision tower, Q-Former, Llama decoder) and its processor.
+
+    Like the Vicuna InstructBLIP checkpoints it ships no chat template: prompts use vseam-pl's fallback.
+    """
+    s = sizes or TinySizes()
+    tokenizer = build_tokenizer(words, image_token=False)
+    qformer_tokenizer = build_tokenizer(words, image_token=False)
+    vision = InstructBlipVisionConfig(
+        hidden_size=s.vision_hidden,
+        intermediate_size=4 * s.vision_hidden,
+        num_hidden_layers=s.vision_layers,
+        num_attention_heads=s.vision_heads,
+        image_size=s.image_size,
+        patch_size=s.patch_size,
+    )
+    qformer = InstructBlipQFormerConfig(
+        vocab_size=len(qformer_tokenizer),
+        hidden_size=s.vision_hidden,
+        num_hidden_layers=s.qformer_layers,
+        num_attention_heads=s.vision_heads,
+        intermediate_size=4 * s.vision_hidden,
+        encoder_hidden_size=s.vision_hidden,
+        pad_token_id=PAD,
+        max_position_embeddings=512,
+    )
+    config = InstructBlipConfig(
+        vision_config=vision.to_dict(),
+        qformer_config=qformer.to_dict(),
+        text_config=_llama_config(len(tokenizer), s).to_dict(),
+        num_query_tokens=s.num_query_tokens,
+        image_token_index=IMAGE,
+    )
+    model = InstructBlipForConditionalGeneration(config)
+    image_processor = BlipImageProcessor(
+        size={"height": s.image_size, "width": s.image_size},
+        image_mean=[0.48145466, 0.4578275, 0.40821073],
+        image_std=[0.26862954, 0.26130258, 0.27577711],
+    )
+    processor = InstructBlipProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        qformer_tokenizer=qformer_tokenizer,
+        num_query_tokens=s.num_query_tokens,
+    )
+    return model, processor
