@@ -157,11 +157,8 @@ class POPEMetrics(Metric):
         self.add_state("counts", torch.zeros(len(self.splits), 6, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, preds: Sequence[str], targets: Sequence[str], splits: Sequence[str] | str) -> None:
-        _check_lengths(preds, targets)
+        cells = pope_cells(preds, targets)
         idx = _group_indices(splits, len(preds), self._split_index, "split")
-        cells = torch.tensor(
-            [_pope_cell(p, t) for p, t in zip(preds, targets, strict=True)], dtype=torch.long
-        )
         flat = torch.bincount(idx * 6 + cells, minlength=len(self.splits) * 6)
         self.counts += flat.view(len(self.splits), 6).to(self.counts.device)
 
@@ -177,6 +174,12 @@ class POPEMetrics(Metric):
         for m in POPE_METRICS:
             out[f"avg/{m}"] = scores[m][has].mean() if has.any() else torch.tensor(float("nan"))
         return out
+
+
+def pope_cells(preds: Sequence[str], targets: Sequence[str]) -> Tensor:
+    """Confusion cell (TP, FP, TN, FN, UNANSWERED_YES, UNANSWERED_NO) of each prediction; correct = TP or TN."""
+    _check_lengths(preds, targets)
+    return torch.tensor([_pope_cell(p, t) for p, t in zip(preds, targets, strict=True)], dtype=torch.long)
 
 
 def _pope_cell(pred: str, target: str) -> int:

@@ -1,0 +1,338 @@
+"""The evaluation report: baseline-vs-modulated rows, printable tables and the `metrics.json` file.
+
+A row is ``{"benchmark", "split", "metric", "n", "baseline", "modulated", "delta", "p_value", "ci95"}``. Metric values
+are fractions in [0, 1] (tables show them as percentages); ``delta = modulated - baseline``; ``ci95`` is the paired
+bootstrap 95% interval of ``delta``; ``modulated``/``delta``/``p_value``/``ci95`` are null for a baseline-only run.
+Per-group rows keep the schema and name the group in the split: ``"test/Animal"``.
+
+``python -m vseam_pl.report metrics.json [--markdown]`` prints a saved report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from .io import write_json
+from .metrics import POPE_SPLITS, TN, TP, PairedResult, POPEMetrics, pope_cells
+from .stats import bootstrap_ci, mcnemar_exact
+
+ROW_KEYS: tuple[str, ...] = (
+    "benchmark",
+    "split",
+    "metric",
+    "n",
+    "baseline",
+    "modulated",
+    "delta",
+    "p_value",
+    "ci95",
+)
+TOP_KEYS: tuple[str, ...] = ("model", "scales", "rows")
+POPE_REPORTED: tuple[str, ...] = ("accuracy", "f1", "precision", "recall", "yes_ratio")
+POPE_AVERAGE = "avg"
+
+
+def _row(
+    benchmark: str, split: str, metric: str, n: int, baseline: float, modulated: float | None
+) -> dict[str, Any]:
+    return {
+        "benchmark": benchmark,
+        "split": split,
+        "metric": metric,
+        "n": int(n),
+        "baseline": float(baseline),
+        "modulated": None if modulated is None else float(modulated),
+        "delta": None if modulated is None else float(modulated) - float(baseline),
+        "p_value": None,
+        "ci95": None,
+    }
+
+
+def _paired_row(
+    benchmark: str,
+    split: str,
+    metric: str,
+    base: np.ndarray,
+    mod: np.ndarray | None,
+    seed: int,
+    n_resamples: int,
+) -> dict[str, Any]:
+    row = _row(benchmark, split, metric, base.size, base.mean(), None if mod is None else mod.mean())
+    if mod is not None:
+        row["p_value"] = mcnemar_exact(mod, base)
+        row["ci95"] = list(bootstrap_ci(mod, base, n_resamples=n_resamples, seed=seed))
+    return row
+
+
+def compare_rows(
+    benchmark: str,
+    split: str,
+    correct_baseline: ArrayLike,
+    correct_modulated: ArrayLike | None = None,
+    groups: Sequence[str] | None = None,
+    metric: str = "accuracy",
+    seed: int = 0,
+    n_resamples: int = 2000,
+) -> list[dict[str, Any]]:
+    """One overall row plus one row per group (``split/<group>``, sorted), from per-example 0/1 correctness.
+
+    p-value: exact McNemar; ci95: paired bootstrap of the accuracy difference (both only with a modulated model).
+    """
+    base = np.asarray(correct_baseline, dtype=bool).ravel()
+    mod = None if correct_modulated is None else np.asarray(correct_modulated, dtype=bool).ravel()
+    if base.size == 0:
+        raise ValueError(f"{benchmark}/{split}: no examples to report")
+    if mod is not None and mod.size != base.size:
+        raise ValueError(f"{benchmark}/{split}: {base.size} baseline but {mod.size} modulated results")
+    rows = [_paired_row(benchmark, split, metric, base, mod, seed, n_resamples)]
+    if groups is not None:
+        names = np.asarray(list(groups), dtype=object)
+        if names.size != base.size:
+            raise ValueError(f"{benchmark}/{split}: {names.size} group names for {base.size} examples")
+        for g in sorted(set(names.tolist())):
+            sel = names == g
+            sub_mod = None if mod is None else mod[sel]
+            rows.append(_paired_row(benchmark, f"{split}/{g}", metric, base[sel], sub_mod, seed, n_resamples))
+    return rows
+
+
+def paired_rows(
+    benchmark: str, split: str, result: PairedResult, seed: int = 0, n_resamples: int = 2000
+) -> list[dict[str, Any]]:
+    """`compare_rows` from a gathered `vseam_pl.metrics.PairedCorrectness` result."""
+    return compare_rows(
+        benchmark, split, result.baseline, result.modulated, result.groups, seed=seed, n_resamples=n_resamples
+    )
+
+
+def pope_rows(
+    targets: Sequence[str],
+    preds_baseline: Sequence[str],
+    preds_modulated: Sequence[str] | None = None,
+    splits: Sequence[str] | str = "random",
+    benchmark: str = "pope",
+    seed: int = 0,
+    n_resamples: int = 2000,
+) -> list[dict[str, Any]]:
+    """POPE rows (accuracy, f1, precision, recall, yes_ratio) per split and averaged over splits (split ``avg``).
+
+    Predictions are free-form replies or candidate strings (`vseam_pl.metrics.POPEMetrics` conventions; yes_ratio is
+    the share of predicted "yes"). Per-split accuracy rows get a McNemar p-value and a bootstrap CI; the other
+    metrics and the averages are not per-example means, so their p_value and ci95 stay null.
+    """
+    split_list = [splits] * len(targets) if isinstance(splits, str) else list(splits)
+    if len(split_list) != len(targets):
+        raise ValueError(f"{benchmark}: {len(split_list)} split names for {len(targets)} examples")
+    if not targets:
+        raise ValueError(f"{benchmark}: no examples to report")
+    present = sorted(
+        set(split_list), key=lambda s: (POPE_SPLITS.index(s) if s in POPE_SPLITS else len(POPE_SPLITS), s)
+    )
+    systems = (
+        {"baseline": preds_baseline}
+        if preds_modulated is None
+        else {"baseline": preds_baseline, "modulated": preds_modulated}
+    )
+    scores, correct = {}, {}
+    for name, preds in systems.items():
+        metric = POPEMetrics(splits=present)
+        metric.update(preds, targets, split_list)
+        scores[name] = {k: v.item() for k, v in metric.compute().items()}
+        cells = pope_cells(preds, targets).numpy()
+        correct[name] = (cells == TP) | (cells == TN)
+    names = np.asarray(split_list, dtype=object)
+    rows = []
+    for split in [*present, POPE_AVERAGE]:
+        n = len(targets) if split == POPE_AVERAGE else int(scores["baseline"][f"{split}/n"])
+        for m in POPE_REPORTED:
+            if m == "accuracy" and split != POPE_AVERAGE:
+                sel = names == split
+                mod = correct["modulated"][sel] if "modulated" in correct else None
+                rows.append(
+                    _paired_row(benchmark, split, m, correct["baseline"][sel], mod, seed, n_resamples)
+                )
+                continue
+            mod_value = scores["modulated"][f"{split}/{m}"] if "modulated" in scores else None
+            rows.append(_row(benchmark, split, m, n, scores["baseline"][f"{split}/{m}"], mod_value))
+    return rows
+
+
+# ---------------------------------------------------------------- formatting
+
+
+def _pct(x: float | None, signed: bool = False) -> str:
+    if x is None:
+        return "-"
+    return f"{100 * x:+.2f}" if signed else f"{100 * x:.2f}"
+
+
+def _p(p: float | None) -> str:
+    if p is None:
+        return "-"
+    return f"{p:.1e}" if p < 1e-3 else f"{p:.3f}"
+
+
+def _ci(ci: Sequence[float] | None) -> str:
+    return "-" if ci is None else f"[{_pct(ci[0], True)}, {_pct(ci[1], True)}]"
+
+
+_HEADER = ("benchmark", "split", "metric", "n", "baseline %", "modulated %", "delta", "p", "95% CI")
+
+
+def _cells(row: dict[str, Any]) -> tuple[str, ...]:
+    return (
+        row["benchmark"],
+        row["split"],
+        row["metric"],
+        str(row["n"]),
+        _pct(row["baseline"]),
+        _pct(row["modulated"]),
+        _pct(row["delta"], signed=True),
+        _p(row["p_value"]),
+        _ci(row["ci95"]),
+    )
+
+
+def format_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Fixed-width text table: values in percent (2 decimals), delta in points, small p in scientific notation."""
+    table = [_HEADER, *(_cells(r) for r in rows)]
+    widths = [max(len(line[i]) for line in table) for i in range(len(_HEADER))]
+    left = 3  # text columns are left-aligned, numbers right-aligned
+    lines = [
+        "  ".join(
+            c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths, strict=True))
+        )
+        for line in table
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def to_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    """The same table as GitHub markdown."""
+    lines = [
+        "| " + " | ".join(_HEADER) + " |",
+        "|" + "|".join(["---"] * 3 + ["---:"] * (len(_HEADER) - 3)) + "|",
+    ]
+    lines += ["| " + " | ".join(_cells(r)) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- metrics.json
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _check_row(row: Any, where: str) -> None:
+    if not isinstance(row, dict):
+        raise ValueError(f"{where}: expected an object, got {type(row).__name__}")
+    missing = [k for k in ROW_KEYS if k not in row]
+    if missing:
+        raise ValueError(f"{where}: missing field(s) {missing}; a row needs {list(ROW_KEYS)}")
+
+    def bad(key: str, expected: str) -> ValueError:
+        return ValueError(f"{where}.{key}: expected {expected}, got {row[key]!r}")
+
+    for key in ("benchmark", "split", "metric"):
+        if not isinstance(row[key], str) or not row[key]:
+            raise bad(key, "a non-empty string")
+    if not isinstance(row["n"], int) or isinstance(row["n"], bool) or row["n"] < 0:
+        raise bad("n", "a non-negative integer")
+    if not _is_number(row["baseline"]):
+        raise bad("baseline", "a number")
+    for key in ("modulated", "delta"):
+        if row[key] is not None and not _is_number(row[key]):
+            raise bad(key, "a number or null")
+    p = row["p_value"]
+    if p is not None and not (_is_number(p) and 0 <= p <= 1):
+        raise bad("p_value", "a number in [0, 1] or null")
+    ci = row["ci95"]
+    if ci is not None and not (
+        isinstance(ci, (list, tuple)) and len(ci) == 2 and all(_is_number(x) for x in ci) and ci[0] <= ci[1]
+    ):
+        raise bad("ci95", "[low, high] with low <= high, or null")
+    if row["modulated"] is None:
+        for key in ("delta", "p_value", "ci95"):
+            if row[key] is not None:
+                raise bad(key, "null, since modulated is null (baseline-only row)")
+    elif row["delta"] is None or not math.isclose(
+        row["delta"], row["modulated"] - row["baseline"], abs_tol=1e-9
+    ):
+        raise bad("delta", f"modulated - baseline = {row['modulated'] - row['baseline']!r}")
+
+
+def validate_report(obj: Any, source: str = "metrics") -> dict[str, Any]:
+    """Check a metrics.json object; errors name `source`, the field, and what was expected."""
+    if not isinstance(obj, dict):
+        raise ValueError(f"{source}: expected a JSON object with {list(TOP_KEYS)}, got {type(obj).__name__}")
+    missing = [k for k in TOP_KEYS if k not in obj]
+    if missing:
+        raise ValueError(f"{source}: missing field(s) {missing}")
+    if not isinstance(obj["model"], str) or not obj["model"]:
+        raise ValueError(f"{source}: model: expected a non-empty string, got {obj['model']!r}")
+    if obj["scales"] is not None and not isinstance(obj["scales"], str):
+        raise ValueError(
+            f"{source}: scales: expected a string (path of the scales file) or null, got {obj['scales']!r}"
+        )
+    if not isinstance(obj["rows"], list):
+        raise ValueError(f"{source}: rows: expected a list, got {type(obj['rows']).__name__}")
+    for i, row in enumerate(obj["rows"]):
+        _check_row(row, f"{source}: rows[{i}]")
+    return obj
+
+
+def write_metrics_json(
+    path: str | os.PathLike,
+    model: str,
+    scales: str | None,
+    rows: Sequence[dict[str, Any]],
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Validate and atomically write ``{"model", "scales", "rows", **extra}``."""
+    clash = sorted(set(extra or {}) & set(TOP_KEYS))
+    if clash:
+        raise ValueError(f"{path}: extra must not redefine {clash}")
+    obj = validate_report(
+        {
+            "model": model,
+            "scales": None if scales is None else str(scales),
+            "rows": list(rows),
+            **(extra or {}),
+        },
+        source=str(path),
+    )
+    return write_json(path, obj)
+
+
+def read_metrics_json(path: str | os.PathLike) -> dict[str, Any]:
+    """Load and validate a metrics.json written by `write_metrics_json`."""
+    try:
+        obj = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from e
+    return validate_report(obj, source=str(path))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Print a metrics.json report as a table.")
+    parser.add_argument("path", type=Path)
+    parser.add_argument("--markdown", action="store_true", help="print a markdown table instead")
+    args = parser.parse_args(argv)
+    report = read_metrics_json(args.path)
+    print(f"model: {report['model']}  scales: {report['scales']}")
+    print(to_markdown(report["rows"]) if args.markdown else format_table(report["rows"]))
+
+
+if __name__ == "__main__":
+    main()
