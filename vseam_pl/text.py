@@ -6,8 +6,9 @@ MMF/Pythia), quirks included, because a "cleaner" normaliser would silently shif
 * the period rule is the original ``(?!<=\\d)(\\.)(?!\\d)``, a typo for a look-behind, so *every* period not
   followed by a digit is dropped (``"3.5"`` is kept, ``"end."`` loses its period), and lmms-eval passes
   ``re.UNICODE`` as the ``count`` argument, so at most 32 periods are removed;
-* whether punctuation is deleted or turned into a space depends on the *original* text (a punctuation mark next to
-  a space, or any ``digit,digit`` in the answer, means delete everywhere);
+* whether a punctuation mark is deleted or turned into a space depends on the whole answer (that mark next to a
+  space anywhere means delete it everywhere); the original's ``digit,digit`` check is kept although it never fires,
+  since commas are removed first;
 * number words only up to "ten" become digits ("none" and "zero" → "0");
 * the contraction table keeps the original's odd entries (``"somebody'd"`` → ``"somebodyd"``).
 """
