@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
@@ -138,7 +138,7 @@ class HeadModulation(nn.Module):
                 if "scales" not in fh.keys():
                     raise ScalesMismatchError(f"{path}: no 'scales' tensor (keys: {list(fh.keys())})")
                 scales = fh.get_tensor("scales")
-        except (OSError, RuntimeError) as e:  # safetensors raises these for non-safetensors files
+        except (OSError, RuntimeError, SafetensorError) as e:
             raise ScalesMismatchError(f"{path}: not a safetensors scales file ({e})") from None
         if meta.get("format") != SCALES_FORMAT:
             raise ScalesMismatchError(f"{path}: metadata format {meta.get('format')!r}, expected {SCALES_FORMAT!r}")

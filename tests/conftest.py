@@ -1,0 +1,73 @@
+"""Shared test fixtures: offline hub, tiny random-weight VLMs saved as ordinary HF folders, the shared data root."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data" / "vseam"
+TINY_WORDS = "is there a dog cat bird car bus in the image yes no red blue green what color left right of to".split()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.exists():
+        pytest.fail(f"{SHARED_DATA} is missing: the V-SEAM question files must sit in ../shared/data/vseam")
+    return SHARED_DATA
+
+
+def _save_tiny(root: Path, builder, **sizes) -> Path:
+    from vseam_pl.tiny import TinySizes
+
+    torch.manual_seed(0)
+    model, processor = builder(TINY_WORDS, TinySizes(text_layers=4, text_heads=4, text_hidden=64, text_intermediate=128, **sizes))
+    model.save_pretrained(root)
+    processor.save_pretrained(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_llava_dir(tmp_path_factory) -> Path:
+    from vseam_pl.tiny import build_tiny_llava
+
+    return _save_tiny(tmp_path_factory.mktemp("tiny-llava"), build_tiny_llava, text_kv_heads=4)
+
+
+@pytest.fixture(scope="session")
+def tiny_llava_gqa_dir(tmp_path_factory) -> Path:
+    """Grouped-query attention: 4 query heads share 2 key/value heads."""
+    from vseam_pl.tiny import build_tiny_llava
+
+    return _save_tiny(tmp_path_factory.mktemp("tiny-llava-gqa"), build_tiny_llava, text_kv_heads=2)
+
+
+@pytest.fixture(scope="session")
+def tiny_instructblip_dir(tmp_path_factory) -> Path:
+    from vseam_pl.tiny import build_tiny_instructblip
+
+    return _save_tiny(tmp_path_factory.mktemp("tiny-instructblip"), build_tiny_instructblip, text_kv_heads=4)
+
+
+@pytest.fixture()
+def tiny_vlm(tiny_llava_dir):
+    from vseam_pl.vlm import load_vlm
+
+    return load_vlm(str(tiny_llava_dir))
+
+
+def make_images(n: int, size: int = 64, seed: int = 0):
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(seed)
+    return [
+        Image.fromarray((torch.rand(size, size, 3, generator=g) * 255).to(torch.uint8).numpy(), "RGB") for _ in range(n)
+    ]

@@ -1,0 +1,57 @@
+"""Answer scoring: candidate log-probs over full token sequences (case-insensitive), generation, answer loss."""
+
+from __future__ import annotations
+
+import torch
+
+from tests.conftest import make_images
+from vseam_pl.encoding import encode
+from vseam_pl.prompts import build_prompts
+from vseam_pl.scoring import answer_loss, continuation_logprobs, forward_logits, predict, score_candidates
+
+
+def test_single_token_fast_path_equals_teacher_forcing(tiny_vlm):
+    prompts = build_prompts(tiny_vlm, ["is there a dog?", "is the car red?"])
+    images = make_images(2)
+    fast = score_candidates(tiny_vlm, prompts, images, [("yes", "no"), ("Yes", "No")])
+    enc = encode(tiny_vlm, prompts * 2, images * 2, ["yes", "yes", "no", "no"])
+    slow = continuation_logprobs(forward_logits(tiny_vlm, enc), enc)
+    torch.testing.assert_close(torch.stack(fast), slow.view(2, 2).T, atol=1e-5, rtol=1e-5)
+    # case-insensitive: the lowercase tokenizer makes Yes/yes the same token, counted once
+    torch.testing.assert_close(fast[0], fast[1])
+
+
+def test_multi_token_candidates_sum_token_logprobs(tiny_vlm):
+    prompts = build_prompts(tiny_vlm, ["what color is the dog?"])
+    images = make_images(1)
+    (scores,) = score_candidates(tiny_vlm, prompts, images, [("red dog", "blue")])
+    enc = encode(tiny_vlm, prompts, images, ["red"])
+    first = continuation_logprobs(forward_logits(tiny_vlm, enc), enc)
+    enc2 = encode(tiny_vlm, [prompts[0] + " red"], images, ["dog"])
+    second = continuation_logprobs(forward_logits(tiny_vlm, enc2), enc2)
+    torch.testing.assert_close(scores[0], (first + second)[0], atol=1e-4, rtol=1e-4)
+
+
+def test_batched_scoring_equals_one_by_one(tiny_vlm):
+    qs = ["is there a dog?", "is there a cat in the image?", "is the bus blue?"]
+    images = make_images(3)
+    prompts = build_prompts(tiny_vlm, qs)
+    batched = score_candidates(tiny_vlm, prompts, images, [("yes", "no")] * 3)
+    for i in range(3):
+        (single,) = score_candidates(tiny_vlm, [prompts[i]], [images[i]], [("yes", "no")])
+        torch.testing.assert_close(batched[i], single, atol=1e-5, rtol=1e-5)
+
+
+def test_predict_closed_and_open(tiny_vlm):
+    answers = predict(tiny_vlm, ["is there a dog?", "what color is it?"], make_images(2), [("yes", "no"), None], max_new_tokens=3)
+    assert answers[0] in ("yes", "no")
+    assert isinstance(answers[1], str) and len(answers[1].split()) <= 3
+
+
+def test_answer_loss_is_mean_answer_token_nll(tiny_vlm):
+    prompts = build_prompts(tiny_vlm, ["is there a dog?"])
+    images = make_images(1)
+    loss = answer_loss(tiny_vlm, prompts, images, ["yes"])
+    enc = encode(tiny_vlm, prompts, images, ["yes"], add_eos=True)
+    nll = -continuation_logprobs(forward_logits(tiny_vlm, enc), enc, reduce="mean")
+    torch.testing.assert_close(loss, nll[0], atol=1e-5, rtol=1e-5)

@@ -1,0 +1,66 @@
+"""Loading frozen VLMs through the ordinary from_pretrained path and finding their decoder heads."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from vseam_pl.prompts import DEFAULT_INSTRUCTION, build_prompt
+from vseam_pl.vlm import UnsupportedModelError, find_decoder, load_vlm, resolve_dtype
+
+
+@pytest.mark.parametrize("fixture,family", [("tiny_llava_dir", "llava"), ("tiny_instructblip_dir", "instructblip")])
+def test_load_vlm_freezes_and_reports_head_grid(request, fixture, family):
+    vlm = load_vlm(str(request.getfixturevalue(fixture)))
+    assert vlm.family == family
+    assert (vlm.num_layers, vlm.num_heads, vlm.head_dim) == (4, 4, 16)
+    assert not any(p.requires_grad for p in vlm.model.parameters())
+    assert not vlm.model.training
+    assert vlm.o_proj(0) is vlm.layers[0].self_attn.o_proj
+
+
+def test_grouped_query_attention_heads_are_query_heads(tiny_llava_gqa_dir):
+    vlm = load_vlm(str(tiny_llava_gqa_dir))
+    assert vlm.num_heads == 4 and vlm.num_kv_heads == 2
+    assert vlm.o_proj(0).in_features == vlm.num_heads * vlm.head_dim
+
+
+def test_decoder_found_in_new_and_old_layouts(tiny_vlm):
+    new_layout = tiny_vlm.model  # LlavaForConditionalGeneration.model.language_model
+    assert find_decoder(new_layout) is new_layout.model.language_model
+
+    class OldLayout(nn.Module):  # transformers<4.52 kept the causal LM at `.language_model` with `.model` inside
+        def __init__(self, decoder):
+            super().__init__()
+            self.language_model = nn.Module()
+            self.language_model.model = decoder
+
+    old = OldLayout(new_layout.model.language_model)
+    assert find_decoder(old) is new_layout.model.language_model
+
+
+def test_unsupported_model_names_expected_path():
+    with pytest.raises(UnsupportedModelError, match=r"self_attn.o_proj"):
+        find_decoder(nn.Sequential(nn.Linear(2, 2)))
+
+
+def test_dtype_loading_keeps_model_in_bf16(tiny_llava_dir):
+    vlm = load_vlm(str(tiny_llava_dir), dtype="bf16")
+    assert vlm.dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="unknown dtype"):
+        resolve_dtype("float13")
+
+
+def test_chat_template_and_fallback_prompts(tiny_llava_dir, tiny_instructblip_dir):
+    llava = load_vlm(str(tiny_llava_dir))
+    assert build_prompt(llava, "Is there a dog?") == f"USER: <image>\nIs there a dog?\n{DEFAULT_INSTRUCTION} ASSISTANT:"
+    assert build_prompt(llava, "Is there a dog?", instruction=None) == "USER: <image>\nIs there a dog? ASSISTANT:"
+    blip = load_vlm(str(tiny_instructblip_dir))
+    assert blip.processor.chat_template is None
+    assert build_prompt(blip, "Is there a dog?", instruction="Short answer.") == "Is there a dog?\nShort answer."
+
+
+def test_missing_local_model_is_a_clear_error(tmp_path):
+    with pytest.raises(OSError):
+        load_vlm(str(tmp_path / "nope"))
