@@ -248,7 +248,7 @@ class PairedCorrectness(Metric):
         self.group.append(group.to(device))
 
     def compute(self) -> PairedResult:
-        if not self.index:
+        if isinstance(self.index, list) and not self.index:  # after a DDP sync the lists are one tensor
             raise RuntimeError("PairedCorrectness.compute() called before any update")
         index, base, mod, group = (
             dim_zero_cat(s).cpu().numpy() for s in (self.index, self.baseline, self.modulated, self.group)
