@@ -1,0 +1,103 @@
+"""Incremental reader for one big JSON document: a list of records or an object keyed by record id.
+
+Official GQA question files are a single JSON object of up to ~1.4 GB; `json.load` would hold all of it (several
+times over as Python objects). This scanner decodes one record at a time with `json.JSONDecoder.raw_decode` over a
+sliding text buffer, so memory stays at one chunk plus one record.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+_WS = re.compile(r"\s*")
+
+
+class JSONStreamError(ValueError):
+    """Malformed JSON in a streamed document; the message names the file, the record and the character offset."""
+
+
+class _Scanner:
+    def __init__(self, path: Path, chunk_size: int) -> None:
+        self.path = path
+        self.file = open(path, encoding="utf-8")  # noqa: SIM115 - closed by iter_json_items
+        self.chunk_size = chunk_size
+        self.buf = ""
+        self.pos = 0
+        self.consumed = 0  # characters dropped from the front of `buf`
+        self.eof = False
+        self.decoder = json.JSONDecoder()
+
+    def fill(self) -> None:
+        chunk = self.file.read(self.chunk_size)
+        if not chunk:
+            self.eof = True
+        self.consumed += self.pos
+        self.buf = self.buf[self.pos :] + chunk
+        self.pos = 0
+
+    def peek(self) -> str:
+        """Next non-whitespace character ('' at end of file), not consumed."""
+        while True:
+            self.pos = _WS.match(self.buf, self.pos).end()
+            if self.pos < len(self.buf) or self.eof:
+                return self.buf[self.pos : self.pos + 1]
+            self.fill()
+
+    def expect(self, chars: str, where: str) -> str:
+        c = self.peek()
+        if not c or c not in chars:
+            found = repr(c) if c else "end of file"
+            self.fail(f"expected one of {' '.join(repr(x) for x in chars)} {where}, found {found}")
+        self.pos += 1
+        return c
+
+    def value(self, where: str) -> Any:
+        self.peek()
+        while True:
+            try:
+                obj, end = self.decoder.raw_decode(self.buf, self.pos)
+            except json.JSONDecodeError as e:
+                if self.eof:
+                    self.fail(f"{e.msg} {where}", offset=e.pos)
+                self.fill()
+                continue
+            if end == len(self.buf) and not self.eof:  # a number could continue in the next chunk
+                self.fill()
+                continue
+            self.pos = end
+            return obj
+
+    def fail(self, msg: str, offset: int | None = None) -> None:
+        at = self.consumed + (self.pos if offset is None else offset)
+        raise JSONStreamError(f"{self.path}: malformed JSON at character {at}: {msg}")
+
+
+def iter_json_items(path: str | Path, chunk_size: int = 1 << 20) -> Iterator[tuple[int | str, Any]]:
+    """Yield ``(index, record)`` from a top-level JSON list, or ``(key, record)`` from a top-level JSON object."""
+    sc = _Scanner(Path(path), chunk_size)
+    try:
+        opener = sc.expect("[{", "at the start of the document (a list or an object of records)")
+        closer = "]" if opener == "[" else "}"
+        if sc.peek() == closer:
+            return
+        index = 0
+        while True:
+            where = f"in record {index}"
+            if opener == "[":
+                key: int | str = index
+            else:
+                key = sc.value(f"in the key of record {index}")
+                if not isinstance(key, str):
+                    sc.fail(f"expected a string key for record {index}")
+                sc.expect(":", f"after key {key!r}")
+                where = f"in record {key!r}"
+            yield key, sc.value(where)
+            index += 1
+            if sc.expect("," + closer, f"after record {key!r}") == closer:
+                return
+    finally:
+        sc.file.close()

@@ -1,0 +1,195 @@
+"""Parse the official benchmark files into `QARecord`s, lazily, one record at a time.
+
+* GQA: a question JSON (a list, or an object keyed by question id); the category is the file stem
+  (``Animal.json`` -> "Animal"), the level ``level_of(category, types.semantic)``; images ``{imageId}.jpg``.
+* POPE: JSON Lines (even with a ``.json`` extension) ``{"question_id","image","text","label"}``; the category is the
+  POPE split (random/popular/adversarial) taken from the file name; images are COCO files named by ``image``.
+* COCO-QA: CSV with header ``,train_image_id_count,question_count,answer_count``; the category is the question type
+  (the file-name prefix: color/count/location); images ``image_pattern.format(id=...)``.
+
+Every record carries ``source`` = ``"file:line"`` or ``"file:record"`` so any later error can point at it. A bad
+record raises `BadRecordError`, or is passed to ``on_bad`` (skip mode) and left out.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from ..levels import level_of
+from ..records import YES_NO, QARecord
+from .jsonstream import JSONStreamError, iter_json_items
+
+POPE_SPLITS: tuple[str, ...] = ("random", "popular", "adversarial")
+COCOQA_HEADER: tuple[str, ...] = ("", "train_image_id_count", "question_count", "answer_count")
+DEFAULT_COCOQA_PATTERN = "COCO_train2014_{id:012d}.jpg"
+
+
+class BadRecordError(ValueError):
+    """A record that cannot be used; ``str(err)`` is ``"<source>: <reason>"``."""
+
+    def __init__(self, source: str, reason: str) -> None:
+        super().__init__(f"{source}: {reason}")
+        self.source = source
+        self.reason = reason
+
+
+#: Receives each bad record in skip mode; ``None`` means raise.
+OnBad = Callable[[BadRecordError], None] | None
+
+
+def handle_bad(err: BadRecordError, on_bad: OnBad) -> None:
+    if on_bad is None:
+        raise err
+    on_bad(err)
+
+
+def require(obj: Any, field: str, source: str) -> Any:
+    """``obj[field]``, or a `BadRecordError` naming the record and the field."""
+    if not isinstance(obj, dict):
+        raise BadRecordError(source, f"expected a JSON object, got {type(obj).__name__}")
+    value = obj.get(field)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise BadRecordError(source, f"missing required field '{field}'")
+    return value
+
+
+def closed_yes_no(answer: str) -> tuple[str, ...] | None:
+    return YES_NO if answer in YES_NO else None
+
+
+def gqa_record(obj: Any, source: str, category: str | None, image_dir: str | None, key: str | None = None) -> QARecord:
+    """One GQA question (file record or lmms-eval ``*_instructions`` row) as a `QARecord`."""
+    question = str(require(obj, "question", source))
+    answer = str(require(obj, "answer", source)).strip().lower()
+    image_id = str(require(obj, "imageId", source))
+    qid = obj.get("question_id") or obj.get("id") or key
+    if not qid:
+        raise BadRecordError(source, "missing required field 'question_id' (or 'id', or a dict key)")
+    semantic = (obj.get("types") or {}).get("semantic") if isinstance(obj.get("types"), dict) else None
+    extra = {k: v for k, v in obj.items() if k not in ("question", "answer", "imageId", "question_id", "id")}
+    return QARecord(
+        benchmark="gqa",
+        question_id=str(qid),
+        question=question,
+        answer=answer,
+        image_id=image_id,
+        image_path=str(Path(image_dir) / f"{image_id}.jpg") if image_dir is not None else None,
+        level=level_of(category, semantic),
+        category=category,
+        candidates=closed_yes_no(answer),
+        source=source,
+        extra=extra,
+    )
+
+
+def pope_split_of(path: str | Path) -> str:
+    """POPE split from a file name (``coco_pope_random.json`` -> "random"); the stem when none matches."""
+    stem = Path(path).stem.lower()
+    return next((s for s in POPE_SPLITS if s in stem), stem)
+
+
+def pope_record(obj: Any, source: str, category: str, image_dir: str) -> QARecord:
+    raw_qid = require(obj, "question_id", source)
+    image = str(require(obj, "image", source))
+    label = str(require(obj, "label", source)).strip().lower()
+    if label not in YES_NO:
+        raise BadRecordError(source, f"field 'label' must be 'yes' or 'no', got {label!r}")
+    extra = {k: v for k, v in obj.items() if k not in ("question_id", "image", "text", "label")}
+    extra["raw_question_id"] = raw_qid
+    return QARecord(
+        benchmark="pope",
+        question_id=f"{category}-{raw_qid}",
+        question=str(require(obj, "text", source)),
+        answer=label,
+        image_id=Path(image).stem,
+        image_path=str(Path(image_dir) / image),
+        category=category,
+        candidates=YES_NO,
+        source=source,
+        extra=extra,
+    )
+
+
+def cocoqa_type_of(path: str | Path) -> str:
+    """COCO-QA question type from a file name (``color_coco_qa.csv`` -> "color")."""
+    return Path(path).stem.split("_")[0].lower()
+
+
+def cocoqa_image_name(image_id: str, pattern: str, source: str) -> str:
+    try:
+        return pattern.format(id=int(image_id) if image_id.isdigit() else image_id)
+    except (ValueError, KeyError, IndexError) as e:
+        raise BadRecordError(source, f"image id {image_id!r} does not fit image_pattern {pattern!r}: {e}") from e
+
+
+def read_gqa(path: str | Path, image_dir: str, on_bad: OnBad = None) -> Iterator[QARecord]:
+    """GQA questions from a JSON list or a JSON object keyed by question id (streamed, see `jsonstream`)."""
+    category = Path(path).stem
+    items = iter_json_items(path)
+    while True:
+        try:
+            key, obj = next(items)
+        except StopIteration:
+            return
+        except JSONStreamError as e:  # the document cannot be resynchronised: always fatal
+            raise BadRecordError(str(path), f"{e} (a malformed JSON document cannot be skipped)") from e
+        source = f"{path}:{key}"
+        try:
+            yield gqa_record(obj, source, category, image_dir, key=key if isinstance(key, str) else None)
+        except BadRecordError as e:
+            handle_bad(e, on_bad)
+
+
+def read_pope(path: str | Path, image_dir: str, on_bad: OnBad = None) -> Iterator[QARecord]:
+    """POPE questions from a JSON Lines file."""
+    category = pope_split_of(path)
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            source = f"{path}:{lineno}"
+            try:
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise BadRecordError(source, f"malformed JSON line ({e.msg}, column {e.colno})") from e
+                yield pope_record(obj, source, category, image_dir)
+            except BadRecordError as e:
+                handle_bad(e, on_bad)
+
+
+def read_cocoqa(path: str | Path, image_dir: str, pattern: str = DEFAULT_COCOQA_PATTERN,
+                on_bad: OnBad = None) -> Iterator[QARecord]:
+    """COCO-QA questions from a CSV file (index, COCO image id, question, one-word answer)."""
+    qtype = cocoqa_type_of(path)
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None or tuple(h.strip() for h in header) != COCOQA_HEADER:
+            raise BadRecordError(f"{path}:1", f"expected the COCO-QA header {','.join(COCOQA_HEADER)!r}, got {header!r}")
+        for row in reader:
+            source = f"{path}:{reader.line_num}"
+            try:
+                if len(row) != 4:
+                    raise BadRecordError(source, f"expected 4 columns (index, image id, question, answer), got {len(row)}")
+                index, image_id, question, answer = (c.strip() for c in row)
+                for name, value in (("train_image_id_count", image_id), ("question_count", question),
+                                    ("answer_count", answer)):
+                    if not value:
+                        raise BadRecordError(source, f"missing required field '{name}'")
+                yield QARecord(
+                    benchmark="cocoqa",
+                    question_id=f"{qtype}-{index or reader.line_num}",
+                    question=question,
+                    answer=answer.lower(),
+                    image_id=image_id,
+                    image_path=str(Path(image_dir) / cocoqa_image_name(image_id, pattern, source)),
+                    category=qtype,
+                    source=source,
+                )
+            except BadRecordError as e:
+                handle_bad(e, on_bad)

@@ -1,0 +1,235 @@
+"""The streaming dataset: one split of one source, sharded over DDP ranks and DataLoader workers.
+
+Order of operations for each pass (identical on every rank and worker, so shards line up):
+``source.records`` -> split (by image hash, or the whole source) -> selection filter (levels, categories, ...) ->
+stratified subsample (train only) -> ``limit`` -> global index ``i``. Rank ``r`` of ``R`` keeps ``i % R == r``; its
+``j``-th row (``j = i // R``) goes to worker ``j % W``. For the train split the stream stops at
+``(total // R) * R`` rows, so every rank yields the same number of items (DistributedSampler's drop_last) and DDP
+steps cannot hang. Only then are images decoded, in the worker. A record that fails in skip mode is yielded as a
+`Skipped` item in its slot, which keeps the per-rank item counts equal too.
+"""
+
+from __future__ import annotations
+
+import random
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from ..records import Example, QARecord
+from .readers import BadRecordError, OnBad
+from .sources import RecordSource, Row, Skipped, round_robin
+from .splits import split_of
+
+
+@dataclass(frozen=True)
+class RecordFilter:
+    """Selection by level / category (case-insensitive); ``None`` keeps everything."""
+
+    levels: frozenset[str] | None = None
+    categories: frozenset[str] | None = None
+
+    @classmethod
+    def of(cls, levels: list[str] | None = None, categories: list[str] | None = None) -> RecordFilter:
+        low = lambda xs: frozenset(x.lower() for x in xs) if xs else None  # noqa: E731
+        return cls(low(levels), low(categories))
+
+    def __call__(self, record: QARecord) -> bool:
+        if self.levels is not None and (record.level or "").lower() not in self.levels:
+            return False
+        return self.categories is None or (record.category or "").lower() in self.categories
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    """Which rows of `source` form one split (see module docstring); picklable for workers."""
+
+    source: RecordSource
+    split: str  # "train" | "val" | "test"
+    ratios: tuple[float, float, float] | None = None  # hash split by image; None: the whole source is this split
+    salt: str = "vseam"
+    keep: RecordFilter = field(default_factory=RecordFilter)
+    selected: frozenset[str] | None = None  # record sources kept by the stratified subsample
+    limit: int | None = None
+
+    def in_split(self, record: QARecord) -> bool:
+        return (self.ratios is None or split_of(record.image_id, self.ratios, self.salt) == self.split) and self.keep(
+            record
+        )
+
+    def rows(self, on_bad: OnBad = None, images: bool = True) -> Iterator[Row]:
+        n = 0
+        if self.limit is not None and self.limit <= 0:
+            return
+        for record, payload in self.source.records(on_bad, images=images):
+            if not self.in_split(record) or (self.selected is not None and record.source not in self.selected):
+                continue
+            yield record, payload
+            n += 1
+            if self.limit is not None and n >= self.limit:
+                return
+
+
+def _ignore(_: BadRecordError) -> None:
+    """Record-level problems were already reported once by the DataModule's setup scan."""
+
+
+class QAStream(IterableDataset):
+    """`Example`s of one split, sharded by rank and worker (see module docstring)."""
+
+    def __init__(self, plan: SplitPlan, rank: int = 0, world_size: int = 1, total: int | None = None,
+                 on_bad_record: str = "error", shuffle_buffer: int = 0, seed: int = 0) -> None:
+        super().__init__()
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
+        self.plan, self.rank, self.world_size = plan, rank, world_size
+        self.total = total  # train: the split's row count, enabling drop_last across ranks
+        self.on_bad_record = on_bad_record
+        self.shuffle_buffer, self.seed, self.epoch = shuffle_buffer, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def shard_rows(self) -> Iterator[Row]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        stop = None if self.total is None else (self.total // self.world_size) * self.world_size
+        skip = _ignore if self.on_bad_record == "skip" else None
+        for i, row in enumerate(self.plan.rows(skip)):
+            if stop is not None and i >= stop:
+                return
+            if i % self.world_size == self.rank and (i // self.world_size) % workers == worker:
+                yield row
+
+    def _shuffled(self, rows: Iterator[Row]) -> Iterator[Row]:
+        if self.shuffle_buffer <= 1:
+            yield from rows
+            return
+        info = get_worker_info()
+        rng = random.Random(f"{self.seed}:{self.epoch}:{self.rank}:{info.id if info else 0}")
+        buf: list[Row] = []
+        for row in rows:
+            if len(buf) < self.shuffle_buffer:
+                buf.append(row)
+                continue
+            k = rng.randrange(len(buf))
+            yield buf[k]
+            buf[k] = row
+        rng.shuffle(buf)
+        yield from buf
+
+    def __iter__(self) -> Iterator[Example | Skipped]:
+        on_bad = _ignore if self.on_bad_record == "skip" else None
+        yield from self.plan.source.attach(self._shuffled(self.shard_rows()), on_bad)
+
+
+@dataclass
+class Batch:
+    """What the default collate returns: the examples, and the records skipped while building them (source,
+    reason), so skips counted in worker processes reach the main process."""
+
+    examples: list[Example]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    @property
+    def records(self) -> list[QARecord]:
+        return [e.record for e in self.examples]
+
+
+@dataclass(frozen=True)
+class Collate:
+    """Split stream items into examples and skips; ``fn`` (optional) replaces the `Batch` with its own output.
+
+    With ``fn``, skips are attached as ``out["skipped"]`` (dict) or ``out.skipped`` when possible, else warned about
+    from the worker (never silent).
+    """
+
+    fn: Callable[[list[Example]], Any] | None = None
+
+    def __call__(self, items: list[Example | Skipped]) -> Any:
+        examples = [x for x in items if isinstance(x, Example)]
+        skipped = [(x.source, x.reason) for x in items if isinstance(x, Skipped)]
+        if self.fn is None:
+            return Batch(examples, skipped)
+        out = self.fn(examples)
+        if skipped:
+            if isinstance(out, dict):
+                out["skipped"] = skipped
+            else:
+                try:
+                    out.skipped = skipped
+                except AttributeError:
+                    warnings.warn(f"skipped {len(skipped)} bad records: {skipped[:3]}", stacklevel=2)
+        return out
+
+
+def skips_of(batch: Any) -> list[tuple[str, str]]:
+    if isinstance(batch, dict):
+        return list(batch.get("skipped") or [])
+    return list(getattr(batch, "skipped", None) or [])
+
+
+class SkipLog:
+    """Main-process record of skipped records: kept in order, warned about once per pass with the first sources."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.entries: list[tuple[str, str]] = []
+
+    def add(self, skips: list[tuple[str, str]], where: str) -> None:
+        if not skips:
+            return
+        self.entries.extend(skips)
+        first = "; ".join(f"{s}: {r}" for s, r in skips[:3])
+        warnings.warn(f"{self.name}: skipped {len(skips)} bad record(s) {where} (on_bad_record='skip'); first: "
+                      f"{first}", stacklevel=3)
+
+
+class StreamLoader(DataLoader):
+    """A DataLoader that advances the stream's epoch (shuffle seed) and reports skips at the end of each pass."""
+
+    def __init__(self, dataset: IterableDataset, *args: Any, skip_log: SkipLog | None = None, **kwargs: Any) -> None:
+        super().__init__(dataset, *args, **kwargs)
+        self.skip_log = skip_log
+        self._epoch = 0
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(self._epoch)
+        self._epoch += 1
+        seen: list[tuple[str, str]] = []
+        try:
+            for batch in super().__iter__():
+                seen.extend(skips_of(batch))
+                yield batch
+        finally:
+            if self.skip_log is not None:
+                self.skip_log.add(seen, "while loading images this pass")
+
+
+def init_worker(_: int) -> None:
+    """Keep PIL/torch from oversubscribing the shared CPU cores inside workers."""
+    torch.set_num_threads(1)
+
+
+class InterleavedStream(IterableDataset):
+    """Several streams alternated item by item (mixed-benchmark training batches); each keeps its own sharding,
+    so per-rank counts stay equal."""
+
+    def __init__(self, streams: list[QAStream]) -> None:
+        super().__init__()
+        self.streams = streams
+
+    def set_epoch(self, epoch: int) -> None:
+        for s in self.streams:
+            s.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[Example | Skipped]:
+        yield from round_robin([iter(s) for s in self.streams])
