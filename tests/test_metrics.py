@@ -167,6 +167,10 @@ def _ddp_worker(rank: int, init_file: str, out_file: str) -> None:
         else:
             shard = vqa[cut:], pope[cut:], paired[cut:] + paired[:1]
         result = _run(*shard)
+        lonely = PairedCorrectness()  # a rank that sees no examples must not break the gather
+        if rank == 0:
+            lonely.update([5, 2], [True, False], [False, False])
+        result = (*result, lonely.compute())
         if rank == 0:
             torch.save(result, out_file)
     finally:
@@ -176,7 +180,9 @@ def _ddp_worker(rank: int, init_file: str, out_file: str) -> None:
 def test_ddp_two_processes_equal_single_process(tmp_path):
     out_file = tmp_path / "ddp.pt"
     mp.spawn(_ddp_worker, args=(str(tmp_path / "init"), str(out_file)), nprocs=2, join=True)
-    vqa_d, pope_d, paired_d = torch.load(out_file, weights_only=False)
+    vqa_d, pope_d, paired_d, lonely = torch.load(out_file, weights_only=False)
+    assert lonely.index.tolist() == [2, 5] and lonely.index.dtype == np.int64
+    assert lonely.baseline.tolist() == [False, True] and lonely.modulated.tolist() == [False, False]
     vqa_s, pope_s, paired_s = _run(*_data())
 
     assert vqa_d.keys() == vqa_s.keys()

@@ -203,6 +203,9 @@ class PairedResult(NamedTuple):
     groups: list[str] | None  # per-example group name when the metric was built with groups
 
 
+_PAIRED_STATES = ("index", "baseline", "modulated", "group")
+
+
 class PairedCorrectness(Metric):
     """Collects per-example correctness of a baseline and a modulated model, for paired tests after DDP gathering.
 
@@ -217,7 +220,7 @@ class PairedCorrectness(Metric):
         super().__init__(**kwargs)
         self.groups = tuple(groups or ())
         self._group_index = {g: i for i, g in enumerate(self.groups)}
-        for name in ("index", "baseline", "modulated", "group"):
+        for name in _PAIRED_STATES:
             self.add_state(name, [], dist_reduce_fx="cat")
 
     def update(
@@ -247,13 +250,23 @@ class PairedCorrectness(Metric):
         self.modulated.append(mod.to(device))
         self.group.append(group.to(device))
 
+    def _sync_dist(self, *args, **kwargs) -> None:
+        # torchmetrics stands in a float32 tensor for a rank that saw no examples; concatenated with the long states
+        # of the other ranks that aborts the gloo gather, so give empty ranks correctly typed empty states instead.
+        for name in _PAIRED_STATES:
+            if isinstance(getattr(self, name), list) and not getattr(self, name):
+                setattr(self, name, [torch.empty(0, dtype=torch.long, device=self.device)])
+        super()._sync_dist(*args, **kwargs)
+
     def compute(self) -> PairedResult:
         if isinstance(self.index, list) and not self.index:  # after a DDP sync the lists are one tensor
             raise RuntimeError("PairedCorrectness.compute() called before any update")
         index, base, mod, group = (
             dim_zero_cat(s).cpu().numpy() for s in (self.index, self.baseline, self.modulated, self.group)
         )
-        index, first = np.unique(index, return_index=True)  # sorted, first occurrence of each duplicate
+        index, first = np.unique(
+            index.astype(np.int64), return_index=True
+        )  # sorted, first occurrence of each duplicate
         base, mod, group = base[first], mod[first], group[first]
         missing = mod < 0
         if missing.any() and not missing.all():
