@@ -87,6 +87,8 @@ def generate_benchmarks(
     config = {"generator": GENERATOR, "version": VERSION, "seed": seed, "image_size": image_size,
               "n_images": sizes, "gqa_per_image": gqa_per_image}  # fmt: skip
     manifest_path = out / "manifest.json"
+    for stale in out.glob(".synth-*.tmp"):  # temp folders of an interrupted run
+        shutil.rmtree(stale, ignore_errors=True)
     if overwrite:
         _remove_outputs(out)
     elif manifest_path.exists():
@@ -124,8 +126,6 @@ def _remove_outputs(out: Path) -> None:
     for split in SPLITS:
         if (out / split).exists():
             shutil.rmtree(out / split)
-    for tmp in out.glob(".synth-*.tmp"):
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _ensure_split(out: Path, split: str, config: dict[str, Any], world: SceneWorld) -> dict[str, Any]:
