@@ -1,0 +1,46 @@
+"""Attribution patching: the first-order (gradient) approximation of :mod:`.patching` for every head at once.
+
+For head output a (at every position, [T, D]) and the patched run's metric LD, patching a from the source run
+changes LD by approximately `(a_source - a_target) . dLD/da |target`. For both directions this gives
+`effect ~= sum_{t,d} (a_clean - a_edited) * dLD/da` with the gradient taken on the run being patched (edited for
+`clean_to_edited`, clean for `edited_to_clean`). Cost per chunk: one forward of each image + one backward,
+instead of L*H intervened forwards. Scores are normalised like exact patching.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from ..vlm import VLM
+from .data import CandidateIndex, PairItem
+from .patching import DIRECTIONS, answer_indices, encode_pair, logit_diff
+from .replay import capture, run_rows
+from .scores import ChunkStats
+
+
+def attribution_stats(vlm: VLM, items: Sequence[PairItem], direction: str = "clean_to_edited") -> ChunkStats:
+    """Per-example attribution estimates `[E, L, H]` of the patching effects, and the edit effects `[E]`."""
+    if direction not in DIRECTIONS:
+        raise ValueError(f"unknown patching direction {direction!r}; expected one of {DIRECTIONS}")
+    cands = CandidateIndex.of(items)
+    clean, edited = answer_indices(items)
+    enc_c, enc_e = encode_pair(vlm, items)
+    run_c = capture(vlm, enc_c, residuals=False, heads=True)
+    run_e = capture(vlm, enc_e, residuals=False, heads=True)
+    ld_c, ld_e = logit_diff(cands, run_c.logits, clean, edited), logit_diff(cands, run_e.logits, clean, edited)
+    target = run_e if direction == "clean_to_edited" else run_c
+    # A zero leaf added to each head output: its gradient is the total derivative of LD w.r.t. that output.
+    deltas = {layer: torch.zeros_like(z, requires_grad=True) for layer, z in target.heads.items()}
+    rows = torch.arange(len(items))
+    with torch.enable_grad():
+        logits = run_rows(vlm, target, rows, 0, lambda layer, z: z + deltas[layer])
+        lp = cands.logprobs(logits)
+        ld = lp.gather(1, clean.to(lp.device)[:, None]) - lp.gather(1, edited.to(lp.device)[:, None])
+        grads = torch.autograd.grad(ld.sum(), [deltas[layer] for layer in range(vlm.num_layers)])
+    effect = torch.stack(
+        [((run_c.heads[layer] - run_e.heads[layer]).float() * g.float()).sum(dim=(1, 3)) for layer, g in enumerate(grads)],
+        dim=1,
+    ).double().cpu()  # [E, L, H]
+    return {"signed": (effect, ld_c - ld_e, torch.ones(len(items), dtype=torch.bool))}

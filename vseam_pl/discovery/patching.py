@@ -1,0 +1,91 @@
+"""Exact activation patching across a clean/edited pair, batched one head per row.
+
+With `LD = log p(clean answer) - log p(edited answer)` (candidate-normalised log-probs at the last prompt position;
+the normaliser cancels), `LD_c` / `LD_e` on the clean / edited image:
+
+- `clean_to_edited` (default, "denoising"): run the edited image, put head (l, h)'s output from the clean run in its
+  place: `effect = LD_patched - LD_e`, how much of the clean answer that single head restores;
+- `edited_to_clean` ("noising"): run the clean image with the head's edited-run output: `effect = LD_c - LD_patched`,
+  how much of the clean answer that head's change destroys.
+
+The group score is the normalised recovery `sum_i effect_i / sum_i (LD_c,i - LD_e,i)` (1 = the head alone carries the
+whole edit effect, < 0 = patching it moves the answer the other way). Summing before dividing keeps pairs whose
+edit barely moves the model from blowing up the ratio, and makes scores additive across DDP shards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from ..encoding import Encoded, encode
+from ..vlm import VLM
+from .data import CandidateIndex, PairError, PairItem, images_of
+from .interventions import Jobs, patch_value, per_row_hook
+from .replay import capture, run_rows
+from .scores import ChunkStats
+
+DIRECTIONS: tuple[str, ...] = ("clean_to_edited", "edited_to_clean")
+
+
+def answer_indices(items: Sequence[PairItem]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Candidate indices of the clean and edited answers; the edited one must be known or implied (2 candidates)."""
+    clean, edited = [], []
+    for it in items:
+        e = it.edited
+        if e is None and len(it.candidate_tokens) == 2:
+            e = 1 - it.correct
+        if e is None or e == it.correct:
+            raise PairError(f"{it.pair.source or it.pair.pair_id}: patching needs an 'edited_answer' that differs "
+                            f"from 'answer' {it.pair.answer!r}")  # fmt: skip
+        clean.append(it.correct)
+        edited.append(e)
+    return torch.tensor(clean), torch.tensor(edited)
+
+
+def encode_pair(vlm: VLM, items: Sequence[PairItem]) -> tuple[Encoded, Encoded]:
+    """Clean and edited encodings, which must line up token by token for head outputs to be swapped."""
+    prompts = [it.prompt for it in items]
+    enc_c = encode(vlm, prompts, images_of(items, "clean"))
+    enc_e = encode(vlm, prompts, images_of(items, "edited"))
+    if enc_c.input_ids.shape != enc_e.input_ids.shape or not torch.equal(enc_c.input_ids, enc_e.input_ids):
+        raise PairError(f"{items[0].pair.source}: clean and edited inputs tokenize differently; patching needs "
+                        "aligned positions (same question, same number of image tokens)")  # fmt: skip
+    return enc_c, enc_e
+
+
+def logit_diff(cands: CandidateIndex, logits: torch.Tensor, clean: torch.Tensor, edited: torch.Tensor,
+               rows: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    """LD per row (float64 on the CPU)."""
+    lp = cands.logprobs(logits, rows).cpu().double()
+    c, e = (clean, edited) if rows is None else (clean[rows], edited[rows])
+    return lp.gather(1, c[:, None]).squeeze(1) - lp.gather(1, e[:, None]).squeeze(1)
+
+
+@torch.no_grad()
+def patching_stats(
+    vlm: VLM,
+    items: Sequence[PairItem],
+    batch_size: int = 64,
+    direction: str = "clean_to_edited",
+    prefix: bool = True,
+) -> ChunkStats:
+    """Per-example patching effects `[E, L, H]` and edit effects `LD_c - LD_e` `[E]` of a chunk."""
+    if direction not in DIRECTIONS:
+        raise ValueError(f"unknown patching direction {direction!r}; expected one of {DIRECTIONS}")
+    cands = CandidateIndex.of(items)
+    clean, edited = answer_indices(items)
+    enc_c, enc_e = encode_pair(vlm, items)
+    into_edited = direction == "clean_to_edited"
+    run_c = capture(vlm, enc_c, residuals=prefix and not into_edited, heads=into_edited)
+    run_e = capture(vlm, enc_e, residuals=prefix and into_edited, heads=not into_edited)
+    ld_c, ld_e = logit_diff(cands, run_c.logits, clean, edited), logit_diff(cands, run_e.logits, clean, edited)
+    target, source = (run_e, run_c) if into_edited else (run_c, run_e)
+    effect = torch.zeros(len(items), vlm.num_layers, vlm.num_heads, dtype=torch.float64)
+    for b in Jobs.grid(len(items), vlm.num_layers, vlm.num_heads).batches(batch_size):
+        hook = per_row_hook(b, patch_value(source.heads, b.example))
+        logits = run_rows(vlm, target, b.example, b.start if prefix else 0, hook, b.layers())
+        ld = logit_diff(cands, logits, clean, edited, b.example)
+        effect[b.example, b.layer, b.head] = ld - ld_e[b.example] if into_edited else ld_c[b.example] - ld
+    return {"signed": (effect, ld_c - ld_e, torch.ones(len(items), dtype=torch.bool))}

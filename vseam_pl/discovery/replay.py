@@ -1,0 +1,128 @@
+"""Re-running only the language decoder, from any layer, on rows drawn from an already-encoded chunk.
+
+A head intervention at layer `l` cannot change anything before layer `l`, so discovery runs the full VLM once per
+chunk (vision tower, projector, embedding merge), records what its decoder received (`inputs_embeds`,
+`attention_mask`) and the residual stream entering every layer, and then runs each batch of intervened rows from the
+first layer it touches: the decoder with its layer list temporarily cut to `layers[start:]`, fed the cached residual
+as `inputs_embeds`. Only the logits at the last prompt position are computed. Every decoder that embeds, iterates
+`self.layers` and norms (Llama, Vicuna, Mistral, Qwen2) works; :func:`check_replay` verifies this on real data and
+discovery falls back to full decoder runs (start 0) when it does not hold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..encoding import Encoded
+from ..hooks import HeadFn, head_hooks
+from ..vlm import VLM, UnsupportedModelError
+
+
+@dataclass
+class DecoderRun:
+    """What the decoder saw for a chunk of E examples, and their unintervened results."""
+
+    embeds: torch.Tensor  # [E, T, hidden] decoder input
+    attention_mask: torch.Tensor  # [E, T]
+    last: torch.Tensor  # [E] last prompt position
+    residuals: list[torch.Tensor] | None  # per layer: [E, T, hidden] residual stream entering it
+    heads: dict[int, torch.Tensor] | None  # per layer: [E, T, H, D] head outputs (for patching)
+    logits: torch.Tensor  # [E, V] next-token logits at the last prompt position
+
+
+@torch.no_grad()
+def capture(vlm: VLM, enc: Encoded, residuals: bool = True, heads: bool = False) -> DecoderRun:
+    """One full forward of the VLM, recording the decoder's inputs (and optionally residuals / head outputs)."""
+    moved = enc.to(vlm.device, vlm.model.dtype)
+    seen: dict[str, torch.Tensor] = {}
+    res: dict[int, torch.Tensor] = {}
+    head_out: dict[int, torch.Tensor] = {}
+
+    def grab_decoder(_m: nn.Module, args: tuple, kwargs: dict) -> None:
+        if kwargs.get("inputs_embeds") is None:
+            raise UnsupportedModelError(f"{vlm.name}: its decoder was not called with inputs_embeds; head discovery "
+                                        "replays the decoder from its input embeddings")  # fmt: skip
+        seen["embeds"] = kwargs["inputs_embeds"].detach()
+        seen["mask"] = kwargs.get("attention_mask")
+
+    def grab_layer(i: int):
+        def hook(_m: nn.Module, args: tuple, kwargs: dict) -> None:
+            res[i] = (args[0] if args else kwargs["hidden_states"]).detach()
+
+        return hook
+
+    def grab_heads(layer: int, z: torch.Tensor) -> None:
+        head_out[layer] = z.detach().clone()
+
+    with ExitStack() as stack:
+        handles = [vlm.decoder.register_forward_pre_hook(grab_decoder, with_kwargs=True)]
+        if residuals:
+            handles += [layer.register_forward_pre_hook(grab_layer(i), with_kwargs=True) for i, layer in enumerate(vlm.layers)]
+        stack.callback(lambda: [h.remove() for h in handles])
+        if heads:
+            stack.enter_context(head_hooks(vlm, grab_heads))
+        logits = vlm.model(**moved.inputs).logits
+    mask = seen["mask"]
+    if mask is None:
+        mask = torch.ones(seen["embeds"].shape[:2], dtype=torch.long, device=vlm.device)
+    last = enc.last_prompt_positions().to(vlm.device)
+    rows = torch.arange(len(last), device=vlm.device)
+    return DecoderRun(
+        embeds=seen["embeds"],
+        attention_mask=mask,
+        last=last,
+        residuals=[res[i] for i in range(vlm.num_layers)] if residuals else None,
+        heads=head_out if heads else None,
+        logits=logits[rows, last].float(),
+    )
+
+
+@contextmanager
+def decoder_from(vlm: VLM, start: int) -> Iterator[None]:
+    """Temporarily make the decoder run `layers[start:]` only."""
+    if start == 0:
+        yield
+        return
+    original = vlm.decoder.layers
+    vlm.decoder.layers = nn.ModuleList(list(original)[start:])
+    try:
+        yield
+    finally:
+        vlm.decoder.layers = original
+
+
+def run_rows(
+    vlm: VLM,
+    run: DecoderRun,
+    examples: torch.Tensor,
+    start: int = 0,
+    fn: HeadFn | None = None,
+    layers: list[int] | None = None,
+) -> torch.Tensor:
+    """Last-position logits `[R, V]` for rows of `run` (`examples [R]` = example index of each row), started at
+    layer `start` from the cached residual, with the head function `fn` applied at `layers` (absolute indices)."""
+    examples = examples.to(vlm.device)
+    if start > 0 and run.residuals is None:
+        raise ValueError("run_rows(start>0) needs a DecoderRun captured with residuals=True")
+    hidden = run.embeds[examples] if start == 0 else run.residuals[start][examples]
+    with ExitStack() as stack:
+        if fn is not None:  # hooks first: they locate o_proj through vlm.layers, which the cut below shortens
+            stack.enter_context(head_hooks(vlm, fn, layers=layers))
+        stack.enter_context(decoder_from(vlm, start))
+        out = vlm.decoder(inputs_embeds=hidden, attention_mask=run.attention_mask[examples], use_cache=False)
+    last_hidden = out[0][torch.arange(len(examples), device=vlm.device), run.last[examples]]
+    return vlm.lm_head()(last_hidden).float()
+
+
+@torch.no_grad()
+def check_replay(vlm: VLM, run: DecoderRun, starts: tuple[int, ...] = (0,), atol: float = 1e-3) -> bool:
+    """True when replaying the decoder from each of `starts` reproduces the full model's logits (`run` needs
+    residuals for starts > 0)."""
+    rows = torch.arange(run.embeds.shape[0])
+    tol = atol * max(1.0, float(run.logits.abs().max()))
+    return all(torch.allclose(run_rows(vlm, run, rows, start=s), run.logits, atol=tol, rtol=0) for s in starts)

@@ -1,0 +1,308 @@
+"""The discovery driver: filter, shard, score chunk by chunk with atomic checkpoints, all-reduce, write outputs.
+
+Pairs are split across DDP ranks (`items[rank::world]`); each rank sums its examples' effects (see
+:class:`.scores.Accumulator`) and the sums are all-reduced, so any number of processes gives the scores of one.
+After every chunk of `pair_batch` pairs a rank writes its partial sums to `<out>/partial/rank<r>-of-<w>.pt`
+(atomically); with `resume=True` a restarted run skips the chunks recorded there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..ablation import ABLATION_MODES, head_output_means
+from ..encoding import encode
+from ..io import write_atomic, write_json
+from ..prompts import DEFAULT_INSTRUCTION
+from ..records import ImagePair
+from ..vlm import VLM, UnsupportedModelError
+from .ablation import ablation_stats
+from .attribution import attribution_stats
+from .data import CandidateIndex, PairItem, group_keys, images_of, prepare_pairs
+from .overlap import overlap_analysis
+from .patching import DIRECTIONS, patching_stats
+from .plots import heatmap, layer_profiles, overlap_plot, profile_plot, save_png
+from .replay import capture, check_replay
+from .scores import Accumulator, ChunkStats, HeadScores
+
+METHODS: tuple[str, ...] = ("ablation", "patching", "attribution")
+STATS: dict[str, tuple[str, ...]] = {
+    "ablation": ("signed", "positive", "negative"),
+    "patching": ("signed",),
+    "attribution": ("signed",),
+}
+
+
+@dataclass
+class DiscoveryConfig:
+    """What to compute. `batch_size`: intervened rows per forward; `pair_batch`: pairs per chunk (checkpoint unit)."""
+
+    method: str = "ablation"
+    ablation_mode: str = "mean_others"
+    ablation_image: str = "clean"
+    direction: str = "clean_to_edited"
+    batch_size: int = 64
+    pair_batch: int = 4
+    top_k: int = 10
+    filter: bool = False
+    instruction: str | None = DEFAULT_INSTRUCTION
+
+    def validate(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown discovery method {self.method!r}; expected one of {METHODS}")
+        if self.ablation_mode not in ABLATION_MODES:
+            raise ValueError(f"unknown ablation mode {self.ablation_mode!r}; expected one of {ABLATION_MODES}")
+        if self.ablation_image not in ("clean", "edited"):
+            raise ValueError(f"ablation_image must be 'clean' or 'edited', got {self.ablation_image!r}")
+        if self.direction not in DIRECTIONS:
+            raise ValueError(f"unknown patching direction {self.direction!r}; expected one of {DIRECTIONS}")
+        if self.batch_size < 1 or self.pair_batch < 1 or self.top_k < 1:
+            raise ValueError("batch_size, pair_batch and top_k must be >= 1")
+
+
+class DiscoveryInterrupted(RuntimeError):
+    """Raised by `stop_after_chunks` (fault injection for resume tests) after the partial results were saved."""
+
+
+@dataclass
+class DiscoveryResult:
+    scores: HeadScores
+    filter_report: dict[str, Any] | None
+    chunks_computed: int  # by this process in this call (0 when everything was resumed)
+    outputs: dict[str, Path] = field(default_factory=dict)
+
+
+def dist_info() -> tuple[int, int]:
+    """(rank, world size) of the default process group, (0, 1) without one."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _all_reduce(t: torch.Tensor) -> torch.Tensor:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+        t = t.to(device)
+        dist.all_reduce(t)
+    return t.cpu()
+
+
+def chunks(items: Sequence[PairItem], size: int) -> list[list[PairItem]]:
+    return [list(items[s : s + size]) for s in range(0, len(items), size)]
+
+
+# -- the V-SEAM filter -------------------------------------------------------------------------------------------
+@torch.no_grad()
+def predictions(vlm: VLM, items: Sequence[PairItem], which: str, pair_batch: int) -> torch.Tensor:
+    """Index of the highest-scoring candidate on the clean or edited image, per item."""
+    out = []
+    for chunk in chunks(items, pair_batch):
+        run = capture(vlm, encode(vlm, [it.prompt for it in chunk], images_of(chunk, which)), residuals=False)
+        out.append(CandidateIndex.of(chunk).logprobs(run.logits).argmax(dim=1).cpu())
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
+
+
+def vseam_filter(vlm: VLM, items: Sequence[PairItem], pair_batch: int) -> tuple[list[PairItem], torch.Tensor]:
+    """Keep pairs the model answers right on the clean image and wrong on the edited one.
+
+    "Wrong on edited" is `prediction != edited_answer` when the manifest knows it, else "still gives the clean
+    answer" (the edit was meant to change it). Returns the kept items and counts `[total, right_on_clean,
+    wrong_on_edited, kept]`.
+    """
+    if not items:
+        return [], torch.zeros(4, dtype=torch.float64)
+    clean = predictions(vlm, items, "clean", pair_batch)
+    edited = predictions(vlm, items, "edited", pair_batch)
+    right = torch.tensor([int(c) == it.correct for c, it in zip(clean, items, strict=True)])
+    wrong = torch.tensor([int(e) != it.edited if it.edited is not None else int(e) == it.correct
+                          for e, it in zip(edited, items, strict=True)])  # fmt: skip
+    keep = right & wrong
+    kept = [it for it, k in zip(items, keep.tolist(), strict=True) if k]
+    counts = torch.tensor([len(items), int(right.sum()), int(wrong.sum()), int(keep.sum())], dtype=torch.float64)
+    return kept, counts
+
+
+# -- scoring ------------------------------------------------------------------------------------------------------
+def dataset_means(vlm: VLM, items: Sequence[PairItem], which: str, pair_batch: int) -> torch.Tensor:
+    """Mean head outputs `[L, H, D]` over the images of all pairs (every rank computes the same)."""
+
+    def batches():
+        for chunk in chunks(items, pair_batch):
+            enc = encode(vlm, [it.prompt for it in chunk], images_of(chunk, which))
+            yield enc.to(vlm.device, vlm.model.dtype).inputs
+
+    return head_output_means(vlm, batches()).to(vlm.device)
+
+
+def replay_prefix_ok(vlm: VLM, items: Sequence[PairItem], which: str) -> bool:
+    """Whether this decoder can be replayed from a middle layer (else intervened rows run from layer 0)."""
+    chunk = list(items[:2])
+    run = capture(vlm, encode(vlm, [it.prompt for it in chunk], images_of(chunk, which)), residuals=True)
+    if not check_replay(vlm, run, starts=(0,)):
+        raise UnsupportedModelError(f"{vlm.name}: re-running its decoder from the input embeddings does not reproduce "
+                                    "the model's logits; head discovery cannot batch interventions for it")  # fmt: skip
+    return check_replay(vlm, run, starts=(vlm.num_layers // 2,))
+
+
+def score_chunk(vlm: VLM, chunk: Sequence[PairItem], cfg: DiscoveryConfig, means: torch.Tensor | None,
+                prefix: bool) -> ChunkStats:  # fmt: skip
+    if cfg.method == "ablation":
+        return ablation_stats(vlm, chunk, cfg.ablation_mode, means, cfg.batch_size, cfg.ablation_image, prefix)
+    if cfg.method == "patching":
+        return patching_stats(vlm, chunk, cfg.batch_size, cfg.direction, prefix)
+    return attribution_stats(vlm, chunk, cfg.direction)
+
+
+def fingerprint(vlm: VLM, items: Sequence[PairItem], cfg: DiscoveryConfig, rank: int, world: int) -> str:
+    """What must match for partial results to be resumed (batch_size only changes float rounding: not included)."""
+    semantic = {k: v for k, v in asdict(cfg).items() if k not in ("batch_size", "top_k")}
+    ids = [it.pair.pair_id for it in items]
+    blob = json.dumps([vlm.name, vlm.num_layers, vlm.num_heads, semantic, ids, rank, world], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def run_discovery(
+    vlm: VLM,
+    pairs: Sequence[ImagePair],
+    config: DiscoveryConfig | None = None,
+    out_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+    stop_after_chunks: int | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> DiscoveryResult:
+    """Score every head on `pairs` (this rank's shard under DDP) and, with `out_dir`, write all outputs (rank 0).
+
+    `resume` needs `out_dir`: chunks recorded in its `partial/` state are not recomputed.
+    """
+    cfg = config or DiscoveryConfig()
+    cfg.validate()
+    say = progress or (lambda _msg: None)
+    rank, world = dist_info()
+    items = prepare_pairs(vlm, pairs, cfg.instruction)
+    groups = group_keys(items)
+    shard = items[rank::world]
+    state_path = Path(out_dir) / "partial" / f"rank{rank}-of-{world}.pt" if out_dir is not None else None
+    fp = fingerprint(vlm, items, cfg, rank, world)
+    acc = Accumulator(groups, STATS[cfg.method], vlm.num_layers, vlm.num_heads)
+    state = _load_state(state_path, fp) if resume and state_path is not None else None
+    start = time.perf_counter()
+
+    if state is not None:
+        by_index = {it.index: it for it in shard}
+        kept = [by_index[i] for i in state["kept"]]
+        filter_counts = state["filter_counts"]
+        acc.load_state_dict(state["acc"])
+        done = int(state["done"])
+        say(f"rank {rank}: resuming after {done} chunk(s)")
+    else:
+        kept, filter_counts = vseam_filter(vlm, shard, cfg.pair_batch) if cfg.filter else (list(shard), None)
+        done = 0
+    image = cfg.ablation_image if cfg.method == "ablation" else "edited"
+    means = None
+    if cfg.method == "ablation" and cfg.ablation_mode == "dataset_mean":
+        means = dataset_means(vlm, items, cfg.ablation_image, cfg.pair_batch)
+    prefix = replay_prefix_ok(vlm, items, image) if cfg.method != "attribution" else False
+
+    todo = chunks(kept, cfg.pair_batch)
+    computed = 0
+    for c in range(done, len(todo)):
+        chunk = todo[c]
+        acc.add([it.groups for it in chunk], score_chunk(vlm, chunk, cfg, means, prefix))
+        computed += 1
+        if state_path is not None:
+            _save_state(state_path, fp, kept, filter_counts, acc, c + 1)
+        say(f"rank {rank}: chunk {c + 1}/{len(todo)}")
+        if stop_after_chunks is not None and computed >= stop_after_chunks and c + 1 < len(todo):
+            raise DiscoveryInterrupted(f"stopped after {computed} chunk(s) (partial results in {state_path})")
+
+    acc.all_reduce()
+    report = None
+    if filter_counts is not None:
+        total, right, wrong, kept_n = _all_reduce(filter_counts.clone()).tolist()
+        report = {"total": int(total), "right_on_clean": int(right), "wrong_on_edited": int(wrong), "kept": int(kept_n)}
+    meta = {
+        "model": vlm.name,
+        "config": asdict(cfg),
+        "num_pairs": len(items),
+        "filter": report,
+        "world_size": world,
+        "prefix_replay": prefix,
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+    scores = acc.scores(cfg.method, meta)
+    outputs = write_outputs(scores, out_dir, cfg.top_k) if out_dir is not None and rank == 0 else {}
+    return DiscoveryResult(scores, report, computed, outputs)
+
+
+def _save_state(path: Path, fp: str, kept: Sequence[PairItem], filter_counts: torch.Tensor | None, acc: Accumulator,
+                done: int) -> None:  # fmt: skip
+    state = {"fingerprint": fp, "kept": [it.index for it in kept], "filter_counts": filter_counts,
+             "acc": acc.state_dict(), "done": done}  # fmt: skip
+    write_atomic(path, lambda tmp: torch.save(state, tmp))
+
+
+def _load_state(path: Path, fp: str) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    state = torch.load(path, weights_only=True)
+    if state.get("fingerprint") != fp:
+        raise ValueError(f"{path}: partial results were computed with another model, pair list, configuration or "
+                         "world size; delete the folder or run without --resume")  # fmt: skip
+    return state
+
+
+# -- outputs -------------------------------------------------------------------------------------------------------
+FigureSink = Callable[[str, Any], None]
+
+
+def write_outputs(scores: HeadScores, out_dir: str | os.PathLike, k: int = 10,
+                  sink: FigureSink | None = None) -> dict[str, Path]:  # fmt: skip
+    """Scores (safetensors + JSON), heatmaps, layer profiles and overlap analysis under `out_dir`.
+
+    `sink(tag, figure)` sees every figure before it is closed (the callback logs them to TensorBoard).
+    """
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir)
+    paths: dict[str, Path] = {}
+    paths["scores"], paths["scores_json"] = scores.save(out, k)
+
+    def emit(tag: str, fig: Any, name: str) -> None:
+        paths[tag] = save_png(fig, out / "plots" / name)
+        if sink is not None:
+            sink(tag, fig)
+        plt.close(fig)
+
+    for g in scores.groups:
+        for stat, value in scores.scores[g].items():
+            if torch.isnan(value).all():
+                continue
+            n = int(scores.counts.get(g, {}).get(stat, {}).get("n", 0))
+            emit(f"heads/{g}/{stat}", heatmap(value, f"{scores.method} {stat} score, {g} (n={n})"),
+                 f"heatmap_{_safe(g)}_{stat}.png")  # fmt: skip
+    profiles = layer_profiles(scores)
+    paths["profiles_json"] = write_json(out / "layer_profiles.json", profiles)
+    emit("profiles/levels", profile_plot(profiles, ["all", *scores.levels()], f"{scores.method}: per-layer profile"),
+         "layer_profiles.png")  # fmt: skip
+    analysis = overlap_analysis(scores, k)
+    paths["overlap_json"] = write_json(out / "overlap.json", analysis)
+    for kind in ("positive", "negative"):
+        emit(f"overlap/{kind}", overlap_plot(analysis, kind), f"overlap_{kind}.png")
+    return paths
+
+
+def _safe(group: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in group)
