@@ -1,0 +1,429 @@
+"""Visual semantic editing: edit planning on the real V-SEAM files, masks, inpainting + compositing with a tiny
+random-weight diffusers pipeline (loaded by path through the same code path as a hub id), manifest, resume, filters
+and the CLI. The tiny pipeline paints noise; everything around it is real."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vseam_pl.edit import main as edit_main
+from vseam_pl.editing import (
+    EditPlanner,
+    EditSettings,
+    EditVocab,
+    Inpainter,
+    VocabError,
+    box_mask,
+    check_region,
+    load_inpaint_pipeline,
+    load_user_mask,
+    outside_change,
+    read_gqa_questions,
+    read_scene_graphs,
+    run_edits,
+    soft_mask,
+)
+from vseam_pl.editing.gqa import GQAFormatError
+from vseam_pl.pairs import read_pairs
+from vseam_pl.records import ImagePair
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "vseam"
+SIZE = 64
+
+
+# ---------------------------------------------------------------------------------------------------- fixtures
+def _tiny_tokenizer(folder: Path):
+    """A CLIP BPE tokenizer over printable ASCII characters (no merges), written locally."""
+    from transformers import CLIPTokenizer
+
+    chars = [chr(i) for i in range(33, 127)]
+    vocab = {c: i for i, c in enumerate(chars)}
+    vocab.update({c + "</w>": len(chars) + i for i, c in enumerate(chars)})
+    vocab["<|startoftext|>"], vocab["<|endoftext|>"] = len(vocab), len(vocab) + 1
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77)
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline_dir(tmp_path_factory) -> Path:
+    """A random-weight StableDiffusionInpaintPipeline (9-channel UNet) saved to a folder, built once."""
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionInpaintPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    root = tmp_path_factory.mktemp("tiny-inpaint")
+    tokenizer = _tiny_tokenizer(root / "tok")
+    torch.manual_seed(0)
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_attention_heads=4,
+            num_hidden_layers=2, max_position_embeddings=77, projection_dim=32,
+            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.eos_token_id,
+        )
+    )
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64), layers_per_block=1, sample_size=16, in_channels=9, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32, attention_head_dim=(2, 4), norm_num_groups=32,
+    )
+    vae = AutoencoderKL(
+        block_out_channels=[32, 64], in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=32,
+        down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2, sample_size=32,
+    )
+    scheduler = DDIMScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+        set_alpha_to_one=False, steps_offset=1,
+    )
+    pipe = StableDiffusionInpaintPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    out = root / "pipeline"
+    pipe.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_pipe(tiny_pipeline_dir):
+    """Loaded by path through `AutoPipelineForInpainting`, exactly as a hub id would be."""
+    return load_inpaint_pipeline(tiny_pipeline_dir, device="cpu", dtype="float32")
+
+
+def _record(qid: str, image_id: str, question: str, names: list[str], boxes: list[tuple[int, int, int, int]],
+            answer: str = "Yes", semantic: str = "obj", program: list[dict] | None = None,
+            full_answer: str = "") -> dict:
+    """A question in the GQA/V-SEAM release schema."""
+    key = "relevant_objects" if semantic == "obj" else "involved_objects"
+    program = program or [{"operation": "select", "dependencies": [], "argument": f"{names[0]} (100{qid[-1]})"}]
+    return {
+        "semantic": program, "question": question, "imageId": image_id, "answer": answer,
+        "types": {"detailed": "x", "semantic": semantic, "structural": "verify"}, "fullAnswer": full_answer,
+        "annotations": {"answer": {}, "question": {}, "fullAnswer": {}}, key: names, "question_id": qid,
+        "object_positions": [{"x": x, "y": y, "w": w, "h": h} for x, y, w, h in boxes],
+    }
+
+
+@pytest.fixture()
+def gqa(tmp_path) -> dict:
+    """Three categories of small questions with 64x64 stand-in images (Animal as an id-keyed object)."""
+    images = tmp_path / "images"
+    images.mkdir()
+    animal = {
+        "a1": _record("a1", "img1", "Is there a dog in this picture?", ["dog"], [(8, 10, 20, 24)]),
+        "a2": _record("a2", "img2", "Is there a gizmo in this picture?", ["gizmo"], [(5, 5, 10, 10)]),
+    }
+    material = [
+        _record("m1", "img2", "Is the table made of wood?", ["table"], [(30, 30, 20, 16)], semantic="attr",
+                full_answer="The table is made of wood."),
+        _record("m2", "img1", "Is the chair made of metal?", ["chair"], [(2, 40, 16, 16)], answer="No",
+                semantic="attr", full_answer="No, the chair is made of plastic."),
+    ]
+    spatial = [
+        _record("s1", "img3", "Is the cat to the left of the car?", ["cat", "car"], [(4, 20, 12, 12), (40, 18, 18, 20)],
+                semantic="rel"),
+    ]
+    rng = np.random.RandomState(0)
+    for image_id in ("img1", "img2", "img3"):
+        Image.fromarray(rng.randint(0, 255, (SIZE, SIZE, 3), dtype=np.uint8)).save(images / f"{image_id}.png")
+    (tmp_path / "Animal.json").write_text(json.dumps(animal))
+    (tmp_path / "Material.json").write_text(json.dumps(material))
+    (tmp_path / "Spatial.json").write_text(json.dumps(spatial))
+    files = [tmp_path / f"{c}.json" for c in ("Animal", "Material", "Spatial")]
+    records = [r for f in files for r in read_gqa_questions(f, images)]
+    return {"root": tmp_path, "images": images, "files": files, "records": records}
+
+
+# ---------------------------------------------------------------------------------------------------- planning
+@pytest.mark.parametrize("category", ["Animal", "Material", "Spatial"])
+def test_prompt_generation_on_every_shared_record(category):
+    path = SHARED / "GQA" / f"{category}.json"
+    if not path.exists():
+        pytest.skip(f"{path} not present")
+    records = read_gqa_questions(path)
+    planner = EditPlanner(EditVocab.load(), seed=0)
+    plans, unresolved = planner.plan_all(records)
+    rate = len(plans) / len(records)
+    print(f"{category}: substitute for {len(plans)}/{len(records)} records ({rate:.1%}); unresolved {unresolved[:5]}")
+    assert rate >= 0.95
+    assert len(plans) + len(unresolved) == len(records)
+    assert all(reason.strip() for _, reason in unresolved)
+    expected_level = {"Animal": "object", "Material": "attribute", "Spatial": "relation"}[category]
+    for plan in plans:
+        assert plan.level == expected_level
+        assert plan.substitute and plan.substitute.lower() != plan.target.lower()
+        assert plan.substitute in plan.prompt
+        assert plan.boxes and all(w > 0 and h > 0 for _, _, w, h in plan.boxes)
+        assert plan.edited_answer == {"yes": "no", "no": "yes"}[plan.record.answer]
+    # deterministic per seed, independent of record order; another seed picks other substitutes
+    again = {p.record.question_id: p for p in planner.plan_all(reversed(records))[0]}
+    assert all(again[p.record.question_id] == p for p in plans)
+    other = EditPlanner(EditVocab.load(), seed=1).plan_all(records)[0]
+    if expected_level != "relation":  # spatial relations mostly have a single opposite
+        assert sum(a.substitute != b.substitute for a, b in zip(plans, other, strict=True)) > len(plans) // 4
+
+
+def test_edit_prompts_per_level(gqa):
+    plans, unresolved = EditPlanner(EditVocab.load(), seed=3).plan_all(gqa["records"])
+    by_id = {p.record.question_id: p for p in plans}
+    dog = by_id["a1"]
+    assert dog.target == "dog" and dog.group == "animals" and dog.substitute in EditVocab.load().data["object"]["animals"]
+    assert dog.edited_question == f"Is there {'an' if dog.substitute[0] in 'aeiou' else 'a'} {dog.substitute} in this picture?"
+    assert dog.boxes == ((8, 10, 20, 24),) and "dog" in dog.negative_prompt
+    wood = by_id["m1"]
+    assert (wood.target, wood.edited_answer) == ("wood", "no") and wood.prompt.endswith(f"table made of {wood.substitute}")
+    # a "no" record is edited the other way: paint in the asked material (observed one from fullAnswer)
+    metal = by_id["m2"]
+    assert (metal.target, metal.substitute, metal.edited_answer) == ("plastic", "metal", "yes")
+    rel = by_id["s1"]
+    assert (rel.target, rel.substitute) == ("to the left of", "to the right of")
+    assert rel.edited_question == "Is the cat to the right of the car?"
+    assert rel.boxes == ((4, 20, 12, 12), (40, 18, 18, 20))
+    assert EditPlanner(EditVocab.load(), relation_region="subject").plan(rel.record).boxes == ((4, 20, 12, 12),)
+
+
+def test_scene_graph_gives_boxes_attributes_and_excludes_present_objects(tmp_path):
+    path = SHARED / "GQA" / "scene_graph_example.json"
+    if not path.exists():
+        pytest.skip(f"{path} not present")
+    graphs = read_scene_graphs(path)
+    questions = [
+        _record("c1", "2353884", "Are the shorts blue?", ["shorts"], [], answer="No", semantic="attr",
+                program=[{"operation": "select", "dependencies": [], "argument": "shorts (3576178)"},
+                         {"operation": "verify color", "dependencies": [0], "argument": "blue"}]),
+        _record("c2", "2353884", "Is there a man in this picture?", ["man"], [],
+                program=[{"operation": "select", "dependencies": [], "argument": "man (2449847)"}]),
+    ]
+    (tmp_path / "Color.json").write_text(json.dumps(questions[:1]))
+    (tmp_path / "Animal.json").write_text(json.dumps(questions[1:]))  # any object-level category
+    (shorts,), (man,) = read_gqa_questions(tmp_path / "Color.json"), read_gqa_questions(tmp_path / "Animal.json")
+    planner = EditPlanner(EditVocab.load(), scene_graphs=graphs)
+    plan = planner.plan(shorts)
+    assert (plan.level, plan.group, plan.target, plan.substitute) == ("attribute", "color", "gray", "blue")
+    assert plan.boxes == ((300, 148, 62, 111),) and plan.edited_answer == "yes"
+    assert planner.plan(man).boxes == ((237, 33, 174, 228),)
+    # every person word but "girl" is in the image's scene graph, so "girl" is the only valid substitute
+    people = EditVocab.load().data["object"]["people"]
+    crowd = {"2353884": {"objects": {str(i): {"name": n, "x": 0, "y": 0, "w": 1, "h": 1}
+                                     for i, n in enumerate(people) if n != "girl"}}}
+    crowd["2353884"]["objects"]["2449847"] = graphs["2353884"]["objects"]["2449847"]
+    assert EditPlanner(EditVocab.load(), scene_graphs=crowd).plan(man).substitute == "girl"
+
+
+def test_unresolvable_records_are_reported_with_reasons(gqa):
+    records = read_gqa_questions(gqa["files"][0], gqa["images"])
+    base = records[0]
+    broken = [
+        replace(base, question_id="no1", answer="no"),
+        replace(base, question_id="nobox", extra={**base.extra, "object_positions": []}),
+        replace(base, question_id="lvl", level=None),
+    ]
+    plans, unresolved = EditPlanner(EditVocab.load()).plan_all(records + broken)
+    reasons = dict(unresolved)
+    assert [p.record.question_id for p in plans] == ["a1"]
+    assert "'gizmo' is in no object group" in reasons["a2"]
+    assert "answer is 'no'" in reasons["no1"]
+    assert "no box for 'dog'" in reasons["nobox"]
+    assert "unknown level" in reasons["lvl"]
+
+
+def test_user_vocabulary_is_merged(gqa, tmp_path):
+    user = tmp_path / "my_vocab.json"
+    user.write_text(json.dumps({"object": {"indoor": {"gizmo": ["gadget"]}}}))
+    vocab = EditVocab.load(user)
+    plans, unresolved = EditPlanner(vocab).plan_all(gqa["records"])
+    assert "a2" in {p.record.question_id for p in plans} and not unresolved
+    assert "dog" in vocab.data["object"]["animals"]  # the packaged groups are kept
+    user.write_text(json.dumps({"object": {"toys": {"kitten": []}}}))  # already an alias of cat
+    with pytest.raises(VocabError, match=r"my_vocab\.json.*'kitten' is listed under both"):
+        EditVocab.load(user)
+    user.write_text("[1, 2]")
+    with pytest.raises(VocabError, match=r"my_vocab\.json: expected a JSON object"):
+        EditVocab.load(user)
+
+
+def test_bad_gqa_file_names_file_record_and_field(tmp_path):
+    bad = tmp_path / "Animal.json"
+    bad.write_text(json.dumps([{"question": "Is there a dog?", "answer": "yes"}]))
+    with pytest.raises(GQAFormatError, match=r"Animal\.json:0: missing field\(s\) \['imageId'\]"):
+        read_gqa_questions(bad)
+    bad.write_text("{not json")
+    with pytest.raises(GQAFormatError, match=r"Animal\.json: not valid JSON"):
+        read_gqa_questions(bad)
+
+
+# ---------------------------------------------------------------------------------------------------- masks
+@pytest.mark.parametrize(("dilate", "feather"), [(0, 0), (3, 0), (3, 2), (5, 4)])
+def test_mask_matches_box_with_dilation_and_feather(dilate, feather):
+    box = (10, 12, 20, 8)
+    binary = box_mask((SIZE, SIZE), [box])
+    assert binary.sum() == 20 * 8 and binary[12:20, 10:30].all()
+    alpha = soft_mask(binary, dilate, feather)
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    dx = np.maximum.reduce([10 - xx, np.zeros_like(xx), xx - 29])
+    dy = np.maximum.reduce([12 - yy, np.zeros_like(yy), yy - 19])
+    dist = np.sqrt(dx**2 + dy**2)  # Euclidean px distance to the box
+    assert (alpha[dist <= dilate] == 1).all()
+    assert (alpha[dist >= dilate + max(feather, 1e-9)] == 0).all()
+    ramp = (dist > dilate) & (dist < dilate + feather)
+    if feather:
+        assert ramp.any() and np.allclose(alpha[ramp], 1 - (dist[ramp] - dilate) / feather, atol=1e-5)
+    # clipping at the border
+    assert box_mask((SIZE, SIZE), [(-5, 60, 10, 10)]).sum() == 5 * 4
+
+
+def test_user_mask_must_match_image_size(tmp_path):
+    Image.new("L", (10, 10), 255).save(tmp_path / "q.png")
+    assert load_user_mask(tmp_path / "q.png", (10, 10)).all()
+    with pytest.raises(ValueError, match=r"q\.png: mask is 10x10 but the image is 64x64"):
+        load_user_mask(tmp_path / "q.png", (SIZE, SIZE))
+
+
+# ---------------------------------------------------------------------------------------------------- inpainting
+def test_inpainting_changes_only_the_masked_region(tiny_pipe):
+    rng = np.random.RandomState(1)
+    image = Image.fromarray(rng.randint(0, 255, (50, 70, 3), dtype=np.uint8))  # not a multiple of 8: resized
+    alpha = soft_mask(box_mask(image.size, [(20, 10, 15, 12)]), dilate=2, feather=3)
+    inpainter = Inpainter(tiny_pipe, steps=2, guidance=7.5, resolution=SIZE // 2)
+    edited = inpainter(image, alpha, "a photo of a cat", "dog", seed=0)
+    assert edited.size == image.size and inpainter.calls == 1
+    a, b = np.asarray(image), np.asarray(edited)
+    assert np.array_equal(a[alpha == 0], b[alpha == 0])
+    assert outside_change(image, edited, alpha) == 0
+    assert np.abs(a.astype(int) - b)[alpha == 1].mean() > 5  # the noise model did repaint the box
+    assert check_region(image, edited, alpha, min_inside=1.0) is None
+    tampered = b.copy()
+    tampered[0, 0] ^= 0xFF
+    assert "outside the mask changed" in check_region(image, Image.fromarray(tampered), alpha)
+    again = inpainter(image, alpha, "a photo of a cat", "dog", seed=0)
+    assert np.array_equal(np.asarray(again), b)  # seeded
+
+
+def _answer_exact_clean(clean_dir: Path):
+    """A stand-in VLM: "yes" exactly for unedited clean images, "no" for anything else."""
+    cleans = [np.asarray(Image.open(p).convert("RGB")) for p in sorted(clean_dir.glob("*.png"))]
+
+    def answer(questions, images, candidates):
+        assert len(questions) == len(images) == len(candidates)
+        return ["yes" if any(np.array_equal(np.asarray(im), c) for c in cleans) else "no" for im in images]
+
+    return answer
+
+
+def test_job_writes_pairs_manifest_round_trips_and_resumes(gqa, tiny_pipe, tmp_path):
+    out = tmp_path / "out"
+    planner = EditPlanner(EditVocab.load(), seed=0)
+    plans, unresolved = planner.plan_all(gqa["records"])
+    inpainter = Inpainter(tiny_pipe, steps=2, resolution=SIZE // 2)
+    settings = EditSettings(dilate=2, feather=2, check_outside=True, model_id="tiny")
+    report = run_edits(plans, out, inpainter, settings, unresolved=unresolved, progress=False)
+    assert (report.generated, report.written, report.resumed, inpainter.calls) == (4, 4, 0, 4)
+    assert json.loads((out / "unresolved.json").read_text()) == [
+        {"question_id": "a2", "reason": unresolved[0][1]}
+    ]
+    pairs = list(read_pairs(out / "pairs.jsonl"))
+    assert all(isinstance(p, ImagePair) for p in pairs)
+    assert [p.pair_id for p in pairs] == [p.pair_id for p in plans]
+    by_id = {p.pair_id: p for p in pairs}
+    m1 = by_id["m1"]
+    assert m1.clean_image == str(out / "clean" / "img2.png") and m1.edited_image == str(out / "edited" / "m1.png")
+    assert (m1.answer, m1.edited_answer, m1.level, m1.category, m1.candidates) == ("yes", "no", "attribute",
+                                                                                     "Material", ("yes", "no"))
+    assert m1.edit["target"] == "wood" and {"level", "substitute", "prompt", "negative_prompt", "steps",
+                                             "guidance"} <= set(m1.edit)
+    assert (m1.edit["steps"], m1.model_id, m1.mask_box) == (2, "tiny", (27, 27, 26, 22))
+    for pair in pairs:
+        clean, edited = Image.open(pair.clean_image).convert("RGB"), Image.open(pair.edited_image).convert("RGB")
+        original = Image.open(gqa["images"] / Path(pair.clean_image).name).convert("RGB")
+        assert np.array_equal(np.asarray(clean), np.asarray(original))
+        alpha = np.asarray(Image.open(out / "masks" / f"{pair.pair_id}.png")) / 255.0
+        assert outside_change(clean, edited, alpha) == 0
+        x, y, w, h = pair.mask_box
+        outside = np.ones(alpha.shape, bool)
+        outside[y : y + h, x : x + w] = False
+        assert np.array_equal(np.asarray(clean)[outside], np.asarray(edited)[outside])
+    # resume: nothing is redone; a pair whose image vanished is redone once, without duplicate lines
+    again = run_edits(plans, out, inpainter, settings, progress=False)
+    assert (again.generated, again.resumed, inpainter.calls) == (0, 4, 4)
+    (out / "edited" / "s1.png").unlink()
+    third = run_edits(plans, out, inpainter, settings, progress=False)
+    assert (third.generated, third.resumed, inpainter.calls) == (1, 3, 5)
+    ids = [p.pair_id for p in read_pairs(out)]
+    assert sorted(ids) == sorted(by_id) and len(ids) == len(set(ids))
+
+
+def test_user_masks_replace_boxes(gqa, tiny_pipe, tmp_path):
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    user = np.zeros((SIZE, SIZE), np.uint8)
+    user[40:50, 44:60] = 255  # far from a1's dog box (8, 10, 20, 24)
+    Image.fromarray(user).save(masks / "a1.png")
+    record = gqa["records"][0]
+    record.extra["object_positions"] = []  # with a user mask, no box is needed
+    planner = EditPlanner(EditVocab.load(), user_masks={"a1"})
+    plan = planner.plan(record)
+    assert plan.boxes == ()
+    out = tmp_path / "out"
+    run_edits([plan], out, Inpainter(tiny_pipe, steps=2, resolution=SIZE // 2),
+              EditSettings(dilate=1, feather=0, masks=str(masks)), progress=False)
+    (pair,) = read_pairs(out)
+    assert pair.edit["mask_source"] == "user" and pair.mask_box == (43, 39, 18, 12)
+    clean = np.asarray(Image.open(pair.clean_image).convert("RGB"))
+    edited = np.asarray(Image.open(pair.edited_image).convert("RGB"))
+    changed = np.abs(clean.astype(int) - edited).sum(-1) > 0
+    assert changed[40:50, 44:60].mean() > 0.5 and not changed[:38].any() and not changed[:, :42].any()
+
+
+def test_vseam_filter_keeps_pairs_the_vlm_sees_differently(gqa, tiny_pipe, tmp_path):
+    plans, _ = EditPlanner(EditVocab.load()).plan_all(gqa["records"])
+    plans = [p for p in plans if p.record.answer == "yes"]  # a1, m1, s1
+    inpainter = Inpainter(tiny_pipe, steps=2, resolution=SIZE // 2)
+    out = tmp_path / "keep"
+    report = run_edits(plans, out, inpainter, answer_fn=_answer_exact_clean(gqa["images"]), progress=False)
+    assert (report.written, len(report.rejected)) == (3, 0)
+
+    def always_yes(questions, images, candidates):
+        return ["Yes."] * len(questions)
+
+    out = tmp_path / "stubborn"
+    report = run_edits(plans, out, inpainter, answer_fn=always_yes, progress=False)
+    assert (report.written, len(report.rejected)) == (0, 3)
+    assert "same as the clean one" in report.rejected[0][1]
+    assert json.loads((out / "summary.json").read_text())["rejected"] == 3
+    assert not (out / "pairs.jsonl").exists()
+    lines = [json.loads(x) for x in (out / "rejected.jsonl").read_text().splitlines()]
+    assert [x["pair_id"] for x in lines] == [p.pair_id for p in plans]
+    calls = inpainter.calls
+    assert run_edits(plans, out, inpainter, answer_fn=always_yes, progress=False).resumed == 3
+    assert inpainter.calls == calls  # rejected pairs are not redone on resume
+
+    def always_no(questions, images, candidates):
+        return ["no"] * len(questions)
+
+    report = run_edits(plans, tmp_path / "blind", inpainter, answer_fn=always_no, progress=False)
+    assert all("answers the clean image 'no', expected 'yes'" in r for _, r in report.rejected)
+
+
+# ---------------------------------------------------------------------------------------------------- CLI
+def test_cli_end_to_end(gqa, tiny_pipeline_dir, tmp_path, capsys):
+    out = tmp_path / "cli"
+    argv = ["--questions", *map(str, gqa["files"]), "--images", str(gqa["images"]), "--out", str(out),
+            "--pipeline", str(tiny_pipeline_dir), "--steps", "2", "--guidance", "5", "--seed", "7",
+            "--dilate", "2", "--feather", "1", "--device", "cpu", "--dtype", "float32", "--resolution", "32",
+            "--levels", "object", "relation", "--check-outside", "--no-progress"]
+    report = edit_main(argv)
+    captured = capsys.readouterr()
+    assert "2 pairs written" in captured.err and "1 unresolved" in captured.err
+    assert json.loads(captured.out)["unresolved_reasons"] == {report.unresolved[0][1]: 1}
+    pairs = list(read_pairs(out))
+    assert sorted(p.pair_id for p in pairs) == ["a1", "s1"]
+    assert all(p.edit["guidance"] == 5.0 and p.model_id == str(tiny_pipeline_dir) for p in pairs)
+    assert edit_main(argv).resumed == 2
