@@ -1,0 +1,111 @@
+"""Figures of tracing results (matplotlib `Figure`s, no pyplot state): saved as PNG and logged to TensorBoard."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from ..io import atomic_path
+from .aggregate import Band
+from .layer_patching import GROUPS
+from .logit_lens import RUNS
+from .token_patching import ROLES, SITES
+
+Aggregated = dict[str, dict[str, Band]]
+COLORS = {"image": "tab:orange", "text": "tab:blue", "clean": "tab:green", "edited": "tab:red"}
+
+
+def _n_label(band: Band) -> str:
+    n = band.n.flatten()
+    return f"n={int(n.max())}" if n.numel() else "n=0"
+
+
+def _line(ax, band: Band, idx, label: str, color: str) -> None:
+    x = np.arange(band.mean.shape[-1])
+    ax.plot(x, band.mean[idx].numpy(), marker="o", ms=3, label=label, color=color)
+    ax.fill_between(x, band.lo[idx].numpy(), band.hi[idx].numpy(), alpha=0.2, color=color, linewidth=0)
+
+
+def layer_profile_figure(agg: Aggregated, title: str = "") -> Figure:
+    """Recovery and p(clean answer) vs layer for image- and text-position patching, one column per level."""
+    levels = list(agg)
+    fig = Figure(figsize=(3.2 * len(levels) + 0.5, 5.6), layout="constrained")
+    axes = fig.subplots(2, len(levels), squeeze=False, sharex=True)
+    for j, lv in enumerate(levels):
+        for i, metric in enumerate(("recovery", "p_clean")):
+            ax = axes[i, j]
+            for g, group in enumerate(GROUPS):
+                _line(ax, agg[lv][metric], g, f"{group} tokens", COLORS[group])
+            ax.axhline(0, color="grey", lw=0.5)
+            if metric == "recovery":
+                ax.axhline(1, color="grey", lw=0.5, ls="--")
+                ax.set_title(f"{lv} ({_n_label(agg[lv][metric])})")
+            ax.set_xlabel("layer patched") if i == 1 else None
+        axes[0, 0].set_ylabel("normalised recovery")
+        axes[1, 0].set_ylabel("p(clean answer)")
+    axes[0, 0].legend(fontsize=8)
+    fig.suptitle(title or "Residual-stream patching by token group (mean, 95% band)")
+    return fig
+
+
+def token_heatmap_figure(agg: Aggregated, title: str = "") -> Figure:
+    """Mean recovery per (role, layer) for attention and MLP output patching, one column per level."""
+    levels = list(agg)
+    fig = Figure(figsize=(3.4 * len(levels) + 1, 4.2), layout="constrained")
+    axes = fig.subplots(len(SITES), len(levels), squeeze=False)
+    values = [agg[lv]["recovery"].mean.numpy() for lv in levels]
+    vmax = max(float(np.nanmax(np.abs(v))) if np.isfinite(v).any() else 1.0 for v in values) or 1.0
+    for j, lv in enumerate(levels):
+        for s, site in enumerate(SITES):
+            ax = axes[s, j]
+            im = ax.imshow(values[j][s].T, aspect="auto", cmap="RdBu_r", vmin=-vmax, vmax=vmax, origin="lower")
+            ax.set_yticks(range(len(ROLES)), ROLES)
+            ax.set_xlabel("layer")
+            ax.set_title(f"{lv}: {site} ({_n_label(agg[lv]['recovery'])})", fontsize=9)
+    fig.colorbar(im, ax=axes, shrink=0.8, label="normalised recovery")
+    fig.suptitle(title or "Token-wise patching of attention / MLP outputs")
+    return fig
+
+
+def lens_figure(agg: Aggregated, title: str = "") -> Figure:
+    """Answer probabilities read from each layer's residual stream at the final position."""
+    levels = list(agg)
+    fig = Figure(figsize=(3.2 * len(levels) + 0.5, 3.2), layout="constrained")
+    axes = fig.subplots(1, len(levels), squeeze=False, sharey=True)[0]
+    for j, lv in enumerate(levels):
+        ax = axes[j]
+        for r, run in enumerate(RUNS):
+            _line(ax, agg[lv]["p_clean"], r, f"p(clean ans.) | {run} image", COLORS[run])
+        ax.plot(agg[lv]["p_edited"].mean[1].numpy(), ls="--", color=COLORS["edited"], label="p(edited ans.) | edited image")
+        ax.set_title(f"{lv} ({_n_label(agg[lv]['p_clean'])})")
+        ax.set_xlabel("layer")
+    axes[0].set_ylabel("probability (logit lens)")
+    axes[0].legend(fontsize=7)
+    fig.suptitle(title or "Logit lens at the final position")
+    return fig
+
+
+def pair_token_figure(recovery: np.ndarray, tokens: list[str], roles: list[str], title: str = "") -> Figure:
+    """One pair's token-wise recovery [sites, layers, positions] as heatmaps, positions labelled by token."""
+    fig = Figure(figsize=(8, 0.35 * len(tokens) + 1.5), layout="constrained")
+    axes = fig.subplots(1, len(SITES), squeeze=False)[0]
+    finite = recovery[np.isfinite(recovery)]
+    vmax = float(np.abs(finite).max()) if finite.size else 1.0
+    labels = [f"{t} [{r[0]}]" for t, r in zip(tokens, roles, strict=True)]
+    for s, site in enumerate(SITES):
+        im = axes[s].imshow(recovery[s].T, aspect="auto", cmap="RdBu_r", vmin=-vmax, vmax=vmax, origin="upper")
+        axes[s].set_yticks(range(len(labels)), labels, fontsize=7)
+        axes[s].set_xlabel("layer")
+        axes[s].set_title(site)
+    fig.colorbar(im, ax=axes, shrink=0.8, label="normalised recovery")
+    fig.suptitle(title)
+    return fig
+
+
+def save_png(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
+    """Write the figure as a PNG atomically."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    return Path(path)

@@ -1,0 +1,258 @@
+"""The resumable tracing driver: per-pair analyses saved atomically as they finish, then aggregated and plotted.
+
+Layout under `out_dir`::
+
+    trace_config.json                      model / prompt / variant the results belong to (checked on resume)
+    pairs/<pair_id>/<analysis>.safetensors per-pair tensors
+    pairs/<pair_id>/<analysis>.json        labels and baseline numbers; written last, so it marks the work done
+    pairs/<pair_id>/skipped.json           a pair that cannot be traced, and why
+    aggregate/<analysis>.{safetensors,json} mean and band per level and cell
+    plots/<analysis>.png, plots/pairs/*.png
+    summary.json
+
+A restarted run (`resume=True`) skips every (pair, analysis) whose JSON exists.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from matplotlib.figure import Figure
+from safetensors.torch import load_file, save_file
+
+from ..io import atomic_path, write_json
+from ..prompts import DEFAULT_INSTRUCTION
+from ..records import ImagePair
+from ..vlm import VLM
+from .aggregate import Band, aggregate, level_key
+from .layer_patching import GROUPS, layer_patching
+from .layer_patching import SITES_NEEDED as LAYER_SITES
+from .logit_lens import RUNS, logit_lens
+from .logit_lens import SITES_NEEDED as LENS_SITES
+from .pair import UntraceablePairError, trace_pair
+from .plots import layer_profile_figure, lens_figure, pair_token_figure, save_png, token_heatmap_figure
+from .token_patching import ROLES, by_role, token_patching
+from .token_patching import SITES as TOKEN_SITES
+
+ANALYSES: tuple[str, ...] = ("layers", "tokens", "lens")
+SITES: dict[str, tuple[str, ...]] = {
+    "layers": LAYER_SITES,
+    "tokens": TOKEN_SITES,
+    "lens": LENS_SITES,
+}
+#: Metrics aggregated per analysis (token metrics are per role, see `token_patching.by_role`).
+METRICS: dict[str, tuple[str, ...]] = {
+    "layers": ("recovery", "p_clean", "ld"),
+    "tokens": ("recovery", "p_clean", "ld"),
+    "lens": ("p_clean", "p_edited", "ld", "log_rank"),
+}
+#: Analyses whose normalised recovery needs the model to separate the two answers (LD_clean - LD_edited >= min_gap).
+GAP_FILTERED: tuple[str, ...] = ("layers", "tokens")
+CONFIG_KEYS: tuple[str, ...] = ("model", "instruction", "variant")
+
+
+def parse_analyses(spec: str | Sequence[str]) -> tuple[str, ...]:
+    """`"layers,lens"` or a list -> validated tuple in canonical order."""
+    names = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
+    unknown = sorted(set(names) - set(ANALYSES))
+    if unknown or not names:
+        raise ValueError(f"unknown analyses {unknown or names}; expected a comma-separated subset of {list(ANALYSES)}")
+    return tuple(a for a in ANALYSES if a in names)
+
+
+def select_pairs(pairs: Iterable[ImagePair], levels: Sequence[str] | None = None, limit: int | None = None) -> list[ImagePair]:
+    """Pairs of the given levels (by `level`, else category), at most `limit`, manifest order; ids must be unique."""
+    out: list[ImagePair] = []
+    seen: dict[str, str] = {}
+    for pair in pairs:
+        key = safe_id(pair.pair_id)
+        if key in seen:
+            raise ValueError(f"{pair.source}: pair_id {pair.pair_id!r} repeats (or collides with) {seen[key]}")
+        seen[key] = pair.source or pair.pair_id
+        if levels and level_key({"level": pair.level, "category": pair.category}) not in levels:
+            continue
+        if limit is not None and len(out) >= limit:
+            break
+        out.append(pair)
+    return out
+
+
+def safe_id(pair_id: str) -> str:
+    return re.sub(r"[^\w.-]", "_", pair_id)
+
+
+class ResultStore:
+    """Per-pair, per-analysis result files under `root` (see the module docstring)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def pair_dir(self, pair_id: str) -> Path:
+        return self.root / "pairs" / safe_id(pair_id)
+
+    def done(self, pair_id: str, analysis: str) -> bool:
+        d = self.pair_dir(pair_id)
+        return (d / f"{analysis}.json").exists() and (d / f"{analysis}.safetensors").exists()
+
+    def skipped(self, pair_id: str) -> str | None:
+        path = self.pair_dir(pair_id) / "skipped.json"
+        return json.loads(path.read_text())["reason"] if path.exists() else None
+
+    def save(self, pair_id: str, analysis: str, tensors: dict[str, torch.Tensor], info: dict) -> None:
+        d = self.pair_dir(pair_id)
+        with atomic_path(d / f"{analysis}.safetensors") as tmp:
+            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
+        write_json(d / f"{analysis}.json", info)
+
+    def load(self, pair_id: str, analysis: str) -> tuple[dict, dict[str, torch.Tensor]]:
+        d = self.pair_dir(pair_id)
+        return json.loads((d / f"{analysis}.json").read_text()), load_file(str(d / f"{analysis}.safetensors"))
+
+    def mark_skipped(self, pair_id: str, reason: str) -> None:
+        write_json(self.pair_dir(pair_id) / "skipped.json", {"pair_id": pair_id, "reason": reason})
+
+    def check_config(self, config: dict, resume: bool, overwrite: bool) -> None:
+        """Start fresh (`overwrite`), continue matching results (`resume`), or refuse to mix runs."""
+        path = self.root / "trace_config.json"
+        if overwrite:
+            for sub in ("pairs", "aggregate", "plots"):
+                shutil.rmtree(self.root / sub, ignore_errors=True)
+            path.unlink(missing_ok=True)
+        if path.exists():
+            old = json.loads(path.read_text())
+            if not resume:
+                raise FileExistsError(f"{self.root} already holds tracing results; pass --resume to continue them or --overwrite")
+            diff = {k: (old.get(k), config.get(k)) for k in CONFIG_KEYS if old.get(k) != config.get(k)}
+            if diff:
+                raise ValueError(f"{path}: results were made with different settings {diff}; use another --out or --overwrite")
+        write_json(path, config)
+
+
+@dataclass
+class TraceResult:
+    """What a tracing run produced: aggregated bands per analysis and level, the figures, and counts."""
+
+    out_dir: Path
+    aggregated: dict[str, dict[str, dict[str, Band]]] = field(default_factory=dict)
+    figures: dict[str, Figure] = field(default_factory=dict)
+    traced: int = 0  # pairs computed in this call
+    reused: int = 0  # pairs whose results were already on disk
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def _analyse(vlm: VLM, analysis: str, tp, batch_size: int) -> tuple[dict[str, torch.Tensor], dict]:
+    if analysis == "layers":
+        return layer_patching(vlm, tp, batch_size), {"groups": list(GROUPS)}
+    if analysis == "tokens":
+        tensors, labels = token_patching(vlm, tp, batch_size)
+        return tensors, {"sites": list(TOKEN_SITES), **labels}
+    return logit_lens(vlm, tp), {"runs": list(RUNS)}
+
+
+def _aggregation_item(analysis: str, info: dict, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    if analysis == "tokens":
+        return {m: by_role(tensors[m], info["roles"]) for m in METRICS["tokens"]}
+    if analysis == "lens":
+        return {**tensors, "log_rank": tensors["rank_clean"].float().log()}
+    return tensors
+
+
+def run_tracing(
+    vlm: VLM,
+    pairs: Sequence[ImagePair],
+    out_dir: str | Path,
+    analyses: Sequence[str] = ANALYSES,
+    batch_size: int = 32,
+    resume: bool = False,
+    overwrite: bool = False,
+    instruction: str | None = DEFAULT_INSTRUCTION,
+    min_gap: float = 0.5,
+    ci: str = "t",
+    variant: str = "base",
+    pair_plots: int = 2,
+    log: Callable[[str], None] = print,
+) -> TraceResult:
+    """Trace `pairs` (resumably), then aggregate every finished pair per level and plot.
+
+    `variant` names the model state (e.g. modulated with given scales) so resumed results never mix states.
+    """
+    analyses = parse_analyses(analyses)
+    store = ResultStore(out_dir)
+    config = {"model": vlm.name, "instruction": instruction, "variant": variant, "analyses": list(analyses),
+              "num_layers": vlm.num_layers}  # fmt: skip
+    store.check_config(config, resume, overwrite)
+    result = TraceResult(Path(out_dir))
+    for i, pair in enumerate(pairs):
+        pid = pair.pair_id
+        if (reason := store.skipped(pid)) is not None:
+            result.skipped[pid] = reason
+            continue
+        todo = [a for a in analyses if not store.done(pid, a)]
+        if not todo:
+            result.reused += 1
+            continue
+        sites = tuple(dict.fromkeys(s for a in todo for s in SITES[a]))
+        try:
+            tp = trace_pair(vlm, pair, sites, instruction)
+        except UntraceablePairError as e:
+            store.mark_skipped(pid, str(e))
+            result.skipped[pid] = str(e)
+            log(f"skip {pid}: {e}")
+            continue
+        for analysis in todo:
+            tensors, labels = _analyse(vlm, analysis, tp, batch_size)
+            store.save(pid, analysis, tensors, {**tp.summary(), **labels})
+        result.traced += 1
+        log(f"[{i + 1}/{len(pairs)}] {pid}: {', '.join(todo)} (LD clean {tp.ld_clean:.3f}, edited {tp.ld_edited:.3f})")
+    _aggregate_and_plot(store, pairs, analyses, min_gap, ci, pair_plots, result)
+    return result
+
+
+def _aggregate_and_plot(store: ResultStore, pairs: Sequence[ImagePair], analyses: Sequence[str], min_gap: float,
+                        ci: str, pair_plots: int, result: TraceResult) -> None:  # fmt: skip
+    summary: dict = {"pairs": len(pairs), "skipped": len(result.skipped), "min_gap": min_gap, "ci": ci, "analyses": {}}
+    for analysis in analyses:
+        loaded = [store.load(p.pair_id, analysis) for p in pairs if store.done(p.pair_id, analysis)]
+        used = [(info, t) for info, t in loaded
+                if analysis not in GAP_FILTERED or info["ld_clean"] - info["ld_edited"] >= min_gap]  # fmt: skip
+        summary["analyses"][analysis] = {"done": len(loaded), "used": len(used)}
+        if not used:
+            summary["analyses"][analysis]["note"] = f"no pair passes min_gap={min_gap}" if loaded else "no finished pairs"
+            continue
+        items = [(info, _aggregation_item(analysis, info, t)) for info, t in used]
+        agg = aggregate(items, METRICS[analysis], ci=ci)
+        result.aggregated[analysis] = agg
+        flat = {f"{lv}.{m}.{k}": getattr(band, k).contiguous() for lv, bands in agg.items()
+                for m, band in bands.items() for k in ("mean", "lo", "hi", "n")}  # fmt: skip
+        with atomic_path(store.root / "aggregate" / f"{analysis}.safetensors") as tmp:
+            save_file(flat, str(tmp))
+        write_json(store.root / "aggregate" / f"{analysis}.json", {
+            "analysis": analysis, "min_gap": min_gap, "ci": ci, "pairs": [info["pair_id"] for info, _ in used],
+            "axes": _axes(analysis), "levels": {lv: {m: b.to_dict() for m, b in bands.items()}
+                                                             for lv, bands in agg.items()}})  # fmt: skip
+        figure = {"layers": layer_profile_figure, "tokens": token_heatmap_figure, "lens": lens_figure}[analysis](agg)
+        result.figures[analysis] = figure
+        save_png(figure, store.root / "plots" / f"{analysis}.png")
+        summary["analyses"][analysis]["levels"] = {lv: int(b[METRICS[analysis][0]].n.max()) for lv, b in agg.items()}
+    if "tokens" in analyses:
+        for p in [p for p in pairs if store.done(p.pair_id, "tokens")][:pair_plots]:
+            info, t = store.load(p.pair_id, "tokens")
+            fig = pair_token_figure(t["recovery"].numpy(), info["tokens"], info["roles"], f"{p.pair_id}: {info['question']}")
+            result.figures[f"pair_{safe_id(p.pair_id)}"] = fig
+            save_png(fig, store.root / "plots" / "pairs" / f"{safe_id(p.pair_id)}_tokens.png")
+    write_json(store.root / "summary.json", summary)
+
+
+def _axes(analysis: str) -> dict[str, list[str]]:
+    """Names of the leading axes of each aggregated tensor (the last axis is the layer, or the role for tokens)."""
+    if analysis == "layers":
+        return {"group": list(GROUPS), "layer": []}
+    if analysis == "tokens":
+        return {"site": list(TOKEN_SITES), "layer": [], "role": list(ROLES)}
+    return {"run": list(RUNS), "layer": []}
