@@ -39,6 +39,15 @@ SIZE = 64
 
 
 # ---------------------------------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """The tiny model is faster on one thread than fighting over shared cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _tiny_tokenizer(folder: Path):
     """A CLIP BPE tokenizer over printable ASCII characters (no merges), written locally."""
     from transformers import CLIPTokenizer
