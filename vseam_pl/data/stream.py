@@ -142,6 +142,11 @@ class Batch:
     def records(self) -> list[QARecord]:
         return [e.record for e in self.examples]
 
+    def to(self, *args: Any, **kwargs: Any) -> Batch:
+        """No-op device move. Lightning moves batches with `apply_to_collection`, which would otherwise recurse
+        into the (frozen) `QARecord` dataclasses and fail; PIL images stay on the CPU for the model's processor."""
+        return self
+
 
 @dataclass(frozen=True)
 class Collate:
