@@ -1,1 +1,19 @@
-"""Lightning callbacks of vseam-pl (head discovery, scale heatmaps)."""
+"""Lightning callbacks of vseam-pl: head discovery, scale monitoring (imported lazily so each stays optional)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["HeadDiscovery", "ScaleMonitor"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ScaleMonitor":
+        from .scale_monitor import ScaleMonitor
+
+        return ScaleMonitor
+    if name == "HeadDiscovery":
+        from .head_discovery import HeadDiscovery
+
+        return HeadDiscovery
+    raise AttributeError(name)

@@ -44,8 +44,18 @@ def continuation_logprobs(logits: torch.Tensor, enc: Encoded, reduce: str = "sum
     return total
 
 
-def answer_loss(vlm: VLM, prompts: Sequence[str], images: Sequence[Image.Image], answers: Sequence[str]) -> torch.Tensor:
-    """Mean token cross-entropy of `answer + eos` after each prompt (the modulation training objective)."""
+def answer_loss(
+    vlm: VLM,
+    prompts: Sequence[str],
+    images: Sequence[Image.Image],
+    answers: Sequence[str],
+    reduction: str = "token",
+) -> torch.Tensor:
+    """Cross-entropy of `answer + eos` after each prompt (the modulation training objective).
+
+    `reduction="token"` averages over all answer tokens of the batch; `"example"` averages each example's tokens
+    first, so long answers (captions) weigh no more than one-word ones.
+    """
     enc = encode(vlm, prompts, images, answers, add_eos=True)
     logits = forward_logits(vlm, enc)
     ids = enc.input_ids.to(logits.device)
@@ -53,7 +63,11 @@ def answer_loss(vlm: VLM, prompts: Sequence[str], images: Sequence[Image.Image],
     positions = torch.arange(ids.shape[1], device=ids.device)[None, :]
     answer_span = (positions >= enc.prompt_lengths.to(ids.device)[:, None]) & (positions < enc.lengths.to(ids.device)[:, None])
     labels[~answer_span] = -100
-    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
+    if reduction == "token":
+        return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
+    if reduction == "example":
+        return (-continuation_logprobs(logits, enc, reduce="mean")).mean()
+    raise ValueError(f"reduction must be 'token' or 'example', got {reduction!r}")
 
 
 def case_variants(answer: str) -> list[str]:

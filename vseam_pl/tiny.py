@@ -66,7 +66,7 @@ class TinySizes:
     """Geometry of a tiny VLM. The decoder grid (layers x heads) is what discovery and modulation see."""
 
     image_size: int = 64
-    patch_size: int = 8
+    patch_size: int = 16
     vision_hidden: int = 64
     vision_layers: int = 2
     vision_heads: int = 4

@@ -1,0 +1,64 @@
+"""What `train.py` and `evaluate.py` share: the Lightning CLI, synthetic-data bootstrap, and the run's outputs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+
+from .io import write_text
+from .report import format_table, write_metrics_json
+from .synth import generate_benchmarks
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = REPO_ROOT / "configs" / "default.yaml"
+
+
+def ensure_synthetic(root: str | os.PathLike | None, seed: int = 0) -> None:
+    """Generate the synthetic world at `root` unless it is complete already (a no-op then)."""
+    if root is None:
+        return
+    if not (Path(root) / "manifest.json").exists():
+        rank_zero_info(f"generating the synthetic benchmarks in {root} (seed {seed}) ...")
+    generate_benchmarks(root, seed=seed)
+
+
+class VSeamCLI(LightningCLI):
+    """LightningCLI with vseam-pl's extra top-level keys (`synth_root`, `ckpt_path`, `output_dir`)."""
+
+    def add_arguments_to_parser(self, parser: Any) -> None:
+        parser.add_argument("--synth_root", type=str | None, default=None,
+                            help="generate the synthetic world here first if it is missing (the embedded default)")
+        parser.add_argument("--synth_seed", type=int, default=0)
+        parser.add_argument("--ckpt_path", type=str | None, default=None,
+                            help="resume fit from this checkpoint ('last' for the newest in the run's checkpoint dir)")
+        parser.add_argument("--output_dir", type=str | None, default=None,
+                            help="where head_scales.safetensors and metrics.json go (default: the logger's run dir)")  # fmt: skip
+
+
+def run_dir(trainer: Any, output_dir: str | None) -> Path:
+    if output_dir:
+        return Path(output_dir)
+    return Path(trainer.log_dir or trainer.default_root_dir)
+
+
+@rank_zero_only
+def write_outputs(out: Path, model_name: str, rows: list[dict], modulation: Any | None, extra: dict | None = None) -> dict[str, Path]:
+    """head_scales.safetensors, metrics.json and a printable table; prints the table and the paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    scales_path = None
+    if modulation is not None:
+        scales_path = paths["scales"] = modulation.save(out / "head_scales.safetensors")
+    table = format_table(rows)
+    paths["metrics"] = write_metrics_json(out / "metrics.json", model_name, str(scales_path) if scales_path else None, rows, extra)
+    paths["table"] = write_text(out / "metrics.txt", table + "\n")
+    print()
+    print(table)
+    print()
+    for name, path in paths.items():
+        print(f"{name:>8}: {path}")
+    return paths

@@ -1,0 +1,86 @@
+"""Paired evaluation: baseline and modulated answers on the *same* examples, gathered over DDP ranks into the
+`metrics.json` rows (accuracy / POPE metrics with McNemar p-values and bootstrap CIs, per category)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch.distributed as dist
+
+from .records import QARecord
+from .report import compare_rows, pope_rows
+from .text import answers_match
+
+
+def example_key(record: QARecord) -> int:
+    """A stable 63-bit id of an example (benchmark, question id, source) for de-duplicating gathered results."""
+    digest = hashlib.blake2b(f"{record.benchmark}\0{record.question_id}\0{record.image_id}".encode(), digest_size=8)
+    return int.from_bytes(digest.digest(), "big") >> 1
+
+
+@dataclass
+class Outcome:
+    """One evaluated example: what each system answered and whether it was right."""
+
+    key: int
+    benchmark: str
+    question_id: str
+    level: str | None
+    group: str
+    answer: str
+    baseline: str
+    modulated: str | None
+    baseline_correct: bool
+    modulated_correct: bool | None
+
+
+def make_outcomes(records: Sequence[QARecord], baseline: Sequence[str], modulated: Sequence[str] | None) -> list[Outcome]:
+    out = []
+    for i, r in enumerate(records):
+        mod = None if modulated is None else modulated[i]
+        out.append(Outcome(
+            key=example_key(r), benchmark=r.benchmark, question_id=r.question_id, level=r.level, group=r.group,
+            answer=r.answer, baseline=baseline[i], modulated=mod, baseline_correct=answers_match(baseline[i], r.answer),
+            modulated_correct=None if mod is None else answers_match(mod, r.answer),
+        ))  # fmt: skip
+    return out
+
+
+def gather_outcomes(local: list[Outcome]) -> list[Outcome]:
+    """All ranks' outcomes (every rank gets the union), de-duplicated by key and sorted."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        parts: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(parts, [asdict(o) for o in local])
+        merged = [Outcome(**d) for part in parts for d in part]
+    else:
+        merged = list(local)
+    unique = {o.key: o for o in merged}
+    return [unique[k] for k in sorted(unique)]
+
+
+def outcome_rows(outcomes: Iterable[Outcome], split: str = "test", seed: int = 0) -> list[dict[str, Any]]:
+    """Report rows per benchmark: POPE metrics per POPE split, else accuracy overall + per category (+ per level)."""
+    by_bench: dict[str, list[Outcome]] = defaultdict(list)
+    for o in outcomes:
+        by_bench[o.benchmark].append(o)
+    rows: list[dict[str, Any]] = []
+    for bench in sorted(by_bench):
+        os_ = by_bench[bench]
+        has_mod = os_[0].modulated is not None
+        if bench == "pope":
+            rows += pope_rows(
+                [o.answer for o in os_], [o.baseline for o in os_], [o.modulated for o in os_] if has_mod else None,
+                splits=[o.group for o in os_], benchmark=bench, seed=seed,
+            )  # fmt: skip
+            continue
+        base = [o.baseline_correct for o in os_]
+        mod = [o.modulated_correct for o in os_] if has_mod else None
+        rows += compare_rows(bench, split, base, mod, groups=[o.group for o in os_], seed=seed)
+        levels = [o.level for o in os_]
+        if all(levels) and len(set(levels)) > 1:
+            rows += compare_rows(bench, split, base, mod, groups=[f"level={lv}" for lv in levels], seed=seed)[1:]
+    return rows

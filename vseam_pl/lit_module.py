@@ -1,0 +1,183 @@
+"""`HeadModulationModule`: a LightningModule over a frozen VLM whose only trainable parameters are the per-head
+modulation scales.
+
+Fit minimises the answer cross-entropy (plus an optional L2 pull of the scales toward 1). Validation logs accuracy per
+benchmark for the modulated model and, once, for the unmodulated baseline. Test evaluates baseline *and* modulated on
+the same examples and leaves the paired report rows in `test_rows` (gathered over DDP ranks).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningModule
+
+from .data import Batch
+from .evaluation import Outcome, gather_outcomes, make_outcomes, outcome_rows
+from .modulation import HeadModulation
+from .prompts import DEFAULT_INSTRUCTION, build_prompts
+from .scoring import answer_loss, predict
+from .vlm import load_vlm
+
+
+class HeadModulationModule(LightningModule):
+    """Learn one scale per (layer, head) of a frozen VLM.
+
+    Args:
+        model: hub id or local folder (the embedded default: `checkpoints/tiny-llava`).
+        dtype: dtype the frozen model is loaded in (`bfloat16`/`float16` halve its memory; scales stay fp32).
+        attn_implementation: `eager` (exact, best for tiny models on CPU), `sdpa`, `flash_attention_2`.
+        instruction: appended to every question (None: the bare question).
+        lr, weight_decay: AdamW on the scales.
+        scale_l2: weight of `mean((scales - 1)^2)` added to the loss.
+        init_scales: `ones`, or a `head_scales.safetensors` file to start from (discovery callbacks can also
+            initialise the scales at fit start).
+        eval_baseline: also evaluate the unmodulated model once in validation (for the comparison line).
+        max_new_tokens: generation length for open questions.
+        gradient_checkpointing: recompute decoder activations in backward (large models on one GPU).
+        trust_remote_code: passed to `from_pretrained`; off unless asked for.
+    """
+
+    def __init__(
+        self,
+        model: str = "checkpoints/tiny-llava",
+        dtype: str = "float32",
+        attn_implementation: str | None = "eager",
+        instruction: str | None = DEFAULT_INSTRUCTION,
+        lr: float = 0.02,
+        weight_decay: float = 0.0,
+        scale_l2: float = 0.0,
+        init_scales: str = "ones",
+        eval_baseline: bool = True,
+        max_new_tokens: int = 8,
+        gradient_checkpointing: bool = False,
+        trust_remote_code: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.vlm = load_vlm(model, dtype=dtype, attn_implementation=attn_implementation, trust_remote_code=trust_remote_code)
+        # Registered so that strategies (DDP/FSDP/DeepSpeed) and `.to()` see the frozen weights; checkpoints keep
+        # only the scales (see on_save_checkpoint).
+        self.model = self.vlm.model
+        if gradient_checkpointing:
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.modulation = HeadModulation.for_vlm(self.vlm)
+        if init_scales != "ones":
+            self.load_scales(init_scales)
+        self.modulation.attach(self.vlm)
+        self.strict_loading = False
+        self._baseline_done = False
+        self._val: dict[str, dict[str, list[bool]]] = {}
+        self._test: list[Outcome] = []
+        self.test_rows: list[dict[str, Any]] = []
+        self.test_outcomes: list[Outcome] = []
+
+    # -- scales ----------------------------------------------------------------------------------------------
+    def load_scales(self, path: str | Path) -> None:
+        loaded = HeadModulation.load(path, self.vlm)
+        with torch.no_grad():
+            self.modulation.scales.copy_(loaded.scales)
+
+    @contextmanager
+    def unmodulated(self) -> Iterator[None]:
+        """The frozen model as it was, for baselines and discovery."""
+        was_attached = self.modulation.attached
+        self.modulation.detach()
+        try:
+            yield
+        finally:
+            if was_attached:
+                self.modulation.attach(self.vlm)
+
+    # -- training --------------------------------------------------------------------------------------------
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW([self.modulation.scales], lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+
+    def _inputs(self, batch: Batch) -> tuple[list, list, list]:
+        records = [ex.record for ex in batch.examples]
+        return records, build_prompts(self.vlm, [r.question for r in records], self.hparams.instruction), [ex.image for ex in batch.examples]
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        records, prompts, images = self._inputs(batch)
+        loss = answer_loss(self.vlm, prompts, images, [r.answer for r in records])
+        self.log("train/answer_loss", loss, batch_size=len(records))
+        if self.hparams.scale_l2:
+            loss = loss + self.hparams.scale_l2 * (self.modulation.scales - 1).pow(2).mean()
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(records))
+        return loss
+
+    # -- answering -------------------------------------------------------------------------------------------
+    def answer(self, batch: Batch) -> tuple[list, list[str]]:
+        records = [ex.record for ex in batch.examples]
+        preds = predict(
+            self.vlm, [r.question for r in records], [ex.image for ex in batch.examples], [r.candidates for r in records],
+            instruction=self.hparams.instruction, batch_size=len(records), max_new_tokens=self.hparams.max_new_tokens,
+        )  # fmt: skip
+        return records, preds
+
+    # -- validation ------------------------------------------------------------------------------------------
+    def on_validation_epoch_start(self) -> None:
+        self._val = {}
+
+    def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        records, preds = self.answer(batch)
+        baseline = None
+        if self.hparams.eval_baseline and not self._baseline_done:
+            with self.unmodulated():
+                _, baseline = self.answer(batch)
+        for o in make_outcomes(records, preds, None) if baseline is None else make_outcomes(records, baseline, preds):
+            acc = self._val.setdefault(o.benchmark, {"modulated": [], "baseline": []})
+            if baseline is None:
+                acc["modulated"].append(o.baseline_correct)
+            else:
+                acc["modulated"].append(bool(o.modulated_correct))
+                acc["baseline"].append(o.baseline_correct)
+
+    def on_validation_epoch_end(self) -> None:
+        for bench, acc in sorted(self._val.items()):
+            self._log_mean(f"val/{bench}/accuracy", acc["modulated"])
+            if acc["baseline"]:
+                self._baseline_acc = getattr(self, "_baseline_acc", {})
+                self._baseline_acc[bench] = self._log_mean(f"val/{bench}/baseline_accuracy", acc["baseline"])
+            elif getattr(self, "_baseline_acc", {}).get(bench) is not None:
+                self.log(f"val/{bench}/baseline_accuracy", self._baseline_acc[bench], sync_dist=False)
+        if self._val and not self.trainer.sanity_checking:
+            self._baseline_done = True
+        s = self.modulation.scales.detach()
+        self.log_dict({"scales/mean": s.mean(), "scales/std": s.std(), "scales/min": s.min(), "scales/max": s.max()})
+
+    def _log_mean(self, name: str, values: list[bool]) -> float:
+        t = torch.tensor([float(sum(values)), float(len(values))], device=self.device)
+        t = self.all_gather(t).reshape(-1, 2).sum(0) if self.trainer.world_size > 1 else t
+        value = float(t[0] / t[1].clamp(min=1))
+        self.log(name, value, prog_bar=name.endswith("/accuracy"), rank_zero_only=True)
+        return value
+
+    # -- test: paired baseline vs modulated ------------------------------------------------------------------
+    def on_test_epoch_start(self) -> None:
+        self._test = []
+
+    def test_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Baseline (unmodulated) always; modulated too when scales are attached (evaluate.py without --scales
+        detaches them and reports the baseline alone)."""
+        modulated = self.answer(batch)[1] if self.modulation.attached else None
+        with self.unmodulated():
+            records, baseline = self.answer(batch)
+        self._test += make_outcomes(records, baseline, modulated)
+
+    def on_test_epoch_end(self) -> None:
+        self.test_outcomes = gather_outcomes(self._test)
+        self.test_rows = outcome_rows(self.test_outcomes)
+
+    # -- checkpoints hold the scales only --------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith("modulation.")}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        unexpected = [k for k in checkpoint["state_dict"] if not k.startswith("modulation.")]
+        if unexpected:
+            raise ValueError(f"checkpoint holds more than the scales (e.g. {unexpected[0]!r}); not a vseam-pl checkpoint")
