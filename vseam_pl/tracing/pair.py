@@ -1,7 +1,9 @@
 """One clean/edited pair made ready for tracing: encoded once, located, scored, and its activations cached.
 
 Both images are encoded with the same prompt, so the two rows have identical token ids and every position means
-the same thing in both runs — the precondition for copying activations between them.
+the same thing in both runs — the precondition for copying activations between them. Prompts and answer tokens come
+from discovery's pair preparation, and the decoder capture/replay from :mod:`vseam_pl.discovery.replay`, so tracing
+and head discovery score an answer the same way.
 """
 
 from __future__ import annotations
@@ -10,69 +12,49 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from PIL import Image
 
+from ..discovery.data import PairItem, images_of, prepare_pairs
+from ..discovery.replay import DecoderRun, capture, check_replay
 from ..encoding import encode
-from ..prompts import DEFAULT_INSTRUCTION, build_prompt
+from ..prompts import DEFAULT_INSTRUCTION
 from ..records import ImagePair
 from ..vlm import VLM
-from .patching import (
-    AnswerTokens,
-    Scores,
-    answer_tokens,
-    cache_sites,
-    capture_decoder_inputs,
-    decoder_logits,
-    last_logits,
-    model_inputs,
-    select_rows,
-    stack_layers,
-)
+from .patching import AnswerTokens, Scores, cache_sites, stack_layers
 from .positions import TokenGroups, concept_words, token_groups
 
 
 class PairError(ValueError):
-    """A malformed pair (unreadable image, mismatched encodings); the message names the pair and the reason."""
+    """A pair whose encodings cannot be traced (mismatched token sequences, unsupported decoder)."""
 
 
 class UntraceablePairError(PairError):
-    """A well-formed pair the logit difference is undefined for (no edited answer, answers sharing a first token)."""
+    """A well-formed pair whose edited answer is unknown, so the logit difference is undefined."""
 
 
-def edited_answer(pair: ImagePair) -> str:
-    """The answer the edit should produce: `edited_answer`, else the other of two candidates."""
-    if pair.edited_answer:
-        return pair.edited_answer
-    cands = [c for c in (pair.candidates or ()) if c.strip().lower() != pair.answer.strip().lower()]
-    if len(cands) == 1:
-        return cands[0]
-    raise UntraceablePairError(f"{pair.source or pair.pair_id}: no `edited_answer`, and `candidates` do not name a single other answer")
-
-
-def load_rgb(path: str, where: str) -> Image.Image:
-    try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except (FileNotFoundError, OSError) as e:
-        raise PairError(f"{where}: cannot read image {path} ({e})") from None
+def answer_tokens(item: PairItem) -> AnswerTokens:
+    """First-token ids of the clean and the edited answer; without `edited_answer`, the other of two candidates."""
+    edited = item.edited
+    if edited is None and len(item.candidate_tokens) == 2:
+        edited = 1 - item.correct
+    if edited is None or edited == item.correct:
+        raise UntraceablePairError(f"{item.pair.source or item.pair.pair_id}: the edited answer is unknown or equals "
+                                   "the clean answer; the logit difference needs two different answers")  # fmt: skip
+    return AnswerTokens(list(item.candidate_tokens[item.correct]), list(item.candidate_tokens[edited]))
 
 
 @dataclass
 class TracedPair:
-    """A pair's inputs, token groups, answer tokens, baseline scores and cached activations."""
+    """A pair's decoder run, token groups, answer tokens, baseline scores and cached activations."""
 
     pair: ImagePair
     prompt: str
-    inputs: dict[str, torch.Tensor]  # decoder inputs (see `capture_decoder_inputs`), rows [clean, edited]
+    run: DecoderRun  # rows [clean, edited], with the residual entering every layer (for replays from a layer)
     groups: TokenGroups
     answers: AnswerTokens
     baseline: Scores  # rows [clean, edited]
     clean: dict[str, torch.Tensor]  # site -> [L, T, ...] of the clean run
     edited: dict[str, torch.Tensor]  # site -> [L, T, ...] of the edited run
-
-    @property
-    def edited_inputs(self) -> dict[str, torch.Tensor]:
-        return select_rows(self.inputs, slice(1, 2), 2)
+    replay_from_layer: bool = True  # replays may start at the first patched layer (checked on this pair)
 
     @property
     def ld_clean(self) -> float:
@@ -89,7 +71,7 @@ class TracedPair:
             "pair_id": p.pair_id,
             "question": p.question,
             "answer": p.answer,
-            "edited_answer": edited_answer(p),
+            "edited_answer": p.edited_answer,
             "level": p.level,
             "category": p.category,
             "ld_clean": self.ld_clean,
@@ -108,27 +90,23 @@ def trace_pair(vlm: VLM, pair: ImagePair, sites: Sequence[str] = ("resid",),
                instruction: str | None = DEFAULT_INSTRUCTION) -> TracedPair:  # fmt: skip
     """Encode the pair, locate its token groups, score both runs and cache `sites` of both."""
     where = pair.source or pair.pair_id
-    prompt = build_prompt(vlm, pair.question, instruction)
-    images = [load_rgb(pair.clean_image, where), load_rgb(pair.edited_image, where)]
-    enc = encode(vlm, [prompt, prompt], images)
+    (item,) = prepare_pairs(vlm, [pair], instruction)
+    answers = answer_tokens(item)
+    images = images_of([item], "clean") + images_of([item], "edited")
+    enc = encode(vlm, [item.prompt, item.prompt], images)
     if not torch.equal(enc.input_ids[0], enc.input_ids[1]) or int(enc.lengths.min()) != enc.input_ids.shape[1]:
         raise PairError(f"{where}: the clean and edited images encode to different token sequences")
     try:
-        answers = answer_tokens(vlm, prompt, pair.answer, edited_answer(pair))
-    except UntraceablePairError:
-        raise
-    except ValueError as e:
-        raise UntraceablePairError(f"{where}: {e}") from None
-    try:
-        groups = token_groups(vlm, prompt, pair.question, enc.input_ids[0], int(enc.lengths[0]), concept_words(pair))
+        groups = token_groups(vlm, item.prompt, pair.question, enc.input_ids[0], int(enc.lengths[0]), concept_words(pair))
     except ValueError as e:
         raise PairError(f"{where}: {e}") from None
-    with cache_sites(vlm, sites) as cache, capture_decoder_inputs(vlm) as decoder_inputs:
-        baseline = Scores(*(lp.cpu() for lp in answers.logps(last_logits(vlm, model_inputs(enc, vlm)))))
-    replay = Scores(*(lp.cpu() for lp in answers.logps(decoder_logits(vlm, select_rows(decoder_inputs, slice(1, 2), 2)))))
-    tol = 1e-3 if vlm.dtype == torch.float32 else 0.1
-    if not torch.allclose(replay.lp_clean, baseline.lp_clean[1:], atol=tol):
-        raise PairError(f"{where}: replaying {vlm.name}'s decoder does not reproduce its output; tracing unsupported")
+    with cache_sites(vlm, sites) as cache:
+        run = capture(vlm, enc, residuals=True)
+    tol = 1e-3 if vlm.dtype == torch.float32 else 2e-2
+    if not check_replay(vlm, run, atol=tol):
+        raise PairError(f"{where}: replaying {vlm.name}'s decoder does not reproduce its logits; tracing unsupported")
+    from_layer = check_replay(vlm, run, starts=(vlm.num_layers // 2,), atol=tol)
+    baseline = Scores(*(lp.cpu() for lp in answers.logps(run.logits)))
     clean = {s: stack_layers(cache[s], 0) for s in sites}
     edited = {s: stack_layers(cache[s], 1) for s in sites}
-    return TracedPair(pair, prompt, decoder_inputs, groups, answers, baseline, clean, edited)
+    return TracedPair(pair, item.prompt, run, groups, answers, baseline, clean, edited, from_layer)

@@ -8,10 +8,10 @@ A *site* is where an activation is read or overwritten in decoder layer `l`:
   `self_attn` (o_proj) output there;
 - `mlp`: the MLP's output.
 
-Many patches run in one forward: the edited input is repeated along the batch and each row gets its own
+Many patches run in one forward: the edited run is repeated along the batch and each row gets its own
 (site, layer, positions) patch, copied from the clean run's cached activations. Patched runs replay only the language
-decoder: its inputs (the merged text + image embeddings, mask, positions) are captured once from the full model's
-forward, so the vision tower / Q-Former never run again, and the answer is read through the model's own LM head.
+decoder (:mod:`vseam_pl.discovery.replay`) from the first layer a batch patches, so the vision tower / Q-Former and
+the unchanged early layers never run again; the answer is read through the model's own final norm and LM head.
 """
 
 from __future__ import annotations
@@ -25,9 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..encoding import Encoded
+from ..discovery.replay import DecoderRun, run_rows
 from ..hooks import head_hooks
-from ..scoring import _variant_token_ids, case_variants
 from ..vlm import VLM
 
 SITES: tuple[str, ...] = ("resid", "attn", "mlp")
@@ -104,24 +103,9 @@ class AnswerTokens:
     edited: list[int]
 
     def logps(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(log p(clean answer), log p(edited answer)) from next-token logits [..., V]."""
+        """(log p(clean answer), log p(edited answer)) under the full next-token distribution of `logits` [..., V]."""
         logp = F.log_softmax(logits.float(), dim=-1)
         return logp[..., self.clean].logsumexp(-1), logp[..., self.edited].logsumexp(-1)
-
-
-def answer_tokens(vlm: VLM, prompt: str, clean: str, edited: str) -> AnswerTokens:
-    """Token ids the answers start with after `prompt` (as scoring tokenizes them); they must differ."""
-
-    def ids(answer: str) -> list[int]:
-        first = [_variant_token_ids(vlm, prompt, v)[:1] for v in case_variants(answer)]
-        return list(dict.fromkeys(t[0] for t in first if t))
-
-    a, b = ids(clean), ids(edited)
-    if not a or not b:
-        raise ValueError(f"answer {clean!r} or {edited!r} tokenizes to nothing after the prompt")
-    if set(a) & set(b):
-        raise ValueError(f"answers {clean!r} and {edited!r} start with the same token; their logit difference is undefined")
-    return AnswerTokens(a, b)
 
 
 @dataclass
@@ -139,53 +123,6 @@ class Scores:
     @property
     def p_clean(self) -> torch.Tensor:
         return self.lp_clean.exp()
-
-
-#: Decoder keyword inputs replayed for patched runs (everything else is left at its default; no KV cache).
-DECODER_INPUTS: tuple[str, ...] = ("inputs_embeds", "attention_mask", "position_ids")
-
-
-def last_logits(vlm: VLM, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The full model's next-token logits [B, V] at the last position (all rows share one unpadded length)."""
-    return vlm.model(**inputs, logits_to_keep=1).logits[:, -1]
-
-
-@contextmanager
-def capture_decoder_inputs(vlm: VLM) -> Iterator[dict[str, torch.Tensor]]:
-    """Record the keyword inputs the model passes to its language decoder during the forward inside the block."""
-    captured: dict[str, torch.Tensor] = {}
-
-    def pre_hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
-        if args or kwargs.get("inputs_embeds") is None:
-            raise RuntimeError(f"{vlm.name}: the language decoder was not called with `inputs_embeds=` keywords")
-        captured.update({k: v.detach() for k, v in kwargs.items() if k in DECODER_INPUTS and isinstance(v, torch.Tensor)})
-
-    handle = vlm.decoder.register_forward_pre_hook(pre_hook, with_kwargs=True)
-    try:
-        yield captured
-    finally:
-        handle.remove()
-
-
-def decoder_logits(vlm: VLM, decoder_inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Next-token logits [B, V] at the last position from a decoder replay (final norm inside, then the LM head)."""
-    out = vlm.decoder(**decoder_inputs, use_cache=False)
-    return vlm.lm_head()(out.last_hidden_state[:, -1])
-
-
-def select_rows(inputs: dict[str, torch.Tensor], rows: slice, batch: int) -> dict[str, torch.Tensor]:
-    """Rows of every batch-shaped tensor (position ids may be shared, batch 1, and are kept as they are)."""
-    return {k: v[rows] if v.shape[0] == batch else v for k, v in inputs.items()}
-
-
-def model_inputs(enc: Encoded, vlm: VLM, rows: Sequence[int] | None = None, repeat: int = 1) -> dict[str, torch.Tensor]:
-    """Selected rows of `enc` (each repeated `repeat` times) on the model's device and dtype."""
-    moved = enc.to(vlm.device, vlm.model.dtype)
-    out = {}
-    for k, v in moved.inputs.items():
-        v = v if rows is None else v[list(rows)]
-        out[k] = v.repeat_interleave(repeat, dim=0) if repeat > 1 else v
-    return out
 
 
 def _patch_fn(plan: dict[int, tuple[torch.Tensor, torch.Tensor]], source: torch.Tensor) -> SiteFn:
@@ -207,33 +144,36 @@ def _patch_fn(plan: dict[int, tuple[torch.Tensor, torch.Tensor]], source: torch.
 @torch.no_grad()
 def run_patches(
     vlm: VLM,
-    edited_inputs: dict[str, torch.Tensor],
+    run: DecoderRun,
     clean: dict[str, torch.Tensor],
     specs: Sequence[PatchSpec],
     answers: AnswerTokens,
     batch_size: int = 32,
+    row: int = 1,
+    from_layer: bool = True,
 ) -> Scores:
-    """Score every patch: one batch row per spec, `batch_size` rows per forward.
+    """Score every patch applied to row `row` of `run` (the edited run): one batch row per spec.
 
-    `edited_inputs` are the decoder inputs of the edited run (one row, see :func:`capture_decoder_inputs`);
-    `clean[site]` the clean run's activations `[L, T, ...]` at that site.
+    `clean[site]` holds the clean run's activations `[L, T, ...]` at that site. Specs are run in layer order so each
+    batch replays the decoder from its first patched layer (`from_layer`; nothing before it can change).
     """
     if not specs:
         empty = torch.zeros(0)
         return Scores(empty, empty)
-    seq = int(edited_inputs["inputs_embeds"].shape[1])
-    lp_c, lp_e = [], []
-    for start in range(0, len(specs), batch_size):
-        chunk = specs[start : start + batch_size]
+    seq = int(run.embeds.shape[1])
+    order = sorted(range(len(specs)), key=lambda i: specs[i].layer)
+    lp_c, lp_e = torch.empty(len(specs)), torch.empty(len(specs))
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        chunk = [specs[i] for i in idx]
         plans: dict[str, dict[int, list[tuple[int, tuple[int, ...]]]]] = defaultdict(lambda: defaultdict(list))
-        for row, spec in enumerate(chunk):
+        for r, spec in enumerate(chunk):
             if spec.site not in clean:
                 raise ValueError(f"no clean activations cached for site {spec.site!r}")
             if not all(0 <= p < seq for p in spec.positions):
                 raise IndexError(f"patch positions {spec.positions} outside a {seq}-token sequence")
-            plans[spec.site][spec.layer].append((row, spec.positions))
-        inputs = {k: v.expand(len(chunk), *v.shape[1:]) if k != "position_ids" else v for k, v in edited_inputs.items()}
-        with ExitStack() as stack:
+            plans[spec.site][spec.layer].append((r, spec.positions))
+        with ExitStack() as stack:  # hooks are registered before run_rows cuts the layer list
             for site, by_layer in plans.items():
                 plan = {}
                 for layer, items in by_layer.items():
@@ -242,10 +182,11 @@ def run_patches(
                         mask[i, list(positions)] = True
                     plan[layer] = (torch.tensor([r for r, _ in items]), mask)
                 stack.enter_context(site_hooks(vlm, site, _patch_fn(plan, clean[site]), layers=sorted(plan)))
-            a, b = answers.logps(decoder_logits(vlm, inputs))
-        lp_c.append(a.cpu())
-        lp_e.append(b.cpu())
-    return Scores(torch.cat(lp_c), torch.cat(lp_e))
+            first = min(s.layer for s in chunk) if from_layer else 0
+            logits = run_rows(vlm, run, torch.full((len(chunk),), row, dtype=torch.long), start=first)
+        a, b = answers.logps(logits)
+        lp_c[idx], lp_e[idx] = a.cpu(), b.cpu()
+    return Scores(lp_c, lp_e)
 
 
 def normalised_recovery(ld: torch.Tensor, ld_clean: float, ld_edited: float) -> torch.Tensor:
