@@ -30,12 +30,22 @@ def load_streaming(dataset: str, config: str | None, split: str, drop: Iterable[
     import datasets
 
     ds = datasets.load_dataset(dataset, config, split=split, streaming=True)
-    drop = [c for c in drop if c in (ds.column_names or [])]
-    if drop:
-        ds = ds.remove_columns(drop)
     if "image" in (ds.column_names or []):
-        ds = ds.cast_column("image", datasets.Image(decode=False))
-    return ds
+        ds = ds.cast_column("image", datasets.Image(decode=False))  # first, or removing columns decodes them
+    drop = [c for c in drop if c in (ds.column_names or [])]
+    return ds.remove_columns(drop) if drop else ds
+
+
+def iter_rows(ds: Any, batch_size: int = 256) -> Iterator[dict[str, Any]]:
+    """Every row of a streaming dataset, in order, in any process.
+
+    Plain ``iter(ds)`` inside a DataLoader worker silently yields only that worker's share of the parquet shards;
+    our `QAStream` shards rows itself (so filtering, subsampling and DDP drop_last see one global order), hence the
+    batched ``ds.iter`` which does not look at the worker."""
+    for batch in ds.iter(batch_size=batch_size):
+        columns = list(batch)
+        for values in zip(*(batch[c] for c in columns), strict=True):
+            yield dict(zip(columns, values, strict=True))
 
 
 def pope_row_record(row: dict[str, Any], source: str) -> QARecord:
@@ -74,7 +84,7 @@ class HFPopeSource(RecordSource):
 
     def records(self, on_bad: OnBad = None, images: bool = True) -> Iterator[Row]:
         ds = load_streaming(self.dataset, self.config, self.split, drop=() if images else ("image",))
-        for i, row in enumerate(ds):
+        for i, row in enumerate(iter_rows(ds)):
             source = f"{self.name}:{i}"
             try:
                 record = pope_row_record(row, source)
@@ -100,7 +110,7 @@ class HFGQASource(RecordSource):
         return self.images_config or self.config.replace("_instructions", "_images")
 
     def records(self, on_bad: OnBad = None, images: bool = True) -> Iterator[Row]:
-        for i, row in enumerate(load_streaming(self.dataset, self.config, self.split)):
+        for i, row in enumerate(iter_rows(load_streaming(self.dataset, self.config, self.split))):
             source = f"{self.name}:{i}"
             try:
                 yield gqa_record(row, source, category=None, image_dir=None), None
@@ -115,7 +125,7 @@ class HFGQASource(RecordSource):
         if not pending:
             return
         images = load_streaming(self.dataset, self.image_config, self.split)
-        for row in images:
+        for row in iter_rows(images):
             records = pending.pop(str(row.get("id")), None)
             for record in records or ():
                 try:
