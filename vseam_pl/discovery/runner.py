@@ -35,6 +35,8 @@ from .replay import capture, check_replay
 from .scores import Accumulator, ChunkStats, HeadScores
 
 METHODS: tuple[str, ...] = ("ablation", "patching", "attribution")
+#: sink(tag, matplotlib figure), called for every figure written (e.g. to log it to TensorBoard).
+FigureSink = Callable[[str, Any], None]
 STATS: dict[str, tuple[str, ...]] = {
     "ablation": ("signed", "positive", "negative"),
     "patching": ("signed",),
@@ -182,10 +184,13 @@ def run_discovery(
     resume: bool = False,
     stop_after_chunks: int | None = None,
     progress: Callable[[str], None] | None = None,
+    sink: FigureSink | None = None,
+    plots: bool = True,
 ) -> DiscoveryResult:
     """Score every head on `pairs` (this rank's shard under DDP) and, with `out_dir`, write all outputs (rank 0).
 
-    `resume` needs `out_dir`: chunks recorded in its `partial/` state are not recomputed.
+    `resume` needs `out_dir`: chunks recorded in its `partial/` state are not recomputed. `sink(tag, figure)` sees
+    each figure written (rank 0); `plots=False` writes the scores and JSON files only.
     """
     cfg = config or DiscoveryConfig()
     cfg.validate()
@@ -243,7 +248,7 @@ def run_discovery(
         "seconds": round(time.perf_counter() - start, 3),
     }
     scores = acc.scores(cfg.method, meta)
-    outputs = write_outputs(scores, out_dir, cfg.top_k) if out_dir is not None and rank == 0 else {}
+    outputs = write_outputs(scores, out_dir, cfg.top_k, sink, plots) if out_dir is not None and rank == 0 else {}
     return DiscoveryResult(scores, report, computed, outputs)
 
 
@@ -265,40 +270,47 @@ def _load_state(path: Path, fp: str) -> dict[str, Any] | None:
 
 
 # -- outputs -------------------------------------------------------------------------------------------------------
-FigureSink = Callable[[str, Any], None]
 
 
-def write_outputs(scores: HeadScores, out_dir: str | os.PathLike, k: int = 10,
-                  sink: FigureSink | None = None) -> dict[str, Path]:  # fmt: skip
-    """Scores (safetensors + JSON), heatmaps, layer profiles and overlap analysis under `out_dir`.
-
-    `sink(tag, figure)` sees every figure before it is closed (the callback logs them to TensorBoard).
+def write_outputs(scores: HeadScores, out_dir: str | os.PathLike, k: int = 10, sink: FigureSink | None = None,
+                  plots: bool = True) -> dict[str, Path]:  # fmt: skip
+    """Scores (safetensors + JSON), layer profiles and overlap analysis (JSON), and with `plots` their figures
+    under `out_dir/plots`. `sink(tag, figure)` sees every figure before it is closed (the callback logs them).
     """
-    import matplotlib.pyplot as plt
-
     out = Path(out_dir)
     paths: dict[str, Path] = {}
     paths["scores"], paths["scores_json"] = scores.save(out, k)
+    profiles = layer_profiles(scores)
+    paths["profiles_json"] = write_json(out / "layer_profiles.json", profiles)
+    analysis = overlap_analysis(scores, k)
+    paths["overlap_json"] = write_json(out / "overlap.json", analysis)
+    if plots:
+        paths.update(_write_figures(scores, profiles, analysis, out / "plots", sink))
+    return paths
+
+
+def _write_figures(scores: HeadScores, profiles: dict, analysis: dict, folder: Path,
+                   sink: FigureSink | None) -> dict[str, Path]:  # fmt: skip
+    import matplotlib.pyplot as plt
+
+    paths: dict[str, Path] = {}
 
     def emit(tag: str, fig: Any, name: str) -> None:
-        paths[tag] = save_png(fig, out / "plots" / name)
+        paths[tag] = save_png(fig, folder / name)
         if sink is not None:
             sink(tag, fig)
         plt.close(fig)
 
     for g in scores.groups:
         for stat, value in scores.scores[g].items():
-            if torch.isnan(value).all():
+            # every statistic for `all`, the signed score for levels and categories (figures cost ~0.5 s each)
+            if torch.isnan(value).all() or (stat != "signed" and g != "all"):
                 continue
             n = int(scores.counts.get(g, {}).get(stat, {}).get("n", 0))
             emit(f"heads/{g}/{stat}", heatmap(value, f"{scores.method} {stat} score, {g} (n={n})"),
                  f"heatmap_{_safe(g)}_{stat}.png")  # fmt: skip
-    profiles = layer_profiles(scores)
-    paths["profiles_json"] = write_json(out / "layer_profiles.json", profiles)
     emit("profiles/levels", profile_plot(profiles, ["all", *scores.levels()], f"{scores.method}: per-layer profile"),
          "layer_profiles.png")  # fmt: skip
-    analysis = overlap_analysis(scores, k)
-    paths["overlap_json"] = write_json(out / "overlap.json", analysis)
     for kind in ("positive", "negative"):
         emit(f"overlap/{kind}", overlap_plot(analysis, kind), f"overlap_{kind}.png")
     return paths

@@ -168,7 +168,8 @@ class HeadScores:
         """Write `head_scores.safetensors` (tensors `<group>/<stat>`) and `head_scores.json`, atomically."""
         out = Path(out_dir)
         tensors = {f"{g}/{s}": t.contiguous().float() for g, stats in self.scores.items() for s, t in stats.items()}
-        metadata = {"format": SCORES_FORMAT, "method": self.method, "summary": json.dumps(self.summary(k))}
+        metadata = {"format": SCORES_FORMAT, "method": self.method, "groups": json.dumps(self.groups),
+                    "summary": json.dumps(self.summary(k))}  # fmt: skip
         st = write_atomic(out / SCORES_FILE, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
         js = write_json(out / SCORES_JSON, self.summary(k))
         return st, js
@@ -185,7 +186,7 @@ class HeadScores:
             meta = fh.metadata() or {}
             if meta.get("format") != SCORES_FORMAT:
                 raise ValueError(f"{path}: metadata format {meta.get('format')!r}, expected {SCORES_FORMAT!r}")
-            scores: dict[str, dict[str, torch.Tensor]] = {}
+            scores: dict[str, dict[str, torch.Tensor]] = {g: {} for g in json.loads(meta.get("groups", "[]"))}
             for key in fh.keys():
                 group, _, stat = key.rpartition("/")
                 scores.setdefault(group, {})[stat] = fh.get_tensor(key)

@@ -1,0 +1,121 @@
+"""`HeadDiscovery`: causal head discovery as a Lightning callback (at fit start) or standalone.
+
+At fit start it scores every attention head of `pl_module.vlm` on the clean/edited pairs with the modulation hooks
+temporarily removed (discovery is about the frozen model), writes the outputs of :func:`run_discovery` to
+`<log_dir>/head_discovery`, logs the heatmaps to TensorBoard, and, when `init_scales` is set, writes the initial
+scales into `pl_module.modulation.scales` in place. Under DDP every rank scores its shard and gets the same
+all-reduced scores, so every rank writes the same initial scales.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from vseam_pl.discovery.data import load_pairs
+from vseam_pl.discovery.runner import DiscoveryConfig, DiscoveryResult, run_discovery
+from vseam_pl.discovery.scores import apply_init_scales, init_scales_from_scores
+from vseam_pl.records import ImagePair
+from vseam_pl.vlm import VLM
+
+
+class HeadDiscovery(pl.Callback):
+    """Find positive/negative heads from edited image pairs; optionally initialise the modulation scales from them.
+
+    Args:
+        pairs: a `pairs.jsonl` manifest (or its folder) or a list of :class:`ImagePair`.
+        method: `ablation`, `patching` or `attribution` (see :mod:`vseam_pl.discovery`).
+        out_dir: run folder; default `<trainer.log_dir>/head_discovery`.
+        init_scales: `None` (leave the scales alone), `"closed_form"` or `"topk"` (see `init_scales_from_scores`).
+        init_group: which group's scores initialise the scales (`all`, `level:object`, `category:Color`, ...).
+        init_kwargs: extra arguments of `init_scales_from_scores` (lam, clip, eps, normalize, up, down).
+        resume: continue from the run folder's partial results (a restarted fit does not redo finished chunks).
+        log_figures: log heatmaps, profiles and overlap matrices to a TensorBoardLogger.
+    """
+
+    def __init__(
+        self,
+        pairs: str | os.PathLike | Sequence[ImagePair],
+        method: str = "ablation",
+        out_dir: str | os.PathLike | None = None,
+        top_k: int = 10,
+        batch_size: int = 64,
+        pair_batch: int = 4,
+        levels: Sequence[str] | None = None,
+        categories: Sequence[str] | None = None,
+        filter: bool = False,
+        limit: int | None = None,
+        ablation_mode: str = "mean_others",
+        ablation_image: str = "clean",
+        direction: str = "clean_to_edited",
+        init_scales: str | None = None,
+        init_group: str = "all",
+        init_kwargs: dict[str, Any] | None = None,
+        resume: bool = True,
+        log_figures: bool = True,
+    ):
+        if init_scales not in (None, "closed_form", "topk"):
+            raise ValueError(f"init_scales must be None, 'closed_form' or 'topk', got {init_scales!r}")
+        self.config = DiscoveryConfig(method=method, ablation_mode=ablation_mode, ablation_image=ablation_image,
+                                      direction=direction, batch_size=batch_size, pair_batch=pair_batch,
+                                      top_k=top_k, filter=filter)  # fmt: skip
+        self.config.validate()
+        self.pairs, self.levels, self.categories, self.limit = pairs, levels, categories, limit
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.init_scales, self.init_group, self.init_kwargs = init_scales, init_group, dict(init_kwargs or {})
+        self.resume, self.log_figures = resume, log_figures
+        self.result: DiscoveryResult | None = None
+
+    def load(self) -> list[ImagePair]:
+        if isinstance(self.pairs, (str, os.PathLike)):
+            return load_pairs(self.pairs, levels=self.levels, categories=self.categories, limit=self.limit)
+        pairs = list(self.pairs)
+        return pairs[: self.limit] if self.limit is not None else pairs
+
+    def discover(self, vlm: VLM, out_dir: str | os.PathLike | None = None, sink=None) -> DiscoveryResult:
+        """Standalone use: score the heads of `vlm` (no trainer needed)."""
+        out = out_dir if out_dir is not None else self.out_dir
+        self.result = run_discovery(vlm, self.load(), self.config, out_dir=out, resume=self.resume and out is not None,
+                                    sink=sink)  # fmt: skip
+        return self.result
+
+    def run_dir(self, trainer: pl.Trainer) -> Path:
+        if self.out_dir is not None:
+            return self.out_dir
+        return Path(trainer.log_dir or trainer.default_root_dir) / "head_discovery"
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        vlm: VLM = pl_module.vlm
+        modulation = getattr(pl_module, "modulation", None)
+        reattach = modulation is not None and modulation.attached
+        if reattach:
+            modulation.detach()
+        logger = trainer.logger if isinstance(trainer.logger, TensorBoardLogger) else None
+        sink = None
+        if self.log_figures and logger is not None and trainer.is_global_zero:
+
+            def sink(tag: str, fig: Any) -> None:
+                logger.experiment.add_figure(f"head_discovery/{tag}", fig, global_step=trainer.global_step, close=False)
+
+        out = self.run_dir(trainer)
+        try:
+            result = self.discover(vlm, out, sink)
+        finally:
+            if reattach:
+                modulation.attach(vlm)
+        if trainer.logger is not None and result.filter_report is not None:
+            trainer.logger.log_metrics({f"head_discovery/filter_{k}": float(v) for k, v in result.filter_report.items()},
+                                       step=trainer.global_step)  # fmt: skip
+        if self.init_scales is not None:
+            if modulation is None:
+                raise AttributeError("HeadDiscovery(init_scales=...) needs `pl_module.modulation` (a HeadModulation)")
+            scales = init_scales_from_scores(result.scores, self.init_scales, group=self.init_group,
+                                             k=self.config.top_k, **self.init_kwargs)  # fmt: skip
+            apply_init_scales(modulation, scales)
+            if trainer.is_global_zero:
+                modulation.save(out / "init_scales.safetensors")
