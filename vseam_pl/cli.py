@@ -46,19 +46,37 @@ def run_dir(trainer: Any, output_dir: str | None) -> Path:
 
 
 @rank_zero_only
-def write_outputs(out: Path, model_name: str, rows: list[dict], modulation: Any | None, extra: dict | None = None) -> dict[str, Path]:
-    """head_scales.safetensors, metrics.json and a printable table; prints the table and the paths."""
+def write_outputs(
+    out: Path,
+    model_name: str,
+    rows: list[dict],
+    modulation: Any | None,
+    extra: dict | None = None,
+    metrics_name: str = "metrics.json",
+    scales_path: str | None = None,
+) -> dict[str, Path]:
+    """Write head_scales.safetensors (when `modulation` is given), metrics.json and metrics.txt; print the table
+    and, last, the paths."""
     out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
-    scales_path = None
     if modulation is not None:
-        scales_path = paths["scales"] = modulation.save(out / "head_scales.safetensors")
+        paths["scales"] = modulation.save(out / "head_scales.safetensors")
+        scales_path = str(paths["scales"])
     table = format_table(rows)
-    paths["metrics"] = write_metrics_json(out / "metrics.json", model_name, str(scales_path) if scales_path else None, rows, extra)
-    paths["table"] = write_text(out / "metrics.txt", table + "\n")
+    paths["metrics"] = write_metrics_json(out / metrics_name, model_name, scales_path, rows, extra)
+    paths["table"] = write_text(out / (Path(metrics_name).stem + ".txt"), table + "\n")
     print()
     print(table)
     print()
     for name, path in paths.items():
         print(f"{name:>8}: {path}")
     return paths
+
+def synthetic_conventions(root: str | os.PathLike) -> dict[str, Any]:
+    """The image-name conventions a synthetic-world root records in its manifest ({} for other roots)."""
+    import json
+
+    manifest = Path(root) / "manifest.json"
+    if not manifest.exists():
+        return {}
+    return json.loads(manifest.read_text()).get("conventions", {})
