@@ -82,6 +82,15 @@ class HeadModulationModule(LightningModule):
         with torch.no_grad():
             self.modulation.scales.copy_(loaded.scales)
 
+    @property
+    def intervention_active(self) -> bool:
+        """Whether the model currently differs from the frozen baseline (subclasses with adapters override)."""
+        return self.modulation.attached
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        """What the optimizer sees: the scales (subclasses may return adapter weights instead)."""
+        return [self.modulation.scales]
+
     @contextmanager
     def unmodulated(self) -> Iterator[None]:
         """The frozen model as it was, for baselines and discovery."""
@@ -95,7 +104,7 @@ class HeadModulationModule(LightningModule):
 
     # -- training --------------------------------------------------------------------------------------------
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW([self.modulation.scales], lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        return torch.optim.AdamW(self.trainable_parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
 
     def _inputs(self, batch: Batch) -> tuple[list, list, list]:
         records = [ex.record for ex in batch.examples]
@@ -164,7 +173,7 @@ class HeadModulationModule(LightningModule):
     def test_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         """Baseline (unmodulated) always; modulated too when scales are attached (evaluate.py without --scales
         detaches them and reports the baseline alone)."""
-        modulated = self.answer(batch)[1] if self.modulation.attached else None
+        modulated = self.answer(batch)[1] if self.intervention_active else None
         with self.unmodulated():
             records, baseline = self.answer(batch)
         self._test += make_outcomes(records, baseline, modulated)
@@ -173,11 +182,17 @@ class HeadModulationModule(LightningModule):
         self.test_outcomes = gather_outcomes(self._test)
         self.test_rows = outcome_rows(self.test_outcomes)
 
-    # -- checkpoints hold the scales only --------------------------------------------------------------------
+    # -- checkpoints hold the trained parameters only -------------------------------------------------------
+    def _trained_keys(self) -> set[str]:
+        trained = {id(p) for p in self.trainable_parameters()}
+        return {name for name, p in self.named_parameters() if id(p) in trained}
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith("modulation.")}
+        keep = self._trained_keys()
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        unexpected = [k for k in checkpoint["state_dict"] if not k.startswith("modulation.")]
+        keep = self._trained_keys()
+        unexpected = [k for k in checkpoint["state_dict"] if k not in keep]
         if unexpected:
-            raise ValueError(f"checkpoint holds more than the scales (e.g. {unexpected[0]!r}); not a vseam-pl checkpoint")
+            raise ValueError(f"checkpoint holds parameters this module does not train (e.g. {unexpected[0]!r})")
