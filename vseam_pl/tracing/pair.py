@@ -90,6 +90,9 @@ def trace_pair(vlm: VLM, pair: ImagePair, sites: Sequence[str] = ("resid",),
                instruction: str | None = DEFAULT_INSTRUCTION) -> TracedPair:  # fmt: skip
     """Encode the pair, locate its token groups, score both runs and cache `sites` of both."""
     where = pair.source or pair.pair_id
+    if not pair.candidates and pair.edited_answer is None:
+        raise UntraceablePairError(f"{where}: no `edited_answer` and no `candidates`; the logit difference needs both "
+                                   "answers")  # fmt: skip
     (item,) = prepare_pairs(vlm, [pair], instruction)
     answers = answer_tokens(item)
     images = images_of([item], "clean") + images_of([item], "edited")
