@@ -110,7 +110,9 @@ class HeadModulationModule(LightningModule):
         records = [ex.record for ex in batch.examples]
         return records, build_prompts(self.vlm, [r.question for r in records], self.hparams.instruction), [ex.image for ex in batch.examples]
 
-    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor | None:
+        if not batch.examples:  # every record of the batch was skipped (on_bad_record="skip")
+            return None
         records, prompts, images = self._inputs(batch)
         loss = answer_loss(self.vlm, prompts, images, [r.answer for r in records])
         self.log("train/answer_loss", loss, batch_size=len(records))
@@ -133,6 +135,8 @@ class HeadModulationModule(LightningModule):
         self._val = {}
 
     def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if not batch.examples:
+            return
         records, preds = self.answer(batch)
         baseline = None
         if self.hparams.eval_baseline and not self._baseline_done:
@@ -173,6 +177,8 @@ class HeadModulationModule(LightningModule):
     def test_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         """Baseline (unmodulated) always; modulated too when scales are attached (evaluate.py without --scales
         detaches them and reports the baseline alone)."""
+        if not batch.examples:
+            return
         modulated = self.answer(batch)[1] if self.intervention_active else None
         with self.unmodulated():
             records, baseline = self.answer(batch)
