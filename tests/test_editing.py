@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from vseam_pl.data.readers import BadRecordError
 from vseam_pl.edit import main as edit_main
 from vseam_pl.editing import (
     EditPlanner,
@@ -259,14 +260,23 @@ def test_user_vocabulary_is_merged(gqa, tmp_path):
         EditVocab.load(user)
 
 
-def test_bad_gqa_file_names_file_record_and_field(tmp_path):
+def test_bad_gqa_inputs_name_file_record_and_field(tmp_path):
     bad = tmp_path / "Animal.json"
     bad.write_text(json.dumps([{"question": "Is there a dog?", "answer": "yes"}]))
-    with pytest.raises(GQAFormatError, match=r"Animal\.json:0: missing field\(s\) \['imageId'\]"):
+    with pytest.raises(BadRecordError, match=r"Animal\.json:0: missing required field 'imageId'"):
         read_gqa_questions(bad)
     bad.write_text("{not json")
-    with pytest.raises(GQAFormatError, match=r"Animal\.json: not valid JSON"):
+    with pytest.raises(BadRecordError, match=r"Animal\.json.*malformed JSON"):
         read_gqa_questions(bad)
+    with pytest.raises(FileNotFoundError, match=r"Nope\.json: question file not found"):
+        read_gqa_questions(tmp_path / "Nope.json")
+    graphs = tmp_path / "graphs.json"
+    graphs.write_text(json.dumps({"img1": {"objects": {"7": {"name": "dog", "x": 1, "y": 2, "w": 3}}}}))
+    with pytest.raises(GQAFormatError, match=r"graphs\.json: image 'img1' object '7' lacks \['h'\]"):
+        read_scene_graphs(graphs)
+    graphs.write_text(json.dumps({"img1": {"width": 5}}))
+    with pytest.raises(GQAFormatError, match=r"graphs\.json: image 'img1' needs an 'objects' mapping"):
+        read_scene_graphs(graphs)
 
 
 # ---------------------------------------------------------------------------------------------------- masks

@@ -77,16 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def vlm_answer_fn(model: str, batch_size: int) -> AnswerFn:
-    """Bind `vseam_pl.scoring.predict` to a VLM loaded with `vseam_pl.load_vlm` (imported only when asked for)."""
-    try:
-        from . import load_vlm  # type: ignore[attr-defined]
-        from .scoring import predict  # type: ignore[import-not-found]
-    except ImportError as e:
-        raise SystemExit(
-            f"--filter-model needs vseam_pl.load_vlm and vseam_pl.scoring.predict: {e}"
-        ) from None
-    vlm = load_vlm(model)
+def vlm_answer_fn(model: str, device: str, dtype: str, batch_size: int) -> AnswerFn:
+    """Bind `vseam_pl.scoring.predict` to a VLM loaded with `vseam_pl.vlm.load_vlm` (imported only when asked for)."""
+    from .scoring import predict
+    from .vlm import load_vlm
+
+    vlm = load_vlm(model, dtype=dtype, device=device)
     return lambda questions, images, candidates: predict(
         vlm, questions, images, candidates, batch_size=batch_size
     )
@@ -113,7 +109,9 @@ def main(argv: list[str] | None = None) -> EditReport:
         user_masks=user_masks,
     )
     plans, unresolved = planner.plan_all(records)
-    answer_fn = vlm_answer_fn(args.filter_model, args.filter_batch_size) if args.filter_model else None
+    answer_fn = (
+        vlm_answer_fn(args.filter_model, device, dtype, args.filter_batch_size) if args.filter_model else None
+    )
     settings = EditSettings(
         dilate=args.dilate,
         feather=args.feather,

@@ -1,7 +1,5 @@
-"""A small direct reader of GQA question files and scene graphs for the editing job.
-
-The editing job needs the raw GQA fields (`semantic` program, `annotations`, `object_positions`, …), which it keeps
-in `QARecord.extra`; it reads whole files because planning edits is cheap and needs no images.
+"""GQA inputs of the editing job: question records (through `vseam_pl.data`), scene graphs, and the parts of a
+record's raw fields (`semantic` program, object names, `object_positions`) that say what to edit and where.
 """
 
 from __future__ import annotations
@@ -12,97 +10,39 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..levels import CATEGORY_LEVEL, level_of
-from ..records import YES_NO, QARecord
+from ..data.readers import read_gqa
+from ..records import QARecord
 
-IMAGE_SUFFIXES = (".jpg", ".png", ".jpeg")
-REQUIRED_FIELDS = ("question", "answer", "imageId")
 Box = tuple[int, int, int, int]  # x, y, w, h in image pixels
 
 _PROGRAM_OBJECT = re.compile(r"^(?P<desc>.*?)\s*\((?P<id>-|\d+)\)\s*$")
 
 
 class GQAFormatError(ValueError):
-    """A malformed GQA question or scene-graph file; the message names the file and record."""
-
-
-def _load_json(path: Path) -> Any:
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: file not found")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise GQAFormatError(f"{path}: not valid JSON ({e.msg}, line {e.lineno})") from None
-
-
-def category_of(path: Path) -> str | None:
-    """The V-SEAM category a file stem names (``Animal.json`` → ``Animal``), else None."""
-    for name in CATEGORY_LEVEL:
-        if name.lower() == path.stem.lower():
-            return name
-    return None
+    """A malformed GQA scene graph or box; the message names the file and object."""
 
 
 def read_gqa_questions(path: str | os.PathLike, image_dir: str | os.PathLike | None = None) -> list[QARecord]:
-    """Read a GQA question file (a JSON list, or an object keyed by question id) into `QARecord`s.
+    """All records of a GQA question file (list or id-keyed object) via `vseam_pl.data`'s reader.
 
-    Answers are lowercased and yes/no questions get ``candidates=("yes", "no")``, as in `vseam_pl.data`; the raw GQA
-    dict is kept in `extra`.
+    Answers are lowercased, yes/no questions get ``candidates=("yes", "no")`` and the raw GQA fields the planner
+    needs (`semantic`, `object_positions`, …) stay in `extra`; a bad record raises `BadRecordError` naming it.
     """
     path = Path(path)
-    data = _load_json(path)
-    if isinstance(data, dict):
-        items = [(str(k), v, str(k)) for k, v in data.items()]
-    elif isinstance(data, list):
-        items = [(str(i), v, None) for i, v in enumerate(data)]
-    else:
-        raise GQAFormatError(f"{path}: expected a JSON list of questions or an object keyed by question id")
-    category = category_of(path)
-    records = []
-    for where, raw, key in items:
-        source = f"{path}:{where}"
-        if not isinstance(raw, dict):
-            raise GQAFormatError(f"{source}: expected a question object, got {type(raw).__name__}")
-        missing = [f for f in REQUIRED_FIELDS if f not in raw]
-        if missing:
-            raise GQAFormatError(
-                f"{source}: missing field(s) {missing}; a GQA question needs {list(REQUIRED_FIELDS)}"
-            )
-        qid = str(raw.get("question_id") or key or where)
-        answer = str(raw["answer"]).strip().lower()
-        image_id = str(raw["imageId"])
-        image = find_image(image_dir, image_id) if image_dir is not None else None
-        records.append(
-            QARecord(
-                benchmark="gqa",
-                question_id=qid,
-                question=str(raw["question"]),
-                answer=answer,
-                image_id=image_id,
-                image_path=str(image) if image else None,
-                level=level_of(category, (raw.get("types") or {}).get("semantic")),
-                category=category,
-                candidates=YES_NO if answer in YES_NO else None,
-                source=source,
-                extra=raw,
-            )
-        )
-    return records
-
-
-def find_image(image_dir: str | os.PathLike, image_id: str) -> Path | None:
-    """``{image_dir}/{imageId}.jpg`` or ``.png`` (whichever exists), else None."""
-    for suffix in IMAGE_SUFFIXES:
-        candidate = Path(image_dir) / f"{image_id}{suffix}"
-        if candidate.exists():
-            return candidate
-    return None
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: question file not found")
+    return list(read_gqa(path, str(image_dir) if image_dir is not None else None))  # type: ignore[arg-type]
 
 
 def read_scene_graphs(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
     """GQA scene graphs ``{imageId: {width, height, objects: {id: {name, x, y, w, h, attributes, relations}}}}``."""
     path = Path(path)
-    data = _load_json(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: scene-graph file not found")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise GQAFormatError(f"{path}: not valid JSON ({e.msg}, line {e.lineno})") from None
     if not isinstance(data, dict):
         raise GQAFormatError(f"{path}: expected an object keyed by image id")
     for image_id, graph in data.items():

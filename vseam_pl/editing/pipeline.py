@@ -22,13 +22,14 @@ import shutil
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
 from tqdm.auto import tqdm
 
+from ..data.images import decode_image, resolve_image
+from ..data.readers import BadRecordError
 from ..io import atomic_path, write_json
 from ..pairs import append_pair, read_pairs, write_pairs
 from ..records import ImagePair
@@ -147,11 +148,17 @@ def run_edits(
     report.resumed = len(plans) - len(todo)
     for plan in tqdm(todo, desc="editing", unit="pair", disable=not progress):
         record = plan.record
-        if not record.image_path or not Path(record.image_path).exists():
-            report.unresolved.append((record.question_id, f"image not found for imageId {record.image_id}"))
+        if not record.image_path:
+            report.unresolved.append(
+                (record.question_id, f"no image folder given for imageId {record.image_id}")
+            )
             continue
-        with Image.open(record.image_path) as img:
-            clean = img.convert("RGB")
+        try:
+            image_path = resolve_image(record.image_path, record.source)
+            clean = decode_image(replace(record, image_path=str(image_path)))
+        except BadRecordError as e:
+            report.unresolved.append((record.question_id, e.reason))
+            continue
         alpha, mask_source = _alpha(plan, clean.size, settings)
         region = bbox(alpha)
         if region is None:
@@ -191,7 +198,7 @@ def run_edits(
         pair = ImagePair(
             pair_id=plan.pair_id,
             question=record.question,
-            clean_image=str(_copy_clean(Path(record.image_path), out)),
+            clean_image=str(_copy_clean(image_path, out)),
             edited_image=str(edited_path),
             answer=record.answer,
             edited_answer=plan.edited_answer,
