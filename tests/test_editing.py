@@ -406,8 +406,16 @@ def test_vseam_filter_keeps_pairs_the_vlm_sees_differently(gqa, tiny_pipe, tmp_p
     plans = [p for p in plans if p.record.answer == "yes"]  # a1, m1, s1
     inpainter = Inpainter(tiny_pipe, steps=2, resolution=SIZE // 2)
     out = tmp_path / "keep"
-    report = run_edits(plans, out, inpainter, answer_fn=_answer_exact_clean(gqa["images"]), progress=False)
+    exact, batches = _answer_exact_clean(gqa["images"]), []
+
+    def counted(questions, images, candidates):
+        batches.append(len(images))
+        return exact(questions, images, candidates)
+
+    settings = EditSettings(filter_batch_size=2)
+    report = run_edits(plans, out, inpainter, settings, answer_fn=counted, progress=False)
     assert (report.written, len(report.rejected)) == (3, 0)
+    assert batches == [4, 2]  # pairs are judged two at a time, clean + edited image each
 
     def always_yes(questions, images, candidates):
         return ["Yes."] * len(questions)
@@ -446,3 +454,37 @@ def test_cli_end_to_end(gqa, tiny_pipeline_dir, tmp_path, capsys):
     assert sorted(p.pair_id for p in pairs) == ["a1", "s1"]
     assert all(p.edit["guidance"] == 5.0 and p.model_id == str(tiny_pipeline_dir) for p in pairs)
     assert edit_main(argv).resumed == 2
+
+
+def test_missing_images_are_reported_not_dropped(gqa, tiny_pipe, tmp_path):
+    plans, _ = EditPlanner(EditVocab.load()).plan_all(gqa["records"])
+    (gqa["images"] / "img3.png").unlink()  # s1's image
+    report = run_edits(plans, tmp_path / "out", Inpainter(tiny_pipe, steps=2, resolution=SIZE // 2), progress=False)
+    assert report.written == len(plans) - 1
+    (qid, reason), = report.unresolved
+    assert qid == "s1" and "image file not found" in reason and "img3" in reason
+    saved = json.loads((tmp_path / "out" / "unresolved.json").read_text())
+    assert saved == [{"question_id": "s1", "reason": reason}]
+
+
+def test_cli_vseam_filter_with_tiny_llava(gqa, tiny_pipeline_dir, tiny_llava_dir, tmp_path, capsys):
+    """The real filter path: `--filter-model` loads a (random tiny) LLaVA with `vseam_pl.vlm.load_vlm` and judges
+    pairs with `vseam_pl.scoring.predict`; its answers are arbitrary, so check the bookkeeping, not accuracy."""
+    out = tmp_path / "filtered"
+    argv = ["--questions", *map(str, gqa["files"]), "--images", str(gqa["images"]), "--out", str(out),
+            "--pipeline", str(tiny_pipeline_dir), "--steps", "2", "--resolution", "32", "--device", "cpu",
+            "--dtype", "float32", "--limit", "4", "--filter-model", str(tiny_llava_dir), "--filter-batch-size", "3",
+            "--no-progress"]
+    report = edit_main(argv)
+    summary = json.loads(capsys.readouterr().out)
+    assert report.planned == 3 and len(report.unresolved) == 1  # --limit 4 keeps a1, a2 (unresolvable), m1, m2
+    assert report.generated == 3 and report.written + len(report.rejected) == 3
+    assert (summary["written"], summary["rejected"]) == (report.written, len(report.rejected))
+    allowed = ("VLM answers the clean image", "VLM answers the edited image the same")
+    assert all(r.startswith(allowed) for _, r in report.rejected)
+    rejected = [json.loads(x) for x in (out / "rejected.jsonl").read_text().splitlines()] if report.rejected else []
+    assert [x["pair_id"] for x in rejected] == [pid for pid, _ in report.rejected]
+    written = [p.pair_id for p in read_pairs(out)] if report.written else []
+    assert sorted(written + [x["pair_id"] for x in rejected]) == ["a1", "m1", "m2"]
+    again = edit_main(argv)  # judged pairs, kept or rejected, are not redone
+    assert (again.generated, again.resumed) == (0, 3)

@@ -72,7 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     flt.add_argument(
         "--filter-model", help="VLM (path or hub id) for the V-SEAM filter: clean right, edited different"
     )
-    flt.add_argument("--filter-batch-size", type=int, default=8)
+    flt.add_argument(
+        "--filter-batch-size", type=int, default=8, help="pairs judged per VLM call (each pair is 2 images)"
+    )
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -84,7 +86,7 @@ def vlm_answer_fn(model: str, device: str, dtype: str, batch_size: int) -> Answe
 
     vlm = load_vlm(model, dtype=dtype, device=device)
     return lambda questions, images, candidates: predict(
-        vlm, questions, images, candidates, batch_size=batch_size
+        vlm, questions, images, candidates, batch_size=2 * batch_size
     )
 
 
@@ -120,6 +122,7 @@ def main(argv: list[str] | None = None) -> EditReport:
         check_outside=args.check_outside,
         max_outside_diff=args.max_outside_diff,
         min_inside_change=args.min_inside_change,
+        filter_batch_size=args.filter_batch_size,
         model_id=args.pipeline,
     )
 

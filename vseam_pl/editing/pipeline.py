@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
 from tqdm.auto import tqdm
 
 from ..data.images import decode_image, resolve_image
@@ -50,6 +51,7 @@ class EditSettings:
     check_outside: bool = False  # filter (1): pixels outside the mask unchanged
     max_outside_diff: int = 0
     min_inside_change: float = 0.0
+    filter_batch_size: int = 8  # pairs per V-SEAM filter call (2 images each)
     model_id: str | None = None
 
 
@@ -128,6 +130,128 @@ def _alpha(plan: EditPlan, size: tuple[int, int], settings: EditSettings) -> tup
     return soft_mask(binary, settings.dilate, settings.feather), source
 
 
+@dataclass
+class _Rendered:
+    """An inpainted pair waiting for the V-SEAM filter (which runs on batches of pairs)."""
+
+    plan: EditPlan
+    image_path: Path
+    clean: Image.Image
+    edited: Image.Image
+    alpha: Any
+    mask_source: str
+    seed: int
+
+
+class _Job:
+    """One run over the plans: renders, checks and writes pairs, keeping the report and the output files in step."""
+
+    def __init__(
+        self,
+        out: Path,
+        inpainter: Inpainter | Callable[[], Inpainter],
+        settings: EditSettings,
+        answer_fn: AnswerFn | None,
+        report: EditReport,
+    ) -> None:
+        self.out, self.settings, self.answer_fn, self.report = out, settings, answer_fn, report
+        self._inpainter = inpainter
+
+    @property
+    def inpainter(self) -> Inpainter:
+        if not isinstance(self._inpainter, Inpainter):  # load the model only once a pair needs it
+            self._inpainter = self._inpainter()
+        return self._inpainter
+
+    def render(self, plan: EditPlan) -> _Rendered | None:
+        """Inpaint one plan, or record why it cannot be (missing image, empty mask, failed image check)."""
+        record, settings = plan.record, self.settings
+        if not record.image_path:
+            self.report.unresolved.append((record.question_id, f"no image folder given for imageId {record.image_id}"))
+            return None
+        try:
+            image_path = resolve_image(record.image_path, record.source)
+            clean = decode_image(replace(record, image_path=str(image_path)))
+        except BadRecordError as e:
+            self.report.unresolved.append((record.question_id, e.reason))
+            return None
+        alpha, mask_source = _alpha(plan, clean.size, settings)
+        if bbox(alpha) is None:
+            self.report.unresolved.append((record.question_id, "empty mask: the boxes lie outside the image"))
+            return None
+        seed = pair_seed(settings.seed, record.question_id)
+        edited = self.inpainter(clean, alpha, plan.prompt, plan.negative_prompt, seed)
+        self.report.generated += 1
+        if settings.check_outside or settings.min_inside_change > 0:
+            reason = check_region(clean, edited, alpha, settings.max_outside_diff, settings.min_inside_change)
+            if reason is not None:
+                self.reject(plan, reason)
+                return None
+        return _Rendered(plan, image_path, clean, edited, alpha, mask_source, seed)
+
+    def flush(self, pending: list[_Rendered]) -> None:
+        """Run the V-SEAM filter on the pending pairs in one `answer_fn` call, then write or reject each."""
+        if not pending:
+            return
+        reasons: list[str | None] = [None] * len(pending)
+        if self.answer_fn is not None:
+            reasons = vlm_filter(
+                self.answer_fn,
+                [r.plan.record.question for r in pending],
+                [r.clean for r in pending],
+                [r.edited for r in pending],
+                [r.plan.record.answer for r in pending],
+                [r.plan.record.candidates for r in pending],
+            )
+        for rendered, reason in zip(pending, reasons, strict=True):
+            if reason is None:
+                self.write(rendered)
+            else:
+                self.reject(rendered.plan, reason)
+        pending.clear()
+
+    def reject(self, plan: EditPlan, reason: str) -> None:
+        self.report.rejected.append((plan.pair_id, reason))
+        _append_jsonl(
+            self.out / "rejected.jsonl",
+            {"pair_id": plan.pair_id, "question_id": plan.record.question_id, "reason": reason},
+        )
+
+    def write(self, r: _Rendered) -> None:
+        """Images first (atomically), then the manifest line: a pair counts as finished only once both exist."""
+        plan, record, settings = r.plan, r.plan.record, self.settings
+        edited_path = self.out / "edited" / f"{plan.pair_id}.png"
+        with atomic_path(edited_path) as tmp:
+            r.edited.save(tmp, format="PNG")
+        with atomic_path(self.out / "masks" / f"{plan.pair_id}.png") as tmp:
+            mask_image(r.alpha).save(tmp, format="PNG")
+        edit = plan.edit_dict(self.inpainter.steps, self.inpainter.guidance)
+        edit.update(
+            dilate=settings.dilate,
+            feather=settings.feather,
+            mask_source=r.mask_source,
+            target_boxes=[list(b) for b in plan.boxes],
+        )
+        pair = ImagePair(
+            pair_id=plan.pair_id,
+            question=record.question,
+            clean_image=str(_copy_clean(r.image_path, self.out)),
+            edited_image=str(edited_path),
+            answer=record.answer,
+            edited_answer=plan.edited_answer,
+            level=plan.level,
+            category=record.category,
+            candidates=record.candidates,
+            question_id=record.question_id,
+            edit=edit,
+            mask_box=bbox(r.alpha),
+            seed=r.seed,
+            model_id=settings.model_id,
+        )
+        append_pair(self.out / "pairs.jsonl", pair)
+        self.report.written += 1
+
+
 def run_edits(
     plans: Iterable[EditPlan],
     out: str | os.PathLike,
@@ -137,8 +261,14 @@ def run_edits(
     unresolved: Iterable[tuple[str, str]] = (),
     progress: bool = True,
 ) -> EditReport:
-    """Render every plan not finished yet; `inpainter` may be a factory so a fully resumed run loads no model."""
+    """Render every plan not finished yet; `inpainter` may be a factory so a fully resumed run loads no model.
+
+    With `answer_fn` (the V-SEAM filter) pairs are judged `settings.filter_batch_size` at a time, so an interrupted
+    run redoes at most that many unjudged pairs.
+    """
     settings = settings or EditSettings()
+    if settings.filter_batch_size < 1:
+        raise ValueError(f"filter_batch_size must be >= 1, got {settings.filter_batch_size}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     plans = list(plans)
@@ -146,73 +276,16 @@ def run_edits(
     done, rejected = _finished(out)
     todo = [p for p in plans if p.pair_id not in done and p.pair_id not in rejected]
     report.resumed = len(plans) - len(todo)
+    job = _Job(out, inpainter, settings, answer_fn, report)
+    batch = settings.filter_batch_size if answer_fn is not None else 1
+    pending: list[_Rendered] = []
     for plan in tqdm(todo, desc="editing", unit="pair", disable=not progress):
-        record = plan.record
-        if not record.image_path:
-            report.unresolved.append(
-                (record.question_id, f"no image folder given for imageId {record.image_id}")
-            )
-            continue
-        try:
-            image_path = resolve_image(record.image_path, record.source)
-            clean = decode_image(replace(record, image_path=str(image_path)))
-        except BadRecordError as e:
-            report.unresolved.append((record.question_id, e.reason))
-            continue
-        alpha, mask_source = _alpha(plan, clean.size, settings)
-        region = bbox(alpha)
-        if region is None:
-            report.unresolved.append((record.question_id, "empty mask: the boxes lie outside the image"))
-            continue
-        if not isinstance(inpainter, Inpainter):
-            inpainter = inpainter()
-        seed = pair_seed(settings.seed, record.question_id)
-        edited = inpainter(clean, alpha, plan.prompt, plan.negative_prompt, seed)
-        report.generated += 1
-        reason = None
-        if settings.check_outside or settings.min_inside_change > 0:
-            reason = check_region(clean, edited, alpha, settings.max_outside_diff, settings.min_inside_change)
-        if reason is None and answer_fn is not None:
-            reason = vlm_filter(
-                answer_fn, [record.question], [clean], [edited], [record.answer], [record.candidates]
-            )[0]
-        if reason is not None:
-            report.rejected.append((plan.pair_id, reason))
-            _append_jsonl(
-                out / "rejected.jsonl",
-                {"pair_id": plan.pair_id, "question_id": record.question_id, "reason": reason},
-            )
-            continue
-        edited_path = out / "edited" / f"{plan.pair_id}.png"
-        with atomic_path(edited_path) as tmp:
-            edited.save(tmp, format="PNG")
-        with atomic_path(out / "masks" / f"{plan.pair_id}.png") as tmp:
-            mask_image(alpha).save(tmp, format="PNG")
-        edit = plan.edit_dict(inpainter.steps, inpainter.guidance)
-        edit.update(
-            dilate=settings.dilate,
-            feather=settings.feather,
-            mask_source=mask_source,
-            target_boxes=[list(b) for b in plan.boxes],
-        )
-        pair = ImagePair(
-            pair_id=plan.pair_id,
-            question=record.question,
-            clean_image=str(_copy_clean(image_path, out)),
-            edited_image=str(edited_path),
-            answer=record.answer,
-            edited_answer=plan.edited_answer,
-            level=plan.level,
-            category=record.category,
-            candidates=record.candidates,
-            question_id=record.question_id,
-            edit=edit,
-            mask_box=region,
-            seed=seed,
-            model_id=settings.model_id,
-        )
-        append_pair(out / "pairs.jsonl", pair)
-        report.written += 1
+        rendered = job.render(plan)
+        if rendered is not None:
+            pending.append(rendered)
+        if len(pending) >= batch:
+            job.flush(pending)
+    job.flush(pending)
     write_json(out / "unresolved.json", [{"question_id": q, "reason": r} for q, r in report.unresolved])
     write_json(out / "summary.json", report.summary())
     return report
