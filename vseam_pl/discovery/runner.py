@@ -215,6 +215,8 @@ def run_discovery(
     else:
         kept, filter_counts = vseam_filter(vlm, shard, cfg.pair_batch) if cfg.filter else (list(shard), None)
         done = 0
+        if state_path is not None:  # the filter's verdicts are part of the state: a resume does not redo them
+            _save_state(state_path, fp, kept, filter_counts, acc, done)
     image = cfg.ablation_image if cfg.method == "ablation" else "edited"
     means = None
     if cfg.method == "ablation" and cfg.ablation_mode == "dataset_mean":
