@@ -200,6 +200,38 @@ def test_edit_prompts_per_level(gqa):
     assert EditPlanner(EditVocab.load(), relation_region="subject").plan(rel.record).boxes == ((4, 20, 12, 12),)
 
 
+def test_edit_prompts_for_categories_without_a_shared_file(tmp_path):
+    """Action, Vehicle, Indoor and Color records (the release's other categories) in the same schema."""
+    two = [(1, 1, 5, 5), (3, 3, 8, 8)]
+    files = {
+        "Action": [_record("x1", "i", "Is the man riding the horse?", ["man", "horse"], two, semantic="rel")],
+        "Vehicle": [_record("v1", "i", "Is there a bus in this picture?", ["bus"], two[:1])],
+        "Indoor": [_record("n1", "i", "Are there chairs in the image?", ["chairs"], two[:1])],
+        "Color": [_record("c1", "i", "Is the car red?", ["car"], two[:1], semantic="attr"),
+                  _record("c2", "i", "Is the shirt blue?", ["shirt"], two[:1], answer="No", semantic="attr",
+                          full_answer="No, the shirt is white.")],
+    }
+    vocab = EditVocab.load()
+    plans = {}
+    for category, records in files.items():
+        (tmp_path / f"{category}.json").write_text(json.dumps(records))
+        done, unresolved = EditPlanner(vocab, seed=0).plan_all(read_gqa_questions(tmp_path / f"{category}.json"))
+        assert not unresolved
+        plans.update({p.record.question_id: p for p in done})
+    ride = plans["x1"]
+    assert (ride.level, ride.group, ride.target) == ("relation", "action", "riding")
+    assert ride.substitute in vocab.data["relation"]["action"]["riding"]  # the curated alternatives
+    assert ride.edited_question == f"Is the man {ride.substitute} the horse?" and ride.boxes == tuple(two)
+    bus = plans["v1"]
+    assert bus.group == "vehicles" and bus.substitute in vocab.data["object"]["vehicles"] and bus.substitute != "bus"
+    chairs = plans["n1"]  # a plural mention gets a plural substitute
+    assert chairs.group == "indoor" and chairs.substitute.endswith("s") and chairs.substitute != "chairs"
+    red, blue = plans["c1"], plans["c2"]
+    assert (red.target, red.edited_answer) == ("red", "no") and red.substitute in vocab.data["attribute"]["color"]
+    assert red.prompt.endswith(f"{red.substitute} car")
+    assert (blue.target, blue.substitute, blue.edited_answer) == ("white", "blue", "yes")
+
+
 def test_scene_graph_gives_boxes_attributes_and_excludes_present_objects(tmp_path):
     path = SHARED / "GQA" / "scene_graph_example.json"
     if not path.exists():
@@ -454,6 +486,28 @@ def test_cli_end_to_end(gqa, tiny_pipeline_dir, tmp_path, capsys):
     assert sorted(p.pair_id for p in pairs) == ["a1", "s1"]
     assert all(p.edit["guidance"] == 5.0 and p.model_id == str(tiny_pipeline_dir) for p in pairs)
     assert edit_main(argv).resumed == 2
+
+
+def test_cli_vocab_masks_and_scene_graphs(gqa, tiny_pipeline_dir, tmp_path, capsys):
+    vocab = tmp_path / "vocab.json"
+    vocab.write_text(json.dumps({"object": {"indoor": {"gizmo": ["gadget"]}}}))  # makes a2 resolvable
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    Image.fromarray(np.pad(np.full((6, 6), 255, np.uint8), ((50, 8), (50, 8)))).save(masks / "a1.png")
+    graphs = tmp_path / "graphs.json"  # a2's program selects "gizmo (1002)": its box comes from the scene graph
+    graphs.write_text(json.dumps({"img2": {"width": SIZE, "height": SIZE,
+                                           "objects": {"1002": {"name": "gizmo", "x": 40, "y": 40, "w": 10, "h": 12}}}}))
+    out = tmp_path / "cli"
+    edit_main(["--questions", str(gqa["files"][0]), "--images", str(gqa["images"]), "--out", str(out),
+               "--pipeline", str(tiny_pipeline_dir), "--steps", "2", "--resolution", "32", "--device", "cpu",
+               "--vocab", str(vocab), "--masks", str(masks), "--scene-graphs", str(graphs), "--dilate", "0",
+               "--feather", "0", "--no-progress"])
+    capsys.readouterr()
+    pairs = {p.pair_id: p for p in read_pairs(out)}
+    assert sorted(pairs) == ["a1", "a2"]
+    assert pairs["a1"].edit["mask_source"] == "user" and pairs["a1"].mask_box == (50, 50, 6, 6)
+    assert pairs["a2"].edit["target_boxes"] == [[40, 40, 10, 12]] and pairs["a2"].mask_box == (40, 40, 10, 12)
+    assert pairs["a2"].edit["target"] == "gizmo" and pairs["a2"].edit["substitute"] != "gizmo"
 
 
 def test_missing_images_are_reported_not_dropped(gqa, tiny_pipe, tmp_path):
