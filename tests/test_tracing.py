@@ -359,7 +359,10 @@ def test_aggregate_groups_by_level_and_role():
     assert torch.isnan(by_role(torch.ones(1, 2), ["question", "final"])[0, 1])  # no concept token: NaN, not 0
 
 
-def test_results_are_json_and_tensor_ready(llava, pairs):
-    tp = trace_pair(llava, pairs[0])
-    json.dumps(tp.summary())
-    assert tp.summary()["image_span"] == [tp.groups.image[0], tp.groups.image[-1]]
+def test_edited_answer_defaults_to_the_other_candidate(llava, pairs):
+    p = pairs[0]
+    implicit = ImagePair("i", p.question, p.clean_image, p.edited_image, "Yes", None, candidates=("yes", "no"))
+    tp, explicit = trace_pair(llava, implicit), trace_pair(llava, p)
+    summary = json.loads(json.dumps(tp.summary()))
+    assert summary["edited_answer"] == "no" and summary["image_span"] == [tp.groups.image[0], tp.groups.image[-1]]
+    assert tp.ld_clean == pytest.approx(explicit.ld_clean, abs=1e-6)

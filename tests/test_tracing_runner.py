@@ -131,6 +131,8 @@ def test_select_pairs_filters_levels_limits_and_rejects_duplicate_ids(manifest):
     assert [p.pair_id for p in select_pairs(pairs, limit=2)] == ["p0", "p1"]
     with pytest.raises(ValueError, match="repeats"):
         select_pairs([pairs[0], pairs[0]])
+    with pytest.raises(ValueError, match=r"unknown level\(s\) \['objects'\]"):
+        select_pairs(pairs, ["objects"])
 
 
 def test_cli_traces_resumes_and_reports_bad_arguments(tiny_llava_dir, manifest, tmp_path, capsys):

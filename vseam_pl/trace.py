@@ -13,6 +13,8 @@ import json
 import sys
 import time
 
+import torch
+
 from .pairs import ManifestError, read_pairs
 from .prompts import DEFAULT_INSTRUCTION
 from .tracing.aggregate import CI_METHODS
@@ -38,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="float32", help="float32, bf16, fp16")
     p.add_argument("--device", default="cpu")
     p.add_argument("--attn-implementation", default="eager")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true", help="continue a run in --out, skipping finished pairs")
     mode.add_argument("--overwrite", action="store_true", help="discard results already in --out")
@@ -57,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"{args.pairs}: no pairs selected (levels={levels}, limit={args.limit})")
         from .vlm import load_vlm  # heavy import only once the arguments are known to be valid
 
+        if args.threads:
+            torch.set_num_threads(args.threads)
         vlm = load_vlm(args.model, dtype=args.dtype, device=args.device, attn_implementation=args.attn_implementation)
         result = run_tracing(vlm, pairs, args.out, analyses, batch_size=args.batch_size, resume=args.resume,
                              overwrite=args.overwrite, instruction=args.instruction or None, min_gap=args.min_gap,

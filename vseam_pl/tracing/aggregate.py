@@ -7,6 +7,7 @@ resample pairs jointly across all cells.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -55,7 +56,10 @@ def mean_band(values: torch.Tensor, ci: str = "t", confidence: float = 0.95, n_b
             counts = rng.multinomial(v.shape[0], np.full(v.shape[0], 1 / v.shape[0]), size=n_boot)  # [R, N]
             flat_v, flat_p = filled.reshape(v.shape[0], -1), present.reshape(v.shape[0], -1)
             means = (counts @ flat_v) / (counts @ flat_p)  # [R, cells]
-            lo, hi = (np.nanquantile(means, q, axis=0).reshape(v.shape[1:]) for q in ((1 - confidence) / 2, (1 + confidence) / 2))
+            with warnings.catch_warnings():  # an all-missing cell has no band: NaN, silently
+                warnings.simplefilter("ignore", RuntimeWarning)
+                lo, hi = (np.nanquantile(means, q, axis=0).reshape(v.shape[1:])
+                          for q in ((1 - confidence) / 2, (1 + confidence) / 2))  # fmt: skip
     as_t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
     return Band(as_t(mean), as_t(lo), as_t(hi), torch.as_tensor(n))
 

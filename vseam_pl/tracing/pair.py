@@ -31,15 +31,17 @@ class UntraceablePairError(PairError):
     """A well-formed pair whose edited answer is unknown, so the logit difference is undefined."""
 
 
-def answer_tokens(item: PairItem) -> AnswerTokens:
-    """First-token ids of the clean and the edited answer; without `edited_answer`, the other of two candidates."""
+def answer_tokens(item: PairItem) -> tuple[AnswerTokens, str]:
+    """First-token ids of the clean and the edited answer, and the edited answer (without `edited_answer`: the
+    other of two candidates)."""
     edited = item.edited
     if edited is None and len(item.candidate_tokens) == 2:
         edited = 1 - item.correct
     if edited is None or edited == item.correct:
         raise UntraceablePairError(f"{item.pair.source or item.pair.pair_id}: the edited answer is unknown or equals "
                                    "the clean answer; the logit difference needs two different answers")  # fmt: skip
-    return AnswerTokens(list(item.candidate_tokens[item.correct]), list(item.candidate_tokens[edited]))
+    cands = item.pair.candidates or (item.pair.answer, item.pair.edited_answer)
+    return AnswerTokens(list(item.candidate_tokens[item.correct]), list(item.candidate_tokens[edited])), cands[edited]
 
 
 @dataclass
@@ -51,6 +53,7 @@ class TracedPair:
     run: DecoderRun  # rows [clean, edited], with the residual entering every layer (for replays from a layer)
     groups: TokenGroups
     answers: AnswerTokens
+    edited_answer: str
     baseline: Scores  # rows [clean, edited]
     clean: dict[str, torch.Tensor]  # site -> [L, T, ...] of the clean run
     edited: dict[str, torch.Tensor]  # site -> [L, T, ...] of the edited run
@@ -71,7 +74,7 @@ class TracedPair:
             "pair_id": p.pair_id,
             "question": p.question,
             "answer": p.answer,
-            "edited_answer": p.edited_answer,
+            "edited_answer": self.edited_answer,
             "level": p.level,
             "category": p.category,
             "ld_clean": self.ld_clean,
@@ -94,7 +97,7 @@ def trace_pair(vlm: VLM, pair: ImagePair, sites: Sequence[str] = ("resid",),
         raise UntraceablePairError(f"{where}: no `edited_answer` and no `candidates`; the logit difference needs both "
                                    "answers")  # fmt: skip
     (item,) = prepare_pairs(vlm, [pair], instruction)
-    answers = answer_tokens(item)
+    answers, edited_answer = answer_tokens(item)
     images = images_of([item], "clean") + images_of([item], "edited")
     enc = encode(vlm, [item.prompt, item.prompt], images)
     if not torch.equal(enc.input_ids[0], enc.input_ids[1]) or int(enc.lengths.min()) != enc.input_ids.shape[1]:
@@ -112,4 +115,4 @@ def trace_pair(vlm: VLM, pair: ImagePair, sites: Sequence[str] = ("resid",),
     baseline = Scores(*(lp.cpu() for lp in answers.logps(run.logits)))
     clean = {s: stack_layers(cache[s], 0) for s in sites}
     edited = {s: stack_layers(cache[s], 1) for s in sites}
-    return TracedPair(pair, item.prompt, run, groups, answers, baseline, clean, edited, from_layer)
+    return TracedPair(pair, item.prompt, run, groups, answers, edited_answer, baseline, clean, edited, from_layer)

@@ -27,6 +27,7 @@ from matplotlib.figure import Figure
 from safetensors.torch import load_file, save_file
 
 from ..io import atomic_path, write_json
+from ..levels import LEVELS
 from ..prompts import DEFAULT_INSTRUCTION
 from ..records import ImagePair
 from ..vlm import VLM
@@ -68,6 +69,9 @@ def parse_analyses(spec: str | Sequence[str]) -> tuple[str, ...]:
 
 def select_pairs(pairs: Iterable[ImagePair], levels: Sequence[str] | None = None, limit: int | None = None) -> list[ImagePair]:
     """Pairs of the given levels (by `level`, else category), at most `limit`, manifest order; ids must be unique."""
+    unknown = sorted(set(levels or ()) - {*LEVELS, "unknown"})
+    if unknown:
+        raise ValueError(f"unknown level(s) {unknown}; expected some of {[*LEVELS, 'unknown']}")
     out: list[ImagePair] = []
     seen: dict[str, str] = {}
     for pair in pairs:
