@@ -1,0 +1,198 @@
+"""Baselines for the V-SEAM comparison table, as `HeadModulationModule` variants that train and test like it.
+
+Methods (`METHODS`): `zero_shot` (the frozen model), `closed_form` (release-style scales from discovery scores, no
+training), `learned_ones` / `learned_discovery` (per-head scales learned from 1 / from the closed-form scales),
+`random_heads` (only K randomly chosen heads' scales learn; K = the number of heads the discovery top-K selects),
+and the parameter-efficient fine-tuning baselines `ia3` and `lora` (`peft` adapters on the language decoder, with
+the head scales detached and frozen). All of them answer the *same* test examples through the same
+`test_step`, so their correctness can be paired with the zero-shot model's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+
+from .discovery.scores import HeadScores, apply_init_scales, init_scales_from_scores
+from .lit_module import HeadModulationModule
+
+METHODS: tuple[str, ...] = (
+    "zero_shot", "closed_form", "learned_ones", "learned_discovery", "random_heads", "ia3", "lora",
+)  # fmt: skip
+#: Methods whose parameters are trained (the others are evaluated as built).
+TRAINED: frozenset[str] = frozenset({"learned_ones", "learned_discovery", "random_heads", "ia3", "lora"})
+ADAPTERS: tuple[str, ...] = ("ia3", "lora")
+
+
+def trainable_count(module: HeadModulationModule) -> int:
+    """Trained scalars of a method: `num_trainable` when the module defines it (random heads: K), else the
+    elements of `trainable_parameters()` that require grad (0 for zero-shot and the untrained closed form)."""
+    explicit = getattr(module, "num_trainable", None)
+    if explicit is not None:
+        return int(explicit)
+    return sum(p.numel() for p in module.trainable_parameters() if p.requires_grad)
+
+
+def discovery_head_count(scores: HeadScores, k: int, group: str = "all") -> int:
+    """How many heads the discovery top-K rule modulates: the top-K positive plus the top-K negative heads."""
+    heads = {(lay, h) for lay, h, _ in scores.positive_heads(group, k)}
+    heads |= {(lay, h) for lay, h, _ in scores.negative_heads(group, k)}
+    return len(heads)
+
+
+def random_head_mask(num_layers: int, num_heads: int, k: int, seed: int) -> torch.Tensor:
+    """A `[L, H]` bool mask with exactly `k` heads chosen uniformly at random (reproducible per seed)."""
+    total = num_layers * num_heads
+    if not 0 < k <= total:
+        raise ValueError(f"number of random heads must be in [1, {total}] for a {num_layers}x{num_heads} grid, got {k}")
+    chosen = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:k]
+    mask = torch.zeros(total, dtype=torch.bool)
+    mask[chosen] = True
+    return mask.view(num_layers, num_heads)
+
+
+class RandomHeadsModule(HeadModulationModule):
+    """Learn the scales of `num_random_heads` random heads only; every other head stays at its initial scale.
+
+    The other heads' gradients are masked to 0 (so Adam never moves them) and, after each optimizer step, their
+    values are restored exactly (so weight decay cannot move them either).
+    """
+
+    def __init__(self, num_random_heads: int = 10, head_seed: int = 0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        mask = random_head_mask(self.vlm.num_layers, self.vlm.num_heads, num_random_heads, head_seed)
+        self.register_buffer("head_mask", mask, persistent=False)
+        self.register_buffer("frozen_scales", self.modulation.scales.detach().clone(), persistent=False)
+        self.modulation.scales.register_hook(lambda g: g * self.head_mask.to(g.dtype))
+
+    @property
+    def num_trainable(self) -> int:
+        return int(self.head_mask.sum())
+
+    def on_fit_start(self) -> None:
+        # Scales may have been re-initialised after __init__ (e.g. a discovery callback): freeze *those* values.
+        self.frozen_scales.copy_(self.modulation.scales.detach())
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        with torch.no_grad():
+            s = self.modulation.scales
+            s.copy_(torch.where(self.head_mask, s, self.frozen_scales))
+
+
+class PeftAdapterModule(HeadModulationModule):
+    """A `peft` adapter (IA3 or LoRA) on the language decoder instead of head scales, trained on the same loss.
+
+    The adapter is injected into the decoder layers only (`get_peft_model(vlm.decoder, ...)`): the vision tower and
+    projector are untouched and every base weight stays frozen. The head-scale hooks are detached and the scales
+    frozen, so the adapter weights are the only trainable parameters. `unmodulated()` is peft's
+    `disable_adapter()` context: the paired test baseline is the frozen model itself.
+
+    Args:
+        adapter: `ia3` or `lora`.
+        target_modules: decoder Linear layers to adapt (default: IA3 `["o_proj"]`, LoRA `["q_proj", "v_proj"]`).
+        feedforward_modules: IA3 only: modules whose *input* channels are scaled (default: all targets, so IA3 on
+            o_proj scales each head channel — a per-channel refinement of per-head scales).
+        lora_r, lora_alpha, lora_dropout: LoRA rank, scaling numerator, dropout.
+        **kwargs: `HeadModulationModule` arguments (model, lr, ...).
+    """
+
+    def __init__(
+        self,
+        adapter: str = "ia3",
+        target_modules: list[str] | None = None,
+        feedforward_modules: list[str] | None = None,
+        lora_r: int = 4,
+        lora_alpha: int = 8,
+        lora_dropout: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
+        from peft import IA3Config, LoraConfig, get_peft_model
+
+        if adapter not in ADAPTERS:
+            raise ValueError(f"adapter must be one of {ADAPTERS}, got {adapter!r}")
+        super().__init__(**kwargs)
+        self.modulation.detach()
+        self.modulation.scales.requires_grad_(False)
+        if adapter == "ia3":
+            targets = list(target_modules or ["o_proj"])
+            ff = targets if feedforward_modules is None else list(feedforward_modules)
+            config: Any = IA3Config(target_modules=targets, feedforward_modules=ff)
+        else:
+            targets = list(target_modules or ["q_proj", "v_proj"])
+            config = LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
+                                target_modules=targets, bias="none")  # fmt: skip
+        # Not registered as a submodule: it wraps the decoder that `self.model` already holds (in place).
+        self.__dict__["peft_model"] = get_peft_model(self.vlm.decoder, config)
+        self._adapter_on = True
+        self._check_only_adapters_train()
+
+    def _check_only_adapters_train(self) -> None:
+        names = [n for n, p in self.named_parameters() if p.requires_grad]
+        stray = [n for n in names if "ia3_" not in n and "lora_" not in n]
+        if stray or not names:
+            raise RuntimeError(f"{self.hparams.adapter}: expected only adapter weights to train, got {stray or 'none'}")
+
+    @property
+    def intervention_active(self) -> bool:
+        return self._adapter_on
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    @contextmanager
+    def unmodulated(self) -> Iterator[None]:
+        was_on = self._adapter_on
+        self._adapter_on = False
+        try:
+            with self.peft_model.disable_adapter():
+                yield
+        finally:
+            self._adapter_on = was_on
+
+
+def build_method(
+    method: str,
+    discovery_scales: torch.Tensor | None = None,
+    num_random_heads: int | None = None,
+    head_seed: int = 0,
+    adapter_kwargs: dict[str, Any] | None = None,
+    **module_kwargs: Any,
+) -> HeadModulationModule:
+    """The module of one comparison method. `discovery_scales` (`[L, H]`, e.g. `init_scales_from_scores(scores,
+    rule="closed_form")`) is needed by `closed_form` and `learned_discovery`, `num_random_heads` by `random_heads`."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
+    if method in ("closed_form", "learned_discovery") and discovery_scales is None:
+        raise ValueError(f"method {method!r} needs discovery_scales (from init_scales_from_scores)")
+    if method == "random_heads":
+        if num_random_heads is None:
+            raise ValueError("method 'random_heads' needs num_random_heads (see discovery_head_count)")
+        return RandomHeadsModule(num_random_heads=num_random_heads, head_seed=head_seed, **module_kwargs)
+    if method in ADAPTERS:
+        return PeftAdapterModule(adapter=method, **(adapter_kwargs or {}), **module_kwargs)
+    module = HeadModulationModule(**module_kwargs)
+    if method == "zero_shot":
+        module.modulation.detach()
+        module.modulation.scales.requires_grad_(False)
+    elif method in ("closed_form", "learned_discovery"):
+        apply_init_scales(module.modulation, discovery_scales)
+    if method == "closed_form":
+        module.modulation.scales.requires_grad_(False)
+    return module
+
+
+__all__ = [
+    "ADAPTERS",
+    "METHODS",
+    "TRAINED",
+    "PeftAdapterModule",
+    "RandomHeadsModule",
+    "build_method",
+    "discovery_head_count",
+    "init_scales_from_scores",
+    "random_head_mask",
+    "trainable_count",
+]
