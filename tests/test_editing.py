@@ -32,6 +32,7 @@ from vseam_pl.editing import (
     soft_mask,
 )
 from vseam_pl.editing.gqa import GQAFormatError
+from vseam_pl.editing.tiny import main as tiny_main
 from vseam_pl.pairs import read_pairs
 from vseam_pl.records import ImagePair
 
@@ -49,57 +50,10 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-def _tiny_tokenizer(folder: Path):
-    """A CLIP BPE tokenizer over printable ASCII characters (no merges), written locally."""
-    from transformers import CLIPTokenizer
-
-    chars = [chr(i) for i in range(33, 127)]
-    vocab = {c: i for i, c in enumerate(chars)}
-    vocab.update({c + "</w>": len(chars) + i for i, c in enumerate(chars)})
-    vocab["<|startoftext|>"], vocab["<|endoftext|>"] = len(vocab), len(vocab) + 1
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
-    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77)
-
-
 @pytest.fixture(scope="session")
 def tiny_pipeline_dir(tmp_path_factory) -> Path:
-    """A random-weight StableDiffusionInpaintPipeline (9-channel UNet) saved to a folder, built once."""
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionInpaintPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    root = tmp_path_factory.mktemp("tiny-inpaint")
-    tokenizer = _tiny_tokenizer(root / "tok")
-    torch.manual_seed(0)
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_attention_heads=4,
-            num_hidden_layers=2, max_position_embeddings=77, projection_dim=32,
-            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.eos_token_id,
-        )
-    )
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64), layers_per_block=1, sample_size=16, in_channels=9, out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32, attention_head_dim=(2, 4), norm_num_groups=32,
-    )
-    vae = AutoencoderKL(
-        block_out_channels=[32, 64], in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=32,
-        down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2, sample_size=32,
-    )
-    scheduler = DDIMScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-        set_alpha_to_one=False, steps_offset=1,
-    )
-    pipe = StableDiffusionInpaintPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    )
-    out = root / "pipeline"
-    pipe.save_pretrained(out)
-    return out
+    """A random-weight StableDiffusionInpaintPipeline (9-channel UNet) saved to a folder by the package's CLI."""
+    return tiny_main([str(tmp_path_factory.mktemp("tiny-inpaint") / "pipeline")])
 
 
 @pytest.fixture(scope="session")
@@ -508,6 +462,25 @@ def test_cli_vocab_masks_and_scene_graphs(gqa, tiny_pipeline_dir, tmp_path, caps
     assert pairs["a1"].edit["mask_source"] == "user" and pairs["a1"].mask_box == (50, 50, 6, 6)
     assert pairs["a2"].edit["target_boxes"] == [[40, 40, 10, 12]] and pairs["a2"].mask_box == (40, 40, 10, 12)
     assert pairs["a2"].edit["target"] == "gizmo" and pairs["a2"].edit["substitute"] != "gizmo"
+
+
+def test_offline_demo_from_the_docs(tiny_pipeline_dir, tmp_path, capsys):
+    """docs/editing.md's offline commands: synthetic GQA-format questions + images + scene graphs, tiny pipeline."""
+    from vseam_pl.synth.__main__ import main as synth_main
+
+    assert synth_main(["--out", str(tmp_path / "synth"), "--n-images", "4", "--n-val", "2", "--n-test", "6"]) == 0
+    test = tmp_path / "synth" / "test"
+    files = sorted((test / "GQA").glob("*.json"))
+    out = tmp_path / "edit-demo"
+    report = edit_main(["--questions", *map(str, files), "--images", str(test / "images"), "--scene-graphs",
+                        str(test / "scene_graphs.json"), "--out", str(out), "--pipeline", str(tiny_pipeline_dir),
+                        "--steps", "2", "--resolution", "32", "--device", "cpu", "--check-outside", "--no-progress"])
+    capsys.readouterr()
+    n_records = sum(len(read_gqa_questions(f)) for f in files)
+    assert report.written > 0
+    assert report.written + len(report.unresolved) + len(report.rejected) == n_records  # nothing silently dropped
+    assert len(list(read_pairs(out))) == report.written
+    assert {p.level for p in read_pairs(out)} >= {"object", "attribute"}
 
 
 def test_missing_images_are_reported_not_dropped(gqa, tiny_pipe, tmp_path):

@@ -11,6 +11,7 @@ from .masks import box_mask, load_user_mask, soft_mask
 from .pipeline import EditReport, EditSettings, run_edits
 from .prompts import EditPlan, EditPlanner, Unresolved
 from .quality import AnswerFn, check_region, outside_change, vlm_filter
+from .tiny import build_tiny_inpaint_pipeline
 from .vocab import EditVocab, VocabError
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "Unresolved",
     "VocabError",
     "box_mask",
+    "build_tiny_inpaint_pipeline",
     "check_region",
     "composite",
     "load_inpaint_pipeline",
