@@ -1,0 +1,86 @@
+"""`scripts/ablate_fraction.py`: each fraction's train.py run draws the expected number of questions and steps,
+outputs (json, md, png) are written, and a rerun skips finished runs (tiny random model, tiny world)."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+
+import ablate_fraction  # noqa: E402
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_world(tmp_path_factory) -> Path:
+    from vseam_pl.synth import generate_benchmarks
+
+    return generate_benchmarks(tmp_path_factory.mktemp("world") / "synth", seed=2, n_train=40, n_val=6, n_test=8)
+
+
+def argv(model: Path, world: Path, tmp: Path, *extra: str) -> list[str]:
+    return ["--models", str(model), "--data_root", str(world), "--out", str(tmp / "docs"), "--runs_dir",
+            str(tmp / "runs"), "--fractions", "0.1", "1.0", "--seeds", "0", "--batch_size", "8", "--test_batches", "0",
+            "--num_workers", "0", *extra]  # fmt: skip
+
+
+def gqa_train_questions(world: Path) -> int:
+    return sum(len(json.loads(p.read_text())) for p in (world / "train" / "GQA").glob("*.json"))
+
+
+def test_fraction_runs_use_expected_records_and_resume(tiny_llava_dir, tiny_world, tmp_path, capsys):
+    result = ablate_fraction.main(argv(tiny_llava_dir, tiny_world, tmp_path))
+    total = gqa_train_questions(tiny_world)
+    runs = {r["fraction"]: r for r in result["runs"]}
+    assert set(runs) == {0.1, 1.0}
+    assert runs[1.0]["train_records"] == total and runs[0.1]["train_records"] == round(0.1 * total)
+    for r in runs.values():  # one epoch over each run's subsample, as train.py actually ran it
+        assert r["steps"] == math.ceil(r["train_records"] / 8)
+        assert r["n"] > 0 and 0 <= r["accuracy"] <= 1 and 0 <= r["p_value"] <= 1
+        assert set(r["levels"]) == {"object", "attribute", "relation"}
+        folder = ablate_fraction.run_folder(tmp_path / "runs", str(tiny_llava_dir), r["fraction"], 0)
+        assert (folder / "metrics.json").exists() and (folder / "head_scales.safetensors").exists()
+
+    docs = tmp_path / "docs"
+    saved = json.loads((docs / "ablation.json").read_text())
+    assert saved["summary"] == result["summary"] and saved["command"].startswith("python scripts/ablate_fraction.py")
+    assert [s["fraction"] for s in saved["summary"]] == [0.1, 1.0]
+    assert all(s["std"] == 0.0 and s["seeds"] == [0] for s in saved["summary"])
+    assert (docs / "ablation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = (docs / "ablation.md").read_text()
+    assert saved["command"] in md and "| 0.1 |" in md and "ablation.png" in md
+
+    # a second call finds every run finished: nothing is retrained, the records are the same
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("metrics.json")}
+    capsys.readouterr()
+    again = ablate_fraction.main(argv(tiny_llava_dir, tiny_world, tmp_path))
+    assert capsys.readouterr().out.count("done already") == 2
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    assert again["runs"] == result["runs"]
+
+
+def test_aggregate_mean_and_sample_std():
+    runs = [{"model": "m", "fraction": 0.1, "seed": s, "accuracy": a, "train_records": 5, "n": 10, "zero_shot": 0.4,
+             "levels": {"object": a}} for s, a in enumerate([0.5, 0.7, 0.6])]  # fmt: skip
+    (summary,) = ablate_fraction.aggregate(runs)
+    assert summary["mean"] == pytest.approx(0.6) and summary["std"] == pytest.approx(0.1)
+    assert summary["seeds"] == [0, 1, 2] and summary["levels_mean"] == {"object": pytest.approx(0.6)}
+
+
+def test_missing_gqa_accuracy_row_is_reported():
+    with pytest.raises(ValueError, match="no GQA test accuracy row; splits present"):
+        ablate_fraction.gqa_overall([{"benchmark": "pope", "split": "random", "metric": "accuracy"}])
