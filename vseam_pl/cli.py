@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.cli import LightningCLI
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 
 from .io import write_text
 from .report import format_table, write_metrics_json
@@ -29,6 +29,11 @@ def ensure_synthetic(root: str | os.PathLike | None, seed: int = 0) -> None:
 class VSeamCLI(LightningCLI):
     """LightningCLI with vseam-pl's extra top-level keys (`synth_root`, `ckpt_path`, `output_dir`)."""
 
+    def init_parser(self, **kwargs: Any) -> Any:
+        # argparse would accept a prefix of a key (`--trainer.max_epoch` for max_epochs): an unknown key must fail.
+        kwargs.setdefault("allow_abbrev", False)
+        return super().init_parser(**kwargs)
+
     def add_arguments_to_parser(self, parser: Any) -> None:
         parser.add_argument("--synth_root", type=str | None, default=None,
                             help="generate the synthetic world here first if it is missing (the embedded default)")
@@ -37,6 +42,31 @@ class VSeamCLI(LightningCLI):
                             help="resume fit from this checkpoint ('last' for the newest in the run's checkpoint dir)")
         parser.add_argument("--output_dir", type=str | None, default=None,
                             help="where head_scales.safetensors and metrics.json go (default: the logger's run dir)")  # fmt: skip
+
+
+    def instantiate_classes(self) -> None:
+        super().instantiate_classes()
+        if self.config.get("ckpt_path") == "last":
+            self.config["ckpt_path"] = resolve_last_checkpoint(checkpoint_roots(self.trainer))
+
+
+def checkpoint_roots(trainer: Any) -> list[Path]:
+    """Where earlier runs of this configuration keep checkpoints: the trainer's root dir and each logger's root."""
+    roots = [Path(trainer.default_root_dir)]
+    roots += [Path(logger.root_dir) for logger in trainer.loggers if getattr(logger, "root_dir", None)]
+    return list(dict.fromkeys(roots))
+
+
+def resolve_last_checkpoint(roots: list[Path]) -> str | None:
+    """`--ckpt_path last`: the newest `last*.ckpt` under `roots` (every logger version counts, so a new run
+    resumes the previous one), or None with a warning when there is none yet (so `last` can be always set)."""
+    found = [p for root in roots if root.is_dir() for p in root.rglob("last*.ckpt")]
+    if not found:
+        rank_zero_warn(f"--ckpt_path last: no last*.ckpt under {', '.join(map(str, roots))}; starting from scratch")
+        return None
+    newest = max(found, key=lambda p: (p.stat().st_mtime, str(p)))
+    rank_zero_info(f"--ckpt_path last: resuming from {newest}")
+    return str(newest)
 
 
 def run_dir(trainer: Any, output_dir: str | None) -> Path:

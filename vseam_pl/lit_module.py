@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from lightning.pytorch import LightningModule
+from lightning.pytorch.loggers import TensorBoardLogger
 
 from .data import Batch
 from .evaluation import Outcome, gather_outcomes, make_outcomes, outcome_rows
@@ -22,6 +23,19 @@ from .modulation import HeadModulation
 from .prompts import DEFAULT_INSTRUCTION, build_prompts
 from .scoring import answer_loss, predict
 from .vlm import load_vlm
+
+
+def headline_metrics(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """`test/<benchmark>/<metric>/{baseline,modulated,delta,p_value}` of the overall test rows (not the per-group
+    ones), as numbers for TensorBoard's HParams tab."""
+    out: dict[str, float] = {}
+    for row in rows:
+        if row["split"] != "test":
+            continue
+        for key in ("baseline", "modulated", "delta", "p_value"):
+            if row.get(key) is not None:
+                out[f"test/{row['benchmark']}/{row['metric']}/{key}"] = float(row[key])
+    return out
 
 
 class HeadModulationModule(LightningModule):
@@ -151,24 +165,28 @@ class HeadModulationModule(LightningModule):
                 acc["baseline"].append(o.baseline_correct)
 
     def on_validation_epoch_end(self) -> None:
+        baseline_acc: dict[str, float] = getattr(self, "_baseline_acc", {})
         for bench, acc in sorted(self._val.items()):
-            self._log_mean(f"val/{bench}/accuracy", acc["modulated"])
+            self._log_value(f"val/{bench}/accuracy", self._mean(acc["modulated"]))
             if acc["baseline"]:
-                self._baseline_acc = getattr(self, "_baseline_acc", {})
-                self._baseline_acc[bench] = self._log_mean(f"val/{bench}/baseline_accuracy", acc["baseline"])
-            elif getattr(self, "_baseline_acc", {}).get(bench) is not None:
-                self.log(f"val/{bench}/baseline_accuracy", self._baseline_acc[bench], sync_dist=False)
+                baseline_acc[bench] = self._mean(acc["baseline"])
+            if bench in baseline_acc:  # every epoch, so the baseline draws as a line beside the accuracy
+                self._log_value(f"val/{bench}/baseline_accuracy", baseline_acc[bench])
+        self._baseline_acc = baseline_acc
         if self._val and not self.trainer.sanity_checking:
             self._baseline_done = True
         s = self.modulation.scales.detach()
         self.log_dict({"scales/mean": s.mean(), "scales/std": s.std(), "scales/min": s.min(), "scales/max": s.max()})
 
-    def _log_mean(self, name: str, values: list[bool]) -> float:
+    def _mean(self, values: list[bool]) -> float:
+        """Fraction of True over all ranks (every rank must call it)."""
         t = torch.tensor([float(sum(values)), float(len(values))], device=self.device)
         t = self.all_gather(t).reshape(-1, 2).sum(0) if self.trainer.world_size > 1 else t
-        value = float(t[0] / t[1].clamp(min=1))
+        return float(t[0] / t[1].clamp(min=1))
+
+    def _log_value(self, name: str, value: float) -> None:
+        # Same arguments every epoch: Lightning refuses a key logged with different options in one hook.
         self.log(name, value, prog_bar=name.endswith("/accuracy"), rank_zero_only=True)
-        return value
 
     # -- test: paired baseline vs modulated ------------------------------------------------------------------
     def on_test_epoch_start(self) -> None:
@@ -187,6 +205,21 @@ class HeadModulationModule(LightningModule):
     def on_test_epoch_end(self) -> None:
         self.test_outcomes = gather_outcomes(self._test)
         self.test_rows = outcome_rows(self.test_outcomes)
+        self._log_hparams(headline_metrics(self.test_rows))
+
+    # -- TensorBoard hparams: logged at fit start without metrics, at the end with the test headline numbers ----
+    def on_fit_start(self) -> None:
+        if not self.trainer.enable_autolog_hparams:
+            self._log_hparams({})
+
+    def _log_hparams(self, metrics: dict[str, float]) -> None:
+        """`metrics={}` records the hyperparameters only; TensorBoard's HParams tab then shows the metrics written at
+        the end (with Trainer(enable_autolog_hparams=True) Lightning's `hp_metric=-1` session is written first)."""
+        if self.trainer.global_rank != 0:
+            return
+        for logger in self.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                logger.log_hyperparams(self.hparams, metrics=metrics, step=self.trainer.global_step)
 
     # -- checkpoints hold the trained parameters only -------------------------------------------------------
     def _trained_keys(self) -> set[str]:
