@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from vseam_pl.data.readers import BadRecordError
+from vseam_pl.edit import cli as edit_cli
 from vseam_pl.edit import main as edit_main
 from vseam_pl.editing import (
     EditPlanner,
@@ -481,6 +482,18 @@ def test_offline_demo_from_the_docs(tiny_pipeline_dir, tmp_path, capsys):
     assert report.written + len(report.unresolved) + len(report.rejected) == n_records  # nothing silently dropped
     assert len(list(read_pairs(out))) == report.written
     assert {p.level for p in read_pairs(out)} >= {"object", "attribute"}
+
+
+def test_cli_bad_inputs_exit_with_a_clear_message(gqa, tmp_path, capsys):
+    base = ["--images", str(gqa["images"]), "--out", str(tmp_path / "o"), "--pipeline", "unused"]
+    assert edit_cli(["--questions", str(tmp_path / "Nope.json"), *base]) == 2
+    assert "Nope.json: question file not found" in capsys.readouterr().err
+    vocab = tmp_path / "vocab.json"
+    vocab.write_text("[]")
+    assert edit_cli(["--questions", str(gqa["files"][0]), "--vocab", str(vocab), *base]) == 2
+    assert "vocab.json: expected a JSON object" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        load_inpaint_pipeline("unused", dtype="int8")
 
 
 def test_missing_images_are_reported_not_dropped(gqa, tiny_pipe, tmp_path):

@@ -13,13 +13,15 @@ import json
 import sys
 from pathlib import Path
 
-from .editing.gqa import read_gqa_questions, read_scene_graphs
+from .data.readers import BadRecordError
+from .editing.gqa import GQAFormatError, read_gqa_questions, read_scene_graphs
 from .editing.inpaint import DTYPES, Inpainter, load_inpaint_pipeline
 from .editing.pipeline import EditReport, EditSettings, run_edits
 from .editing.prompts import EditPlanner
 from .editing.quality import AnswerFn
-from .editing.vocab import EditVocab
+from .editing.vocab import EditVocab, VocabError
 from .levels import LEVELS
+from .pairs import ManifestError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -150,5 +152,19 @@ def main(argv: list[str] | None = None) -> EditReport:
     return report
 
 
+#: Bad inputs whose messages already name the file, record and field: shown without a traceback.
+INPUT_ERRORS = (BadRecordError, GQAFormatError, VocabError, ManifestError, FileNotFoundError)
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """`main` for the shell: a bad input file exits with status 2 and its message instead of a traceback."""
+    try:
+        main(argv)
+    except INPUT_ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(cli())
