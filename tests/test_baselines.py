@@ -88,9 +88,10 @@ def test_random_heads_train_only_the_k_chosen_scales(tiny_llava_dir, tiny_world)
 # ---------------------------------------------------------------- peft adapters
 
 
-@pytest.mark.parametrize("adapter", ["ia3", "lora"])
-def test_peft_adapter_trains_only_adapter_weights_on_the_decoder(adapter, tiny_llava_dir, tiny_world):
-    module = PeftAdapterModule(adapter=adapter, model=str(tiny_llava_dir), lr=0.05)
+@pytest.mark.parametrize(("adapter", "model_dir"), [("ia3", "tiny_llava_dir"), ("lora", "tiny_llava_dir"),
+                                                    ("lora", "tiny_instructblip_dir")])  # fmt: skip
+def test_peft_adapter_trains_only_adapter_weights_on_the_decoder(adapter, model_dir, tiny_world, request):
+    module = PeftAdapterModule(adapter=adapter, model=str(request.getfixturevalue(model_dir)), lr=0.05)
     trainable = {n for n, p in module.named_parameters() if p.requires_grad}
     marker = "ia3_l" if adapter == "ia3" else "lora_"
     assert trainable and all(marker in n for n in trainable)
