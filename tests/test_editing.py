@@ -247,6 +247,27 @@ def test_user_vocabulary_is_merged(gqa, tmp_path):
         EditVocab.load(user)
 
 
+def test_overlapping_objects_never_substitute_each_other(tmp_path):
+    """A swan painted for "Is there a bird?" would leave the answer "yes": kinds/roles are excluded both ways."""
+    vocab = EditVocab.load()
+    bird, swan = vocab.find("bird", "object"), vocab.find("swans", "object")
+    assert bird.group == swan.group == "animals"
+    assert not {"duck", "swan", "owl", "chicken"} & set(vocab.substitutes(bird)) and "dog" in vocab.substitutes(bird)
+    assert "bird" not in vocab.substitutes(swan) and "duck" in vocab.substitutes(swan)
+    assert set(vocab.substitutes(vocab.find("man", "object"))) == {"woman", "boy", "girl", "child", "baby"}
+    (tmp_path / "Indoor.json").write_text(json.dumps([
+        _record("p1", "i", "Is there a person in this picture?", ["person"], [(1, 1, 4, 4)]),
+        _record("b1", "i", "Is there a bird in this picture?", ["bird"], [(1, 1, 4, 4)]),
+    ]))
+    plans, unresolved = EditPlanner(vocab).plan_all(read_gqa_questions(tmp_path / "Indoor.json"))
+    assert [p.record.question_id for p in plans] == ["b1"] and plans[0].substitute not in ("swan", "duck")
+    assert unresolved == [("p1", "no substitute for 'person' in the vocabulary (all candidates excluded)")]
+    user = tmp_path / "v.json"
+    user.write_text(json.dumps({"object_overlaps": {"bird": ["dragon"]}}))
+    with pytest.raises(VocabError, match=r"v\.json: object_overlaps.'bird' names 'dragon', which is no object term"):
+        EditVocab.load(user)
+
+
 def test_bad_gqa_inputs_name_file_record_and_field(tmp_path):
     bad = tmp_path / "Animal.json"
     bad.write_text(json.dumps([{"question": "Is there a dog?", "answer": "yes"}]))

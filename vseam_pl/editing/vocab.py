@@ -121,6 +121,28 @@ class EditVocab:
         for key in TEMPLATE_KEYS:
             if not isinstance(self.data.get("templates", {}).get(key), str):
                 raise VocabError(f"{self.source}: templates.{key} must be a string")
+        self._overlaps = self._index_overlaps()
+
+    def _index_overlaps(self) -> dict[str, set[str]]:
+        """canonical -> canonicals that can name the same thing (`object_overlaps`, made symmetric)."""
+        overlaps: dict[str, set[str]] = {}
+        for general, specific in self.data.get("object_overlaps", {}).items():
+            if general.startswith("_"):
+                continue
+            if not isinstance(specific, list):
+                raise VocabError(f"{self.source}: object_overlaps.'{general}' must be a list of object terms")
+            terms = []
+            for name in (general, *specific):
+                term = self.find(name, "object") if isinstance(name, str) else None
+                if term is None:
+                    raise VocabError(
+                        f"{self.source}: object_overlaps.'{general}' names {name!r}, which is no object term"
+                    )
+                terms.append(term.canonical)
+            for other in terms[1:]:
+                overlaps.setdefault(terms[0], set()).add(other)
+                overlaps.setdefault(other, set()).add(terms[0])
+        return overlaps
 
     def _add(self, level: str, surface: str, term: Term) -> None:
         key = (level, surface.lower())
@@ -216,13 +238,15 @@ class EditVocab:
         return cache[key]
 
     def substitutes(self, term: Term) -> list[str]:
-        """Canonical terms that contradict `term`: relation opposites, size opposites, else the group's others."""
+        """Canonical terms that contradict `term`: relation opposites, size opposites, else the group's others
+        (less those that can name the same thing, per `object_overlaps`)."""
         if term.level == "relation":
             return list(self.data["relation"][term.group][term.canonical])
         opposites = self.data.get("attribute_opposites", {}).get(term.canonical)
         if term.level == "attribute" and opposites:
             return list(opposites)
-        return [c for c in self._groups[(term.level, term.group)] if c != term.canonical]
+        overlapping = self._overlaps.get(term.canonical, set()) if term.level == "object" else set()
+        return [c for c in self._groups[(term.level, term.group)] if c != term.canonical and c not in overlapping]
 
     def groups(self, level: str) -> tuple[str, ...]:
         return tuple(g for (lvl, g) in self._groups if lvl == level)
