@@ -200,6 +200,9 @@ def markdown(summary: list[dict[str, Any]], runs: list[dict[str, Any]], args: ar
         "GQA test questions every run (the frozen model's accuracy is the zero-shot column). Std: sample std over "
         "seeds (ddof=1).",
         "",
+        "Runs are resumable and cached per run under `--runs_dir`: running the same command once per model (e.g. in "
+        "parallel processes) and then once with every model only aggregates, and gives the same files.",
+        "",
         "![accuracy vs fraction](ablation.png)",
         "",
         *lines,

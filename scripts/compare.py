@@ -256,6 +256,9 @@ def write_report(models: list[dict[str, Any]], args: argparse.Namespace, command
         "against the zero-shot model on the same examples (`vseam_pl.stats.mcnemar_exact`). Trainable params: "
         "the scalars the optimizer changes (random heads: the K heads' scales).",
         "",
+        "Runs are resumable and cached per run under `--runs_dir`: running the same command once per model (e.g. in "
+        "parallel processes) and then once with every model only aggregates, and gives the same files.",
+        "",
         markdown_table(models),
         "",
         "## Summary",
