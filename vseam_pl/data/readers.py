@@ -126,7 +126,7 @@ def cocoqa_image_name(image_id: str, pattern: str, source: str) -> str:
         raise BadRecordError(source, f"image id {image_id!r} does not fit image_pattern {pattern!r}: {e}") from e
 
 
-def read_gqa(path: str | Path, image_dir: str, on_bad: OnBad = None) -> Iterator[QARecord]:
+def read_gqa(path: str | Path, image_dir: str | None, on_bad: OnBad = None) -> Iterator[QARecord]:
     """GQA questions from a JSON list or a JSON object keyed by question id (streamed, see `jsonstream`)."""
     category = Path(path).stem
     items = iter_json_items(path)

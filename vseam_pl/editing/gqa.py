@@ -31,7 +31,7 @@ def read_gqa_questions(path: str | os.PathLike, image_dir: str | os.PathLike | N
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: question file not found")
-    return list(read_gqa(path, str(image_dir) if image_dir is not None else None))  # type: ignore[arg-type]
+    return list(read_gqa(path, str(image_dir) if image_dir is not None else None))
 
 
 def read_scene_graphs(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
