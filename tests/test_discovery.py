@@ -13,7 +13,7 @@ from conftest import make_images
 from PIL import Image
 from scipy.stats import spearmanr
 
-from vseam_pl.ablation import ablate_heads
+from vseam_pl.ablation import ablate_heads, head_output_means
 from vseam_pl.discovery import (
     DiscoveryConfig,
     DiscoveryInterrupted,
@@ -108,16 +108,18 @@ def p_correct(vlm, item, image: str = "clean") -> torch.Tensor:
 
 
 # -- exactness ---------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("mode", ["mean_others", "zero"])
+@pytest.mark.parametrize("mode", ["mean_others", "zero", "dataset_mean"])
 @torch.no_grad()
 def test_batched_ablation_equals_per_head_loop(vlm, pairs, mode):
     items = prepare_pairs(vlm, pairs[:2])
+    enc = encode(vlm, [it.prompt for it in items], images_of(items, "clean"))
+    means = head_output_means(vlm, [enc.inputs]) if mode == "dataset_mean" else None
     ref = torch.zeros(vlm.num_layers, vlm.num_heads, dtype=torch.float64)
     for item in items:
         base = p_correct(vlm, item)
         for layer in range(vlm.num_layers):
             for head in range(vlm.num_heads):
-                with ablate_heads(vlm, [(layer, head)], mode):
+                with ablate_heads(vlm, [(layer, head)], mode, means):
                     ref[layer, head] += float(base - p_correct(vlm, item))
     ref /= len(items)
     got = run_discovery(vlm, pairs[:2], DiscoveryConfig(method="ablation", ablation_mode=mode, batch_size=7,
