@@ -117,6 +117,14 @@ class HeadModulationModule(LightningModule):
                 self.modulation.attach(self.vlm)
 
     # -- training --------------------------------------------------------------------------------------------
+    def on_train_start(self) -> None:
+        """Transformers recompute a checkpointed layer only while `layer.training`; the frozen model stays in eval
+        mode (no dropout), so only those layers' own flag is set (Lightning's evaluation loops reset and restore it)."""
+        if self.hparams.gradient_checkpointing:
+            for module in self.model.modules():
+                if getattr(module, "gradient_checkpointing", False):
+                    module.training = True
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.AdamW(self.trainable_parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
 
