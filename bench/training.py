@@ -1,0 +1,222 @@
+"""Benchmark: what training only the head scales costs, next to PEFT adapters, and what the scales cost at inference.
+
+    python bench/training.py [--model checkpoints/tiny-llava] [--batch 8] [--repeats 5] [--threads 1] [--out FILE]
+
+One batch of synthetic-world GQA questions (teacher-forced answers, as in training), one model, in one run:
+
+1. time and peak memory of a training step (forward + backward + AdamW step) relative to a plain frozen forward
+   (no grad) for: V-SEAM scales (layers x heads parameters), `peft` IA3 (k/v/down_proj of the language model) and
+   `peft` LoRA r=8 (q/v_proj of the language model). The floor for scales-only training is about one forward plus an
+   activation-only backward (no weight gradients), i.e. ~2-3x a forward;
+2. inference (no-grad forward) with no modulation, scales attached as hooks, and scales folded into `o_proj`
+   (folded should be ~1.00x: it is the same computation with different weights).
+
+Peak memory: on CUDA `torch.cuda.max_memory_allocated` over the call; on CPU the rise of the process's peak resident
+set (Linux `VmHWM`, reset through `/proc/self/clear_refs` after `malloc_trim`) above the resident set before the call:
+it counts everything the call makes resident (autograd saved tensors, gradients, optimizer state, allocator slack).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from vseam_pl.data import GQADataModule
+from vseam_pl.modulation import HeadModulation
+from vseam_pl.prompts import build_prompts
+from vseam_pl.scoring import answer_loss
+from vseam_pl.vlm import VLM, load_vlm
+
+LANGUAGE = r".*language_model.*\."
+
+
+# -- measuring ----------------------------------------------------------------------------------------------------
+def _rss_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def peak_memory_mb(fn: Callable[[], object], device: torch.device) -> float:
+    """Extra peak memory of one call of `fn` (see the module docstring for what is measured where)."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - before) / 2**20
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
+    Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current resident set
+    before = _rss_kb("VmRSS")
+    fn()
+    return (_rss_kb("VmHWM") - before) / 1024
+
+
+def median_ms(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append((time.perf_counter() - t) * 1000)
+    return statistics.median(times)
+
+
+# -- what is measured ---------------------------------------------------------------------------------------------
+def training_step(vlm: VLM, params: list[torch.nn.Parameter], batch: tuple) -> Callable[[], None]:
+    optimizer = torch.optim.AdamW(params, lr=1e-3)
+
+    def step() -> None:
+        loss = answer_loss(vlm, *batch)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def frozen_forward(vlm: VLM, batch: tuple) -> Callable[[], None]:
+    def forward() -> None:
+        with torch.no_grad():
+            answer_loss(vlm, *batch)
+
+    return forward
+
+
+def with_peft(model_dir: str, kind: str, device: torch.device) -> tuple[VLM, list[torch.nn.Parameter]]:
+    """A fresh copy of the model with a PEFT adapter injected in place (the VLM wrapper keeps working)."""
+    from peft import IA3Config, LoraConfig, inject_adapter_in_model
+
+    vlm = load_vlm(model_dir, device=device)
+    if kind == "ia3":
+        config = IA3Config(target_modules=LANGUAGE + r"(k_proj|v_proj|down_proj)",
+                           feedforward_modules=LANGUAGE + r"down_proj")  # fmt: skip
+    else:
+        config = LoraConfig(r=8, lora_alpha=16, target_modules=LANGUAGE + r"(q_proj|v_proj)")
+    inject_adapter_in_model(config, vlm.model)
+    vlm.model.to(device)
+    params = [p for n, p in vlm.model.named_parameters() if ("lora_" in n or "ia3_" in n)]
+    for p in params:
+        p.requires_grad_(True)
+    return vlm, params
+
+
+def load_batch(vlm: VLM, n: int) -> tuple[list[str], list, list[str]]:
+    """`n` GQA questions of a small synthetic-world test split (prompts, images, answers)."""
+    from vseam_pl.synth import generate_benchmarks
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = generate_benchmarks(Path(tmp) / "synth", n_train=2, n_val=2, n_test=max(4, n))
+        dm = GQADataModule(root=str(root), batch_size=n, limit=n, num_workers=0)
+        dm.setup("test")
+        (batch,) = list(dm.test_dataloader())
+    records = [ex.record for ex in batch.examples]
+    prompts = build_prompts(vlm, [r.question for r in records])
+    return prompts, [ex.image.copy() for ex in batch.examples], [r.answer for r in records]
+
+
+def random_scales(vlm: VLM) -> HeadModulation:
+    mod = HeadModulation.for_vlm(vlm)
+    with torch.no_grad():
+        mod.scales.copy_(0.5 + torch.rand(mod.scales.shape, generator=torch.Generator().manual_seed(0)))
+    return mod
+
+
+# -- the report ---------------------------------------------------------------------------------------------------
+def run(model_dir: str, batch_size: int, repeats: int, device: torch.device) -> str:
+    vlm = load_vlm(model_dir, device=device)
+    batch = load_batch(vlm, batch_size)
+    forward = frozen_forward(vlm, batch)
+    rows = [("frozen forward (no grad)", 0, median_ms(forward, repeats, device), peak_memory_mb(forward, device))]
+
+    mod = random_scales(vlm).to(device).attach(vlm)
+    step = training_step(vlm, [mod.scales], batch)
+    rows.append(("V-SEAM scales step", mod.scales.numel(), median_ms(step, repeats, device), peak_memory_mb(step, device)))
+    mod.detach()
+
+    for kind, label in (("ia3", "peft IA3 step"), ("lora", "peft LoRA r=8 step")):
+        peft_vlm, params = with_peft(model_dir, kind, device)
+        step = training_step(peft_vlm, params, batch)
+        n = sum(p.numel() for p in params)
+        rows.append((label, n, median_ms(step, repeats, device), peak_memory_mb(step, device)))
+        del peft_vlm, params, step
+
+    # inference: none vs attached vs folded (and a check that folding is the same computation)
+    with torch.no_grad():
+        t_none = median_ms(forward, repeats, device)
+        mod.attach(vlm)
+        attached_loss = float(answer_loss(vlm, *batch))
+        t_attached = median_ms(forward, repeats, device)
+        mod.detach().fold(vlm)
+        folded_loss = float(answer_loss(vlm, *batch))
+        t_folded = median_ms(forward, repeats, device)
+        mod.unfold()
+    if abs(attached_loss - folded_loss) > 1e-3 * max(1.0, abs(attached_loss)):
+        raise AssertionError(f"folded loss {folded_loss} != attached loss {attached_loss}")
+
+    base_t, base_m = rows[0][2], rows[0][3]
+    mem_kind = "torch.cuda.max_memory_allocated" if device.type == "cuda" else "peak RSS rise (VmHWM)"
+    lines = [
+        f"model `{vlm.name}` ({vlm.num_layers} layers x {vlm.num_heads} heads, hidden {vlm.hidden_size}), "
+        f"batch {batch_size}, device {device.type}, {torch.get_num_threads()} thread(s), median of {repeats}; "
+        f"memory: {mem_kind}",
+        "",
+        "| mode | trainable params | time (ms) | x forward | peak memory (MB) | x forward |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, n, t, m in rows:
+        ratio_m = f"{m / base_m:.2f}" if base_m > 0 else "n/a"
+        lines.append(f"| {name} | {n:,} | {t:.1f} | {t / base_t:.2f} | {m:.1f} | {ratio_m} |")
+    lines += [
+        "",
+        "| inference | time (ms) | x none |",
+        "|---|---:|---:|",
+        f"| no modulation | {t_none:.1f} | 1.00 |",
+        f"| scales attached (hooks) | {t_attached:.1f} | {t_attached / t_none:.2f} |",
+        f"| scales folded into o_proj | {t_folded:.1f} | {t_folded / t_none:.2f} |",
+        "",
+        f"folded vs attached loss: {folded_loss:.6f} vs {attached_loss:.6f}",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="checkpoints/tiny-llava", help="model folder or hub id")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", type=int, default=1, help="torch threads on CPU (1 is steadiest on shared cores)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--out", help="also write the table here")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    table = run(args.model, args.batch, args.repeats, torch.device(args.device))
+    print(table)
+    if args.out:
+        from vseam_pl.io import write_text
+
+        write_text(args.out, table + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
