@@ -26,6 +26,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import train  # noqa: E402  (the repository's train.py: the same CLI and outputs as a manual run)
+from vseam_pl.baselines import claim_run_dir  # noqa: E402
 from vseam_pl.data import GQADataModule  # noqa: E402
 from vseam_pl.io import write_atomic, write_json, write_text  # noqa: E402
 from vseam_pl.levels import LEVELS  # noqa: E402
@@ -219,6 +220,8 @@ def markdown(summary: list[dict[str, Any]], runs: list[dict[str, Any]], args: ar
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    for model in args.models:  # finished runs are only reused for the very same model files
+        claim_run_dir(Path(args.runs_dir) / model_display_name(model), model)
     command = "python scripts/ablate_fraction.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     runs = [run_one(args, model, fraction, seed)
             for model in args.models for fraction in args.fractions for seed in args.seeds]  # fmt: skip

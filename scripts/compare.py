@@ -27,7 +27,14 @@ import numpy as np
 import torch
 from lightning.pytorch import Trainer, seed_everything
 
-from vseam_pl.baselines import METHODS, TRAINED, build_method, discovery_head_count, trainable_count
+from vseam_pl.baselines import (
+    METHODS,
+    TRAINED,
+    build_method,
+    claim_run_dir,
+    discovery_head_count,
+    trainable_count,
+)
 from vseam_pl.data import GQADataModule
 from vseam_pl.discovery import DiscoveryConfig, HeadScores, init_scales_from_scores, load_pairs, run_discovery
 from vseam_pl.io import write_json, write_text
@@ -134,6 +141,7 @@ def planned_runs(args: argparse.Namespace) -> list[tuple[str, int | None]]:
 def collect(model: str, args: argparse.Namespace) -> tuple[dict[str, Any], list[dict]]:
     """Run (or load) discovery and every planned method of one model."""
     run_dir = Path(args.runs_dir) / model_display_name(model)
+    claim_run_dir(run_dir, model)
     scores = discovery_scores(model, args, run_dir)
     results = []
     for method, seed in planned_runs(args):

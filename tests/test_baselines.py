@@ -3,6 +3,8 @@ with the frozen base untouched; the method builder sets up each comparison metho
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from lightning.pytorch import Trainer
@@ -174,3 +176,19 @@ def test_discovery_head_count_is_top_k_positive_plus_negative():
     assert discovery_head_count(scores_with(signed), k=10) == 3
     assert discovery_head_count(scores_with(signed), k=1) == 2
     assert discovery_head_count(scores_with(torch.linspace(-1, 1, 16).view(4, 4)), k=5) == 10
+
+
+def test_claimed_run_dir_refuses_results_of_changed_model_files(tmp_path):
+    from vseam_pl.baselines import claim_run_dir, model_fingerprint
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(b"weights-v1")
+    runs = tmp_path / "runs" / "model"
+    first = claim_run_dir(runs, str(model))
+    assert json.loads((runs / "model.json").read_text())["fingerprint"] == first == model_fingerprint(model)
+    assert claim_run_dir(runs, str(model)) == first  # same files: resume allowed
+    (model / "model.safetensors").write_bytes(b"weights-v2")
+    with pytest.raises(ValueError, match=r"model\.json: results there were computed with other files"):
+        claim_run_dir(runs, str(model))
+    assert model_fingerprint("org/hub-model") == "org/hub-model"

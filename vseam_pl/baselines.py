@@ -10,13 +10,18 @@ the head scales detached and frozen). All of them answer the *same* test example
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from .discovery.scores import HeadScores, apply_init_scales, init_scales_from_scores
+from .io import write_json
 from .lit_module import HeadModulationModule
 
 METHODS: tuple[str, ...] = (
@@ -184,6 +189,44 @@ def build_method(
     return module
 
 
+# ---------------------------------------------------------------- run bookkeeping (resumable comparison jobs)
+_HASH_LIMIT = 256 * 2**20  # larger files are identified by size and mtime (hashing GBs of weights is slow)
+
+
+def model_fingerprint(model: str | os.PathLike) -> str:
+    """Identity of a model's files: a hash of a local folder's file names and contents (hub ids: the id itself)."""
+    root = Path(model)
+    if not root.is_dir():
+        return str(model)
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        stat = path.stat()
+        digest.update(f"{path.relative_to(root)}\0{stat.st_size}\0".encode())
+        if stat.st_size > _HASH_LIMIT:
+            digest.update(str(stat.st_mtime_ns).encode())
+            continue
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def claim_run_dir(run_dir: str | os.PathLike, model: str) -> str:
+    """Tie the cached results under `run_dir` to one model's files: record its fingerprint on first use and refuse
+    to resume from results of a model that has changed since (they would be silently stale)."""
+    record = Path(run_dir) / "model.json"
+    current = model_fingerprint(model)
+    if record.exists():
+        saved = json.loads(record.read_text())
+        if saved.get("fingerprint") != current:
+            raise ValueError(f"{record}: results there were computed with other files of {saved.get('model')!r} "
+                             f"(fingerprint {saved.get('fingerprint')}, now {current}); delete {run_dir} or pass "
+                             "another runs dir")  # fmt: skip
+    else:
+        write_json(record, {"model": str(model), "fingerprint": current})
+    return current
+
+
 __all__ = [
     "ADAPTERS",
     "METHODS",
@@ -191,8 +234,10 @@ __all__ = [
     "PeftAdapterModule",
     "RandomHeadsModule",
     "build_method",
+    "claim_run_dir",
     "discovery_head_count",
     "init_scales_from_scores",
+    "model_fingerprint",
     "random_head_mask",
     "trainable_count",
 ]
