@@ -66,24 +66,31 @@ def test_run_writes_tensors_json_aggregates_and_figures(llava, manifest, tmp_pat
     agg = json.loads((tmp_path / "aggregate" / "layers.json").read_text())
     assert list(agg["levels"]) == ["all", "object", "attribute", "relation"]
     assert agg["levels"]["all"]["recovery"]["n"] == [[3] * L, [3] * L]
-    flat = load_file(str(tmp_path / "aggregate" / "tokens.safetensors"))
-    assert flat["all.recovery.mean"].shape == (2, L, 3)
+    assert load_file(str(tmp_path / "aggregate" / "tokens.safetensors"))["all.recovery.mean"].shape == (2, L, 3)
     # the aggregated mean is the mean of the per-pair tensors
     per_pair = torch.stack([load_file(str(tmp_path / "pairs" / f"p{i}" / "layers.safetensors"))["ld"] for i in range(3)])
-    torch.testing.assert_close(load_file(str(tmp_path / "aggregate" / "layers.safetensors"))["all.ld.mean"], per_pair.mean(0))
+    ld_edited = torch.tensor([[json.loads((tmp_path / "pairs" / f"p{i}" / "layers.json").read_text())["ld_edited"]]
+                              for i in range(3)])  # fmt: skip
+    flat = load_file(str(tmp_path / "aggregate" / "layers.safetensors"))
+    torch.testing.assert_close(flat["all.delta_ld.mean"], (per_pair - ld_edited[:, :, None]).mean(0))
     for name in ("layers", "tokens", "lens"):
         assert (tmp_path / "plots" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
     assert sorted(p.name for p in (tmp_path / "plots" / "pairs").iterdir()) == ["p0_tokens.png"]
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["analyses"]["layers"]["used"] == 3
+    assert summary["analyses"]["layers"] == {"done": 3, "separated": 3}
+    assert summary["baseline"]["all"]["n"] == 3 and 0 <= summary["baseline"]["object"]["flipped"] <= 1
     assert not list(tmp_path.rglob("*.tmp"))
 
 
-def test_min_gap_excludes_pairs_the_model_does_not_separate(llava, manifest, tmp_path):
+def test_min_gap_excludes_pairs_from_recovery_only(llava, manifest, tmp_path):
     pairs = list(read_pairs(manifest))
     res = run_tracing(llava, pairs, tmp_path, analyses="layers", min_gap=1e6, log=lambda m: None)
-    assert "layers" not in res.aggregated
-    assert json.loads((tmp_path / "summary.json").read_text())["analyses"]["layers"]["used"] == 0
+    bands = res.aggregated["layers"]["all"]
+    assert bands["recovery"].n.max() == 0 and torch.isnan(bands["recovery"].mean).all()
+    assert (bands["delta_ld"].n == 3).all() and (bands["p_clean"].n == 3).all()
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["analyses"]["layers"]["separated"] == 0 and summary["baseline"]["all"]["separated"] == 0
+    assert (tmp_path / "plots" / "layers.png").exists()
 
 
 def test_interrupted_run_resumes_without_redoing_finished_pairs(llava, manifest, tmp_path):
@@ -112,7 +119,8 @@ def test_interrupted_run_resumes_without_redoing_finished_pairs(llava, manifest,
     assert (res.traced, res.reused) == (0, 3)
     fresh = run_tracing(llava, pairs, tmp_path / "fresh", analyses="layers,lens", min_gap=ALL_PAIRS, log=lambda m: None)
     for level in ("all", "object"):
-        torch.testing.assert_close(res.aggregated["layers"][level]["ld"].mean, fresh.aggregated["layers"][level]["ld"].mean)
+        torch.testing.assert_close(res.aggregated["layers"][level]["delta_ld"].mean,
+                                   fresh.aggregated["layers"][level]["delta_ld"].mean)  # fmt: skip
 
 
 def test_untraceable_pairs_are_recorded_and_skipped_on_resume(llava, manifest, tmp_path):

@@ -28,44 +28,60 @@ def _line(ax, band: Band, idx, label: str, color: str) -> None:
     ax.fill_between(x, band.lo[idx].numpy(), band.hi[idx].numpy(), alpha=0.2, color=color, linewidth=0)
 
 
+LABELS = {"recovery": "normalised recovery", "delta_ld": "LD_patched - LD_edited (nats)", "p_clean": "p(clean answer)"}
+
+
+def _no_pairs_note(ax, band: Band) -> None:
+    if int(band.n.max()) == 0:
+        ax.text(0.5, 0.5, "no pair separates the answers\n(LD_clean - LD_edited < min_gap)", ha="center", va="center",
+                transform=ax.transAxes, fontsize=8, color="grey")
+
+
 def layer_profile_figure(agg: Aggregated, title: str = "") -> Figure:
-    """Recovery and p(clean answer) vs layer for image- and text-position patching, one column per level."""
+    """Recovery, LD change and p(clean answer) vs layer for image- and text-position patching, one column per level."""
     levels = list(agg)
-    fig = Figure(figsize=(3.2 * len(levels) + 0.5, 5.6), layout="constrained")
-    axes = fig.subplots(2, len(levels), squeeze=False, sharex=True)
+    metrics = ("recovery", "delta_ld", "p_clean")
+    fig = Figure(figsize=(3.2 * len(levels) + 0.5, 7.6), layout="constrained")
+    axes = fig.subplots(len(metrics), len(levels), squeeze=False, sharex=True)
     for j, lv in enumerate(levels):
-        for i, metric in enumerate(("recovery", "p_clean")):
+        for i, metric in enumerate(metrics):
             ax = axes[i, j]
             for g, group in enumerate(GROUPS):
                 _line(ax, agg[lv][metric], g, f"{group} tokens", COLORS[group])
             ax.axhline(0, color="grey", lw=0.5)
             if metric == "recovery":
                 ax.axhline(1, color="grey", lw=0.5, ls="--")
-                ax.set_title(f"{lv} ({_n_label(agg[lv][metric])})")
-            ax.set_xlabel("layer patched") if i == 1 else None
-        axes[0, 0].set_ylabel("normalised recovery")
-        axes[1, 0].set_ylabel("p(clean answer)")
-    axes[0, 0].legend(fontsize=8)
+                ax.set_title(f"{lv} (n={int(agg[lv]['p_clean'].n.max())}, separated {int(agg[lv]['recovery'].n.max())})",
+                             fontsize=9)  # fmt: skip
+                _no_pairs_note(ax, agg[lv][metric])
+            if i == len(metrics) - 1:
+                ax.set_xlabel("layer patched")
+    for i, metric in enumerate(metrics):
+        axes[i, 0].set_ylabel(LABELS[metric], fontsize=8)
+    axes[-1, 0].legend(fontsize=8)
     fig.suptitle(title or "Residual-stream patching by token group (mean, 95% band)")
     return fig
 
 
 def token_heatmap_figure(agg: Aggregated, title: str = "") -> Figure:
-    """Mean recovery per (role, layer) for attention and MLP output patching, one column per level."""
+    """Mean recovery per (role, layer) for attention and MLP output patching, one column per level; LD change in
+    nats when no pair separates the answers enough for recovery."""
     levels = list(agg)
+    metric = "recovery" if any(int(agg[lv]["recovery"].n.max()) for lv in levels) else "delta_ld"
     fig = Figure(figsize=(3.4 * len(levels) + 1, 4.2), layout="constrained")
     axes = fig.subplots(len(SITES), len(levels), squeeze=False)
-    values = [agg[lv]["recovery"].mean.numpy() for lv in levels]
-    vmax = max(float(np.nanmax(np.abs(v))) if np.isfinite(v).any() else 1.0 for v in values) or 1.0
+    values = [agg[lv][metric].mean.numpy() for lv in levels]
+    finite = [np.abs(v[np.isfinite(v)]) for v in values]
+    vmax = max((float(f.max()) for f in finite if f.size), default=1.0) or 1.0
     for j, lv in enumerate(levels):
         for s, site in enumerate(SITES):
             ax = axes[s, j]
             im = ax.imshow(values[j][s].T, aspect="auto", cmap="RdBu_r", vmin=-vmax, vmax=vmax, origin="lower")
             ax.set_yticks(range(len(ROLES)), ROLES)
             ax.set_xlabel("layer")
-            ax.set_title(f"{lv}: {site} ({_n_label(agg[lv]['recovery'])})", fontsize=9)
-    fig.colorbar(im, ax=axes, shrink=0.8, label="normalised recovery")
-    fig.suptitle(title or "Token-wise patching of attention / MLP outputs")
+            ax.set_title(f"{lv}: {site} ({_n_label(agg[lv][metric])})", fontsize=9)
+    fig.colorbar(im, ax=axes, shrink=0.8, label=LABELS[metric])
+    fig.suptitle(title or f"Token-wise patching of attention / MLP outputs ({LABELS[metric]})")
     return fig
 
 
@@ -87,19 +103,20 @@ def lens_figure(agg: Aggregated, title: str = "") -> Figure:
     return fig
 
 
-def pair_token_figure(recovery: np.ndarray, tokens: list[str], roles: list[str], title: str = "") -> Figure:
-    """One pair's token-wise recovery [sites, layers, positions] as heatmaps, positions labelled by token."""
+def pair_token_figure(values: np.ndarray, tokens: list[str], roles: list[str], metric: str = "recovery",
+                      title: str = "") -> Figure:  # fmt: skip
+    """One pair's token-wise `metric` [sites, layers, positions] as heatmaps, positions labelled by token."""
     fig = Figure(figsize=(8, 0.35 * len(tokens) + 1.5), layout="constrained")
     axes = fig.subplots(1, len(SITES), squeeze=False)[0]
-    finite = recovery[np.isfinite(recovery)]
+    finite = values[np.isfinite(values)]
     vmax = float(np.abs(finite).max()) if finite.size else 1.0
     labels = [f"{t} [{r[0]}]" for t, r in zip(tokens, roles, strict=True)]
     for s, site in enumerate(SITES):
-        im = axes[s].imshow(recovery[s].T, aspect="auto", cmap="RdBu_r", vmin=-vmax, vmax=vmax, origin="upper")
+        im = axes[s].imshow(values[s].T, aspect="auto", cmap="RdBu_r", vmin=-vmax, vmax=vmax, origin="upper")
         axes[s].set_yticks(range(len(labels)), labels, fontsize=7)
         axes[s].set_xlabel("layer")
         axes[s].set_title(site)
-    fig.colorbar(im, ax=axes, shrink=0.8, label="normalised recovery")
+    fig.colorbar(im, ax=axes, shrink=0.8, label=LABELS[metric])
     fig.suptitle(title)
     return fig
 

@@ -31,7 +31,7 @@ from ..levels import LEVELS
 from ..prompts import DEFAULT_INSTRUCTION
 from ..records import ImagePair
 from ..vlm import VLM
-from .aggregate import Band, aggregate, level_key
+from .aggregate import ALL, Band, aggregate, level_key, level_order
 from .layer_patching import GROUPS, layer_patching
 from .layer_patching import SITES_NEEDED as LAYER_SITES
 from .logit_lens import RUNS, logit_lens
@@ -47,14 +47,13 @@ SITES: dict[str, tuple[str, ...]] = {
     "tokens": TOKEN_SITES,
     "lens": LENS_SITES,
 }
-#: Metrics aggregated per analysis (token metrics are per role, see `token_patching.by_role`).
+#: Metrics aggregated per analysis (token metrics are per role, see `token_patching.by_role`). `delta_ld` is
+#: LD_patched - LD_edited in nats; `recovery` is averaged only over pairs the model separates (see `separated`).
 METRICS: dict[str, tuple[str, ...]] = {
-    "layers": ("recovery", "p_clean", "ld"),
-    "tokens": ("recovery", "p_clean", "ld"),
+    "layers": ("recovery", "delta_ld", "p_clean"),
+    "tokens": ("recovery", "delta_ld", "p_clean"),
     "lens": ("p_clean", "p_edited", "ld", "log_rank"),
 }
-#: Analyses whose normalised recovery needs the model to separate the two answers (LD_clean - LD_edited >= min_gap).
-GAP_FILTERED: tuple[str, ...] = ("layers", "tokens")
 CONFIG_KEYS: tuple[str, ...] = ("model", "instruction", "variant")
 
 
@@ -159,12 +158,37 @@ def _analyse(vlm: VLM, analysis: str, tp, batch_size: int) -> tuple[dict[str, to
     return logit_lens(vlm, tp), {"runs": list(RUNS)}
 
 
-def _aggregation_item(analysis: str, info: dict, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    if analysis == "tokens":
-        return {m: by_role(tensors[m], info["roles"]) for m in METRICS["tokens"]}
+def separated(info: dict, min_gap: float) -> bool:
+    """The model prefers the clean answer on the clean image by at least `min_gap` nats more than on the edited
+    image: only then is the normalised recovery (a ratio over that gap) meaningful."""
+    return info["ld_clean"] - info["ld_edited"] >= min_gap
+
+
+def _aggregation_item(analysis: str, info: dict, tensors: dict[str, torch.Tensor], min_gap: float) -> dict[str, torch.Tensor]:
     if analysis == "lens":
         return {**tensors, "log_rank": tensors["rank_clean"].float().log()}
-    return tensors
+    t = {**tensors, "delta_ld": tensors["ld"] - info["ld_edited"]}
+    if not separated(info, min_gap):
+        t["recovery"] = torch.full_like(t["recovery"], float("nan"))  # missing cell: not counted in its band
+    return {m: by_role(t[m], info["roles"]) for m in METRICS["tokens"]} if analysis == "tokens" else t
+
+
+def baseline_stats(infos: Sequence[dict], min_gap: float) -> dict:
+    """How the model answers the pairs unpatched: accuracy on clean / edited images, flips, and the LD gap."""
+    if not infos:
+        return {"n": 0}
+    ld_c = torch.tensor([i["ld_clean"] for i in infos])
+    ld_e = torch.tensor([i["ld_edited"] for i in infos])
+    gap = ld_c - ld_e
+    return {
+        "n": len(infos),
+        "clean_correct": float((ld_c > 0).float().mean()),
+        "edited_correct": float((ld_e < 0).float().mean()),
+        "flipped": float(((ld_c > 0) & (ld_e < 0)).float().mean()),
+        "separated": float((gap >= min_gap).float().mean()),
+        "gap_median": float(gap.median()),
+        "abs_gap_mean": float(gap.abs().mean()),
+    }
 
 
 def run_tracing(
@@ -223,13 +247,13 @@ def _aggregate_and_plot(store: ResultStore, pairs: Sequence[ImagePair], analyses
     summary: dict = {"pairs": len(pairs), "skipped": len(result.skipped), "min_gap": min_gap, "ci": ci, "analyses": {}}
     for analysis in analyses:
         loaded = [store.load(p.pair_id, analysis) for p in pairs if store.done(p.pair_id, analysis)]
-        used = [(info, t) for info, t in loaded
-                if analysis not in GAP_FILTERED or info["ld_clean"] - info["ld_edited"] >= min_gap]  # fmt: skip
-        summary["analyses"][analysis] = {"done": len(loaded), "used": len(used)}
-        if not used:
-            summary["analyses"][analysis]["note"] = f"no pair passes min_gap={min_gap}" if loaded else "no finished pairs"
+        infos = [info for info, _ in loaded]
+        summary.setdefault("baseline", {lv: baseline_stats([i for i in infos if lv == ALL or level_key(i) == lv], min_gap)
+                                        for lv in level_order([level_key(i) for i in infos])})  # fmt: skip
+        summary["analyses"][analysis] = {"done": len(loaded), "separated": sum(separated(i, min_gap) for i in infos)}
+        if not loaded:
             continue
-        items = [(info, _aggregation_item(analysis, info, t)) for info, t in used]
+        items = [(info, _aggregation_item(analysis, info, t, min_gap)) for info, t in loaded]
         agg = aggregate(items, METRICS[analysis], ci=ci)
         result.aggregated[analysis] = agg
         flat = {f"{lv}.{m}.{k}": getattr(band, k).contiguous() for lv, bands in agg.items()
@@ -237,17 +261,17 @@ def _aggregate_and_plot(store: ResultStore, pairs: Sequence[ImagePair], analyses
         with atomic_path(store.root / "aggregate" / f"{analysis}.safetensors") as tmp:
             save_file(flat, str(tmp))
         write_json(store.root / "aggregate" / f"{analysis}.json", {
-            "analysis": analysis, "min_gap": min_gap, "ci": ci, "pairs": [info["pair_id"] for info, _ in used],
+            "analysis": analysis, "min_gap": min_gap, "ci": ci, "pairs": [info["pair_id"] for info in infos],
             "axes": _axes(analysis), "levels": {lv: {m: b.to_dict() for m, b in bands.items()}
-                                                             for lv, bands in agg.items()}})  # fmt: skip
+                                                for lv, bands in agg.items()}})  # fmt: skip
         figure = {"layers": layer_profile_figure, "tokens": token_heatmap_figure, "lens": lens_figure}[analysis](agg)
         result.figures[analysis] = figure
         save_png(figure, store.root / "plots" / f"{analysis}.png")
-        summary["analyses"][analysis]["levels"] = {lv: int(b[METRICS[analysis][0]].n.max()) for lv, b in agg.items()}
     if "tokens" in analyses:
         for p in [p for p in pairs if store.done(p.pair_id, "tokens")][:pair_plots]:
             info, t = store.load(p.pair_id, "tokens")
-            fig = pair_token_figure(t["recovery"].numpy(), info["tokens"], info["roles"], f"{p.pair_id}: {info['question']}")
+            metric, values = ("recovery", t["recovery"]) if separated(info, min_gap) else ("delta_ld", t["ld"] - info["ld_edited"])
+            fig = pair_token_figure(values.numpy(), info["tokens"], info["roles"], metric, f"{p.pair_id}: {info['question']}")
             result.figures[f"pair_{safe_id(p.pair_id)}"] = fig
             save_png(fig, store.root / "plots" / "pairs" / f"{safe_id(p.pair_id)}_tokens.png")
     write_json(store.root / "summary.json", summary)
