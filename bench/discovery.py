@@ -125,9 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-ref", type=int, default=4, help="examples for the reference loop (embedded model)")
     p.add_argument("--n-patch", type=int, default=16, help="examples for patching vs attribution (embedded model)")
     p.add_argument("--grid-n-ref", type=int, default=2, help="examples for the reference loop (32x32 model)")
-    p.add_argument("--grid-ref-heads", type=int, default=128,
+    p.add_argument("--grid-ref-heads", type=int, default=64,
                    help="heads the 32x32 reference loop runs (its time is scaled to all 1024); 0 = all")
-    p.add_argument("--grid-n-patch", type=int, default=2, help="examples for patching vs attribution (32x32 model)")
+    p.add_argument("--grid-n-patch", type=int, default=1, help="examples for patching vs attribution (32x32 model)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on shared, busy cores)")
     p.add_argument("--skip-grid", action="store_true", help="only the embedded model")
