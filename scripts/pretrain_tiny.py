@@ -27,7 +27,6 @@ from vseam_pl.tiny import TinySizes, build_tiny_instructblip, build_tiny_llava
 from vseam_pl.vlm import VLM, find_decoder, model_family
 
 CAPTION_PROMPT = "Describe the image briefly."
-CAPTION_SHARE = 0.25
 #: Seed-stream tag: pretraining scenes never come from the benchmark generator's streams.
 STREAM = "vseam-pretrain"
 
@@ -40,11 +39,11 @@ def trainable_vlm(model, processor, name: str) -> VLM:
                cfg.num_key_value_heads, cfg.hidden_size // cfg.num_attention_heads, cfg.hidden_size)  # fmt: skip
 
 
-def sample_batch(world: SceneWorld, rng: random.Random, vlm: VLM, size: int):
+def sample_batch(world: SceneWorld, rng: random.Random, vlm: VLM, size: int, caption_share: float):
     prompts, images, answers = [], [], []
     for _ in range(size):
         scene = world.sample_scene(rng)
-        if rng.random() < CAPTION_SHARE:
+        if rng.random() < caption_share:
             question, answer, instruction = CAPTION_PROMPT, world.caption(scene, rng), None
         else:
             qa = rng.choice(world.qa_pairs(scene, rng))
@@ -74,6 +73,10 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=100)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
     ap.add_argument("--log-every", type=int, default=50)
+    ap.add_argument("--caption-share", type=float, default=0.25, help="share of caption examples in the mixture")
+    ap.add_argument("--reduction", choices=["example", "token"], default="example",
+                    help="loss averaging: per example, or per answer token (captions then weigh more)")
+    ap.add_argument("--init-from", default=None, help="continue from a saved model folder (a second stage)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -83,21 +86,28 @@ def main() -> None:
     world = SceneWorld(image_size=64)
     builder = build_tiny_llava if args.arch == "llava" else build_tiny_instructblip
     sizes = TinySizes(text_kv_heads=8 if args.arch == "llava" else 4)
-    model, processor = builder(world.vocabulary() + CAPTION_PROMPT.lower().replace(".", "").split(), sizes)
+    if args.init_from:
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        model = AutoModelForImageTextToText.from_pretrained(args.init_from, dtype=torch.float32)
+        processor = AutoProcessor.from_pretrained(args.init_from)
+    else:
+        model, processor = builder(world.vocabulary() + CAPTION_PROMPT.lower().replace(".", "").split(), sizes)
     vlm = trainable_vlm(model, processor, Path(args.out).name)
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
     print(f"{args.arch}: {n_params / 1e6:.2f}M parameters, decoder {vlm.num_layers} layers x {vlm.num_heads} heads")
 
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
-    rng = random.Random(f"{STREAM}-{args.seed}")
+    stage = f"-from-{Path(args.init_from).name}" if args.init_from else ""
+    rng = random.Random(f"{STREAM}-{args.seed}{stage}")
     start, running = time.time(), None
     history = []
     for step in range(args.steps):
         for group in opt.param_groups:
             group["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
-        prompts, images, answers = sample_batch(world, rng, vlm, args.batch_size)
-        loss = answer_loss(vlm, prompts, images, answers, reduction="example")
+        prompts, images, answers = sample_batch(world, rng, vlm, args.batch_size, args.caption_share)
+        loss = answer_loss(vlm, prompts, images, answers, reduction=args.reduction)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -113,9 +123,14 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     processor.save_pretrained(out)
+    stages = []
+    if args.init_from:  # keep the earlier stages' record
+        prev = json.loads((Path(args.init_from) / "pretraining.json").read_text())
+        stages = prev.get("stages") or [{k: prev[k] for k in ("args", "minutes", "history")}]
+    stage = {"args": vars(args), "minutes": round((time.time() - start) / 60, 2), "history": history}
     (out / "pretraining.json").write_text(json.dumps({
-        "script": "scripts/pretrain_tiny.py", "args": vars(args), "parameters": n_params,
-        "minutes": round((time.time() - start) / 60, 2), "torch": torch.__version__, "history": history,
+        "script": "scripts/pretrain_tiny.py", "parameters": n_params, "torch": torch.__version__,
+        "stages": [*stages, stage],
     }, indent=2) + "\n")  # fmt: skip
     print(f"saved {out} ({(time.time() - start) / 60:.1f} min)")
 
