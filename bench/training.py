@@ -8,8 +8,8 @@ One batch of synthetic-world GQA questions (teacher-forced answers, as in traini
    (no grad) for: V-SEAM scales (layers x heads parameters), `peft` IA3 (k/v/down_proj of the language model) and
    `peft` LoRA r=8 (q/v_proj of the language model). The floor for scales-only training is about one forward plus an
    activation-only backward (no weight gradients), i.e. ~2-3x a forward;
-2. inference (no-grad forward) with no modulation, scales attached as hooks, and scales folded into `o_proj`
-   (folded should be ~1.00x: it is the same computation with different weights).
+2. inference (no-grad forward) with no modulation, scales attached as hooks, and scales folded into `o_proj`, timed
+   in alternation (folded should be ~1.00x: it is the same computation with different weights).
 
 Peak memory: on CUDA `torch.cuda.max_memory_allocated` over the call; on CPU the rise of the process's peak resident
 set (Linux `VmHWM`, reset through `/proc/self/clear_refs` after `malloc_trim`) above the resident set before the call:
@@ -160,16 +160,21 @@ def run(model_dir: str, batch_size: int, repeats: int, device: torch.device) -> 
         rows.append((label, n, median_ms(step, repeats, device), peak_memory_mb(step, device)))
         del peft_vlm, params, step
 
-    # inference: none vs attached vs folded (and a check that folding is the same computation)
-    with torch.no_grad():
-        t_none = median_ms(forward, repeats, device)
-        mod.attach(vlm)
-        attached_loss = float(answer_loss(vlm, *batch))
-        t_attached = median_ms(forward, repeats, device)
-        mod.detach().fold(vlm)
-        folded_loss = float(answer_loss(vlm, *batch))
-        t_folded = median_ms(forward, repeats, device)
-        mod.unfold()
+    # inference: none vs attached vs folded, timed in alternation so load drift on shared machines hits all three
+    # alike (and a check that folding is the same computation)
+    times: dict[str, list[float]] = {"none": [], "attached": [], "folded": []}
+    losses: dict[str, float] = {}
+    setups = {"none": lambda: None, "attached": lambda: mod.attach(vlm), "folded": lambda: mod.fold(vlm)}
+    teardowns = {"none": lambda: None, "attached": mod.detach, "folded": mod.unfold}
+    for _ in range(repeats + 1):
+        for name in times:
+            setups[name]()
+            times[name].append(median_ms(forward, 1, device))
+            with torch.no_grad():
+                losses[name] = float(answer_loss(vlm, *batch))
+            teardowns[name]()
+    t_none, t_attached, t_folded = (statistics.median(times[k][1:]) for k in ("none", "attached", "folded"))
+    attached_loss, folded_loss = losses["attached"], losses["folded"]
     if abs(attached_loss - folded_loss) > 1e-3 * max(1.0, abs(attached_loss)):
         raise AssertionError(f"folded loss {folded_loss} != attached loss {attached_loss}")
 
