@@ -204,6 +204,28 @@ def test_ablation_finds_planted_harmful_and_silenced_heads(vlm, pairs, mode):
     assert abs(float(after.signed()[sl, sh])) < 1e-6 < float(after.signed().abs().max())
 
 
+@pytest.mark.parametrize("method", ["patching", "attribution"])
+def test_patching_finds_planted_harmful_and_silenced_heads(vlm, pairs, method):
+    """For patching, a head is harmful when putting its clean output into the edited run moves the answer *against*
+    the model's own clean-vs-edited effect. Negating a head that carries a share s of that effect, amplified by a
+    with (a + 1) s < 1 so the overall effect keeps its sign, makes its normalised score about -a s / (1 - (a + 1) s),
+    below every other head's whenever s exceeds their largest negative score. Silenced: columns zeroed -> 0."""
+    cfg = DiscoveryConfig(method=method, batch_size=32, pair_batch=3)
+    before = run_discovery(vlm, pairs, cfg).scores.signed()
+    floor = float(-before.min())
+    candidates = [(float(before[la, h]), la, h) for la in range(vlm.num_layers) for h in range(vlm.num_heads)
+                  if floor < float(before[la, h]) < 0.45]  # fmt: skip
+    share, hl, hh = max(candidates)
+    amplify = max(1.0, 0.8 / share - 1)
+    sl, sh = divmod(int(before.argmin()), vlm.num_heads)  # silence the most negative head
+    with planted(vlm, hl, hh, -amplify), planted(vlm, sl, sh, 0.0):
+        after = run_discovery(vlm, pairs, cfg).scores
+    assert after.negative_heads("all", 1)[0][:2] == (hl, hh)
+    assert int(after.signed().argmin()) == hl * vlm.num_heads + hh
+    assert float(after.signed()[hl, hh]) < 0 < float(before[hl, hh])
+    assert abs(float(after.signed()[sl, sh])) < 1e-6 and float(before[sl, sh]) < -0.1
+
+
 # -- resume, outputs -----------------------------------------------------------------------------------------------
 def test_resume_after_interruption_gives_identical_scores(vlm, pairs, tmp_path):
     cfg = DiscoveryConfig(method="ablation", batch_size=32, pair_batch=2)
@@ -335,3 +357,5 @@ def test_cli_writes_outputs_and_init_scales(tiny_llava_dir, manifest, tmp_path, 
     assert set(mod.scales.unique().tolist()) <= {0.5, 1.0, 1.5} and (mod.scales == 1.5).sum() == len(summary["positive"])
     assert main(["--model", str(tiny_llava_dir), "--pairs", str(tmp_path / "none.jsonl"), "--out", str(out)]) == 2
     assert "no pairs manifest" in capsys.readouterr().err
+    assert main(["--model", str(tmp_path / "no-model"), "--pairs", str(manifest), "--out", str(out)]) == 2
+    assert "error:" in capsys.readouterr().err

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         vlm = load_vlm(args.model, dtype=args.dtype, device=args.device, attn_implementation=args.attn_implementation)
         result = run_discovery(vlm, pairs, cfg, out_dir=args.out, resume=args.resume,
                                progress=lambda m: print(m, file=sys.stderr, flush=True))  # fmt: skip
-    except (FileNotFoundError, ManifestError, PairError, ValueError) as e:
+    except (OSError, ManifestError, PairError, ValueError) as e:  # OSError: no such model folder / hub id offline
         print(f"error: {e}", file=sys.stderr)
         return 2
     scores = result.scores
