@@ -189,32 +189,56 @@ def test_edited_to_clean_direction_is_the_noising_effect(vlm, pairs):
 
 
 # -- planted heads -------------------------------------------------------------------------------------------------
+EMBEDDED = Path(__file__).resolve().parents[1] / "checkpoints" / "tiny-llava"
+
+
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory):
+    """The trained tiny LLaVA and fresh synthetic-world pairs (in distribution: it was trained on that world)."""
+    if not (EMBEDDED / "model.safetensors").exists():
+        pytest.skip(f"{EMBEDDED} is not there yet (the lead's trained model)")
+    from vseam_pl.synth.writers import generate_benchmarks
+
+    root = generate_benchmarks(tmp_path_factory.mktemp("synth"), seed=123, n_train=1, n_val=1, n_test=8)
+    return load_vlm(str(EMBEDDED)), load_pairs(root / "test" / "pairs" / "pairs.jsonl", limit=12)
+
+
+@pytest.fixture(params=["random", "embedded"])
+def model_and_pairs(request):
+    if request.param == "random":
+        return request.getfixturevalue("vlm"), request.getfixturevalue("pairs")
+    return request.getfixturevalue("embedded")
+
+
 @pytest.mark.parametrize("mode", ["mean_others", "zero"])
-def test_ablation_finds_planted_harmful_and_silenced_heads(vlm, pairs, mode):
-    """Harmful = the most helpful head with its output negated and amplified: it now pushes every answer the wrong
-    way, so removing it raises p(correct) the most (most negative score). Silenced = its o_proj columns zeroed."""
-    cfg = DiscoveryConfig(method="ablation", ablation_mode=mode, batch_size=32, pair_batch=3)
+def test_ablation_finds_planted_harmful_and_silenced_heads(model_and_pairs, mode):
+    """Harmful = the most helpful head with its output negated and amplified: it now pushes answers the wrong way,
+    so on the examples the model gets wrong removing it raises p(correct) the most (the `negative` statistic that
+    ranks negative heads). Silenced = its o_proj columns zeroed: ablating it changes nothing."""
+    vlm, pairs = model_and_pairs
+    cfg = DiscoveryConfig(method="ablation", ablation_mode=mode, batch_size=32, pair_batch=4)
     before = run_discovery(vlm, pairs, cfg).scores
     (hl, hh, _), (sl, sh, _) = before.positive_heads("all", 2)
     with planted(vlm, hl, hh, -4.0), planted(vlm, sl, sh, 0.0):
         after = run_discovery(vlm, pairs, cfg).scores
-    # negative heads are ranked by the `negative` statistic: mean effect on the examples the model gets wrong
     assert int(after.get("all", "negative").argmin()) == hl * vlm.num_heads + hh
     assert after.negative_heads("all", 1)[0][:2] == (hl, hh)
     assert abs(float(after.signed()[sl, sh])) < 1e-6 < float(after.signed().abs().max())
 
 
 @pytest.mark.parametrize("method", ["patching", "attribution"])
-def test_patching_finds_planted_harmful_and_silenced_heads(vlm, pairs, method):
+def test_patching_finds_planted_harmful_and_silenced_heads(model_and_pairs, method):
     """For patching, a head is harmful when putting its clean output into the edited run moves the answer *against*
     the model's own clean-vs-edited effect. Negating a head that carries a share s of that effect, amplified by a
     with (a + 1) s < 1 so the overall effect keeps its sign, makes its normalised score about -a s / (1 - (a + 1) s),
     below every other head's whenever s exceeds their largest negative score. Silenced: columns zeroed -> 0."""
-    cfg = DiscoveryConfig(method=method, batch_size=32, pair_batch=3)
+    vlm, pairs = model_and_pairs
+    cfg = DiscoveryConfig(method=method, batch_size=32, pair_batch=4)
     before = run_discovery(vlm, pairs, cfg).scores.signed()
     floor = float(-before.min())
     candidates = [(float(before[la, h]), la, h) for la in range(vlm.num_layers) for h in range(vlm.num_heads)
                   if floor < float(before[la, h]) < 0.45]  # fmt: skip
+    assert candidates, "no head carries a clear share of the edit effect: nothing to plant"
     share, hl, hh = max(candidates)
     amplify = max(1.0, 0.8 / share - 1)
     sl, sh = divmod(int(before.argmin()), vlm.num_heads)  # silence the most negative head
@@ -223,7 +247,7 @@ def test_patching_finds_planted_harmful_and_silenced_heads(vlm, pairs, method):
     assert after.negative_heads("all", 1)[0][:2] == (hl, hh)
     assert int(after.signed().argmin()) == hl * vlm.num_heads + hh
     assert float(after.signed()[hl, hh]) < 0 < float(before[hl, hh])
-    assert abs(float(after.signed()[sl, sh])) < 1e-6 and float(before[sl, sh]) < -0.1
+    assert abs(float(after.signed()[sl, sh])) < 1e-6 and float(before[sl, sh]) < 0
 
 
 # -- resume, outputs -----------------------------------------------------------------------------------------------

@@ -84,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         "positive": scores.positive_heads("all", args.top_k),
         "negative": scores.negative_heads("all", args.top_k),
         "seconds": scores.meta.get("seconds"),
+        # patching/attribution normalise by the summed edit effect: near 0 means the model ignores the edits
+        **({"mean_edit_effect": scores.counts["all"]["signed"]["den"] / max(1.0, scores.counts["all"]["signed"]["n"])}
+           if scores.method != "ablation" else {}),  # fmt: skip
         "out": str(args.out),
     }
     print(json.dumps(summary))
