@@ -173,6 +173,37 @@ def test_decoder_replay_reproduces_model_logits(request, manifest, model_dir):
                                    atol=1e-4, rtol=1e-4)  # fmt: skip
 
 
+@torch.no_grad()
+def test_instructblip_patching_equals_hook_loop_on_one_head(tiny_instructblip_dir, pairs):
+    """InstructBLIP (query tokens prepended by the processor): batched patching of every head vs a direct hook."""
+    model = load_vlm(str(tiny_instructblip_dir))
+    items = prepare_pairs(model, pairs[:2])
+    got = run_discovery(model, pairs[:2], DiscoveryConfig(method="patching", batch_size=6)).scores.signed()
+    clean, edited = answer_indices(items)
+    enc_c, enc_e = encode_pair(model, items)
+    cands = CandidateIndex.of(items)
+    cache: dict[int, torch.Tensor] = {}
+
+    def ld(enc) -> torch.Tensor:
+        lp = cands.logprobs(forward_logits(model, enc)[torch.arange(2), enc.last_prompt_positions()])
+        return (lp.gather(1, clean[:, None]) - lp.gather(1, edited[:, None])).squeeze(1).double()
+
+    with head_hooks(model, lambda layer, z: cache.__setitem__(layer, z.clone())):
+        ld_c = ld(enc_c)
+    ld_e = ld(enc_e)
+    layer, head = 2, 1
+
+    def patch(lay: int, z: torch.Tensor) -> torch.Tensor:
+        z = z.clone()
+        z[:, :, head] = cache[lay][:, :, head]
+        return z
+
+    with head_hooks(model, patch, layers=[layer]):
+        expected = float((ld(enc_e) - ld_e).sum() / (ld_c - ld_e).sum())
+    assert float(got[layer, head]) == pytest.approx(expected, abs=1e-4, rel=1e-4)
+    assert got.abs().max() > 0
+
+
 def test_attribution_ranks_like_patching(vlm, pairs):
     exact = run_discovery(vlm, pairs, DiscoveryConfig(method="patching", batch_size=16)).scores.signed()
     approx = run_discovery(vlm, pairs, DiscoveryConfig(method="attribution")).scores.signed()
