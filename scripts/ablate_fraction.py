@@ -4,8 +4,8 @@
 
 Every (model, fraction, seed) run is one `train.main([...])` call with `--data.fraction F --data.seed S
 --seed_everything S` (the stratified subsample and the shuffle both follow the seed) and the same number of epochs,
-writing its own `metrics.json` under `--runs_dir`. A run whose `metrics.json` exists is finished and not redone, so
-an interrupted ablation resumes where it stopped. Writes `<out>/ablation.json` (every run + mean ± std per fraction),
+writing its own `metrics.json` under `--runs_dir`. A finished run (same model files, same settings) is not redone,
+so an interrupted ablation resumes where it stopped; cached runs of other settings or model files are an error. Writes `<out>/ablation.json` (every run + mean ± std per fraction),
 `<out>/ablation.md` (the table and the exact command) and `<out>/ablation.png` (accuracy vs fraction).
 """
 
@@ -97,20 +97,30 @@ def gqa_overall(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "levels": levels}  # fmt: skip
 
 
+RUN_SETTINGS = ("data_root", "epochs", "batch_size", "lr", "test_batches", "train_args")
+
+
 def run_one(args: argparse.Namespace, model: str, fraction: float, seed: int) -> dict[str, Any]:
-    """Train and test one (model, fraction, seed) unless its metrics.json exists; return its record."""
+    """Train and test one (model, fraction, seed) unless it finished before with the same settings; its record.
+
+    `ablation_run.json` (written after train.py's metrics.json) marks a finished run and holds its settings.
+    """
     folder = run_folder(args.runs_dir, model, fraction, seed)
-    metrics = folder / "metrics.json"
-    timing = folder / "ablation_run.json"
+    metrics, marker = folder / "metrics.json", folder / "ablation_run.json"
+    settings = {k: getattr(args, k) for k in RUN_SETTINGS}
     name = f"{model_display_name(model)} fraction={fraction:g} seed={seed}"
-    if metrics.exists():
+    if marker.exists():
         print(f"[ablation] {name}: done already ({metrics})", flush=True)
+        done = json.loads(marker.read_text())
+        if done.get("settings") != settings:
+            raise ValueError(f"{marker}: finished with settings {done.get('settings')}, not {settings}; delete "
+                             f"{folder} or pass another --runs_dir")  # fmt: skip
     else:
         print(f"[ablation] {name} ...", flush=True)
         start = time.perf_counter()
         train.main(train_args(args, model, fraction, seed, folder))
-        write_json(timing, {"seconds": round(time.perf_counter() - start, 1)})
-    seconds = json.loads(timing.read_text())["seconds"] if timing.exists() else None
+        write_json(marker, {"seconds": round(time.perf_counter() - start, 1), "settings": settings})
+    seconds = json.loads(marker.read_text())["seconds"]
     return {"model": model, "fraction": fraction, "seed": seed, "train_records": train_records(args, fraction, seed),
             "steps": last_step(folder), "seconds": seconds, "metrics": str(metrics),
             **gqa_overall(read_metrics_json(metrics)["rows"])}  # fmt: skip

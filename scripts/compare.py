@@ -78,7 +78,12 @@ def discovery_scores(model: str, args: argparse.Namespace, run_dir: Path) -> Hea
     """Head scores on the train split's pairs (loaded from `run_dir` when a previous run finished them)."""
     folder = run_dir / "discovery"
     if (folder / "head_scores.safetensors").exists():
-        return HeadScores.load(folder)
+        scores = HeadScores.load(folder)
+        found = (scores.method, scores.meta.get("num_pairs"))
+        if found != (args.discovery_method, args.discovery_pairs):
+            raise ValueError(f"{folder}: cached discovery is {found[0]!r} on {found[1]} pairs, not "
+                             f"{args.discovery_method!r} on {args.discovery_pairs}; delete it or pass another --runs_dir")  # fmt: skip
+        return scores
     manifest = Path(args.data_root) / "train" / "pairs" / "pairs.jsonl"
     pairs = load_pairs(manifest, limit=args.discovery_pairs)
     config = DiscoveryConfig(method=args.discovery_method, top_k=args.top_k)
@@ -87,6 +92,15 @@ def discovery_scores(model: str, args: argparse.Namespace, run_dir: Path) -> Hea
 
 
 # ---------------------------------------------------------------- one method
+
+
+RESULT_SETTINGS = ("data_root", "steps", "batch_size", "fraction", "data_seed", "test_batches", "top_k",
+                   "discovery_method", "discovery_pairs", "lr", "lora_lr", "lora_r")  # fmt: skip
+
+
+def result_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """What a cached method result depends on: a rerun with other values must not reuse it."""
+    return {k: getattr(args, k) for k in RESULT_SETTINGS}
 
 
 def run_name(method: str, seed: int | None) -> str:
@@ -148,10 +162,14 @@ def collect(model: str, args: argparse.Namespace) -> tuple[dict[str, Any], list[
         path = run_dir / f"{run_name(method, seed)}.json"
         if path.exists():
             print(f"[compare] {model_display_name(model)} {run_name(method, seed)}: done already ({path})", flush=True)
-            results.append(json.loads(path.read_text()))
+            result = json.loads(path.read_text())
+            if result.get("settings") != result_settings(args):
+                raise ValueError(f"{path}: computed with settings {result.get('settings')}, not "
+                                 f"{result_settings(args)}; delete it or pass another --runs_dir")  # fmt: skip
+            results.append(result)
             continue
         print(f"[compare] {model_display_name(model)} {run_name(method, seed)} ...", flush=True)
-        result = run_method(model, method, seed, scores, args)
+        result = {**run_method(model, method, seed, scores, args), "settings": result_settings(args)}
         write_json(path, result)
         results.append(result)
     info = {"method": scores.method, "pairs": int(scores.counts.get("all", {}).get("signed", {}).get("n", 0)),

@@ -91,6 +91,10 @@ def test_rerun_skips_finished_methods(compared, capsys):
     assert capsys.readouterr().out.count("done already") == 8
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     assert again["models"] == result["models"]
+    with pytest.raises(ValueError, match=r"zero_shot\.json: computed with settings"):  # other budget: not reused
+        compare.main([*args, "--steps", "3"])
+    with pytest.raises(ValueError, match="cached discovery is 'ablation' on 4 pairs"):
+        compare.main([*args, "--discovery_pairs", "5"])
 
 
 def test_rows_need_the_same_examples_as_zero_shot():
