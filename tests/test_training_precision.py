@@ -86,7 +86,7 @@ def test_mixed_precision_loss_is_finite_and_close_to_fp32(tiny_llava_dir, synth,
     assert cos > 0.95
 
 
-def test_gradient_checkpointing_recomputes_and_gives_the_same_gradients(tiny_llava_dir, synth, tmp_path):
+def test_gradient_checkpointing_drops_activations_and_gives_the_same_gradients(tiny_llava_dir, synth, tmp_path):
     runs = {}
     for ckpt in (False, True):
         runs[ckpt] = one_step(HeadModulationModule(str(tiny_llava_dir), gradient_checkpointing=ckpt), synth,
