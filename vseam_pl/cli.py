@@ -43,7 +43,6 @@ class VSeamCLI(LightningCLI):
         parser.add_argument("--output_dir", type=str | None, default=None,
                             help="where head_scales.safetensors and metrics.json go (default: the logger's run dir)")  # fmt: skip
 
-
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
         if self.config.get("ckpt_path") == "last":
