@@ -72,10 +72,19 @@ def test_recipe_parses_and_prints_resolved_config(recipe):
         assert multi["batch_size"] == multi["datamodules"][0]["init_args"]["batch_size"] <= 8
 
 
-def test_print_config_first_also_parses_the_recipe():
-    """The form `train.py --print_config -c X` from the docs: the recipe is parsed (its values are printed)."""
-    cfg = printed("--print_config", "-c", "configs/llava-1.5-13b.yaml")
-    assert cfg["model"]["model"] == "llava-hf/llava-1.5-13b-hf" and cfg["model"]["gradient_checkpointing"] is True
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_print_config_first_validates_and_prints_the_recipe_layer(recipe):
+    """`train.py --print_config -c X` validates X and prints X's own layer (with its classes' defaults filled in);
+    `-c X --print_config` (above) prints everything resolved."""
+    cfg = printed("--print_config", "-c", recipe)
+    raw = yaml.safe_load((REPO / recipe).read_text())
+    for section in ("model", "trainer"):
+        for key, value in raw.get(section, {}).items():
+            if key != "callbacks":
+                assert cfg[section][key] == value, f"{recipe}: {section}.{key}"
+    for key, value in raw["data"]["init_args"].items():
+        if key != "datamodules":
+            assert cfg["data"]["init_args"][key] == value, f"{recipe}: data.init_args.{key}"
 
 
 def test_low_data_recipe_subsamples_training_only():
@@ -115,8 +124,10 @@ def test_unknown_key_on_the_command_line_is_an_error_naming_it(args, key):
     assert code != 0 and key in err
 
 
-def test_unknown_key_in_a_config_file_is_an_error_naming_it(tmp_path):
+@pytest.mark.parametrize("print_first", [False, True])
+def test_unknown_key_in_a_config_file_is_an_error_naming_it(tmp_path, print_first):
     bad = tmp_path / "bad.yaml"
     bad.write_text("model:\n  model: llava-hf/llava-1.5-7b-hf\n  learning_rate: 0.1\n")
-    code, _, err = run_cli("-c", str(bad), "--print_config")
+    args = ["--print_config", "-c", str(bad)] if print_first else ["-c", str(bad), "--print_config"]
+    code, _, err = run_cli(*args)
     assert code != 0 and "learning_rate" in err
