@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from tests.conftest import make_images
 from vseam_pl.encoding import encode
 from vseam_pl.prompts import build_prompts
 from vseam_pl.scoring import answer_loss, continuation_logprobs, forward_logits, predict, score_candidates
+from vseam_pl.vlm import load_vlm
 
 
-def test_single_token_fast_path_equals_teacher_forcing(tiny_vlm):
+@pytest.mark.parametrize("fixture", ["tiny_llava_dir", "tiny_instructblip_dir"])
+def test_single_token_fast_path_equals_teacher_forcing(request, fixture):
+    # Also guards InstructBLIP's Q-Former, which reads the text: it must never see the answer being scored.
+    tiny_vlm = load_vlm(str(request.getfixturevalue(fixture)))
     prompts = build_prompts(tiny_vlm, ["is there a dog?", "is the car red?"])
     images = make_images(2)
     fast = score_candidates(tiny_vlm, prompts, images, [("yes", "no"), ("Yes", "No")])

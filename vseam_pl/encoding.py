@@ -86,6 +86,10 @@ def encode(
     with padding_side(vlm, "right"):
         batch = vlm.processor(images=list(images), text=texts, padding=True, return_tensors="pt")
     inputs = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
+    if continuations is not None and "qformer_input_ids" in inputs:
+        # InstructBLIP's Q-Former reads the text too: it must see the prompt only, never the answer it is scored on.
+        qformer = vlm.processor.qformer_tokenizer(list(prompts), padding=True, return_tensors="pt")
+        inputs["qformer_input_ids"], inputs["qformer_attention_mask"] = qformer["input_ids"], qformer["attention_mask"]
     lengths = inputs["attention_mask"].sum(dim=1)
     if continuations is None:
         prompt_lengths = lengths.clone()

@@ -68,7 +68,7 @@ class TinySizes:
     image_size: int = 64
     patch_size: int = 16
     vision_hidden: int = 64
-    vision_layers: int = 2
+    vision_layers: int = 4
     vision_heads: int = 4
     text_hidden: int = 128
     text_layers: int = 8
