@@ -89,7 +89,17 @@ class HeadDiscovery(pl.Callback):
             return self.out_dir
         return Path(trainer.log_dir or trainer.default_root_dir) / "head_discovery"
 
+    def resolve_pairs(self, trainer: pl.Trainer) -> None:
+        """A relative manifest path that does not exist from the working directory is taken relative to the
+        DataModule's `root` (so `pairs: train/pairs/pairs.jsonl` follows `--data.root`)."""
+        if not isinstance(self.pairs, (str, os.PathLike)) or Path(self.pairs).is_absolute() or Path(self.pairs).exists():
+            return
+        root = getattr(getattr(trainer, "datamodule", None), "root", None)
+        if root is not None and (Path(root) / self.pairs).exists():
+            self.pairs = Path(root) / self.pairs
+
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.resolve_pairs(trainer)
         vlm: VLM = pl_module.vlm
         modulation = getattr(pl_module, "modulation", None)
         reattach = modulation is not None and modulation.attached

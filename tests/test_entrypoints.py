@@ -46,6 +46,8 @@ def test_train_then_evaluate(tiny_llava_dir, tiny_world, tmp_path, capsys):
     assert overall["modulated"] is not None and 0 <= overall["p_value"] <= 1
     groups = {r["split"] for r in report["rows"]}
     assert {"test/level=object", "test/level=attribute", "test/level=relation"} <= groups
+    discovery = list((tmp_path / "runs").rglob("head_discovery/head_scores.json"))  # the default recipe's callback
+    assert len(discovery) == 1 and json.loads(discovery[0].read_text())["method"] == "ablation"
     ckpts = list((tmp_path / "runs").rglob("last.ckpt"))
     assert len(ckpts) == 1 and ckpts[0].stat().st_size < 64_000  # scales + optimizer + loop state only
     assert set(torch.load(ckpts[0], weights_only=True)["state_dict"]) == {"modulation.scales"}
