@@ -34,6 +34,10 @@ from vseam_pl.report import read_metrics_json  # noqa: E402
 from vseam_pl.vlm import model_display_name  # noqa: E402
 
 FRACTIONS = (0.01, 0.1, 0.25, 1.0)
+#: Replaces the default config's callbacks: no head discovery at every run's fit start (the ablation learns scales
+#: from ones; discovery belongs to the comparison), only the checkpoint that records the steps made.
+CALLBACKS = [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+              "init_args": {"save_last": True, "save_top_k": 1}}]  # fmt: skip
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -67,7 +71,7 @@ def train_args(args: argparse.Namespace, model: str, fraction: float, seed: int,
         "--synth_root", "null", "--output_dir", str(folder), "--trainer.default_root_dir", str(folder),
         "--trainer.max_epochs", str(args.epochs), "--trainer.max_steps", "-1", "--trainer.limit_val_batches", "0",
         "--trainer.limit_test_batches", str(args.test_batches or 1.0), "--trainer.enable_progress_bar", "false",
-        *args.train_args,
+        "--trainer.callbacks", json.dumps(CALLBACKS), *args.train_args,
     ]  # fmt: skip
 
 

@@ -54,6 +54,7 @@ def test_fraction_runs_use_expected_records_and_resume(tiny_llava_dir, tiny_worl
         assert set(r["levels"]) == {"object", "attribute", "relation"}
         folder = ablate_fraction.run_folder(tmp_path / "runs", str(tiny_llava_dir), r["fraction"], 0)
         assert (folder / "metrics.json").exists() and (folder / "head_scales.safetensors").exists()
+        assert not list(folder.rglob("head_scores.safetensors"))  # the default config's discovery callback is off
 
     docs = tmp_path / "docs"
     saved = json.loads((docs / "ablation.json").read_text())
