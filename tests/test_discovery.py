@@ -231,10 +231,10 @@ def embedded(tmp_path_factory):
     from vseam_pl.synth.writers import generate_benchmarks
 
     root = generate_benchmarks(tmp_path_factory.mktemp("synth"), seed=123, n_train=1, n_val=1, n_test=8)
-    return load_vlm(str(EMBEDDED)), load_pairs(root / "test" / "pairs" / "pairs.jsonl", limit=12)
+    return load_vlm(str(EMBEDDED)), load_pairs(root / "test" / "pairs" / "pairs.jsonl", limit=8)
 
 
-@pytest.fixture(params=["random", "embedded"])
+@pytest.fixture(params=["random", pytest.param("embedded", marks=pytest.mark.slow)])
 def model_and_pairs(request):
     if request.param == "random":
         return request.getfixturevalue("vlm"), request.getfixturevalue("pairs")
