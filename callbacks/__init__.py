@@ -1,10 +1,10 @@
-"""Lightning callbacks of vseam-pl: head discovery, scale monitoring (imported lazily so each stays optional)."""
+"""Lightning callbacks of vseam-pl: head discovery, causal tracing, scale monitoring (imported lazily so each stays optional)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["HeadDiscovery", "ScaleMonitor"]
+__all__ = ["CausalTracing", "HeadDiscovery", "ScaleMonitor"]
 
 
 def __getattr__(name: str) -> Any:
@@ -16,4 +16,8 @@ def __getattr__(name: str) -> Any:
         from .head_discovery import HeadDiscovery
 
         return HeadDiscovery
+    if name == "CausalTracing":
+        from .tracing import CausalTracing
+
+        return CausalTracing
     raise AttributeError(name)
