@@ -11,8 +11,6 @@ TensorBoard events, `checkpoints/last.ckpt` (scales + optimizer + loop state onl
 
 from __future__ import annotations
 
-import sys
-
 from lightning.pytorch.utilities import rank_zero_info
 
 from vseam_pl.cli import DEFAULT_CONFIG, VSeamCLI, ensure_synthetic, run_dir, write_outputs
@@ -41,4 +39,4 @@ def main(args: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()
