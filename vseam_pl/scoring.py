@@ -75,7 +75,7 @@ def case_variants(answer: str) -> list[str]:
     return list(dict.fromkeys([a.lower(), a[:1].upper() + a[1:].lower(), a.upper()]))
 
 
-def _variant_token_ids(vlm: VLM, prompt: str, variant: str) -> tuple[int, ...]:
+def variant_token_ids(vlm: VLM, prompt: str, variant: str) -> tuple[int, ...]:
     tok = vlm.tokenizer
     full = tok(f"{prompt} {variant}", add_special_tokens=True)["input_ids"]
     n_prompt = len(tok(prompt, add_special_tokens=True)["input_ids"])
@@ -98,7 +98,7 @@ def score_candidates(
         seen: dict[tuple[int, ...], tuple[int, str]] = {}
         for ci, cand in enumerate(cands):
             for v in case_variants(cand):
-                ids = _variant_token_ids(vlm, prompt, v)
+                ids = variant_token_ids(vlm, prompt, v)
                 if ids and ids not in seen:
                     seen[ids] = (ci, v)
         variants.append([(ci, v, ids) for ids, (ci, v) in seen.items()])

@@ -21,7 +21,7 @@ from ..levels import LEVELS, level_of
 from ..pairs import read_pairs
 from ..prompts import DEFAULT_INSTRUCTION, build_prompt
 from ..records import ImagePair
-from ..scoring import _variant_token_ids, case_variants
+from ..scoring import case_variants, variant_token_ids
 from ..vlm import VLM
 
 
@@ -114,7 +114,7 @@ def prepare_pairs(vlm: VLM, pairs: Iterable[ImagePair], instruction: str | None 
         for ci, cand in enumerate(cands):
             ids = []
             for variant in case_variants(cand):
-                t = _variant_token_ids(vlm, prompt, variant)
+                t = variant_token_ids(vlm, prompt, variant)
                 if not t:
                     continue
                 if owner.setdefault(t[0], ci) != ci:
