@@ -487,7 +487,7 @@ def test_cli_vocab_masks_and_scene_graphs(gqa, tiny_pipeline_dir, tmp_path, caps
 
 
 def test_offline_demo_from_the_docs(tiny_pipeline_dir, tmp_path, capsys):
-    """docs/editing.md's offline commands: synthetic GQA-format questions + images + scene graphs, tiny pipeline."""
+    """The README's offline editing commands ("Making edited pairs"): synthetic GQA-format questions + images + scene graphs, tiny pipeline."""
     from vseam_pl.synth.__main__ import main as synth_main
 
     assert synth_main(["--out", str(tmp_path / "synth"), "--n-images", "4", "--n-val", "2", "--n-test", "6"]) == 0
