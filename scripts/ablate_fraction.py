@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shlex
 import sys
 import time
@@ -69,7 +70,8 @@ def train_args(args: argparse.Namespace, model: str, fraction: float, seed: int,
         "--data.root", args.data_root, "--data.fraction", str(fraction), "--data.seed", str(seed),
         "--data.batch_size", str(args.batch_size), "--data.num_workers", str(args.num_workers),
         "--synth_root", "null", "--output_dir", str(folder), "--trainer.default_root_dir", str(folder),
-        "--trainer.max_epochs", str(args.epochs), "--trainer.max_steps", "-1", "--trainer.limit_val_batches", "0",
+        "--trainer.max_epochs", str(args.epochs), "--trainer.max_steps", "-1", "--trainer.limit_train_batches", "1.0",
+        "--trainer.accumulate_grad_batches", "1", "--trainer.limit_val_batches", "0",
         "--trainer.limit_test_batches", str(args.test_batches or 1.0), "--trainer.enable_progress_bar", "false",
         "--trainer.callbacks", json.dumps(CALLBACKS), *args.train_args,
     ]  # fmt: skip
@@ -124,9 +126,13 @@ def run_one(args: argparse.Namespace, model: str, fraction: float, seed: int) ->
         start = time.perf_counter()
         train.main(train_args(args, model, fraction, seed, folder))
         write_json(marker, {"seconds": round(time.perf_counter() - start, 1), "settings": settings})
-    seconds = json.loads(marker.read_text())["seconds"]
-    return {"model": model, "fraction": fraction, "seed": seed, "train_records": train_records(args, fraction, seed),
-            "steps": last_step(folder), "seconds": seconds, "metrics": str(metrics),
+    records, steps = train_records(args, fraction, seed), last_step(folder)
+    expected = math.ceil(records / args.batch_size) * args.epochs
+    if steps is not None and steps != expected:  # e.g. a config that caps the batches per epoch
+        raise ValueError(f"{folder}: the run made {steps} optimizer steps, not {expected} ({records} questions, batch "
+                         f"{args.batch_size}, {args.epochs} epoch(s)); check its config.yaml, delete it and rerun")  # fmt: skip
+    return {"model": model, "fraction": fraction, "seed": seed, "train_records": records, "steps": steps,
+            "seconds": json.loads(marker.read_text())["seconds"], "metrics": str(metrics),
             **gqa_overall(read_metrics_json(metrics)["rows"])}  # fmt: skip
 
 
@@ -193,13 +199,20 @@ def markdown(summary: list[dict[str, Any]], runs: list[dict[str, Any]], args: ar
     for model in dict.fromkeys(s["model"] for s in summary):
         by_f = {s["fraction"]: s for s in summary if s["model"] == model}
         full, tenth = by_f.get(1.0), by_f.get(0.1)
+        min_p = min(r["p_value"] for r in runs if r["model"] == model)
         if full and tenth:
-            gain_full, gain_tenth = full["mean"] - full["zero_shot"], tenth["mean"] - full["zero_shot"]
-            share = f"{100 * gain_tenth / gain_full:.0f}% of the full-data gain" if gain_full > 0 else (
-                "no full-data gain over zero-shot to recover")  # fmt: skip
+            zero = full["zero_shot"]
+            gain_full, gain_tenth = full["mean"] - zero, tenth["mean"] - zero
+            if gain_full <= 0:
+                verdict = "full data does not improve on zero-shot, so there is no gain for 10% to approach"
+            elif gain_tenth <= 0:
+                verdict = "10% of the data does not improve on zero-shot"
+            else:
+                verdict = f"10% of the data recovers {100 * gain_tenth / gain_full:.0f}% of the full-data gain"
             findings.append(f"- **{model_display_name(model)}**: 10% of the data {_pct(tenth['mean'])} ± "
                             f"{_pct(tenth['std'])}% vs full data {_pct(full['mean'])} ± {_pct(full['std'])}% "
-                            f"(zero-shot {_pct(full['zero_shot'])}%): {share}.")  # fmt: skip
+                            f"(zero-shot {_pct(zero)}%): {verdict}. Smallest McNemar p of any run against "
+                            f"zero-shot: {min_p:.3f}.")  # fmt: skip
     return "\n".join([
         "# Low-data ablation: learned head scales vs training-data fraction",
         "",

@@ -87,3 +87,10 @@ def test_aggregate_mean_and_sample_std():
 def test_missing_gqa_accuracy_row_is_reported():
     with pytest.raises(ValueError, match="no GQA test accuracy row; splits present"):
         ablate_fraction.gqa_overall([{"benchmark": "pope", "split": "random", "metric": "accuracy"}])
+
+
+def test_a_run_capped_below_its_epoch_is_an_error(tiny_llava_dir, tiny_world, tmp_path):
+    capped = argv(tiny_llava_dir, tiny_world, tmp_path, "--train_args", "--trainer.limit_train_batches", "1")
+    capped[capped.index("--fractions") + 1 : capped.index("--seeds")] = ["1.0"]
+    with pytest.raises(ValueError, match=r"the run made 1 optimizer steps, not \d+ \(\d+ questions, batch 8"):
+        ablate_fraction.main(capped)
