@@ -18,6 +18,15 @@ SHARED_DATA = REPO.parent / "shared" / "data" / "vseam"
 TINY_WORDS = "is there a dog cat bird car bus in the image yes no red blue green what color left right of to".split()
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run faster on one torch thread than fighting over shared cores; restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.exists():

@@ -21,13 +21,7 @@ from vseam_pl.baselines import (
 from vseam_pl.discovery import HeadScores, init_scales_from_scores
 from vseam_pl.lit_module import HeadModulationModule
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
