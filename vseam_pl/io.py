@@ -45,6 +45,17 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     return write_atomic(path, lambda p: p.write_text(text))
 
 
+def read_json(path: str | os.PathLike, what: str = "JSON file", error: type[Exception] = ValueError, hint: str = "") -> Any:
+    """Parse a whole JSON file; a missing file or invalid JSON is an error naming the file (and the line)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: {what} not found")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise error(f"{path}: not valid JSON ({e.msg}, line {e.lineno}){hint}") from None
+
+
 def _jsonable(x: Any) -> Any:
     if hasattr(x, "tolist"):
         return x.tolist()

@@ -11,7 +11,6 @@ Per-group rows keep the schema and name the group in the split: ``"test/Animal"`
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 from collections.abc import Sequence
@@ -21,7 +20,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from .io import write_json
+from .io import read_json, write_json
 from .metrics import POPE_SPLITS, TN, TP, PairedResult, POPEMetrics, pope_cells
 from .stats import bootstrap_ci, mcnemar_exact
 
@@ -317,11 +316,7 @@ def write_metrics_json(
 
 def read_metrics_json(path: str | os.PathLike) -> dict[str, Any]:
     """Load and validate a metrics.json written by `write_metrics_json`."""
-    try:
-        obj = json.loads(Path(path).read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from e
-    return validate_report(obj, source=str(path))
+    return validate_report(read_json(path, "metrics file"), source=str(path))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -4,13 +4,13 @@ record's raw fields (`semantic` program, object names, `object_positions`) that 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
 from typing import Any
 
 from ..data.readers import read_gqa
+from ..io import read_json
 from ..records import QARecord
 
 Box = tuple[int, int, int, int]  # x, y, w, h in image pixels
@@ -37,12 +37,7 @@ def read_gqa_questions(path: str | os.PathLike, image_dir: str | os.PathLike | N
 def read_scene_graphs(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
     """GQA scene graphs ``{imageId: {width, height, objects: {id: {name, x, y, w, h, attributes, relations}}}}``."""
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: scene-graph file not found")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise GQAFormatError(f"{path}: not valid JSON ({e.msg}, line {e.lineno})") from None
+    data = read_json(path, "scene-graph file", GQAFormatError)
     if not isinstance(data, dict):
         raise GQAFormatError(f"{path}: expected an object keyed by image id")
     for image_id, graph in data.items():

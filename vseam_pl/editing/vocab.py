@@ -17,6 +17,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ..io import read_json
+
 LEVEL_KEYS = ("object", "attribute", "relation")
 TEMPLATE_KEYS = ("object", "color", "material", "size", "relation", "negative", "relation_negative")
 
@@ -77,12 +79,7 @@ class EditVocab:
         source = "vseam_pl/resources/edit_vocab.json"
         if user is not None:
             path = Path(user)
-            if not path.exists():
-                raise FileNotFoundError(f"{path}: vocabulary file not found")
-            try:
-                extra = json.loads(path.read_text())
-            except json.JSONDecodeError as e:
-                raise VocabError(f"{path}: not valid JSON ({e.msg}, line {e.lineno})") from None
+            extra = read_json(path, "vocabulary file", VocabError)
             if not isinstance(extra, dict):
                 raise VocabError(f"{path}: expected a JSON object with keys like {list(LEVEL_KEYS)}")
             data = merge_vocab(data, extra)

@@ -23,7 +23,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from vseam_pl.io import write_json, write_text
+from vseam_pl.io import read_json, write_json, write_text
 from vseam_pl.pairs import write_pairs
 from vseam_pl.records import YES_NO, ImagePair
 
@@ -107,10 +107,7 @@ def generate_benchmarks(
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e.msg}); delete it or pass overwrite=True") from None
+    return read_json(path, "synthetic-world file", hint="; delete it or pass overwrite=True")
 
 
 def _conflict(path: Path, existing: dict[str, Any] | None, config: dict[str, Any]) -> str:
