@@ -24,13 +24,7 @@ from vseam_pl.vlm import load_vlm
 ALL_PAIRS = -float("inf")  # min_gap that keeps every pair (random models barely separate the answers)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, above all on a shared machine (restored after the module)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
