@@ -85,6 +85,7 @@ class HeadModulationModule(LightningModule):
         self.modulation.attach(self.vlm)
         self.strict_loading = False
         self._baseline_done = False
+        self._baseline_acc: dict[str, float] = {}
         self._val: dict[str, dict[str, list[bool]]] = {}
         self._test: list[Outcome] = []
         self.test_rows: list[dict[str, Any]] = []
@@ -173,14 +174,12 @@ class HeadModulationModule(LightningModule):
                 acc["baseline"].append(o.baseline_correct)
 
     def on_validation_epoch_end(self) -> None:
-        baseline_acc: dict[str, float] = getattr(self, "_baseline_acc", {})
         for bench, acc in sorted(self._val.items()):
             self._log_value(f"val/{bench}/accuracy", self._mean(acc["modulated"]))
             if acc["baseline"]:
-                baseline_acc[bench] = self._mean(acc["baseline"])
-            if bench in baseline_acc:  # every epoch, so the baseline draws as a line beside the accuracy
-                self._log_value(f"val/{bench}/baseline_accuracy", baseline_acc[bench])
-        self._baseline_acc = baseline_acc
+                self._baseline_acc[bench] = self._mean(acc["baseline"])
+            if bench in self._baseline_acc:  # every epoch, so the baseline draws as a line beside the accuracy
+                self._log_value(f"val/{bench}/baseline_accuracy", self._baseline_acc[bench])
         if self._val and not self.trainer.sanity_checking:
             self._baseline_done = True
         s = self.modulation.scales.detach()
