@@ -1,12 +1,17 @@
 """Train the embedded tiny VLMs from scratch on the synthetic scene world, reproducibly, on CPU.
 
-    python scripts/pretrain_tiny.py --arch llava --out checkpoints/tiny-llava
-    python scripts/pretrain_tiny.py --arch instructblip --out checkpoints/tiny-instructblip
+    python scripts/pretrain_tiny.py --arch llava --out /tmp/tiny-llava-a                  # stages 1 + 2
+    python scripts/pretrain_tiny.py --arch llava --init-from /tmp/tiny-llava-a --steps 3000 \
+        --out checkpoints/tiny-llava                                                      # stage 3
+    (the same with --arch instructblip --vision-steps 4000 for checkpoints/tiny-instructblip)
 
-The data is a *general* pretraining mixture (captions and mixed questions of every kind) drawn on the fly from a seed
-stream that no benchmark split uses; the V-SEAM benchmark questions are only a part of it, so the models are decent
-but imperfect on them, as real VLMs are. The result is an ordinary Hugging Face folder (safetensors, processor,
-tokenizer) that `vseam_pl.load_vlm` loads exactly like a hub model.
+Stage 1 (the "CLIP" stage, `--vision-steps`) teaches the vision tower dense per-patch labels of the scenes (which
+class, colour, material and size covers each patch, and the place), as LLaVA and InstructBLIP start from a pretrained
+vision tower. The language stages then train projector/Q-Former and decoder (the tower frozen) on a *general*
+mixture — captions and mixed questions of every kind drawn on the fly from a seed stream that no benchmark split
+uses; the V-SEAM benchmark questions are only a part of it, so the models are decent but imperfect on them, as real
+VLMs are. Held-out yes/no accuracy (GQA-style levels, POPE) is logged every `--eval-every` steps. The result is an
+ordinary Hugging Face folder (safetensors, processor, tokenizer) that `vseam_pl.load_vlm` loads like a hub model.
 """
 
 from __future__ import annotations
@@ -18,11 +23,15 @@ import random
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from vseam_pl.prompts import build_prompt
-from vseam_pl.scoring import answer_loss
-from vseam_pl.synth import SceneWorld
+from vseam_pl.scoring import answer_loss, score_candidates
+from vseam_pl.synth import PLACES, SceneWorld
+from vseam_pl.synth.labels import PATCH_LABELS, patch_label_shares, place_index
 from vseam_pl.tiny import TinySizes, build_tiny_instructblip, build_tiny_llava
 from vseam_pl.vlm import VLM, find_decoder, model_family
 
@@ -39,20 +48,104 @@ def trainable_vlm(model, processor, name: str) -> VLM:
                cfg.num_key_value_heads, cfg.hidden_size // cfg.num_attention_heads, cfg.hidden_size)  # fmt: skip
 
 
-def sample_batch(world: SceneWorld, rng: random.Random, vlm: VLM, size: int, caption_share: float):
+def sample_batch(world: SceneWorld, rng: random.Random, vlm: VLM, size: int, caption_share: float, verify_weight: float = 1.0):
+    """`size` examples: captions with probability `caption_share`, else one of the scene's questions, yes/no ones
+    drawn `verify_weight` times as often as open ones (verification is what is slowest to learn)."""
     prompts, images, answers = [], [], []
     for _ in range(size):
         scene = world.sample_scene(rng)
         if rng.random() < caption_share:
             question, answer, instruction = CAPTION_PROMPT, world.caption(scene, rng), None
         else:
-            qa = rng.choice(world.qa_pairs(scene, rng))
+            pairs = world.qa_pairs(scene, rng)
+            qa = rng.choices(pairs, weights=[verify_weight if q.answer in ("yes", "no") else 1.0 for q in pairs])[0]
             question, answer, instruction = qa.question, qa.answer, "default"
         prompt = build_prompt(vlm, question) if instruction else build_prompt(vlm, question, instruction=None)
         prompts.append(prompt)
         images.append(world.render(scene))
         answers.append(answer)
     return prompts, images, answers
+
+
+def vision_features(model, pixel_values: torch.Tensor) -> torch.Tensor:
+    """The patch features the language side reads: LLaVA's `vision_feature_layer`, InstructBLIP's last layer."""
+    if model.config.model_type == "llava":
+        out = model.model.vision_tower(pixel_values, output_hidden_states=True)
+        return out.hidden_states[model.config.vision_feature_layer][:, 1:]
+    return model.vision_model(pixel_values).last_hidden_state[:, 1:]
+
+
+class PatchHeads(nn.Module):
+    """Linear read-outs of per-patch label shares (name, colour, material, size) and the place, for stage 1 only."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.heads = nn.ModuleDict({attr: nn.Linear(dim, len(labels)) for attr, labels in PATCH_LABELS.items()})
+        self.place = nn.Linear(dim, len(PLACES))
+
+    def loss(self, feats: torch.Tensor, shares: dict[str, torch.Tensor], places: torch.Tensor):
+        losses = {attr: -(shares[attr] * F.log_softmax(head(feats), -1)).sum(-1).mean() for attr, head in self.heads.items()}
+        place_logits = self.place(feats)
+        losses["place"] = F.cross_entropy(place_logits.flatten(0, 1), places[:, None].expand(feats.shape[:2]).flatten())
+        # which object class, on patches at least a quarter covered by objects
+        mostly = shares["name"][..., 1:].sum(-1) >= 0.25
+        hit = self.heads["name"](feats)[..., 1:].argmax(-1) == shares["name"][..., 1:].argmax(-1)
+        return sum(losses.values()), float(hit[mostly].float().mean()) if mostly.any() else float("nan")
+
+
+def pretrain_vision(model, processor, world: SceneWorld, rng: random.Random, args) -> list[dict]:
+    """Stage 1 (the CLIP stage): teach the vision tower dense per-patch labels of the synthetic scenes."""
+    patch = model.config.vision_config.patch_size
+    heads = PatchHeads(model.config.vision_config.hidden_size)
+    tower = model.model.vision_tower if model.config.model_type == "llava" else model.vision_model
+    params = [*tower.parameters(), *heads.parameters()]
+    opt = torch.optim.AdamW(params, lr=args.vision_lr, weight_decay=0.01)
+    start, running, history = time.time(), None, []
+    for step in range(args.vision_steps):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, args.vision_steps, args.vision_lr, args.warmup)
+        scenes = [world.sample_scene(rng) for _ in range(args.vision_batch_size)]
+        pixels = processor.image_processor([world.render(s) for s in scenes], return_tensors="pt")["pixel_values"]
+        targets = [patch_label_shares(s, patch) for s in scenes]
+        shares = {a: torch.tensor(np.stack([t[a] for t in targets]), dtype=torch.float32) for a in PATCH_LABELS}
+        places = torch.tensor([place_index(s) for s in scenes])
+        loss, acc = heads.loss(vision_features(model, pixels), shares, places)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
+        if (step + 1) % args.log_every == 0 or step == 0:
+            elapsed = time.time() - start
+            print(f"vision step {step + 1}/{args.vision_steps} loss {running:.3f} class acc {acc:.2f} ({elapsed / 60:.1f} min)", flush=True)
+            history.append({"step": step + 1, "loss": round(running, 4), "class_acc": round(acc, 3), "minutes": round(elapsed / 60, 2)})
+    return history
+
+
+def heldout_questions(world: SceneWorld, vlm: VLM, per_kind: int) -> dict[str, list]:
+    """Fixed yes/no questions per kind (GQA levels, POPE) from a stream no training or benchmark split uses."""
+    rng = random.Random(f"{STREAM}-heldout")
+    kinds: dict[str, list] = {k: [] for k in ("gqa-object", "gqa-attribute", "gqa-relation", "pope")}
+    while any(len(v) < per_kind for v in kinds.values()):
+        scene = world.sample_scene(rng)
+        for qa in world.qa_pairs(scene, rng):
+            kind = f"gqa-{qa.level}" if qa.benchmark == "gqa" else qa.benchmark
+            if kind in kinds and len(kinds[kind]) < per_kind:
+                kinds[kind].append((build_prompt(vlm, qa.question), world.render(scene), qa.answer))
+    return kinds
+
+
+@torch.no_grad()
+def heldout_accuracy(vlm: VLM, kinds: dict[str, list], batch_size: int = 64) -> dict[str, float]:
+    out = {}
+    for kind, rows in kinds.items():
+        hits = 0
+        for i in range(0, len(rows), batch_size):
+            chunk = rows[i : i + batch_size]
+            scores = score_candidates(vlm, [r[0] for r in chunk], [r[1] for r in chunk], [["yes", "no"]] * len(chunk))
+            hits += sum(("yes", "no")[int(s.argmax())] == r[2] for s, r in zip(scores, chunk, strict=True))
+        out[kind] = round(hits / len(rows), 4)
+    return out
 
 
 def lr_at(step: int, steps: int, peak: float, warmup: int) -> float:
@@ -73,10 +166,19 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=100)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default); 1 lets both models train side by side")
     ap.add_argument("--log-every", type=int, default=50)
-    ap.add_argument("--caption-share", type=float, default=0.2, help="share of caption examples in the mixture")
+    ap.add_argument("--caption-share", type=float, default=0.1, help="share of caption examples in the mixture")
+    ap.add_argument("--verify-weight", type=float, default=2.0, help="how much more often yes/no questions are drawn than open ones")
     ap.add_argument("--reduction", choices=["example", "token"], default="example",
                     help="loss averaging: per example, or per answer token (captions then weigh more)")
     ap.add_argument("--init-from", default=None, help="continue from a saved model folder (a second stage)")
+    ap.add_argument("--patch-size", type=int, default=16, help="vision patch size on the 64-pixel images")
+    ap.add_argument("--vision-hidden", type=int, default=128, help="vision tower width")
+    ap.add_argument("--vision-steps", type=int, default=3000, help="stage 1: dense patch-label steps (0 skips; not with --init-from)")
+    ap.add_argument("--vision-batch-size", type=int, default=32)
+    ap.add_argument("--vision-lr", type=float, default=2e-3)
+    ap.add_argument("--train-vision", action="store_true", help="also train the vision tower in the language stage (default: frozen, as LLaVA keeps CLIP)")
+    ap.add_argument("--eval-every", type=int, default=500, help="held-out yes/no accuracy every N steps (0: only at the end)")
+    ap.add_argument("--eval-per-kind", type=int, default=200)
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -85,7 +187,7 @@ def main() -> None:
     torch.manual_seed(args.seed)
     world = SceneWorld(image_size=64)
     builder = build_tiny_llava if args.arch == "llava" else build_tiny_instructblip
-    sizes = TinySizes(text_kv_heads=8 if args.arch == "llava" else 4)
+    sizes = TinySizes(patch_size=args.patch_size, vision_hidden=args.vision_hidden, text_kv_heads=8 if args.arch == "llava" else 4)
     if args.init_from:
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -97,26 +199,37 @@ def main() -> None:
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
     print(f"{args.arch}: {n_params / 1e6:.2f}M parameters, decoder {vlm.num_layers} layers x {vlm.num_heads} heads")
-
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
+    heldout = heldout_questions(world, vlm, args.eval_per_kind)
     stage = f"-from-{Path(args.init_from).name}" if args.init_from else ""
     rng = random.Random(f"{STREAM}-{args.seed}{stage}")
-    start, running = time.time(), None
-    history = []
+
+    start = time.time()
+    vision_history = [] if args.init_from or not args.vision_steps else pretrain_vision(model, processor, world, rng, args)
+    tower = model.model.vision_tower if model.config.model_type == "llava" else model.vision_model
+    tower.requires_grad_(args.train_vision)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
+    running, history = None, []
     for step in range(args.steps):
         for group in opt.param_groups:
             group["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
-        prompts, images, answers = sample_batch(world, rng, vlm, args.batch_size, args.caption_share)
+        prompts, images, answers = sample_batch(world, rng, vlm, args.batch_size, args.caption_share, args.verify_weight)
         loss = answer_loss(vlm, prompts, images, answers, reduction=args.reduction)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
         if (step + 1) % args.log_every == 0 or step == 0:
             elapsed = time.time() - start
             print(f"step {step + 1}/{args.steps} loss {running:.3f} ({elapsed / 60:.1f} min)", flush=True)
             history.append({"step": step + 1, "loss": round(running, 4), "minutes": round(elapsed / 60, 2)})
+        if (args.eval_every and (step + 1) % args.eval_every == 0) or step + 1 == args.steps:
+            model.eval()
+            accuracy = heldout_accuracy(vlm, heldout)
+            model.train()
+            print(f"step {step + 1} held-out yes/no accuracy {accuracy}", flush=True)
+            history.append({"step": step + 1, "heldout_accuracy": accuracy})
 
     model.eval()
     out = Path(args.out)
@@ -127,7 +240,8 @@ def main() -> None:
     if args.init_from:  # keep the earlier stages' record
         prev = json.loads((Path(args.init_from) / "pretraining.json").read_text())
         stages = prev.get("stages") or [{k: prev[k] for k in ("args", "minutes", "history")}]
-    stage = {"args": vars(args), "minutes": round((time.time() - start) / 60, 2), "history": history}
+    stage = {"args": vars(args), "minutes": round((time.time() - start) / 60, 2), "vision_history": vision_history,
+             "history": history}  # fmt: skip
     (out / "pretraining.json").write_text(json.dumps({
         "script": "scripts/pretrain_tiny.py", "parameters": n_params, "torch": torch.__version__,
         "stages": [*stages, stage],

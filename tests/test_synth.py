@@ -26,6 +26,7 @@ from vseam_pl.synth import (
     generate_benchmarks,
     tokenize,
 )
+from vseam_pl.synth.labels import PATCH_LABELS, patch_label_shares
 from vseam_pl.synth.render import glyph_mask
 from vseam_pl.synth.scene import PLURALS
 from vseam_pl.synth.writers import SPLITS, write_split
@@ -404,3 +405,24 @@ def test_interrupted_output_resumes_to_identical_files(tmp_path):
     generate_benchmarks(d, **kw)
     assert files(d) == complete and not (d / ".synth-val-x.tmp").exists()
     assert (d / "train" / "images" / "1000000.png").stat().st_mtime_ns == train_mtime
+
+
+def test_patch_label_shares_locate_each_object_in_its_patches():
+    obj = SceneObject("cat", "red", "metal", "small", 2, 2, 16, 16)  # inside the top-left 16x16 patch and its right/bottom neighbours
+    scene = Scene(place="grass", objects=(obj,))
+    shares = patch_label_shares(scene, 16)
+    assert set(shares) == set(PATCH_LABELS)
+    for attr, table in shares.items():
+        assert table.shape == (16, len(PATCH_LABELS[attr]))
+        np.testing.assert_allclose(table.sum(axis=1), 1.0)
+    cat, red = PATCH_LABELS["name"].index("cat"), PATCH_LABELS["color"].index("red")
+    # the silhouette's pixels fall in patches 0, 1, 4, 5 only, most of them in patch 0
+    covered = np.flatnonzero(shares["name"][:, cat] > 0)
+    assert set(covered) <= {0, 1, 4, 5} and 0 in covered
+    assert shares["name"][0, cat] == shares["color"][0, red] > 0.3
+    assert shares["name"][15, 0] == 1.0  # far corner: background only
+    # the shares count exactly the silhouette's pixels
+    total = sum(shares["name"][:, cat]) * 16 * 16
+    assert round(total) == int((np.asarray(glyph_mask("cat", 16, 16)) > 0).sum())
+    with pytest.raises(ValueError, match="multiple of patch size"):
+        patch_label_shares(scene, 24)

@@ -64,3 +64,14 @@ def test_chat_template_and_fallback_prompts(tiny_llava_dir, tiny_instructblip_di
 def test_missing_local_model_is_a_clear_error(tmp_path):
     with pytest.raises(OSError):
         load_vlm(str(tmp_path / "nope"))
+
+
+def test_tiny_builders_initialise_vision_towers_trainably():
+    """InstructBlipVisionConfig defaults to initializer_range=1e-10: a from-scratch tower would start numerically dead."""
+    from vseam_pl.tiny import TinySizes, build_tiny_instructblip, build_tiny_llava
+
+    sizes = TinySizes(vision_layers=1, text_layers=1, text_heads=2, text_kv_heads=2)
+    for build, tower in ((build_tiny_llava, "vision_tower"), (build_tiny_instructblip, "vision_model")):
+        model, _ = build(["cat"], sizes)
+        weights = [p for n, p in model.named_parameters() if tower in n and n.endswith("weight") and p.dim() > 1]
+        assert weights and min(float(w.detach().std()) for w in weights) > 1e-3, build.__name__

@@ -152,6 +152,7 @@ def build_tiny_instructblip(
         num_attention_heads=s.vision_heads,
         image_size=s.image_size,
         patch_size=s.patch_size,
+        initializer_range=0.02,  # the config's default (1e-10) leaves a from-scratch tower numerically dead
     )
     qformer = InstructBlipQFormerConfig(
         vocab_size=len(qformer_tokenizer),
