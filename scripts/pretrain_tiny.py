@@ -67,6 +67,19 @@ def sample_batch(world: SceneWorld, rng: random.Random, vlm: VLM, size: int, cap
     return prompts, images, answers
 
 
+def vision_tower(model) -> nn.Module:
+    return model.model.vision_tower if model.config.model_type == "llava" else model.vision_model
+
+
+def optimizer_step(opt: torch.optim.Optimizer, params: list, loss: torch.Tensor, running: float | None) -> float:
+    """One clipped step; returns the smoothed loss for the log."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    return loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
+
+
 def vision_features(model, pixel_values: torch.Tensor) -> torch.Tensor:
     """The patch features the language side reads: LLaVA's `vision_feature_layer`, InstructBLIP's last layer."""
     if model.config.model_type == "llava":
@@ -97,8 +110,7 @@ def pretrain_vision(model, processor, world: SceneWorld, rng: random.Random, arg
     """Stage 1 (the CLIP stage): teach the vision tower dense per-patch labels of the synthetic scenes."""
     patch = model.config.vision_config.patch_size
     heads = PatchHeads(model.config.vision_config.hidden_size)
-    tower = model.model.vision_tower if model.config.model_type == "llava" else model.vision_model
-    params = [*tower.parameters(), *heads.parameters()]
+    params = [*vision_tower(model).parameters(), *heads.parameters()]
     opt = torch.optim.AdamW(params, lr=args.vision_lr, weight_decay=0.01)
     start, running, history = time.time(), None, []
     for step in range(args.vision_steps):
@@ -110,12 +122,8 @@ def pretrain_vision(model, processor, world: SceneWorld, rng: random.Random, arg
         shares = {a: torch.tensor(np.stack([t[a] for t in targets]), dtype=torch.float32) for a in PATCH_LABELS}
         places = torch.tensor([place_index(s) for s in scenes])
         loss, acc = heads.loss(vision_features(model, pixels), shares, places)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
-        if (step + 1) % args.log_every == 0 or step == 0:
+        running = optimizer_step(opt, params, loss, running)
+        if (step + 1) % args.log_every == 0 or step == 0 or step + 1 == args.vision_steps:
             elapsed = time.time() - start
             print(f"vision step {step + 1}/{args.vision_steps} loss {running:.3f} class acc {acc:.2f} ({elapsed / 60:.1f} min)", flush=True)
             history.append({"step": step + 1, "loss": round(running, 4), "class_acc": round(acc, 3), "minutes": round(elapsed / 60, 2)})
@@ -205,8 +213,7 @@ def main() -> None:
 
     start = time.time()
     vision_history = [] if args.init_from or not args.vision_steps else pretrain_vision(model, processor, world, rng, args)
-    tower = model.model.vision_tower if model.config.model_type == "llava" else model.vision_model
-    tower.requires_grad_(args.train_vision)
+    vision_tower(model).requires_grad_(args.train_vision)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
     running, history = None, []
@@ -215,12 +222,8 @@ def main() -> None:
             group["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
         prompts, images, answers = sample_batch(world, rng, vlm, args.batch_size, args.caption_share, args.verify_weight)
         loss = answer_loss(vlm, prompts, images, answers, reduction=args.reduction)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
-        if (step + 1) % args.log_every == 0 or step == 0:
+        running = optimizer_step(opt, params, loss, running)
+        if (step + 1) % args.log_every == 0 or step == 0 or step + 1 == args.steps:
             elapsed = time.time() - start
             print(f"step {step + 1}/{args.steps} loss {running:.3f} ({elapsed / 60:.1f} min)", flush=True)
             history.append({"step": step + 1, "loss": round(running, 4), "minutes": round(elapsed / 60, 2)})
