@@ -17,7 +17,6 @@ ordinary Hugging Face folder (safetensors, processor, tokenizer) that `vseam_pl.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import random
 import time
@@ -28,8 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vseam_pl.prompts import build_prompt
-from vseam_pl.scoring import answer_loss, score_candidates
+from vseam_pl.io import read_json, write_json
+from vseam_pl.prompts import DEFAULT_INSTRUCTION, build_prompt
+from vseam_pl.scoring import answer_loss, predict
 from vseam_pl.synth import PLACES, SceneWorld
 from vseam_pl.synth.labels import PATCH_LABELS, patch_label_shares, place_index
 from vseam_pl.tiny import TinySizes, build_tiny_instructblip, build_tiny_llava
@@ -59,9 +59,8 @@ def sample_batch(world: SceneWorld, rng: random.Random, vlm: VLM, size: int, cap
         else:
             pairs = world.qa_pairs(scene, rng)
             qa = rng.choices(pairs, weights=[verify_weight if q.answer in ("yes", "no") else 1.0 for q in pairs])[0]
-            question, answer, instruction = qa.question, qa.answer, "default"
-        prompt = build_prompt(vlm, question) if instruction else build_prompt(vlm, question, instruction=None)
-        prompts.append(prompt)
+            question, answer, instruction = qa.question, qa.answer, DEFAULT_INSTRUCTION
+        prompts.append(build_prompt(vlm, question, instruction))
         images.append(world.render(scene))
         answers.append(answer)
     return prompts, images, answers
@@ -82,10 +81,10 @@ def optimizer_step(opt: torch.optim.Optimizer, params: list, loss: torch.Tensor,
 
 def vision_features(model, pixel_values: torch.Tensor) -> torch.Tensor:
     """The patch features the language side reads: LLaVA's `vision_feature_layer`, InstructBLIP's last layer."""
+    tower = vision_tower(model)
     if model.config.model_type == "llava":
-        out = model.model.vision_tower(pixel_values, output_hidden_states=True)
-        return out.hidden_states[model.config.vision_feature_layer][:, 1:]
-    return model.vision_model(pixel_values).last_hidden_state[:, 1:]
+        return tower(pixel_values, output_hidden_states=True).hidden_states[model.config.vision_feature_layer][:, 1:]
+    return tower(pixel_values).last_hidden_state[:, 1:]
 
 
 class PatchHeads(nn.Module):
@@ -130,29 +129,28 @@ def pretrain_vision(model, processor, world: SceneWorld, rng: random.Random, arg
     return history
 
 
-def heldout_questions(world: SceneWorld, vlm: VLM, per_kind: int) -> dict[str, list]:
-    """Fixed yes/no questions per kind (GQA levels, POPE) from a stream no training or benchmark split uses."""
+def heldout_questions(world: SceneWorld, per_kind: int) -> dict[str, list]:
+    """Fixed yes/no (question, image, answer) rows per kind (GQA levels, POPE) from a stream no training or benchmark
+    split uses."""
     rng = random.Random(f"{STREAM}-heldout")
     kinds: dict[str, list] = {k: [] for k in ("gqa-object", "gqa-attribute", "gqa-relation", "pope")}
     while any(len(v) < per_kind for v in kinds.values()):
         scene = world.sample_scene(rng)
+        image = world.render(scene)
         for qa in world.qa_pairs(scene, rng):
             kind = f"gqa-{qa.level}" if qa.benchmark == "gqa" else qa.benchmark
             if kind in kinds and len(kinds[kind]) < per_kind:
-                kinds[kind].append((build_prompt(vlm, qa.question), world.render(scene), qa.answer))
+                kinds[kind].append((qa.question, image, qa.answer))
     return kinds
 
 
 @torch.no_grad()
-def heldout_accuracy(vlm: VLM, kinds: dict[str, list], batch_size: int = 64) -> dict[str, float]:
+def heldout_accuracy(vlm: VLM, kinds: dict[str, list]) -> dict[str, float]:
     out = {}
     for kind, rows in kinds.items():
-        hits = 0
-        for i in range(0, len(rows), batch_size):
-            chunk = rows[i : i + batch_size]
-            scores = score_candidates(vlm, [r[0] for r in chunk], [r[1] for r in chunk], [["yes", "no"]] * len(chunk))
-            hits += sum(("yes", "no")[int(s.argmax())] == r[2] for s, r in zip(scores, chunk, strict=True))
-        out[kind] = round(hits / len(rows), 4)
+        questions, images, answers = zip(*rows, strict=True)
+        predicted = predict(vlm, questions, images, [("yes", "no")] * len(rows), batch_size=64)
+        out[kind] = round(sum(p == a for p, a in zip(predicted, answers, strict=True)) / len(rows), 4)
     return out
 
 
@@ -207,9 +205,9 @@ def main() -> None:
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
     print(f"{args.arch}: {n_params / 1e6:.2f}M parameters, decoder {vlm.num_layers} layers x {vlm.num_heads} heads")
-    heldout = heldout_questions(world, vlm, args.eval_per_kind)
-    stage = f"-from-{Path(args.init_from).name}" if args.init_from else ""
-    rng = random.Random(f"{STREAM}-{args.seed}{stage}")
+    heldout = heldout_questions(world, args.eval_per_kind)
+    continuation = f"-from-{Path(args.init_from).name}" if args.init_from else ""
+    rng = random.Random(f"{STREAM}-{args.seed}{continuation}")
 
     start = time.time()
     vision_history = [] if args.init_from or not args.vision_steps else pretrain_vision(model, processor, world, rng, args)
@@ -241,14 +239,14 @@ def main() -> None:
     processor.save_pretrained(out)
     stages = []
     if args.init_from:  # keep the earlier stages' record
-        prev = json.loads((Path(args.init_from) / "pretraining.json").read_text())
+        prev = read_json(Path(args.init_from) / "pretraining.json", "pretraining record")
         stages = prev.get("stages") or [{k: prev[k] for k in ("args", "minutes", "history")}]
     stage = {"args": vars(args), "minutes": round((time.time() - start) / 60, 2), "vision_history": vision_history,
              "history": history}  # fmt: skip
-    (out / "pretraining.json").write_text(json.dumps({
+    write_json(out / "pretraining.json", {
         "script": "scripts/pretrain_tiny.py", "parameters": n_params, "torch": torch.__version__,
         "stages": [*stages, stage],
-    }, indent=2) + "\n")  # fmt: skip
+    })  # fmt: skip
     print(f"saved {out} ({(time.time() - start) / 60:.1f} min)")
 
 
