@@ -5,8 +5,8 @@
 Every (model, fraction, seed) run is one `train.main([...])` call with `--data.fraction F --data.seed S
 --seed_everything S` (the stratified subsample and the shuffle both follow the seed) and the same number of epochs,
 writing its own `metrics.json` under `--runs_dir`. A finished run (same model files, same settings) is not redone,
-so an interrupted ablation resumes where it stopped; cached runs of other settings or model files are an error. Writes `<out>/ablation.json` (every run + mean ± std per fraction),
-`<out>/ablation.md` (the table and the exact command) and `<out>/ablation.png` (accuracy vs fraction).
+so an interrupted ablation resumes where it stopped; cached runs of other settings or model files are an error.
+Writes `<out>/ablation.json` (every run + mean ± std per fraction), `<out>/ablation.md` (the table and the exact command) and `<out>/ablation.png` (accuracy vs fraction).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ if str(REPO) not in sys.path:
 import train  # noqa: E402  (the repository's train.py: the same CLI and outputs as a manual run)
 from vseam_pl.baselines import claim_run_dir  # noqa: E402
 from vseam_pl.data import GQADataModule  # noqa: E402
-from vseam_pl.io import write_atomic, write_json, write_text  # noqa: E402
+from vseam_pl.io import read_json, write_atomic, write_json, write_text  # noqa: E402
 from vseam_pl.levels import LEVELS  # noqa: E402
 from vseam_pl.report import read_metrics_json  # noqa: E402
 from vseam_pl.vlm import model_display_name  # noqa: E402
@@ -117,7 +117,7 @@ def run_one(args: argparse.Namespace, model: str, fraction: float, seed: int) ->
     name = f"{model_display_name(model)} fraction={fraction:g} seed={seed}"
     if marker.exists():
         print(f"[ablation] {name}: done already ({metrics})", flush=True)
-        done = json.loads(marker.read_text())
+        done = read_json(marker, "finished-run marker")
         if done.get("settings") != settings:
             raise ValueError(f"{marker}: finished with settings {done.get('settings')}, not {settings}; delete "
                              f"{folder} or pass another --runs_dir")  # fmt: skip
@@ -125,14 +125,15 @@ def run_one(args: argparse.Namespace, model: str, fraction: float, seed: int) ->
         print(f"[ablation] {name} ...", flush=True)
         start = time.perf_counter()
         train.main(train_args(args, model, fraction, seed, folder))
-        write_json(marker, {"seconds": round(time.perf_counter() - start, 1), "settings": settings})
+        done = {"seconds": round(time.perf_counter() - start, 1), "settings": settings}
+        write_json(marker, done)
     records, steps = train_records(args, fraction, seed), last_step(folder)
     expected = math.ceil(records / args.batch_size) * args.epochs
     if steps is not None and steps != expected:  # e.g. a config that caps the batches per epoch
         raise ValueError(f"{folder}: the run made {steps} optimizer steps, not {expected} ({records} questions, batch "
                          f"{args.batch_size}, {args.epochs} epoch(s)); check its config.yaml, delete it and rerun")  # fmt: skip
     return {"model": model, "fraction": fraction, "seed": seed, "train_records": records, "steps": steps,
-            "seconds": json.loads(marker.read_text())["seconds"], "metrics": str(metrics),
+            "seconds": done["seconds"], "metrics": str(metrics),
             **gqa_overall(read_metrics_json(metrics)["rows"])}  # fmt: skip
 
 
