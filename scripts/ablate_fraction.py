@@ -29,7 +29,7 @@ if str(REPO) not in sys.path:
 import train  # noqa: E402  (the repository's train.py: the same CLI and outputs as a manual run)
 from vseam_pl.baselines import claim_run_dir  # noqa: E402
 from vseam_pl.data import GQADataModule  # noqa: E402
-from vseam_pl.io import read_json, write_atomic, write_json, write_text  # noqa: E402
+from vseam_pl.io import read_cached, write_atomic, write_json, write_text  # noqa: E402
 from vseam_pl.levels import LEVELS  # noqa: E402
 from vseam_pl.report import read_metrics_json  # noqa: E402
 from vseam_pl.vlm import model_display_name  # noqa: E402
@@ -117,10 +117,7 @@ def run_one(args: argparse.Namespace, model: str, fraction: float, seed: int) ->
     name = f"{model_display_name(model)} fraction={fraction:g} seed={seed}"
     if marker.exists():
         print(f"[ablation] {name}: done already ({metrics})", flush=True)
-        done = read_json(marker, "finished-run marker")
-        if done.get("settings") != settings:
-            raise ValueError(f"{marker}: finished with settings {done.get('settings')}, not {settings}; delete "
-                             f"{folder} or pass another --runs_dir")  # fmt: skip
+        done = read_cached(marker, settings, "finished-run marker", f"delete {folder} or pass another --runs_dir")
     else:
         print(f"[ablation] {name} ...", flush=True)
         start = time.perf_counter()

@@ -36,7 +36,7 @@ from vseam_pl.baselines import (
 )
 from vseam_pl.data import GQADataModule
 from vseam_pl.discovery import DiscoveryConfig, HeadScores, init_scales_from_scores, load_pairs, run_discovery
-from vseam_pl.io import read_json, write_json, write_text
+from vseam_pl.io import read_cached, write_json, write_text
 from vseam_pl.levels import LEVELS
 from vseam_pl.stats import mcnemar_exact
 from vseam_pl.vlm import load_vlm, model_display_name
@@ -161,11 +161,8 @@ def collect(model: str, args: argparse.Namespace) -> tuple[dict[str, Any], list[
         path = run_dir / f"{run_name(method, seed)}.json"
         if path.exists():
             print(f"[compare] {model_display_name(model)} {run_name(method, seed)}: done already ({path})", flush=True)
-            result = read_json(path, "cached method result")
-            if result.get("settings") != result_settings(args):
-                raise ValueError(f"{path}: computed with settings {result.get('settings')}, not "
-                                 f"{result_settings(args)}; delete it or pass another --runs_dir")  # fmt: skip
-            results.append(result)
+            results.append(read_cached(path, result_settings(args), "cached method result",
+                                       "delete it or pass another --runs_dir"))  # fmt: skip
             continue
         print(f"[compare] {model_display_name(model)} {run_name(method, seed)} ...", flush=True)
         result = {**run_method(model, method, seed, scores, args), "settings": result_settings(args)}

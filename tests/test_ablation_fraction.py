@@ -65,7 +65,7 @@ def test_fraction_runs_use_expected_records_and_resume(tiny_llava_dir, tiny_worl
     assert capsys.readouterr().out.count("done already") == 2
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     assert again["runs"] == result["runs"]
-    with pytest.raises(ValueError, match="ablation_run.json: finished with settings"):  # other settings: not reused
+    with pytest.raises(ValueError, match="ablation_run.json: computed with settings"):  # other settings: not reused
         ablate_fraction.main(argv(tiny_llava_dir, tiny_world, tmp_path, "--lr", "0.5"))
 
 

@@ -56,6 +56,14 @@ def read_json(path: str | os.PathLike, what: str = "JSON file", error: type[Exce
         raise error(f"{path}: not valid JSON ({e.msg}, line {e.lineno}){hint}") from None
 
 
+def read_cached(path: str | os.PathLike, settings: dict[str, Any], what: str, remedy: str) -> dict[str, Any]:
+    """A cached result whose `"settings"` must equal `settings` (a rerun with other settings must not reuse it)."""
+    cached = read_json(path, what)
+    if cached.get("settings") != settings:
+        raise ValueError(f"{path}: computed with settings {cached.get('settings')}, not {settings}; {remedy}")
+    return cached
+
+
 def _jsonable(x: Any) -> Any:
     if hasattr(x, "tolist"):
         return x.tolist()
