@@ -56,9 +56,8 @@ trainer:
 
 def run_train(world: dict[str, Path], root: Path, *extra: str, recipe: str = "configs/default.yaml",
               limit: int | None = LIMIT) -> str:
-    """train.main with the tiny model/data overrides; returns what it printed. File order (no shuffle buffer): a
-    StreamLoader counts its own passes for the shuffle seed, so a resumed run would reshuffle its first epoch as
-    epoch 0 (reported to the data owner)."""
+    """train.main with the tiny model/data overrides; returns what it printed. File order (no shuffle buffer) unless
+    the caller overrides it."""
     args = ["-c", recipe, "-c", str(world["overlay"]), "--model.model", str(world["model"]), "--synth_root", "null",
             "--data.init_args.root", str(world["synth"]), "--data.init_args.batch_size", str(BATCH),
             "--data.init_args.num_workers", "0", "--data.init_args.shuffle_buffer", "0", "--trainer.max_epochs", str(EPOCHS),
@@ -173,6 +172,44 @@ def test_resume_after_crash_ends_with_the_uninterrupted_scales(world, default_ru
     assert final["global_step"] == EPOCHS * LIMIT // BATCH
     # it resumed rather than restarted: the new run trained only the steps the crashed one had not done
     ea = EventAccumulator(str(version_dir(tmp_path, 1)), size_guidance={"scalars": 0})
+    ea.Reload()
+    assert [e.step for e in ea.Scalars("train/loss")] == list(range(crash_at, EPOCHS * LIMIT // BATCH))
+
+
+@pytest.fixture(scope="module")
+def every_step(tmp_path_factory) -> Path:
+    """Callbacks that checkpoint after every optimizer step (so a crash can land in the middle of an epoch)."""
+    overlay = tmp_path_factory.mktemp("every-step") / "every_step.yaml"
+    overlay.write_text("""
+trainer:
+  callbacks:
+    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
+      init_args: {every_n_train_steps: 1, save_last: true, save_top_k: 1}
+""")
+    return overlay
+
+
+@pytest.mark.parametrize("crash_at", [LIMIT // BATCH + 1, LIMIT // BATCH], ids=["mid-epoch", "epoch-boundary"])
+def test_resume_with_a_shuffle_buffer_replays_the_uninterrupted_batches(world, every_step, tmp_path, crash_at):
+    """With shuffling, the resumed run must see the same batches as the uninterrupted one: the pass in progress is
+    replayed with its own shuffle seed, minus the batches already trained on (StreamLoader state in the checkpoint).
+    """
+    shuffled = ["-c", str(every_step), "--data.init_args.shuffle_buffer", "4"]
+    run_train(world, tmp_path / "reference", *shuffled)
+    uninterrupted = HeadModulation.load(version_dir(tmp_path / "reference") / "head_scales.safetensors").scales
+    crashed = tmp_path / "crashed"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_train(world, crashed, *shuffled, "--trainer.callbacks+=" + f"{__name__}.CrashAtStep",
+                  "--trainer.callbacks.step", str(crash_at))  # fmt: skip
+    state = torch.load(version_dir(crashed) / "checkpoints" / "last.ckpt", weights_only=False)
+    assert state["global_step"] == crash_at
+    (loader_state,) = state["loops"]["fit_loop"]["state_dict"]["combined_loader"]
+    assert loader_state == {"epoch": 1, "batches": crash_at - LIMIT // BATCH, "ended": False} or (
+        crash_at == LIMIT // BATCH and loader_state == {"epoch": 0, "batches": LIMIT // BATCH, "ended": True})
+    run_train(world, crashed, *shuffled, "--ckpt_path", "last")
+    resumed = HeadModulation.load(version_dir(crashed, 1) / "head_scales.safetensors").scales
+    torch.testing.assert_close(resumed, uninterrupted, atol=1e-6, rtol=1e-6)
+    ea = EventAccumulator(str(version_dir(crashed, 1)), size_guidance={"scalars": 0})
     ea.Reload()
     assert [e.step for e in ea.Scalars("train/loss")] == list(range(crash_at, EPOCHS * LIMIT // BATCH))
 

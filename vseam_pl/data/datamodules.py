@@ -40,6 +40,7 @@ from .stream import (
     SplitPlan,
     StreamLoader,
     init_worker,
+    trainer_pass_progress,
 )
 
 Splitting = Literal["auto", "folders", "hash", "all"]
@@ -230,12 +231,14 @@ class QADataModule(LightningDataModule):
                         on_bad_record=self.on_bad_record, shuffle_buffer=self.shuffle_buffer if split == "train" else 0,
                         seed=self.seed)
 
-    def loader(self, dataset: Any) -> StreamLoader:
+    def loader(self, dataset: Any, train: bool = False) -> StreamLoader:
+        progress = (lambda: trainer_pass_progress(self.trainer)) if train else None
         return StreamLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers,
-                            collate_fn=Collate(self.collate_fn), worker_init_fn=init_worker, skip_log=self._skips)
+                            collate_fn=Collate(self.collate_fn), worker_init_fn=init_worker, skip_log=self._skips,
+                            progress=progress)  # fmt: skip
 
     def train_dataloader(self) -> StreamLoader:
-        return self.loader(self.stream("train"))
+        return self.loader(self.stream("train"), train=True)
 
     def val_dataloader(self) -> StreamLoader:
         return self.loader(self.stream("val"))
@@ -395,7 +398,8 @@ class MultiBenchmarkDataModule(LightningDataModule):
             streams = InterleavedStream([dm.stream("train") for dm in self.datamodules])
             return StreamLoader(streams, batch_size=self.batch_size, num_workers=self.num_workers,
                                 collate_fn=Collate(self.collate_fn), worker_init_fn=init_worker,
-                                skip_log=self.datamodules[0]._skips)
+                                skip_log=self.datamodules[0]._skips,
+                                progress=lambda: trainer_pass_progress(self.trainer))  # fmt: skip
         loaders = {n: dm.train_dataloader() for n, dm in zip(self.names, self.datamodules, strict=True)}
         return CombinedLoader(loaders, mode=self.train_mode)
 

@@ -197,23 +197,68 @@ class SkipLog:
                       f"{first}", stacklevel=3)
 
 
-class StreamLoader(DataLoader):
-    """A DataLoader that advances the stream's epoch (shuffle seed) and reports skips at the end of each pass."""
+#: Where a training pass stands: (epoch, batches trained on in it, whether the pass ended).
+PassProgress = tuple[int, int, bool]
 
-    def __init__(self, dataset: IterableDataset, *args: Any, skip_log: SkipLog | None = None, **kwargs: Any) -> None:
+
+def trainer_pass_progress(trainer: Any) -> PassProgress | None:
+    """The exact resume point from a Lightning trainer's own loop counters (None outside `fit`).
+
+    The loader cannot count this itself: Lightning's fetcher draws one batch ahead of the one being trained on, and
+    `limit_train_batches` ends an epoch before the stream does."""
+    if trainer is None or getattr(trainer.state, "fn", None) != "fit":
+        return None
+    loop = trainer.fit_loop.epoch_loop
+    ended = loop.batch_progress.is_last_batch or loop._num_ready_batches_reached()
+    return trainer.current_epoch, loop.batch_progress.current.processed, bool(ended)
+
+
+class StreamLoader(DataLoader):
+    """A DataLoader that advances the stream's epoch (shuffle seed), reports skips at the end of each pass, and can
+    resume in the middle of a pass.
+
+    `state_dict()` / `load_state_dict()` (the interface Lightning saves in checkpoints) hold the pass's epoch, the
+    batches already trained on and whether the pass ended; a loaded mid-pass state replays that pass with the same
+    shuffle seed and drops the batches already trained on (they are still read: streams cannot seek). `progress`
+    gives the exact counts from the trainer (:func:`trainer_pass_progress`); without it the loader's own count of
+    batches handed out is used.
+    """
+
+    def __init__(self, dataset: IterableDataset, *args: Any, skip_log: SkipLog | None = None,
+                 progress: Callable[[], PassProgress | None] | None = None, **kwargs: Any) -> None:
         super().__init__(dataset, *args, **kwargs)
         self.skip_log = skip_log
-        self._epoch = 0
+        self.progress = progress
+        self._epoch = 0  # epoch of the next pass
+        self._skip = 0  # batches to drop at the start of the next pass (after a mid-pass resume)
+        self._pass: PassProgress = (0, 0, True)  # the latest pass: epoch, batches handed out, ended
+
+    def state_dict(self) -> dict[str, Any]:
+        epoch, batches, ended = (self.progress() if self.progress else None) or self._pass
+        return {"epoch": epoch, "batches": batches, "ended": ended}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        try:
+            epoch, batches, ended = int(state["epoch"]), int(state["batches"]), bool(state["ended"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"StreamLoader state must hold epoch, batches and ended; got {state!r}") from e
+        self._epoch, self._skip = (epoch + 1, 0) if ended else (epoch, batches)
 
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        epoch, skip = self._epoch, self._skip
+        self._epoch, self._skip = epoch + 1, 0
         if hasattr(self.dataset, "set_epoch"):
-            self.dataset.set_epoch(self._epoch)
-        self._epoch += 1
+            self.dataset.set_epoch(epoch)
+        self._pass = (epoch, skip, False)
         seen: list[tuple[str, str]] = []
         try:
-            for batch in super().__iter__():
+            for i, batch in enumerate(super().__iter__()):
                 seen.extend(skips_of(batch))
+                if i < skip:
+                    continue
+                self._pass = (epoch, i + 1, False)
                 yield batch
+            self._pass = (epoch, self._pass[1], True)
         finally:
             if self.skip_log is not None:
                 self.skip_log.add(seen, "while loading images this pass")
