@@ -11,6 +11,7 @@ steps cannot hang. Only then are images decoded, in the worker. A record that fa
 
 from __future__ import annotations
 
+import itertools
 import random
 import warnings
 from collections.abc import Callable, Iterator
@@ -90,9 +91,17 @@ class QAStream(IterableDataset):
         self.total = total  # train: the split's row count, enabling drop_last across ranks
         self.on_bad_record = on_bad_record
         self.shuffle_buffer, self.seed, self.epoch = shuffle_buffer, seed, 0
+        self.skip = (0, 0)  # (batches, batch_size) dropped as rows at the start of the next pass
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def skip_batches(self, batches: int, batch_size: int) -> None:
+        """Drop the first `batches` batches of the next pass as rows, before any image is decoded (a resumed pass).
+
+        A DataLoader hands batch ``j`` to worker ``j % W`` while every worker still has rows, so worker ``w`` drops
+        its ``len(range(w, batches, W))`` first batches; callers keep `batches` to that round-robin stretch."""
+        self.skip = (batches, batch_size)
 
     def shard_rows(self) -> Iterator[Row]:
         info = get_worker_info()
@@ -124,7 +133,13 @@ class QAStream(IterableDataset):
 
     def __iter__(self) -> Iterator[Example | Skipped]:
         on_bad = _ignore if self.on_bad_record == "skip" else None
-        yield from self.plan.source.attach(self._shuffled(self.shard_rows()), on_bad)
+        rows = self._shuffled(self.shard_rows())
+        batches, size = self.skip
+        if batches:
+            info = get_worker_info()
+            worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+            rows = itertools.islice(rows, len(range(worker, batches, workers)) * size, None)
+        yield from self.plan.source.attach(rows, on_bad)
 
 
 @dataclass
@@ -219,9 +234,10 @@ class StreamLoader(DataLoader):
 
     `state_dict()` / `load_state_dict()` (the interface Lightning saves in checkpoints) hold the pass's epoch, the
     batches already trained on and whether the pass ended; a loaded mid-pass state replays that pass with the same
-    shuffle seed and drops the batches already trained on (they are still read: streams cannot seek). `progress`
-    gives the exact counts from the trainer (:func:`trainer_pass_progress`); without it the loader's own count of
-    batches handed out is used.
+    shuffle seed and drops the batches already trained on. A `QAStream` drops them as rows, before images are
+    decoded, except the last `num_workers` batches (near a pass's end a worker may run dry and the round-robin order
+    shifts), which are loaded and dropped like those of any other dataset. `progress` gives the exact counts from
+    the trainer (:func:`trainer_pass_progress`); without it the loader's own count of batches handed out is used.
     """
 
     def __init__(self, dataset: IterableDataset, *args: Any, skip_log: SkipLog | None = None,
@@ -249,10 +265,15 @@ class StreamLoader(DataLoader):
         self._epoch, self._skip = epoch + 1, 0
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(epoch)
+        as_rows = 0
+        if hasattr(self.dataset, "skip_batches") and self.batch_size:
+            workers = max(1, self.num_workers)
+            as_rows = max(0, skip - workers) // workers * workers if self.num_workers else skip
+            self.dataset.skip_batches(as_rows, self.batch_size)
         self._pass = (epoch, skip, False)
         seen: list[tuple[str, str]] = []
         try:
-            for i, batch in enumerate(super().__iter__()):
+            for i, batch in enumerate(super().__iter__(), start=as_rows):
                 seen.extend(skips_of(batch))
                 if i < skip:
                     continue
