@@ -16,7 +16,7 @@ from pathlib import Path
 from jsonargparse import CLI
 from lightning.pytorch import Trainer, seed_everything
 
-from vseam_pl.cli import ensure_synthetic, synthetic_conventions, write_outputs
+from vseam_pl.cli import ensure_synthetic, release_process_group, synthetic_conventions, write_outputs
 from vseam_pl.data import build_datamodule
 from vseam_pl.lit_module import HeadModulationModule
 from vseam_pl.prompts import DEFAULT_INSTRUCTION
@@ -97,6 +97,7 @@ def evaluate(
     skipped = getattr(data, "skipped", [])
     write_outputs(out.parent, module.vlm.name, module.test_rows, None, {"skipped_records": len(skipped)},
                   metrics_name=out.name, scales_path=scales)  # fmt: skip
+    release_process_group()
     return module.test_rows
 
 

@@ -13,7 +13,14 @@ from __future__ import annotations
 
 from lightning.pytorch.utilities import rank_zero_info
 
-from vseam_pl.cli import DEFAULT_CONFIG, VSeamCLI, ensure_synthetic, run_dir, write_outputs
+from vseam_pl.cli import (
+    DEFAULT_CONFIG,
+    VSeamCLI,
+    ensure_synthetic,
+    release_process_group,
+    run_dir,
+    write_outputs,
+)
 from vseam_pl.lit_module import HeadModulationModule
 
 
@@ -36,6 +43,7 @@ def main(args: list[str] | None = None) -> None:
     skipped = getattr(data, "skipped", [])
     extra = {"trainable_parameters": module.modulation.scales.numel(), "skipped_records": len(skipped)}
     write_outputs(run_dir(trainer, cfg.get("output_dir")), module.vlm.name, module.test_rows, module.modulation, extra)
+    release_process_group()
 
 
 if __name__ == "__main__":

@@ -59,3 +59,16 @@ def test_two_process_ddp_equals_one_process_with_the_same_global_batch(tiny_llav
     assert [(r["split"], r["n"], r["baseline"]) for r in rows["ddp"]] == [
         (r["split"], r["n"], r["baseline"]) for r in rows["single"]]  # fmt: skip
     assert rows["ddp"][0]["split"] == "test" and rows["ddp"][0]["n"] == test.counts["test"]
+
+
+def test_release_process_group_destroys_the_group(tmp_path):
+    """train.py / evaluate.py end with it: a gloo group left to interpreter exit can abort the process."""
+    import torch.distributed as dist
+
+    from vseam_pl.cli import release_process_group
+
+    release_process_group()  # no group: nothing to do
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    assert dist.is_initialized()
+    release_process_group()
+    assert not dist.is_initialized()

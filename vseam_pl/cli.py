@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import torch.distributed as dist
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 
@@ -15,6 +16,14 @@ from .synth import generate_benchmarks
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "default.yaml"
+
+
+def release_process_group() -> None:
+    """End of a successful multi-process run: destroy the process group while the interpreter is alive. Left to
+    interpreter exit, gloo's worker threads can abort the process ("terminate called without an active exception",
+    pytorch/pytorch#190489). Not called on errors: a rank that fails must not wait for the others here."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def ensure_synthetic(root: str | os.PathLike | None, seed: int = 0) -> None:
