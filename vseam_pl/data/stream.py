@@ -75,6 +75,12 @@ class SplitPlan:
                 return
 
 
+def worker_slot() -> tuple[int, int]:
+    """(this DataLoader worker's id, the number of workers); (0, 1) in the main process."""
+    info = get_worker_info()
+    return (info.id, info.num_workers) if info is not None else (0, 1)
+
+
 def _ignore(_: BadRecordError) -> None:
     """Record-level problems were already reported once by the DataModule's setup scan."""
 
@@ -104,8 +110,7 @@ class QAStream(IterableDataset):
         self.skip = (batches, batch_size)
 
     def shard_rows(self) -> Iterator[Row]:
-        info = get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        worker, workers = worker_slot()
         stop = None if self.total is None else (self.total // self.world_size) * self.world_size
         skip = _ignore if self.on_bad_record == "skip" else None
         for i, row in enumerate(self.plan.rows(skip)):
@@ -118,8 +123,7 @@ class QAStream(IterableDataset):
         if self.shuffle_buffer <= 1:
             yield from rows
             return
-        info = get_worker_info()
-        rng = random.Random(f"{self.seed}:{self.epoch}:{self.rank}:{info.id if info else 0}")
+        rng = random.Random(f"{self.seed}:{self.epoch}:{self.rank}:{worker_slot()[0]}")
         buf: list[Row] = []
         for row in rows:
             if len(buf) < self.shuffle_buffer:
@@ -136,8 +140,7 @@ class QAStream(IterableDataset):
         rows = self._shuffled(self.shard_rows())
         batches, size = self.skip
         if batches:
-            info = get_worker_info()
-            worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+            worker, workers = worker_slot()
             rows = itertools.islice(rows, len(range(worker, batches, workers)) * size, None)
         yield from self.plan.source.attach(rows, on_bad)
 
