@@ -96,12 +96,13 @@ class PatchHeads(nn.Module):
         self.place = nn.Linear(dim, len(PLACES))
 
     def loss(self, feats: torch.Tensor, shares: dict[str, torch.Tensor], places: torch.Tensor):
-        losses = {attr: -(shares[attr] * F.log_softmax(head(feats), -1)).sum(-1).mean() for attr, head in self.heads.items()}
+        logits = {attr: head(feats) for attr, head in self.heads.items()}
+        losses = {attr: -(shares[attr] * F.log_softmax(logits[attr], -1)).sum(-1).mean() for attr in logits}
         place_logits = self.place(feats)
         losses["place"] = F.cross_entropy(place_logits.flatten(0, 1), places[:, None].expand(feats.shape[:2]).flatten())
         # which object class, on patches at least a quarter covered by objects
         mostly = shares["name"][..., 1:].sum(-1) >= 0.25
-        hit = self.heads["name"](feats)[..., 1:].argmax(-1) == shares["name"][..., 1:].argmax(-1)
+        hit = logits["name"][..., 1:].argmax(-1) == shares["name"][..., 1:].argmax(-1)
         return sum(losses.values()), float(hit[mostly].float().mean()) if mostly.any() else float("nan")
 
 
