@@ -6,7 +6,8 @@ Every (model, fraction, seed) run is one `train.main([...])` call with `--data.f
 --seed_everything S` (the stratified subsample and the shuffle both follow the seed) and the same number of epochs,
 writing its own `metrics.json` under `--runs_dir`. A finished run (same model files, same settings) is not redone,
 so an interrupted ablation resumes where it stopped; cached runs of other settings or model files are an error.
-Writes `<out>/ablation.json` (every run + mean ± std per fraction), `<out>/ablation.md` (the table and the exact command) and `<out>/ablation.png` (accuracy vs fraction).
+Writes `<out>/ablation.json` (every run + mean ± std per fraction), `<out>/ablation.md` (the table and the exact
+command) and `<out>/ablation.png` (accuracy vs fraction).
 """
 
 from __future__ import annotations
