@@ -1,9 +1,10 @@
 """Train the embedded tiny VLMs from scratch on the synthetic scene world, reproducibly, on CPU.
 
-    python scripts/pretrain_tiny.py --arch llava --out /tmp/tiny-llava-a                  # stages 1 + 2
-    python scripts/pretrain_tiny.py --arch llava --init-from /tmp/tiny-llava-a --steps 3000 \
-        --out checkpoints/tiny-llava                                                      # stage 3
-    (the same with --arch instructblip --vision-steps 4000 for checkpoints/tiny-instructblip)
+    python scripts/pretrain_tiny.py --arch llava --out /tmp/final/tiny-llava-stage1          # stages 1 + 2
+    python scripts/pretrain_tiny.py --arch llava --init-from /tmp/final/tiny-llava-stage1 --steps 3000 \
+        --out checkpoints/tiny-llava                                                       # stage 3
+    (tiny-instructblip: --arch instructblip --vision-steps 4000 --out /tmp/final/tiny-instructblip, then
+    --init-from /tmp/final/tiny-instructblip; stage 3's data stream is keyed on that folder's name)
 
 Stage 1 (the "CLIP" stage, `--vision-steps`) teaches the vision tower dense per-patch labels of the scenes (which
 class, colour, material and size covers each patch, and the place), as LLaVA and InstructBLIP start from a pretrained
@@ -106,6 +107,15 @@ class PatchHeads(nn.Module):
         return sum(losses.values()), float(hit[mostly].float().mean()) if mostly.any() else float("nan")
 
 
+def vision_batch(world: SceneWorld, rng: random.Random, processor, size: int, patch: int):
+    """`size` scenes as pixel values, with their per-patch label shares and place index (the vision stage's targets)."""
+    scenes = [world.sample_scene(rng) for _ in range(size)]
+    pixels = processor.image_processor([world.render(s) for s in scenes], return_tensors="pt")["pixel_values"]
+    targets = [patch_label_shares(s, patch) for s in scenes]
+    shares = {a: torch.tensor(np.stack([t[a] for t in targets]), dtype=torch.float32) for a in PATCH_LABELS}
+    return pixels, shares, torch.tensor([place_index(s) for s in scenes])
+
+
 def pretrain_vision(model, processor, world: SceneWorld, rng: random.Random, args) -> list[dict]:
     """Stage 1 (the CLIP stage): teach the vision tower dense per-patch labels of the synthetic scenes."""
     patch = model.config.vision_config.patch_size
@@ -116,11 +126,7 @@ def pretrain_vision(model, processor, world: SceneWorld, rng: random.Random, arg
     for step in range(args.vision_steps):
         for group in opt.param_groups:
             group["lr"] = lr_at(step, args.vision_steps, args.vision_lr, args.warmup)
-        scenes = [world.sample_scene(rng) for _ in range(args.vision_batch_size)]
-        pixels = processor.image_processor([world.render(s) for s in scenes], return_tensors="pt")["pixel_values"]
-        targets = [patch_label_shares(s, patch) for s in scenes]
-        shares = {a: torch.tensor(np.stack([t[a] for t in targets]), dtype=torch.float32) for a in PATCH_LABELS}
-        places = torch.tensor([place_index(s) for s in scenes])
+        pixels, shares, places = vision_batch(world, rng, processor, args.vision_batch_size, patch)
         loss, acc = heads.loss(vision_features(model, pixels), shares, places)
         running = optimizer_step(opt, params, loss, running)
         if (step + 1) % args.log_every == 0 or step == 0 or step + 1 == args.vision_steps:
@@ -171,7 +177,9 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--warmup", type=int, default=100)
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default); 1 lets both models train side by side")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (0: torch's default); 1 lets both models train side by side. LLaVA's weights do not "
+                         "depend on it; InstructBLIP's Q-Former dropout draws do (bench/pretraining.py)")
     ap.add_argument("--log-every", type=int, default=50)
     ap.add_argument("--caption-share", type=float, default=0.1, help="share of caption examples in the mixture")
     ap.add_argument("--verify-weight", type=float, default=2.0, help="how much more often yes/no questions are drawn than open ones")

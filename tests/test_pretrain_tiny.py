@@ -36,3 +36,15 @@ def test_stages_are_recorded_and_the_folder_loads(tmp_path, arch):
     vlm = load_vlm(str(second))
     assert (vlm.num_layers, vlm.num_heads) == (8, 8)
     assert not any(p.requires_grad for p in vlm.model.parameters())
+
+
+def test_thread_benchmark_times_both_stages_of_both_architectures(tiny_llava_dir, tiny_instructblip_dir):
+    bench = SCRIPT.parents[1] / "bench" / "pretraining.py"
+    models = [str(tiny_llava_dir), str(tiny_instructblip_dir)]
+    args = ["--models", *models, "--threads", "1", "2", "--steps", "1", "--warmup", "0"]
+    done = subprocess.run([sys.executable, str(bench), *args], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line.split(" | ") for line in done.stdout.splitlines() if line.startswith(f"| {tiny_llava_dir.name}")
+            or line.startswith(f"| {tiny_instructblip_dir.name}")]  # fmt: skip
+    assert [(r[0].strip("| "), r[1]) for r in rows] == [(Path(m).name, s) for m in models for s in ("vision", "language")]
+    assert all(float(r[2]) > 0 and float(r[3]) > 0 and r[5].strip(" |") in ("yes", "no") for r in rows)
