@@ -75,3 +75,17 @@ def test_tiny_builders_initialise_vision_towers_trainably():
         model, _ = build(["cat"], sizes)
         weights = [p for n, p in model.named_parameters() if tower in n and n.endswith("weight") and p.dim() > 1]
         assert weights and min(float(w.detach().std()) for w in weights) > 1e-3, build.__name__
+
+
+def test_tiny_instructblip_starts_with_distinct_queries_and_no_qformer_dropout():
+    """transformers zero-initialises query_tokens: from scratch every query would be the same image token, told apart
+    only by dropout noise (which also ties the trained weights to the thread count)."""
+    from vseam_pl.tiny import TinySizes, build_tiny_instructblip
+
+    model, _ = build_tiny_instructblip(["cat"], TinySizes(vision_layers=1, text_layers=1, text_heads=2, text_kv_heads=2))
+    queries = model.query_tokens.detach()[0]  # [num_query_tokens, hidden]
+    assert queries.shape[0] == 16
+    assert float(torch.cdist(queries, queries).fill_diagonal_(float("inf")).min()) > 0.05
+    assert [m.p for m in model.qformer.modules() if isinstance(m, nn.Dropout)] and all(
+        m.p == 0.0 for m in model.qformer.modules() if isinstance(m, nn.Dropout)
+    )

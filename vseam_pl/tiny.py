@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
 from transformers import (
     BlipImageProcessor,
@@ -163,6 +164,10 @@ def build_tiny_instructblip(
         encoder_hidden_size=s.vision_hidden,
         pad_token_id=PAD,
         max_position_embeddings=512,
+        # The synthetic stream never repeats an example, so dropout only slows learning (and its draws would tie the
+        # trained weights to the thread count); LLaVA's projector has none either.
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
     )
     config = InstructBlipConfig(
         vision_config=vision.to_dict(),
@@ -172,6 +177,11 @@ def build_tiny_instructblip(
         image_token_index=IMAGE,
     )
     model = InstructBlipForConditionalGeneration(config)
+    # transformers zero-initialises the query tokens (pretrained ones overwrite them). From scratch, 16 identical
+    # queries stay identical up to dropout noise, so the Q-Former hands the decoder one image token 16 times; BLIP-2
+    # (LAVIS) draws them from N(0, initializer_range).
+    with torch.no_grad():
+        model.query_tokens.normal_(0.0, config.initializer_range)
     image_processor = BlipImageProcessor(
         size={"height": s.image_size, "width": s.image_size},
         image_mean=[0.48145466, 0.4578275, 0.40821073],
