@@ -3,8 +3,9 @@
     python scripts/pretrain_tiny.py --arch llava --out /tmp/final/tiny-llava-stage1          # stages 1 + 2
     python scripts/pretrain_tiny.py --arch llava --init-from /tmp/final/tiny-llava-stage1 --steps 3000 \
         --out checkpoints/tiny-llava                                                       # stage 3
-    (tiny-instructblip: --arch instructblip --vision-steps 4000 --out /tmp/final/tiny-instructblip, then
-    --init-from /tmp/final/tiny-instructblip; stage 3's data stream is keyed on that folder's name)
+    python scripts/pretrain_tiny.py --arch instructblip --threads 2 --vision-steps 4000 --steps 5500 --lr 3e-4 \
+        --out checkpoints/tiny-instructblip                                               # stages 1 + 2
+    (stage 3's data stream is keyed on the name of the --init-from folder)
 
 Stage 1 (the "CLIP" stage, `--vision-steps`) teaches the vision tower dense per-patch labels of the scenes (which
 class, colour, material and size covers each patch, and the place), as LLaVA and InstructBLIP start from a pretrained
@@ -178,8 +179,8 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--warmup", type=int, default=100)
     ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads (0: torch's default); 1 lets both models train side by side. LLaVA's weights do not "
-                         "depend on it; InstructBLIP's Q-Former dropout draws do (bench/pretraining.py)")
+                    help="torch threads (0: torch's default). The vision stage's float rounding depends on it, so a recipe "
+                         "reproduces bit for bit only at the thread count it was run with (bench/pretraining.py)")
     ap.add_argument("--log-every", type=int, default=50)
     ap.add_argument("--caption-share", type=float, default=0.1, help="share of caption examples in the mixture")
     ap.add_argument("--verify-weight", type=float, default=2.0, help="how much more often yes/no questions are drawn than open ones")
