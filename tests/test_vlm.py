@@ -79,7 +79,7 @@ def test_tiny_builders_initialise_vision_towers_trainably():
 
 def test_tiny_instructblip_starts_with_distinct_queries_and_no_qformer_dropout():
     """transformers zero-initialises query_tokens: from scratch every query would be the same image token, told apart
-    only by dropout noise (which also ties the trained weights to the thread count)."""
+    only by dropout noise."""
     from vseam_pl.tiny import TinySizes, build_tiny_instructblip
 
     model, _ = build_tiny_instructblip(["cat"], TinySizes(vision_layers=1, text_layers=1, text_heads=2, text_kv_heads=2))

@@ -164,8 +164,7 @@ def build_tiny_instructblip(
         encoder_hidden_size=s.vision_hidden,
         pad_token_id=PAD,
         max_position_embeddings=512,
-        # The synthetic stream never repeats an example, so dropout only slows learning (and its draws would tie the
-        # trained weights to the thread count); LLaVA's projector has none either.
+        # The synthetic stream never repeats an example, so dropout only slows learning; LLaVA's projector has none.
         hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
     )
