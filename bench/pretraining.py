@@ -7,7 +7,7 @@
 For each model, both stages' steps as the recipe takes them (batch drawn and rendered, forward, backward, clipped
 AdamW step): the vision stage (tower + patch read-outs, 32 images) and the language stage (projector / Q-Former and
 decoder, tower frozen, 16 examples). Every thread count starts from the same weights and draws the same batches, so
-the last column says whether the thread count changes the trained weights (InstructBLIP's Q-Former dropout draws do).
+the last column says whether the thread count changes the trained weights (where a reduction is split across threads).
 Thread counts are timed in alternating rounds, so drift of the machine hits them alike.
 """
 

@@ -270,8 +270,8 @@ class StreamLoader(DataLoader):
             self.dataset.set_epoch(epoch)
         as_rows = 0
         if hasattr(self.dataset, "skip_batches") and self.batch_size:
-            workers = max(1, self.num_workers)
-            as_rows = max(0, skip - workers) // workers * workers if self.num_workers else skip
+            workers = self.num_workers
+            as_rows = max(0, skip - workers) // workers * workers if workers else skip
             self.dataset.skip_batches(as_rows, self.batch_size)
         self._pass = (epoch, skip, False)
         seen: list[tuple[str, str]] = []
