@@ -1,5 +1,5 @@
 """Turning a question into the model's prompt: the processor's chat template where there is one, else a per-family
-fallback (InstructBLIP checkpoints ship none)."""
+fallback (InstructBLIP checkpoints ship none); and the V-SEAM release's hard-coded prompts (`release_prompt`)."""
 
 from __future__ import annotations
 
@@ -32,3 +32,24 @@ def build_prompt(vlm: VLM, question: str, instruction: str | None = DEFAULT_INST
 
 def build_prompts(vlm: VLM, questions: list[str], instruction: str | None = DEFAULT_INSTRUCTION) -> list[str]:
     return [build_prompt(vlm, q, instruction) for q in questions]
+
+
+#: The V-SEAM release's hard-coded prompts (`Attention_Head_Analysis.py`), per model family: (template, instruction).
+#: `{text}` is the question as written, a space, and the instruction.
+RELEASE_PROMPTS: dict[str, tuple[str, str]] = {
+    "llava": ("USER: <image>\n{text}\nASSISTANT:", "Please answer with a single word."),
+    "instructblip": ("Question: {text}", "Answer using a single word."),
+}
+
+
+def release_prompt(vlm: VLM, question: str, instruction: str | None = None) -> str:
+    """The release's prompt for `vlm`'s family; `instruction` replaces the release's own (None: keep it, "": none).
+
+    The question is used exactly as written (no stripping, no chat template), as the release does.
+    """
+    if vlm.family not in RELEASE_PROMPTS:
+        raise ValueError(f"{vlm.name}: the V-SEAM release has prompts for the {sorted(RELEASE_PROMPTS)} families "
+                         f"only, not {vlm.family!r}; use the default protocol")  # fmt: skip
+    template, own = RELEASE_PROMPTS[vlm.family]
+    instruction = own if instruction is None else instruction
+    return template.format(text=f"{question} {instruction}" if instruction else question)

@@ -1,18 +1,26 @@
-"""Exact head ablation scores (the V-SEAM release's procedure), batched one head per row.
+"""Exact single-head ablation scores, batched one head per row, under two protocols.
 
-For example i with target answer y_i (the answer on the image that is scored, clean by default) let
-`p_i = p(y_i | prompt, image)` normalised over the candidate set, and `p_i^(l,h)` the same with head (l, h)'s output
-replaced (`mean_others`: the mean of the other heads of its layer at each position, as in the release; `zero`;
-`dataset_mean`: its mean output over the pairs' images). The per-example effect is
+For example i with target answer y_i, `p_i` is the probability of y_i on the scored image and `p_i^(l,h)` the same
+with head (l, h)'s output replaced (`mean_others`: the mean of the other heads of its layer at each position, the
+release's replacement; `zero`; `dataset_mean`: its mean output over the pairs' images). The per-example effect is
 
     d_i(l, h) = p_i - p_i^(l,h)        (> 0: the head helps the answer, < 0: ablating it helps)
 
-and, per group (all / level / category):
+**default protocol** (vseam-pl's own; differs from the release, see `docs/fidelity.md`): chat-template prompt,
+`p` normalised over the pair's candidate set (case variants pooled), correct = argmax candidate is y_i, image clean
+or edited, optional V-SEAM filter; per group (all / level / category):
 
-- `positive` = mean of d over examples the model answers correctly (argmax candidate = y_i): positive heads;
-- `negative` = mean of d over examples it answers wrongly, where d < 0 means removing the head fixes the answer:
-  the most negative values are the negative heads;
+- `positive` = mean of d over examples the model answers correctly;
+- `negative` = mean of d over examples it answers wrongly (signed: the most *negative* values are negative heads);
 - `signed`   = mean of d over all examples.
+
+**release protocol** (`Attention_Head_Analysis.py`, see :mod:`.release`): the release's prompt, `p` = full-vocabulary
+probability of the answer's first sub-token as written, correct = full-vocabulary argmax among the answer's tokens,
+clean image, no filter; `mean_others` or `zero`:
+
+- `positive` = mean of max(0, d) over correct examples;
+- `negative` = mean of max(0, -d) over wrong examples (a non-negative gain: the *largest* values are negative heads);
+- `signed`   = mean of d over all examples (the release's overall score).
 """
 
 from __future__ import annotations
@@ -25,37 +33,68 @@ from ..encoding import encode
 from ..vlm import VLM
 from .data import CandidateIndex, PairItem, images_of
 from .interventions import Jobs, ablation_value, per_row_hook
-from .replay import capture, run_rows
+from .release import AnswerScorer, ReleaseItem, release_scorer
+from .replay import DecoderRun, capture, run_rows
 from .scores import ChunkStats
+
+Item = PairItem | ReleaseItem
+
+
+def candidate_scorer(items: Sequence[PairItem], image: str = "clean") -> AnswerScorer:
+    """Candidate-normalised probability of the answer on `image` (clean: `answer`, edited: `edited_answer`)."""
+    if image == "edited" and any(it.edited is None for it in items):
+        bad = next(it for it in items if it.edited is None)
+        raise ValueError(f"{bad.pair.source}: ablation on edited images needs 'edited_answer'")
+    cands = CandidateIndex.of(items)
+    target = torch.tensor([it.correct if image == "clean" else it.edited for it in items])
+
+    def score(logits: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = rows.cpu()
+        logp = cands.logprobs(logits, rows).cpu().double()
+        t = target[rows]
+        return logp.gather(1, t[:, None]).squeeze(1).exp(), logp.argmax(dim=1) == t
+
+    return score
+
+
+def scorer_for(items: Sequence[Item], image: str = "clean") -> AnswerScorer:
+    """The answer scorer of the items' protocol (release items carry their own answer tokens)."""
+    if items and isinstance(items[0], ReleaseItem):
+        return release_scorer(items)  # type: ignore[arg-type]
+    return candidate_scorer(items, image)  # type: ignore[arg-type]
+
+
+@torch.no_grad()
+def single_head_effects(vlm: VLM, run: DecoderRun, score: AnswerScorer, mode: str, means: torch.Tensor | None,
+                        batch_size: int, prefix: bool) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Unablated correctness `[E]` and effects `d [E, L, H]` (float64) of ablating each head alone."""
+    n = run.embeds.shape[0]
+    p_base, correct = score(run.logits, torch.arange(n))
+    d = torch.zeros(n, vlm.num_layers, vlm.num_heads, dtype=torch.float64)
+    value = ablation_value(mode, means)
+    for b in Jobs.grid(n, vlm.num_layers, vlm.num_heads).batches(batch_size):
+        logits = run_rows(vlm, run, b.example, b.start if prefix else 0, per_row_hook(b, value), b.layers())
+        p, _ = score(logits, b.example)
+        d[b.example, b.layer, b.head] = p_base[b.example] - p
+    return correct, d
 
 
 @torch.no_grad()
 def ablation_stats(
     vlm: VLM,
-    items: Sequence[PairItem],
+    items: Sequence[Item],
     mode: str = "mean_others",
     means: torch.Tensor | None = None,
     batch_size: int = 64,
     image: str = "clean",
     prefix: bool = True,
 ) -> ChunkStats:
-    """Per-example ablation effects `d [E, L, H]` of a chunk, as `signed`/`positive`/`negative` statistics."""
-    if image == "edited" and any(it.edited is None for it in items):
-        bad = next(it for it in items if it.edited is None)
-        raise ValueError(f"{bad.pair.source}: ablation on edited images needs 'edited_answer'")
-    cands = CandidateIndex.of(items)
-    target = torch.tensor([it.correct if image == "clean" else it.edited for it in items])
-    enc = encode(vlm, [it.prompt for it in items], images_of(items, image))
-    run = capture(vlm, enc, residuals=prefix)
-    logp = cands.logprobs(run.logits).cpu()
-    p_base = logp.gather(1, target[:, None]).squeeze(1).exp()
-    correct = logp.argmax(dim=1) == target
-    d = torch.zeros(len(items), vlm.num_layers, vlm.num_heads, dtype=torch.float64)
-    value = ablation_value(mode, means)
-    for b in Jobs.grid(len(items), vlm.num_layers, vlm.num_heads).batches(batch_size):
-        logits = run_rows(vlm, run, b.example, b.start if prefix else 0, per_row_hook(b, value), b.layers())
-        lp = cands.logprobs(logits, b.example).cpu()
-        p = lp.gather(1, target[b.example][:, None]).squeeze(1).exp()
-        d[b.example, b.layer, b.head] = (p_base[b.example] - p).double()
+    """Per-example ablation effects of a chunk as `signed`/`positive`/`negative` statistics (protocol of `items`)."""
+    score = scorer_for(items, image)
+    run = capture(vlm, encode(vlm, [it.prompt for it in items], images_of(items, image)), residuals=prefix)
+    correct, d = single_head_effects(vlm, run, score, mode, means, batch_size, prefix)
     ones = torch.ones(len(items), dtype=torch.float64)
+    if items and isinstance(items[0], ReleaseItem):
+        return {"signed": (d, ones, torch.ones_like(correct)), "positive": (d.clamp(min=0), ones, correct),
+                "negative": ((-d).clamp(min=0), ones, ~correct)}  # fmt: skip
     return {"signed": (d, ones, torch.ones_like(correct)), "positive": (d, ones, correct), "negative": (d, ones, ~correct)}

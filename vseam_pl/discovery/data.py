@@ -44,13 +44,17 @@ class PairItem:
 
     @property
     def groups(self) -> tuple[str, ...]:
-        """Score groups this pair contributes to: everything, its level, its category."""
-        keys = ["all"]
-        if self.level:
-            keys.append(f"level:{self.level}")
-        if self.category:
-            keys.append(f"category:{self.category}")
-        return tuple(keys)
+        return groups_of(self.level, self.category)
+
+
+def groups_of(level: str | None, category: str | None) -> tuple[str, ...]:
+    """Score groups a pair contributes to: everything, its level, its category."""
+    keys = ["all"]
+    if level:
+        keys.append(f"level:{level}")
+    if category:
+        keys.append(f"category:{category}")
+    return tuple(keys)
 
 
 def load_pairs(

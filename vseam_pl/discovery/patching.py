@@ -8,9 +8,13 @@ the normaliser cancels), `LD_c` / `LD_e` on the clean / edited image:
 - `edited_to_clean` ("noising"): run the clean image with the head's edited-run output: `effect = LD_c - LD_patched`,
   how much of the clean answer that head's change destroys.
 
-The group score is the normalised recovery `sum_i effect_i / sum_i (LD_c,i - LD_e,i)` (1 = the head alone carries the
-whole edit effect, < 0 = patching it moves the answer the other way). Summing before dividing keeps pairs whose
-edit barely moves the model from blowing up the ratio, and makes scores additive across DDP shards.
+The group score (`patching_norm="sum"`, the default) is the normalised recovery
+`sum_i effect_i / sum_i (LD_c,i - LD_e,i)` (1 = the head alone carries the whole edit effect, < 0 = patching it
+moves the answer the other way). Summing before dividing keeps pairs whose edit barely moves the model from blowing
+up the ratio, and makes scores additive across DDP shards. It is only meaningful when the model follows the edits:
+when the summed edit effect is <= 0 every score flips sign, when it is tiny every score explodes. The runner warns
+then (:func:`edit_effect_warnings`, :class:`EditEffectWarning`, with the numbers) and offers `per_pair` (the mean of
+each pair's `effect_i / (LD_c,i - LD_e,i)`) and `none` (the unnormalised mean effect, in nats of LD).
 """
 
 from __future__ import annotations
@@ -27,6 +31,11 @@ from .replay import capture, run_rows
 from .scores import ChunkStats
 
 DIRECTIONS: tuple[str, ...] = ("clean_to_edited", "edited_to_clean")
+NORMALIZATIONS: tuple[str, ...] = ("sum", "per_pair", "none")
+
+
+class EditEffectWarning(UserWarning):
+    """The edit effects patching scores are normalised by are <= 0 or tiny: the normalised scores mislead."""
 
 
 def answer_indices(items: Sequence[PairItem]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -89,3 +98,40 @@ def patching_stats(
         ld = logit_diff(cands, logits, clean, edited, b.example)
         effect[b.example, b.layer, b.head] = ld - ld_e[b.example] if into_edited else ld_c[b.example] - ld
     return {"signed": (effect, ld_c - ld_e, torch.ones(len(items), dtype=torch.bool))}
+
+
+def normalise(stats: ChunkStats, norm: str = "sum") -> tuple[ChunkStats, torch.Tensor]:
+    """Patching/attribution stats normalised as `norm` says, and the chunk's edit effects `LD_c - LD_e` `[E]`."""
+    effect, edit, include = stats["signed"]
+    ones = torch.ones_like(edit, dtype=torch.float64)
+    if norm == "sum":
+        return stats, edit
+    if norm == "per_pair":
+        return {"signed": (effect / edit.double()[:, None, None], ones, include)}, edit
+    if norm == "none":
+        return {"signed": (effect, ones, include)}, edit
+    raise ValueError(f"unknown patching normalisation {norm!r}; expected one of {NORMALIZATIONS}")
+
+
+def edit_effect_warnings(counts: dict[str, dict[str, dict[str, float]]], norm: str, small: float) -> list[str]:
+    """One message per group whose normaliser makes the scores misleading (`counts[g]["edit"]`: sum, n,
+    nonpositive, small, as kept by :class:`.scores.Accumulator`)."""
+    out = []
+    for group, stats in counts.items():
+        e = stats.get("edit")
+        if e is None or e["n"] == 0:
+            continue
+        total, n = e["sum"], int(e["n"])
+        numbers = (f"sum of LD_clean - LD_edited = {total:.4g} over {n} pair(s) (mean {total / n:.4g} nats; "
+                   f"{int(e['nonpositive'])} pair(s) <= 0, {int(e['small'])} with |.| < {small:g})")  # fmt: skip
+        if norm == "sum" and total <= 0:
+            out.append(f"group {group}: {numbers}: the model does not follow the edits, so every normalised score "
+                       "has the opposite sign of the effect it measures; use --patching-norm none (unnormalised "
+                       "effect) or per_pair, or check the pairs")  # fmt: skip
+        elif norm == "sum" and total / n < small:
+            out.append(f"group {group}: {numbers}: the normaliser is tiny, so every normalised score is the "
+                       f"mean effect times {n / total:.3g}; use --patching-norm none (unnormalised effect) or per_pair")  # fmt: skip
+        elif norm == "per_pair" and (e["small"] > 0 or e["nonpositive"] > 0):
+            out.append(f"group {group}: {numbers}: those pairs' ratios explode or flip sign; use --patching-norm "
+                       "none (unnormalised effect) or sum")  # fmt: skip
+    return out

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,8 +30,16 @@ from .ablation import ablation_stats
 from .attribution import attribution_stats
 from .data import CandidateIndex, PairItem, group_keys, images_of, prepare_pairs
 from .overlap import overlap_analysis
-from .patching import DIRECTIONS, patching_stats
+from .patching import (
+    DIRECTIONS,
+    NORMALIZATIONS,
+    EditEffectWarning,
+    edit_effect_warnings,
+    normalise,
+    patching_stats,
+)
 from .plots import heatmap, layer_profiles, overlap_plot, profile_plot, save_png
+from .release import PROTOCOLS, ReleaseItem, prepare_release
 from .replay import capture, check_replay
 from .scores import Accumulator, ChunkStats, HeadScores
 
@@ -46,7 +55,15 @@ STATS: dict[str, tuple[str, ...]] = {
 
 @dataclass
 class DiscoveryConfig:
-    """What to compute. `batch_size`: intervened rows per forward; `pair_batch`: pairs per chunk (checkpoint unit)."""
+    """What to compute. `batch_size`: intervened rows per forward; `pair_batch`: pairs per chunk (checkpoint unit).
+
+    `protocol`: `default` (vseam-pl's own scoring) or `release` (the V-SEAM release's, ablation only: see
+    :mod:`.ablation` and `docs/fidelity.md`). `instruction`: appended to each question; None = the protocol's own
+    (`DEFAULT_INSTRUCTION`, or the release's per family), "" = none. `patching_norm` (patching, attribution):
+    `sum` divides summed effects by the summed edit effect LD_clean - LD_edited, `per_pair` averages each pair's
+    ratio, `none` reports the unnormalised mean effect; a warning is raised when a normaliser is <= 0 or its mean
+    below `min_edit_effect` (nats).
+    """
 
     method: str = "ablation"
     ablation_mode: str = "mean_others"
@@ -56,11 +73,26 @@ class DiscoveryConfig:
     pair_batch: int = 4
     top_k: int = 10
     filter: bool = False
-    instruction: str | None = DEFAULT_INSTRUCTION
+    instruction: str | None = None
+    protocol: str = "default"
+    patching_norm: str = "sum"
+    min_edit_effect: float = 0.1
 
     def validate(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"unknown discovery method {self.method!r}; expected one of {METHODS}")
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {self.protocol!r}; expected one of {PROTOCOLS}")
+        if self.patching_norm not in NORMALIZATIONS:
+            raise ValueError(f"unknown patching normalisation {self.patching_norm!r}; expected one of {NORMALIZATIONS}")
+        if self.protocol == "release":
+            release_only = {"method": ("ablation",), "ablation_mode": ("mean_others", "zero"),
+                            "ablation_image": ("clean",), "filter": (False,)}  # fmt: skip
+            for key, allowed in release_only.items():
+                if getattr(self, key) not in allowed:
+                    raise ValueError(f"protocol 'release' scores heads as the release does (single-head ablation, "
+                                     f"mean_others or zero, clean image, no pair filter): {key}="
+                                     f"{getattr(self, key)!r} is not part of it")  # fmt: skip
         if self.ablation_mode not in ABLATION_MODES:
             raise ValueError(f"unknown ablation mode {self.ablation_mode!r}; expected one of {ABLATION_MODES}")
         if self.ablation_image not in ("clean", "edited"):
@@ -104,6 +136,14 @@ def _all_reduce(t: torch.Tensor) -> torch.Tensor:
 
 def chunks(items: Sequence[PairItem], size: int) -> list[list[PairItem]]:
     return [list(items[s : s + size]) for s in range(0, len(items), size)]
+
+
+def prepare_items(vlm: VLM, pairs: Sequence[ImagePair], protocol: str = "default",
+                  instruction: str | None = None) -> list[PairItem] | list[ReleaseItem]:  # fmt: skip
+    """Pairs ready for scoring under `protocol` (`instruction`: None = the protocol's own, "" = none)."""
+    if protocol == "release":
+        return prepare_release(vlm, pairs, instruction)
+    return prepare_pairs(vlm, pairs, DEFAULT_INSTRUCTION if instruction is None else (instruction or None))
 
 
 # -- the V-SEAM filter -------------------------------------------------------------------------------------------
@@ -196,12 +236,12 @@ def run_discovery(
     cfg.validate()
     say = progress or (lambda _msg: None)
     rank, world = dist_info()
-    items = prepare_pairs(vlm, pairs, cfg.instruction)
+    items = prepare_items(vlm, pairs, cfg.protocol, cfg.instruction)
     groups = group_keys(items)
     shard = items[rank::world]
     state_path = Path(out_dir) / "partial" / f"rank{rank}-of-{world}.pt" if out_dir is not None else None
     fp = fingerprint(vlm, items, cfg, rank, world)
-    acc = Accumulator(groups, STATS[cfg.method], vlm.num_layers, vlm.num_heads)
+    acc = Accumulator(groups, STATS[cfg.method], vlm.num_layers, vlm.num_heads, small=cfg.min_edit_effect)
     state = _load_state(state_path, fp) if resume and state_path is not None else None
     start = time.perf_counter()
 
@@ -227,7 +267,10 @@ def run_discovery(
     computed = 0
     for c in range(done, len(todo)):
         chunk = todo[c]
-        acc.add([it.groups for it in chunk], score_chunk(vlm, chunk, cfg, means, prefix))
+        stats, edits = score_chunk(vlm, chunk, cfg, means, prefix), None
+        if cfg.method in ("patching", "attribution"):
+            stats, edits = normalise(stats, cfg.patching_norm)
+        acc.add([it.groups for it in chunk], stats, edits)
         computed += 1
         if state_path is not None:
             _save_state(state_path, fp, kept, filter_counts, acc, c + 1)
@@ -242,6 +285,7 @@ def run_discovery(
         report = {"total": int(total), "right_on_clean": int(right), "wrong_on_edited": int(wrong), "kept": int(kept_n)}
     meta = {
         "model": vlm.name,
+        "protocol": cfg.protocol,
         "config": asdict(cfg),
         "num_pairs": len(items),
         "filter": report,
@@ -249,7 +293,11 @@ def run_discovery(
         "prefix_replay": prefix,
         "seconds": round(time.perf_counter() - start, 3),
     }
-    scores = acc.scores(cfg.method, meta)
+    scores = acc.scores(cfg.method, meta, protocol=cfg.protocol)
+    if cfg.method in ("patching", "attribution"):
+        scores.meta["warnings"] = edit_effect_warnings(scores.counts, cfg.patching_norm, cfg.min_edit_effect)
+        for message in scores.meta["warnings"] if rank == 0 else []:
+            warnings.warn(message, EditEffectWarning, stacklevel=2)
     outputs = write_outputs(scores, out_dir, cfg.top_k, sink, plots) if out_dir is not None and rank == 0 else {}
     return DiscoveryResult(scores, report, computed, outputs)
 

@@ -36,18 +36,42 @@ RANKING: dict[str, tuple[str, str]] = {
     "attribution": ("signed", "signed"),
 }
 
+#: Closed-form scale constants per protocol: the release's (`Attention_Head_Rescaling.py`: raw score, lambda 1, clip
+#: [0, 2], no threshold) and vseam-pl's default (score divided by max|score| so that methods on different scales
+#: give comparable scales, lambda 0.5, clip [0.5, 1.5]).
+CLOSED_FORM_DEFAULTS: dict[str, dict[str, Any]] = {
+    "default": {"lam": 0.5, "clip": (0.5, 1.5), "eps": 0.0, "normalize": True},
+    "release": {"lam": 1.0, "clip": (0.0, 2.0), "eps": 0.0, "normalize": False},
+}
+
+
+def gain_negative(method: str, protocol: str) -> bool:
+    """Whether the `negative` statistic is a non-negative gain (release ablation: larger = more negative head)
+    rather than a signed effect (more negative = more negative head)."""
+    return method == "ablation" and protocol == "release"
+
 
 class Accumulator:
-    """Running sums `num [G, S, L, H]`, `den [G, S]`, `n [G, S]` over groups G and statistics S (float64)."""
+    """Running sums `num [G, S, L, H]`, `den [G, S]`, `n [G, S]` over groups G and statistics S (float64), and per
+    group the edit effects `edit [G, 4]` (sum, count, count <= 0, count below `small`) that patching normalises by."""
 
-    def __init__(self, groups: Sequence[str], stats: Sequence[str], num_layers: int, num_heads: int):
-        self.groups, self.stats = list(groups), list(stats)
+    EDIT_FIELDS = ("sum", "n", "nonpositive", "small")
+
+    def __init__(self, groups: Sequence[str], stats: Sequence[str], num_layers: int, num_heads: int, small: float = 0.0):
+        self.groups, self.stats, self.small = list(groups), list(stats), small
         self.num = torch.zeros(len(groups), len(stats), num_layers, num_heads, dtype=torch.float64)
         self.den = torch.zeros(len(groups), len(stats), dtype=torch.float64)
         self.n = torch.zeros(len(groups), len(stats), dtype=torch.float64)
+        self.edit = torch.zeros(len(groups), len(self.EDIT_FIELDS), dtype=torch.float64)
 
-    def add(self, item_groups: Sequence[Sequence[str]], chunk: ChunkStats) -> None:
-        """Add a chunk: `item_groups[e]` are the groups of example e."""
+    def add(self, item_groups: Sequence[Sequence[str]], chunk: ChunkStats, edits: torch.Tensor | None = None) -> None:
+        """Add a chunk: `item_groups[e]` are the groups of example e; `edits [E]`: LD_clean - LD_edited per example."""
+        if edits is not None:
+            for e, keys in enumerate(item_groups):
+                v = float(edits[e])
+                row = torch.tensor([v, 1.0, float(v <= 0), float(abs(v) < self.small)], dtype=torch.float64)
+                for key in keys:
+                    self.edit[self.groups.index(key)] += row
         for s, stat in enumerate(self.stats):
             num, den, include = chunk[stat]
             for e, keys in enumerate(item_groups):
@@ -60,10 +84,10 @@ class Accumulator:
                     self.n[g, s] += 1
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"num": self.num, "den": self.den, "n": self.n}
+        return {"num": self.num, "den": self.den, "n": self.n, "edit": self.edit}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        for k in ("num", "den", "n"):
+        for k in ("num", "den", "n", "edit"):
             if getattr(self, k).shape != state[k].shape:
                 raise ValueError(f"partial results have {k} of shape {tuple(state[k].shape)}, expected "
                                  f"{tuple(getattr(self, k).shape)}")  # fmt: skip
@@ -75,19 +99,20 @@ class Accumulator:
 
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
             return
-        flat = torch.cat([self.num.flatten(), self.den.flatten(), self.n.flatten()])
+        flat = torch.cat([self.num.flatten(), self.den.flatten(), self.n.flatten(), self.edit.flatten()])
         backend = dist.get_backend()
         device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
         flat = flat.to(device)
         dist.all_reduce(flat)
         flat = flat.cpu()
-        a, b = self.num.numel(), self.den.numel()
-        self.num.copy_(flat[:a].view_as(self.num))
-        self.den.copy_(flat[a : a + b].view_as(self.den))
-        self.n.copy_(flat[a + b :].view_as(self.n))
+        offset = 0
+        for t in (self.num, self.den, self.n, self.edit):
+            t.copy_(flat[offset : offset + t.numel()].view_as(t))
+            offset += t.numel()
 
-    def scores(self, method: str, meta: dict[str, Any] | None = None) -> HeadScores:
-        """`num / den` per group and stat (NaN where a group/stat has no examples)."""
+    def scores(self, method: str, meta: dict[str, Any] | None = None, protocol: str = "default") -> HeadScores:
+        """`num / den` per group and stat (NaN where a group/stat has no examples); the edit-effect sums of groups
+        that have them go to `counts[group]["edit"]`."""
         scores: dict[str, dict[str, torch.Tensor]] = {}
         counts: dict[str, dict[str, dict[str, float]]] = {}
         for g, group in enumerate(self.groups):
@@ -97,17 +122,21 @@ class Accumulator:
                 value = self.num[g, s] / den if den != 0 else torch.full_like(self.num[g, s], float("nan"))
                 scores[group][stat] = value.float()
                 counts[group][stat] = {"n": float(self.n[g, s]), "den": den}
-        return HeadScores(method=method, scores=scores, counts=counts, meta=dict(meta or {}))
+            if self.edit[g, 1] > 0:
+                counts[group]["edit"] = dict(zip(self.EDIT_FIELDS, self.edit[g].tolist(), strict=True))
+        return HeadScores(method=method, scores=scores, counts=counts, meta=dict(meta or {}), protocol=protocol)
 
 
 @dataclass
 class HeadScores:
-    """Signed `[L, H]` scores per group (`all`, `level:<level>`, `category:<category>`) and statistic."""
+    """`[L, H]` scores per group (`all`, `level:<level>`, `category:<category>`) and statistic, and the protocol
+    they were computed under (`default` or `release`; it decides which sign the `negative` statistic has)."""
 
     method: str
     scores: dict[str, dict[str, torch.Tensor]]
     counts: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+    protocol: str = "default"
 
     @property
     def groups(self) -> list[str]:
@@ -145,8 +174,22 @@ class HeadScores:
         return _top(self._ranking(group, 0), k, largest=True)
 
     def negative_heads(self, group: str = "all", k: int = 10) -> list[tuple[int, int, float]]:
-        """The K heads with the most negative scores, most negative first."""
-        return _top(self._ranking(group, 1), k, largest=False)
+        """The K most negative heads, most negative first: the most negative signed scores, or under the release
+        protocol's ablation the largest `negative` gains (reported as those non-negative gains)."""
+        return _top(self._ranking(group, 1), k, largest=self.negative_is_gain)
+
+    @property
+    def negative_is_gain(self) -> bool:
+        return gain_negative(self.method, self.protocol)
+
+    def ranked_heads(self, group: str = "all", kind: str = "positive", k: int = 10) -> list[tuple[int, int, float]]:
+        """Exactly K heads (fewer only when the grid is smaller) in ranking order, whatever their score's sign
+        (for fixed-size head sets; `positive_heads` / `negative_heads` stop at the first score of the wrong sign)."""
+        if kind not in ("positive", "negative"):
+            raise ValueError(f"kind must be 'positive' or 'negative', got {kind!r}")
+        which = 0 if kind == "positive" else 1
+        largest = True if kind == "positive" else self.negative_is_gain
+        return _top(self._ranking(group, which), k, largest, signed_only=False)
 
     # -- persistence -----------------------------------------------------------------------------------------
     def summary(self, k: int = 10) -> dict[str, Any]:
@@ -154,6 +197,8 @@ class HeadScores:
         return {
             "format": SCORES_FORMAT,
             "method": self.method,
+            "protocol": self.protocol,
+            "negative_sign": "gain (>= 0, larger = more negative)" if self.negative_is_gain else "signed (< 0)",
             "num_layers": self.shape[0],
             "num_heads": self.shape[1],
             "top_k": k,
@@ -168,8 +213,8 @@ class HeadScores:
         """Write `head_scores.safetensors` (tensors `<group>/<stat>`) and `head_scores.json`, atomically."""
         out = Path(out_dir)
         tensors = {f"{g}/{s}": t.contiguous().float() for g, stats in self.scores.items() for s, t in stats.items()}
-        metadata = {"format": SCORES_FORMAT, "method": self.method, "groups": json.dumps(self.groups),
-                    "summary": json.dumps(self.summary(k))}  # fmt: skip
+        metadata = {"format": SCORES_FORMAT, "method": self.method, "protocol": self.protocol,
+                    "groups": json.dumps(self.groups), "summary": json.dumps(self.summary(k))}  # fmt: skip
         st = write_atomic(out / SCORES_FILE, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
         js = write_json(out / SCORES_JSON, self.summary(k))
         return st, js
@@ -191,18 +236,35 @@ class HeadScores:
                 group, _, stat = key.rpartition("/")
                 scores.setdefault(group, {})[stat] = fh.get_tensor(key)
         summary = json.loads(meta.get("summary", "{}"))
-        return cls(meta["method"], scores, summary.get("counts", {}), summary.get("meta", {}))
+        return cls(meta["method"], scores, summary.get("counts", {}), summary.get("meta", {}),
+                   meta.get("protocol", "default"))
 
 
-def _top(score: torch.Tensor, k: int, largest: bool) -> list[tuple[int, int, float]]:
+def _top(score: torch.Tensor, k: int, largest: bool, signed_only: bool = True) -> list[tuple[int, int, float]]:
     flat = score.flatten().nan_to_num(0.0)
     order = torch.argsort(flat, descending=largest, stable=True)
     out = []
     for idx in order.tolist():
         v = float(flat[idx])
-        if len(out) >= k or (v <= 0 if largest else v >= 0):
+        if len(out) >= k or (signed_only and (v <= 0 if largest else v >= 0)):
             break
         out.append((idx // score.shape[1], idx % score.shape[1], v))
+    return out
+
+
+def closed_form_settings(protocol: str = "default", lam: float | None = None, clip: Sequence[float] | None = None,
+                         eps: float | None = None, normalize: bool | None = None) -> dict[str, Any]:
+    """The closed-form constants: the protocol's defaults (`CLOSED_FORM_DEFAULTS`), each overridable."""
+    if protocol not in CLOSED_FORM_DEFAULTS:
+        raise ValueError(f"unknown protocol {protocol!r}; expected one of {sorted(CLOSED_FORM_DEFAULTS)}")
+    given = {"lam": lam, "clip": None if clip is None else tuple(float(c) for c in clip), "eps": eps,
+             "normalize": normalize}  # fmt: skip
+    out = {k: v if given[k] is None else given[k] for k, v in CLOSED_FORM_DEFAULTS[protocol].items()}
+    lo, hi = out["clip"]
+    if lo > hi:
+        raise ValueError(f"clip must be (lo, hi) with lo <= hi, got {out['clip']}")
+    if out["eps"] < 0:
+        raise ValueError(f"eps must be >= 0, got {out['eps']}")
     return out
 
 
@@ -210,21 +272,25 @@ def init_scales_from_scores(
     scores: HeadScores | torch.Tensor,
     rule: str = "closed_form",
     group: str = "all",
-    lam: float = 0.5,
-    clip: tuple[float, float] = (0.5, 1.5),
-    eps: float = 1e-8,
-    normalize: bool = True,
+    lam: float | None = None,
+    clip: Sequence[float] | None = None,
+    eps: float | None = None,
+    normalize: bool | None = None,
     k: int = 10,
     up: float = 1.5,
     down: float = 0.5,
+    protocol: str | None = None,
 ) -> torch.Tensor:
     """Initial modulation scales `[L, H]` from head scores.
 
-    - `closed_form` (the release's rule): `scale = clip(1 + lam * s, lo, hi)` with `s = score / (max|score| + eps)`
-      when `normalize` (scores of different methods live on different scales), else the raw score.
+    - `closed_form`: `scale = clip(1 + lam * s, lo, hi)` on the `signed` score, where heads with |score| < `eps` keep
+      scale 1 and `s = score / max|score|` when `normalize`, else the raw score. Constants left at None take the
+      protocol's defaults (`CLOSED_FORM_DEFAULTS`; `protocol` defaults to the scores' own): under `release` the
+      release's rule (raw score, lam 1, clip (0, 2), eps 0); under `default` lam 0.5, clip (0.5, 1.5), normalised.
     - `topk`: 1 everywhere, `up` for the top-K positive heads, `down` for the top-K negative heads.
     """
     if isinstance(scores, HeadScores):
+        protocol = protocol or scores.protocol
         score = scores.signed(group)
         pos = scores.positive_heads(group, k)
         neg = scores.negative_heads(group, k)
@@ -233,11 +299,12 @@ def init_scales_from_scores(
         pos, neg = _top(score, k, True), _top(score, k, False)
     score = score.float().nan_to_num(0.0)
     if rule == "closed_form":
-        s = score / (score.abs().max() + eps) if normalize else score
-        lo, hi = clip
-        if lo > hi:
-            raise ValueError(f"clip must be (lo, hi) with lo <= hi, got {clip}")
-        return (1.0 + lam * s).clamp(lo, hi)
+        c = closed_form_settings(protocol or "default", lam, clip, eps, normalize)
+        score = torch.where(score.abs() < c["eps"], torch.zeros_like(score), score)
+        peak = float(score.abs().max())
+        s = score / peak if c["normalize"] and peak > 0 else score
+        lo, hi = c["clip"]
+        return (1.0 + c["lam"] * s).clamp(lo, hi)
     if rule == "topk":
         scales = torch.ones_like(score)
         for layer, head, _ in pos:
