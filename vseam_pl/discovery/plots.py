@@ -82,6 +82,38 @@ def overlap_plot(analysis: dict[str, Any], kind: str) -> Figure:
     return fig
 
 
+def set_ablation_plot(summary: dict[str, Any]) -> Figure:
+    """Mean probability drop and accuracy per ablated set: positive, negative, and every random set (points, with
+    their mean +- std as a bar); the unablated accuracy as a line."""
+    sets = summary["sets"]
+    randoms = [n for n in sets if n.startswith("random_")]
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.5))
+    for ax, key, label in ((axes[0], "mean_drop", "mean probability drop"), (axes[1], "accuracy", "accuracy")):
+        names = ["positive", "negative"]
+        values = [sets["positive"][key], sets["negative"][key]]
+        colors = ["tab:red", "tab:blue"]
+        if randoms:
+            r = np.array([sets[n][key] for n in randoms])
+            names.append(f"random (R={len(randoms)})")
+            values.append(float(r.mean()))
+            colors.append("tab:gray")
+        ax.bar(range(len(names)), values, color=colors, alpha=0.7)
+        if randoms:
+            ax.errorbar([2], [float(r.mean())], yerr=[float(r.std())], color="black", capsize=4)
+            ax.scatter(np.full(len(r), 2.0), r, s=8, color="black", zorder=3)
+        if key == "accuracy":
+            ax.axhline(summary["base"]["accuracy"], color="black", linestyle="--", linewidth=0.8, label="unablated")
+            ax.legend(fontsize=7)
+        else:
+            ax.axhline(0.0, color="black", linewidth=0.6)
+        ax.set_xticks(range(len(names)), names, fontsize=8)
+        ax.set_ylabel(label)
+    k = len(sets["positive"]["heads"])
+    fig.suptitle(f"set ablation: top-{k} heads ({summary['settings']['mode']}, n={summary['num_pairs']})", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def save_png(fig: Figure, path: str | os.PathLike) -> Path:
     """Save atomically (the temporary name has no .png suffix, so the format is explicit)."""
     return write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
