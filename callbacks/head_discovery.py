@@ -20,6 +20,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from vseam_pl.discovery.data import load_pairs
 from vseam_pl.discovery.runner import DiscoveryConfig, DiscoveryResult, run_discovery
 from vseam_pl.discovery.scores import apply_init_scales, init_scales_from_scores
+from vseam_pl.discovery.set_ablation import SetAblationConfig, SetAblationResult, run_set_ablation
 from vseam_pl.records import ImagePair
 from vseam_pl.vlm import VLM
 
@@ -30,10 +31,18 @@ class HeadDiscovery(pl.Callback):
     Args:
         pairs: a `pairs.jsonl` manifest (or its folder) or a list of :class:`ImagePair`.
         method: `ablation`, `patching` or `attribution` (see :mod:`vseam_pl.discovery`).
+        protocol: `default` (vseam-pl's scoring) or `release` (the V-SEAM release's; ablation only, and the
+            release's closed-form constants for `init_scales="closed_form"`; see docs/fidelity.md).
+        instruction: appended to each question (None: the protocol's own, "": none).
+        patching_norm, min_edit_effect: patching/attribution normalisation (`sum`, `per_pair`, `none`) and the mean
+            edit effect (nats) below which it warns (see :mod:`vseam_pl.discovery.patching`).
         out_dir: run folder; default `<trainer.log_dir>/head_discovery`.
         init_scales: `None` (leave the scales alone), `"closed_form"` or `"topk"` (see `init_scales_from_scores`).
         init_group: which group's scores initialise the scales (`all`, `level:object`, `category:Color`, ...).
-        init_kwargs: extra arguments of `init_scales_from_scores` (lam, clip, eps, normalize, up, down).
+        init_kwargs: extra arguments of `init_scales_from_scores` (lam, clip, eps, normalize, up, down); constants
+            left out take the protocol's defaults.
+        set_ablation: also run set ablation after scoring, with these `SetAblationConfig` fields (k, random_sets,
+            seed, mode, group); `{}` for the defaults, None to skip.
         resume: continue from the run folder's partial results (a restarted fit does not redo finished chunks).
         log_figures: log heatmaps, profiles and overlap matrices to a TensorBoardLogger.
     """
@@ -53,6 +62,11 @@ class HeadDiscovery(pl.Callback):
         ablation_mode: str = "mean_others",
         ablation_image: str = "clean",
         direction: str = "clean_to_edited",
+        protocol: str = "default",
+        instruction: str | None = None,
+        patching_norm: str = "sum",
+        min_edit_effect: float = 0.1,
+        set_ablation: dict[str, Any] | None = None,
         init_scales: str | None = None,
         init_group: str = "all",
         init_kwargs: dict[str, Any] | None = None,
@@ -63,13 +77,21 @@ class HeadDiscovery(pl.Callback):
             raise ValueError(f"init_scales must be None, 'closed_form' or 'topk', got {init_scales!r}")
         self.config = DiscoveryConfig(method=method, ablation_mode=ablation_mode, ablation_image=ablation_image,
                                       direction=direction, batch_size=batch_size, pair_batch=pair_batch,
-                                      top_k=top_k, filter=filter)  # fmt: skip
+                                      top_k=top_k, filter=filter, protocol=protocol, instruction=instruction,
+                                      patching_norm=patching_norm, min_edit_effect=min_edit_effect)  # fmt: skip
         self.config.validate()
+        self.set_config = None
+        if set_ablation is not None:
+            if method != "ablation":
+                raise ValueError("set_ablation needs method='ablation' scores (it ablates the top positive/negative heads)")
+            self.set_config = SetAblationConfig(**{"k": top_k, "pair_batch": pair_batch, **set_ablation},
+                                                protocol=protocol, instruction=instruction)  # fmt: skip
         self.pairs, self.levels, self.categories, self.limit = pairs, levels, categories, limit
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.init_scales, self.init_group, self.init_kwargs = init_scales, init_group, dict(init_kwargs or {})
         self.resume, self.log_figures = resume, log_figures
         self.result: DiscoveryResult | None = None
+        self.set_result: SetAblationResult | None = None
 
     def load(self) -> list[ImagePair]:
         if isinstance(self.pairs, (str, os.PathLike)):
@@ -80,8 +102,11 @@ class HeadDiscovery(pl.Callback):
     def discover(self, vlm: VLM, out_dir: str | os.PathLike | None = None, sink=None) -> DiscoveryResult:
         """Standalone use: score the heads of `vlm` (no trainer needed)."""
         out = out_dir if out_dir is not None else self.out_dir
-        self.result = run_discovery(vlm, self.load(), self.config, out_dir=out, resume=self.resume and out is not None,
+        pairs = self.load()
+        self.result = run_discovery(vlm, pairs, self.config, out_dir=out, resume=self.resume and out is not None,
                                     sink=sink)  # fmt: skip
+        if self.set_config is not None:
+            self.set_result = run_set_ablation(vlm, pairs, self.result.scores, self.set_config, out_dir=out, sink=sink)
         return self.result
 
     def run_dir(self, trainer: pl.Trainer) -> Path:

@@ -1,10 +1,14 @@
 """CLI: causal head discovery without training.
 
-``python -m vseam_pl.discover --model PATH_OR_ID --pairs MANIFEST --method ablation|patching|attribution --out DIR
-[--levels object attribute relation] [--top-k K] [--batch-size B] [--filter] [--limit N] [--resume]``
+``python -m vseam_pl.discover --model PATH_OR_ID --pairs MANIFEST --method ablation|patching|attribution|set_ablation
+--out DIR [--protocol default|release] [--levels object attribute relation] [--top-k K] [--batch-size B] [--filter]
+[--limit N] [--resume]``
 
 Writes `head_scores.safetensors`, `head_scores.json`, `layer_profiles.json`, `overlap.json` and `plots/*.png` to
 DIR, and with `--init-scales closed_form|topk` also `init_scales.safetensors` (a HeadModulation scales file).
+`--protocol release` scores heads exactly as the V-SEAM release does (docs/fidelity.md). `--method set_ablation`
+ablates the top-K positive, top-K negative and R random K-sets of heads together (scores from `--scores DIR`, else
+computed first by `--method ablation` into DIR) and writes `set_ablation.json` and `plots/set_ablation.png`.
 """
 
 from __future__ import annotations
@@ -16,9 +20,11 @@ from pathlib import Path
 
 from .ablation import ABLATION_MODES
 from .discovery.data import PairError, load_pairs
-from .discovery.patching import DIRECTIONS
+from .discovery.patching import DIRECTIONS, NORMALIZATIONS
+from .discovery.release import PROTOCOLS
 from .discovery.runner import METHODS, DiscoveryConfig, run_discovery
-from .discovery.scores import apply_init_scales, init_scales_from_scores
+from .discovery.scores import HeadScores, apply_init_scales, init_scales_from_scores
+from .discovery.set_ablation import SET_MODES, SetAblationConfig, run_set_ablation
 from .levels import LEVELS
 from .pairs import ManifestError
 
@@ -28,7 +34,10 @@ def parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--model", required=True, help="hub id or local folder (e.g. checkpoints/tiny-llava)")
     p.add_argument("--pairs", required=True, help="pairs.jsonl manifest (or its folder)")
-    p.add_argument("--method", choices=METHODS, default="ablation")
+    p.add_argument("--method", choices=(*METHODS, "set_ablation"), default="ablation")
+    p.add_argument("--protocol", choices=PROTOCOLS, default="default",
+                   help="default: vseam-pl's scoring; release: the V-SEAM release's (ablation, set_ablation)")
+    p.add_argument("--instruction", help="appended to each question ('' for none; default: the protocol's own)")
     p.add_argument("--out", required=True, help="run folder for scores, plots and partial results")
     p.add_argument("--levels", nargs="+", choices=LEVELS, help="keep only these semantic levels")
     p.add_argument("--categories", nargs="+", help="keep only these categories")
@@ -41,9 +50,22 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--ablation-mode", choices=ABLATION_MODES, default="mean_others")
     p.add_argument("--ablation-image", choices=("clean", "edited"), default="clean")
     p.add_argument("--direction", choices=DIRECTIONS, default="clean_to_edited", help="patching direction")
+    p.add_argument("--patching-norm", choices=NORMALIZATIONS, default="sum",
+                   help="patching/attribution: sum (divide by the summed edit effect), per_pair, none (unnormalised)")
+    p.add_argument("--min-edit-effect", type=float, default=0.1,
+                   help="warn when the mean edit effect LD_clean - LD_edited (nats) is below this")
     p.add_argument("--init-scales", choices=("closed_form", "topk"), help="also write init_scales.safetensors")
-    p.add_argument("--init-lambda", type=float, default=0.5)
-    p.add_argument("--init-clip", type=float, nargs=2, default=(0.5, 1.5), metavar=("LO", "HI"))
+    closed = "closed_form constant (default: the protocol's; release: lambda 1, clip 0 2, eps 0, no normalisation)"
+    p.add_argument("--init-lambda", type=float, help=closed)
+    p.add_argument("--init-clip", type=float, nargs=2, metavar=("LO", "HI"), help=closed)
+    p.add_argument("--init-eps", type=float, help="heads with |score| < eps keep scale 1; " + closed)
+    p.add_argument("--init-normalize", action=argparse.BooleanOptionalAction, help="divide by max|score|; " + closed)
+    p.add_argument("--scores", help="set_ablation: head_scores.safetensors (or its folder) choosing the sets")
+    p.add_argument("--set-k", type=int, help="set_ablation: heads per set (default: --top-k)")
+    p.add_argument("--random-sets", type=int, default=20, help="set_ablation: number of random K-sets (R)")
+    p.add_argument("--seed", type=int, default=0, help="set_ablation: seed of the random sets and the tests")
+    p.add_argument("--set-mode", choices=SET_MODES, default="zero", help="set_ablation: replacement (release: zero)")
+    p.add_argument("--set-group", default="all", help="set_ablation: whose scores choose the sets (all, level:...)")
     p.add_argument("--dtype", default="float32")
     p.add_argument("--device", default="cpu")
     p.add_argument("--attn-implementation", default="eager")
@@ -55,40 +77,58 @@ def main(argv: list[str] | None = None) -> int:
     from .modulation import HeadModulation
     from .vlm import load_vlm
 
-    cfg = DiscoveryConfig(method=args.method, ablation_mode=args.ablation_mode, ablation_image=args.ablation_image,
+    say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    cfg = DiscoveryConfig(method="ablation" if args.method == "set_ablation" else args.method,
+                          ablation_mode=args.ablation_mode, ablation_image=args.ablation_image,
                           direction=args.direction, batch_size=args.batch_size, pair_batch=args.pair_batch,
-                          top_k=args.top_k, filter=args.filter)  # fmt: skip
+                          top_k=args.top_k, filter=args.filter, instruction=args.instruction, protocol=args.protocol,
+                          patching_norm=args.patching_norm, min_edit_effect=args.min_edit_effect)  # fmt: skip
+    set_cfg = SetAblationConfig(k=args.set_k or args.top_k, random_sets=args.random_sets, seed=args.seed,
+                                mode=args.set_mode, group=args.set_group, protocol=args.protocol,
+                                instruction=args.instruction, pair_batch=args.pair_batch)  # fmt: skip
     try:
         cfg.validate()
         pairs = load_pairs(args.pairs, levels=args.levels, categories=args.categories, limit=args.limit)
         vlm = load_vlm(args.model, dtype=args.dtype, device=args.device, attn_implementation=args.attn_implementation)
-        result = run_discovery(vlm, pairs, cfg, out_dir=args.out, resume=args.resume,
-                               progress=lambda m: print(m, file=sys.stderr, flush=True))  # fmt: skip
+        result = None
+        if args.method == "set_ablation" and args.scores:
+            scores = HeadScores.load(args.scores)
+        else:
+            result = run_discovery(vlm, pairs, cfg, out_dir=args.out, resume=args.resume, progress=say)
+            scores = result.scores
+        if args.method == "set_ablation":
+            sets = run_set_ablation(vlm, pairs, scores, set_cfg, out_dir=args.out).summary
+        scales = None
+        if args.init_scales:
+            scales = init_scales_from_scores(scores, args.init_scales, lam=args.init_lambda, clip=args.init_clip,
+                                             eps=args.init_eps, normalize=args.init_normalize, k=args.top_k)  # fmt: skip
     except (OSError, ManifestError, PairError, ValueError) as e:  # OSError: no such model folder / hub id offline
         print(f"error: {e}", file=sys.stderr)
         return 2
-    scores = result.scores
-    if result.filter_report is not None:
+    if result is not None and result.filter_report is not None:
         r = result.filter_report
         print(f"V-SEAM filter: kept {r['kept']}/{r['total']} pairs (right on clean {r['right_on_clean']}, "
               f"wrong on edited {r['wrong_on_edited']})")  # fmt: skip
-    if args.init_scales:
+    if scales is not None:
         mod = HeadModulation.for_vlm(vlm)
-        scales = init_scales_from_scores(scores, args.init_scales, lam=args.init_lambda, clip=tuple(args.init_clip),
-                                         k=args.top_k)  # fmt: skip
         apply_init_scales(mod, scales)
         mod.save(Path(args.out) / "init_scales.safetensors")
     summary = {
-        "method": scores.method,
+        "method": args.method,
+        "protocol": scores.protocol,
         "pairs": int(scores.counts["all"]["signed"]["n"]),
         "positive": scores.positive_heads("all", args.top_k),
         "negative": scores.negative_heads("all", args.top_k),
         "seconds": scores.meta.get("seconds"),
-        # patching/attribution normalise by the summed edit effect: near 0 means the model ignores the edits
-        **({"mean_edit_effect": scores.counts["all"]["signed"]["den"] / max(1.0, scores.counts["all"]["signed"]["n"])}
-           if scores.method != "ablation" else {}),  # fmt: skip
         "out": str(args.out),
     }
+    edit = scores.counts["all"].get("edit")
+    if edit:  # patching/attribution normalise by the summed edit effect: near 0 means the model ignores the edits
+        summary["mean_edit_effect"] = edit["sum"] / max(1.0, edit["n"])
+    if args.method == "set_ablation":
+        summary["set_ablation"] = {"base": sets["base"], "random": sets.get("random"), "vs_random": sets.get("vs_random"),
+                                   **{k: {m: sets["sets"][k][m] for m in ("accuracy", "mean_drop", "p_mcnemar_vs_base")}
+                                      for k in ("positive", "negative")}}  # fmt: skip
     print(json.dumps(summary))
     return 0
 

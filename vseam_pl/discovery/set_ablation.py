@@ -150,8 +150,11 @@ def run_set_ablation(
     plots: bool = True,
 ) -> SetAblationResult:
     """Ablate the positive, negative and random head sets of `scores` on `pairs`; with `out_dir` write
-    `set_ablation.json` (summary, settings, per-example probabilities) and `plots/set_ablation.png`."""
-    from .runner import prepare_items, replay_prefix_ok
+    `set_ablation.json` (summary, settings, per-example probabilities) and `plots/set_ablation.png`.
+
+    Not sharded: under DDP every rank computes every set (cheap next to single-head scoring) and rank 0 writes.
+    """
+    from .runner import dist_info, prepare_items, replay_prefix_ok
 
     cfg = config or SetAblationConfig()
     if scores.shape != (vlm.num_layers, vlm.num_heads):
@@ -170,7 +173,7 @@ def run_set_ablation(
                      **{name: {"p": p.tolist(), "correct": c.tolist()} for name, (p, c) in results.items()}},
     }  # fmt: skip
     outputs: dict[str, Path] = {}
-    if out_dir is not None:
+    if out_dir is not None and dist_info()[0] == 0:
         outputs["set_ablation_json"] = write_json(Path(out_dir) / SET_ABLATION_JSON, summary)
         if plots:
             import matplotlib.pyplot as plt
