@@ -2,7 +2,8 @@
 
 Modes (the replacement for an ablated head's output `z[..., h, :]`):
 - `zero`: zeros;
-- `mean_others`: the mean of the *other* heads' outputs at the same position (the V-SEAM release's procedure);
+- `mean_others`: the mean of the *other* heads' outputs at the same position (the replacement the V-SEAM release
+  uses; its scoring protocol is `protocol="release"` in :mod:`vseam_pl.discovery`);
 - `dataset_mean`: a per-(layer, head) mean output over a dataset, from :func:`head_output_means`.
 """
 

@@ -1,7 +1,8 @@
 """Baselines for the V-SEAM comparison table, as `HeadModulationModule` variants that train and test like it.
 
-Methods (`METHODS`): `zero_shot` (the frozen model), `closed_form` (release-style scales from discovery scores, no
-training), `learned_ones` / `learned_discovery` (per-head scales learned from 1 / from the closed-form scales),
+Methods (`METHODS`): `zero_shot` (the frozen model), `closed_form` (closed-form scales from discovery scores, no
+training; the release's constants only for `protocol="release"` scores, docs/fidelity.md), `learned_ones` /
+`learned_discovery` (per-head scales learned from 1 / from the closed-form scales),
 `random_heads` (only K randomly chosen heads' scales learn; K = the number of heads the discovery top-K selects),
 and the parameter-efficient fine-tuning baselines `ia3` and `lora` (`peft` adapters on the language decoder, with
 the head scales detached and frozen). All of them answer the *same* test examples through the same
