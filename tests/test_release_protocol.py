@@ -127,7 +127,7 @@ def test_release_protocol_equals_hand_written_release_loop(models, synth_pairs, 
     assert got.negative_heads("all", 1)[0][:2] == (top // vlm.num_heads, top % vlm.num_heads)
 
 
-def test_release_prompts_and_default_protocol_unchanged(models, synth_pairs):
+def test_release_prompts(models, synth_pairs):
     for vlm in models.values():
         assert release_prompt(vlm, "Is it red?") == PROMPTS[vlm.family].format(q="Is it red?")
     llava = models["tiny-llava"]
@@ -180,6 +180,15 @@ def test_cli_release_protocol_writes_release_scores_and_scales(models, synth_pai
     assert main(["--model", str(CHECKPOINTS / "tiny-llava"), "--pairs", str(manifest), "--out", str(tmp_path / "x"),
                  "--protocol", "release", "--method", "patching"]) == 2  # fmt: skip
     assert "protocol 'release'" in capsys.readouterr().err
+    sets = tmp_path / "sets"
+    assert main(["--model", str(CHECKPOINTS / "tiny-llava"), "--pairs", str(manifest), "--out", str(sets),
+                 "--protocol", "release", "--method", "set_ablation", "--scores", str(out), "--set-k", "2",
+                 "--random-sets", "2"]) == 0  # fmt: skip
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["set_ablation"]
+    written = json.loads((sets / "set_ablation.json").read_text())
+    assert written["sets"]["positive"]["heads"] == [list(h[:2]) for h in scores.ranked_heads("all", "positive", 2)]
+    assert printed["positive"]["mean_drop"] == written["sets"]["positive"]["mean_drop"]
+    assert (sets / "plots" / "set_ablation.png").exists() and not (sets / "head_scores.safetensors").exists()
 
 
 # -- set ablation ---------------------------------------------------------------------------------------------------
