@@ -147,6 +147,23 @@ def test_release_protocol_rejects_what_the_release_does_not_do():
         DiscoveryConfig(protocol="paper").validate()
 
 
+def test_release_negative_ranking_and_its_fallback(tmp_path):
+    """Release negative scores are gains (largest first); with no wrong example the ranking falls back to the signed
+    score, where the most negative is the most negative head; the protocol survives a save/load."""
+    nan = torch.full((2, 2), float("nan"))
+    signed = torch.tensor([[0.3, -0.2], [0.1, -0.5]])
+    gains = {"signed": signed, "positive": nan, "negative": torch.tensor([[0.0, 0.3], [0.05, 0.1]])}
+    scores = HeadScores("ablation", {"all": gains}, protocol="release")
+    assert [h[:2] for h in scores.negative_heads("all", 5)] == [(0, 1), (1, 1), (1, 0)]
+    assert [h[:2] for h in scores.positive_heads("all", 5)] == [(0, 0), (1, 0)]  # fallback: signed > 0
+    all_right = HeadScores("ablation", {"all": {**gains, "negative": nan}}, protocol="release")
+    assert [h[:2] for h in all_right.negative_heads("all", 5)] == [(1, 1), (0, 1)]
+    assert [h[:2] for h in all_right.ranked_heads("all", "negative", 3)] == [(1, 1), (0, 1), (1, 0)]
+    scores.save(tmp_path)
+    loaded = HeadScores.load(tmp_path)
+    assert loaded.protocol == "release" and loaded.negative_heads("all", 5) == scores.negative_heads("all", 5)
+
+
 # -- closed form ----------------------------------------------------------------------------------------------------
 def test_closed_form_release_constants():
     signed = torch.tensor([[0.3, -0.2], [1.7, -1.4]])

@@ -163,20 +163,23 @@ class HeadScores:
     def signed(self, group: str = "all") -> torch.Tensor:
         return self.get(group, "signed")
 
-    def _ranking(self, group: str, which: int) -> torch.Tensor:
+    def _ranking(self, group: str, which: int) -> tuple[torch.Tensor, bool]:
+        """The score ranking positive (which=0) or negative (1) heads, and whether larger means more negative
+        (the release's `negative` gain; falls back to `signed`, where smaller is, when the stat has no examples)."""
         stat = RANKING.get(self.method, ("signed", "signed"))[which]
         if stat in self.scores[group] and not torch.isnan(self.scores[group][stat]).all():
-            return self.scores[group][stat]
-        return self.signed(group)
+            return self.scores[group][stat], which == 1 and stat == "negative" and self.negative_is_gain
+        return self.signed(group), False
 
     def positive_heads(self, group: str = "all", k: int = 10) -> list[tuple[int, int, float]]:
         """The K heads with the largest positive scores, `(layer, head, score)`, best first."""
-        return _top(self._ranking(group, 0), k, largest=True)
+        return _top(self._ranking(group, 0)[0], k, largest=True)
 
     def negative_heads(self, group: str = "all", k: int = 10) -> list[tuple[int, int, float]]:
         """The K most negative heads, most negative first: the most negative signed scores, or under the release
         protocol's ablation the largest `negative` gains (reported as those non-negative gains)."""
-        return _top(self._ranking(group, 1), k, largest=self.negative_is_gain)
+        score, gain = self._ranking(group, 1)
+        return _top(score, k, largest=gain)
 
     @property
     def negative_is_gain(self) -> bool:
@@ -187,9 +190,8 @@ class HeadScores:
         (for fixed-size head sets; `positive_heads` / `negative_heads` stop at the first score of the wrong sign)."""
         if kind not in ("positive", "negative"):
             raise ValueError(f"kind must be 'positive' or 'negative', got {kind!r}")
-        which = 0 if kind == "positive" else 1
-        largest = True if kind == "positive" else self.negative_is_gain
-        return _top(self._ranking(group, which), k, largest, signed_only=False)
+        score, gain = self._ranking(group, 0 if kind == "positive" else 1)
+        return _top(score, k, kind == "positive" or gain, signed_only=False)
 
     # -- persistence -----------------------------------------------------------------------------------------
     def summary(self, k: int = 10) -> dict[str, Any]:
