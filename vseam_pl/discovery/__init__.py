@@ -1,8 +1,10 @@
 """Causal head discovery from clean/edited image pairs: ablation, activation patching and attribution patching
-scores per (layer, head), per semantic level and category, and modulation scales initialised from them."""
+scores per (layer, head), per semantic level and category (vseam-pl's protocol, or the V-SEAM release's for
+ablation), set ablation of the top heads against random sets, and modulation scales initialised from them."""
 
 from .data import PairError, PairItem, load_pairs, prepare_pairs
 from .overlap import jaccard, overlap_analysis
+from .release import PROTOCOLS
 from .runner import (
     METHODS,
     DiscoveryConfig,
@@ -11,16 +13,21 @@ from .runner import (
     run_discovery,
     write_outputs,
 )
-from .scores import HeadScores, apply_init_scales, init_scales_from_scores
+from .scores import CLOSED_FORM_DEFAULTS, HeadScores, apply_init_scales, init_scales_from_scores
+from .set_ablation import SetAblationConfig, SetAblationResult, run_set_ablation
 
 __all__ = [
+    "CLOSED_FORM_DEFAULTS",
     "METHODS",
+    "PROTOCOLS",
     "DiscoveryConfig",
     "DiscoveryInterrupted",
     "DiscoveryResult",
     "HeadScores",
     "PairError",
     "PairItem",
+    "SetAblationConfig",
+    "SetAblationResult",
     "apply_init_scales",
     "init_scales_from_scores",
     "jaccard",
@@ -28,5 +35,6 @@ __all__ = [
     "overlap_analysis",
     "prepare_pairs",
     "run_discovery",
+    "run_set_ablation",
     "write_outputs",
 ]

@@ -101,6 +101,8 @@ class DiscoveryConfig:
             raise ValueError(f"unknown patching direction {self.direction!r}; expected one of {DIRECTIONS}")
         if self.batch_size < 1 or self.pair_batch < 1 or self.top_k < 1:
             raise ValueError("batch_size, pair_batch and top_k must be >= 1")
+        if self.min_edit_effect < 0:
+            raise ValueError(f"min_edit_effect must be >= 0 (nats), got {self.min_edit_effect}")
 
 
 class DiscoveryInterrupted(RuntimeError):
