@@ -112,7 +112,7 @@ def test_model_card_and_push_to_hub_upload_call(tiny_llava_dir, scales_file, tmp
     monkeypatch.setattr(HfApi, "create_repo", record("create_repo"))
     monkeypatch.setattr(HfApi, "upload_folder", record("upload_folder"))
     main(["--model", str(tiny_llava_dir), "--scales", str(scales_file), "--out", str(tmp_path / "exp"),
-          "--format", "peft", "--push_to_hub", "someone/tiny-vseam", "--private", "true"])  # fmt: skip
+          "--format", "peft", "--push-to-hub", "someone/tiny-vseam", "--private", "true"])  # fmt: skip
     assert "peft adapter:" in capsys.readouterr().out
     out = tmp_path / "exp"
     assert [c[0] for c in calls] == ["create_repo", "upload_folder"]

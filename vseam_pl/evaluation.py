@@ -13,7 +13,7 @@ import torch.distributed as dist
 
 from .records import QARecord
 from .report import compare_rows, pope_rows
-from .text import answers_match
+from .text import answers_match, check_parser, normalize_answer, parse_yes_no
 
 
 def example_key(record: QARecord) -> int:
@@ -38,14 +38,24 @@ class Outcome:
     modulated_correct: bool | None
 
 
-def make_outcomes(records: Sequence[QARecord], baseline: Sequence[str], modulated: Sequence[str] | None) -> list[Outcome]:
+def is_correct(record: QARecord, pred: str, parser: str = "vseam") -> bool:
+    """POPE replies are read as yes/no with `parser` (as the POPE metrics read them); other answers exact-match."""
+    if record.benchmark == "pope":
+        return parse_yes_no(pred, parser) == normalize_answer(record.answer)
+    return answers_match(pred, record.answer, parser)
+
+
+def make_outcomes(
+    records: Sequence[QARecord], baseline: Sequence[str], modulated: Sequence[str] | None, parser: str = "vseam"
+) -> list[Outcome]:
+    check_parser(parser)
     out = []
     for i, r in enumerate(records):
         mod = None if modulated is None else modulated[i]
         out.append(Outcome(
             key=example_key(r), benchmark=r.benchmark, question_id=r.question_id, level=r.level, group=r.group,
-            answer=r.answer, baseline=baseline[i], modulated=mod, baseline_correct=answers_match(baseline[i], r.answer),
-            modulated_correct=None if mod is None else answers_match(mod, r.answer),
+            answer=r.answer, baseline=baseline[i], modulated=mod, baseline_correct=is_correct(r, baseline[i], parser),
+            modulated_correct=None if mod is None else is_correct(r, mod, parser),
         ))  # fmt: skip
     return out
 
@@ -62,7 +72,9 @@ def gather_outcomes(local: list[Outcome]) -> list[Outcome]:
     return [unique[k] for k in sorted(unique)]
 
 
-def outcome_rows(outcomes: Iterable[Outcome], split: str = "test", seed: int = 0) -> list[dict[str, Any]]:
+def outcome_rows(
+    outcomes: Iterable[Outcome], split: str = "test", seed: int = 0, parser: str = "vseam"
+) -> list[dict[str, Any]]:
     """Report rows per benchmark: POPE metrics per POPE split, else accuracy overall + per category (+ per level)."""
     by_bench: dict[str, list[Outcome]] = defaultdict(list)
     for o in outcomes:
@@ -74,7 +86,7 @@ def outcome_rows(outcomes: Iterable[Outcome], split: str = "test", seed: int = 0
         if bench == "pope":
             rows += pope_rows(
                 [o.answer for o in os_], [o.baseline for o in os_], [o.modulated for o in os_] if has_mod else None,
-                splits=[o.group for o in os_], benchmark=bench, seed=seed,
+                splits=[o.group for o in os_], benchmark=bench, seed=seed, parser=parser,
             )  # fmt: skip
             continue
         base = [o.baseline_correct for o in os_]

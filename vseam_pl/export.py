@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 from .io import write_json
@@ -132,10 +133,20 @@ def export_merged(
                   trust_remote_code=trust_remote_code)  # fmt: skip
 
 
+def _underscored(arg: str) -> str:
+    if not arg.startswith("--"):
+        return arg
+    key, eq, value = arg[2:].partition("=")
+    return "--" + key.replace("-", "_") + eq + value
+
+
 def main(argv: list[str] | None = None) -> None:
     from jsonargparse import CLI
 
-    path = CLI(export, args=argv, as_positional=False)
+    args = list(sys.argv[1:] if argv is None else argv)
+    # `--push-to-hub` (the huggingface_hub spelling) is accepted as well as `--push_to_hub`.
+    args = [_underscored(a) for a in args]
+    path = CLI(export, args=args, as_positional=False)
     fmt = "peft adapter" if (path / "adapter_config.json").exists() else "merged model"
     print(f"{fmt}: {path}")
 

@@ -22,7 +22,11 @@ from .evaluation import Outcome, gather_outcomes, make_outcomes, outcome_rows
 from .modulation import HeadModulation
 from .prompts import DEFAULT_INSTRUCTION, build_prompts
 from .scoring import answer_loss, predict
+from .text import check_parser
 from .vlm import load_vlm
+
+#: How questions are answered: closed sets by candidate log-probability (default), or everything generated.
+ANSWER_SCORING: tuple[str, ...] = ("closed_set_logprob", "generate")
 
 
 def headline_metrics(rows: list[dict[str, Any]]) -> dict[str, float]:
@@ -54,6 +58,11 @@ class HeadModulationModule(LightningModule):
         max_new_tokens: generation length for open questions.
         gradient_checkpointing: recompute decoder activations in backward (large models on one GPU).
         trust_remote_code: passed to `from_pretrained`; off unless asked for.
+        answer_scoring: `closed_set_logprob` (default: closed questions answered by the best candidate's
+            log-probability, open ones by greedy generation) or `generate` (every question generated, as
+            lmms-eval / VLMEvalKit / LLaVA's scripts do).
+        answer_parser: how generated replies are read (`vseam_pl.text.ANSWER_PARSERS`: vseam, lmms_eval, llava,
+            vlmevalkit); recorded in metrics.json.
     """
 
     def __init__(
@@ -70,8 +79,13 @@ class HeadModulationModule(LightningModule):
         max_new_tokens: int = 8,
         gradient_checkpointing: bool = False,
         trust_remote_code: bool = False,
+        answer_scoring: str = "closed_set_logprob",
+        answer_parser: str = "vseam",
     ) -> None:
         super().__init__()
+        if answer_scoring not in ANSWER_SCORING:
+            raise ValueError(f"answer_scoring must be one of {ANSWER_SCORING}, got {answer_scoring!r}")
+        check_parser(answer_parser)
         self.save_hyperparameters()
         self.vlm = load_vlm(model, dtype=dtype, attn_implementation=attn_implementation, trust_remote_code=trust_remote_code)
         # Registered so that strategies (DDP/FSDP/DeepSpeed) and `.to()` see the frozen weights; checkpoints keep
@@ -145,10 +159,21 @@ class HeadModulationModule(LightningModule):
         return loss
 
     # -- answering -------------------------------------------------------------------------------------------
+    @property
+    def answer_parser(self) -> str:
+        return self.hparams.get("answer_parser", "vseam")
+
+    def answer_settings(self) -> dict[str, str]:
+        """What metrics.json records about how answers were produced and read."""
+        return {"answer_scoring": self.hparams.get("answer_scoring", "closed_set_logprob"),
+                "answer_parser": self.answer_parser}  # fmt: skip
+
     def answer(self, batch: Batch) -> tuple[list, list[str]]:
         records = [ex.record for ex in batch.examples]
+        closed = self.hparams.get("answer_scoring", "closed_set_logprob") == "closed_set_logprob"
         preds = predict(
-            self.vlm, [r.question for r in records], [ex.image for ex in batch.examples], [r.candidates for r in records],
+            self.vlm, [r.question for r in records], [ex.image for ex in batch.examples],
+            [r.candidates if closed else None for r in records],
             instruction=self.hparams.instruction, batch_size=len(records), max_new_tokens=self.hparams.max_new_tokens,
         )  # fmt: skip
         return records, preds
@@ -165,7 +190,8 @@ class HeadModulationModule(LightningModule):
         if self.hparams.eval_baseline and not self._baseline_done:
             with self.unmodulated():
                 _, baseline = self.answer(batch)
-        for o in make_outcomes(records, preds, None) if baseline is None else make_outcomes(records, baseline, preds):
+        parser = self.answer_parser
+        for o in make_outcomes(records, preds, None, parser) if baseline is None else make_outcomes(records, baseline, preds, parser):
             acc = self._val.setdefault(o.benchmark, {"modulated": [], "baseline": []})
             if baseline is None:
                 acc["modulated"].append(o.baseline_correct)
@@ -207,11 +233,11 @@ class HeadModulationModule(LightningModule):
         modulated = self.answer(batch)[1] if self.intervention_active else None
         with self.unmodulated():
             records, baseline = self.answer(batch)
-        self._test += make_outcomes(records, baseline, modulated)
+        self._test += make_outcomes(records, baseline, modulated, self.answer_parser)
 
     def on_test_epoch_end(self) -> None:
         self.test_outcomes = gather_outcomes(self._test)
-        self.test_rows = outcome_rows(self.test_outcomes)
+        self.test_rows = outcome_rows(self.test_outcomes, parser=self.answer_parser)
         self._log_hparams(headline_metrics(self.test_rows))
 
     # -- TensorBoard hparams: logged at fit start without metrics, at the end with the test headline numbers ----

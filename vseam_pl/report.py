@@ -121,11 +121,12 @@ def pope_rows(
     benchmark: str = "pope",
     seed: int = 0,
     n_resamples: int = 2000,
+    parser: str = "vseam",
 ) -> list[dict[str, Any]]:
     """POPE rows (accuracy, f1, precision, recall, yes_ratio) per split and averaged over splits (split ``avg``).
 
-    Predictions are free-form replies or candidate strings (`vseam_pl.metrics.POPEMetrics` conventions; yes_ratio is
-    the share of predicted "yes"). Per-split accuracy rows get a McNemar p-value and a bootstrap CI; the other
+    Predictions are free-form replies or candidate strings read with `parser` (`vseam_pl.text.ANSWER_PARSERS`;
+    `vseam_pl.metrics.POPEMetrics` conventions; yes_ratio is the share of predicted "yes"). Per-split accuracy rows get a McNemar p-value and a bootstrap CI; the other
     metrics and the averages are not per-example means, so their p_value and ci95 stay null.
     """
     split_list = [splits] * len(targets) if isinstance(splits, str) else list(splits)
@@ -143,10 +144,10 @@ def pope_rows(
     )
     scores, correct = {}, {}
     for name, preds in systems.items():
-        metric = POPEMetrics(splits=present)
+        metric = POPEMetrics(splits=present, parser=parser)
         metric.update(preds, targets, split_list)
         scores[name] = {k: v.item() for k, v in metric.compute().items()}
-        cells = pope_cells(preds, targets).numpy()
+        cells = pope_cells(preds, targets, parser).numpy()
         correct[name] = (cells == TP) | (cells == TN)
     names = np.asarray(split_list, dtype=object)
     rows = []
