@@ -36,6 +36,7 @@ class Outcome:
     modulated: str | None
     baseline_correct: bool
     modulated_correct: bool | None
+    image_id: str = ""  # the cluster of image-level statistics
 
 
 def is_correct(record: QARecord, pred: str, parser: str = "vseam") -> bool:
@@ -55,7 +56,7 @@ def make_outcomes(
         out.append(Outcome(
             key=example_key(r), benchmark=r.benchmark, question_id=r.question_id, level=r.level, group=r.group,
             answer=r.answer, baseline=baseline[i], modulated=mod, baseline_correct=is_correct(r, baseline[i], parser),
-            modulated_correct=None if mod is None else is_correct(r, mod, parser),
+            modulated_correct=None if mod is None else is_correct(r, mod, parser), image_id=r.image_id,
         ))  # fmt: skip
     return out
 
@@ -73,9 +74,15 @@ def gather_outcomes(local: list[Outcome]) -> list[Outcome]:
 
 
 def outcome_rows(
-    outcomes: Iterable[Outcome], split: str = "test", seed: int = 0, parser: str = "vseam"
+    outcomes: Iterable[Outcome],
+    split: str = "test",
+    seed: int = 0,
+    parser: str = "vseam",
+    statistics: str = "image_clustered",
 ) -> list[dict[str, Any]]:
-    """Report rows per benchmark: POPE metrics per POPE split, else accuracy overall + per category (+ per level)."""
+    """Report rows per benchmark: POPE metrics per POPE split, else accuracy overall + per category (+ per level).
+
+    Rows count the images behind their questions and, by default, use image-clustered statistics (`report`)."""
     by_bench: dict[str, list[Outcome]] = defaultdict(list)
     for o in outcomes:
         by_bench[o.benchmark].append(o)
@@ -87,12 +94,16 @@ def outcome_rows(
             rows += pope_rows(
                 [o.answer for o in os_], [o.baseline for o in os_], [o.modulated for o in os_] if has_mod else None,
                 splits=[o.group for o in os_], benchmark=bench, seed=seed, parser=parser,
+                images=[o.image_id for o in os_], statistics=statistics,
             )  # fmt: skip
             continue
         base = [o.baseline_correct for o in os_]
         mod = [o.modulated_correct for o in os_] if has_mod else None
-        rows += compare_rows(bench, split, base, mod, groups=[o.group for o in os_], seed=seed)
+        images = [o.image_id for o in os_]
+        rows += compare_rows(bench, split, base, mod, groups=[o.group for o in os_], seed=seed, images=images,
+                             statistics=statistics)  # fmt: skip
         levels = [o.level for o in os_]
         if all(levels) and len(set(levels)) > 1:
-            rows += compare_rows(bench, split, base, mod, groups=[f"level={lv}" for lv in levels], seed=seed)[1:]
+            rows += compare_rows(bench, split, base, mod, groups=[f"level={lv}" for lv in levels], seed=seed,
+                                 images=images, statistics=statistics)[1:]  # fmt: skip
     return rows
