@@ -247,12 +247,20 @@ class HeadModulationModule(LightningModule):
 
     def _log_hparams(self, metrics: dict[str, float]) -> None:
         """`metrics={}` records the hyperparameters only; TensorBoard's HParams tab then shows the metrics written at
-        the end (with Trainer(enable_autolog_hparams=True) Lightning's `hp_metric=-1` session is written first)."""
+        the end (with Trainer(enable_autolog_hparams=True) Lightning's `hp_metric=-1` session is written first).
+        Other loggers (CSV, W&B) get the hyperparameters once at fit start and the headline test metrics as metrics."""
         if self.trainer.global_rank != 0:
             return
         for logger in self.loggers:
             if isinstance(logger, TensorBoardLogger):
                 logger.log_hyperparams(self.hparams, metrics=metrics, step=self.trainer.global_step)
+            elif metrics:
+                logger.log_metrics(metrics, step=self.trainer.global_step)
+            elif not self.trainer.enable_autolog_hparams:
+                logger.log_hyperparams(self.hparams)
+        for logger in self.loggers:
+            if metrics and not isinstance(logger, TensorBoardLogger):
+                logger.save()
 
     # -- checkpoints hold the trained parameters only -------------------------------------------------------
     def _trained_keys(self) -> set[str]:
