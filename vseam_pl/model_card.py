@@ -20,6 +20,11 @@ from huggingface_hub import ModelCard, ModelCardData
 from .report import read_metrics_json, to_markdown
 
 HEATMAP = "scales_heatmap.png"
+_P_TESTS = {
+    "image_permutation": "permutation test and bootstrap that resample images, so correlated questions about one "
+    "image count once",
+    "mcnemar_exact": "exact McNemar test and bootstrap over questions",
+}
 
 
 def save_heatmap(scales: torch.Tensor, path: str | os.PathLike) -> Path:
@@ -110,12 +115,13 @@ def build_card(
     if report is None:
         parts.append("No metrics.json was given to the export, so no evaluation is reported here.")
     else:
+        tests = sorted({r.get("p_test") for r in report["rows"] if r.get("p_test")})
         parts += [
-            f"From `metrics.json` (model `{report['model']}`). Values in percent; delta in points; `p` is the paired "
-            "test of the modulated model against the frozen baseline on the same questions and `95% CI` the paired "
-            "bootstrap interval of the delta"
-            + (f" (clustered by image: {report['statistics']})" if isinstance(report.get("statistics"), str) else "")
-            + ".",
+            f"From `metrics.json` (model `{report['model']}`). Values in percent; delta in points; `images` counts "
+            "the distinct images behind the questions. `p` is the paired test of the modulated model against the "
+            "frozen baseline on the same questions and `95% CI` the paired bootstrap interval of the delta ("
+            + ("; ".join(f"`{t}`: {_P_TESTS.get(t, t)}" for t in tests) or "no paired rows")
+            + ").",
             f"Answers: `{report.get('answer_scoring', 'closed_set_logprob')}` scoring, "
             f"`{report.get('answer_parser', 'vseam')}` parser.",
             "",
