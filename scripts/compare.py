@@ -46,11 +46,11 @@ from vseam_pl.discovery import DiscoveryConfig, HeadScores, init_scales_from_sco
 from vseam_pl.discovery.data import prepare_pairs
 from vseam_pl.io import read_cached, write_json, write_text
 from vseam_pl.levels import LEVELS
-from vseam_pl.stats import mcnemar_exact
+from vseam_pl.stats import cluster_count, cluster_permutation_test, mcnemar_exact
 from vseam_pl.vlm import load_vlm, model_display_name
 
-ROW_KEYS = ("method", "seed", "trainable_params", "n", "accuracy", "levels", "delta", "p_value", "method_only",
-            "zero_shot_only", "train_steps", "seconds")  # fmt: skip
+ROW_KEYS = ("method", "seed", "trainable_params", "n", "n_images", "accuracy", "levels", "delta", "p_value",
+            "p_value_images", "method_only", "zero_shot_only", "train_steps", "seconds")  # fmt: skip
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -181,7 +181,7 @@ def run_method(model: str, method: str, seed: int | None, scores: HeadScores, ar
     test = Trainer(limit_test_batches=args.test_batches or 1.0, **trainer_kwargs)
     test.test(module, datamodule=data, verbose=False)
     outcomes = [
-        {"key": o.key, "question_id": o.question_id, "level": o.level, "group": o.group,
+        {"key": o.key, "question_id": o.question_id, "image_id": o.image_id, "level": o.level, "group": o.group,
          "zero_shot": o.baseline_correct, "correct": o.baseline_correct if o.modulated is None else o.modulated_correct}
         for o in module.test_outcomes
     ]  # fmt: skip
@@ -223,8 +223,11 @@ def collect(model: str, args: argparse.Namespace) -> tuple[dict[str, Any], list[
 
 
 def method_row(result: dict, reference: dict[int, bool]) -> dict[str, Any]:
-    """Accuracy (overall, per level) and McNemar p against the zero-shot model on the same examples."""
+    """Accuracy (overall, per level), McNemar p against the zero-shot model on the same examples and, when the
+    outcomes name their images, the image-clustered permutation p (`vseam_pl.stats.cluster_permutation_test`)."""
     outs = result["outcomes"]
+    images = [o.get("image_id") for o in outs]
+    known = all(images)
     keys = [o["key"] for o in outs]
     correct = np.array([o["correct"] for o in outs], dtype=bool)
     zero = np.array([reference[k] for k in keys], dtype=bool)
@@ -233,7 +236,9 @@ def method_row(result: dict, reference: dict[int, bool]) -> dict[str, Any]:
     return {
         "method": result["method"], "seed": result["seed"], "trainable_params": result["trainable_params"],
         "n": int(correct.size), "accuracy": float(correct.mean()), "levels": levels,
+        "n_images": cluster_count(images) if known else None,
         "delta": float(correct.mean() - zero.mean()), "p_value": mcnemar_exact(correct, zero),
+        "p_value_images": cluster_permutation_test(correct, zero, images) if known else None,
         "method_only": int((correct & ~zero).sum()), "zero_shot_only": int((~correct & zero).sum()),
         "train_steps": result["train_steps"], "seconds": result["seconds"],
     }  # fmt: skip
@@ -264,7 +269,7 @@ def _p(p: float | None) -> str:
 
 def markdown_table(models: list[dict[str, Any]]) -> str:
     head = ["model", "method", "trainable params", "n", "accuracy %", *[f"{lv} %" for lv in LEVELS],
-            "Δ vs zero-shot (pts)", "McNemar p vs zero-shot"]  # fmt: skip
+            "Δ vs zero-shot (pts)", "McNemar p vs zero-shot", "image-clustered p"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * (len(head) - 2)) + "|"]
     for m in models:
         name = model_display_name(m["model"])
@@ -272,14 +277,15 @@ def markdown_table(models: list[dict[str, Any]]) -> str:
             method = r["method"] if r["seed"] is None else f"{r['method']} (seed {r['seed']})"
             cells = [name, method, str(r["trainable_params"]), str(r["n"]), _pct(r["accuracy"]),
                      *[_pct(r["levels"][lv]) if lv in r["levels"] else "-" for lv in LEVELS],
-                     f"{100 * r['delta']:+.2f}", "-" if r["method"] == "zero_shot" else _p(r["p_value"])]  # fmt: skip
+                     f"{100 * r['delta']:+.2f}", "-" if r["method"] == "zero_shot" else _p(r["p_value"]),
+                     "-" if r["method"] == "zero_shot" else _p(r.get("p_value_images"))]  # fmt: skip
             lines.append("| " + " | ".join(cells) + " |")
         seeded = [r for r in m["rows"] if r["method"] == "random_heads"]
         if len(seeded) > 1:
             acc = np.array([r["accuracy"] for r in seeded])
             lines.append(f"| {name} | random_heads (mean ± std, {len(seeded)} seeds) | {seeded[0]['trainable_params']} | "
                          f"{seeded[0]['n']} | {_pct(acc.mean())} ± {_pct(acc.std(ddof=1))} | "
-                         + " | ".join(["-"] * len(LEVELS)) + f" | {100 * np.mean([r['delta'] for r in seeded]):+.2f} | - |")  # fmt: skip
+                         + " | ".join(["-"] * len(LEVELS)) + f" | {100 * np.mean([r['delta'] for r in seeded]):+.2f} | - | - |")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -323,7 +329,9 @@ def write_report(models: list[dict[str, Any]], args: argparse.Namespace, command
         f"vectors (ITI: mass-mean directions of the discovery pairs, alpha {args.iti_alpha}; LoFiT: L1 weight "
         f"{args.lofit_l1} for half the steps, then vectors for the other half; vectors lr {args.shift_lr}). "
         "p: exact McNemar test of each method against the zero-shot model on the same examples "
-        "(`vseam_pl.stats.mcnemar_exact`). Trainable params: the scalars the optimizer changes (random heads: the "
+        "(`vseam_pl.stats.mcnemar_exact`); image-clustered p: the paired permutation test that swaps the two "
+        "systems' answers per image (`vseam_pl.stats.cluster_permutation_test`), since one image has several "
+        "questions. Trainable params: the scalars the optimizer changes (random heads: the "
         "K heads' scales; LoFiT: all scales of its selection step plus the K vectors; ITI mass-mean: none).",
         "",
         "Runs are resumable and cached per run under `--runs_dir`: running the same command once per model (e.g. in "

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from vseam_pl.stats import mcnemar_exact
+from vseam_pl.stats import cluster_permutation_test, mcnemar_exact
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
@@ -71,6 +71,9 @@ def test_comparison_schema_counts_and_p_values(compared, tiny_llava_dir):
         mine = [o["correct"] for o in outs]
         ref = [zero[o["key"]] for o in outs]
         assert r["p_value"] == pytest.approx(mcnemar_exact(mine, ref))
+        images = [o["image_id"] for o in outs]
+        assert all(images) and r["n_images"] == len(set(images)) < n  # several questions per image
+        assert r["p_value_images"] == pytest.approx(cluster_permutation_test(mine, ref, images))
         assert r["accuracy"] == pytest.approx(sum(mine) / n)
         assert r["method_only"] == sum(a and not b for a, b in zip(mine, ref, strict=True))
         assert set(r["levels"]) == {"object", "attribute", "relation"}
