@@ -85,6 +85,11 @@ def test_from_peft_refuses_untied_and_foreign_adapters(tiny_llava_dir, scales_fi
     with pytest.raises(PeftAdapterError, match=r"head 1's 16 IA3 values differ"):
         HeadModulation.from_peft(out, vlm)
 
+    weights[key][0, :] = float("nan")
+    save_file(weights, weights_path)
+    with pytest.raises(PeftAdapterError, match="NaN or infinity"):
+        HeadModulation.from_peft(out, vlm)
+
     config = json.loads((out / "adapter_config.json").read_text())
     write_json(out / "adapter_config.json", {**config, "feedforward_modules": []})
     with pytest.raises(PeftAdapterError, match="not in feedforward_modules"):

@@ -94,6 +94,8 @@ def _is_feedforward(name: str, feedforward: str | list[str] | set[str] | None) -
 
 
 def _tied_scales(vector: torch.Tensor, head_dim: int, where: str) -> torch.Tensor:
+    if not torch.isfinite(vector).all():
+        raise PeftAdapterError(f"{where}: IA3 values contain NaN or infinity")
     heads = vector.float().reshape(-1, head_dim)
     spread = (heads - heads[:, :1]).abs().amax(dim=1)
     tol = 1e-6 * heads[:, :1].abs().squeeze(1).clamp(min=1.0)
