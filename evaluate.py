@@ -47,6 +47,7 @@ def evaluate(
     max_new_tokens: int = 8,
     answer_scoring: str = "closed_set_logprob",
     answer_parser: str = "vseam",
+    statistics: str = "image_clustered",
     accelerator: str = "auto",
     devices: int | str = 1,
     strategy: str = "auto",
@@ -74,6 +75,7 @@ def evaluate(
         answer_scoring: closed_set_logprob (closed sets scored by candidate log-probability; the default) or
             generate (every question answered by greedy generation, as lmms-eval / VLMEvalKit do).
         answer_parser: how generated replies are read: vseam | lmms_eval | llava | vlmevalkit (docs/evaluation.md).
+        statistics: image_clustered (p-values and CIs resample images; the default) or per_question (McNemar).
         accelerator, devices, strategy, precision: Lightning Trainer settings (e.g. 2 devices with ddp).
         seed: seeds the bootstrap CIs.
     """
@@ -93,7 +95,7 @@ def evaluate(
     module = HeadModulationModule(model=model, dtype=dtype, attn_implementation=attn_implementation,
                                   instruction=instruction, max_new_tokens=max_new_tokens,
                                   init_scales=scales or "ones", answer_scoring=answer_scoring,
-                                  answer_parser=answer_parser)  # fmt: skip
+                                  answer_parser=answer_parser, statistics=statistics)  # fmt: skip
     if scales is None:
         module.modulation.detach()
     trainer = Trainer(accelerator=accelerator, devices=devices, strategy=strategy, precision=precision, logger=False,

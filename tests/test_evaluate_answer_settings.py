@@ -39,3 +39,24 @@ def test_answer_scoring_and_parser_are_recorded(tiny_llava_dir, tiny_world, tmp_
         evaluate.evaluate(output=str(tmp_path / "x.json"), answer_parser="lmms-eval", **common)
     with pytest.raises(ValueError, match="answer_scoring must be one of"):
         evaluate.evaluate(output=str(tmp_path / "x.json"), answer_scoring="logprob", **common)
+
+
+def test_statistics_choice_reaches_the_rows(tiny_llava_dir, tiny_world, tmp_path, one_thread):
+    import torch
+
+    from vseam_pl.modulation import HeadModulation
+    from vseam_pl.vlm import load_vlm
+
+    mod = HeadModulation.for_vlm(load_vlm(str(tiny_llava_dir)))
+    with torch.no_grad():
+        mod.scales.uniform_(0.5, 1.5, generator=torch.Generator().manual_seed(0))
+    scales = str(mod.save(tmp_path / "head_scales.safetensors"))
+    common = dict(model=str(tiny_llava_dir), scales=scales, benchmarks="gqa", data_root=str(tiny_world),
+                  num_workers=0, limit=8)  # fmt: skip
+    clustered = evaluate.evaluate(output=str(tmp_path / "c.json"), **common)
+    per_q = evaluate.evaluate(output=str(tmp_path / "q.json"), statistics="per_question", **common)
+    assert {r["p_test"] for r in clustered} == {"image_permutation"} and {r["p_test"] for r in per_q} == {"mcnemar_exact"}
+    overall = clustered[0]
+    assert overall["split"] == "test" and overall["n"] == 8 and 1 <= overall["n_images"] < 8
+    with pytest.raises(ValueError, match="statistics must be one of"):
+        evaluate.evaluate(output=str(tmp_path / "x.json"), statistics="clustered", **common)

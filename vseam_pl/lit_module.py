@@ -21,6 +21,7 @@ from .data import Batch
 from .evaluation import Outcome, gather_outcomes, make_outcomes, outcome_rows
 from .modulation import HeadModulation
 from .prompts import DEFAULT_INSTRUCTION, build_prompts
+from .report import STATISTICS
 from .scoring import answer_loss, predict
 from .text import check_parser
 from .vlm import load_vlm
@@ -63,6 +64,8 @@ class HeadModulationModule(LightningModule):
             lmms-eval / VLMEvalKit / LLaVA's scripts do).
         answer_parser: how generated replies are read (`vseam_pl.text.ANSWER_PARSERS`: vseam, lmms_eval, llava,
             vlmevalkit); recorded in metrics.json.
+        statistics: `image_clustered` (default: p-values and CIs resample images) or `per_question` (McNemar and a
+            per-question bootstrap); each row's `p_test` says which was used.
     """
 
     def __init__(
@@ -81,8 +84,11 @@ class HeadModulationModule(LightningModule):
         trust_remote_code: bool = False,
         answer_scoring: str = "closed_set_logprob",
         answer_parser: str = "vseam",
+        statistics: str = "image_clustered",
     ) -> None:
         super().__init__()
+        if statistics not in STATISTICS:
+            raise ValueError(f"statistics must be one of {STATISTICS}, got {statistics!r}")
         if answer_scoring not in ANSWER_SCORING:
             raise ValueError(f"answer_scoring must be one of {ANSWER_SCORING}, got {answer_scoring!r}")
         check_parser(answer_parser)
@@ -237,7 +243,8 @@ class HeadModulationModule(LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self.test_outcomes = gather_outcomes(self._test)
-        self.test_rows = outcome_rows(self.test_outcomes, parser=self.answer_parser)
+        self.test_rows = outcome_rows(self.test_outcomes, parser=self.answer_parser,
+                                      statistics=self.hparams.get("statistics", "image_clustered"))  # fmt: skip
         self._log_hparams(headline_metrics(self.test_rows))
 
     # -- TensorBoard hparams: logged at fit start without metrics, at the end with the test headline numbers ----
