@@ -45,6 +45,9 @@ def evaluate(
     attn_implementation: str | None = "eager",
     instruction: str | None = DEFAULT_INSTRUCTION,
     max_new_tokens: int = 8,
+    answer_scoring: str = "closed_set_logprob",
+    answer_parser: str = "vseam",
+    statistics: str = "image_clustered",
     accelerator: str = "auto",
     devices: int | str = 1,
     strategy: str = "auto",
@@ -69,6 +72,10 @@ def evaluate(
         batch_size, num_workers: inference batch size; image-decoding worker processes.
         dtype, attn_implementation: how the frozen model is loaded.
         instruction, max_new_tokens: prompting and open-question generation length.
+        answer_scoring: closed_set_logprob (closed sets scored by candidate log-probability; the default) or
+            generate (every question answered by greedy generation, as lmms-eval / VLMEvalKit do).
+        answer_parser: how generated replies are read: vseam | lmms_eval | llava | vlmevalkit (docs/evaluation.md).
+        statistics: image_clustered (p-values and CIs resample images; the default) or per_question (McNemar).
         accelerator, devices, strategy, precision: Lightning Trainer settings (e.g. 2 devices with ddp).
         seed: seeds the bootstrap CIs.
     """
@@ -87,7 +94,8 @@ def evaluate(
 
     module = HeadModulationModule(model=model, dtype=dtype, attn_implementation=attn_implementation,
                                   instruction=instruction, max_new_tokens=max_new_tokens,
-                                  init_scales=scales or "ones")  # fmt: skip
+                                  init_scales=scales or "ones", answer_scoring=answer_scoring,
+                                  answer_parser=answer_parser, statistics=statistics)  # fmt: skip
     if scales is None:
         module.modulation.detach()
     trainer = Trainer(accelerator=accelerator, devices=devices, strategy=strategy, precision=precision, logger=False,
@@ -95,7 +103,7 @@ def evaluate(
     trainer.test(module, datamodule=data, verbose=False)
     out = Path(output) if output else (Path(scales).parent if scales else Path("runs/eval")) / "metrics.json"
     skipped = getattr(data, "skipped", [])
-    write_outputs(out.parent, module.vlm.name, module.test_rows, None, {"skipped_records": len(skipped)},
+    write_outputs(out.parent, module.vlm.name, module.test_rows, None, {"skipped_records": len(skipped), **module.answer_settings()},
                   metrics_name=out.name, scales_path=scales)  # fmt: skip
     release_process_group()
     return module.test_rows

@@ -4,8 +4,11 @@
 
 Methods (`vseam_pl.baselines.METHODS`): zero-shot frozen model; closed-form scales from discovery scores (no
 training); scales learned from ones; scales learned from the discovery initialisation; K random heads learned
-(K = heads the discovery top-K selects; several seeds); peft IA3 and LoRA on the language decoder. Every trained
-method gets the same data (training fraction and data seed), batches and number of optimizer steps.
+(K = heads the discovery top-K selects; several seeds); peft IA3 and LoRA on the language decoder; ITI-style
+additive shifts on the K heads whose clean-vs-edited mass-mean directions separate best (`iti_mass_mean`: the
+mass-mean vectors, untrained; `iti_learned`: vectors learned from 0); LoFiT-style (`lofit`: half the steps learn
+all scales with an L1 pull toward 1, the K heads that moved most then get bias vectors for the other half). Every
+trained method gets the same data (training fraction and data seed), batches and number of optimizer steps.
 
 Discovery runs once per model on the *train* split's clean/edited pairs (`DATA/train/pairs/pairs.jsonl`). Each
 method's per-example correctness is saved under `--runs_dir` as soon as it finishes, so a restarted comparison skips
@@ -29,20 +32,25 @@ from lightning.pytorch import Trainer, seed_everything
 from vseam_pl.baselines import (
     METHODS,
     TRAINED,
+    L1ScalesModule,
     build_method,
     claim_run_dir,
     discovery_head_count,
+    iti_shifts,
+    lofit_heads,
+    mass_mean_directions,
     trainable_count,
 )
 from vseam_pl.data import GQADataModule
 from vseam_pl.discovery import DiscoveryConfig, HeadScores, init_scales_from_scores, load_pairs, run_discovery
+from vseam_pl.discovery.data import prepare_pairs
 from vseam_pl.io import read_cached, write_json, write_text
 from vseam_pl.levels import LEVELS
-from vseam_pl.stats import mcnemar_exact
+from vseam_pl.stats import cluster_count, cluster_permutation_test, mcnemar_exact
 from vseam_pl.vlm import load_vlm, model_display_name
 
-ROW_KEYS = ("method", "seed", "trainable_params", "n", "accuracy", "levels", "delta", "p_value", "method_only",
-            "zero_shot_only", "train_steps", "seconds")  # fmt: skip
+ROW_KEYS = ("method", "seed", "trainable_params", "n", "n_images", "accuracy", "levels", "delta", "p_value",
+            "p_value_images", "method_only", "zero_shot_only", "train_steps", "seconds")  # fmt: skip
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -65,6 +73,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=0.02, help="learning rate of the scale methods and IA3")
     p.add_argument("--lora_lr", type=float, default=0.002)
     p.add_argument("--lora_r", type=int, default=4)
+    p.add_argument("--shift_lr", type=float, default=0.01, help="learning rate of the ITI / LoFiT shift vectors")
+    p.add_argument("--iti_alpha", type=float, default=5.0, help="ITI strength: shift = alpha * sigma * direction")
+    p.add_argument("--lofit_l1", type=float, default=0.05, help="LoFiT selection step: weight of mean |scale - 1|")
     p.add_argument("--num_workers", type=int, default=1)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
     return p.parse_args(argv)
@@ -94,7 +105,8 @@ def discovery_scores(model: str, args: argparse.Namespace, run_dir: Path) -> Hea
 
 
 RESULT_SETTINGS = ("data_root", "steps", "batch_size", "fraction", "data_seed", "test_batches", "top_k",
-                   "discovery_method", "discovery_pairs", "lr", "lora_lr", "lora_r")  # fmt: skip
+                   "discovery_method", "discovery_pairs", "lr", "lora_lr", "lora_r", "shift_lr", "iti_alpha",
+                   "lofit_l1")  # fmt: skip
 
 
 def result_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -111,32 +123,65 @@ def datamodule(args: argparse.Namespace) -> GQADataModule:
                          num_workers=args.num_workers)  # fmt: skip
 
 
+TRAINER_KWARGS: dict[str, Any] = dict(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                                      enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+
+
+def fit_steps(module: Any, args: argparse.Namespace, steps: int) -> int:
+    """Train `module` for `steps` optimizer steps on the shared data; returns the steps taken."""
+    trainer = Trainer(max_steps=steps, max_epochs=-1, limit_val_batches=0, num_sanity_val_steps=0, **TRAINER_KWARGS)
+    trainer.fit(module, datamodule=datamodule(args))
+    return trainer.global_step
+
+
+def iti_selection(model: str, k: int, args: argparse.Namespace) -> tuple[list, Any]:
+    """ITI heads and mass-mean shifts from the discovery pairs of the train split (the data discovery sees)."""
+    vlm = load_vlm(model)
+    manifest = Path(args.data_root) / "train" / "pairs" / "pairs.jsonl"
+    items = prepare_pairs(vlm, load_pairs(manifest, limit=args.discovery_pairs))
+    direction, sigma = mass_mean_directions(vlm, items)
+    return iti_shifts(direction, sigma, k, args.iti_alpha)
+
+
+def shift_setup(model: str, method: str, k: int, args: argparse.Namespace) -> tuple[dict[str, Any], int]:
+    """`shift_kwargs` of an ITI / LoFiT method and the optimizer steps its selection took (LoFiT's first half)."""
+    if method in ("iti_mass_mean", "iti_learned"):
+        heads, vecs = iti_selection(model, k, args)
+        return {"shift_heads": heads, "shift_init": vecs if method == "iti_mass_mean" else None}, 0
+    seed_everything(args.data_seed, verbose=False)
+    selector = L1ScalesModule(scale_l1=args.lofit_l1, model=model, lr=args.lr)
+    taken = fit_steps(selector, args, max(1, args.steps // 2))
+    heads = lofit_heads(selector.modulation.scales, k)
+    return {"shift_heads": heads, "extra_trained": selector.modulation.scales.numel()}, taken
+
+
 def run_method(model: str, method: str, seed: int | None, scores: HeadScores, args: argparse.Namespace) -> dict:
     """Build, train (when the method trains) and test one method; return its per-example correctness."""
+    start = time.perf_counter()
+    k = discovery_head_count(scores, args.top_k)
+    shift_kwargs, steps = (None, 0)
+    if method in ("iti_mass_mean", "iti_learned", "lofit"):
+        shift_kwargs, steps = shift_setup(model, method, k, args)
     seed_everything(args.data_seed, verbose=False)  # identical data order and initial state for every method
-    kwargs: dict[str, Any] = {"model": model, "lr": args.lora_lr if method == "lora" else args.lr}
+    lr = {"lora": args.lora_lr, "iti_learned": args.shift_lr, "lofit": args.shift_lr}.get(method, args.lr)
+    kwargs: dict[str, Any] = {"model": model, "lr": lr}
     module = build_method(
         method,
         discovery_scales=init_scales_from_scores(scores, rule="closed_form"),
-        num_random_heads=discovery_head_count(scores, args.top_k),
+        num_random_heads=k,
         head_seed=seed or 0,
         adapter_kwargs={"lora_r": args.lora_r, "lora_alpha": 2 * args.lora_r} if method == "lora" else None,
+        shift_kwargs=shift_kwargs,
         **kwargs,
     )
-    trainer_kwargs: dict[str, Any] = dict(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                                          enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    trainer_kwargs = TRAINER_KWARGS
     data = datamodule(args)
-    start = time.perf_counter()
-    steps = 0
     if method in TRAINED:
-        fit = Trainer(max_steps=args.steps, max_epochs=-1, limit_val_batches=0, num_sanity_val_steps=0,
-                      **trainer_kwargs)  # fmt: skip
-        fit.fit(module, datamodule=data)
-        steps = fit.global_step
+        steps += fit_steps(module, args, args.steps - steps)
     test = Trainer(limit_test_batches=args.test_batches or 1.0, **trainer_kwargs)
     test.test(module, datamodule=data, verbose=False)
     outcomes = [
-        {"key": o.key, "question_id": o.question_id, "level": o.level, "group": o.group,
+        {"key": o.key, "question_id": o.question_id, "image_id": o.image_id, "level": o.level, "group": o.group,
          "zero_shot": o.baseline_correct, "correct": o.baseline_correct if o.modulated is None else o.modulated_correct}
         for o in module.test_outcomes
     ]  # fmt: skip
@@ -178,8 +223,11 @@ def collect(model: str, args: argparse.Namespace) -> tuple[dict[str, Any], list[
 
 
 def method_row(result: dict, reference: dict[int, bool]) -> dict[str, Any]:
-    """Accuracy (overall, per level) and McNemar p against the zero-shot model on the same examples."""
+    """Accuracy (overall, per level), McNemar p against the zero-shot model on the same examples and, when the
+    outcomes name their images, the image-clustered permutation p (`vseam_pl.stats.cluster_permutation_test`)."""
     outs = result["outcomes"]
+    images = [o.get("image_id") for o in outs]
+    known = all(images)
     keys = [o["key"] for o in outs]
     correct = np.array([o["correct"] for o in outs], dtype=bool)
     zero = np.array([reference[k] for k in keys], dtype=bool)
@@ -188,7 +236,9 @@ def method_row(result: dict, reference: dict[int, bool]) -> dict[str, Any]:
     return {
         "method": result["method"], "seed": result["seed"], "trainable_params": result["trainable_params"],
         "n": int(correct.size), "accuracy": float(correct.mean()), "levels": levels,
+        "n_images": cluster_count(images) if known else None,
         "delta": float(correct.mean() - zero.mean()), "p_value": mcnemar_exact(correct, zero),
+        "p_value_images": cluster_permutation_test(correct, zero, images) if known else None,
         "method_only": int((correct & ~zero).sum()), "zero_shot_only": int((~correct & zero).sum()),
         "train_steps": result["train_steps"], "seconds": result["seconds"],
     }  # fmt: skip
@@ -219,7 +269,7 @@ def _p(p: float | None) -> str:
 
 def markdown_table(models: list[dict[str, Any]]) -> str:
     head = ["model", "method", "trainable params", "n", "accuracy %", *[f"{lv} %" for lv in LEVELS],
-            "Δ vs zero-shot (pts)", "McNemar p vs zero-shot"]  # fmt: skip
+            "Δ vs zero-shot (pts)", "McNemar p vs zero-shot", "image-clustered p"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * (len(head) - 2)) + "|"]
     for m in models:
         name = model_display_name(m["model"])
@@ -227,14 +277,15 @@ def markdown_table(models: list[dict[str, Any]]) -> str:
             method = r["method"] if r["seed"] is None else f"{r['method']} (seed {r['seed']})"
             cells = [name, method, str(r["trainable_params"]), str(r["n"]), _pct(r["accuracy"]),
                      *[_pct(r["levels"][lv]) if lv in r["levels"] else "-" for lv in LEVELS],
-                     f"{100 * r['delta']:+.2f}", "-" if r["method"] == "zero_shot" else _p(r["p_value"])]  # fmt: skip
+                     f"{100 * r['delta']:+.2f}", "-" if r["method"] == "zero_shot" else _p(r["p_value"]),
+                     "-" if r["method"] == "zero_shot" else _p(r.get("p_value_images"))]  # fmt: skip
             lines.append("| " + " | ".join(cells) + " |")
         seeded = [r for r in m["rows"] if r["method"] == "random_heads"]
         if len(seeded) > 1:
             acc = np.array([r["accuracy"] for r in seeded])
             lines.append(f"| {name} | random_heads (mean ± std, {len(seeded)} seeds) | {seeded[0]['trainable_params']} | "
                          f"{seeded[0]['n']} | {_pct(acc.mean())} ± {_pct(acc.std(ddof=1))} | "
-                         + " | ".join(["-"] * len(LEVELS)) + f" | {100 * np.mean([r['delta'] for r in seeded]):+.2f} | - |")  # fmt: skip
+                         + " | ".join(["-"] * len(LEVELS)) + f" | {100 * np.mean([r['delta'] for r in seeded]):+.2f} | - | - |")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -274,9 +325,14 @@ def write_report(models: list[dict[str, Any]], args: argparse.Namespace, command
         f"and {args.steps} optimizer steps; scales and IA3 use lr {args.lr}, LoRA (rank {args.lora_r}) lr "
         f"{args.lora_lr}. Discovery: `{args.discovery_method}` on {args.discovery_pairs} train pairs; the "
         f"closed-form scales are `init_scales_from_scores(scores, rule=\"closed_form\")`; random heads learn as many "
-        f"heads as the top-{args.top_k} positive + negative discovery heads. p: exact McNemar test of each method "
-        "against the zero-shot model on the same examples (`vseam_pl.stats.mcnemar_exact`). Trainable params: "
-        "the scalars the optimizer changes (random heads: the K heads' scales).",
+        f"heads as the top-{args.top_k} positive + negative discovery heads, and so many heads get ITI / LoFiT "
+        f"vectors (ITI: mass-mean directions of the discovery pairs, alpha {args.iti_alpha}; LoFiT: L1 weight "
+        f"{args.lofit_l1} for half the steps, then vectors for the other half; vectors lr {args.shift_lr}). "
+        "p: exact McNemar test of each method against the zero-shot model on the same examples "
+        "(`vseam_pl.stats.mcnemar_exact`); image-clustered p: the paired permutation test that swaps the two "
+        "systems' answers per image (`vseam_pl.stats.cluster_permutation_test`), since one image has several "
+        "questions. Trainable params: the scalars the optimizer changes (random heads: the "
+        "K heads' scales; LoFiT: all scales of its selection step plus the K vectors; ITI mass-mean: none).",
         "",
         "Runs are resumable and cached per run under `--runs_dir`: running the same command once per model (e.g. in "
         "parallel processes) and then once with every model only aggregates, and gives the same files.",

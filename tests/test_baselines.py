@@ -154,7 +154,7 @@ def test_build_method_sets_up_each_method(tiny_llava_dir):
     assert torch.equal(ones.modulation.scales.detach(), torch.ones(4, 4)) and trainable_count(ones) == 16
     assert trainable_count(build_method("random_heads", **kwargs)) == 4
     assert set(METHODS) == {"zero_shot", "closed_form", "learned_ones", "learned_discovery", "random_heads", "ia3",
-                            "lora"}  # fmt: skip
+                            "lora", "iti_mass_mean", "iti_learned", "lofit"}  # fmt: skip
 
     with pytest.raises(ValueError, match="needs discovery_scales"):
         build_method("closed_form", model=str(tiny_llava_dir))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from vseam_pl.stats import mcnemar_exact
+from vseam_pl.stats import cluster_permutation_test, mcnemar_exact
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
@@ -45,17 +45,20 @@ def test_comparison_schema_counts_and_p_values(compared, tiny_llava_dir):
     rows = model["rows"]
     assert [(r["method"], r["seed"]) for r in rows] == [
         ("zero_shot", None), ("closed_form", None), ("learned_ones", None), ("learned_discovery", None),
-        ("random_heads", 0), ("random_heads", 1), ("ia3", None), ("lora", None),
+        ("random_heads", 0), ("random_heads", 1), ("ia3", None), ("lora", None), ("iti_mass_mean", None),
+        ("iti_learned", None), ("lofit", None),
     ]  # fmt: skip
     assert all(set(r) == set(saved["row_keys"]) for r in rows)
     k = model["discovery"]["heads_selected"]
     assert 1 <= k <= 4  # top-2 positive + top-2 negative on the 4x4 grid
     params = {r["method"]: r["trainable_params"] for r in rows}
     assert params == {"zero_shot": 0, "closed_form": 0, "learned_ones": 16, "learned_discovery": 16,
-                      "random_heads": k, "ia3": 4 * 64, "lora": 4 * 2 * (4 * 64 + 64 * 4)}  # fmt: skip
+                      "random_heads": k, "ia3": 4 * 64, "lora": 4 * 2 * (4 * 64 + 64 * 4), "iti_mass_mean": 0,
+                      "iti_learned": k * 16, "lofit": 16 + k * 16}  # fmt: skip
     steps = {r["method"]: r["train_steps"] for r in rows}
-    assert steps["zero_shot"] == steps["closed_form"] == 0
-    assert all(steps[m] == 2 for m in ("learned_ones", "learned_discovery", "random_heads", "ia3", "lora"))
+    assert steps["zero_shot"] == steps["closed_form"] == steps["iti_mass_mean"] == 0
+    assert all(steps[m] == 2 for m in ("learned_ones", "learned_discovery", "random_heads", "ia3", "lora",
+                                       "iti_learned", "lofit"))  # fmt: skip
 
     n = rows[0]["n"]
     assert n > 10 and all(r["n"] == n for r in rows)  # the same test examples for every method
@@ -68,12 +71,15 @@ def test_comparison_schema_counts_and_p_values(compared, tiny_llava_dir):
         mine = [o["correct"] for o in outs]
         ref = [zero[o["key"]] for o in outs]
         assert r["p_value"] == pytest.approx(mcnemar_exact(mine, ref))
+        images = [o["image_id"] for o in outs]
+        assert all(images) and r["n_images"] == len(set(images)) < n  # several questions per image
+        assert r["p_value_images"] == pytest.approx(cluster_permutation_test(mine, ref, images))
         assert r["accuracy"] == pytest.approx(sum(mine) / n)
         assert r["method_only"] == sum(a and not b for a, b in zip(mine, ref, strict=True))
         assert set(r["levels"]) == {"object", "attribute", "relation"}
 
     md = (tmp / "docs" / "comparison.md").read_text()
-    assert saved["command"] in md and "| random_heads (mean ± std, 2 seeds) |" in md and "| lora |" in md
+    assert saved["command"] in md and "| random_heads (mean ± std, 2 seeds) |" in md and "| lora |" in md and "| lofit |" in md
 
 
 def test_rerun_skips_finished_methods(compared, capsys):
@@ -81,7 +87,7 @@ def test_rerun_skips_finished_methods(compared, capsys):
     stamps = {p: p.stat().st_mtime_ns for p in (tmp / "runs").rglob("*.json")}
     capsys.readouterr()
     again = compare.main(args)
-    assert capsys.readouterr().out.count("done already") == 8
+    assert capsys.readouterr().out.count("done already") == 11
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     assert again["models"] == result["models"]
     with pytest.raises(ValueError, match=r"zero_shot\.json: computed with settings"):  # other budget: not reused

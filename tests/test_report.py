@@ -107,7 +107,7 @@ def test_format_table_and_markdown():
     assert only_base.splitlines()[2].split()[-4:] == ["-", "-", "-", "-"]
     md = to_markdown(rows).splitlines()
     assert md[0].startswith("| benchmark | split |") and md[1].startswith("|---|")
-    assert len(md) == 2 + len(rows) and all(line.count("|") == 10 for line in md)
+    assert len(md) == 2 + len(rows) and all(line.count("|") == 11 for line in md)
 
 
 def test_metrics_json_round_trip(tmp_path, capsys):

@@ -4,9 +4,20 @@ Methods (`METHODS`): `zero_shot` (the frozen model), `closed_form` (closed-form 
 training; the release's constants only for `protocol="release"` scores, docs/fidelity.md), `learned_ones` /
 `learned_discovery` (per-head scales learned from 1 / from the closed-form scales),
 `random_heads` (only K randomly chosen heads' scales learn; K = the number of heads the discovery top-K selects),
-and the parameter-efficient fine-tuning baselines `ia3` and `lora` (`peft` adapters on the language decoder, with
-the head scales detached and frozen). All of them answer the *same* test examples through the same
-`test_step`, so their correctness can be paired with the zero-shot model's.
+the parameter-efficient fine-tuning baselines `ia3` and `lora` (`peft` adapters on the language decoder, with
+the head scales detached and frozen), and two steering methods from the field at the same hook site (each head's
+output before `o_proj`):
+
+* ITI-style additive head shifts (Li et al., 2023, "Inference-Time Intervention"): a vector added to each of the
+  top-K heads' outputs at every position. `iti_mass_mean` sets it to ``alpha * sigma * unit(mass-mean
+  direction)``, the direction being mean(z | clean image) - mean(z | edited image) at the answer position of the
+  training pairs and the K heads those directions separate best (|direction| / sigma); nothing is trained.
+  `iti_learned` learns the K vectors (from 0) with the answer loss instead.
+* LoFiT-style (Yin et al., 2024, "LoFiT: Localized Fine-tuning on LLM Representations"): first learn all head scales
+  with an L1 pull toward 1, take the K heads whose scales moved most, then learn bias vectors on those K heads only.
+
+All of them answer the *same* test examples through the same `test_step`, so their correctness can be paired with
+the zero-shot model's.
 """
 
 from __future__ import annotations
@@ -20,16 +31,24 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
+from .discovery.data import PairItem
 from .discovery.scores import HeadScores, apply_init_scales, init_scales_from_scores
+from .hooks import add_head_hook, cache_head_outputs
 from .io import write_json
 from .lit_module import HeadModulationModule
+from .scoring import forward_logits
+from .vlm import VLM
 
 METHODS: tuple[str, ...] = (
     "zero_shot", "closed_form", "learned_ones", "learned_discovery", "random_heads", "ia3", "lora",
+    "iti_mass_mean", "iti_learned", "lofit",
 )  # fmt: skip
 #: Methods whose parameters are trained (the others are evaluated as built).
-TRAINED: frozenset[str] = frozenset({"learned_ones", "learned_discovery", "random_heads", "ia3", "lora"})
+TRAINED: frozenset[str] = frozenset(
+    {"learned_ones", "learned_discovery", "random_heads", "ia3", "lora", "iti_learned", "lofit"}
+)
 ADAPTERS: tuple[str, ...] = ("ia3", "lora")
 
 
@@ -159,18 +178,192 @@ class PeftAdapterModule(HeadModulationModule):
             self._adapter_on = was_on
 
 
+Head = tuple[int, int]
+
+
+class HeadShift(nn.Module):
+    """`shifts: nn.Parameter[K, head_dim]` added to the outputs of `heads` (K (layer, head) pairs) at every position."""
+
+    def __init__(self, heads: list[Head], head_dim: int, init: torch.Tensor | None = None) -> None:
+        super().__init__()
+        if not heads or len(set(map(tuple, heads))) != len(heads):
+            raise ValueError(f"heads must be a non-empty list of distinct (layer, head) pairs, got {heads}")
+        self.heads = [(int(lay), int(h)) for lay, h in heads]
+        shape = (len(self.heads), head_dim)
+        if init is not None and tuple(init.shape) != shape:
+            raise ValueError(f"initial shifts must have shape {shape}, got {tuple(init.shape)}")
+        self.shifts = nn.Parameter(torch.zeros(shape) if init is None else init.detach().float().clone())
+        self._handles: list = []
+
+    @property
+    def attached(self) -> bool:
+        return bool(self._handles)
+
+    def attach(self, vlm: VLM) -> HeadShift:
+        bad = [(lay, h) for lay, h in self.heads if not (0 <= lay < vlm.num_layers and 0 <= h < vlm.num_heads)]
+        if bad:
+            raise ValueError(f"heads {bad} are outside {vlm.name}'s {vlm.num_layers}x{vlm.num_heads} grid")
+        if self.shifts.shape[1] != vlm.head_dim:
+            raise ValueError(f"shifts have {self.shifts.shape[1]} values per head, {vlm.name} has head_dim {vlm.head_dim}")
+        if self.attached:
+            raise RuntimeError("HeadShift is already attached; detach() first")
+        rows: dict[int, list[int]] = {}
+        for k, (lay, _) in enumerate(self.heads):
+            rows.setdefault(lay, []).append(k)
+
+        def shift(layer: int, z: torch.Tensor) -> torch.Tensor:
+            ks = rows[layer]
+            heads = torch.tensor([self.heads[k][1] for k in ks], device=z.device)
+            delta = torch.zeros(z.shape[-2], z.shape[-1], dtype=z.dtype, device=z.device)
+            delta = delta.index_add(0, heads, self.shifts[ks].to(dtype=z.dtype, device=z.device))
+            return z + delta
+
+        self._handles = [add_head_hook(vlm, layer, shift) for layer in sorted(rows)]
+        return self
+
+    def detach(self) -> HeadShift:  # noqa: D401 - mirrors attach()
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+        return self
+
+
+class HeadShiftModule(HeadModulationModule):
+    """ITI / LoFiT-style additive shifts on `shift_heads` instead of scales (scales detached and frozen).
+
+    Args:
+        shift_heads: the (layer, head) pairs that get a vector.
+        shift_init: `[K, head_dim]` initial vectors (default 0, i.e. the frozen model).
+        learn_shifts: train the vectors (False: evaluate `shift_init` as given, e.g. ITI's mass-mean shifts).
+        extra_trained: parameters trained before this module (LoFiT's selection scales), for the parameter count.
+    """
+
+    def __init__(
+        self,
+        shift_heads: list[list[int]] | None = None,
+        shift_init: torch.Tensor | None = None,
+        learn_shifts: bool = True,
+        extra_trained: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.modulation.detach()
+        self.modulation.scales.requires_grad_(False)
+        self.shift = HeadShift([tuple(h) for h in shift_heads or []], self.vlm.head_dim, shift_init)
+        self.shift.shifts.requires_grad_(learn_shifts)
+        self.shift.attach(self.vlm)
+        self._extra_trained = int(extra_trained)
+
+    @property
+    def num_trainable(self) -> int:
+        return self._extra_trained + (self.shift.shifts.numel() if self.hparams.learn_shifts else 0)
+
+    @property
+    def intervention_active(self) -> bool:
+        return self.shift.attached
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [self.shift.shifts] if self.hparams.learn_shifts else []
+
+    @contextmanager
+    def unmodulated(self) -> Iterator[None]:
+        was = self.shift.attached
+        self.shift.detach()
+        try:
+            yield
+        finally:
+            if was:
+                self.shift.attach(self.vlm)
+
+
+class L1ScalesModule(HeadModulationModule):
+    """LoFiT's selection step: all head scales learned with `scale_l1 * mean(|scales - 1|)` added to the loss."""
+
+    def __init__(self, scale_l1: float = 0.05, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:
+        loss = super().training_step(batch, batch_idx)
+        if loss is None:
+            return None
+        return loss + self.hparams.scale_l1 * (self.modulation.scales - 1).abs().mean()
+
+
+def top_heads(score: torch.Tensor, k: int) -> list[Head]:
+    """The `k` (layer, head) pairs of largest `score` (`[L, H]`), best first; ties broken by position."""
+    flat = score.flatten().float().nan_to_num(float("-inf"))
+    if not 0 < k <= flat.numel():
+        raise ValueError(f"k must be in [1, {flat.numel()}], got {k}")
+    order = torch.argsort(-flat, stable=True)[:k]
+    heads = score.shape[1]
+    return [(int(i) // heads, int(i) % heads) for i in order]
+
+
+def lofit_heads(scales: torch.Tensor, k: int) -> list[Head]:
+    """LoFiT's selection: the `k` heads whose learned scales moved furthest from 1 (the L1 keeps the rest near 1)."""
+    return top_heads((scales.detach() - 1).abs(), k)
+
+
+@torch.no_grad()
+def mass_mean_directions(vlm: VLM, items: list[PairItem], batch_size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """ITI's mass-mean statistics per head at the answer position of clean/edited pairs.
+
+    Returns `direction [L, H, D]` = mean z(clean) - mean z(edited), and `sigma [L, H]` = the standard deviation of
+    all 2N activations projected on the unit direction (ITI scales its shift by it).
+    """
+    from .discovery.patching import encode_pair
+
+    if not items:
+        raise ValueError("mass-mean directions need at least one clean/edited pair")
+    sums = {"clean": 0.0, "edited": 0.0}
+    acts = []
+    for start in range(0, len(items), batch_size):
+        chunk = items[start : start + batch_size]
+        for which, enc in zip(("clean", "edited"), encode_pair(vlm, chunk), strict=True):
+            with cache_head_outputs(vlm) as cache:
+                forward_logits(vlm, enc)
+            pos = enc.last_prompt_positions()
+            rows = torch.arange(len(chunk))
+            z = torch.stack([cache[lay][rows, pos.to(cache[lay].device)].float().cpu() for lay in range(vlm.num_layers)], 1)
+            sums[which] = sums[which] + z.sum(0)  # [L, H, D]
+            acts.append(z)
+    n = len(items)
+    direction = sums["clean"] / n - sums["edited"] / n
+    unit = direction / direction.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+    proj = (torch.cat(acts) * unit).sum(-1)  # [2N, L, H]
+    return direction, proj.std(0, unbiased=True) if proj.shape[0] > 1 else torch.zeros_like(proj[0])
+
+
+def iti_shifts(direction: torch.Tensor, sigma: torch.Tensor, k: int, alpha: float) -> tuple[list[Head], torch.Tensor]:
+    """ITI: the `k` heads whose mass-mean directions separate clean from edited best (|direction| / sigma), and
+    their shifts `alpha * sigma * unit(direction)` (`[k, D]`)."""
+    separation = direction.norm(dim=-1) / sigma.clamp(min=1e-12)
+    heads = top_heads(separation, k)
+    vecs = torch.stack([direction[lay, h] / direction[lay, h].norm().clamp(min=1e-12) * sigma[lay, h] * alpha
+                        for lay, h in heads])  # fmt: skip
+    return heads, vecs
+
+
 def build_method(
     method: str,
     discovery_scales: torch.Tensor | None = None,
     num_random_heads: int | None = None,
     head_seed: int = 0,
     adapter_kwargs: dict[str, Any] | None = None,
+    shift_kwargs: dict[str, Any] | None = None,
     **module_kwargs: Any,
 ) -> HeadModulationModule:
     """The module of one comparison method. `discovery_scales` (`[L, H]`, e.g. `init_scales_from_scores(scores,
-    rule="closed_form")`) is needed by `closed_form` and `learned_discovery`, `num_random_heads` by `random_heads`."""
+    rule="closed_form")`) is needed by `closed_form` and `learned_discovery`, `num_random_heads` by `random_heads`,
+    `shift_kwargs` (`HeadShiftModule` arguments: heads, initial vectors) by `iti_mass_mean` / `iti_learned` and
+    by the second step of `lofit` (whose first step is `L1ScalesModule`, built by `lofit_select`)."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
+    if method in ("iti_mass_mean", "iti_learned", "lofit"):
+        if not shift_kwargs or not shift_kwargs.get("shift_heads"):
+            raise ValueError(f"method {method!r} needs shift_kwargs with shift_heads (see iti_shifts / lofit_heads)")
+        learn = method != "iti_mass_mean"
+        return HeadShiftModule(**{**shift_kwargs, "learn_shifts": learn}, **module_kwargs)
     if method in ("closed_form", "learned_discovery") and discovery_scales is None:
         raise ValueError(f"method {method!r} needs discovery_scales (from init_scales_from_scores)")
     if method == "random_heads":
@@ -232,6 +425,13 @@ __all__ = [
     "ADAPTERS",
     "METHODS",
     "TRAINED",
+    "HeadShift",
+    "HeadShiftModule",
+    "L1ScalesModule",
+    "iti_shifts",
+    "lofit_heads",
+    "mass_mean_directions",
+    "top_heads",
     "PeftAdapterModule",
     "RandomHeadsModule",
     "build_method",

@@ -13,7 +13,7 @@ import torch.distributed as dist
 
 from .records import QARecord
 from .report import compare_rows, pope_rows
-from .text import answers_match
+from .text import answers_match, check_parser, normalize_answer, parse_yes_no
 
 
 def example_key(record: QARecord) -> int:
@@ -36,16 +36,27 @@ class Outcome:
     modulated: str | None
     baseline_correct: bool
     modulated_correct: bool | None
+    image_id: str = ""  # the cluster of image-level statistics
 
 
-def make_outcomes(records: Sequence[QARecord], baseline: Sequence[str], modulated: Sequence[str] | None) -> list[Outcome]:
+def is_correct(record: QARecord, pred: str, parser: str = "vseam") -> bool:
+    """POPE replies are read as yes/no with `parser` (as the POPE metrics read them); other answers exact-match."""
+    if record.benchmark == "pope":
+        return parse_yes_no(pred, parser) == normalize_answer(record.answer)
+    return answers_match(pred, record.answer, parser)
+
+
+def make_outcomes(
+    records: Sequence[QARecord], baseline: Sequence[str], modulated: Sequence[str] | None, parser: str = "vseam"
+) -> list[Outcome]:
+    check_parser(parser)
     out = []
     for i, r in enumerate(records):
         mod = None if modulated is None else modulated[i]
         out.append(Outcome(
             key=example_key(r), benchmark=r.benchmark, question_id=r.question_id, level=r.level, group=r.group,
-            answer=r.answer, baseline=baseline[i], modulated=mod, baseline_correct=answers_match(baseline[i], r.answer),
-            modulated_correct=None if mod is None else answers_match(mod, r.answer),
+            answer=r.answer, baseline=baseline[i], modulated=mod, baseline_correct=is_correct(r, baseline[i], parser),
+            modulated_correct=None if mod is None else is_correct(r, mod, parser), image_id=r.image_id,
         ))  # fmt: skip
     return out
 
@@ -62,8 +73,16 @@ def gather_outcomes(local: list[Outcome]) -> list[Outcome]:
     return [unique[k] for k in sorted(unique)]
 
 
-def outcome_rows(outcomes: Iterable[Outcome], split: str = "test", seed: int = 0) -> list[dict[str, Any]]:
-    """Report rows per benchmark: POPE metrics per POPE split, else accuracy overall + per category (+ per level)."""
+def outcome_rows(
+    outcomes: Iterable[Outcome],
+    split: str = "test",
+    seed: int = 0,
+    parser: str = "vseam",
+    statistics: str = "image_clustered",
+) -> list[dict[str, Any]]:
+    """Report rows per benchmark: POPE metrics per POPE split, else accuracy overall + per category (+ per level).
+
+    Rows count the images behind their questions and, by default, use image-clustered statistics (`report`)."""
     by_bench: dict[str, list[Outcome]] = defaultdict(list)
     for o in outcomes:
         by_bench[o.benchmark].append(o)
@@ -74,13 +93,17 @@ def outcome_rows(outcomes: Iterable[Outcome], split: str = "test", seed: int = 0
         if bench == "pope":
             rows += pope_rows(
                 [o.answer for o in os_], [o.baseline for o in os_], [o.modulated for o in os_] if has_mod else None,
-                splits=[o.group for o in os_], benchmark=bench, seed=seed,
+                splits=[o.group for o in os_], benchmark=bench, seed=seed, parser=parser,
+                images=[o.image_id for o in os_], statistics=statistics,
             )  # fmt: skip
             continue
         base = [o.baseline_correct for o in os_]
         mod = [o.modulated_correct for o in os_] if has_mod else None
-        rows += compare_rows(bench, split, base, mod, groups=[o.group for o in os_], seed=seed)
+        images = [o.image_id for o in os_]
+        rows += compare_rows(bench, split, base, mod, groups=[o.group for o in os_], seed=seed, images=images,
+                             statistics=statistics)  # fmt: skip
         levels = [o.level for o in os_]
         if all(levels) and len(set(levels)) > 1:
-            rows += compare_rows(bench, split, base, mod, groups=[f"level={lv}" for lv in levels], seed=seed)[1:]
+            rows += compare_rows(bench, split, base, mod, groups=[f"level={lv}" for lv in levels], seed=seed,
+                                 images=images, statistics=statistics)[1:]  # fmt: skip
     return rows

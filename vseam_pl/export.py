@@ -1,25 +1,123 @@
-"""Export a merged model: learned head scales folded into each decoder layer's `o_proj` weight columns, saved with
-`save_pretrained` (+ the processor) as an ordinary Transformers folder.
+"""Export learned head scales in a form the ecosystem reads, with a model card, optionally pushed to the Hub.
 
-The result loads with plain `transformers.AutoModelForImageTextToText.from_pretrained(out)` — no vseam-pl, no hooks,
-no remote code — and answers exactly like the modulated model at zero inference overhead (folding is exact up to
-the weight dtype's rounding). The scales file is copied beside it for provenance.
+`--format merged` (default): the scales folded into each decoder layer's `o_proj` weight columns, saved with
+`save_pretrained` (+ the processor) as an ordinary Transformers folder; it loads with plain
+`transformers.AutoModelForImageTextToText.from_pretrained(out)` — no vseam-pl, no hooks, no remote code — and answers
+exactly like the modulated model at zero inference overhead (exact up to the weight dtype's rounding).
+
+`--format peft`: a peft IA3 adapter on every decoder `o_proj` (scaling its input, each head's values tied), loaded by
+plain `peft.PeftModel.from_pretrained(base, out)` with the same logits as the attached scales, before and after
+`merge_and_unload()`; `HeadModulation.from_peft(out, vlm)` reads it back. A few kB instead of a full model.
+
+Both write a `README.md` model card (`vseam_pl.model_card`), the scales heatmap and `head_scales.safetensors`, and
+`--push_to_hub REPO` uploads the folder with `huggingface_hub`.
 
     python -m vseam_pl.export --model llava-hf/llava-1.5-7b-hf --scales runs/.../head_scales.safetensors \\
-        --out exports/llava-1.5-7b-vseam [--dtype bfloat16]
+        --out exports/llava-1.5-7b-vseam [--format peft] [--dtype bfloat16] [--push_to_hub user/llava-vseam]
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 from .io import write_json
+from .model_card import HEATMAP, build_card, save_heatmap
 from .modulation import HeadModulation
 from .vlm import load_vlm
 
 EXPORT_INFO = "vseam_export.json"
+FORMATS = ("merged", "peft")
+
+
+def _sibling(scales: Path, name: str) -> Path | None:
+    path = scales.parent / name
+    return path if path.is_file() else None
+
+
+def export(
+    model: str,
+    scales: str | os.PathLike,
+    out: str | os.PathLike,
+    format: str = "merged",
+    dtype: str = "float32",
+    metrics: str | None = None,
+    config: str | None = None,
+    push_to_hub: str | None = None,
+    private: bool = False,
+    check_model: bool = True,
+    trust_remote_code: bool = False,
+) -> Path:
+    """Write `scales` for `model` to the folder `out` as a merged model or a peft adapter, with a model card.
+
+    Args:
+        model: hub id or local folder the scales were learned on (recorded as the card's / adapter's base model).
+        scales: a `head_scales.safetensors` file (checked against the model's head grid and name).
+        out: the folder to write (written into a temporary sibling and renamed, so a killed export leaves no
+            half-written folder behind).
+        format: `merged` (a full Transformers model) or `peft` (an IA3 adapter folder).
+        dtype: dtype the model is loaded, folded and saved in (`float32` for exactness, `bfloat16` to halve size).
+        metrics: metrics.json for the card's evaluation table (default: `metrics.json` beside the scales, if any).
+        config: training config for the card (default: `config.yaml` beside the scales, if any).
+        push_to_hub: upload the finished folder to this Hub model repo (created if missing).
+        private: create the Hub repo private.
+        check_model: refuse scales learned for another model name (same grid) unless False.
+    """
+    if format not in FORMATS:
+        raise ValueError(f"--format must be one of {FORMATS}, got {format!r}")
+    scales, out = Path(scales), Path(out)
+    metrics_path = Path(metrics) if metrics else _sibling(scales, "metrics.json")
+    config_path = Path(config) if config else _sibling(scales, "config.yaml")
+    for what, path in (("metrics", metrics_path), ("config", config_path)):
+        if path is not None and not path.is_file():
+            raise FileNotFoundError(f"--{what} {path}: no such file")
+    vlm = load_vlm(model, dtype=dtype, trust_remote_code=trust_remote_code)
+    modulation = HeadModulation.load(scales, vlm, check_model=check_model)
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    if format == "merged":
+        modulation.fold(vlm)
+        vlm.model.save_pretrained(tmp)
+        vlm.processor.save_pretrained(tmp)
+        folded = "decoder layers' self_attn.o_proj weight columns (per head)"
+    else:
+        from .peft_adapter import save_peft
+
+        save_peft(modulation, vlm, tmp, base_model=model)
+        folded = "peft IA3 adapter on every decoder o_proj input (feedforward_modules), head_dim values tied"
+    shutil.copyfile(scales, tmp / "head_scales.safetensors")
+    save_heatmap(modulation.scales, tmp / HEATMAP)
+    if metrics_path is not None:
+        shutil.copyfile(metrics_path, tmp / "metrics.json")
+    config_text = config_path.read_text() if config_path is not None else None
+    command = ["python", "-m", "vseam_pl.export", "--model", model, "--scales", str(scales), "--out", str(out),
+               "--format", format, "--dtype", dtype]  # fmt: skip
+    command += ["--push_to_hub", push_to_hub] if push_to_hub else []
+    card = build_card(model, format, modulation.scales, scales, metrics_path, config_text, repo=push_to_hub,
+                      command=command)  # fmt: skip
+    card.save(str(tmp / "README.md"))  # replaces peft's template card
+    write_json(tmp / EXPORT_INFO, {"base_model": model, "scales": str(scales), "dtype": dtype, "format": format,
+                                   "folded_into": folded, "grid": [modulation.num_layers, modulation.num_heads]})  # fmt: skip
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    if push_to_hub:
+        upload(out, push_to_hub, private=private)
+    return out
+
+
+def upload(folder: str | os.PathLike, repo_id: str, private: bool = False) -> str:
+    """Create the Hub model repo if needed and upload the whole export folder (card included) in one commit."""
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+    info = api.upload_folder(repo_id=repo_id, repo_type="model", folder_path=str(folder),
+                             commit_message="Upload V-SEAM head scales (vseam-pl export)")  # fmt: skip
+    return str(getattr(info, "commit_url", info))
 
 
 def export_merged(
@@ -30,40 +128,27 @@ def export_merged(
     check_model: bool = True,
     trust_remote_code: bool = False,
 ) -> Path:
-    """Fold `scales` into `model`'s `o_proj` weights and `save_pretrained` model + processor to `out`.
+    """`export(..., format="merged")`: fold `scales` into `model`'s `o_proj` weights and save model + processor."""
+    return export(model, scales, out, format="merged", dtype=dtype, check_model=check_model,
+                  trust_remote_code=trust_remote_code)  # fmt: skip
 
-    Args:
-        model: hub id or local folder the scales were learned on.
-        scales: a `head_scales.safetensors` file (checked against the model's head grid and name).
-        out: the folder to write (created; written into a temporary sibling and renamed, so a killed export
-            leaves no half-written model behind).
-        dtype: dtype the model is loaded, folded and saved in (`float32` for exactness, `bfloat16` to halve size).
-        check_model: refuse scales learned for another model name (same grid) unless False.
-    """
-    out = Path(out)
-    vlm = load_vlm(model, dtype=dtype, trust_remote_code=trust_remote_code)
-    modulation = HeadModulation.load(scales, vlm, check_model=check_model)
-    modulation.fold(vlm)
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    vlm.model.save_pretrained(tmp)
-    vlm.processor.save_pretrained(tmp)
-    shutil.copyfile(scales, tmp / "head_scales.safetensors")
-    write_json(tmp / EXPORT_INFO, {"base_model": model, "scales": str(scales), "dtype": dtype,
-                                   "folded_into": "decoder layers' self_attn.o_proj weight columns (per head)",
-                                   "grid": [modulation.num_layers, modulation.num_heads]})  # fmt: skip
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
-    return out
+
+def _underscored(arg: str) -> str:
+    if not arg.startswith("--"):
+        return arg
+    key, eq, value = arg[2:].partition("=")
+    return "--" + key.replace("-", "_") + eq + value
 
 
 def main(argv: list[str] | None = None) -> None:
     from jsonargparse import CLI
 
-    path = CLI(export_merged, args=argv, as_positional=False)
-    print(f"merged model: {path}")
+    args = list(sys.argv[1:] if argv is None else argv)
+    # `--push-to-hub` (the huggingface_hub spelling) is accepted as well as `--push_to_hub`.
+    args = [_underscored(a) for a in args]
+    path = CLI(export, args=args, as_positional=False)
+    fmt = "peft adapter" if (path / "adapter_config.json").exists() else "merged model"
+    print(f"{fmt}: {path}")
 
 
 if __name__ == "__main__":

@@ -21,8 +21,13 @@ from .data import Batch
 from .evaluation import Outcome, gather_outcomes, make_outcomes, outcome_rows
 from .modulation import HeadModulation
 from .prompts import DEFAULT_INSTRUCTION, build_prompts
+from .report import STATISTICS
 from .scoring import answer_loss, predict
+from .text import check_parser
 from .vlm import load_vlm
+
+#: How questions are answered: closed sets by candidate log-probability (default), or everything generated.
+ANSWER_SCORING: tuple[str, ...] = ("closed_set_logprob", "generate")
 
 
 def headline_metrics(rows: list[dict[str, Any]]) -> dict[str, float]:
@@ -54,6 +59,13 @@ class HeadModulationModule(LightningModule):
         max_new_tokens: generation length for open questions.
         gradient_checkpointing: recompute decoder activations in backward (large models on one GPU).
         trust_remote_code: passed to `from_pretrained`; off unless asked for.
+        answer_scoring: `closed_set_logprob` (default: closed questions answered by the best candidate's
+            log-probability, open ones by greedy generation) or `generate` (every question generated, as
+            lmms-eval / VLMEvalKit / LLaVA's scripts do).
+        answer_parser: how generated replies are read (`vseam_pl.text.ANSWER_PARSERS`: vseam, lmms_eval, llava,
+            vlmevalkit); recorded in metrics.json.
+        statistics: `image_clustered` (default: p-values and CIs resample images) or `per_question` (McNemar and a
+            per-question bootstrap); each row's `p_test` says which was used.
     """
 
     def __init__(
@@ -70,8 +82,16 @@ class HeadModulationModule(LightningModule):
         max_new_tokens: int = 8,
         gradient_checkpointing: bool = False,
         trust_remote_code: bool = False,
+        answer_scoring: str = "closed_set_logprob",
+        answer_parser: str = "vseam",
+        statistics: str = "image_clustered",
     ) -> None:
         super().__init__()
+        if statistics not in STATISTICS:
+            raise ValueError(f"statistics must be one of {STATISTICS}, got {statistics!r}")
+        if answer_scoring not in ANSWER_SCORING:
+            raise ValueError(f"answer_scoring must be one of {ANSWER_SCORING}, got {answer_scoring!r}")
+        check_parser(answer_parser)
         self.save_hyperparameters()
         self.vlm = load_vlm(model, dtype=dtype, attn_implementation=attn_implementation, trust_remote_code=trust_remote_code)
         # Registered so that strategies (DDP/FSDP/DeepSpeed) and `.to()` see the frozen weights; checkpoints keep
@@ -145,10 +165,21 @@ class HeadModulationModule(LightningModule):
         return loss
 
     # -- answering -------------------------------------------------------------------------------------------
+    @property
+    def answer_parser(self) -> str:
+        return self.hparams.get("answer_parser", "vseam")
+
+    def answer_settings(self) -> dict[str, str]:
+        """What metrics.json records about how answers were produced and read."""
+        return {"answer_scoring": self.hparams.get("answer_scoring", "closed_set_logprob"),
+                "answer_parser": self.answer_parser}  # fmt: skip
+
     def answer(self, batch: Batch) -> tuple[list, list[str]]:
         records = [ex.record for ex in batch.examples]
+        closed = self.hparams.get("answer_scoring", "closed_set_logprob") == "closed_set_logprob"
         preds = predict(
-            self.vlm, [r.question for r in records], [ex.image for ex in batch.examples], [r.candidates for r in records],
+            self.vlm, [r.question for r in records], [ex.image for ex in batch.examples],
+            [r.candidates if closed else None for r in records],
             instruction=self.hparams.instruction, batch_size=len(records), max_new_tokens=self.hparams.max_new_tokens,
         )  # fmt: skip
         return records, preds
@@ -165,7 +196,8 @@ class HeadModulationModule(LightningModule):
         if self.hparams.eval_baseline and not self._baseline_done:
             with self.unmodulated():
                 _, baseline = self.answer(batch)
-        for o in make_outcomes(records, preds, None) if baseline is None else make_outcomes(records, baseline, preds):
+        parser = self.answer_parser
+        for o in make_outcomes(records, preds, None, parser) if baseline is None else make_outcomes(records, baseline, preds, parser):
             acc = self._val.setdefault(o.benchmark, {"modulated": [], "baseline": []})
             if baseline is None:
                 acc["modulated"].append(o.baseline_correct)
@@ -207,11 +239,12 @@ class HeadModulationModule(LightningModule):
         modulated = self.answer(batch)[1] if self.intervention_active else None
         with self.unmodulated():
             records, baseline = self.answer(batch)
-        self._test += make_outcomes(records, baseline, modulated)
+        self._test += make_outcomes(records, baseline, modulated, self.answer_parser)
 
     def on_test_epoch_end(self) -> None:
         self.test_outcomes = gather_outcomes(self._test)
-        self.test_rows = outcome_rows(self.test_outcomes)
+        self.test_rows = outcome_rows(self.test_outcomes, parser=self.answer_parser,
+                                      statistics=self.hparams.get("statistics", "image_clustered"))  # fmt: skip
         self._log_hparams(headline_metrics(self.test_rows))
 
     # -- TensorBoard hparams: logged at fit start without metrics, at the end with the test headline numbers ----
@@ -221,12 +254,20 @@ class HeadModulationModule(LightningModule):
 
     def _log_hparams(self, metrics: dict[str, float]) -> None:
         """`metrics={}` records the hyperparameters only; TensorBoard's HParams tab then shows the metrics written at
-        the end (with Trainer(enable_autolog_hparams=True) Lightning's `hp_metric=-1` session is written first)."""
+        the end (with Trainer(enable_autolog_hparams=True) Lightning's `hp_metric=-1` session is written first).
+        Other loggers (CSV, W&B) get the hyperparameters once at fit start and the headline test metrics as metrics."""
         if self.trainer.global_rank != 0:
             return
         for logger in self.loggers:
             if isinstance(logger, TensorBoardLogger):
                 logger.log_hyperparams(self.hparams, metrics=metrics, step=self.trainer.global_step)
+            elif metrics:
+                logger.log_metrics(metrics, step=self.trainer.global_step)
+            elif not self.trainer.enable_autolog_hparams:
+                logger.log_hyperparams(self.hparams)
+        for logger in self.loggers:
+            if metrics and not isinstance(logger, TensorBoardLogger):
+                logger.save()
 
     # -- checkpoints hold the trained parameters only -------------------------------------------------------
     def _trained_keys(self) -> set[str]:

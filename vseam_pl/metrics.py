@@ -15,7 +15,7 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
 
-from .text import answers_match, normalize_answer, parse_yes_no
+from .text import answers_match, check_parser, normalize_answer, parse_yes_no
 
 POPE_SPLITS: tuple[str, ...] = ("random", "popular", "adversarial")
 POPE_METRICS: tuple[str, ...] = (
@@ -67,8 +67,9 @@ class VQAAccuracy(Metric):
     full_state_update = False
     higher_is_better = True
 
-    def __init__(self, groups: Sequence[str] | None = None, **kwargs) -> None:
+    def __init__(self, groups: Sequence[str] | None = None, parser: str = "vseam", **kwargs) -> None:
         super().__init__(**kwargs)
+        self.parser = check_parser(parser)
         self.groups = tuple(groups or ())
         if len(set(self.groups)) != len(self.groups):
             raise ValueError(f"duplicate group names in {list(self.groups)}")
@@ -85,7 +86,7 @@ class VQAAccuracy(Metric):
         _check_lengths(preds, targets)
         idx = _group_indices(groups, len(preds), self._group_index, "group")
         correct = torch.tensor(
-            [answers_match(p, t) for p, t in zip(preds, targets, strict=True)], dtype=torch.long
+            [answers_match(p, t, self.parser) for p, t in zip(preds, targets, strict=True)], dtype=torch.long
         )
         self.correct += correct.sum().to(self.correct.device)
         self.total += len(preds)
@@ -103,13 +104,14 @@ class VQAAccuracy(Metric):
         return out
 
 
-def pope_scores(counts: Tensor) -> dict[str, Tensor]:
+def pope_scores(counts: Tensor, unanswered_in_recall: bool = True) -> dict[str, Tensor]:
     """POPE metrics from confusion counts ``(..., 6)`` in the order TP, FP, TN, FN, UNANSWERED_YES, UNANSWERED_NO.
 
     Positive class is "yes". Conventions (stated because they change numbers on degenerate runs):
 
-    * unanswered replies are wrong for accuracy, never a predicted yes, and count as misses for recall (lmms-eval
-      instead drops them from recall's denominator; with a closed yes/no scorer there are none, so both agree);
+    * unanswered replies are wrong for accuracy, never a predicted yes, and count as misses for recall (as in
+      VLMEvalKit); ``unanswered_in_recall=False`` drops them from recall's denominator instead (lmms-eval's rule,
+      used with its parser); with a closed yes/no scorer there are none, so both agree;
     * precision is 0 when nothing is predicted "yes" (lmms-eval's convention), recall is 0 when there is no
       ground-truth "yes", and F1 is 0 when precision + recall is 0;
     * ``yes_ratio`` is the share of **predicted** "yes" (the bias POPE papers report), ``gt_yes_ratio`` the share of
@@ -120,8 +122,9 @@ def pope_scores(counts: Tensor) -> dict[str, Tensor]:
     tp, fp, tn, fn, u_yes, u_no = c.unbind(-1)
     n = c.sum(-1)
     pred_yes, gt_yes = tp + fp, tp + fn + u_yes
+    recall_den = gt_yes if unanswered_in_recall else tp + fn
     precision = torch.where(pred_yes > 0, tp / pred_yes.clamp(min=1), 0.0)
-    recall = torch.where(gt_yes > 0, tp / gt_yes.clamp(min=1), 0.0)
+    recall = torch.where(recall_den > 0, tp / recall_den.clamp(min=1), 0.0)
     pr = precision + recall
     f1 = torch.where(pr > 0, 2 * precision * recall / pr.clamp(min=1e-12), 0.0)
     scores = {
@@ -139,7 +142,8 @@ def pope_scores(counts: Tensor) -> dict[str, Tensor]:
 class POPEMetrics(Metric):
     """POPE accuracy, precision, recall, F1 ("yes" positive) and yes-ratios, per split and averaged over splits.
 
-    Predictions are free-form replies or candidate strings, read with `vseam_pl.text.parse_yes_no`; targets must be
+    Predictions are free-form replies or candidate strings, read with `vseam_pl.text.parse_yes_no` under `parser`
+    (which also picks the recall convention: lmms-eval's leaves unparsed replies out of it); targets must be
     "yes"/"no". `compute()` returns ``{"<split>/<metric>": ..., "avg/<metric>": ..., "<split>/n": ...}`` for every
     metric in `POPE_METRICS` (see `pope_scores` for the conventions); ``avg`` is the unweighted mean over the splits
     that have examples, as POPE tables report it. Splits with no examples give NaN.
@@ -148,8 +152,9 @@ class POPEMetrics(Metric):
     full_state_update = False
     higher_is_better = True
 
-    def __init__(self, splits: Sequence[str] = POPE_SPLITS, **kwargs) -> None:
+    def __init__(self, splits: Sequence[str] = POPE_SPLITS, parser: str = "vseam", **kwargs) -> None:
         super().__init__(**kwargs)
+        self.parser = check_parser(parser)
         self.splits = tuple(splits)
         if not self.splits or len(set(self.splits)) != len(self.splits):
             raise ValueError(f"splits must be non-empty and unique, got {list(self.splits)}")
@@ -157,13 +162,13 @@ class POPEMetrics(Metric):
         self.add_state("counts", torch.zeros(len(self.splits), 6, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, preds: Sequence[str], targets: Sequence[str], splits: Sequence[str] | str) -> None:
-        cells = pope_cells(preds, targets)
+        cells = pope_cells(preds, targets, self.parser)
         idx = _group_indices(splits, len(preds), self._split_index, "split")
         flat = torch.bincount(idx * 6 + cells, minlength=len(self.splits) * 6)
         self.counts += flat.view(len(self.splits), 6).to(self.counts.device)
 
     def compute(self) -> dict[str, Tensor]:
-        scores = pope_scores(self.counts)
+        scores = pope_scores(self.counts, unanswered_in_recall=self.parser != "lmms_eval")
         n = self.counts.sum(-1)
         out: dict[str, Tensor] = {}
         for i, split in enumerate(self.splits):
@@ -176,17 +181,18 @@ class POPEMetrics(Metric):
         return out
 
 
-def pope_cells(preds: Sequence[str], targets: Sequence[str]) -> Tensor:
+def pope_cells(preds: Sequence[str], targets: Sequence[str], parser: str = "vseam") -> Tensor:
     """Confusion cell (TP, FP, TN, FN, UNANSWERED_YES, UNANSWERED_NO) of each prediction; correct = TP or TN."""
     _check_lengths(preds, targets)
-    return torch.tensor([_pope_cell(p, t) for p, t in zip(preds, targets, strict=True)], dtype=torch.long)
+    check_parser(parser)
+    return torch.tensor([_pope_cell(p, t, parser) for p, t in zip(preds, targets, strict=True)], dtype=torch.long)
 
 
-def _pope_cell(pred: str, target: str) -> int:
+def _pope_cell(pred: str, target: str, parser: str = "vseam") -> int:
     gold = normalize_answer(target)
     if gold not in ("yes", "no"):
         raise ValueError(f"POPE target must be 'yes' or 'no', got {target!r}")
-    answer = parse_yes_no(pred)
+    answer = parse_yes_no(pred, parser)
     if answer is None:
         return UNANSWERED_YES if gold == "yes" else UNANSWERED_NO
     if answer == "yes":

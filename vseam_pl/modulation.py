@@ -156,3 +156,17 @@ class HeadModulation(nn.Module):
                     "(pass check_model=False to load them anyway)"
                 )
         return mod
+
+    @classmethod
+    def from_peft(cls, adapter_dir: str | os.PathLike, vlm: VLM) -> HeadModulation:
+        """Read scales back from a peft IA3 adapter folder (`python -m vseam_pl.export --format peft`).
+
+        Refuses adapters that are not IA3 on every decoder `o_proj` input, or whose values within a head differ
+        (a per-channel IA3 adapter has no per-head equivalent); see `vseam_pl.peft_adapter`.
+        """
+        from .peft_adapter import scales_from_peft
+
+        mod = cls.for_vlm(vlm)
+        with torch.no_grad():
+            mod.scales.copy_(scales_from_peft(adapter_dir, vlm))
+        return mod

@@ -1,9 +1,16 @@
 """The evaluation report: baseline-vs-modulated rows, printable tables and the `metrics.json` file.
 
-A row is ``{"benchmark", "split", "metric", "n", "baseline", "modulated", "delta", "p_value", "ci95"}``. Metric values
-are fractions in [0, 1] (tables show them as percentages); ``delta = modulated - baseline``; ``ci95`` is the paired
-bootstrap 95% interval of ``delta``; ``modulated``/``delta``/``p_value``/``ci95`` are null for a baseline-only run.
-Per-group rows keep the schema and name the group in the split: ``"test/Animal"``.
+A row is ``{"benchmark", "split", "metric", "n", "n_images", "baseline", "modulated", "delta", "p_value", "ci95",
+"p_test"}``. Metric values are fractions in [0, 1] (tables show them as percentages); ``delta = modulated -
+baseline``; ``n_images`` is the number of distinct images behind the ``n`` questions (null when unknown);
+``modulated``/``delta``/``p_value``/``ci95``/``p_test`` are null for a baseline-only run. Per-group rows keep the
+schema and name the group in the split: ``"test/Animal"``.
+
+Statistics (``p_test``): by default, when image ids are known, ``"image_permutation"`` — a paired permutation test
+and a paired bootstrap CI that both resample *images* (`vseam_pl.stats.cluster_permutation_test`,
+`cluster_bootstrap_ci`), because questions about one image are correlated and per-question tests understate the
+uncertainty. ``statistics="per_question"`` (or no image ids) gives ``"mcnemar_exact"``: exact McNemar and a
+bootstrap over questions.
 
 ``python -m vseam_pl.report metrics.json [--markdown]`` prints a saved report.
 """
@@ -22,38 +29,67 @@ from numpy.typing import ArrayLike
 
 from .io import read_json, write_json
 from .metrics import POPE_SPLITS, TN, TP, PairedResult, POPEMetrics, pope_cells
-from .stats import bootstrap_ci, mcnemar_exact
+from .stats import bootstrap_ci, cluster_bootstrap_ci, cluster_count, cluster_permutation_test, mcnemar_exact
 
+#: Keys every row is written with, in order.
 ROW_KEYS: tuple[str, ...] = (
     "benchmark",
     "split",
     "metric",
     "n",
+    "n_images",
     "baseline",
     "modulated",
     "delta",
     "p_value",
     "ci95",
+    "p_test",
 )
+#: Keys a row must have to be read (reports written before `n_images`/`p_test` existed lack those two).
+REQUIRED_ROW_KEYS: tuple[str, ...] = tuple(k for k in ROW_KEYS if k not in ("n_images", "p_test"))
+STATISTICS: tuple[str, ...] = ("image_clustered", "per_question")
+P_TESTS: tuple[str, ...] = ("image_permutation", "mcnemar_exact")
 TOP_KEYS: tuple[str, ...] = ("model", "scales", "rows")
 POPE_REPORTED: tuple[str, ...] = ("accuracy", "f1", "precision", "recall", "yes_ratio")
 POPE_AVERAGE = "avg"
 
 
 def _row(
-    benchmark: str, split: str, metric: str, n: int, baseline: float, modulated: float | None
+    benchmark: str,
+    split: str,
+    metric: str,
+    n: int,
+    baseline: float,
+    modulated: float | None,
+    n_images: int | None = None,
 ) -> dict[str, Any]:
     return {
         "benchmark": benchmark,
         "split": split,
         "metric": metric,
         "n": int(n),
+        "n_images": None if n_images is None else int(n_images),
         "baseline": float(baseline),
         "modulated": None if modulated is None else float(modulated),
         "delta": None if modulated is None else float(modulated) - float(baseline),
         "p_value": None,
         "ci95": None,
+        "p_test": None,
     }
+
+
+def _check_statistics(statistics: str) -> None:
+    if statistics not in STATISTICS:
+        raise ValueError(f"statistics must be one of {STATISTICS}, got {statistics!r}")
+
+
+def _images(images: Sequence[str] | None, n: int, where: str) -> np.ndarray | None:
+    if images is None:
+        return None
+    arr = np.asarray([str(i) for i in images], dtype=object)
+    if arr.size != n:
+        raise ValueError(f"{where}: {arr.size} image ids for {n} examples")
+    return arr
 
 
 def _paired_row(
@@ -64,11 +100,21 @@ def _paired_row(
     mod: np.ndarray | None,
     seed: int,
     n_resamples: int,
+    images: np.ndarray | None = None,
+    statistics: str = "image_clustered",
 ) -> dict[str, Any]:
-    row = _row(benchmark, split, metric, base.size, base.mean(), None if mod is None else mod.mean())
-    if mod is not None:
+    n_images = None if images is None else cluster_count(images)
+    row = _row(benchmark, split, metric, base.size, base.mean(), None if mod is None else mod.mean(), n_images)
+    if mod is None:
+        return row
+    if images is not None and statistics == "image_clustered":
+        row["p_value"] = cluster_permutation_test(mod, base, images, seed=seed)
+        row["ci95"] = list(cluster_bootstrap_ci(mod, base, images, n_resamples=n_resamples, seed=seed))
+        row["p_test"] = "image_permutation"
+    else:
         row["p_value"] = mcnemar_exact(mod, base)
         row["ci95"] = list(bootstrap_ci(mod, base, n_resamples=n_resamples, seed=seed))
+        row["p_test"] = "mcnemar_exact"
     return row
 
 
@@ -81,18 +127,24 @@ def compare_rows(
     metric: str = "accuracy",
     seed: int = 0,
     n_resamples: int = 2000,
+    images: Sequence[str] | None = None,
+    statistics: str = "image_clustered",
 ) -> list[dict[str, Any]]:
     """One overall row plus one row per group (``split/<group>``, sorted), from per-example 0/1 correctness.
 
-    p-value: exact McNemar; ci95: paired bootstrap of the accuracy difference (both only with a modulated model).
+    With `images` (one image id per example) rows count ``n_images`` and, by default, test and bound the accuracy
+    difference by resampling images; without them (or ``statistics="per_question"``): exact McNemar and a
+    per-question paired bootstrap. Both only with a modulated model.
     """
+    _check_statistics(statistics)
     base = np.asarray(correct_baseline, dtype=bool).ravel()
     mod = None if correct_modulated is None else np.asarray(correct_modulated, dtype=bool).ravel()
     if base.size == 0:
         raise ValueError(f"{benchmark}/{split}: no examples to report")
     if mod is not None and mod.size != base.size:
         raise ValueError(f"{benchmark}/{split}: {base.size} baseline but {mod.size} modulated results")
-    rows = [_paired_row(benchmark, split, metric, base, mod, seed, n_resamples)]
+    imgs = _images(images, base.size, f"{benchmark}/{split}")
+    rows = [_paired_row(benchmark, split, metric, base, mod, seed, n_resamples, imgs, statistics)]
     if groups is not None:
         names = np.asarray(list(groups), dtype=object)
         if names.size != base.size:
@@ -100,7 +152,9 @@ def compare_rows(
         for g in sorted(set(names.tolist())):
             sel = names == g
             sub_mod = None if mod is None else mod[sel]
-            rows.append(_paired_row(benchmark, f"{split}/{g}", metric, base[sel], sub_mod, seed, n_resamples))
+            sub_img = None if imgs is None else imgs[sel]
+            rows.append(_paired_row(benchmark, f"{split}/{g}", metric, base[sel], sub_mod, seed, n_resamples,
+                                    sub_img, statistics))  # fmt: skip
     return rows
 
 
@@ -121,13 +175,18 @@ def pope_rows(
     benchmark: str = "pope",
     seed: int = 0,
     n_resamples: int = 2000,
+    parser: str = "vseam",
+    images: Sequence[str] | None = None,
+    statistics: str = "image_clustered",
 ) -> list[dict[str, Any]]:
     """POPE rows (accuracy, f1, precision, recall, yes_ratio) per split and averaged over splits (split ``avg``).
 
-    Predictions are free-form replies or candidate strings (`vseam_pl.metrics.POPEMetrics` conventions; yes_ratio is
-    the share of predicted "yes"). Per-split accuracy rows get a McNemar p-value and a bootstrap CI; the other
-    metrics and the averages are not per-example means, so their p_value and ci95 stay null.
+    Predictions are free-form replies or candidate strings read with `parser` (`vseam_pl.text.ANSWER_PARSERS`;
+    `vseam_pl.metrics.POPEMetrics` conventions; yes_ratio is the share of predicted "yes"). Per-split accuracy rows get a McNemar p-value and a bootstrap CI; the other
+    metrics and the averages are not per-example means, so their p_value and ci95 stay null. With `images` every row
+    counts ``n_images`` and the accuracy rows use image-clustered statistics (see `compare_rows`).
     """
+    _check_statistics(statistics)
     split_list = [splits] * len(targets) if isinstance(splits, str) else list(splits)
     if len(split_list) != len(targets):
         raise ValueError(f"{benchmark}: {len(split_list)} split names for {len(targets)} examples")
@@ -143,25 +202,27 @@ def pope_rows(
     )
     scores, correct = {}, {}
     for name, preds in systems.items():
-        metric = POPEMetrics(splits=present)
+        metric = POPEMetrics(splits=present, parser=parser)
         metric.update(preds, targets, split_list)
         scores[name] = {k: v.item() for k, v in metric.compute().items()}
-        cells = pope_cells(preds, targets).numpy()
+        cells = pope_cells(preds, targets, parser).numpy()
         correct[name] = (cells == TP) | (cells == TN)
     names = np.asarray(split_list, dtype=object)
+    imgs = _images(images, len(targets), benchmark)
     rows = []
     for split in [*present, POPE_AVERAGE]:
         n = len(targets) if split == POPE_AVERAGE else int(scores["baseline"][f"{split}/n"])
+        sel = np.ones(len(targets), dtype=bool) if split == POPE_AVERAGE else names == split
+        sub_img = None if imgs is None else imgs[sel]
+        n_images = None if sub_img is None else cluster_count(sub_img)
         for m in POPE_REPORTED:
             if m == "accuracy" and split != POPE_AVERAGE:
-                sel = names == split
                 mod = correct["modulated"][sel] if "modulated" in correct else None
-                rows.append(
-                    _paired_row(benchmark, split, m, correct["baseline"][sel], mod, seed, n_resamples)
-                )
+                rows.append(_paired_row(benchmark, split, m, correct["baseline"][sel], mod, seed, n_resamples,
+                                        sub_img, statistics))  # fmt: skip
                 continue
             mod_value = scores["modulated"][f"{split}/{m}"] if "modulated" in scores else None
-            rows.append(_row(benchmark, split, m, n, scores["baseline"][f"{split}/{m}"], mod_value))
+            rows.append(_row(benchmark, split, m, n, scores["baseline"][f"{split}/{m}"], mod_value, n_images))
     return rows
 
 
@@ -184,7 +245,7 @@ def _ci(ci: Sequence[float] | None) -> str:
     return "-" if ci is None else f"[{_pct(ci[0], True)}, {_pct(ci[1], True)}]"
 
 
-_HEADER = ("benchmark", "split", "metric", "n", "baseline %", "modulated %", "delta", "p", "95% CI")
+_HEADER = ("benchmark", "split", "metric", "n", "images", "baseline %", "modulated %", "delta", "p", "95% CI")
 
 
 def _cells(row: dict[str, Any]) -> tuple[str, ...]:
@@ -193,6 +254,7 @@ def _cells(row: dict[str, Any]) -> tuple[str, ...]:
         row["split"],
         row["metric"],
         str(row["n"]),
+        "-" if row.get("n_images") is None else str(row["n_images"]),
         _pct(row["baseline"]),
         _pct(row["modulated"]),
         _pct(row["delta"], signed=True),
@@ -236,9 +298,9 @@ def _is_number(x: Any) -> bool:
 def _check_row(row: Any, where: str) -> None:
     if not isinstance(row, dict):
         raise ValueError(f"{where}: expected an object, got {type(row).__name__}")
-    missing = [k for k in ROW_KEYS if k not in row]
+    missing = [k for k in REQUIRED_ROW_KEYS if k not in row]
     if missing:
-        raise ValueError(f"{where}: missing field(s) {missing}; a row needs {list(ROW_KEYS)}")
+        raise ValueError(f"{where}: missing field(s) {missing}; a row needs {list(REQUIRED_ROW_KEYS)}")
 
     def bad(key: str, expected: str) -> ValueError:
         return ValueError(f"{where}.{key}: expected {expected}, got {row[key]!r}")
@@ -248,6 +310,13 @@ def _check_row(row: Any, where: str) -> None:
             raise bad(key, "a non-empty string")
     if not isinstance(row["n"], int) or isinstance(row["n"], bool) or row["n"] < 0:
         raise bad("n", "a non-negative integer")
+    n_images = row.get("n_images")
+    if n_images is not None and not (
+        isinstance(n_images, int) and not isinstance(n_images, bool) and 0 < n_images <= max(row["n"], 1)
+    ):
+        raise bad("n_images", f"null or an integer in [1, n={row['n']}]")
+    if row.get("p_test") is not None and row["p_test"] not in P_TESTS:
+        raise bad("p_test", f"null or one of {list(P_TESTS)}")
     if not _is_number(row["baseline"]):
         raise bad("baseline", "a number")
     for key in ("modulated", "delta"):
@@ -262,8 +331,8 @@ def _check_row(row: Any, where: str) -> None:
     ):
         raise bad("ci95", "[low, high] with low <= high, or null")
     if row["modulated"] is None:
-        for key in ("delta", "p_value", "ci95"):
-            if row[key] is not None:
+        for key in ("delta", "p_value", "ci95", "p_test"):
+            if row.get(key) is not None:
                 raise bad(key, "null, since modulated is null (baseline-only row)")
     elif row["delta"] is None or not math.isclose(
         row["delta"], row["modulated"] - row["baseline"], abs_tol=1e-9

@@ -1,7 +1,8 @@
-"""Answer normalisation for exact-match VQA scoring, matching lmms-eval so our numbers are comparable with theirs.
+"""Reading generated answers: vseam-pl's VQA normaliser and the answer parsers of lmms-eval, LLaVA and VLMEvalKit.
 
-`normalize_answer` reproduces lmms-eval's ``EvalAIAnswerProcessor`` (itself the official VQAv2 evaluation code via
-MMF/Pythia), quirks included, because a "cleaner" normaliser would silently shift accuracies:
+`normalize_answer` reproduces the official VQAv2 answer normalisation (as lmms-eval's ``EvalAIAnswerProcessor``
+and VLMEvalKit's ``process_punctuation``/``process_digit_article`` ship it, via MMF/Pythia), quirks included,
+because a "cleaner" normaliser would silently shift accuracies:
 
 * the period rule is the original ``(?!<=\\d)(\\.)(?!\\d)``, a typo for a look-behind, so *every* period not
   followed by a digit is dropped (``"3.5"`` is kept, ``"end."`` loses its period), and lmms-eval passes
@@ -11,11 +12,17 @@ MMF/Pythia), quirks included, because a "cleaner" normaliser would silently shif
   since commas are removed first;
 * number words only up to "ten" become digits ("none" and "zero" → "0");
 * the contraction table keeps the original's odd entries (``"somebody'd"`` → ``"somebodyd"``).
+
+Toolkits differ in how they read a *generated* reply, which is one reason POPE and GQA numbers do not reproduce
+across them. `ANSWER_PARSERS` names the rules (`parse_yes_no(reply, parser)` for yes/no questions,
+`answers_match(pred, gold, parser)` for open ones); each function cites the file it follows. With closed-set
+log-probability scoring (the default) every reply *is* a candidate string, so all parsers agree.
 """
 
 from __future__ import annotations
 
 import re
+import string
 
 _PERIOD_STRIP = re.compile(r"(?!<=\d)(\.)(?!\d)")
 _COMMA_STRIP = re.compile(r"(?<=\d)(\,)+(?=\d)")
@@ -68,7 +75,7 @@ def _process_digit_article(text: str) -> str:
 
 
 def normalize_answer(s: str) -> str:
-    """lmms-eval / VQAv2 answer normalisation: lowercase, punctuation, digits, articles, contractions, spaces."""
+    """VQAv2 answer normalisation (vseam-pl's default for open answers): lowercase, punctuation, digits, articles, contractions, spaces."""
     s = s.lower().replace(",", "").replace("?", "").replace("'s", " 's").strip()
     s = s.replace("\n", " ").replace("\t", " ").strip()
     return _process_digit_article(_process_punctuation(s))
@@ -79,25 +86,100 @@ def is_yes_no(s: str) -> bool:
     return normalize_answer(s) in ("yes", "no")
 
 
-def answers_match(pred: str, gold: str) -> bool:
-    """Exact match after `normalize_answer` (so "Yes." matches "yes" and "Two dogs" matches "2 dogs")."""
-    return normalize_answer(pred) == normalize_answer(gold)
-
-
 _THINK_END = "</think>"
 _WORD = re.compile(r"[a-z0-9]+")
+YES_NO_ANSWERS = ("yes", "no")
+#: vseam-pl's default first, then the toolkits' rules.
+ANSWER_PARSERS: tuple[str, ...] = ("vseam", "lmms_eval", "llava", "vlmevalkit")
 
 
-def parse_yes_no(text: str) -> str | None:
-    """The yes/no answer of a free-form reply: its first word, when that word is "yes" or "no", else None.
+def check_parser(parser: str) -> str:
+    if parser not in ANSWER_PARSERS:
+        raise ValueError(f"unknown answer parser {parser!r}; expected one of {ANSWER_PARSERS}")
+    return parser
 
-    Follows the lmms-eval POPE convention of reading the answer at the start of the reply ("Yes, there is a dog."
-    → "yes"); anything after a reasoning model's ``</think>`` is what counts. Replies that do not *start* with yes/no
-    ("There is no dog", "Nope") are unanswered (None) rather than guessed, and are scored as wrong.
+
+def _after_thinking(text: str) -> str:
+    return text.rsplit(_THINK_END, 1)[1] if _THINK_END in text else text
+
+
+def parse_yes_no_vseam(text: str) -> str | None:
+    """vseam-pl: the reply's first word, when that word is "yes" or "no", else None (unanswered).
+
+    "Yes, there is a dog." → "yes"; anything after a reasoning model's ``</think>`` is what counts. Replies that do
+    not *start* with yes/no ("There is no dog", "Nope") are unanswered rather than guessed, and scored as wrong.
     """
-    if _THINK_END in text:
-        text = text.rsplit(_THINK_END, 1)[1]
-    m = _WORD.search(text.lower())
-    if m is None or m.group(0) not in ("yes", "no"):
+    m = _WORD.search(_after_thinking(text).lower())
+    if m is None or m.group(0) not in YES_NO_ANSWERS:
         return None
     return m.group(0)
+
+
+def parse_yes_no_lmms_eval(text: str) -> str | None:
+    """lmms-eval (``lmms_eval/tasks/pope/utils.py``, ``pope_process_results``): the whole reply, lowercased and
+    stripped, must *be* "yes" or "no"; anything else ("Yes." included) is neither class."""
+    reply = text.lower().strip()
+    return reply if reply in YES_NO_ANSWERS else None
+
+
+def parse_yes_no_llava(text: str) -> str:
+    """LLaVA (``llava/eval/eval_pope.py``, ``eval_pope``): keep the text before the first ".", drop commas, split on
+    single spaces; "No", "no" or "not" among the words means "no", *anything else* "yes" (never unanswered)."""
+    if "." in text:
+        text = text.split(".")[0]
+    words = text.replace(",", "").split(" ")
+    return "no" if ("No" in words or "not" in words or "no" in words) else "yes"
+
+
+def parse_yes_no_vlmevalkit(text: str) -> str | None:
+    """VLMEvalKit (``vlmeval/dataset/utils/yorn.py``, ``YOrN_Extraction``): lowercase, VQA punctuation processing,
+    split on whitespace; "yes" without "no" → yes, "no" without "yes" → no, else unknown (None). (VLMEvalKit can
+    then ask a judge LLM about unknowns; without a judge they stay unknown.)"""
+    words = _process_punctuation(text.lower()).split()
+    has_yes, has_no = "yes" in words, "no" in words
+    if has_yes != has_no:
+        return "yes" if has_yes else "no"
+    return None
+
+
+_YES_NO_PARSERS = {
+    "vseam": parse_yes_no_vseam,
+    "lmms_eval": parse_yes_no_lmms_eval,
+    "llava": parse_yes_no_llava,
+    "vlmevalkit": parse_yes_no_vlmevalkit,
+}
+
+
+def parse_yes_no(text: str, parser: str = "vseam") -> str | None:
+    """The yes/no answer of a free-form reply under `parser` ("yes", "no", or None when it gives neither)."""
+    return _YES_NO_PARSERS[check_parser(parser)](text)
+
+
+_PUNCT_TABLE = str.maketrans("", "", string.punctuation)
+
+
+def _lmms_eval_exact(text: str) -> str:
+    # lmms-eval's `exact_match` with ignore_case + ignore_punctuation (its GQA task, `lmms_eval/tasks/gqa/gqa.yaml`;
+    # `exact_match_hf_evaluate` in `lmms_eval/api/metrics.py`): lowercase, delete string.punctuation, nothing else.
+    return text.lower().translate(_PUNCT_TABLE)
+
+
+def _llava_gqa(text: str) -> str:
+    # LLaVA's `scripts/convert_gqa_for_eval.py` (`text.rstrip('.').lower()`), then GQA's exact `==` comparison.
+    return text.rstrip(".").lower()
+
+
+def answers_match(pred: str, gold: str, parser: str = "vseam") -> bool:
+    """Exact match of an open answer under `parser`.
+
+    * ``vseam`` and ``vlmevalkit``: both sides through `normalize_answer` (the VQAv2 normalisation VLMEvalKit's
+      VQA scorers use too), so "Two dogs." matches "2 dogs";
+    * ``lmms_eval``: lowercase and delete ASCII punctuation on both sides, whitespace and articles kept;
+    * ``llava``: the prediction with trailing periods removed and lowercased must equal the lowercased gold.
+    """
+    check_parser(parser)
+    if parser == "lmms_eval":
+        return _lmms_eval_exact(pred) == _lmms_eval_exact(gold)
+    if parser == "llava":
+        return _llava_gqa(pred) == gold.lower()
+    return normalize_answer(pred) == normalize_answer(gold)
