@@ -243,6 +243,8 @@ class StreamLoader(DataLoader):
     decoded, except the last `num_workers` batches (near a pass's end a worker may run dry and the round-robin order
     shifts), which are loaded and dropped like those of any other dataset. `progress` gives the exact counts from
     the trainer (:func:`trainer_pass_progress`); without it the loader's own count of batches handed out is used.
+    With it, each pass also takes its epoch (the shuffle seed) from the trainer, because Lightning does not call
+    `load_state_dict` when resuming from a checkpoint written after its epoch ended.
     """
 
     def __init__(self, dataset: IterableDataset, *args: Any, skip_log: SkipLog | None = None,
@@ -267,6 +269,12 @@ class StreamLoader(DataLoader):
 
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
         epoch, skip = self._epoch, self._skip
+        now = self.progress() if self.progress else None
+        if now is not None and now[0] + now[2] != epoch:
+            # Lightning does not call load_state_dict when the checkpoint's epoch had ended (an epoch-end
+            # checkpoint): the trainer's pass to start (the next one once its loop counters say the current one
+            # ended) is then the truth, from its first batch.
+            epoch, skip = now[0] + now[2], 0
         self._epoch, self._skip = epoch + 1, 0
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(epoch)
