@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
+from jsonargparse.typing import PositiveInt
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import CombinedLoader
 
@@ -93,7 +94,7 @@ class QADataModule(LightningDataModule):
         split_salt: str = "vseam",
         splitting: Splitting = "auto",
         on_bad_record: OnBadRecord = "error",
-        limit: int | None = None,
+        limit: PositiveInt | None = None,
         shuffle_buffer: int = 1000,
         rank: int | None = None,
         world_size: int | None = None,
@@ -105,6 +106,8 @@ class QADataModule(LightningDataModule):
             raise ValueError(f"{type(self).__name__}: give a data root or hf_dataset")
         if not 0 < fraction <= 1:
             raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+        if limit is not None and limit < 1:
+            raise ValueError(f"limit must be a positive number of records (or None for all), got {limit}")
         if max_image_pixels is not None and max_image_pixels < 0:
             raise ValueError(f"max_image_pixels must be >= 0 (0: no limit), got {max_image_pixels}")
         if on_bad_record not in ("error", "skip"):

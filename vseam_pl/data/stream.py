@@ -202,16 +202,21 @@ def skips_of(batch: Any) -> list[tuple[str, str]]:
 
 
 class SkipLog:
-    """Main-process record of skipped records: kept in order, warned about once per pass with the first sources."""
+    """Main-process record of skipped records: each record once (by source), however many passes met it, in order;
+    warned about once per pass with the first sources."""
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.entries: list[tuple[str, str]] = []
+        self._sources: set[str] = set()
 
     def add(self, skips: list[tuple[str, str]], where: str) -> None:
         if not skips:
             return
-        self.entries.extend(skips)
+        for source, reason in skips:
+            if source not in self._sources:
+                self._sources.add(source)
+                self.entries.append((source, reason))
         first = "; ".join(f"{s}: {r}" for s, r in skips[:3])
         warnings.warn(f"{self.name}: skipped {len(skips)} bad record(s) {where} (on_bad_record='skip'); first: "
                       f"{first}", stacklevel=3)
