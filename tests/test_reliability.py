@@ -230,3 +230,23 @@ def test_a_killed_write_leaves_no_temporary_behind_the_next_write(tmp_path):
     (left,) = tmp_path.glob(".metrics.json.*.tmp")
     write_json(target, {"rows": []})
     assert not left.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
+
+
+@pytest.mark.slow
+def test_evaluate_under_two_process_ddp_reports_pope_n_and_every_ranks_skips(tiny_llava_dir, tmp_path):
+    """`evaluate.py --devices 2 --strategy ddp` with bad images on both ranks' shards: POPE rows have the
+    one-process n, and `skipped_records` counts the bad records of both ranks."""
+    root = make_root(tmp_path / "r", n_pope=10, n_images=5)
+    for i in (1, 2):  # POPE questions i, i+5 of each split: rank 0 and rank 1 shards both meet one
+        (root / "images" / f"COCO_val2014_{i:012d}.jpg").unlink()
+    args = ["--model", str(tiny_llava_dir), "--data_root", str(root), "--splitting", "all", "--benchmarks", "pope",
+            "--on_bad_record", "skip", "--num_workers", "0", "--batch_size", "4", "--accelerator", "cpu"]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    ddp = subprocess.run([sys.executable, "evaluate.py", *args, "--devices", "2", "--strategy", "ddp",
+                          "--output", str(tmp_path / "ddp.json")], cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=600)  # fmt: skip
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    report = json.loads((tmp_path / "ddp.json").read_text())
+    assert report["skipped_records"] == 8  # 2 splits x 2 images x 2 questions each
+    n = {(r["split"], r["metric"]): r["n"] for r in report["rows"]}
+    assert n[("random", "f1")] == n[("random", "accuracy")] == 6 and n[("avg", "f1")] == 12
