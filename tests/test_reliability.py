@@ -13,6 +13,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 from jsonargparse import CLI
+from reliability_ddp_support import ddp_report_worker
 from safetensors.torch import save_file
 from test_data_support import make_root
 
@@ -195,22 +196,9 @@ def test_checkpoints_are_read_with_weights_only(tmp_path):
 
 
 # ---- 11/12. POPE n and skipped records under DDP (2 gloo processes) ---------------------------------------------
-def _ddp_worker(rank: int, store: str, out: str) -> None:
-    import torch.distributed as dist
-
-    from vseam_pl.cli import gather_skipped
-    from vseam_pl.report import pope_rows
-
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
-    targets = ["yes", "no", "yes", "no", "yes"]  # already gathered: every rank holds all 5
-    rows = pope_rows(targets, ["yes", "yes", "no", "no", "yes"], splits="random")
-    skipped = gather_skipped([(f"pope.json:{rank + 1}", "image file not found"), ("pope.json:9", "bad JSON")])
-    Path(out, f"{rank}.json").write_text(json.dumps({"rows": rows, "skipped": skipped}))
-    dist.destroy_process_group()
-
-
+@pytest.mark.slow  # ~65 s on 2 shared cores: each spawned process imports Lightning and torchmetrics
 def test_pope_n_and_skipped_records_under_two_process_ddp(tmp_path):
-    torch.multiprocessing.spawn(_ddp_worker, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=2)
+    torch.multiprocessing.spawn(ddp_report_worker, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=2)
     for rank in (0, 1):
         got = json.loads((tmp_path / f"{rank}.json").read_text())
         f1 = next(r for r in got["rows"] if r["split"] == "random" and r["metric"] == "f1")
