@@ -14,9 +14,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from jsonargparse import CLI
+from jsonargparse.typing import PositiveInt
 from lightning.pytorch import Trainer, seed_everything
 
-from vseam_pl.cli import ensure_synthetic, release_process_group, synthetic_conventions, write_outputs
+from vseam_pl.cli import (
+    ensure_synthetic,
+    gather_skipped,
+    release_process_group,
+    synthetic_conventions,
+    write_outputs,
+)
 from vseam_pl.data import build_datamodule
 from vseam_pl.lit_module import HeadModulationModule
 from vseam_pl.prompts import DEFAULT_INSTRUCTION
@@ -37,7 +44,7 @@ def evaluate(
     cocoqa_image_pattern: str | None = None,
     hf_dataset: str | None = None,
     hf_config: str | None = None,
-    limit: int | None = None,
+    limit: PositiveInt | None = None,
     on_bad_record: str = "error",
     batch_size: int = 32,
     num_workers: int = 1,
@@ -102,7 +109,7 @@ def evaluate(
                       enable_checkpointing=False, enable_model_summary=False)  # fmt: skip
     trainer.test(module, datamodule=data, verbose=False)
     out = Path(output) if output else (Path(scales).parent if scales else Path("runs/eval")) / "metrics.json"
-    skipped = getattr(data, "skipped", [])
+    skipped = gather_skipped(getattr(data, "skipped", []))
     write_outputs(out.parent, module.vlm.name, module.test_rows, None, {"skipped_records": len(skipped), **module.answer_settings()},
                   metrics_name=out.name, scales_path=scales)  # fmt: skip
     release_process_group()

@@ -17,6 +17,7 @@ from vseam_pl.cli import (
     DEFAULT_CONFIG,
     VSeamCLI,
     ensure_synthetic,
+    gather_skipped,
     release_process_group,
     run_dir,
     write_outputs,
@@ -40,7 +41,7 @@ def main(args: list[str] | None = None) -> None:
     trainer.fit(module, datamodule=data, ckpt_path=cfg.get("ckpt_path"))
     rank_zero_info("evaluating baseline vs modulated on the test split ...")
     trainer.test(module, datamodule=data, verbose=False)
-    skipped = getattr(data, "skipped", [])
+    skipped = gather_skipped(getattr(data, "skipped", []))
     extra = {"trainable_parameters": module.modulation.scales.numel(), "skipped_records": len(skipped),
              **module.answer_settings()}
     write_outputs(run_dir(trainer, cfg.get("output_dir")), module.vlm.name, module.test_rows, module.modulation, extra)

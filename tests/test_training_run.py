@@ -225,3 +225,22 @@ def test_ckpt_path_last_without_a_checkpoint_starts_fresh(tmp_path):
         p.write_bytes(b"x")
     os.utime(old, (1, 1))
     assert resolve_last_checkpoint([tmp_path / "missing", tmp_path]) == str(new)
+
+
+def test_resume_after_an_epoch_end_checkpoint_with_a_shuffle_buffer_is_exact(world, tmp_path):
+    """The 7B/13B recipes' pattern: a shuffle buffer, several epochs, a checkpoint written only at epoch end, a kill
+    early in the next epoch. Lightning skips `StreamLoader.load_state_dict` when the saved epoch had finished, so the
+    loader must take the epoch (shuffle seed) from the trainer, not replay epoch 0's order."""
+    shuffled = ["--data.init_args.shuffle_buffer", "4", "--trainer.max_epochs", "3"]
+    run_train(world, tmp_path / "reference", *shuffled)
+    uninterrupted = HeadModulation.load(version_dir(tmp_path / "reference") / "head_scales.safetensors").scales
+    crashed = tmp_path / "crashed"
+    crash_at = LIMIT // BATCH + 1  # second step of epoch 1; last.ckpt is epoch 0's end-of-epoch checkpoint
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_train(world, crashed, *shuffled, "--trainer.callbacks+=" + f"{__name__}.CrashAtStep",
+                  "--trainer.callbacks.step", str(crash_at))  # fmt: skip
+    state = torch.load(version_dir(crashed) / "checkpoints" / "last.ckpt", weights_only=True)
+    assert state["global_step"] == LIMIT // BATCH and state["epoch"] == 0
+    run_train(world, crashed, *shuffled, "--ckpt_path", "last")
+    resumed = HeadModulation.load(version_dir(crashed, 1) / "head_scales.safetensors").scales
+    torch.testing.assert_close(resumed, uninterrupted, atol=1e-6, rtol=1e-6)

@@ -105,6 +105,7 @@ class RandomHeadsModule(HeadModulationModule):
         with torch.no_grad():
             s = self.modulation.scales
             s.copy_(torch.where(self.head_mask, s, self.frozen_scales))
+        super().on_train_batch_end(outputs, batch, batch_idx)  # the non-finite stop
 
 
 class PeftAdapterModule(HeadModulationModule):

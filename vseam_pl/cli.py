@@ -12,6 +12,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zer
 
 from .io import write_text
 from .report import format_table, write_metrics_json
+from .resume import check_checkpoint, read_checkpoint, same_model
 from .synth import generate_benchmarks
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -24,6 +25,20 @@ def release_process_group() -> None:
     pytorch/pytorch#190489). Not called on errors: a rank that fails must not wait for the others here."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def gather_skipped(skipped: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Every rank's skipped records (source, reason), each once: a rank only sees the bad images of its own shard.
+    Every rank must call it."""
+    parts: list[Any] = [list(skipped)]
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        parts = [None] * dist.get_world_size()
+        dist.all_gather_object(parts, list(skipped))
+    merged: dict[str, str] = {}
+    for part in parts:
+        for source, reason in part:
+            merged.setdefault(source, reason)
+    return list(merged.items())
 
 
 def ensure_synthetic(root: str | os.PathLike | None, seed: int = 0) -> None:
@@ -54,8 +69,12 @@ class VSeamCLI(LightningCLI):
 
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
+        vlm = getattr(self.model, "vlm", None)
+        model = (vlm.name, (vlm.num_layers, vlm.num_heads, vlm.head_dim)) if vlm is not None else None
         if self.config.get("ckpt_path") == "last":
-            self.config["ckpt_path"] = resolve_last_checkpoint(checkpoint_roots(self.trainer))
+            self.config["ckpt_path"] = resolve_last_checkpoint(checkpoint_roots(self.trainer), model)
+        elif self.config.get("ckpt_path") and model is not None:  # fail before any training, naming the file
+            check_checkpoint(read_checkpoint(self.config["ckpt_path"]), *model, where=self.config["ckpt_path"])
 
 
 def checkpoint_roots(trainer: Any) -> list[Path]:
@@ -65,10 +84,16 @@ def checkpoint_roots(trainer: Any) -> list[Path]:
     return list(dict.fromkeys(roots))
 
 
-def resolve_last_checkpoint(roots: list[Path]) -> str | None:
+def resolve_last_checkpoint(roots: list[Path], model: tuple[str, tuple[int, ...]] | None = None) -> str | None:
     """`--ckpt_path last`: the newest `last*.ckpt` under `roots` (every logger version counts, so a new run
-    resumes the previous one), or None with a warning when there is none yet (so `last` can be always set)."""
+    resumes the previous one) written for `model` ((name, head grid); any model when None), or None with a warning
+    when there is none yet (so `last` can be always set)."""
     found = [p for root in roots if root.is_dir() for p in root.rglob("last*.ckpt")]
+    if model is not None:
+        others = [p for p in found if same_model(read_checkpoint(p), *model)]
+        if others:
+            rank_zero_info(f"--ckpt_path last: ignoring {len(others)} checkpoint(s) of other models (e.g. {others[0]})")
+        found = [p for p in found if p not in others]
     if not found:
         rank_zero_warn(f"--ckpt_path last: no last*.ckpt under {', '.join(map(str, roots))}; starting from scratch")
         return None

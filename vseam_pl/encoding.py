@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
+from .context import check_context
 from .vlm import VLM
 
 
@@ -91,6 +92,7 @@ def encode(
         qformer = vlm.processor.qformer_tokenizer(list(prompts), padding=True, return_tensors="pt")
         inputs["qformer_input_ids"], inputs["qformer_attention_mask"] = qformer["input_ids"], qformer["attention_mask"]
     lengths = inputs["attention_mask"].sum(dim=1)
+    check_context(vlm, lengths, texts)  # before any forward; callers that hold the records name the record
     if continuations is None:
         prompt_lengths = lengths.clone()
     else:

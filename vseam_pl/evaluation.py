@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -17,8 +18,10 @@ from .text import answers_match, check_parser, normalize_answer, parse_yes_no
 
 
 def example_key(record: QARecord) -> int:
-    """A stable 63-bit id of an example (benchmark, question id, source) for de-duplicating gathered results."""
-    digest = hashlib.blake2b(f"{record.benchmark}\0{record.question_id}\0{record.image_id}".encode(), digest_size=8)
+    """A stable 63-bit id of an example (benchmark, question id, image, source record) for de-duplicating gathered
+    results. The source ("file:line") is part of it, so two records that share a question id are both kept."""
+    text = f"{record.benchmark}\0{record.question_id}\0{record.image_id}\0{record.source}"
+    digest = hashlib.blake2b(text.encode(), digest_size=8)
     return int.from_bytes(digest.digest(), "big") >> 1
 
 
@@ -37,6 +40,7 @@ class Outcome:
     baseline_correct: bool
     modulated_correct: bool | None
     image_id: str = ""  # the cluster of image-level statistics
+    source: str = ""
 
 
 def is_correct(record: QARecord, pred: str, parser: str = "vseam") -> bool:
@@ -57,6 +61,7 @@ def make_outcomes(
             key=example_key(r), benchmark=r.benchmark, question_id=r.question_id, level=r.level, group=r.group,
             answer=r.answer, baseline=baseline[i], modulated=mod, baseline_correct=is_correct(r, baseline[i], parser),
             modulated_correct=None if mod is None else is_correct(r, mod, parser), image_id=r.image_id,
+            source=r.source,
         ))  # fmt: skip
     return out
 
@@ -70,7 +75,23 @@ def gather_outcomes(local: list[Outcome]) -> list[Outcome]:
     else:
         merged = list(local)
     unique = {o.key: o for o in merged}
-    return [unique[k] for k in sorted(unique)]
+    out = [unique[k] for k in sorted(unique)]
+    warn_duplicate_ids(out)
+    return out
+
+
+def warn_duplicate_ids(outcomes: Sequence[Outcome]) -> list[tuple[str, str, list[str]]]:
+    """Warn about question ids shared by different records (all of them are evaluated and counted); returns
+    ``(benchmark, question_id, sources)`` for each."""
+    by_id: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for o in outcomes:
+        by_id[(o.benchmark, o.question_id)].append(o.source or "?")
+    dups = [(b, q, sorted(s)) for (b, q), s in by_id.items() if len(s) > 1]
+    if dups:
+        b, q, sources = dups[0]
+        warnings.warn(f"{len(dups)} question id(s) appear in more than one record; every record is evaluated and "
+                      f"counted separately. First: {b} question id {q!r} at {' and '.join(sources)}", stacklevel=2)
+    return dups
 
 
 def outcome_rows(

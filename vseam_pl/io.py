@@ -1,9 +1,16 @@
-"""Atomic file writes: a crash never leaves a half-written output behind."""
+"""Atomic file writes: a crash never leaves a half-written output behind.
+
+The temporary file is ``.<name>.<host>-<pid>.<random>.tmp`` beside the output. A process killed mid-write (SIGKILL)
+cannot remove it, so the next write of the same output removes leftovers of processes on this host that are gone.
+"""
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import re
+import socket
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,7 +23,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it is renamed over `path` in one step."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temporaries(path)
+    host = re.sub(r"[^\w.-]", "_", socket.gethostname())
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{host}-{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -27,6 +36,31 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Remove ``.<name>.<host>-<pid>.*.tmp`` files left beside `path` by processes of this host that no longer run
+    (a write interrupted by SIGKILL); returns what was removed. Temporaries of live or other-host processes stay."""
+    path = Path(path)
+    host = re.sub(r"[^\w.-]", "_", socket.gethostname())
+    pattern = re.compile(re.escape(f".{path.name}.{host}-") + r"(\d+)\..*\.tmp")
+    removed = []
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        m = pattern.fullmatch(tmp.name)
+        if m and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
 
 
 def write_atomic(path: str | os.PathLike, writer: Callable[[Path], None]) -> Path:

@@ -17,11 +17,13 @@ import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from .context import PromptTooLongError
 from .data import Batch
 from .evaluation import Outcome, gather_outcomes, make_outcomes, outcome_rows
-from .modulation import HeadModulation
+from .modulation import HeadModulation, nonfinite_scales
 from .prompts import DEFAULT_INSTRUCTION, build_prompts
 from .report import STATISTICS
+from .resume import CHECKPOINT_KEY, check_checkpoint
 from .scoring import answer_loss, predict
 from .text import check_parser
 from .vlm import load_vlm
@@ -41,6 +43,18 @@ def headline_metrics(rows: list[dict[str, Any]]) -> dict[str, float]:
             if row.get(key) is not None:
                 out[f"test/{row['benchmark']}/{row['metric']}/{key}"] = float(row[key])
     return out
+
+
+@contextmanager
+def naming_records(records: list) -> Iterator[None]:
+    """Name the record (``file:line``) in a too-long-prompt error raised for a batch row."""
+    try:
+        yield
+    except PromptTooLongError as e:
+        source = next((r.source for r in records if r.question and r.question in e.text), None)
+        if source is None:
+            raise
+        raise e.naming(source) from None
 
 
 class HeadModulationModule(LightningModule):
@@ -157,12 +171,24 @@ class HeadModulationModule(LightningModule):
         if not batch.examples:  # every record of the batch was skipped (on_bad_record="skip")
             return None
         records, prompts, images = self._inputs(batch)
-        loss = answer_loss(self.vlm, prompts, images, [r.answer for r in records])
+        with naming_records(records):
+            loss = answer_loss(self.vlm, prompts, images, [r.answer for r in records])
+        if not torch.isfinite(loss.detach()):
+            raise FloatingPointError(f"training loss is {loss.item()} at step {self.global_step} (epoch "
+                                     f"{self.current_epoch}, first record {records[0].source}); stopping. The last "
+                                     "checkpoint holds the scales from before; lower the lr or check the inputs")
         self.log("train/answer_loss", loss, batch_size=len(records))
         if self.hparams.scale_l2:
             loss = loss + self.hparams.scale_l2 * (self.modulation.scales - 1).pow(2).mean()
         self.log("train/loss", loss, prog_bar=True, batch_size=len(records))
         return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """Stop before a non-finite scale can be checkpointed or saved."""
+        bad = nonfinite_scales(self.modulation.scales)
+        if bad:
+            raise FloatingPointError(f"after optimizer step {self.global_step} (epoch {self.current_epoch}): {bad}; "
+                                     "stopping. The last checkpoint holds the scales from before; lower the lr")
 
     # -- answering -------------------------------------------------------------------------------------------
     @property
@@ -177,11 +203,13 @@ class HeadModulationModule(LightningModule):
     def answer(self, batch: Batch) -> tuple[list, list[str]]:
         records = [ex.record for ex in batch.examples]
         closed = self.hparams.get("answer_scoring", "closed_set_logprob") == "closed_set_logprob"
-        preds = predict(
-            self.vlm, [r.question for r in records], [ex.image for ex in batch.examples],
-            [r.candidates if closed else None for r in records],
-            instruction=self.hparams.instruction, batch_size=len(records), max_new_tokens=self.hparams.max_new_tokens,
-        )  # fmt: skip
+        with naming_records(records):
+            preds = predict(
+                self.vlm, [r.question for r in records], [ex.image for ex in batch.examples],
+                [r.candidates if closed else None for r in records],
+                instruction=self.hparams.instruction, batch_size=len(records),
+                max_new_tokens=self.hparams.max_new_tokens,
+            )  # fmt: skip
         return records, preds
 
     # -- validation ------------------------------------------------------------------------------------------
@@ -274,11 +302,18 @@ class HeadModulationModule(LightningModule):
         trained = {id(p) for p in self.trainable_parameters()}
         return {name for name, p in self.named_parameters() if id(p) in trained}
 
+    @property
+    def head_grid(self) -> tuple[int, int, int]:
+        """(layers, heads, head_dim) of the model: with its name, what a checkpoint must match to be resumed."""
+        return self.vlm.num_layers, self.vlm.num_heads, self.vlm.head_dim
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         keep = self._trained_keys()
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+        checkpoint[CHECKPOINT_KEY] = {"name": self.vlm.name, "grid": list(self.head_grid)}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        check_checkpoint(checkpoint, self.vlm.name, self.head_grid)
         keep = self._trained_keys()
         unexpected = [k for k in checkpoint["state_dict"] if k not in keep]
         if unexpected:

@@ -26,6 +26,16 @@ class ScalesMismatchError(ValueError):
     """A scales file does not fit the model it is loaded for."""
 
 
+def nonfinite_scales(scales: torch.Tensor) -> str | None:
+    """None when every scale is finite, else a description naming how many are NaN/inf and the first (layer, head)."""
+    bad = ~torch.isfinite(scales.detach())
+    if not bool(bad.any()):
+        return None
+    first = [int(i) for i in bad.nonzero()[0]]
+    where = f"(layer, head) = {tuple(first)}" if len(first) == 2 else f"index {first}"
+    return f"{int(bad.sum())} of {bad.numel()} scales are NaN or inf (first at {where}: {scales.detach()[tuple(first)]})"
+
+
 class HeadModulation(nn.Module):
     """`scales: nn.Parameter[num_layers, num_heads]` (init 1) applied to each head's output before `o_proj`."""
 
@@ -122,7 +132,11 @@ class HeadModulation(nn.Module):
         }
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the scales as float32 safetensors with model/grid metadata (atomically)."""
+        """Write the scales as float32 safetensors with model/grid metadata (atomically); non-finite scales are
+        refused (a file of NaNs would make every answer the same and still be reported as an accuracy)."""
+        bad = nonfinite_scales(self.scales)
+        if bad:
+            raise ValueError(f"{path}: not writing scales: {bad}")
         tensors = {"scales": self.scales.detach().to("cpu", torch.float32).contiguous()}
         return write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=self.metadata()))
 
@@ -144,6 +158,9 @@ class HeadModulation(nn.Module):
             raise ScalesMismatchError(f"{path}: metadata format {meta.get('format')!r}, expected {SCALES_FORMAT!r}")
         if scales.dim() != 2:
             raise ScalesMismatchError(f"{path}: scales must be [layers, heads], got shape {tuple(scales.shape)}")
+        bad = nonfinite_scales(scales)
+        if bad:
+            raise ScalesMismatchError(f"{path}: {bad}; refusing to load them")
         head_dim = int(meta.get("head_dim", 0))
         mod = cls(scales.shape[0], scales.shape[1], head_dim, model_name=meta.get("model") or None)
         with torch.no_grad():

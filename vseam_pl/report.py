@@ -202,7 +202,8 @@ def pope_rows(
     )
     scores, correct = {}, {}
     for name, preds in systems.items():
-        metric = POPEMetrics(splits=present, parser=parser)
+        # the predictions were gathered over DDP ranks already: syncing the counts again would multiply n
+        metric = POPEMetrics(splits=present, parser=parser, sync_on_compute=False)
         metric.update(preds, targets, split_list)
         scores[name] = {k: v.item() for k, v in metric.compute().items()}
         cells = pope_cells(preds, targets, parser).numpy()

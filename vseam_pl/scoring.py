@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .context import check_context
 from .encoding import Encoded, encode, padding_side
 from .prompts import DEFAULT_INSTRUCTION, build_prompts
 from .vlm import VLM
@@ -140,6 +141,7 @@ def generate_answers(
     with padding_side(vlm, "left"):
         batch = vlm.processor(images=list(images), text=list(prompts), padding=True, return_tensors="pt")
     inputs = {k: v.to(vlm.device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+    check_context(vlm, inputs["attention_mask"].sum(dim=1).cpu(), list(prompts), extra=max_new_tokens)
     if "pixel_values" in inputs:
         inputs["pixel_values"] = inputs["pixel_values"].to(vlm.model.dtype)
     tok = vlm.tokenizer

@@ -8,6 +8,8 @@ are indexed by.
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -177,6 +179,28 @@ def model_display_name(name_or_path: str) -> str:
     return p.name if p.exists() else name_or_path
 
 
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def check_local_model_path(name_or_path: str) -> None:
+    """A name that can only be a local path (``./x``, ``/x``, ``~/x``, ``a/b/c``, or under an existing folder) but
+    does not exist: say so, instead of letting it reach the hub as a repo id (a confusing 404 or network error)."""
+    s = str(name_or_path)
+    path = Path(s).expanduser()
+    if path.exists():
+        return
+    local = (
+        s.startswith(("./", "../", "/", "~", ".\\"))
+        or (path.parent != Path(".") and path.parent.is_dir())
+        or (os.sep in s and not _HUB_ID.fullmatch(s))
+    )
+    if local:
+        from huggingface_hub import is_offline_mode
+
+        offline = " (offline mode: nothing was downloaded)" if is_offline_mode() else ""
+        raise FileNotFoundError(f"model {s!r}: no such folder {path.absolute()}{offline}")
+
+
 def load_vlm(
     name_or_path: str,
     dtype: str | torch.dtype | None = torch.float32,
@@ -193,6 +217,7 @@ def load_vlm(
     """
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
+    check_local_model_path(name_or_path)
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     if revision:
         kwargs["revision"] = revision

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
+from jsonargparse.typing import PositiveInt
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import CombinedLoader
 
@@ -69,6 +70,8 @@ class QADataModule(LightningDataModule):
         shuffle_buffer: size of the training shuffle buffer (0: file order, round-robin over files).
         rank, world_size: DDP shard of this process; default from ``torch.distributed`` when initialised.
         collate_fn: replaces the default `Batch` collate; receives ``list[Example]``.
+        max_image_pixels: refuse images larger than this (decompression bombs; a bad record, skippable); default
+            ``$VSEAM_MAX_IMAGE_PIXELS`` or PIL's ~179 MP; 0: no limit.
     """
 
     benchmark: ClassVar[str] = ""
@@ -91,17 +94,22 @@ class QADataModule(LightningDataModule):
         split_salt: str = "vseam",
         splitting: Splitting = "auto",
         on_bad_record: OnBadRecord = "error",
-        limit: int | None = None,
+        limit: PositiveInt | None = None,
         shuffle_buffer: int = 1000,
         rank: int | None = None,
         world_size: int | None = None,
         collate_fn: Callable[[list[Example]], Any] | None = None,
+        max_image_pixels: int | None = None,
     ) -> None:
         super().__init__()
         if root is None and hf_dataset is None:
             raise ValueError(f"{type(self).__name__}: give a data root or hf_dataset")
         if not 0 < fraction <= 1:
             raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+        if limit is not None and limit < 1:
+            raise ValueError(f"limit must be a positive number of records (or None for all), got {limit}")
+        if max_image_pixels is not None and max_image_pixels < 0:
+            raise ValueError(f"max_image_pixels must be >= 0 (0: no limit), got {max_image_pixels}")
         if on_bad_record not in ("error", "skip"):
             raise ValueError(f"on_bad_record must be 'error' or 'skip', got {on_bad_record!r}")
         if splitting not in ("auto", "folders", "hash", "all"):
@@ -117,6 +125,7 @@ class QADataModule(LightningDataModule):
         self.limit, self.shuffle_buffer = limit, shuffle_buffer
         self.rank, self.world_size = rank, world_size
         self.collate_fn = collate_fn
+        self.max_image_pixels = max_image_pixels
         self.counts: dict[str, int] = {}
         self._plans: dict[str, SplitPlan] = {}
         self._skips = SkipLog(self.benchmark)
@@ -229,7 +238,7 @@ class QADataModule(LightningDataModule):
         rank, world = self.dist()
         return QAStream(self.plan(split), rank, world, total=self.counts[split] if split == "train" else None,
                         on_bad_record=self.on_bad_record, shuffle_buffer=self.shuffle_buffer if split == "train" else 0,
-                        seed=self.seed)
+                        seed=self.seed, max_pixels=self.max_image_pixels)
 
     def loader(self, dataset: Any, train: bool = False) -> StreamLoader:
         progress = (lambda: trainer_pass_progress(self.trainer)) if train else None

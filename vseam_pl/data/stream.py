@@ -89,13 +89,15 @@ class QAStream(IterableDataset):
     """`Example`s of one split, sharded by rank and worker (see module docstring)."""
 
     def __init__(self, plan: SplitPlan, rank: int = 0, world_size: int = 1, total: int | None = None,
-                 on_bad_record: str = "error", shuffle_buffer: int = 0, seed: int = 0) -> None:
+                 on_bad_record: str = "error", shuffle_buffer: int = 0, seed: int = 0,
+                 max_pixels: int | None = None) -> None:
         super().__init__()
         if not 0 <= rank < world_size:
             raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
         self.plan, self.rank, self.world_size = plan, rank, world_size
         self.total = total  # train: the split's row count, enabling drop_last across ranks
         self.on_bad_record = on_bad_record
+        self.max_pixels = max_pixels  # image pixel limit (None: `images.max_pixels_setting`'s default)
         self.shuffle_buffer, self.seed, self.epoch = shuffle_buffer, seed, 0
         self.skip = (0, 0)  # (batches, batch_size) dropped as rows at the start of the next pass
 
@@ -142,7 +144,7 @@ class QAStream(IterableDataset):
         if batches:
             worker, workers = worker_slot()
             rows = itertools.islice(rows, len(range(worker, batches, workers)) * size, None)
-        yield from self.plan.source.attach(rows, on_bad)
+        yield from self.plan.source.attach(rows, on_bad, self.max_pixels)
 
 
 @dataclass
@@ -200,16 +202,21 @@ def skips_of(batch: Any) -> list[tuple[str, str]]:
 
 
 class SkipLog:
-    """Main-process record of skipped records: kept in order, warned about once per pass with the first sources."""
+    """Main-process record of skipped records: each record once (by source), however many passes met it, in order;
+    warned about once per pass with the first sources."""
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.entries: list[tuple[str, str]] = []
+        self._sources: set[str] = set()
 
     def add(self, skips: list[tuple[str, str]], where: str) -> None:
         if not skips:
             return
-        self.entries.extend(skips)
+        for source, reason in skips:
+            if source not in self._sources:
+                self._sources.add(source)
+                self.entries.append((source, reason))
         first = "; ".join(f"{s}: {r}" for s, r in skips[:3])
         warnings.warn(f"{self.name}: skipped {len(skips)} bad record(s) {where} (on_bad_record='skip'); first: "
                       f"{first}", stacklevel=3)
@@ -241,6 +248,8 @@ class StreamLoader(DataLoader):
     decoded, except the last `num_workers` batches (near a pass's end a worker may run dry and the round-robin order
     shifts), which are loaded and dropped like those of any other dataset. `progress` gives the exact counts from
     the trainer (:func:`trainer_pass_progress`); without it the loader's own count of batches handed out is used.
+    With it, each pass also takes its epoch (the shuffle seed) from the trainer, because Lightning does not call
+    `load_state_dict` when resuming from a checkpoint written after its epoch ended.
     """
 
     def __init__(self, dataset: IterableDataset, *args: Any, skip_log: SkipLog | None = None,
@@ -265,6 +274,12 @@ class StreamLoader(DataLoader):
 
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
         epoch, skip = self._epoch, self._skip
+        now = self.progress() if self.progress else None
+        if now is not None and now[0] + now[2] != epoch:
+            # Lightning does not call load_state_dict when the checkpoint's epoch had ended (an epoch-end
+            # checkpoint): the trainer's pass to start (the next one once its loop counters say the current one
+            # ended) is then the truth, from its first batch.
+            epoch, skip = now[0] + now[2], 0
         self._epoch, self._skip = epoch + 1, 0
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(epoch)
