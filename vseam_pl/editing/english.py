@@ -47,7 +47,7 @@ def plural(noun: str) -> str:
     """The plural of a (possibly multi-word) noun; the last word is inflected, already plural words are kept."""
     head, last = _last(noun)
     low = last.lower()
-    if low in PLURALIA_TANTUM or low in INVARIANT or is_plural(low):
+    if not low.isalpha() or low in PLURALIA_TANTUM or low in INVARIANT or is_plural(low):
         out = last
     else:
         out = _ENGINE.plural_noun(last) or last
@@ -61,6 +61,8 @@ def is_plural(noun: str) -> bool:
     Invariant nouns ("sheep") count as singular; use the sentence's verb ("Are there sheep") for their number.
     """
     low = _last(noun)[1].lower()
+    if not low.isalpha():
+        return False
     if low in PLURALIA_TANTUM:
         return True
     if low in SINGULAR_S or low in INVARIANT or low.endswith(("ss", "us")):
@@ -75,14 +77,14 @@ def singular(noun: str) -> str:
     head, last = _last(noun)
     low = last.lower()
     out = last
-    if low not in PLURALIA_TANTUM and is_plural(low):
+    if low and low not in PLURALIA_TANTUM and is_plural(low):
         out = _ENGINE.singular_noun(low) or last
     return f"{head} {out}" if head else out
 
 
 def indefinite(word: str) -> str:
     """'a' or 'an' for the word that follows the article (by sound: "an hour", "a uniform", "an umbrella")."""
-    return _ENGINE.a(word).split(" ", 1)[0]
+    return _ENGINE.a(word).split(" ", 1)[0] if word.strip() else "a"
 
 
 def noun_phrase(noun: str, *modifiers: str, plural_form: bool | None = None) -> str:
