@@ -220,7 +220,7 @@ def test_a_loader_resumes_mid_pass_from_its_state(tmp_path: Path, monkeypatch, w
 
         decoded = []
         real = sources_module.decode_image
-        monkeypatch.setattr(sources_module, "decode_image", lambda r, p=None: decoded.append(r) or real(r, p))
+        monkeypatch.setattr(sources_module, "decode_image", lambda r, *a: decoded.append(r) or real(r, *a))
     assert sources(resumed) == passes[0][5:]
     if workers == 0:
         assert len(decoded) == sum(map(len, passes[0][5:]))

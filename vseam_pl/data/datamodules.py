@@ -69,6 +69,8 @@ class QADataModule(LightningDataModule):
         shuffle_buffer: size of the training shuffle buffer (0: file order, round-robin over files).
         rank, world_size: DDP shard of this process; default from ``torch.distributed`` when initialised.
         collate_fn: replaces the default `Batch` collate; receives ``list[Example]``.
+        max_image_pixels: refuse images larger than this (decompression bombs; a bad record, skippable); default
+            ``$VSEAM_MAX_IMAGE_PIXELS`` or PIL's ~179 MP; 0: no limit.
     """
 
     benchmark: ClassVar[str] = ""
@@ -96,12 +98,15 @@ class QADataModule(LightningDataModule):
         rank: int | None = None,
         world_size: int | None = None,
         collate_fn: Callable[[list[Example]], Any] | None = None,
+        max_image_pixels: int | None = None,
     ) -> None:
         super().__init__()
         if root is None and hf_dataset is None:
             raise ValueError(f"{type(self).__name__}: give a data root or hf_dataset")
         if not 0 < fraction <= 1:
             raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+        if max_image_pixels is not None and max_image_pixels < 0:
+            raise ValueError(f"max_image_pixels must be >= 0 (0: no limit), got {max_image_pixels}")
         if on_bad_record not in ("error", "skip"):
             raise ValueError(f"on_bad_record must be 'error' or 'skip', got {on_bad_record!r}")
         if splitting not in ("auto", "folders", "hash", "all"):
@@ -117,6 +122,7 @@ class QADataModule(LightningDataModule):
         self.limit, self.shuffle_buffer = limit, shuffle_buffer
         self.rank, self.world_size = rank, world_size
         self.collate_fn = collate_fn
+        self.max_image_pixels = max_image_pixels
         self.counts: dict[str, int] = {}
         self._plans: dict[str, SplitPlan] = {}
         self._skips = SkipLog(self.benchmark)
@@ -229,7 +235,7 @@ class QADataModule(LightningDataModule):
         rank, world = self.dist()
         return QAStream(self.plan(split), rank, world, total=self.counts[split] if split == "train" else None,
                         on_bad_record=self.on_bad_record, shuffle_buffer=self.shuffle_buffer if split == "train" else 0,
-                        seed=self.seed)
+                        seed=self.seed, max_pixels=self.max_image_pixels)
 
     def loader(self, dataset: Any, train: bool = False) -> StreamLoader:
         progress = (lambda: trainer_pass_progress(self.trainer)) if train else None

@@ -117,7 +117,8 @@ class HFGQASource(RecordSource):
             except BadRecordError as e:
                 handle_bad(e, on_bad)
 
-    def attach(self, rows: Iterable[Row], on_bad: OnBad = None) -> Iterator[Example | Skipped]:
+    def attach(self, rows: Iterable[Row], on_bad: OnBad = None,
+               max_pixels: int | None = None) -> Iterator[Example | Skipped]:
         """Join this worker's records with the images config on ``imageId`` (see module docstring)."""
         pending: dict[str, list[QARecord]] = {}
         for record, _ in rows:
@@ -129,7 +130,7 @@ class HFGQASource(RecordSource):
             records = pending.pop(str(row.get("id")), None)
             for record in records or ():
                 try:
-                    yield Example(record, decode_image(record, row.get("image")))
+                    yield Example(record, decode_image(record, row.get("image"), max_pixels))
                 except BadRecordError as e:
                     handle_bad(e, on_bad)
                     yield Skipped(e.source, e.reason)

@@ -43,11 +43,12 @@ class RecordSource:
     def records(self, on_bad: OnBad = None, images: bool = True) -> Iterator[Row]:
         raise NotImplementedError
 
-    def attach(self, rows: Iterable[Row], on_bad: OnBad = None) -> Iterator[Example | Skipped]:
+    def attach(self, rows: Iterable[Row], on_bad: OnBad = None,
+               max_pixels: int | None = None) -> Iterator[Example | Skipped]:
         """Decode each row's image; a bad image raises or (skip mode) yields `Skipped`."""
         for record, payload in rows:
             try:
-                yield Example(record, decode_image(record, payload))
+                yield Example(record, decode_image(record, payload, max_pixels))
             except BadRecordError as e:
                 handle_bad(e, on_bad)
                 yield Skipped(e.source, e.reason)

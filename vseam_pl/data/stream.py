@@ -89,13 +89,15 @@ class QAStream(IterableDataset):
     """`Example`s of one split, sharded by rank and worker (see module docstring)."""
 
     def __init__(self, plan: SplitPlan, rank: int = 0, world_size: int = 1, total: int | None = None,
-                 on_bad_record: str = "error", shuffle_buffer: int = 0, seed: int = 0) -> None:
+                 on_bad_record: str = "error", shuffle_buffer: int = 0, seed: int = 0,
+                 max_pixels: int | None = None) -> None:
         super().__init__()
         if not 0 <= rank < world_size:
             raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
         self.plan, self.rank, self.world_size = plan, rank, world_size
         self.total = total  # train: the split's row count, enabling drop_last across ranks
         self.on_bad_record = on_bad_record
+        self.max_pixels = max_pixels  # image pixel limit (None: `images.max_pixels_setting`'s default)
         self.shuffle_buffer, self.seed, self.epoch = shuffle_buffer, seed, 0
         self.skip = (0, 0)  # (batches, batch_size) dropped as rows at the start of the next pass
 
@@ -142,7 +144,7 @@ class QAStream(IterableDataset):
         if batches:
             worker, workers = worker_slot()
             rows = itertools.islice(rows, len(range(worker, batches, workers)) * size, None)
-        yield from self.plan.source.attach(rows, on_bad)
+        yield from self.plan.source.attach(rows, on_bad, self.max_pixels)
 
 
 @dataclass

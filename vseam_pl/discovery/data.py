@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from ..data.images import ImageLoadError, load_rgb
 from ..levels import LEVELS, level_of
 from ..pairs import read_pairs
 from ..prompts import DEFAULT_INSTRUCTION, build_prompt
@@ -137,17 +138,16 @@ def group_keys(items: Sequence[PairItem]) -> list[str]:
     return ["all", *levels, *others]
 
 
-def open_image(path: str, source: str, field: str) -> Image.Image:
-    """Decode an RGB image, naming the pair and the field on failure."""
+def open_image(path: str, source: str, field: str, max_pixels: int | None = None) -> Image.Image:
+    """Decode an RGB image with the package's one loader (`vseam_pl.data.images.load_rgb`), naming the pair and the
+    field on failure."""
     p = Path(path)
     if not p.is_file():
         raise PairError(f"{source}: field {field!r}: image file not found: {p}")
     try:
-        with Image.open(p) as im:
-            im.load()
-            return im.convert("RGB")
-    except (OSError, UnidentifiedImageError, ValueError) as e:
-        raise PairError(f"{source}: field {field!r}: could not decode image {p}: {e}") from e
+        return load_rgb(p, str(p), max_pixels)
+    except ImageLoadError as e:
+        raise PairError(f"{source}: field {field!r}: {e}") from e
 
 
 def images_of(items: Sequence[PairItem], which: str) -> list[Image.Image]:
