@@ -102,7 +102,7 @@ def _match_case(word: str, like: str) -> str:
     return word.capitalize() if like[:1].isupper() else word
 
 
-def replace_noun(text: str, start: int, end: int, new: str) -> str:
+def replace_noun(text: str, start: int, end: int, new: str, many: bool | None = None) -> str:
     """Replace the noun at text[start:end] with `new`, fixing the article before it (and before one modifier) and,
     when the noun is the question's subject, the leading "Is/Are".
 
@@ -110,7 +110,7 @@ def replace_noun(text: str, start: int, end: int, new: str) -> str:
     skis?"; "Is the man wearing a hat?" + "pants" → "Is the man wearing pants?".
     """
     head, tail = text[:start], text[end:]
-    many = is_plural(new)
+    many = is_plural(new) if many is None else many  # given for invariant nouns ("fish" replacing "cows")
     m = _ARTICLE_BEFORE.search(head)
     if m:
         nxt = m.group(2) or new

@@ -333,7 +333,7 @@ class EditPlanner:
             target=surface.lower(),
             substitute=surface_sub,
             template_key="object",
-            edited_question=english.replace_noun(record.question, start, end, surface_sub),
+            edited_question=english.replace_noun(record.question, start, end, surface_sub, plural),
             boxes=[self._box(record, name)],
             regions=[name],
         )
