@@ -571,6 +571,9 @@ class EditPlanner:
                 (r for r in rels if any(self.vocab.find(p, "relation") == m.term for p in r.relations)),
                 rels[0] if rels else None,
             )
+        tail = re.match(r"((?:\s+(?!(?:the|an?)\b)[a-z]+){1,3}?)\s+(?:the|an?)\s", q[end:], re.IGNORECASE)
+        if tail:  # the program says "riding", the question "riding on the horse": "on" belongs to the relation
+            end += len(tail.group(1))
         before = q[:start].rstrip()
         word = before.rsplit(" ", 1)[-1]
         if word.lower().endswith("ing") or word.lower() in self.vocab.postures:
