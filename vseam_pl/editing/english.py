@@ -30,7 +30,7 @@ SINGULAR_S = frozenset(
 #: Mass nouns: no "a/an" ("a photo of white hair", "a photo of brown grass").
 MASS = frozenset(
     "hair grass water snow sand food bread rice meat broccoli lettuce cheese furniture dirt pavement concrete wood "
-    "foliage fur smoke steam ice sky traffic luggage paper clothing toast pasta soup milk coffee tea juice salad "
+    "foliage fur smoke steam ice traffic luggage paper clothing toast pasta soup milk coffee tea juice salad "
     "sauce cream butter corn spinach cereal candy chocolate hay mud gravel asphalt".split()
 )
 #: Nouns whose plural is the same word: the number comes from the sentence, not the noun.

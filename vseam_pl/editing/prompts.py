@@ -583,8 +583,8 @@ class EditPlanner:
 
     def _analyse(self, phrase: str) -> tuple[str, str, Term | None]:
         """(kind, verb, core): "behind" → spatial; "standing behind" → spatial with the posture kept;
-        "riding on"/"riding" → the action "riding"; an unknown "-ing" verb or phrase → an action the vocabulary
-        lacks (core None), edited with the subject's generic relation."""
+        "riding on"/"riding" → the action "riding"; any other phrase ("talking on", "juggling") → an action the
+        vocabulary lacks (core None), edited with the subject's generic relation ("standing next to")."""
         low = phrase.lower().strip()
         whole = self.vocab.find(low, "relation")
         if whole is not None:
@@ -594,8 +594,8 @@ class EditPlanner:
         verb_term = self.vocab.find(first, "relation")
         if verb_term is not None and verb_term.group == "action":
             return "action", first, verb_term
-        if core is not None and core.group == "spatial" and (first in self.vocab.postures or first.endswith("ing")):
-            return "spatial", first, core
+        if core is not None and core.group == "spatial" and first in self.vocab.postures:
+            return "spatial", first, core  # a posture keeps its place: "standing behind" -> "standing in front of"
         return "action", first, None
 
     def _relation_objects(
