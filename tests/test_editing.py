@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from vseam_pl.data.readers import BadRecordError
 from vseam_pl.edit import cli as edit_cli
@@ -413,6 +413,44 @@ def test_user_masks_replace_boxes(gqa, tiny_pipe, tmp_path):
     edited = np.asarray(Image.open(pair.edited_image).convert("RGB"))
     changed = np.abs(clean.astype(int) - edited).sum(-1) > 0
     assert changed[40:50, 44:60].mean() > 0.5 and not changed[:38].any() and not changed[:, :42].any()
+
+
+@pytest.mark.parametrize("orientation", [6, 8])
+def test_exif_rotated_photo_is_edited_as_displayed(tiny_pipe, tmp_path, orientation):
+    """A phone JPEG stored 48x32 with EXIF orientation 6/8 displays 32x48: the box (2, 30, 10, 12) is in displayed
+    coordinates (it lies outside the stored frame), and clean and edited images are written upright and alike."""
+    images = tmp_path / "images"
+    images.mkdir()
+    stored = np.zeros((32, 48, 3), np.uint8)
+    stored[..., 0] = np.linspace(0, 255, 48, dtype=np.uint8)[None, :]  # left-right ramp: shows the rotation
+    stored[..., 1] = np.linspace(0, 255, 32, dtype=np.uint8)[:, None]
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(stored).save(images / "phone.jpg", "JPEG", quality=95, exif=exif.tobytes())
+    (tmp_path / "Animal.json").write_text(json.dumps([
+        _record("e1", "phone", "Is there a dog in this picture?", ["dog"], [(2, 30, 10, 12)]),
+    ]))
+    (record,) = read_gqa_questions(tmp_path / "Animal.json", images)
+    plan = EditPlanner(EditVocab.load()).plan(record)
+    out = tmp_path / "out"
+    report = run_edits([plan], out, Inpainter(tiny_pipe, steps=2, resolution=32),
+                       EditSettings(dilate=0, feather=0, check_outside=True), progress=False)
+    assert report.written == 1, report.summary()
+    (pair,) = read_pairs(out)
+    with Image.open(images / "phone.jpg") as raw:
+        assert raw.size == (48, 32)
+        upright = np.asarray(ImageOps.exif_transpose(raw).convert("RGB"))
+    rotated = np.rot90(np.asarray(Image.open(images / "phone.jpg").convert("RGB")), -1 if orientation == 6 else 1)
+    assert np.array_equal(upright, rotated)  # the reference: PIL's own transpose is the expected rotation
+    clean_img, edited_img = Image.open(pair.clean_image), Image.open(pair.edited_image)
+    assert clean_img.format == "PNG" and clean_img.getexif().get(0x0112) in (None, 1)
+    assert clean_img.size == edited_img.size == (32, 48) and pair.mask_box == (2, 30, 10, 12)
+    clean, edited = np.asarray(clean_img.convert("RGB")), np.asarray(edited_img.convert("RGB"))
+    assert np.array_equal(clean, upright)
+    changed = np.abs(clean.astype(int) - edited).sum(-1) > 0
+    assert not changed[:30].any() and not changed[:, 12:].any() and changed[30:42, 2:12].mean() > 0.5
+    mask = np.asarray(Image.open(out / "masks" / "e1.png")) > 0
+    assert mask[30:42, 2:12].all() and mask.sum() == 10 * 12
 
 
 def test_vseam_filter_keeps_pairs_the_vlm_sees_differently(gqa, tiny_pipe, tmp_path):
