@@ -308,3 +308,19 @@ def test_prompts_and_questions_are_english(tmp_path):
     plans, _ = _plans(tmp_path, "Spatial", [people])
     assert plans["s1"].edited_question == "Are the people above the umbrella?"
     assert plans["s1"].prompt == "a photo of people above the umbrella"
+
+
+@pytest.mark.parametrize(
+    ("obj", "material", "allowed"),
+    [("sidewalk", "brick", {"wood", "metal", "stone", "concrete"}),
+     ("fork", "metal", {"wood", "plastic", "glass", "porcelain"}),
+     ("bag", "plastic", {"fabric", "leather", "paper", "rubber"}),
+     ("gizmo", "leather", {"fabric", "paper", "rubber", "plastic"})],  # unknown object: the value's kind
+)
+def test_material_substitutes_fit_the_object(tmp_path, obj, material, allowed):
+    recs = [_rec(f"m{i}", f"Is the {obj} made of {material}?", [obj], [_select(obj, "1")], [(1, 1, 4, 4)],
+                 semantic="attr") for i in range(15)]
+    plans, refused = _plans(tmp_path, "Material", recs)
+    seen = {p.substitute for p in plans.values()}
+    assert not refused and seen <= allowed and len(seen) > 1
+    assert all(p.edited_question == f"Is the {obj} made of {p.substitute}?" for p in plans.values())

@@ -411,7 +411,7 @@ class EditPlanner:
             if choice:
                 options = [m.term.canonical for m in asked if m.term != term]
             elif term is not None:
-                options = self.vocab.substitutes(term)
+                options = self.vocab.substitutes(term, obj)
             else:
                 options = list(self.vocab.data["attribute"][group])
             substitute = self._choose(record, options, {target}, f"{group} '{target}'")

@@ -230,14 +230,29 @@ class EditVocab:
             cache[key] = (re.compile(rf"(?<![\w-])(?:{alternation})(?![\w-])", re.IGNORECASE), surfaces)
         return cache[key]
 
-    def substitutes(self, term: Term) -> list[str]:
-        """Canonical terms that contradict `term`: relation opposites, size opposites, else the group's others
-        (less those that can name the same thing, per `object_overlaps`)."""
+    def _kinds(self, value: str, obj: str | None) -> list[dict[str, list[str]]]:
+        """The `attribute_kinds` holding `value`, narrowed to those fitting the object `obj` when any does."""
+        holding = [k for k in self._table("attribute_kinds").values() if value in k.get("values", ())]
+        if obj is None:
+            return holding
+        names = {self.object_class(obj), *self.singulars(obj)}
+        if set(self.singulars(obj)) & self.surfaces:
+            names.add("surfaces")
+        fitting = [k for k in holding if names & set(k.get("objects", ()))]
+        return fitting or holding
+
+    def substitutes(self, term: Term, obj: str | None = None) -> list[str]:
+        """Canonical terms that contradict `term`: relation opposites, size opposites, values of the same
+        `attribute_kinds` that fit the edited object `obj` (a brick sidewalk: stone, not leather), else the group's others (less those that can name the same
+        thing, per `object_overlaps`)."""
         if term.level == "relation":
             return list(self.data["relation"][term.group][term.canonical])
         opposites = self.data.get("attribute_opposites", {}).get(term.canonical)
         if term.level == "attribute" and opposites:
             return list(opposites)
+        kinds = [k["values"] for k in self._kinds(term.canonical, obj)]
+        if term.level == "attribute" and kinds:  # physically interchangeable values only
+            return [c for c in dict.fromkeys(v for k in kinds for v in k) if c != term.canonical]
         overlapping = self._overlaps.get(term.canonical, set()) if term.level == "object" else set()
         return [c for c in self._groups[(term.level, term.group)] if c != term.canonical and c not in overlapping]
 
