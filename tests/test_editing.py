@@ -20,8 +20,8 @@ from vseam_pl.editing import (
     EditPlanner,
     EditSettings,
     EditVocab,
-    Refusal,
     Inpainter,
+    Refusal,
     VocabError,
     box_mask,
     check_region,
@@ -502,6 +502,7 @@ def test_cli_end_to_end(gqa, tiny_pipeline_dir, tmp_path, capsys):
     captured = capsys.readouterr()
     assert "2 pairs written" in captured.err and "1 unresolved" in captured.err
     assert json.loads(captured.out)["unresolved_reasons"] == {"object answer is 'no'": 1}
+    assert [(r.question_id, r.kind) for r in report.unresolved] == [("a2", "object answer is 'no'")]
     pairs = list(read_pairs(out))
     assert sorted(p.pair_id for p in pairs) == ["a1", "s1"]
     assert all(p.edit["guidance"] == 5.0 and p.model_id == str(tiny_pipeline_dir) for p in pairs)

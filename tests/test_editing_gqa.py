@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from vseam_pl.editing import EditPlanner, EditVocab, read_gqa_questions, read_scene_graphs
-from vseam_pl.editing import english
+from vseam_pl.editing import EditPlanner, EditVocab, english, read_gqa_questions, read_scene_graphs
 from vseam_pl.editing.gqa import GQAFormatError, program_boxes, program_relations
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "vseam" / "GQA"
@@ -107,14 +106,14 @@ def test_box_count_must_match_the_program(tmp_path):
     assert not plans and refused[0].kind == "object_positions do not match the program"
 
 
-def test_scene_graph_boxes_by_object_id():
+def test_scene_graph_boxes_by_object_id(tmp_path):
     """scene_graph_example.json: man 2449847 at (237,33,174,228) wears shorts 3576178 at (300,148,62,111)."""
     graphs = read_scene_graphs(_shared("scene_graph_example.json"))
     rec = _rec("g1", "Is the man wearing the shorts?", ["shorts", "man"],
                [_select("shorts", "3576178"), _relate("man", "wearing", "s", "2449847")],
                [(0, 0, 9, 9), (1, 1, 9, 9)], image="2353884")  # wrong positions: the scene graph wins
-    (tmp := Path(pytest.importorskip("tempfile").mkdtemp())).joinpath("Action.json").write_text(json.dumps([rec]))
-    (record,) = read_gqa_questions(tmp / "Action.json")
+    (tmp_path / "Action.json").write_text(json.dumps([rec]))
+    (record,) = read_gqa_questions(tmp_path / "Action.json")
     plan = EditPlanner(EditVocab.load(), scene_graphs=graphs).plan(record)
     assert plan.regions == ("man", "shorts") and plan.boxes == ((237, 33, 174, 228), (300, 148, 62, 111))
     assert plan.target == "wearing" and plan.substitute in ("holding", "carrying")

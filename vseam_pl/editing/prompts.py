@@ -1,10 +1,14 @@
 """Edit planning: from a GQA record, choose the concept to change, its substitute, the region and the prompts.
 
-No LLM: the target comes from the question text (checked against the vocabulary), then the `semantic` program,
-then `fullAnswer`; the substitute is drawn from the target's vocabulary group with a generator seeded by
-``(seed, question_id)``, so a plan is the same whatever order or subset of records is planned. For these yes/no
-verification questions the edit flips the answer: a "yes" record has its asked concept replaced (edited answer "no");
-a "no" record (attributes, relations) has the asked concept painted in (edited answer "yes").
+No LLM. Boxes and object names come from GQA's own evidence (program order, scene graphs, `fullAnswer`
+annotations; see `EditPlanner`). The target comes from the question text, checked against the vocabulary and the
+`semantic` program; a relation is the one of the program step the question words (its subject/object from GQA's
+``s``/``o`` marker). Substitutes are drawn from the vocabulary with a generator seeded by ``(seed, question_id)``, so
+a plan is the same whatever order or subset of records is planned; words the vocabulary lacks get generic in-class
+substitutes (the category's object group, the attribute's group, the subject's "standing next to"). For these
+yes/no verification questions the edit flips the answer: a "yes" record has its asked concept replaced (edited
+answer "no"); a "no" record (attributes, relations) has the asked concept painted in (edited answer "yes").
+See docs/editing.md.
 """
 
 from __future__ import annotations
