@@ -323,3 +323,20 @@ def test_material_substitutes_fit_the_object(tmp_path, obj, material, allowed):
     seen = {p.substitute for p in plans.values()}
     assert not refused and seen <= allowed and len(seen) > 1
     assert all(p.edited_question == f"Is the {obj} made of {p.substitute}?" for p in plans.values())
+
+
+def test_invariant_nouns_take_their_number_from_the_question(tmp_path):
+    """"Are there salmon" is plural though "salmon" looks singular; its substitute "trout" stays plural."""
+    user = tmp_path / "v.json"
+    user.write_text(json.dumps({"object": {"river fish": {"salmon": [], "trout": []}}}))
+    path = tmp_path / "Animal.json"
+    path.write_text(json.dumps([
+        _rec("o1", "Are there salmon in this picture?", ["salmon"], [_select("salmon", "1")], [(1, 1, 4, 4)],
+             semantic="obj"),
+        _rec("o2", "Is there a salmon in this picture?", ["salmon"], [_select("salmon", "1")], [(1, 1, 4, 4)],
+             semantic="obj"),
+    ]))
+    plans, _ = EditPlanner(EditVocab.load(user)).plan_all(read_gqa_questions(path))
+    many, one = plans
+    assert (many.edited_question, many.prompt) == ("Are there trout in this picture?", "a photo of trout")
+    assert (one.edited_question, one.prompt) == ("Is there a trout in this picture?", "a photo of a trout")

@@ -268,6 +268,7 @@ class EditPlanner:
         boxes: list[Box | None],
         regions: list[str],
         notes: tuple[str, ...] = (),
+        many: bool | None = None,
         **fields: str,
     ) -> EditPlan:
         template = self.vocab.templates.get(template_key, self.vocab.templates["color"])
@@ -275,7 +276,8 @@ class EditPlanner:
         after = template.split("{article}", 1)[1].strip().split(" ", 1)[0] if "{article}" in template else ""
         word = after.format(**fill).split(" ")[0] if after else ""
         head = fill.get(TEMPLATE_HEAD.get(template_key, "object"), substitute)
-        many = self.vocab.is_plural(head) or head.rpartition(" ")[2].lower() in english.MASS
+        if many is None:  # given when the noun's form does not tell ("fish" for "cows")
+            many = self.vocab.is_plural(head) or head.rpartition(" ")[2].lower() in english.MASS
         fill["article"] = "" if not word or many else english.indefinite(word)
         return EditPlan(
             record=record,
@@ -328,7 +330,9 @@ class EditPlanner:
         exclude.discard(canonical)
         exclude.add(canonical)
         substitute = self._choose(record, options, exclude, f"'{canonical}'")
-        plural = self.vocab.is_plural(surface)
+        plural = self.vocab.is_plural(surface) or (  # "Are there sheep": the verb tells the number
+            english.singular(surface.lower()) in english.INVARIANT and record.question.lower().startswith("are ")
+        )
         surface_sub = self.vocab.plural(substitute) if plural else substitute
         return self._finish(
             record,
@@ -340,6 +344,7 @@ class EditPlanner:
             edited_question=english.replace_noun(record.question, start, end, surface_sub, plural),
             boxes=[self._box(record, name)],
             regions=[name],
+            many=plural or None,
         )
 
     def _object_mention(self, record: QARecord, names: list[str]) -> tuple[str, int, int, Term | None] | None:
