@@ -118,7 +118,7 @@ def test_prompt_generation_on_every_shared_record(category):
     plans, unresolved = planner.plan_all(records)
     rate = len(plans) / len(records)
     print(f"{category}: substitute for {len(plans)}/{len(records)} records ({rate:.1%}); unresolved {unresolved[:5]}")
-    assert rate >= 0.95
+    assert rate >= 0.98
     assert len(plans) + len(unresolved) == len(records)
     assert all(r.reason.strip() and r.kind.strip() for r in unresolved)
     expected_level = {"Animal": "object", "Material": "attribute", "Spatial": "relation"}[category]

@@ -340,3 +340,15 @@ def test_invariant_nouns_take_their_number_from_the_question(tmp_path):
     many, one = plans
     assert (many.edited_question, many.prompt) == ("Are there trout in this picture?", "a photo of trout")
     assert (one.edited_question, one.prompt) == ("Is there a trout in this picture?", "a photo of a trout")
+
+
+def test_an_object_named_twice_by_the_program_has_one_box(tmp_path):
+    """Boxes are listed once per object id, at its first mention: dog (1) first, horse (2) second."""
+    rec = _rec("d1", "Is the horse next to the dog?", ["dog", "horse"],
+               [_select("dog", "1"), _relate("horse", "next to", "s", "2"),
+                _relate("dog", "behind|in front of", "o", "1", dep=1, op="choose rel")],
+               [(1, 1, 5, 5), (30, 30, 9, 9)])
+    plans, refused = _plans(tmp_path, "Spatial", [rec])
+    plan = plans["d1"]
+    assert not refused and plan.regions == ("horse", "dog") and plan.boxes == ((30, 30, 9, 9), (1, 1, 5, 5))
+    assert (plan.target, plan.substitute) == ("next to", "far from") and not plan.notes

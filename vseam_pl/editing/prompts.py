@@ -186,7 +186,10 @@ class EditPlanner:
         """The record's program objects (first mention of each id; distractors too) with names and boxes."""
         raw, sg = record.extra, self._scene_objects(record)
         where = f"{record.source}: record {record.question_id}"
-        progs = list({(o.oid or f"-{o.step}"): o for o in reversed(program_objects(raw))}.values())[::-1]
+        progs: list[ProgramObject] = []  # first mention of each id, in program order
+        for o in program_objects(raw):
+            if o.oid is None or all(p.oid != o.oid for p in progs):
+                progs.append(o)
         try:
             boxes = program_boxes(raw, where) if raw.get("object_positions") else {}
         except GQAFormatError as e:
