@@ -198,6 +198,7 @@ def test_every_shared_category_is_covered(category):
 
 COLORS = ["white", "black", "blue", "red", "green", "brown", "gray", "yellow", "orange", "pink", "purple", "tan",
           "silver", "beige", "dark", "light blue", "maroon"]
+OOV_COLORS = ["khaki", "turquoise", "magenta"]  # not in the vocabulary: substituted within the colour group
 COLOR_OBJECTS = ["shirt", "car", "pants", "shorts", "sky", "wall", "jacket", "umbrella", "bus", "sign", "grass",
                  "hat", "skis", "leaves", "plate", "cabinet", "truck", "glasses", "towel", "helmet"]
 INDOOR = ["chair", "table", "lamp", "couch", "bed", "pillow", "cabinet", "shelf", "curtain", "rug", "picture",
@@ -221,7 +222,8 @@ ACTIONS = [("man", "holding", "umbrella"), ("woman", "riding", "horse"), ("boy",
 def _synthetic_categories() -> dict[str, list[dict]]:
     """Records of the release's categories not in shared/, in its schema, with common GQA words."""
     out: dict[str, list[dict]] = {"Color": [], "Indoor": [], "Vehicle": [], "Action": []}
-    for i, (obj, color) in enumerate((o, c) for o in COLOR_OBJECTS for c in COLORS[:6]):
+    pairs = [(o, c) for k, o in enumerate(COLOR_OBJECTS) for c in COLORS[k % 3 :: 3] + OOV_COLORS]
+    for i, (obj, color) in enumerate(pairs):
         be = "Are" if english.is_plural(obj) else "Is"
         answer = "Yes" if i % 2 else "No"
         out["Color"].append(_rec(f"c{i}", f"{be} the {obj} {color}?", [obj],
@@ -249,6 +251,9 @@ def test_categories_without_a_shared_file_are_covered(tmp_path):
             if category in ("Indoor", "Vehicle"):
                 expected = {"Indoor": "indoor", "Vehicle": "vehicles"}[category]
                 assert plan.group == expected or vocab.find(plan.target, "object") is not None
+            if category == "Color" and plan.target in OOV_COLORS:
+                assert plan.substitute in vocab.data["attribute"]["color"]
+                assert plan.edited_question == plan.record.question.replace(plan.target, plan.substitute)
             if category == "Action":
                 subj = plan.record.question.split()[2]
                 assert plan.prompt.startswith(f"a photo of {'' if subj == 'people' else 'a '}{subj}".replace("  ", " "))
@@ -293,8 +298,13 @@ def test_prompts_and_questions_are_english(tmp_path):
         _rec("c1", "Are the pants white?", ["pants"], [_select("pants", "1")], [(1, 1, 4, 4)], semantic="attr"),
         _rec("c2", "Is the shirt blue?", ["shirt"], [_select("shirt", "1")], [(1, 1, 4, 4)], semantic="attr"),
     ]
+    recs.append(_rec("c3", "Is the shirt light blue?", ["shirt"], [_select("shirt", "1")], [(1, 1, 4, 4)],
+                     semantic="attr"))
     plans, _ = _plans(tmp_path, "Color", recs)
     assert plans["c1"].prompt == f"a photo of {plans['c1'].substitute} pants"
+    shade = plans["c3"]  # the shade goes with its colour: never "light brown" for a brown edit
+    assert shade.target == "light blue" and shade.substitute not in ("blue", "light blue")
+    assert shade.edited_question == f"Is the shirt {shade.substitute}?"
     sub = plans["c2"].substitute
     assert plans["c2"].prompt == f"a photo of {english.indefinite(sub)} {sub} shirt"
     objs = [_rec("o1", "Is there a ski in this picture?", ["ski"], [_select("ski", "1")], [(1, 1, 4, 4)], semantic="obj"),

@@ -107,6 +107,7 @@ def flip(answer: str) -> str | None:
 
 #: Template -> the field whose noun decides the article ("a photo of {article} ...").
 TEMPLATE_HEAD = {"object": "substitute", "color": "object", "material": "object", "size": "object", "relation": "subject"}
+_SHADES = ("light", "dark", "bright", "pale", "deep")
 _LEAD = re.compile(r"^(is|are|was|were)\s+(?:there\s+)?(?:(?:the|an?)\s+)?", re.IGNORECASE)
 
 
@@ -399,6 +400,9 @@ class EditPlanner:
         if mention is not None:
             term: Term | None = mention.term
             canonical, span = mention.term.canonical, (mention.start, mention.end)
+            shade = re.search(rf"\b({'|'.join(_SHADES)})\s+$", record.question[: mention.start], re.IGNORECASE)
+            if shade and mention.term.group == "color":  # "light blue" is edited as a whole: never "light brown"
+                span = (shade.start(1), mention.end)
         else:
             term = next(
                 (t for v in program_attributes(raw, group or "") if (t := self.vocab.find(v, "attribute", groups))),
@@ -414,12 +418,14 @@ class EditPlanner:
                 "no attribute found", f"no {group or 'attribute'} value in the question or program of the record"
             )
         group = term.group if term else group or ""
+        worded = record.question[span[0] : span[1]].lower() if span and not choice else canonical
+        asked_text = worded if term is None or worded.split()[0] in _SHADES else canonical  # "light blue", "khaki"
         if record.answer == "no":
             observed = self._observed_attribute(record, obj, term, full) if term else None
-            target, substitute = (observed.canonical if observed else f"not {canonical}"), canonical
+            target, substitute = (observed.canonical if observed else f"not {asked_text}"), asked_text
             edited_question = None
         else:
-            target = canonical
+            target = asked_text
             if choice:
                 options = [m.term.canonical for m in asked if m.term != term]
             elif term is not None:
@@ -451,7 +457,7 @@ class EditPlanner:
         "Is the X made of V?" (material), "Is the X V?" / "Does the X look V?" (colour, size)."""
         q = record.question
         pattern = (
-            r"\bmade of\s+(?:an?\s+)?([\w-]+)\s*\?$" if group == "material" else r"\b(?:is|are|look|looks)\s+([\w-]+)\s*\?$"
+            r"\bmade of\s+(?:an?\s+)?([\w-]+)\s*\?$" if group == "material" else r"^(?:is|are|does|do)\b.*\s([\w-]+)\s*\?$"
         )
         m = re.search(pattern, q, re.IGNORECASE)
         if m and m.group(1).lower() not in (obj.lower(), "the"):
