@@ -503,6 +503,7 @@ def test_cli_end_to_end(gqa, tiny_pipeline_dir, tmp_path, capsys):
     assert "2 pairs written" in captured.err and "1 unresolved" in captured.err
     assert json.loads(captured.out)["unresolved_reasons"] == {"object answer is 'no'": 1}
     assert [(r.question_id, r.kind) for r in report.unresolved] == [("a2", "object answer is 'no'")]
+    assert json.loads(captured.out)["planned_with_notes"] == 0  # s1's question follows its program
     pairs = list(read_pairs(out))
     assert sorted(p.pair_id for p in pairs) == ["a1", "s1"]
     assert all(p.edit["guidance"] == 5.0 and p.model_id == str(tiny_pipeline_dir) for p in pairs)

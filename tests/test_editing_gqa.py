@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from vseam_pl.editing import EditPlanner, EditVocab, english, read_gqa_questions, read_scene_graphs
+from vseam_pl.editing import EditPlanner, EditVocab, english, read_gqa_questions, read_scene_graphs, run_edits
 from vseam_pl.editing.gqa import GQAFormatError, program_boxes, program_relations
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "vseam" / "GQA"
@@ -80,7 +80,7 @@ def test_boxes_follow_program_order_on_shared_records(spatial):
     assert woman.regions == ("woman", "statue") and woman.boxes == ((8, 177, 257, 313), (11, 39, 461, 451))
 
 
-def test_third_box_of_a_verify_or_choose_step_and_pronouns(spatial):
+def test_third_box_of_a_verify_or_choose_step_and_pronouns(spatial, tmp_path):
     """06924014 has 3 boxes for 2 names: ``select: building -> relate: giraffe,next to,s -> choose rel: zebra,...``;
     the zebra's box (317,238,134,105) is third. 05794902 selects "he (1356199)", named "man" in involved_objects."""
     planner = EditPlanner(EditVocab.load())
@@ -95,6 +95,9 @@ def test_third_box_of_a_verify_or_choose_step_and_pronouns(spatial):
     plan = planner.plan(he)
     assert plan.regions == ("man", "wall") and plan.boxes == ((0, 61, 227, 410), (0, 1, 333, 323))
     assert plan.notes and "GQA's program states 'wall behind man'" in plan.notes[0]
+    report = run_edits([plan], tmp_path / "out", lambda: pytest.fail("no model is loaded"), progress=False)
+    summary = report.summary()  # no image folder given: refused before any model is needed
+    assert summary["planned_with_notes"] == 1 and summary["unresolved_reasons"] == {"no image folder": 1}
 
 
 def test_box_count_must_match_the_program(tmp_path):

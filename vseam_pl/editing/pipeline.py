@@ -60,6 +60,7 @@ class EditReport:
     """What a run did; `summary()` is what gets printed and written to summary.json."""
 
     planned: int = 0
+    noted: int = 0  # planned pairs whose record the planner doubts (EditPlan.notes, e.g. a reversed relation)
     resumed: int = 0  # already finished in an earlier run
     generated: int = 0  # pipeline calls in this run
     written: int = 0  # pairs added to the manifest in this run
@@ -69,6 +70,7 @@ class EditReport:
     def summary(self) -> dict[str, Any]:
         return {
             "planned": self.planned,
+            "planned_with_notes": self.noted,
             "resumed": self.resumed,
             "generated": self.generated,
             "written": self.written,
@@ -290,7 +292,7 @@ def run_edits(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     plans = list(plans)
-    report = EditReport(planned=len(plans), unresolved=list(unresolved))
+    report = EditReport(planned=len(plans), noted=sum(bool(p.notes) for p in plans), unresolved=list(unresolved))
     done, rejected = _finished(out)
     todo = [p for p in plans if p.pair_id not in done and p.pair_id not in rejected]
     report.resumed = len(plans) - len(todo)
