@@ -205,6 +205,8 @@ class EditPlanner:
         labels: dict[int, str] = {}
         free = list(names)
         for i, o in enumerate(progs):  # GQA's own words for the object: scene graph, fullAnswer, program
+            if o.oid is None:  # a "(-)" distractor is not in the image and names no box
+                continue
             cands = ([sg[o.oid]["name"]] if o.oid in sg else []) + words.get(o.oid or "", []) + [o.name or ""]
             hit = next((n for n in free if any(c and self._same(n, c) for c in cands)), None)
             if hit is not None:
@@ -214,12 +216,12 @@ class EditPlanner:
                 labels[i] = str(sg[o.oid]["name"])
         # a class word ("animal", "he") names the one remaining name of that class
         for i, o in enumerate(progs):
-            cls = self.vocab.object_class(o.name or "") if i not in labels else None
+            cls = self.vocab.object_class(o.name or "") if i not in labels and o.oid else None
             match = [n for n in free if cls and self.vocab.object_class(n) == cls]
             if len(match) == 1:
                 labels[i] = match[0]
                 free.remove(match[0])
-        main = [i for i, o in enumerate(progs) if i not in labels and self._names_step(raw, o)]
+        main = [i for i, o in enumerate(progs) if i not in labels and o.oid and self._names_step(raw, o)]
         if len(main) == 1 and len(free) == 1:  # elimination: one unnamed object, one unused name
             labels[main[0]] = free.pop()
         return [_Object(o, labels.get(i, o.name or ""), boxes.get(o.oid or "")) for i, o in enumerate(progs)]
