@@ -4,6 +4,9 @@ Example::
 
     python -m vseam_pl.edit --questions GQA/Animal.json --images gqa/images --out pairs/animal \
         --pipeline stable-diffusion-v1-5/stable-diffusion-inpainting --device cuda --steps 30
+
+Plans only (no model, no images): ``python -m vseam_pl.edit plan-table --questions GQA/*.json`` prints, per file, how
+many records get a plan, the refusals by kind, and a markdown table of planned edits (the one in docs/editing.md).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 from .data.readers import BadRecordError
@@ -152,13 +156,57 @@ def main(argv: list[str] | None = None) -> EditReport:
     return report
 
 
+def plan_table(argv: list[str]) -> str:
+    """Markdown: per question file, the coverage and refusals by kind, then `--rows` planned edits per level (evenly
+    spaced over the file, so the table is not just its first records)."""
+    p = argparse.ArgumentParser(prog="python -m vseam_pl.edit plan-table", description=plan_table.__doc__)
+    p.add_argument("--questions", nargs="+", required=True)
+    p.add_argument("--scene-graphs")
+    p.add_argument("--vocab")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rows", type=int, default=10)
+    args = p.parse_args(argv)
+    planner = EditPlanner(
+        EditVocab.load(args.vocab),
+        seed=args.seed,
+        scene_graphs=read_scene_graphs(args.scene_graphs) if args.scene_graphs else None,
+    )
+    lines = ["| file | records | planned | refused (by kind) | notes |", "|---|---|---|---|---|"]
+    tables = []
+    for path in args.questions:
+        records = read_gqa_questions(path)
+        plans, refused = planner.plan_all(records)
+        kinds = Counter(r.kind for r in refused)
+        noted = sum(bool(pl.notes) for pl in plans)
+        lines.append(
+            f"| {Path(path).name} | {len(records)} | {len(plans)} ({len(plans) / max(len(records), 1):.1%}) | "
+            f"{', '.join(f'{k}: {n}' for k, n in kinds.most_common()) or '-'} | {noted} |"
+        )
+        step = max(len(plans) // max(args.rows, 1), 1)
+        rows = [
+            "| level | question | target | substitute | edited question | prompt |",
+            "|---|---|---|---|---|---|",
+        ]
+        for pl in plans[::step][: args.rows]:
+            rows.append(
+                f"| {pl.level} | {pl.record.question} | {pl.target} | {pl.substitute} | "
+                f"{pl.edited_question or '-'} | {pl.prompt} |"
+            )
+        tables.append(f"\n**{Path(path).name}**\n\n" + "\n".join(rows))
+    return "\n".join(lines) + "\n" + "\n".join(tables) + "\n"
+
+
 #: Bad inputs whose messages already name the file, record and field: shown without a traceback.
 INPUT_ERRORS = (BadRecordError, GQAFormatError, VocabError, ManifestError, FileNotFoundError)
 
 
 def cli(argv: list[str] | None = None) -> int:
     """`main` for the shell: a bad input file exits with status 2 and its message instead of a traceback."""
+    argv = sys.argv[1:] if argv is None else argv
     try:
+        if argv[:1] == ["plan-table"]:
+            print(plan_table(argv[1:]), end="")
+            return 0
         main(argv)
     except INPUT_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)

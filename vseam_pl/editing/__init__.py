@@ -9,7 +9,7 @@ from .gqa import read_gqa_questions, read_scene_graphs
 from .inpaint import Inpainter, composite, load_inpaint_pipeline
 from .masks import box_mask, load_user_mask, soft_mask
 from .pipeline import EditReport, EditSettings, run_edits
-from .prompts import EditPlan, EditPlanner, Unresolved
+from .prompts import EditPlan, EditPlanner, Refusal, Unresolved
 from .quality import AnswerFn, check_region, outside_change, vlm_filter
 from .tiny import build_tiny_inpaint_pipeline
 from .vocab import EditVocab, VocabError
@@ -22,6 +22,7 @@ __all__ = [
     "EditSettings",
     "EditVocab",
     "Inpainter",
+    "Refusal",
     "Unresolved",
     "VocabError",
     "box_mask",

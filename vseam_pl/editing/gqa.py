@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,36 +53,117 @@ def read_scene_graphs(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
     return data
 
 
-def program_objects(raw: dict[str, Any]) -> list[tuple[str | None, str | None]]:
-    """(name, object id) for each object the `semantic` program selects or relates to, in program order.
+@dataclass(frozen=True)
+class ProgramObject:
+    """An object a `semantic` step selects or relates to. `name` is the program's word for it, which may be a
+    class ("animal", "vehicle") or a pronoun ("he"); `oid` is GQA's object id, None for a ``(-)`` distractor."""
 
-    ``select: cow (313791)`` → ("cow", "313791"); ``relate: _,in front of,o (521700)`` → (None, "521700");
-    distractors written ``(-)`` have no id.
-    """
-    out: list[tuple[str | None, str | None]] = []
-    for step in raw.get("semantic") or []:
-        op = step.get("operation", "")
-        if op != "select" and not op.startswith("relate"):
+    step: int
+    name: str | None
+    oid: str | None
+
+
+@dataclass(frozen=True)
+class ProgramRelation:
+    """A ``relate`` / ``verify rel`` / ``choose rel`` step, read with GQA's subject/object marker: in
+    ``relate: man,wearing,s (7)`` the new object (7, a man) is the *subject* of "wearing" and the step's input object
+    the object; with ``,o`` the input object is the subject. `relations` holds the ``a|b`` choices of the step."""
+
+    step: int
+    operation: str
+    relations: tuple[str, ...]
+    subject: ProgramObject
+    object: ProgramObject
+
+
+_RELATION_OPS = ("relate", "verify rel", "choose rel")
+
+
+def _object_steps(raw: dict[str, Any]) -> dict[int, ProgramObject]:
+    """step index -> the object that step yields (select/relate) or names (verify rel/choose rel)."""
+    out: dict[int, ProgramObject] = {}
+    for i, step in enumerate(raw.get("semantic") or []):
+        op = str(step.get("operation", ""))
+        if op != "select" and not op.startswith(_RELATION_OPS):
             continue
         m = _PROGRAM_OBJECT.match(str(step.get("argument", "")))
         if not m:
             continue
         desc = m.group("desc")
-        name = desc.split(",")[0].strip() if op.startswith("relate") else desc.strip()
-        out.append((None if name in ("", "_") else name, None if m.group("id") == "-" else m.group("id")))
+        name = desc.strip() if op == "select" else desc.split(",")[0].strip()
+        out[i] = ProgramObject(i, None if name in ("", "_") else name, None if m.group("id") == "-" else m.group("id"))
     return out
 
 
-def program_relations(raw: dict[str, Any]) -> list[str]:
-    """The relation names of ``relate``/``verify rel``/``choose rel`` steps (``a|b`` choices split)."""
-    rels: list[str] = []
-    for step in raw.get("semantic") or []:
-        op = step.get("operation", "")
-        if op.startswith("relate") or op in ("verify rel", "choose rel"):
-            parts = str(step.get("argument", "")).split(",")
-            if len(parts) >= 3:
-                rels += [r.strip() for r in parts[1].split("|") if r.strip()]
-    return rels
+def program_objects(raw: dict[str, Any]) -> list[ProgramObject]:
+    """The objects the `semantic` program selects or relates to, in program order (``(-)`` distractors included)."""
+    return list(_object_steps(raw).values())
+
+
+def _input_object(semantic: list[dict[str, Any]], objects: dict[int, ProgramObject], step: int) -> ProgramObject | None:
+    """The object a step works on: follow its first dependency back through filters to a select/relate step."""
+    seen = set()
+    while step not in seen:
+        seen.add(step)
+        deps = semantic[step].get("dependencies") or []
+        if not deps:
+            return None
+        step = int(deps[0])
+        if step in objects and not str(semantic[step].get("operation", "")).startswith(("verify", "choose")):
+            return objects[step]
+    return None
+
+
+def program_relations(raw: dict[str, Any]) -> list[ProgramRelation]:
+    """Every relation step of the program, in order, with its subject and object (GQA's ``s``/``o`` marker)."""
+    semantic = raw.get("semantic") or []
+    objects = _object_steps(raw)
+    out = []
+    for i, step in enumerate(semantic):
+        op = str(step.get("operation", ""))
+        if not op.startswith(_RELATION_OPS) or i not in objects:
+            continue
+        parts = [p.strip() for p in _PROGRAM_OBJECT.match(str(step["argument"])).group("desc").split(",")]
+        source = _input_object(semantic, objects, i)
+        if len(parts) < 3 or source is None:
+            continue
+        rels = tuple(r.strip() for r in parts[1].split("|") if r.strip())
+        new = objects[i]
+        subject, obj = (new, source) if parts[2] == "s" else (source, new)
+        out.append(ProgramRelation(i, op, rels, subject, obj))
+    return out
+
+
+def program_boxes(raw: dict[str, Any], where: str) -> dict[str, Box]:
+    """GQA object id -> box. The release lists `object_positions` in the order the program first names each object
+    with an id (select, relate, verify rel, choose rel; ``(-)`` distractors have none) — *not* in the order of
+    `relevant_objects`/`involved_objects`. Raises `GQAFormatError` when the counts disagree, so no box is ever
+    guessed."""
+    positions = raw.get("object_positions") or []
+    oids = list(dict.fromkeys(o.oid for o in program_objects(raw) if o.oid))
+    if len(oids) != len(positions):
+        raise GQAFormatError(
+            f"{where}: {len(positions)} object_positions but the semantic program names {len(oids)} objects "
+            f"with ids ({oids}); cannot tell which box is which"
+        )
+    return {oid: as_box(positions[i], f"{where}: object_positions[{i}]") for i, oid in enumerate(oids)}
+
+
+def annotated_words(raw: dict[str, Any]) -> dict[str, list[str]]:
+    """GQA object id -> the words of `fullAnswer` annotated with it (``annotations.fullAnswer``: token index or
+    ``a:b`` range -> id), lowercased without punctuation: GQA's own evidence of what each object is called."""
+    tokens = str(raw.get("fullAnswer", "")).split()
+    out: dict[str, list[str]] = {}
+    for key, oid in ((raw.get("annotations") or {}).get("fullAnswer") or {}).items():
+        try:
+            a, _, b = str(key).partition(":")
+            words = tokens[int(a) : int(b)] if b else tokens[int(a) : int(a) + 1]
+        except ValueError:
+            continue
+        phrase = " ".join(re.sub(r"[^\w\s-]", "", w) for w in words).strip().lower()
+        if phrase:
+            out.setdefault(str(oid), []).append(phrase)
+    return out
 
 
 def program_attributes(raw: dict[str, Any], kind: str) -> list[str]:
@@ -97,7 +179,8 @@ def program_attributes(raw: dict[str, Any], kind: str) -> list[str]:
 
 
 def object_names(raw: dict[str, Any]) -> list[str]:
-    """The record's object names (`relevant_objects` or `involved_objects`), aligned with `object_positions`."""
+    """The record's object names (`relevant_objects` or `involved_objects`). Their order is *not* the order of
+    `object_positions` (it is often alphabetical); `EditPlanner` pairs them with program objects by name."""
     return [str(n) for n in raw.get("relevant_objects") or raw.get("involved_objects") or []]
 
 

@@ -2,7 +2,7 @@
 
 Layout under `out`::
 
-    clean/{imageId}.jpg|png     the original image files, copied unchanged
+    clean/{imageId}.jpg|png     the original image files, copied unchanged (EXIF-rotated ones: upright PNG)
     edited/{pair_id}.png        the composited edit, same size as the clean image
     masks/{pair_id}.png         the soft mask used (255 = fully repainted)
     pairs.jsonl                 the manifest (`vseam_pl.pairs`), one line appended per finished pair
@@ -22,11 +22,11 @@ import shutil
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
+from PIL import ExifTags, Image
 from tqdm.auto import tqdm
 
 from ..data.images import decode_image, resolve_image
@@ -36,7 +36,7 @@ from ..pairs import append_pair, read_pairs, write_pairs
 from ..records import ImagePair
 from .inpaint import Inpainter
 from .masks import bbox, box_mask, load_user_mask, mask_image, soft_mask
-from .prompts import EditPlan
+from .prompts import EditPlan, Refusal
 from .quality import AnswerFn, check_region, vlm_filter
 
 
@@ -60,21 +60,23 @@ class EditReport:
     """What a run did; `summary()` is what gets printed and written to summary.json."""
 
     planned: int = 0
+    noted: int = 0  # planned pairs whose record the planner doubts (EditPlan.notes, e.g. a reversed relation)
     resumed: int = 0  # already finished in an earlier run
     generated: int = 0  # pipeline calls in this run
     written: int = 0  # pairs added to the manifest in this run
-    unresolved: list[tuple[str, str]] = field(default_factory=list)  # (question_id, reason)
+    unresolved: list[Refusal] = field(default_factory=list)  # records without a pair: id, kind, reason
     rejected: list[tuple[str, str]] = field(default_factory=list)  # (pair_id, reason)
 
     def summary(self) -> dict[str, Any]:
         return {
             "planned": self.planned,
+            "planned_with_notes": self.noted,
             "resumed": self.resumed,
             "generated": self.generated,
             "written": self.written,
             "unresolved": len(self.unresolved),
             "rejected": len(self.rejected),
-            "unresolved_reasons": dict(Counter(r for _, r in self.unresolved).most_common()),
+            "unresolved_reasons": dict(Counter(r.kind for r in self.unresolved).most_common()),
             "rejected_reasons": dict(Counter(r.split(" (")[0] for _, r in self.rejected).most_common()),
         }
 
@@ -113,11 +115,25 @@ def _append_jsonl(path: Path, obj: dict[str, Any]) -> None:
         os.fsync(fh.fileno())
 
 
-def _copy_clean(src: Path, out: Path) -> Path:
-    dst = out / "clean" / src.name
+def _write_clean(src: Path, clean: Image.Image, out: Path) -> Path:
+    """The clean image of a pair, oriented as the model sees it and the edit was drawn.
+
+    A file without an EXIF rotation is copied unchanged; one with a rotation (a phone photo stored sideways) is
+    written as its upright pixels in a lossless PNG, so clean and edited images display alike in any viewer, EXIF-aware
+    or not, and boxes/masks (displayed coordinates) line up with both.
+    """
+    with Image.open(src) as im:
+        orientation = im.getexif().get(ExifTags.Base.Orientation, 1)
+    if orientation in (None, 1):
+        dst = out / "clean" / src.name
+        if not dst.exists():
+            with atomic_path(dst) as tmp:
+                shutil.copyfile(src, tmp)
+        return dst
+    dst = out / "clean" / f"{src.stem}.png"
     if not dst.exists():
         with atomic_path(dst) as tmp:
-            shutil.copyfile(src, tmp)
+            clean.save(tmp, format="PNG")
     return dst
 
 
@@ -167,17 +183,21 @@ class _Job:
         """Inpaint one plan, or record why it cannot be (missing image, empty mask, failed image check)."""
         record, settings = plan.record, self.settings
         if not record.image_path:
-            self.report.unresolved.append((record.question_id, f"no image folder given for imageId {record.image_id}"))
+            self.report.unresolved.append(
+                Refusal(record.question_id, "no image folder", f"no image folder given for imageId {record.image_id}")
+            )
             return None
         try:
             image_path = resolve_image(record.image_path, record.source)
             clean = decode_image(replace(record, image_path=str(image_path)))
         except BadRecordError as e:
-            self.report.unresolved.append((record.question_id, e.reason))
+            self.report.unresolved.append(Refusal(record.question_id, "image missing or unreadable", e.reason))
             return None
         alpha, mask_source = _alpha(plan, clean.size, settings)
         if bbox(alpha) is None:
-            self.report.unresolved.append((record.question_id, "empty mask: the boxes lie outside the image"))
+            self.report.unresolved.append(
+                Refusal(record.question_id, "empty mask", "empty mask: the boxes lie outside the image")
+            )
             return None
         seed = pair_seed(settings.seed, record.question_id)
         edited = self.inpainter(clean, alpha, plan.prompt, plan.negative_prompt, seed)
@@ -235,7 +255,7 @@ class _Job:
         pair = ImagePair(
             pair_id=plan.pair_id,
             question=record.question,
-            clean_image=str(_copy_clean(r.image_path, self.out)),
+            clean_image=str(_write_clean(r.image_path, r.clean, self.out)),
             edited_image=str(edited_path),
             answer=record.answer,
             edited_answer=plan.edited_answer,
@@ -258,7 +278,7 @@ def run_edits(
     inpainter: Inpainter | Callable[[], Inpainter],
     settings: EditSettings | None = None,
     answer_fn: AnswerFn | None = None,
-    unresolved: Iterable[tuple[str, str]] = (),
+    unresolved: Iterable[Refusal] = (),
     progress: bool = True,
 ) -> EditReport:
     """Render every plan not finished yet; `inpainter` may be a factory so a fully resumed run loads no model.
@@ -272,7 +292,7 @@ def run_edits(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     plans = list(plans)
-    report = EditReport(planned=len(plans), unresolved=list(unresolved))
+    report = EditReport(planned=len(plans), noted=sum(bool(p.notes) for p in plans), unresolved=list(unresolved))
     done, rejected = _finished(out)
     todo = [p for p in plans if p.pair_id not in done and p.pair_id not in rejected]
     report.resumed = len(plans) - len(todo)
@@ -286,6 +306,6 @@ def run_edits(
         if len(pending) >= batch:
             job.flush(pending)
     job.flush(pending)
-    write_json(out / "unresolved.json", [{"question_id": q, "reason": r} for q, r in report.unresolved])
+    write_json(out / "unresolved.json", [asdict(r) for r in report.unresolved])
     write_json(out / "summary.json", report.summary())
     return report

@@ -1,10 +1,14 @@
 """Edit planning: from a GQA record, choose the concept to change, its substitute, the region and the prompts.
 
-No LLM: the target comes from the question text (checked against the vocabulary), then the `semantic` program,
-then `fullAnswer`; the substitute is drawn from the target's vocabulary group with a generator seeded by
-``(seed, question_id)``, so a plan is the same whatever order or subset of records is planned. For these yes/no
-verification questions the edit flips the answer: a "yes" record has its asked concept replaced (edited answer "no");
-a "no" record (attributes, relations) has the asked concept painted in (edited answer "yes").
+No LLM. Boxes and object names come from GQA's own evidence (program order, scene graphs, `fullAnswer`
+annotations; see `EditPlanner`). The target comes from the question text, checked against the vocabulary and the
+`semantic` program; a relation is the one of the program step the question words (its subject/object from GQA's
+``s``/``o`` marker). Substitutes are drawn from the vocabulary with a generator seeded by ``(seed, question_id)``, so
+a plan is the same whatever order or subset of records is planned; words the vocabulary lacks get generic in-class
+substitutes (the category's object group, the attribute's group, the subject's "standing next to"). For these
+yes/no verification questions the edit flips the answer: a "yes" record has its asked concept replaced (edited
+answer "no"); a "no" record (attributes, relations) has the asked concept painted in (edited answer "yes").
+See docs/editing.md.
 """
 
 from __future__ import annotations
@@ -16,20 +20,43 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..records import QARecord
-from .gqa import Box, as_box, object_names, program_attributes, program_objects, program_relations
+from . import english
+from .gqa import (
+    Box,
+    GQAFormatError,
+    ProgramObject,
+    ProgramRelation,
+    annotated_words,
+    as_box,
+    object_names,
+    program_attributes,
+    program_boxes,
+    program_objects,
+    program_relations,
+)
 from .vocab import EditVocab, Mention, Term
 
 #: GQA category → the attribute group it asks about.
 ATTRIBUTE_GROUP = {"color": "color", "material": "material", "size": "size"}
-_ARTICLE_BEFORE = re.compile(r"\b(a|an)\s+$", re.IGNORECASE)
 
 
 class Unresolved(Exception):
-    """The record's edit cannot be planned; `reason` says why (reported, never silently dropped)."""
+    """The record's edit cannot be planned: `kind` is the short, record-independent cause the summary counts,
+    `reason` the full message naming the record's words (reported, never silently dropped)."""
 
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+    def __init__(self, kind: str, reason: str | None = None) -> None:
+        super().__init__(reason or kind)
+        self.kind = kind
+        self.reason = reason or kind
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A record without a pair: question id, `kind` (counted in the summary) and the full `reason`."""
+
+    question_id: str
+    kind: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -47,6 +74,7 @@ class EditPlan:
     edited_question: str | None
     boxes: tuple[Box, ...]
     regions: tuple[str, ...]  # the object names the boxes belong to
+    notes: tuple[str, ...] = ()  # doubts about the source record (e.g. the question reverses GQA's relation)
 
     @property
     def pair_id(self) -> str:
@@ -64,11 +92,8 @@ class EditPlan:
             "guidance": guidance,
             "edited_question": self.edited_question,
             "regions": list(self.regions),
+            "notes": list(self.notes),
         }
-
-
-def article(word: str) -> str:
-    return "an" if word[:1].lower() in "aeiou" else "a"
 
 
 def flip(answer: str) -> str | None:
@@ -80,18 +105,29 @@ def flip(answer: str) -> str | None:
     return out.capitalize() if answer[:1].isupper() else out
 
 
-def _replace(text: str, start: int, end: int, new: str) -> str:
-    """Replace text[start:end], fixing a preceding 'a'/'an' for the new word."""
-    head = text[:start]
-    m = _ARTICLE_BEFORE.search(head)
-    if m and not new.endswith("s"):
-        art = article(new)
-        head = head[: m.start(1)] + (art.capitalize() if m.group(1)[0].isupper() else art) + head[m.end(1) :]
-    return head + new + text[end:]
+#: Template -> the field whose noun decides the article ("a photo of {article} ...").
+TEMPLATE_HEAD = {"object": "substitute", "color": "object", "material": "object", "size": "object", "relation": "subject"}
+_SHADES = ("light", "dark", "bright", "pale", "deep")
+_LEAD = re.compile(r"^(is|are|was|were)\s+(?:there\s+)?(?:(?:the|an?)\s+)?", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class _Object:
+    """A program object with its box (None for distractors) and its specific name (`label`)."""
+
+    obj: ProgramObject
+    label: str
+    box: Box | None
 
 
 class EditPlanner:
-    """Plans edits for records of any level with one vocabulary, seed and optional GQA scene graphs."""
+    """Plans edits for records of any level with one vocabulary, seed and optional GQA scene graphs.
+
+    Boxes come from GQA's own evidence: the scene graph by object id when given, else `object_positions`, which the
+    release lists in *program order* (`gqa.program_boxes`). Each program object gets its specific name from the
+    scene graph, the `fullAnswer` annotations, its program name, or by elimination against
+    `relevant_objects`/`involved_objects` (whose order says nothing).
+    """
 
     def __init__(
         self,
@@ -122,20 +158,21 @@ class EditPlanner:
         if level == "relation":
             return self._plan_relation(record)
         raise Unresolved(
-            f"unknown level {level!r}: the category/`types.semantic` name no object/attribute/relation"
+            "unknown level",
+            f"unknown level {level!r}: the category/`types.semantic` name no object/attribute/relation",
         )
 
-    def plan_all(self, records: Iterable[QARecord]) -> tuple[list[EditPlan], list[tuple[str, str]]]:
-        """Plans for all resolvable records, and (question_id, reason) for the others."""
+    def plan_all(self, records: Iterable[QARecord]) -> tuple[list[EditPlan], list[Refusal]]:
+        """Plans for all resolvable records, and a `Refusal` (id, kind, reason) for each of the others."""
         plans, unresolved = [], []
         for record in records:
             try:
                 plans.append(self.plan(record))
             except Unresolved as e:
-                unresolved.append((record.question_id, e.reason))
+                unresolved.append(Refusal(record.question_id, e.kind, e.reason))
         return plans, unresolved
 
-    # ------------------------------------------------------------------ shared helpers
+    # ------------------------------------------------------------------ objects and boxes
     def _rng(self, record: QARecord) -> random.Random:
         return random.Random(f"{self.seed}:{record.question_id}")
 
@@ -146,35 +183,82 @@ class EditPlanner:
         sa, sb = set(self.vocab.singulars(a)), set(self.vocab.singulars(b))
         return bool(sa & sb)
 
-    def locate(self, record: QARecord, name: str) -> Box | None:
-        """The box of the object called `name`: the scene graph (by program object id) first, then the record's
-        `object_positions`, which are aligned with `relevant_objects`/`involved_objects`."""
-        raw = record.extra
-        sg = self._scene_objects(record)
-        for pname, oid in program_objects(raw):
-            obj = sg.get(oid or "")
-            if obj is not None and (self._same(name, obj["name"]) or (pname and self._same(name, pname))):
-                return as_box(obj, f"scene graph of image {record.image_id}, object {oid}")
-        positions = raw.get("object_positions") or []
-        for i, n in enumerate(object_names(raw)):
-            if i < len(positions) and self._same(name, n):
-                return as_box(positions[i], f"{record.source}: object_positions[{i}]")
-        return None
+    def objects(self, record: QARecord) -> list[_Object]:
+        """The record's program objects (first mention of each id; distractors too) with names and boxes."""
+        raw, sg = record.extra, self._scene_objects(record)
+        where = f"{record.source}: record {record.question_id}"
+        progs: list[ProgramObject] = []  # first mention of each id, in program order
+        for o in program_objects(raw):
+            if o.oid is None or all(p.oid != o.oid for p in progs):
+                progs.append(o)
+        try:
+            boxes = program_boxes(raw, where) if raw.get("object_positions") else {}
+        except GQAFormatError as e:
+            if not sg:
+                raise Unresolved("object_positions do not match the program", str(e)) from None
+            boxes = {}
+        for o in progs:
+            if o.oid in sg:
+                boxes[o.oid] = as_box(sg[o.oid], f"scene graph of image {record.image_id}, object {o.oid}")
+        names = object_names(raw)
+        words = annotated_words(raw)
+        labels: dict[int, str] = {}
+        free = list(names)
+        for i, o in enumerate(progs):  # GQA's own words for the object: scene graph, fullAnswer, program
+            if o.oid is None:  # a "(-)" distractor is not in the image and names no box
+                continue
+            cands = ([sg[o.oid]["name"]] if o.oid in sg else []) + words.get(o.oid or "", []) + [o.name or ""]
+            hit = next((n for n in free if any(c and self._same(n, c) for c in cands)), None)
+            if hit is not None:
+                labels[i] = hit
+                free.remove(hit)
+            elif o.oid in sg:
+                labels[i] = str(sg[o.oid]["name"])
+        # a class word ("animal", "he") names the one remaining name of that class
+        for i, o in enumerate(progs):
+            cls = self.vocab.object_class(o.name or "") if i not in labels and o.oid else None
+            match = [n for n in free if cls and self.vocab.object_class(n) == cls]
+            if len(match) == 1:
+                labels[i] = match[0]
+                free.remove(match[0])
+        main = [i for i, o in enumerate(progs) if i not in labels and o.oid and self._names_step(raw, o)]
+        if len(main) == 1 and len(free) == 1:  # elimination: one unnamed object, one unused name
+            labels[main[0]] = free.pop()
+        return [_Object(o, labels.get(i, o.name or ""), boxes.get(o.oid or "")) for i, o in enumerate(progs)]
 
-    def _box(self, record: QARecord, name: str) -> Box | None:
-        box = self.locate(record, name)
+    @staticmethod
+    def _names_step(raw: dict[str, Any], o: ProgramObject) -> bool:
+        """Objects of select/relate steps are the ones `relevant_objects`/`involved_objects` name."""
+        op = str((raw.get("semantic") or [{}] * (o.step + 1))[o.step].get("operation", ""))
+        return op == "select" or op == "relate"
+
+    def _find_object(self, record: QARecord, name: str, among: list[_Object] | None = None) -> _Object | None:
+        among = self.objects(record) if among is None else among
+        return next((o for o in among if o.label and self._same(name, o.label)), None) or next(
+            (o for o in among if o.obj.name and self._same(name, o.obj.name)), None
+        )
+
+    def locate(self, record: QARecord, name: str) -> Box | None:
+        """The box of the object called `name` (scene graph by object id, else `object_positions` in program order)."""
+        found = self._find_object(record, name)
+        return found.box if found else None
+
+    def _checked(self, record: QARecord, name: str, box: Box | None) -> Box | None:
         if box is None and record.question_id in self.user_masks:
             return None
         if box is None:
-            raise Unresolved(f"no box for '{name}' in object_positions or the scene graph")
+            raise Unresolved("no box", f"no box for '{name}' in object_positions or the scene graph")
         if box[2] <= 0 or box[3] <= 0:
-            raise Unresolved(f"box of '{name}' is empty: {box}")
+            raise Unresolved("empty box", f"box of '{name}' is empty: {box}")
         return box
 
+    def _box(self, record: QARecord, name: str) -> Box | None:
+        return self._checked(record, name, self.locate(record, name))
+
     def _choose(self, record: QARecord, options: list[str], exclude: set[str], what: str) -> str:
-        pool = [o for o in options if o.lower() not in exclude]
+        pool = [o for o in dict.fromkeys(options) if o.lower() not in exclude]
         if not pool:
-            raise Unresolved(f"no substitute for {what} in the vocabulary (all candidates excluded)")
+            raise Unresolved("no substitute", f"no substitute for {what} in the vocabulary (all candidates excluded)")
         return self._rng(record).choice(pool)
 
     def _finish(
@@ -185,16 +269,22 @@ class EditPlanner:
         group: str,
         target: str,
         substitute: str,
-        template: str,
+        template_key: str,
         edited_question: str | None,
         boxes: list[Box | None],
         regions: list[str],
+        notes: tuple[str, ...] = (),
+        many: bool | None = None,
         **fields: str,
     ) -> EditPlan:
+        template = self.vocab.templates.get(template_key, self.vocab.templates["color"])
         fill = {"substitute": substitute, "target": target, **fields}
-        first = template.split("{article}", 1)[1].strip().split(" ", 1)[0] if "{article}" in template else ""
-        word = first.format(**fill) if first else ""
-        fill["article"] = "" if not word or self.vocab.is_plural(word) else article(word)
+        after = template.split("{article}", 1)[1].strip().split(" ", 1)[0] if "{article}" in template else ""
+        word = after.format(**fill).split(" ")[0] if after else ""
+        head = fill.get(TEMPLATE_HEAD.get(template_key, "object"), substitute)
+        if many is None:  # given when the noun's form does not tell ("fish" for "cows")
+            many = self.vocab.is_plural(head) or head.rpartition(" ")[2].lower() in english.MASS
+        fill["article"] = "" if not word or many else english.indefinite(word)
         return EditPlan(
             record=record,
             level=level,
@@ -207,6 +297,7 @@ class EditPlanner:
             edited_question=edited_question,
             boxes=tuple(b for b in boxes if b is not None),
             regions=tuple(regions),
+            notes=notes,
         )
 
     def _negative(self, level: str) -> str:
@@ -217,69 +308,74 @@ class EditPlanner:
     # ------------------------------------------------------------------ object level
     def _plan_object(self, record: QARecord) -> EditPlan:
         raw = record.extra
-        names = object_names(raw) or [n for n, _ in program_objects(raw) if n]
+        names = object_names(raw) or [o.name for o in program_objects(raw) if o.name]
         if record.answer == "no":
             raise Unresolved(
-                "answer is 'no': the asked object is not in the image, so there is nothing to replace"
+                "object answer is 'no'",
+                "answer is 'no': the asked object is not in the image, so there is nothing to replace",
             )
-        mentions = self.vocab.mentions(record.question, "object")
-        mention = next(
-            (
-                m
-                for m in mentions
-                if any(self._same(m.surface, n) or self.vocab.find(n, "object") == m.term for n in names)
-            ),
-            None,
-        )
-        if mention is None and mentions and not names:
-            mention = mentions[0]
+        mention = self._object_mention(record, names)
         if mention is None:
-            asked = next(
-                (n for n in names if n.lower() in record.question.lower()), names[0] if names else None
-            )
-            if asked is None:
-                raise Unresolved("no object named in the question, relevant_objects or the program")
-            term = self.vocab.find(asked, "object")
-            if term is None:
+            raise Unresolved("no object in the question", "no object named in the question, relevant_objects or the program")
+        surface, start, end, term = mention
+        name = next((n for n in names if self._same(surface, n)), surface)
+        if term is not None:
+            group, canonical = term.group, term.canonical
+            options = self.vocab.substitutes(term)
+        else:  # out of vocabulary: a generic substitute from the group the category names
+            group = self.vocab.category_group(record.category) or self.vocab.object_class(surface)
+            if group is None or group not in self.vocab.groups("object"):
                 raise Unresolved(
-                    f"object '{asked}' is in no object group of the vocabulary (extend it with --vocab)"
+                    "object not in vocabulary",
+                    f"object '{surface}' is in no object group of the vocabulary and category {record.category!r} "
+                    "names none (extend it with --vocab)",
                 )
-            raise Unresolved(f"object '{asked}' ({term.group}) is not mentioned in the question")
-        name = next(
-            (
-                n
-                for n in names
-                if self._same(mention.surface, n) or self.vocab.find(n, "object") == mention.term
-            ),
-            mention.surface,
-        )
+            canonical = english.singular(surface.lower())
+            options = list(self.vocab.data["object"][group])
         exclude = self._present_objects(record, names)
-        exclude.discard(mention.term.canonical)
-        substitute = self._choose(
-            record, self.vocab.substitutes(mention.term), exclude, f"'{mention.term.canonical}'"
+        exclude.discard(canonical)
+        exclude.add(canonical)
+        substitute = self._choose(record, options, exclude, f"'{canonical}'")
+        plural = self.vocab.is_plural(surface) or (  # "Are there sheep": the verb tells the number
+            english.singular(surface.lower()) in english.INVARIANT and record.question.lower().startswith("are ")
         )
-        surface = self.vocab.plural(substitute) if mention.plural else substitute
+        surface_sub = self.vocab.plural(substitute) if plural else substitute
         return self._finish(
             record,
             level="object",
-            group=mention.term.group,
-            target=mention.surface.lower(),
-            substitute=surface,
-            template=self.vocab.templates["object"],
-            edited_question=_replace(record.question, mention.start, mention.end, surface),
+            group=group,
+            target=surface.lower(),
+            substitute=surface_sub,
+            template_key="object",
+            edited_question=english.replace_noun(record.question, start, end, surface_sub, plural),
             boxes=[self._box(record, name)],
             regions=[name],
+            many=plural or None,
         )
+
+    def _object_mention(self, record: QARecord, names: list[str]) -> tuple[str, int, int, Term | None] | None:
+        """The asked object in the question: a vocabulary mention that is one of the record's objects, else the
+        record's (out-of-vocabulary) object name as written in the question."""
+        mentions = self.vocab.mentions(record.question, "object")
+        for m in mentions:
+            if not names or any(self._same(m.surface, n) or self.vocab.find(n, "object") == m.term for n in names):
+                return m.surface, m.start, m.end, m.term
+        for n in names:
+            for form in dict.fromkeys([n, self.vocab.plural(n), english.singular(n)]):
+                hit = re.search(rf"(?<![\w-]){re.escape(form)}(?![\w-])", record.question, re.IGNORECASE)
+                if hit:
+                    return hit.group(0), hit.start(), hit.end(), self.vocab.find(hit.group(0), "object")
+        return None
 
     def _present_objects(self, record: QARecord, names: list[str]) -> set[str]:
         """Canonical names of objects the record or scene graph says are (or are asked to be) in the image:
         substituting one of them would not change the answer."""
-        present = list(names) + [n for n, _ in program_objects(record.extra) if n]
+        present = list(names) + [o.name for o in program_objects(record.extra) if o.name]
         present += [o["name"] for o in self._scene_objects(record).values()]
         out = set()
         for n in present:
             term = self.vocab.find(n, "object")
-            out.add(term.canonical if term else n.lower())
+            out.add(term.canonical if term else english.singular(n.lower()))
         return out
 
     # ------------------------------------------------------------------ attribute level
@@ -287,50 +383,62 @@ class EditPlanner:
         raw = record.extra
         group = self._attribute_group(record)
         groups = (group,) if group else None
-        names = object_names(raw) or [n for n, _ in program_objects(raw) if n]
+        objects = [o for o in self.objects(record) if o.box is not None or not record.extra.get("object_positions")]
+        names = object_names(raw) or [o.label for o in objects if o.label]
         if not names:
             raise Unresolved(
-                "no object whose attribute is asked (relevant/involved_objects and program are empty)"
+                "no object", "no object whose attribute is asked (relevant/involved_objects and program are empty)"
             )
         obj = names[0]
         asked = self.vocab.mentions(record.question, "attribute", groups)
         full = self.vocab.mentions(str(raw.get("fullAnswer", "")), "attribute", groups)
         choice = len({m.term for m in asked}) > 1
+        span: tuple[int, int] | None = None
         if choice:  # "Is the fence wooden or metallic?": the fullAnswer says which holds
             held = {m.term for m in full}
             mention = next((m for m in asked if m.term in held), asked[0])
         else:
             mention = asked[-1] if asked else None
         if mention is not None:
-            term = mention.term
+            term: Term | None = mention.term
+            canonical, span = mention.term.canonical, (mention.start, mention.end)
+            shade = re.search(rf"\b({'|'.join(_SHADES)})\s+$", record.question[: mention.start], re.IGNORECASE)
+            if shade and mention.term.group == "color":  # "light blue" is edited as a whole: never "light brown"
+                span = (shade.start(1), mention.end)
         else:
             term = next(
-                (
-                    t
-                    for v in program_attributes(raw, group or "")
-                    if (t := self.vocab.find(v, "attribute", groups))
-                ),
+                (t for v in program_attributes(raw, group or "") if (t := self.vocab.find(v, "attribute", groups))),
                 None,
             )
-        if term is None:
-            raise Unresolved(f"no {group or 'attribute'} term of the vocabulary in the question or program")
-        group = term.group
+            canonical = term.canonical if term else ""
+            if term is None and group in self.vocab.groups("attribute"):  # out of vocabulary, group known
+                found = self._asked_value(record, obj, group)
+                if found is not None:
+                    canonical, span = found[0].lower(), found[1]
+        if not canonical:
+            raise Unresolved(
+                "no attribute found", f"no {group or 'attribute'} value in the question or program of the record"
+            )
+        group = term.group if term else group or ""
+        worded = record.question[span[0] : span[1]].lower() if span and not choice else canonical
+        asked_text = worded if term is None or worded.split()[0] in _SHADES else canonical  # "light blue", "khaki"
         if record.answer == "no":
-            observed = self._observed_attribute(record, obj, term, full)
-            target, substitute = (observed.canonical if observed else f"not {term.canonical}"), term.canonical
+            observed = self._observed_attribute(record, obj, term, full) if term else None
+            target, substitute = (observed.canonical if observed else f"not {asked_text}"), asked_text
             edited_question = None
         else:
-            target = term.canonical
-            options = (
-                [m.term.canonical for m in asked if m.term != term]
-                if choice
-                else self.vocab.substitutes(term)
-            )
+            target = asked_text
+            if choice:
+                options = [m.term.canonical for m in asked if m.term != term]
+            elif term is not None:
+                options = self.vocab.substitutes(term, obj)
+            else:
+                options = list(self.vocab.data["attribute"][group])
             substitute = self._choose(record, options, {target}, f"{group} '{target}'")
             edited_question = (
                 None
-                if choice or mention is None
-                else _replace(record.question, mention.start, mention.end, substitute)
+                if choice or span is None
+                else record.question[: span[0]] + substitute + record.question[span[1] :]
             )
         return self._finish(
             record,
@@ -338,12 +446,30 @@ class EditPlanner:
             group=group,
             target=target,
             substitute=substitute,
-            template=self.vocab.templates.get(group, self.vocab.templates["color"]),
+            template_key=group if group in self.vocab.templates else "color",
             edited_question=edited_question,
             boxes=[self._box(record, obj)],
             regions=[obj],
             object=obj,
         )
+
+    @staticmethod
+    def _asked_value(record: QARecord, obj: str, group: str) -> tuple[str, tuple[int, int]] | None:
+        """An attribute value the vocabulary lacks, read from the question's GQA template:
+        "Is the X made of V?" (material), "Is the X V?" / "Does the X look V?" (colour, size)."""
+        q = record.question
+        pattern = (
+            r"\bmade of\s+(?:an?\s+)?([\w-]+)\s*\?$" if group == "material" else r"^(?:is|are|does|do)\b.*\s([\w-]+)\s*\?$"
+        )
+        m = re.search(pattern, q, re.IGNORECASE)
+        if m and m.group(1).lower() not in (obj.lower(), "the"):
+            return m.group(1), (m.start(1), m.end(1))
+        values = [v for v in program_attributes(record.extra, group) if v]
+        for v in values:
+            hit = re.search(rf"(?<![\w-]){re.escape(v)}(?![\w-])", q, re.IGNORECASE)
+            if hit:
+                return hit.group(0), (hit.start(), hit.end())
+        return None
 
     def _attribute_group(self, record: QARecord) -> str | None:
         if record.category and record.category.lower() in ATTRIBUTE_GROUP:
@@ -354,95 +480,176 @@ class EditPlanner:
                 return ATTRIBUTE_GROUP[op[1]]
         return None
 
-    def _observed_attribute(
-        self, record: QARecord, obj: str, asked: Term, full: list[Mention]
-    ) -> Term | None:
+    def _observed_attribute(self, record: QARecord, obj: str, asked: Term, full: list[Mention]) -> Term | None:
         """The attribute the object really has, from the scene graph or the fullAnswer (a different one than asked)."""
         candidates = []
-        for pname, oid in program_objects(record.extra):
-            sg_obj = self._scene_objects(record).get(oid or "")
-            if sg_obj is not None and (self._same(obj, sg_obj["name"]) or (pname and self._same(obj, pname))):
-                candidates += [
-                    self.vocab.find(a, "attribute", (asked.group,)) for a in sg_obj.get("attributes", [])
-                ]
+        sg = self._scene_objects(record)
+        for o in self.objects(record):
+            sg_obj = sg.get(o.obj.oid or "")
+            if sg_obj is not None and (self._same(obj, o.label) or self._same(obj, str(sg_obj["name"]))):
+                candidates += [self.vocab.find(a, "attribute", (asked.group,)) for a in sg_obj.get("attributes", [])]
         candidates += [m.term for m in full]
         return next((t for t in candidates if t is not None and t != asked), None)
 
     # ------------------------------------------------------------------ relation level
     def _plan_relation(self, record: QARecord) -> EditPlan:
-        raw = record.extra
-        question = record.question
-        mention, posture = self._relation_mention(question)
-        if mention is not None:
-            term = mention.term
-            subject = re.sub(
-                r"^(is|are|was|were)\s+(there\s+)?(the|an?)?\s*",
-                "",
-                question[: mention.start].strip(),
-                flags=re.IGNORECASE,
-            )
-            if posture:
-                subject = subject[: -len(posture)].strip()
-            obj = re.sub(r"^(the|an?)\s+", "", question[mention.end :].strip(" ?"), flags=re.IGNORECASE)
+        q = record.question
+        objects = self.objects(record)
+        phrase, span, step = self._asked_relation(record)
+        if span is not None:
+            subject = _LEAD.sub("", q[: span[0]].strip())
+            obj = re.sub(r"^(the|an?)\s+", "", q[span[1] :].strip(" ?"), flags=re.IGNORECASE)
+        elif step is not None:
+            subject, obj = self._label(objects, step.subject), self._label(objects, step.object)
         else:
-            term, posture = next(
-                ((t, p) for r in program_relations(raw) for t, p in [self._find_relation(r)] if t), (None, "")
-            )
-            names = object_names(raw)
-            subject, obj = (names + ["", ""])[:2]
-        if term is None:
-            raise Unresolved(
-                "no relation of the vocabulary in the question or program (extend relation.* with --vocab)"
-            )
+            raise Unresolved("no relation found", "no relation in the question or the semantic program")
         if not subject or not obj:
-            raise Unresolved("could not tell the relation's subject and object apart in the question")
-        asked = f"{posture} {term.canonical}" if posture else term.canonical
+            raise Unresolved("no subject or object", f"could not tell the subject and object of '{phrase}' apart")
+        kind, verb, core = self._analyse(phrase)
+        notes: list[str] = []
+        sobj, oobj = self._relation_objects(record, objects, step, subject, obj, notes)
+        if kind == "spatial":
+            assert core is not None
+            if core.canonical in ("on", "on top of") and self._is_surface(obj):
+                raise Unresolved(
+                    "no sensible opposite",
+                    f"'{subject} {phrase} the {obj}': nothing can be under a ground surface, so 'on' has no "
+                    "physically sensible opposite here",
+                )
+            group, canonical = core.group, core.canonical
+            options = [f"{verb} {o}".strip() for o in self.vocab.substitutes(core)]
+        else:
+            term = core
+            group = "action"
+            canonical = term.canonical if term else phrase
+            fitting = [a for a in (self.vocab.substitutes(term) if term else []) if self.vocab.fits(a, subject, obj)]
+            options = fitting or [self.vocab.generic_relation(subject)]
         if record.answer == "no":
-            target, substitute = f"not {asked}", asked
+            target, substitute = f"not {phrase}", phrase
         else:
-            choice = self._choose(
-                record, self.vocab.substitutes(term), {term.canonical}, f"relation '{term.canonical}'"
-            )
-            target, substitute = asked, f"{posture} {choice}" if posture else choice
-        sbox, obox = self.locate(record, subject), self.locate(record, obj)
-        if sbox is None and obox is None and record.question_id not in self.user_masks:
-            raise Unresolved(f"no box for '{subject}' or '{obj}' in object_positions or the scene graph")
-        if self.relation_region == "subject" and sbox is not None:
-            pairs = [(sbox, subject)]
-        else:
-            pairs = [(b, n) for b, n in ((sbox, subject), (obox, obj)) if b is not None]
+            target = phrase
+            substitute = self._choose(record, options, {phrase.lower(), canonical}, f"relation '{phrase}'")
+        boxes = [sobj.box if sobj else None, oobj.box if oobj else None]
+        if all(b is None for b in boxes) and record.question_id not in self.user_masks:
+            raise Unresolved("no box", f"no box for '{subject}' or '{obj}' in object_positions or the scene graph")
+        pairs = [(b, n) for b, n in zip(boxes, (subject, obj), strict=True) if b is not None]
+        if self.relation_region == "subject" and boxes[0] is not None:
+            pairs = pairs[:1]
+        for b, n in pairs:
+            self._checked(record, n, b)
         edited_question = None
-        if mention is not None and record.answer != "no":
-            start = mention.start - (len(posture) + 1 if posture else 0)
-            edited_question = question[:start] + substitute + question[mention.end :]
+        if span is not None and record.answer != "no":
+            edited_question = english.agree(q[: span[0]] + substitute + q[span[1] :], subject)
         return self._finish(
             record,
             level="relation",
-            group=term.group,
+            group=group,
             target=target,
             substitute=substitute,
-            template=self.vocab.templates["relation"],
+            template_key="relation",
             edited_question=edited_question,
             boxes=[b for b, _ in pairs],
             regions=[n for _, n in pairs],
+            notes=tuple(notes),
             subject=subject,
             object=obj,
         )
 
-    def _relation_mention(self, question: str) -> tuple[Mention | None, str]:
-        """The relation between subject and object ("in front of"), and a posture word before it ("standing")."""
-        for m in self.vocab.mentions(question, "relation"):
-            if not re.match(r"\s+(the|an?)\s", question[m.end :], re.IGNORECASE):
-                continue
-            before = question[: m.start].rstrip().rsplit(" ", 1)[-1].lower()
-            return m, before if before in self.vocab.postures else ""
-        return None, ""
+    @staticmethod
+    def _label(objects: list[_Object], o: ProgramObject) -> str:
+        return next((x.label for x in objects if x.obj == o), o.name or "")
 
-    def _find_relation(self, phrase: str) -> tuple[Term | None, str]:
-        term = self.vocab.find(phrase, "relation")
-        if term is not None:
-            return term, ""
-        first, _, rest = phrase.strip().partition(" ")
-        if first.lower() in self.vocab.postures and rest:
-            return self.vocab.find(rest, "relation"), first.lower()
-        return None, ""
+    def _is_surface(self, noun: str) -> bool:
+        return bool(set(self.vocab.singulars(noun)) & self.vocab.surfaces)
+
+    def _asked_relation(self, record: QARecord) -> tuple[str, tuple[int, int] | None, ProgramRelation | None]:
+        """The relation the question asks about: the longest relation phrase of a program step found in the question
+        (its step gives subject and object), else the longest vocabulary relation followed by "the/a", else the
+        program's first relation step (no span: the question does not word it). A verb ("riding" in "riding on")
+        right before the phrase belongs to the relation, never to the subject."""
+        q, rels = record.question, program_relations(record.extra)
+        best: tuple[int, int, int, ProgramRelation] | None = None
+        for r in rels:
+            for phrase in r.relations:
+                for m in re.finditer(rf"(?<![\w-]){re.escape(phrase)}(?![\w-])", q, re.IGNORECASE):
+                    if best is None or m.end() - m.start() > best[1] - best[0]:
+                        best = (m.start(), m.end(), 0, r)
+        start: int | None
+        if best is not None:
+            start, end, step = best[0], best[1], best[3]
+        else:
+            found = [
+                m for m in self.vocab.mentions(q, "relation") if re.match(r"\s+(the|an?)\s", q[m.end :], re.IGNORECASE)
+            ]
+            if not found:
+                if not rels:
+                    return "", None, None
+                return rels[0].relations[0], None, rels[0]
+            m = max(found, key=lambda m: (m.end - m.start, -m.start))
+            start, end = m.start, m.end
+            step = next(
+                (r for r in rels if any(self.vocab.find(p, "relation") == m.term for p in r.relations)),
+                rels[0] if rels else None,
+            )
+        tail = re.match(r"((?:\s+(?!(?:the|an?)\b)[a-z]+){1,3}?)\s+(?:the|an?)\s", q[end:], re.IGNORECASE)
+        if tail:  # the program says "riding", the question "riding on the horse": "on" belongs to the relation
+            end += len(tail.group(1))
+        before = q[:start].rstrip()
+        word = before.rsplit(" ", 1)[-1]
+        if word.lower().endswith("ing") or word.lower() in self.vocab.postures:
+            if len(before.split()) > 3:  # keep at least "Is the <noun>" as the subject
+                start = len(before) - len(word)
+        return q[start:end], (start, end), step
+
+    def _analyse(self, phrase: str) -> tuple[str, str, Term | None]:
+        """(kind, verb, core): "behind" → spatial; "standing behind" → spatial with the posture kept;
+        "riding on"/"riding" → the action "riding"; any other phrase ("talking on", "juggling") → an action the
+        vocabulary lacks (core None), edited with the subject's generic relation ("standing next to")."""
+        low = phrase.lower().strip()
+        whole = self.vocab.find(low, "relation")
+        if whole is not None:
+            return ("spatial", "", whole) if whole.group == "spatial" else ("action", "", whole)
+        first, _, rest = low.partition(" ")
+        core = self.vocab.find(rest, "relation") if rest else None
+        verb_term = self.vocab.find(first, "relation")
+        if verb_term is not None and verb_term.group == "action":
+            return "action", first, verb_term
+        if core is not None and core.group == "spatial" and first in self.vocab.postures:
+            return "spatial", first, core  # a posture keeps its place: "standing behind" -> "standing in front of"
+        return "action", first, None
+
+    def _relation_objects(
+        self,
+        record: QARecord,
+        objects: list[_Object],
+        step: ProgramRelation | None,
+        subject: str,
+        obj: str,
+        notes: list[str],
+    ) -> tuple[_Object | None, _Object | None]:
+        """The program objects the question's subject and object name, in the question's order. When the question
+        names the step's objects the other way round, a note says so (the release's question reverses GQA's
+        relation, so its "yes" is doubtful for asymmetric relations)."""
+        if step is None:
+            return self._find_object(record, subject, objects), self._find_object(record, obj, objects)
+        s = next((x for x in objects if x.obj.oid == step.subject.oid and x.obj.oid), None)
+        o = next((x for x in objects if x.obj.oid == step.object.oid and x.obj.oid), None)
+        s = s or next((x for x in objects if x.obj == step.subject), None)
+        o = o or next((x for x in objects if x.obj == step.object), None)
+
+        def named(x: _Object | None, noun: str) -> bool:
+            return x is not None and any(n and self._same(noun, n) for n in (x.label, x.obj.name or ""))
+
+        if named(o, subject) and named(s, obj) and not (named(s, subject) and named(o, obj)):
+            notes.append(
+                f"the question asks '{subject} {'/'.join(step.relations)} {obj}' but GQA's program states "
+                f"'{obj} {'/'.join(step.relations)} {subject}'"
+            )
+            return o, s
+        if named(s, subject) or named(o, obj):
+            return s, o
+        # the question names neither program object: fall back to names, then to the program's roles
+        return (
+            self._find_object(record, subject, objects) or s,
+            self._find_object(record, obj, objects) or o,
+        )

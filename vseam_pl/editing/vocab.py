@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..io import read_json
+from . import english
 
 LEVEL_KEYS = ("object", "attribute", "relation")
 TEMPLATE_KEYS = ("object", "color", "material", "size", "relation", "negative", "relation_negative")
@@ -161,27 +162,21 @@ class EditVocab:
         return {v: k for k, v in self._plural_of.items()}
 
     def plural(self, noun: str) -> str:
-        """English plural of a (possibly multi-word) noun; the last word is inflected."""
+        """English plural of a (possibly multi-word) noun: the vocabulary's irregular table, else `english.plural`."""
         head, _, last = noun.rpartition(" ")
         low = last.lower()
         if low in self._plural_of:
-            last = self._plural_of[low]
-        elif re.search(r"(s|x|z|ch|sh)$", low):
-            last += "es"
-        elif re.search(r"[^aeiou]y$", low):
-            last = last[:-1] + "ies"
-        else:
-            last += "s"
-        return f"{head} {last}" if head else last
+            return f"{head} {self._plural_of[low]}" if head else self._plural_of[low]
+        return english.plural(noun)
 
     def is_plural(self, noun: str) -> bool:
-        """Whether a noun reads as plural (for articles in prompts): irregular forms, else a final -s."""
+        """Whether a noun reads as plural (articles, "is"/"are"): the irregular table, else `english.is_plural`."""
         last = noun.lower().rpartition(" ")[2]
         if last in self._singular_of:
             return self._singular_of[last] != last
         if last in self._plural_of:
             return False
-        return last.endswith("s") and not last.endswith(("ss", "us", "is"))
+        return english.is_plural(noun)
 
     def singulars(self, noun: str) -> list[str]:
         """Candidate singular forms of `noun` (itself first), for vocabulary look-up."""
@@ -189,6 +184,7 @@ class EditVocab:
         cands = [last]
         if last in self._singular_of:
             cands.append(self._singular_of[last])
+        cands.append(english.singular(last).lower())
         if last.endswith("ies"):
             cands.append(last[:-3] + "y")
         if last.endswith("ves"):
@@ -234,14 +230,29 @@ class EditVocab:
             cache[key] = (re.compile(rf"(?<![\w-])(?:{alternation})(?![\w-])", re.IGNORECASE), surfaces)
         return cache[key]
 
-    def substitutes(self, term: Term) -> list[str]:
-        """Canonical terms that contradict `term`: relation opposites, size opposites, else the group's others
-        (less those that can name the same thing, per `object_overlaps`)."""
+    def _kinds(self, value: str, obj: str | None) -> list[dict[str, list[str]]]:
+        """The `attribute_kinds` holding `value`, narrowed to those fitting the object `obj` when any does."""
+        holding = [k for k in self._table("attribute_kinds").values() if value in k.get("values", ())]
+        if obj is None:
+            return holding
+        names = {self.object_class(obj), *self.singulars(obj)}
+        if set(self.singulars(obj)) & self.surfaces:
+            names.add("surfaces")
+        fitting = [k for k in holding if names & set(k.get("objects", ()))]
+        return fitting or holding
+
+    def substitutes(self, term: Term, obj: str | None = None) -> list[str]:
+        """Canonical terms that contradict `term`: relation opposites, size opposites, values of the same
+        `attribute_kinds` that fit the edited object `obj` (a brick sidewalk: stone, not leather), else the group's others (less those that can name the same
+        thing, per `object_overlaps`)."""
         if term.level == "relation":
             return list(self.data["relation"][term.group][term.canonical])
         opposites = self.data.get("attribute_opposites", {}).get(term.canonical)
         if term.level == "attribute" and opposites:
             return list(opposites)
+        kinds = [k["values"] for k in self._kinds(term.canonical, obj)]
+        if term.level == "attribute" and kinds:  # physically interchangeable values only
+            return [c for c in dict.fromkeys(v for k in kinds for v in k) if c != term.canonical]
         overlapping = self._overlaps.get(term.canonical, set()) if term.level == "object" else set()
         return [c for c in self._groups[(term.level, term.group)] if c != term.canonical and c not in overlapping]
 
@@ -255,3 +266,42 @@ class EditVocab:
     @property
     def templates(self) -> dict[str, str]:
         return dict(self.data["templates"])
+
+    # ------------------------------------------------------------------ relation frames
+    def _table(self, key: str) -> dict[str, Any]:
+        return {k: v for k, v in (self.data.get(key) or {}).items() if not k.startswith("_")}
+
+    def object_class(self, noun: str) -> str | None:
+        """The object group a noun belongs to: its vocabulary group, else GQA's class word (``animal``, ``he``)."""
+        term = self.find(noun, "object")
+        if term is not None:
+            return term.group
+        classes = self._table("class_words")
+        return next((classes[c] for c in self.singulars(noun) if c in classes), None)
+
+    def fits(self, action: str, subject: str, obj: str) -> bool:
+        """Whether `subject` can do `action` to `obj` per `action_frames` (groups or terms; '*' = any)."""
+        frame = self._table("action_frames").get(action)
+        if frame is None:
+            return True
+
+        def ok(noun: str, allowed: list[str]) -> bool:
+            if "*" in allowed:
+                return True
+            term = self.find(noun, "object")
+            names = {self.object_class(noun), term.canonical if term else None, *self.singulars(noun)}
+            return bool(names & set(allowed))
+
+        return ok(subject, frame.get("subjects", ["*"])) and ok(obj, frame.get("objects", ["*"]))
+
+    def generic_relation(self, subject: str) -> str:
+        """The relation any subject of its group can take towards any object ("standing next to", "next to")."""
+        table = self._table("generic_relation")
+        return table.get(self.object_class(subject) or "*", table.get("*", "next to"))
+
+    def category_group(self, category: str | None) -> str | None:
+        return self._table("category_groups").get((category or "").lower())
+
+    @property
+    def surfaces(self) -> frozenset[str]:
+        return frozenset(self.data.get("surfaces", ()))
