@@ -26,6 +26,7 @@ from ..prompts import DEFAULT_INSTRUCTION
 from ..records import ImagePair
 from ..vlm import VLM, UnsupportedModelError
 from .ablation import ablation_stats
+from .atp import NODES, atp_star_stats
 from .attribution import attribution_stats
 from .data import CandidateIndex, PairItem, group_keys, images_of, prepare_pairs
 from .overlap import overlap_analysis
@@ -34,13 +35,14 @@ from .plots import heatmap, layer_profiles, overlap_plot, profile_plot, save_png
 from .replay import capture, check_replay
 from .scores import Accumulator, ChunkStats, HeadScores
 
-METHODS: tuple[str, ...] = ("ablation", "patching", "attribution")
+METHODS: tuple[str, ...] = ("ablation", "patching", "attribution", "atp_star")
 #: sink(tag, matplotlib figure), called for every figure written (e.g. to log it to TensorBoard).
 FigureSink = Callable[[str, Any], None]
 STATS: dict[str, tuple[str, ...]] = {
     "ablation": ("signed", "positive", "negative"),
     "patching": ("signed",),
     "attribution": ("signed",),
+    "atp_star": ("signed", "magnitude"),
 }
 
 
@@ -56,6 +58,7 @@ class DiscoveryConfig:
     pair_batch: int = 4
     top_k: int = 10
     filter: bool = False
+    atp_nodes: str = "head"  # atp_star only, see .atp.NODES
     instruction: str | None = DEFAULT_INSTRUCTION
 
     def validate(self) -> None:
@@ -67,6 +70,8 @@ class DiscoveryConfig:
             raise ValueError(f"ablation_image must be 'clean' or 'edited', got {self.ablation_image!r}")
         if self.direction not in DIRECTIONS:
             raise ValueError(f"unknown patching direction {self.direction!r}; expected one of {DIRECTIONS}")
+        if self.atp_nodes not in NODES:
+            raise ValueError(f"unknown AtP* node set {self.atp_nodes!r}; expected one of {NODES}")
         if self.batch_size < 1 or self.pair_batch < 1 or self.top_k < 1:
             raise ValueError("batch_size, pair_batch and top_k must be >= 1")
 
@@ -165,6 +170,8 @@ def score_chunk(vlm: VLM, chunk: Sequence[PairItem], cfg: DiscoveryConfig, means
         return ablation_stats(vlm, chunk, cfg.ablation_mode, means, cfg.batch_size, cfg.ablation_image, prefix)
     if cfg.method == "patching":
         return patching_stats(vlm, chunk, cfg.batch_size, cfg.direction, prefix)
+    if cfg.method == "atp_star":
+        return atp_star_stats(vlm, chunk, cfg.direction, cfg.atp_nodes)
     return attribution_stats(vlm, chunk, cfg.direction)
 
 
@@ -221,7 +228,7 @@ def run_discovery(
     means = None
     if cfg.method == "ablation" and cfg.ablation_mode == "dataset_mean":
         means = dataset_means(vlm, items, cfg.ablation_image, cfg.pair_batch)
-    prefix = replay_prefix_ok(vlm, items, image) if cfg.method != "attribution" else False
+    prefix = replay_prefix_ok(vlm, items, image) if cfg.method in ("ablation", "patching") else False
 
     todo = chunks(kept, cfg.pair_batch)
     computed = 0
