@@ -18,10 +18,17 @@ from PIL import Image
 from .vlm import VLM
 
 AUTO = "auto"
+ADVICE = "use a smaller dtype (--dtype bfloat16), shorter prompts, fewer image tokens, or more devices"
 
 
 class BatchSizeError(RuntimeError):
     """Even the smallest batch does not fit in memory."""
+
+
+def _is_oom(e: BaseException) -> bool:
+    from lightning.pytorch.utilities.memory import is_oom_error
+
+    return is_oom_error(e)
 
 
 def memory_note(device: torch.device) -> str:
@@ -40,7 +47,7 @@ def largest_batch(trial: Callable[[int], object], upper: int, what: str, device:
     """
     if upper < 1 or start < 1:
         raise ValueError(f"batch size bounds must be >= 1, got start={start} upper={upper}")
-    from lightning.pytorch.utilities.memory import garbage_collection_cuda, is_oom_error
+    from lightning.pytorch.utilities.memory import garbage_collection_cuda
 
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -49,7 +56,7 @@ def largest_batch(trial: Callable[[int], object], upper: int, what: str, device:
             trial(b)
             return True
         except RuntimeError as e:  # torch.OutOfMemoryError is a RuntimeError
-            if not is_oom_error(e):
+            if not _is_oom(e):
                 raise
             return False
         finally:
@@ -72,8 +79,7 @@ def largest_batch(trial: Callable[[int], object], upper: int, what: str, device:
         else:
             bad = mid
     if good == 0:
-        raise BatchSizeError(f"{what}: even batch size 1 runs out of memory on {memory_note(device)}; use a smaller "
-                             "dtype (--dtype bfloat16), shorter prompts, fewer image tokens, or more devices")  # fmt: skip
+        raise BatchSizeError(f"{what}: even batch size 1 runs out of memory on {memory_note(device)}; {ADVICE}")
     return good
 
 
@@ -104,7 +110,14 @@ def discovery_batch_size(vlm: VLM, pairs: Sequence, upper: int = 4096, instructi
     items = prepare_pairs(vlm, pairs, instruction if instruction is not None else DEFAULT_INSTRUCTION)
     longest = max(items, key=lambda it: len(vlm.tokenizer(it.prompt)["input_ids"]))
     enc = encode(vlm, [longest.prompt], images_of([longest], "clean"))
-    run = capture(vlm, enc, residuals=True, heads=True)
+    what = "head discovery (intervened rows per forward)"
+    try:
+        run = capture(vlm, enc, residuals=True, heads=True)
+    except RuntimeError as e:
+        if not _is_oom(e):
+            raise
+        raise BatchSizeError(f"{what}: even the unintervened forward of one example runs out of memory on "
+                             f"{memory_note(vlm.device)}; {ADVICE}") from e  # fmt: skip
     value = ablation_value("mean_others")
 
     @torch.no_grad()
@@ -112,7 +125,7 @@ def discovery_batch_size(vlm: VLM, pairs: Sequence, upper: int = 4096, instructi
         jobs = Jobs(torch.zeros(b, dtype=torch.long), torch.arange(b) % vlm.num_heads, torch.zeros(b, dtype=torch.long))
         run_rows(vlm, run, jobs.example, 0, per_row_hook(jobs, value), [0])
 
-    return largest_batch(trial, upper, "head discovery (intervened rows per forward)", vlm.device)
+    return largest_batch(trial, upper, what, vlm.device)
 
 
 def evaluation_batch_size(vlm: VLM, question: str, image: Image.Image, candidates: Sequence[str] | None,
