@@ -99,3 +99,18 @@ def test_evaluation_batch_size_closed_set_and_generation(vlm, candidates):  # no
     with fake_memory(vlm.model, 5, seen):
         b = evaluation_batch_size(vlm, "is there a dog in the image?", image, candidates, upper=32, max_new_tokens=2)
     assert b == 5 and max(seen) > 5
+
+
+def test_datamodule_batch_size_sets_every_benchmark(vlm, tmp_path):  # noqa: F811
+    """evaluate.py --batch_size auto: sized on each benchmark's longest question, the smallest wins, and the
+    DataModules then load batches of that size."""
+    from vseam_pl.batch_size import datamodule_batch_size
+    from vseam_pl.data import build_datamodule
+    from vseam_pl.synth import generate_benchmarks
+
+    root = generate_benchmarks(tmp_path / "synth", n_train=2, n_val=2, n_test=8)
+    data = build_datamodule(["gqa", "pope"], root=str(root), batch_size=4, num_workers=0, limit=8)
+    with fake_memory(vlm.model, 3, []):
+        assert datamodule_batch_size(vlm, data, upper=16, max_new_tokens=2) == 3
+    assert all(dm.batch_size == 3 for dm in data.datamodules)
+    assert [len(next(iter(loader))) for loader in data.test_dataloader()] == [3, 3]

@@ -142,3 +142,26 @@ def evaluation_batch_size(vlm: VLM, question: str, image: Image.Image, candidate
                 max_new_tokens=max_new_tokens)  # fmt: skip
 
     return largest_batch(trial, upper, "evaluation (questions per batch)", vlm.device)
+
+
+def datamodule_batch_size(vlm: VLM, data, upper: int = 1024, instruction: str | None = None,
+                          max_new_tokens: int = 8) -> int:  # fmt: skip
+    """The evaluation batch size for every benchmark of `data` (a QA or multi-benchmark DataModule): the smallest of
+    :func:`evaluation_batch_size` over the longest question of each benchmark's first test batch, written back as
+    the DataModule's (and its children's) `batch_size`."""
+    data.setup("test")
+    loaders = data.test_dataloader()
+    sizes = []
+    for loader in loaders if isinstance(loaders, list) else [loaders]:
+        batch = next(iter(loader), None)
+        if batch is None or not batch.examples:
+            continue
+        ex = max(batch.examples, key=lambda e: len(e.record.question))
+        sizes.append(evaluation_batch_size(vlm, ex.record.question, ex.image, ex.record.candidates, upper,
+                                           instruction, max_new_tokens))  # fmt: skip
+    if not sizes:
+        raise ValueError("batch size auto: the test split has no examples to size the batch on")
+    size = min(sizes)
+    for dm in [data, *getattr(data, "datamodules", [])]:
+        dm.batch_size = size
+    return size
