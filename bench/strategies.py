@@ -29,8 +29,9 @@ from typing import Any
 import torch
 from lightning.pytorch import Callback, Trainer, seed_everything
 
-from vseam_pl.data import GQADataModule
-from vseam_pl.lit_module import HeadModulationModule
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's vseam_pl, not an installed one
+from vseam_pl.data import GQADataModule  # noqa: E402
+from vseam_pl.lit_module import HeadModulationModule  # noqa: E402
 
 
 class Probe(Callback):

@@ -199,8 +199,9 @@ def _drop_hooks(vlm: VLM, state: dict[str, int | None], stack: ExitStack) -> Non
 
 def atp_star_stats(vlm: VLM, items: Sequence[PairItem], direction: str = "clean_to_edited", nodes: str = "head",
                    graddrop: bool = True) -> ChunkStats:  # fmt: skip
-    """Per-example AtP* estimates `[E, L, H]`: `signed` (the linear estimate on `nodes`) and, with `graddrop`,
-    `magnitude` (the GradDrop mean absolute estimate); both normalised by the edit effect."""
+    """Per-example AtP* estimates `[E, L, H]`: `signed` (the linear estimate on `nodes`, normalised by the edit
+    effect like patching) and, with `graddrop`, `magnitude` (the GradDrop mean absolute estimate, averaged over
+    pairs in logit-difference units)."""
     if direction not in DIRECTIONS:
         raise ValueError(f"unknown patching direction {direction!r}; expected one of {DIRECTIONS}")
     if nodes not in NODES:
@@ -242,7 +243,9 @@ def atp_star_stats(vlm: VLM, items: Sequence[PairItem], direction: str = "clean_
                 grads = [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params, strict=True)]
                 total += estimate(grads).abs()
             state["drop"] = None
-            stats["magnitude"] = (total / max(1, vlm.num_layers - 1), ld_c - ld_e,
+            # a mean over pairs in LD units: dividing by the summed edit effect would flip every magnitude's sign
+            # when that sum is negative
+            stats["magnitude"] = (total / max(1, vlm.num_layers - 1), torch.ones(len(items), dtype=torch.float64),
                                   torch.ones(len(items), dtype=torch.bool))  # fmt: skip
     return stats
 
