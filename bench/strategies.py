@@ -129,9 +129,26 @@ def check(results: list[dict[str, Any]], atol: float) -> list[dict[str, Any]]:
     return rows
 
 
+def save_preset(preset: str, dtype: str, folder: Path) -> str:
+    """A bench/scale.py preset with random weights, saved as an ordinary model folder."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from scale import build_vlm, synthetic_words
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    vlm = build_vlm(preset, synthetic_words() + ["yes", "no"], device, dtype)
+    vlm.model.save_pretrained(folder)
+    vlm.processor.save_pretrained(folder)
+    del vlm
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return str(folder)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="checkpoints/tiny-llava", help="model folder")
+    p.add_argument("--preset", help="instead of --model: a bench/scale.py preset with random weights (e.g. "
+                                    "llava-1.5-7b), built on the GPU and saved to a temporary folder")
     p.add_argument("--strategies", nargs="+", default=["auto", "fsdp", "deepspeed_stage_2"])
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--batch", type=int, default=2)
@@ -147,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         root = generate_benchmarks(Path(tmp) / "synth", n_train=args.steps * args.batch, n_val=2, n_test=2)
+        if args.preset:
+            args.model = save_preset(args.preset, args.dtype, Path(tmp) / "model")
         results = []
         for name in args.strategies:
             why = unavailable(name, args.accelerator)
