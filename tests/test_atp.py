@@ -153,6 +153,8 @@ def test_cli_atp_star_with_verify_top(tiny_llava_dir, manifest, tmp_path, capsys
     rows = json.loads((out / "verify_top.json").read_text())
     assert summary["verify_top"] == str(out / "verify_top.json") and len(rows) == 3
     assert {"attribution", "exact", "magnitude"} <= set(rows[0])
+    mags = [r["magnitude"] for r in rows]  # AtP*: verified in order of its GradDrop magnitude
+    assert mags == sorted(mags, reverse=True)
     assert (out / "plots" / "heatmap_all_magnitude.png").exists()
     bad = discover_main(["--model", str(tiny_llava_dir), "--pairs", str(manifest), "--method", "ablation",
                          "--out", str(tmp_path / "r2"), "--verify-top", "3"])  # fmt: skip

@@ -260,16 +260,17 @@ def top_heads(scores: HeadScores, k: int, stat: str = "signed", group: str = "al
 
 
 def verify_top(vlm: VLM, pairs: Sequence[ImagePair], scores: HeadScores, k: int, direction: str = "clean_to_edited",
-               batch_size: int = 64, pair_batch: int = 4, filter_: bool = False,
-               instruction: str | None = None) -> list[dict]:  # fmt: skip
-    """Exact activation patching of the top-K attribution heads (by |signed score|), side by side with their
-    estimates: rows `{rank, layer, head, attribution, exact}` (plus `magnitude` for AtP*), normalised like the
+               batch_size: int = 64, pair_batch: int = 4, filter_: bool = False, instruction: str | None = None,
+               stat: str | None = None) -> list[dict]:  # fmt: skip
+    """Exact activation patching of the top-K attribution heads (by |`stat`|: AtP*'s `magnitude` when the scores
+    have it, else the signed score), side by side with their estimates: rows `{rank, layer, head, attribution, exact}` (plus `magnitude` for AtP*), normalised like the
     scores (summed effects over the summed edit effect). `pairs` and `filter_` must be those the scores used.
     """
     from ..prompts import DEFAULT_INSTRUCTION
     from .runner import vseam_filter
 
-    heads = top_heads(scores, k)
+    stat = stat or ("magnitude" if "magnitude" in scores.scores.get("all", {}) else "signed")
+    heads = top_heads(scores, k, stat)
     items = prepare_pairs(vlm, pairs, instruction if instruction is not None else DEFAULT_INSTRUCTION)
     if filter_:
         items, _ = vseam_filter(vlm, items, pair_batch)
