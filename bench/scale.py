@@ -155,6 +155,8 @@ def measure(fn: Callable[[], Any], device: torch.device) -> tuple[Any, float, fl
     box: dict[str, Any] = {}
 
     def call() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         start = time.perf_counter()
         box["out"] = fn()
         if device.type == "cuda":

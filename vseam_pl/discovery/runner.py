@@ -178,6 +178,8 @@ def score_chunk(vlm: VLM, chunk: Sequence[PairItem], cfg: DiscoveryConfig, means
 def fingerprint(vlm: VLM, items: Sequence[PairItem], cfg: DiscoveryConfig, rank: int, world: int) -> str:
     """What must match for partial results to be resumed (batch_size only changes float rounding: not included)."""
     semantic = {k: v for k, v in asdict(cfg).items() if k not in ("batch_size", "top_k")}
+    if cfg.method != "atp_star":  # keeps partial results written before the option existed resumable
+        semantic.pop("atp_nodes")
     ids = [it.pair.pair_id for it in items]
     blob = json.dumps([vlm.name, vlm.num_layers, vlm.num_heads, semantic, ids, rank, world], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
