@@ -58,9 +58,9 @@ def largest_batch(trial: Callable[[int], object], upper: int, what: str, device:
         except RuntimeError as e:  # torch.OutOfMemoryError is a RuntimeError
             if not _is_oom(e):
                 raise
-            return False
-        finally:
+        if device.type == "cuda":  # outside the except block: the traceback no longer holds the trial's tensors
             garbage_collection_cuda()
+        return False
 
     good, bad = 0, upper + 1
     b = min(start, upper)
