@@ -354,7 +354,8 @@ def summary(r: dict[str, Any]) -> str:
 
 
 def run(preset: str, device: torch.device, batch_sizes: list[int] | None, eval_batch_sizes: list[int] | None,
-        command: str) -> dict[str, Any]:  # fmt: skip
+        command: str, save: Callable[[dict[str, Any]], None] = lambda _r: None) -> dict[str, Any]:  # fmt: skip
+    """Every part in turn; `save(result)` after each, so a run cut short by a timeout keeps what it measured."""
     p = PRESETS[preset]
     with tempfile.TemporaryDirectory() as tmp:
         pairs_path = discovery_bench.synthetic_pairs(Path(tmp) / "synth")
@@ -376,9 +377,18 @@ def run(preset: str, device: torch.device, batch_sizes: list[int] | None, eval_b
                       "image_tokens": n_image, "prompt_tokens": int(enc.input_ids.shape[1])},
         }  # fmt: skip
         bs = batch_sizes or list(p.batch_sizes)
+        save(result)
+        start = time.perf_counter()
+        say = lambda part: print(f"[scale] {part} done at {time.perf_counter() - start:.0f} s", file=sys.stderr,  # noqa: E731
+                                 flush=True)  # fmt: skip
         result["discovery"] = bench_discovery(vlm, pairs, p, device, bs)
+        save(result)
+        say("discovery")
         result["evaluation"] = bench_evaluation(vlm, p, device, eval_batch_sizes or list(p.eval_batch_sizes))
+        save(result)
+        say("evaluation")
         result["training"] = bench_training(preset, vlm, words, p, device)
+        say("training")
     result["targets"] = targets(result)
     return result
 
@@ -410,12 +420,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     torch.set_num_threads(args.threads)
     command = "python bench/scale.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    result = run(args.preset, device, args.batch_sizes, args.eval_batch_sizes, command)
-    print(summary(result))
-    if args.json:
-        from vseam_pl.io import write_json
+    from vseam_pl.io import write_json
 
-        write_json(args.json, result)
+    def save(result: dict[str, Any]) -> None:
+        if args.json:
+            write_json(args.json, result)
+
+    result = run(args.preset, device, args.batch_sizes, args.eval_batch_sizes, command, save)
+    save(result)
+    print(summary(result))
     return 0
 
 
