@@ -223,7 +223,8 @@ def bench_discovery(vlm: VLM, pairs: list, p: Preset, device: torch.device, batc
     return out
 
 
-def bench_training(name: str, vlm: VLM, words: list[str], p: Preset, device: torch.device) -> dict[str, Any]:
+def bench_training(name: str, vlm: VLM, words: list[str], p: Preset, device: torch.device,
+                   dtype: str | None = None) -> dict[str, Any]:  # fmt: skip
     batch = training_bench.load_batch(vlm, p.train_batch)
     forward = training_bench.frozen_forward(vlm, batch)
     t_fwd, m_fwd = training_bench.median_ms(forward, p.repeats, device), training_bench.peak_memory_mb(forward, device)
@@ -240,7 +241,7 @@ def bench_training(name: str, vlm: VLM, words: list[str], p: Preset, device: tor
                  "attached_vs_unmodulated": t_att / t_none, "folded_vs_unmodulated": t_fold / t_none,
                  "attached_loss": loss_att, "folded_loss": loss_fold}  # fmt: skip
     for kind in ("ia3", "lora"):
-        fresh = build_vlm(name, words, device)
+        fresh = build_vlm(name, words, device, dtype)
         params = training_bench.inject_peft(fresh, kind, device)
         step = training_bench.training_step(fresh, params, batch)
         rows[kind] = {"trainable": sum(q.numel() for q in params), "ms": training_bench.median_ms(step, p.repeats, device),
@@ -354,7 +355,8 @@ def summary(r: dict[str, Any]) -> str:
 
 
 def run(preset: str, device: torch.device, batch_sizes: list[int] | None, eval_batch_sizes: list[int] | None,
-        command: str, save: Callable[[dict[str, Any]], None] = lambda _r: None) -> dict[str, Any]:  # fmt: skip
+        command: str, save: Callable[[dict[str, Any]], None] = lambda _r: None,
+        dtype: str | None = None) -> dict[str, Any]:  # fmt: skip
     """Every part in turn; `save(result)` after each, so a run cut short by a timeout keeps what it measured."""
     p = PRESETS[preset]
     with tempfile.TemporaryDirectory() as tmp:
@@ -362,7 +364,7 @@ def run(preset: str, device: torch.device, batch_sizes: list[int] | None, eval_b
         pairs = load_pairs(pairs_path)
         words = sorted(set(synthetic_words()) | {w.strip("?.,").lower() for q in pairs for w in q.question.split()}
                        | {"yes", "no"})  # fmt: skip
-        vlm = build_vlm(preset, words, device)
+        vlm = build_vlm(preset, words, device, dtype)
         item = prepare_pairs(vlm, pairs[:1])[0]
         enc = encode(vlm, [item.prompt], images_of([item], "clean"))
         n_image = p.qformer["query_tokens"] if p.family == "instructblip" else (
@@ -387,7 +389,7 @@ def run(preset: str, device: torch.device, batch_sizes: list[int] | None, eval_b
         result["evaluation"] = bench_evaluation(vlm, p, device, eval_batch_sizes or list(p.eval_batch_sizes))
         save(result)
         say("evaluation")
-        result["training"] = bench_training(preset, vlm, words, p, device)
+        result["training"] = bench_training(preset, vlm, words, p, device, dtype)
         say("training")
     result["targets"] = targets(result)
     return result
@@ -412,6 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-sizes", type=int, nargs="+", help="discovery rows per forward (default: the preset's)")
     p.add_argument("--eval-batch-sizes", type=int, nargs="+", help="evaluation questions per batch")
     p.add_argument("--threads", type=int, default=1, help="torch threads on CPU")
+    p.add_argument("--dtype", help="override the preset's weight dtype (e.g. bfloat16 to try the GPU path on CPU)")
     p.add_argument("--json", help="write every number here")
     args = p.parse_args(argv)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -426,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             write_json(args.json, result)
 
-    result = run(args.preset, device, args.batch_sizes, args.eval_batch_sizes, command, save)
+    result = run(args.preset, device, args.batch_sizes, args.eval_batch_sizes, command, save, args.dtype)
     save(result)
     print(summary(result))
     return 0

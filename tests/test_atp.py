@@ -67,10 +67,12 @@ def test_qkv_deltas_refuse_outputs_they_do_not_reproduce():
         effective_deltas(model, tgt, src, run)
 
 
-@pytest.mark.parametrize("model_dir", ["tiny_llava_dir", "tiny_llava_gqa_dir", "tiny_instructblip_dir"])
-def test_captured_qkv_reproduce_real_head_outputs(request, pairs, model_dir):  # noqa: F811
-    """Rotary queries/keys and repeated kv heads, taken from the real decoders, give their head outputs."""
-    model = load_vlm(str(request.getfixturevalue(model_dir)))
+@pytest.mark.parametrize(("model_dir", "dtype"), [("tiny_llava_dir", "float32"), ("tiny_llava_gqa_dir", "float32"),
+                                                  ("tiny_instructblip_dir", "float32"), ("tiny_llava_dir", "bfloat16")])
+def test_captured_qkv_reproduce_real_head_outputs(request, pairs, model_dir, dtype):  # noqa: F811
+    """Rotary queries/keys and repeated kv heads, taken from the real decoders, give their head outputs (bf16:
+    within half-precision rounding)."""
+    model = load_vlm(str(request.getfixturevalue(model_dir)), dtype=dtype)
     items = prepare_pairs(model, pairs[:2])
     enc_c, enc_e = encode_pair(model, items)
     run_c, run_e = capture(model, enc_c, residuals=False), capture(model, enc_e, residuals=False)
