@@ -11,12 +11,15 @@ Baseline and modulated answers are computed on the *same* examples; each row of 
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
+import torch
 from jsonargparse import CLI
 from jsonargparse.typing import PositiveInt
 from lightning.pytorch import Trainer, seed_everything
 
+from vseam_pl.batch_size import datamodule_batch_size, resolve
 from vseam_pl.cli import (
     ensure_synthetic,
     gather_skipped,
@@ -46,7 +49,7 @@ def evaluate(
     hf_config: str | None = None,
     limit: PositiveInt | None = None,
     on_bad_record: str = "error",
-    batch_size: int = 32,
+    batch_size: int | str = 32,
     num_workers: int = 1,
     dtype: str = "float32",
     attn_implementation: str | None = "eager",
@@ -76,7 +79,8 @@ def evaluate(
         hf_dataset, hf_config: read a Hugging Face dataset in the lmms-eval schema instead of files.
         limit: at most this many test records per benchmark.
         on_bad_record: error | skip (skips are counted and reported).
-        batch_size, num_workers: inference batch size; image-decoding worker processes.
+        batch_size, num_workers: inference batch size ("auto": the largest that fits on the GPU, sized on the longest
+            question of each benchmark's first batch); image-decoding worker processes.
         dtype, attn_implementation: how the frozen model is loaded.
         instruction, max_new_tokens: prompting and open-question generation length.
         answer_scoring: closed_set_logprob (closed sets scored by candidate log-probability; the default) or
@@ -91,8 +95,9 @@ def evaluate(
         ensure_synthetic(data_root)
     conventions = synthetic_conventions(data_root) if hf_dataset is None else {}
     pattern = cocoqa_image_pattern or conventions.get("cocoqa_image_pattern")
+    size = resolve(batch_size)
     common = dict(root=None if hf_dataset else data_root, image_dir=image_dir, hf_dataset=hf_dataset, hf_config=hf_config,
-                  batch_size=batch_size, num_workers=num_workers, splitting=splitting, limit=limit,
+                  batch_size=size or 32, num_workers=num_workers, splitting=splitting, limit=limit,
                   on_bad_record=on_bad_record, seed=seed)  # fmt: skip
     per = {"gqa": {"levels": levels, "categories": categories}, "pope": {"splits": pope_splits},
            "cocoqa": {"types": cocoqa_types, **({"image_pattern": pattern} if pattern else {})}}  # fmt: skip
@@ -105,6 +110,13 @@ def evaluate(
                                   answer_parser=answer_parser, statistics=statistics)  # fmt: skip
     if scales is None:
         module.modulation.detach()
+    if size is None:
+        if accelerator != "cpu" and torch.cuda.is_available():
+            module.vlm.model.to("cuda")
+            size = datamodule_batch_size(module.vlm, data, instruction=instruction, max_new_tokens=max_new_tokens)
+            print(f"--batch_size auto: {size} questions per batch", file=sys.stderr)
+        else:
+            print("--batch_size auto: no GPU to size against; using 32", file=sys.stderr)
     trainer = Trainer(accelerator=accelerator, devices=devices, strategy=strategy, precision=precision, logger=False,
                       enable_checkpointing=False, enable_model_summary=False)  # fmt: skip
     trainer.test(module, datamodule=data, verbose=False)

@@ -88,7 +88,15 @@ def timed(fn):
 
 
 def bench_model(name: str, vlm: VLM, pairs, n_ref: int, ref_heads: int | None, n_patch: int,
-                batch_size: int) -> list[str]:  # fmt: skip
+                batch_size: int, ablation: bool = True) -> list[str]:  # fmt: skip
+    rows = []
+    if ablation:
+        rows += bench_ablation(name, vlm, pairs, n_ref, ref_heads, batch_size)
+    rows += bench_patching(name, vlm, pairs, n_patch, batch_size)
+    return rows
+
+
+def bench_ablation(name: str, vlm: VLM, pairs, n_ref: int, ref_heads: int | None, batch_size: int) -> list[str]:
     rows = []
     grid = f"{vlm.num_layers}x{vlm.num_heads}"
     n_heads = vlm.num_layers * vlm.num_heads
@@ -106,6 +114,21 @@ def bench_model(name: str, vlm: VLM, pairs, n_ref: int, ref_heads: int | None, n
                 f"{t_bat:.1f} s | **{t_ref_full / t_bat:.1f}x** | max abs diff {diff:.1e} on {len(heads)} heads "
                 f"(max abs score {float(ref.flatten()[idx].abs().max()):.1e}) |")  # fmt: skip
     print(rows[-1], flush=True)
+    return rows
+
+
+def recall(exact: torch.Tensor, estimate: torch.Tensor, k: int) -> float:
+    """Share of the k heads with the largest |exact| effect that are among the k largest |estimate| (the paper's
+    concern: false negatives)."""
+    top = set(exact.abs().flatten().topk(k).indices.tolist())
+    return len(top & set(estimate.abs().flatten().topk(k).indices.tolist())) / k
+
+
+def bench_patching(name: str, vlm: VLM, pairs, n_patch: int, batch_size: int) -> list[str]:
+    """Exact patching vs attribution, and vs AtP* (head nodes: GradDrop magnitude against |exact|; q/k/v nodes:
+    the paper's QK fix, signed)."""
+    rows = []
+    grid = f"{vlm.num_layers}x{vlm.num_heads}"
     patch_pairs = pairs[:n_patch]
     exact, t_exact = timed(lambda: run_discovery(vlm, patch_pairs, DiscoveryConfig(
         method="patching", batch_size=batch_size, pair_batch=4)).scores.signed())  # fmt: skip
@@ -114,6 +137,23 @@ def bench_model(name: str, vlm: VLM, pairs, n_ref: int, ref_heads: int | None, n
     rho = float(spearmanr(exact.flatten(), approx.flatten()).statistic)
     rows.append(f"| {name} | {grid} | patching: exact (batched) vs attribution | {n_patch} | {t_exact:.1f} s | "
                 f"{t_attr:.2f} s | **{t_exact / t_attr:.1f}x** | Spearman rho {rho:.3f} |")  # fmt: skip
+    print(rows[-1], flush=True)
+    star, t_star = timed(lambda: run_discovery(vlm, patch_pairs, DiscoveryConfig(method="atp_star",
+                                                                                 pair_batch=4)).scores)  # fmt: skip
+    mag = star.get("all", "magnitude")
+    rho_mag = float(spearmanr(exact.abs().flatten(), mag.flatten()).statistic)
+    rho_abs = float(spearmanr(exact.abs().flatten(), approx.abs().flatten()).statistic)
+    k = max(1, exact.numel() // 64) * 5  # 5 heads of 64, 80 of 1024
+    rows.append(f"| {name} | {grid} | patching: exact vs AtP* (head nodes + GradDrop) | {n_patch} | {t_exact:.1f} s | "
+                f"{t_star:.2f} s | **{t_exact / t_star:.1f}x** | vs abs(exact): Spearman rho GradDrop {rho_mag:.3f}, "
+                f"abs(AtP) {rho_abs:.3f}; top-{k} recall GradDrop {recall(exact, mag, k):.2f}, abs(AtP) "
+                f"{recall(exact, approx, k):.2f} |")  # fmt: skip
+    print(rows[-1], flush=True)
+    qkv, t_qkv = timed(lambda: run_discovery(vlm, patch_pairs, DiscoveryConfig(
+        method="atp_star", atp_nodes="qkv", pair_batch=4)).scores.signed())  # fmt: skip
+    rho_qkv = float(spearmanr(exact.flatten(), qkv.flatten()).statistic)
+    rows.append(f"| {name} | {grid} | patching: exact vs AtP* (q/k/v nodes, QK fix, + GradDrop) | {n_patch} | "
+                f"{t_exact:.1f} s | {t_qkv:.2f} s | **{t_exact / t_qkv:.1f}x** | Spearman rho {rho_qkv:.3f} (signed) |")  # fmt: skip
     print(rows[-1], flush=True)
     return rows
 
@@ -131,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on shared, busy cores)")
     p.add_argument("--skip-grid", action="store_true", help="only the embedded model")
+    p.add_argument("--only-patching", action="store_true", help="skip the ablation comparison")
     p.add_argument("--out", help="also write the table here")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -144,13 +185,13 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_grid:
             rows += bench_model("random LLaVA-1.5 grid (hidden 512)", grid_model(pairs_path, Path(tmp) / "grid"),
                                 pairs, args.grid_n_ref, args.grid_ref_heads or None, args.grid_n_patch,
-                                args.batch_size)  # fmt: skip
+                                args.batch_size, not args.only_patching)  # fmt: skip
         if args.embedded:
             if not Path(args.embedded).exists():
                 print(f"embedded model {args.embedded} not found; skipped", file=sys.stderr)
             else:
                 rows += bench_model(Path(args.embedded).name, load_vlm(args.embedded), pairs, args.n_ref, None,
-                                    args.n_patch, args.batch_size)  # fmt: skip
+                                    args.n_patch, args.batch_size, not args.only_patching)  # fmt: skip
     table = "\n".join(header + rows)
     if args.out:
         Path(args.out).write_text(table + "\n")

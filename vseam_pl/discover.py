@@ -1,8 +1,9 @@
 """CLI: causal head discovery without training.
 
-``python -m vseam_pl.discover --model PATH_OR_ID --pairs MANIFEST --method ablation|patching|attribution|set_ablation
---out DIR [--protocol default|release] [--levels object attribute relation] [--top-k K] [--batch-size B] [--filter]
-[--limit N] [--resume]``
+``python -m vseam_pl.discover --model PATH_OR_ID --pairs MANIFEST
+--method ablation|patching|attribution|atp_star|set_ablation --out DIR [--protocol default|release]
+[--levels object attribute relation] [--top-k K] [--batch-size B|auto] [--filter] [--limit N] [--resume]
+[--verify-top K]``
 
 Writes `head_scores.safetensors`, `head_scores.json`, `layer_profiles.json`, `overlap.json` and `plots/*.png` to
 DIR, and with `--init-scales closed_form|topk` also `init_scales.safetensors` (a HeadModulation scales file).
@@ -19,12 +20,15 @@ import sys
 from pathlib import Path
 
 from .ablation import ABLATION_MODES
+from .batch_size import BatchSizeError, discovery_batch_size, resolve
+from .discovery.atp import NODES, format_verify, verify_top
 from .discovery.data import PairError, load_pairs
 from .discovery.patching import DIRECTIONS, NORMALIZATIONS
 from .discovery.release import PROTOCOLS
 from .discovery.runner import METHODS, DiscoveryConfig, run_discovery
 from .discovery.scores import HeadScores, apply_init_scales, init_scales_from_scores
 from .discovery.set_ablation import SET_MODES, SetAblationConfig, run_set_ablation
+from .io import write_json
 from .levels import LEVELS
 from .pairs import ManifestError
 
@@ -42,7 +46,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--levels", nargs="+", choices=LEVELS, help="keep only these semantic levels")
     p.add_argument("--categories", nargs="+", help="keep only these categories")
     p.add_argument("--top-k", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=64, help="intervened rows per forward")
+    p.add_argument("--batch-size", default="64",
+                   help="intervened rows per forward, or 'auto': the largest that fits on the GPU (64 on CPU)")
+    p.add_argument("--atp-nodes", choices=NODES, default="head", help="atp_star: head outputs or q/k/v nodes")
+    p.add_argument("--verify-top", type=int, default=0, metavar="K",
+                   help="attribution/atp_star: exact patching of the top-K heads, side by side (verify_top.json)")
     p.add_argument("--pair-batch", type=int, default=4, help="pairs per chunk (the checkpoint unit)")
     p.add_argument("--filter", action="store_true", help="keep pairs right on clean and wrong on edited (V-SEAM)")
     p.add_argument("--limit", type=int, help="use at most N pairs")
@@ -78,18 +86,26 @@ def main(argv: list[str] | None = None) -> int:
     from .vlm import load_vlm
 
     say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
-    cfg = DiscoveryConfig(method="ablation" if args.method == "set_ablation" else args.method,
-                          ablation_mode=args.ablation_mode, ablation_image=args.ablation_image,
-                          direction=args.direction, batch_size=args.batch_size, pair_batch=args.pair_batch,
-                          top_k=args.top_k, filter=args.filter, instruction=args.instruction, protocol=args.protocol,
-                          patching_norm=args.patching_norm, min_edit_effect=args.min_edit_effect)  # fmt: skip
-    set_cfg = SetAblationConfig(k=args.set_k or args.top_k, random_sets=args.random_sets, seed=args.seed,
-                                mode=args.set_mode, group=args.set_group, protocol=args.protocol,
-                                instruction=args.instruction, pair_batch=args.pair_batch)  # fmt: skip
     try:
+        batch_size = resolve(args.batch_size)
+        cfg = DiscoveryConfig(method="ablation" if args.method == "set_ablation" else args.method,
+                              ablation_mode=args.ablation_mode, ablation_image=args.ablation_image,
+                              direction=args.direction, batch_size=batch_size or 64, pair_batch=args.pair_batch,
+                              top_k=args.top_k, filter=args.filter, instruction=args.instruction,
+                              protocol=args.protocol, patching_norm=args.patching_norm,
+                              min_edit_effect=args.min_edit_effect, atp_nodes=args.atp_nodes)  # fmt: skip
+        set_cfg = SetAblationConfig(k=args.set_k or args.top_k, random_sets=args.random_sets, seed=args.seed,
+                                    mode=args.set_mode, group=args.set_group, protocol=args.protocol,
+                                    instruction=args.instruction, pair_batch=args.pair_batch)  # fmt: skip
         cfg.validate()
+        if args.verify_top and args.method not in ("attribution", "atp_star"):
+            raise ValueError(f"--verify-top checks attribution estimates; --method is {args.method!r}")
         pairs = load_pairs(args.pairs, levels=args.levels, categories=args.categories, limit=args.limit)
         vlm = load_vlm(args.model, dtype=args.dtype, device=args.device, attn_implementation=args.attn_implementation)
+        if batch_size is None:
+            cfg.batch_size = discovery_batch_size(vlm, pairs) if vlm.device.type == "cuda" else 64
+            say(f"--batch-size auto: {cfg.batch_size} rows per forward"
+                + ("" if vlm.device.type == "cuda" else " (CPU: no memory probe, the default)"))
         result = None
         if args.method == "set_ablation" and args.scores:
             scores = HeadScores.load(args.scores)
@@ -102,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.init_scales:
             scales = init_scales_from_scores(scores, args.init_scales, lam=args.init_lambda, clip=args.init_clip,
                                              eps=args.init_eps, normalize=args.init_normalize, k=args.top_k)  # fmt: skip
-    except (OSError, ManifestError, PairError, ValueError) as e:  # OSError: no such model folder / hub id offline
+    except (OSError, ManifestError, PairError, ValueError, BatchSizeError) as e:  # OSError: no such model / hub id offline
         print(f"error: {e}", file=sys.stderr)
         return 2
     if result is not None and result.filter_report is not None:
@@ -129,6 +145,11 @@ def main(argv: list[str] | None = None) -> int:
         summary["set_ablation"] = {"base": sets["base"], "random": sets.get("random"), "vs_random": sets.get("vs_random"),
                                    **{k: {m: sets["sets"][k][m] for m in ("accuracy", "mean_drop", "p_mcnemar_vs_base")}
                                       for k in ("positive", "negative")}}  # fmt: skip
+    if args.verify_top:
+        rows = verify_top(vlm, pairs, scores, args.verify_top, args.direction, cfg.batch_size, cfg.pair_batch,
+                          filter_=args.filter)  # fmt: skip
+        summary["verify_top"] = str(write_json(Path(args.out) / "verify_top.json", rows))
+        print(format_verify(rows), file=sys.stderr)
     print(json.dumps(summary))
     return 0
 

@@ -35,6 +35,13 @@ class Jobs:
         )
         return cls(layer.flatten(), head.flatten(), example.flatten())
 
+    @classmethod
+    def for_heads(cls, num_examples: int, heads: list[tuple[int, int]]) -> Jobs:
+        """Only the given (layer, head)s for every example, ordered like :meth:`grid`."""
+        rows = [(layer, head, e) for layer, head in sorted(set(heads)) for e in range(num_examples)]
+        layer, head, example = (torch.tensor(c, dtype=torch.long) for c in zip(*rows, strict=True))
+        return cls(layer, head, example)
+
     def batches(self, batch_size: int) -> Iterator[Jobs]:
         for s in range(0, len(self), batch_size):
             yield Jobs(self.layer[s : s + batch_size], self.head[s : s + batch_size], self.example[s : s + batch_size])

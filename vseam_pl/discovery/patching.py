@@ -79,8 +79,10 @@ def patching_stats(
     batch_size: int = 64,
     direction: str = "clean_to_edited",
     prefix: bool = True,
+    heads: list[tuple[int, int]] | None = None,
 ) -> ChunkStats:
-    """Per-example patching effects `[E, L, H]` and edit effects `LD_c - LD_e` `[E]` of a chunk."""
+    """Per-example patching effects `[E, L, H]` and edit effects `LD_c - LD_e` `[E]` of a chunk (only `heads`, the
+    rest 0, when given: verifying attribution's top heads)."""
     if direction not in DIRECTIONS:
         raise ValueError(f"unknown patching direction {direction!r}; expected one of {DIRECTIONS}")
     cands = CandidateIndex.of(items)
@@ -92,7 +94,8 @@ def patching_stats(
     ld_c, ld_e = logit_diff(cands, run_c.logits, clean, edited), logit_diff(cands, run_e.logits, clean, edited)
     target, source = (run_e, run_c) if into_edited else (run_c, run_e)
     effect = torch.zeros(len(items), vlm.num_layers, vlm.num_heads, dtype=torch.float64)
-    for b in Jobs.grid(len(items), vlm.num_layers, vlm.num_heads).batches(batch_size):
+    jobs = Jobs.grid(len(items), vlm.num_layers, vlm.num_heads) if heads is None else Jobs.for_heads(len(items), heads)
+    for b in jobs.batches(batch_size):
         hook = per_row_hook(b, patch_value(source.heads, b.example))
         logits = run_rows(vlm, target, b.example, b.start if prefix else 0, hook, b.layers())
         ld = logit_diff(cands, logits, clean, edited, b.example)

@@ -27,6 +27,7 @@ from ..prompts import DEFAULT_INSTRUCTION
 from ..records import ImagePair
 from ..vlm import VLM, UnsupportedModelError
 from .ablation import ablation_stats
+from .atp import NODES, atp_star_stats
 from .attribution import attribution_stats
 from .data import CandidateIndex, PairItem, group_keys, images_of, prepare_pairs
 from .overlap import overlap_analysis
@@ -43,13 +44,14 @@ from .release import PROTOCOLS, ReleaseItem, prepare_release
 from .replay import capture, check_replay
 from .scores import Accumulator, ChunkStats, HeadScores
 
-METHODS: tuple[str, ...] = ("ablation", "patching", "attribution")
+METHODS: tuple[str, ...] = ("ablation", "patching", "attribution", "atp_star")
 #: sink(tag, matplotlib figure), called for every figure written (e.g. to log it to TensorBoard).
 FigureSink = Callable[[str, Any], None]
 STATS: dict[str, tuple[str, ...]] = {
     "ablation": ("signed", "positive", "negative"),
     "patching": ("signed",),
     "attribution": ("signed",),
+    "atp_star": ("signed", "magnitude"),
 }
 
 
@@ -77,6 +79,7 @@ class DiscoveryConfig:
     protocol: str = "default"
     patching_norm: str = "sum"
     min_edit_effect: float = 0.1
+    atp_nodes: str = "head"  # atp_star only, see .atp.NODES
 
     def validate(self) -> None:
         if self.method not in METHODS:
@@ -99,6 +102,8 @@ class DiscoveryConfig:
             raise ValueError(f"ablation_image must be 'clean' or 'edited', got {self.ablation_image!r}")
         if self.direction not in DIRECTIONS:
             raise ValueError(f"unknown patching direction {self.direction!r}; expected one of {DIRECTIONS}")
+        if self.atp_nodes not in NODES:
+            raise ValueError(f"unknown AtP* node set {self.atp_nodes!r}; expected one of {NODES}")
         if self.batch_size < 1 or self.pair_batch < 1 or self.top_k < 1:
             raise ValueError("batch_size, pair_batch and top_k must be >= 1")
         if self.min_edit_effect < 0:
@@ -207,12 +212,16 @@ def score_chunk(vlm: VLM, chunk: Sequence[PairItem], cfg: DiscoveryConfig, means
         return ablation_stats(vlm, chunk, cfg.ablation_mode, means, cfg.batch_size, cfg.ablation_image, prefix)
     if cfg.method == "patching":
         return patching_stats(vlm, chunk, cfg.batch_size, cfg.direction, prefix)
+    if cfg.method == "atp_star":
+        return atp_star_stats(vlm, chunk, cfg.direction, cfg.atp_nodes)
     return attribution_stats(vlm, chunk, cfg.direction)
 
 
 def fingerprint(vlm: VLM, items: Sequence[PairItem], cfg: DiscoveryConfig, rank: int, world: int) -> str:
     """What must match for partial results to be resumed (batch_size only changes float rounding: not included)."""
     semantic = {k: v for k, v in asdict(cfg).items() if k not in ("batch_size", "top_k")}
+    if cfg.method != "atp_star":  # keeps partial results written before the option existed resumable
+        semantic.pop("atp_nodes")
     ids = [it.pair.pair_id for it in items]
     blob = json.dumps([vlm.name, vlm.num_layers, vlm.num_heads, semantic, ids, rank, world], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
@@ -263,15 +272,16 @@ def run_discovery(
     means = None
     if cfg.method == "ablation" and cfg.ablation_mode == "dataset_mean":
         means = dataset_means(vlm, items, cfg.ablation_image, cfg.pair_batch)
-    prefix = replay_prefix_ok(vlm, items, image) if cfg.method != "attribution" else False
+    prefix = replay_prefix_ok(vlm, items, image) if cfg.method in ("ablation", "patching") else False
 
     todo = chunks(kept, cfg.pair_batch)
     computed = 0
     for c in range(done, len(todo)):
         chunk = todo[c]
         stats, edits = score_chunk(vlm, chunk, cfg, means, prefix), None
-        if cfg.method in ("patching", "attribution"):
-            stats, edits = normalise(stats, cfg.patching_norm)
+        if cfg.method in ("patching", "attribution", "atp_star"):  # AtP*'s magnitude stays in LD units
+            normed, edits = normalise({"signed": stats["signed"]}, cfg.patching_norm)
+            stats = {**stats, **normed}
         acc.add([it.groups for it in chunk], stats, edits)
         computed += 1
         if state_path is not None:

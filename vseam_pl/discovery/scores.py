@@ -34,6 +34,7 @@ RANKING: dict[str, tuple[str, str]] = {
     "ablation": ("positive", "negative"),
     "patching": ("signed", "signed"),
     "attribution": ("signed", "signed"),
+    "atp_star": ("signed", "signed"),
 }
 
 #: Closed-form scale constants per protocol: the release's (`Attention_Head_Rescaling.py`: raw score, lambda 1, clip

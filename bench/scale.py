@@ -1,0 +1,439 @@
+"""Benchmark at the scale users run: the real LLaVA-1.5 / InstructBLIP architectures with random weights, every
+cost a user weighs, side by side in one run.
+
+    python bench/scale.py --preset tiny [--json FILE]                                  # CPU, ~2 minutes
+    python bench/scale.py --preset llava-1.5-7b --json docs/results/scale-llava-1.5-7b.json   # one GPU
+
+Presets: `tiny` (an 8x8-head LLaVA, 16 image tokens, CPU float32), `llava-1.5-7b`, `llava-1.5-13b` (CLIP ViT-L/14 at
+336 px = 576 image tokens, Llama/Vicuna decoder 32x32 / 40x40 heads, vocabulary 32064) and `instructblip-vicuna-7b`
+(EVA ViT-g/14 at 224 px, 12-layer Q-Former with 32 query tokens, Vicuna-7B decoder). The big presets are built
+directly on the GPU in bf16 with random weights (no download: the architecture is what costs time and memory) and
+prompts of the length the V-SEAM questions have (~20-30 text tokens after the image). Measured, on POPE-shaped yes/no
+questions and synthetic-world clean/edited pairs:
+
+- discovery: the per-head loop (one batch-1 full-model forward per head under `ablate_heads`, on a sample of heads,
+  scaled to the grid) vs batched exact ablation at each `--batch-sizes` (rows/s, speed-up, max |score difference|
+  on the sampled heads); exact patching vs attribution and AtP* (speed-up, Spearman rho of the signed scores and of
+  AtP*'s GradDrop magnitude against |exact|);
+- a training step (forward + backward + AdamW) of the V-SEAM scales vs `peft` IA3 vs LoRA r=8, time and peak memory
+  as ratios to a frozen no-grad forward of the same batch;
+- inference with scales attached as hooks and folded into `o_proj` vs unmodulated;
+- evaluation throughput `questions_per_s`, closed-set scoring (one forward) and greedy generation, per batch size;
+- `peak_memory` (MB) of each: `torch.cuda.max_memory_allocated` above the memory before the call on a GPU, the rise of
+  the peak resident set on CPU (see bench/training.py).
+
+The JSON (`--json`) holds every number, the command, the device and the targets of issue 20 (met or not).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from scipy.stats import spearmanr
+
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]  # this checkout
+import discovery as discovery_bench  # noqa: E402  (bench/discovery.py)
+import training as training_bench  # noqa: E402  (bench/training.py)
+
+from vseam_pl.discovery import DiscoveryConfig, load_pairs, prepare_pairs, run_discovery  # noqa: E402
+from vseam_pl.discovery.data import images_of  # noqa: E402
+from vseam_pl.encoding import encode  # noqa: E402
+from vseam_pl.vlm import VLM, wrap_vlm  # noqa: E402
+
+
+# -- presets --------------------------------------------------------------------------------------------------------
+@dataclass
+class Preset:
+    family: str  # llava | instructblip
+    text: dict[str, int]  # hidden, layers, heads, kv_heads, intermediate, vocab (0: the tokenizer's size)
+    vision: dict[str, int]  # hidden, layers, heads, intermediate, image_size, patch_size
+    qformer: dict[str, int] = field(default_factory=dict)  # hidden, layers, heads, intermediate, query_tokens, vocab
+    dtype: str = "bfloat16"
+    attn: str = "sdpa"
+    n_ref: int = 1  # pairs for the per-head loop and batched ablation
+    ref_heads: int = 64  # heads the per-head loop runs (scaled to the grid)
+    n_patch: int = 2  # pairs for exact patching vs attribution / AtP*
+    batch_sizes: tuple[int, ...] = (16, 64, 256)  # discovery rows per forward
+    eval_batch_sizes: tuple[int, ...] = (1, 8, 32)
+    train_batch: int = 8
+    gen_tokens: int = 4
+    repeats: int = 5
+
+
+LLAMA_7B = {"hidden": 4096, "layers": 32, "heads": 32, "kv_heads": 32, "intermediate": 11008}
+CLIP_L336 = {"hidden": 1024, "layers": 24, "heads": 16, "intermediate": 4096, "image_size": 336, "patch_size": 14}
+PRESETS: dict[str, Preset] = {
+    "tiny": Preset("llava", {"hidden": 128, "layers": 8, "heads": 8, "kv_heads": 8, "intermediate": 384, "vocab": 0},
+                   {"hidden": 64, "layers": 2, "heads": 4, "intermediate": 256, "image_size": 64, "patch_size": 16},
+                   dtype="float32", attn="eager", n_ref=2, ref_heads=0, n_patch=4, batch_sizes=(16, 64),
+                   eval_batch_sizes=(1, 8), train_batch=4, gen_tokens=2, repeats=3),  # fmt: skip
+    "llava-1.5-7b": Preset("llava", {**LLAMA_7B, "vocab": 32064}, CLIP_L336),
+    "llava-1.5-13b": Preset("llava", {"hidden": 5120, "layers": 40, "heads": 40, "kv_heads": 40, "intermediate": 13824,
+                                      "vocab": 32064}, CLIP_L336, ref_heads=50),  # fmt: skip
+    "instructblip-vicuna-7b": Preset(
+        "instructblip", {**LLAMA_7B, "vocab": 32001},
+        {"hidden": 1408, "layers": 39, "heads": 16, "intermediate": 6144, "image_size": 224, "patch_size": 14},
+        {"hidden": 768, "layers": 12, "heads": 12, "intermediate": 3072, "query_tokens": 32, "vocab": 30523}),  # fmt: skip
+}
+
+
+def build_vlm(name: str, words: list[str], device: torch.device, dtype: str | None = None) -> VLM:
+    """The preset's architecture with random weights, created directly on `device` in its dtype, and a word-level
+    processor producing the real number of image tokens."""
+    from transformers import (
+        CLIPVisionConfig,
+        InstructBlipConfig,
+        InstructBlipForConditionalGeneration,
+        InstructBlipQFormerConfig,
+        InstructBlipVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+    )
+
+    from vseam_pl.tiny import BOS, EOS, IMAGE, PAD, TinySizes, build_tiny_instructblip, build_tiny_llava
+    from vseam_pl.vlm import resolve_dtype
+
+    p = PRESETS[name]
+    v, t = p.vision, p.text
+    shell = TinySizes(image_size=v["image_size"], patch_size=v["patch_size"], vision_hidden=8, vision_layers=1,
+                      vision_heads=1, text_hidden=8, text_layers=1, text_heads=1, text_kv_heads=1, text_intermediate=8,
+                      num_query_tokens=p.qformer.get("query_tokens", 16), qformer_layers=1)  # fmt: skip
+    builder = build_tiny_llava if p.family == "llava" else build_tiny_instructblip
+    _, processor = builder(words, shell)  # the processor (tokenizer, image size, token counts); its model is dropped
+    tokenizer = processor.tokenizer
+    text = LlamaConfig(vocab_size=t["vocab"] or len(tokenizer), hidden_size=t["hidden"],
+                       intermediate_size=t["intermediate"], num_hidden_layers=t["layers"],
+                       num_attention_heads=t["heads"], num_key_value_heads=t["kv_heads"],
+                       max_position_embeddings=4096, pad_token_id=PAD, bos_token_id=BOS, eos_token_id=EOS,
+                       tie_word_embeddings=False)  # fmt: skip
+    if text.vocab_size < len(tokenizer):
+        raise ValueError(f"preset {name}: vocabulary {text.vocab_size} < tokenizer size {len(tokenizer)}")
+    if p.family == "llava":
+        vision = CLIPVisionConfig(hidden_size=v["hidden"], intermediate_size=v["intermediate"],
+                                  num_hidden_layers=v["layers"], num_attention_heads=v["heads"],
+                                  image_size=v["image_size"], patch_size=v["patch_size"])  # fmt: skip
+        config = LlavaConfig(vision_config=vision, text_config=text, image_token_index=IMAGE, vision_feature_layer=-2,
+                             vision_feature_select_strategy="default",
+                             image_seq_length=(v["image_size"] // v["patch_size"]) ** 2,
+                             projector_hidden_act="gelu")  # fmt: skip
+        cls: Any = LlavaForConditionalGeneration
+    else:
+        q = p.qformer
+        vision = InstructBlipVisionConfig(hidden_size=v["hidden"], intermediate_size=v["intermediate"],
+                                          num_hidden_layers=v["layers"], num_attention_heads=v["heads"],
+                                          image_size=v["image_size"], patch_size=v["patch_size"],
+                                          initializer_range=0.02)  # fmt: skip
+        qformer = InstructBlipQFormerConfig(vocab_size=max(q["vocab"], len(processor.qformer_tokenizer)), hidden_size=q["hidden"],
+                                            num_hidden_layers=q["layers"], num_attention_heads=q["heads"],
+                                            intermediate_size=q["intermediate"], encoder_hidden_size=v["hidden"],
+                                            pad_token_id=PAD, max_position_embeddings=512)  # fmt: skip
+        config = InstructBlipConfig(vision_config=vision.to_dict(), qformer_config=qformer.to_dict(),
+                                    text_config=text.to_dict(), num_query_tokens=q["query_tokens"],
+                                    image_token_index=IMAGE)  # fmt: skip
+        cls = InstructBlipForConditionalGeneration
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = cls._from_config(config, dtype=resolve_dtype(dtype or p.dtype), attn_implementation=p.attn)
+    return wrap_vlm(model, processor, name)
+
+
+# -- measuring ------------------------------------------------------------------------------------------------------
+def measure(fn: Callable[[], Any], device: torch.device) -> tuple[Any, float, float]:
+    """(result, seconds, peak memory MB) of one call."""
+    box: dict[str, Any] = {}
+
+    def call() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        box["out"] = fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        box["s"] = time.perf_counter() - start
+
+    mb = training_bench.peak_memory_mb(call, device)
+    return box["out"], box["s"], mb
+
+
+def rho(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(spearmanr(a.flatten().double(), b.flatten().double()).statistic)
+
+
+def free(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+# -- the four parts -------------------------------------------------------------------------------------------------
+def bench_discovery(vlm: VLM, pairs: list, p: Preset, device: torch.device, batch_sizes: list[int]) -> dict[str, Any]:
+    n_heads = vlm.num_layers * vlm.num_heads
+    ref_pairs = pairs[: p.n_ref]
+    run_discovery(vlm, ref_pairs[:1], DiscoveryConfig(method="attribution"))  # warm-up (allocator, kernels)
+    heads = discovery_bench.sample_heads(vlm, p.ref_heads or None)
+    ref, t_ref, m_ref = measure(lambda: discovery_bench.reference_ablation(vlm, ref_pairs, "mean_others", heads), device)
+    idx = torch.tensor([layer * vlm.num_heads + head for layer, head in heads])
+    loop_rows_per_s = len(ref_pairs) * len(heads) / t_ref
+    out: dict[str, Any] = {
+        "pairs": len(ref_pairs), "heads": n_heads,
+        "per_head_loop": {"heads_run": len(heads), "seconds": t_ref, "seconds_full_grid": t_ref * n_heads / len(heads),
+                          "rows_per_s": loop_rows_per_s, "peak_memory": m_ref},
+        "batched_ablation": [],
+    }  # fmt: skip
+    for bs in batch_sizes:
+        cfg = DiscoveryConfig(method="ablation", ablation_mode="mean_others", batch_size=bs, pair_batch=p.n_ref)
+        scores, t, m = measure(lambda cfg=cfg: run_discovery(vlm, ref_pairs, cfg).scores.signed(), device)
+        rows_per_s = len(ref_pairs) * n_heads / t
+        out["batched_ablation"].append({
+            "batch_size": bs, "seconds": t, "rows_per_s": rows_per_s, "speedup_vs_loop": rows_per_s / loop_rows_per_s,
+            "max_abs_diff_vs_loop": float((ref.flatten()[idx] - scores.flatten()[idx]).abs().max()),
+            "max_abs_score": float(ref.flatten()[idx].abs().max()), "peak_memory": m})  # fmt: skip
+        free(device)
+    best = max(out["batched_ablation"], key=lambda r: r["rows_per_s"])
+    patch_pairs = pairs[: p.n_patch]
+    exact, t_exact, m_exact = measure(lambda: run_discovery(vlm, patch_pairs, DiscoveryConfig(
+        method="patching", batch_size=best["batch_size"], pair_batch=p.n_patch)).scores.signed(), device)  # fmt: skip
+    free(device)
+    attr, t_attr, m_attr = measure(lambda: run_discovery(vlm, patch_pairs, DiscoveryConfig(
+        method="attribution", pair_batch=p.n_patch)).scores.signed(), device)  # fmt: skip
+    free(device)
+    star, t_star, m_star = measure(lambda: run_discovery(vlm, patch_pairs, DiscoveryConfig(
+        method="atp_star", pair_batch=p.n_patch)).scores, device)  # fmt: skip
+    free(device)
+    out["patching"] = {
+        "pairs": len(patch_pairs), "exact": {"batch_size": best["batch_size"], "seconds": t_exact, "peak_memory": m_exact},
+        "attribution": {"seconds": t_attr, "speedup_vs_exact": t_exact / t_attr, "spearman_rho": rho(exact, attr),
+                        "peak_memory": m_attr},
+        "atp_star": {"seconds": t_star, "speedup_vs_exact": t_exact / t_star, "spearman_rho": rho(exact, star.signed()),
+                     "magnitude_spearman_rho_vs_abs_exact": rho(exact.abs(), star.get("all", "magnitude")),
+                     "peak_memory": m_star},
+    }  # fmt: skip
+    return out
+
+
+def bench_training(name: str, vlm: VLM, words: list[str], p: Preset, device: torch.device,
+                   dtype: str | None = None) -> dict[str, Any]:  # fmt: skip
+    batch = training_bench.load_batch(vlm, p.train_batch)
+    forward = training_bench.frozen_forward(vlm, batch)
+    t_fwd, m_fwd = training_bench.median_ms(forward, p.repeats, device), training_bench.peak_memory_mb(forward, device)
+    rows = {"frozen_forward": {"trainable": 0, "ms": t_fwd, "peak_memory": m_fwd}}
+    mod = training_bench.random_scales(vlm).to(device).attach(vlm)
+    step = training_bench.training_step(vlm, [mod.scales], batch)
+    rows["scales"] = {"trainable": mod.scales.numel(), "ms": training_bench.median_ms(step, p.repeats, device),
+                      "peak_memory": training_bench.peak_memory_mb(step, device)}  # fmt: skip
+    mod.detach()
+    del step
+    free(device)
+    t_none, t_att, t_fold, loss_att, loss_fold = training_bench.inference_times(vlm, mod, batch, p.repeats, device)
+    inference = {"unmodulated_ms": t_none, "attached_ms": t_att, "folded_ms": t_fold,
+                 "attached_vs_unmodulated": t_att / t_none, "folded_vs_unmodulated": t_fold / t_none,
+                 "attached_loss": loss_att, "folded_loss": loss_fold}  # fmt: skip
+    for kind in ("ia3", "lora"):
+        fresh = build_vlm(name, words, device, dtype)
+        params = training_bench.inject_peft(fresh, kind, device)
+        step = training_bench.training_step(fresh, params, batch)
+        rows[kind] = {"trainable": sum(q.numel() for q in params), "ms": training_bench.median_ms(step, p.repeats, device),
+                      "peak_memory": training_bench.peak_memory_mb(step, device)}  # fmt: skip
+        del fresh, params, step
+        free(device)
+    for r in rows.values():
+        r["time_vs_forward"] = r["ms"] / t_fwd
+        r["memory_vs_forward"] = r["peak_memory"] / m_fwd if m_fwd > 0 else None
+    return {"batch": p.train_batch, "steps": rows, "inference": inference}
+
+
+def pope_questions(n: int) -> tuple[list[str], list]:
+    """`n` POPE-shaped yes/no questions and images from a synthetic-world POPE test split."""
+    from vseam_pl.data import build_datamodule
+    from vseam_pl.synth import generate_benchmarks
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = generate_benchmarks(Path(tmp) / "synth", n_train=2, n_val=2, n_test=max(8, n))
+        dm = build_datamodule("pope", root=str(root), batch_size=n, num_workers=0, limit=n)
+        dm.setup("test")
+        examples = [ex for b in dm.test_dataloader() for ex in b.examples]
+    while len(examples) < n:
+        examples += examples[: n - len(examples)]
+    return [ex.record.question for ex in examples[:n]], [ex.image.copy() for ex in examples[:n]]
+
+
+@torch.no_grad()
+def bench_evaluation(vlm: VLM, p: Preset, device: torch.device, batch_sizes: list[int]) -> list[dict[str, Any]]:
+    from vseam_pl.prompts import build_prompts
+    from vseam_pl.scoring import generate_answers, score_candidates
+
+    questions, images = pope_questions(max(batch_sizes))
+    prompts = build_prompts(vlm, questions)
+    out = []
+    for b in batch_sizes:
+        for mode in ("closed_set", "generation"):
+            if mode == "closed_set":
+                fn = lambda b=b: score_candidates(vlm, prompts[:b], images[:b], [("yes", "no")] * b)  # noqa: E731
+            else:
+                fn = lambda b=b: generate_answers(vlm, prompts[:b], images[:b], p.gen_tokens)  # noqa: E731
+            fn()  # warm-up
+            times = []
+            for _ in range(p.repeats):
+                _, t, m = measure(fn, device)
+                times.append(t)
+            t = sorted(times)[len(times) // 2]
+            out.append({"mode": mode, "batch_size": b, "seconds_per_batch": t, "questions_per_s": b / t,
+                        "peak_memory": m, **({"max_new_tokens": p.gen_tokens} if mode == "generation" else {})})  # fmt: skip
+            free(device)
+    return out
+
+
+def targets(r: dict[str, Any]) -> dict[str, Any]:
+    """Issue 20's targets, met or not, from the measured numbers."""
+    d, steps, inf = r["discovery"], r["training"]["steps"], r["training"]["inference"]
+    best = max(row["speedup_vs_loop"] for row in d["batched_ablation"])
+    attr = d["patching"]["attribution"]
+    return {
+        "batched_ablation_10x_loop": {"value": best, "met": best >= 10},
+        "attribution_100x_exact_at_rho_0.8": {"value": attr["speedup_vs_exact"], "rho": attr["spearman_rho"],
+                                              "met": attr["speedup_vs_exact"] >= 100 and attr["spearman_rho"] >= 0.8},
+        "scales_step_3x_forward_less_memory_than_peft": {
+            "value": steps["scales"]["time_vs_forward"],
+            "met": steps["scales"]["time_vs_forward"] <= 3
+            and steps["scales"]["peak_memory"] < min(steps["ia3"]["peak_memory"], steps["lora"]["peak_memory"])},
+        "folded_1.01x_unmodulated": {"value": inf["folded_vs_unmodulated"], "met": inf["folded_vs_unmodulated"] <= 1.01},
+    }  # fmt: skip
+
+
+def summary(r: dict[str, Any]) -> str:
+    """A short markdown report of the JSON."""
+    d, tr = r["discovery"], r["training"]
+    m = r["model"]
+    lines = [f"## {r['preset']} ({m['layers']}x{m['heads']} heads, hidden {m['hidden']}, {m['prompt_tokens']} prompt "
+             f"tokens incl. {m['image_tokens']} image tokens) on {r['device']}, {r['dtype']}", "",
+             "| discovery | seconds | rows/s | speed-up | agreement | peak memory (MB) |", "|---|---:|---:|---:|---|---:|",
+             f"| per-head loop ({d['per_head_loop']['heads_run']} heads, scaled to {d['heads']}) | "
+             f"{d['per_head_loop']['seconds_full_grid']:.1f} | {d['per_head_loop']['rows_per_s']:.1f} | 1.0x | | "
+             f"{d['per_head_loop']['peak_memory']:.0f} |"]  # fmt: skip
+    for row in d["batched_ablation"]:
+        lines.append(f"| batched exact ablation, batch {row['batch_size']} | {row['seconds']:.1f} | "
+                     f"{row['rows_per_s']:.1f} | **{row['speedup_vs_loop']:.1f}x** | max abs diff "
+                     f"{row['max_abs_diff_vs_loop']:.1e} (max score {row['max_abs_score']:.1e}) | {row['peak_memory']:.0f} |")  # fmt: skip
+    pt = d["patching"]
+    lines.append(f"| exact patching ({pt['pairs']} pairs, batch {pt['exact']['batch_size']}) | {pt['exact']['seconds']:.1f} "
+                 f"| | 1.0x | | {pt['exact']['peak_memory']:.0f} |")  # fmt: skip
+    for key, label in (("attribution", "attribution"), ("atp_star", "AtP* (GradDrop)")):
+        a = pt[key]
+        extra = (f", magnitude vs abs exact {a['magnitude_spearman_rho_vs_abs_exact']:.3f}" if key == "atp_star" else "")
+        lines.append(f"| {label} | {a['seconds']:.2f} | | **{a['speedup_vs_exact']:.1f}x** | Spearman rho "
+                     f"{a['spearman_rho']:.3f}{extra} | {a['peak_memory']:.0f} |")  # fmt: skip
+    lines += ["", f"| training step (batch {tr['batch']}) | trainable | ms | x forward | peak memory (MB) | x forward |",
+              "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for key, label in (("frozen_forward", "frozen forward"), ("scales", "V-SEAM scales"), ("ia3", "peft IA3"),
+                       ("lora", "peft LoRA r=8")):  # fmt: skip
+        s = tr["steps"][key]
+        mem = f"{s['memory_vs_forward']:.2f}" if s["memory_vs_forward"] is not None else "n/a"
+        lines.append(f"| {label} | {s['trainable']:,} | {s['ms']:.1f} | {s['time_vs_forward']:.2f} | "
+                     f"{s['peak_memory']:.0f} | {mem} |")  # fmt: skip
+    inf = tr["inference"]
+    lines += ["", f"inference: attached {inf['attached_vs_unmodulated']:.3f}x, folded {inf['folded_vs_unmodulated']:.3f}x "
+              f"unmodulated ({inf['unmodulated_ms']:.1f} ms); folded vs attached loss {inf['folded_loss']:.5f} vs "
+              f"{inf['attached_loss']:.5f}", "", "| evaluation | batch | questions/s | peak memory (MB) |",
+              "|---|---:|---:|---:|"]  # fmt: skip
+    for e in r["evaluation"]:
+        lines.append(f"| {e['mode']} | {e['batch_size']} | {e['questions_per_s']:.1f} | {e['peak_memory']:.0f} |")
+    lines += ["", "targets: " + ", ".join(f"{k} {'met' if v['met'] else 'MISSED'} ({v['value']:.2f})"
+                                          for k, v in r["targets"].items())]  # fmt: skip
+    return "\n".join(lines)
+
+
+def run(preset: str, device: torch.device, batch_sizes: list[int] | None, eval_batch_sizes: list[int] | None,
+        command: str, save: Callable[[dict[str, Any]], None] = lambda _r: None,
+        dtype: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """Every part in turn; `save(result)` after each, so a run cut short by a timeout keeps what it measured."""
+    p = PRESETS[preset]
+    with tempfile.TemporaryDirectory() as tmp:
+        pairs_path = discovery_bench.synthetic_pairs(Path(tmp) / "synth")
+        pairs = load_pairs(pairs_path)
+        words = sorted(set(synthetic_words()) | {w.strip("?.,").lower() for q in pairs for w in q.question.split()}
+                       | {"yes", "no"})  # fmt: skip
+        vlm = build_vlm(preset, words, device, dtype)
+        item = prepare_pairs(vlm, pairs[:1])[0]
+        enc = encode(vlm, [item.prompt], images_of([item], "clean"))
+        n_image = p.qformer["query_tokens"] if p.family == "instructblip" else (
+            p.vision["image_size"] // p.vision["patch_size"]) ** 2  # fmt: skip
+        result: dict[str, Any] = {
+            "preset": preset, "command": command, "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or 'x86_64'}, "
+                      f"{torch.get_num_threads()} thread(s))",
+            "dtype": str(vlm.dtype).replace("torch.", ""), "torch": torch.__version__,
+            "model": {"layers": vlm.num_layers, "heads": vlm.num_heads, "hidden": vlm.hidden_size,
+                      "parameters": sum(q.numel() for q in vlm.model.parameters()),
+                      "image_tokens": n_image, "prompt_tokens": int(enc.input_ids.shape[1])},
+        }  # fmt: skip
+        bs = batch_sizes or list(p.batch_sizes)
+        save(result)
+        start = time.perf_counter()
+        say = lambda part: print(f"[scale] {part} done at {time.perf_counter() - start:.0f} s", file=sys.stderr,  # noqa: E731
+                                 flush=True)  # fmt: skip
+        result["discovery"] = bench_discovery(vlm, pairs, p, device, bs)
+        save(result)
+        say("discovery")
+        result["evaluation"] = bench_evaluation(vlm, p, device, eval_batch_sizes or list(p.eval_batch_sizes))
+        save(result)
+        say("evaluation")
+        result["training"] = bench_training(preset, vlm, words, p, device, dtype)
+        say("training")
+    result["targets"] = targets(result)
+    return result
+
+
+def synthetic_words() -> list[str]:
+    """Words of the synthetic world's GQA and POPE questions (so the word-level tokenizer knows them)."""
+    from vseam_pl.synth import generate_benchmarks
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = generate_benchmarks(Path(tmp) / "synth", n_train=2, n_val=2, n_test=16)
+        words = set()
+        for f in Path(root).rglob("*.json*"):
+            words |= {w.strip("?.,\"':").lower() for w in f.read_text().split() if w.isascii()}
+    return sorted(w for w in words if w.isalpha())
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", choices=list(PRESETS), default="tiny")
+    p.add_argument("--device", default=None, help="default: cuda when available (big presets need it), else cpu")
+    p.add_argument("--batch-sizes", type=int, nargs="+", help="discovery rows per forward (default: the preset's)")
+    p.add_argument("--eval-batch-sizes", type=int, nargs="+", help="evaluation questions per batch")
+    p.add_argument("--threads", type=int, default=1, help="torch threads on CPU")
+    p.add_argument("--dtype", help="override the preset's weight dtype (e.g. bfloat16 to try the GPU path on CPU)")
+    p.add_argument("--json", help="write every number here")
+    args = p.parse_args(argv)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.preset != "tiny" and device.type != "cuda":
+        print(f"error: preset {args.preset} needs a GPU (its weights alone take 14-26 GB in bf16)", file=sys.stderr)
+        return 2
+    torch.set_num_threads(args.threads)
+    command = "python bench/scale.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    from vseam_pl.io import write_json
+
+    def save(result: dict[str, Any]) -> None:
+        if args.json:
+            write_json(args.json, result)
+
+    result = run(args.preset, device, args.batch_sizes, args.eval_batch_sizes, command, save, args.dtype)
+    save(result)
+    print(summary(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
