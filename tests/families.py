@@ -79,19 +79,59 @@ def _ids(tok: PreTrainedTokenizerFast, *tokens: str) -> list[int]:
 
 # ---------------------------------------------------------------------------------------------------- builders
 def build_llava(seed: int) -> tuple[nn.Module, Any]:
-    from vseam_pl.tiny import TinySizes, build_tiny_llava
+    """LLaVA-1.5: CLIP (feature layer -2, CLS dropped), Llama decoder with GQA, `USER: <image>\n... ASSISTANT:`."""
+    from transformers import (
+        CLIPImageProcessor,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
 
+    from vseam_pl.tiny import LLAVA_CHAT_TEMPLATE
+
+    tok = bpe_tokenizer(["<unk>", "<s>", "</s>", "<pad>", "<image>"], "<s>", "</s>", "<pad>", add_bos=True,
+                        extra={"image_token": "<image>"}, unk="<unk>")  # fmt: skip
+    cfg = LlavaConfig(vision_config=_clip(), text_config=_llama_like(LlamaConfig, len(tok), pad_token_id=3),
+                      image_token_index=_ids(tok, "<image>")[0], vision_feature_layer=-2,
+                      vision_feature_select_strategy="default", image_seq_length=16)  # fmt: skip
     torch.manual_seed(seed)
-    return build_tiny_llava(WORDS, TinySizes(text_layers=3, text_heads=4, text_kv_heads=2, text_hidden=64, text_intermediate=128))
+    model = LlavaForConditionalGeneration(cfg)
+    ip = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    proc = LlavaProcessor(image_processor=ip, tokenizer=tok, patch_size=8, vision_feature_select_strategy="default",
+                          num_additional_image_tokens=1, chat_template=LLAVA_CHAT_TEMPLATE)  # fmt: skip
+    return model, proc
 
 
 def build_instructblip(seed: int) -> tuple[nn.Module, Any]:
-    from vseam_pl.tiny import TinySizes, build_tiny_instructblip
-
-    torch.manual_seed(seed)
-    return build_tiny_instructblip(
-        WORDS, TinySizes(text_layers=3, text_heads=4, text_kv_heads=2, text_hidden=64, text_intermediate=128, num_query_tokens=4)
+    """InstructBLIP (Vicuna): Q-Former query tokens under the image token id, no chat template."""
+    from transformers import (
+        BlipImageProcessor,
+        InstructBlipConfig,
+        InstructBlipForConditionalGeneration,
+        InstructBlipProcessor,  # fmt: skip
+        LlamaConfig,
     )
+
+    def tokenizer():
+        return bpe_tokenizer(["<unk>", "<s>", "</s>", "<pad>", "<image>"], "<s>", "</s>", "<pad>", add_bos=True,
+                             extra={"image_token": "<image>"}, unk="<unk>")  # fmt: skip
+
+    tok, qtok = tokenizer(), tokenizer()
+    cfg = InstructBlipConfig(
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                           image_size=32, patch_size=8, initializer_range=0.02),
+        qformer_config=dict(vocab_size=len(qtok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                            intermediate_size=64, encoder_hidden_size=32, pad_token_id=3, max_position_embeddings=512),
+        text_config=_llama_like(LlamaConfig, len(tok), pad_token_id=3).to_dict(),
+        num_query_tokens=4, image_token_index=_ids(tok, "<image>")[0],
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    model = InstructBlipForConditionalGeneration(cfg)
+    with torch.no_grad():
+        model.query_tokens.normal_(0.0, 0.02)
+    ip = BlipImageProcessor(size={"height": 32, "width": 32})
+    return model, InstructBlipProcessor(image_processor=ip, tokenizer=tok, qformer_tokenizer=qtok, num_query_tokens=4)
 
 
 def _llama_like(cls, vocab: int, **kw) -> Any:
@@ -125,8 +165,13 @@ MISTRAL_TEMPLATE = (
 
 def build_llava_next(seed: int) -> tuple[nn.Module, Any]:
     """LLaVA-NeXT (v1.6-mistral): CLIP, anyres grid pinpoints, Mistral decoder, `[INST] ... [/INST]`."""
-    from transformers import (LlavaNextConfig, LlavaNextForConditionalGeneration, LlavaNextImageProcessor,
-                              LlavaNextProcessor, MistralConfig)  # fmt: skip
+    from transformers import (
+        LlavaNextConfig,
+        LlavaNextForConditionalGeneration,
+        LlavaNextImageProcessor,
+        LlavaNextProcessor,  # fmt: skip
+        MistralConfig,
+    )
 
     tok = bpe_tokenizer(["<unk>", "<s>", "</s>", "<image>"], "<s>", "</s>", "<unk>", add_bos=False,
                         extra={"image_token": "<image>"}, unk="<unk>")  # fmt: skip
@@ -162,9 +207,14 @@ def _chatml(image: str, system: str | None = None) -> str:
 
 def build_llava_onevision(seed: int) -> tuple[nn.Module, Any]:
     """LLaVA-OneVision (Qwen2 decoder, SigLIP, anyres_max_9) with its ChatML template."""
-    from transformers import (LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration,
-                              LlavaOnevisionImageProcessor, LlavaOnevisionProcessor, LlavaOnevisionVideoProcessor,
-                              Qwen2Config)  # fmt: skip
+    from transformers import (
+        LlavaOnevisionConfig,
+        LlavaOnevisionForConditionalGeneration,
+        LlavaOnevisionImageProcessor,
+        LlavaOnevisionProcessor,
+        LlavaOnevisionVideoProcessor,
+        Qwen2Config,  # fmt: skip
+    )
 
     tok = bpe_tokenizer(["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"], None, "<|im_end|>",
                         "<|endoftext|>", extra={"image_token": "<image>", "video_token": "<video>"})  # fmt: skip
@@ -254,7 +304,12 @@ def _idefics_tokens(bos: str) -> list[str]:
 
 def build_idefics3(seed: int) -> tuple[nn.Module, Any]:
     """Idefics3 (Llama 3 decoder, SigLIP, pixel-shuffle connector, image splitting with row/col wrapper tokens)."""
-    from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3ImageProcessor, Idefics3Processor
+    from transformers import (
+        Idefics3Config,
+        Idefics3ForConditionalGeneration,
+        Idefics3ImageProcessor,
+        Idefics3Processor,
+    )
 
     tok = bpe_tokenizer(_idefics_tokens("<|begin_of_text|>"), "<|begin_of_text|>", "<end_of_utterance>", "<pad>",
                         extra={"image_token": "<image>"})  # fmt: skip
@@ -275,8 +330,13 @@ def build_idefics3(seed: int) -> tuple[nn.Module, Any]:
 
 def build_smolvlm(seed: int) -> tuple[nn.Module, Any]:
     """SmolVLM (Idefics3 layout, SmolLM2 decoder, ChatML-free `User:` template, video processor)."""
-    from transformers import (SmolVLMConfig, SmolVLMForConditionalGeneration, SmolVLMImageProcessor, SmolVLMProcessor,
-                              SmolVLMVideoProcessor)  # fmt: skip
+    from transformers import (
+        SmolVLMConfig,
+        SmolVLMForConditionalGeneration,
+        SmolVLMImageProcessor,
+        SmolVLMProcessor,
+        SmolVLMVideoProcessor,  # fmt: skip
+    )
 
     tok = bpe_tokenizer(_idefics_tokens("<|im_start|>"), "<|im_start|>", "<end_of_utterance>", "<pad>",
                         extra={"image_token": "<image>", "fake_image_token": "<fake_token_around_image>",
@@ -300,8 +360,13 @@ def build_smolvlm(seed: int) -> tuple[nn.Module, Any]:
 
 def build_paligemma(seed: int) -> tuple[nn.Module, Any]:
     """PaliGemma: SigLIP, Gemma decoder with a bidirectional prefix, no chat template (`answer en <question>`)."""
-    from transformers import (GemmaConfig, PaliGemmaConfig, PaliGemmaForConditionalGeneration, PaliGemmaProcessor,
-                              SiglipImageProcessor)  # fmt: skip
+    from transformers import (
+        GemmaConfig,
+        PaliGemmaConfig,
+        PaliGemmaForConditionalGeneration,
+        PaliGemmaProcessor,
+        SiglipImageProcessor,  # fmt: skip
+    )
 
     tok = bpe_tokenizer(["<pad>", "<eos>", "<bos>", "<unk>", "<image>"], "<bos>", "<eos>", "<pad>", unk="<unk>",
                         extra={"image_token": "<image>"})  # fmt: skip
@@ -328,7 +393,12 @@ GEMMA3_TEMPLATE = (
 def build_gemma3(seed: int) -> tuple[nn.Module, Any]:
     """Gemma 3: SigLIP + pooled projector, sliding-window and global layers (a dict of masks), bidirectional
     attention inside each image, `<start_of_image>` wrapper tokens."""
-    from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3ImageProcessor, Gemma3Processor
+    from transformers import (
+        Gemma3Config,
+        Gemma3ForConditionalGeneration,
+        Gemma3ImageProcessor,
+        Gemma3Processor,
+    )
 
     tok = bpe_tokenizer(["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>", "<start_of_image>",
                          "<end_of_image>", "<image_soft_token>"], "<bos>", "<eos>", "<pad>", unk="<unk>",
@@ -351,8 +421,14 @@ def build_gemma3(seed: int) -> tuple[nn.Module, Any]:
 
 def build_internvl(seed: int) -> tuple[nn.Module, Any]:
     """InternVL 3 (InternViT, pixel-shuffle, Qwen2 decoder, `<img>...</img>` wrapper, tiles)."""
-    from transformers import (GotOcr2ImageProcessor, InternVLConfig, InternVLForConditionalGeneration,
-                              InternVLProcessor, InternVLVideoProcessor, Qwen2Config)  # fmt: skip
+    from transformers import (
+        GotOcr2ImageProcessor,
+        InternVLConfig,
+        InternVLForConditionalGeneration,
+        InternVLProcessor,  # fmt: skip
+        InternVLVideoProcessor,
+        Qwen2Config,
+    )
 
     tok = bpe_tokenizer(["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>",
                          "<video>"], None, "<|im_end|>", "<|endoftext|>",
@@ -383,7 +459,12 @@ MLLAMA_TEMPLATE = (
 
 def build_mllama(seed: int) -> tuple[nn.Module, Any]:
     """Llama 3.2 Vision: tiled vision encoder and cross-attention layers interleaved in the decoder."""
-    from transformers import MllamaConfig, MllamaForConditionalGeneration, MllamaImageProcessor, MllamaProcessor
+    from transformers import (
+        MllamaConfig,
+        MllamaForConditionalGeneration,
+        MllamaImageProcessor,
+        MllamaProcessor,
+    )
 
     tok = bpe_tokenizer(["<|begin_of_text|>", "<|end_of_text|>", "<|finetune_right_pad_id|>", "<|start_header_id|>",
                          "<|end_header_id|>", "<|eot_id|>", "<|python_tag|>", "<|image|>"], "<|begin_of_text|>",
