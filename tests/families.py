@@ -113,9 +113,9 @@ def build_instructblip(seed: int) -> tuple[nn.Module, Any]:
         LlamaConfig,
     )
 
-    def tokenizer():
+    def tokenizer():  # like the Vicuna checkpoints: "<image>" is in the vocabulary, the processor names it
         return bpe_tokenizer(["<unk>", "<s>", "</s>", "<pad>", "<image>"], "<s>", "</s>", "<pad>", add_bos=True,
-                             extra={"image_token": "<image>"}, unk="<unk>")  # fmt: skip
+                             unk="<unk>")  # fmt: skip
 
     tok, qtok = tokenizer(), tokenizer()
     cfg = InstructBlipConfig(
@@ -415,6 +415,8 @@ def build_gemma3(seed: int) -> tuple[nn.Module, Any]:
                        eoi_token_index=eoi, image_token_index=img)  # fmt: skip
     torch.manual_seed(seed)
     model = Gemma3ForConditionalGeneration(cfg)
+    with torch.no_grad():  # transformers initialises the projection to zeros (pretrained weights overwrite it)
+        model.model.multi_modal_projector.mm_input_projection_weight.normal_(0.0, 0.2)
     ip = Gemma3ImageProcessor(size={"height": 32, "width": 32})
     return model, Gemma3Processor(image_processor=ip, tokenizer=tok, image_seq_length=4, chat_template=GEMMA3_TEMPLATE)
 
