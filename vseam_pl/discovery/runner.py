@@ -221,7 +221,8 @@ def run_discovery(
     means = None
     if cfg.method == "ablation" and cfg.ablation_mode == "dataset_mean":
         means = dataset_means(vlm, items, cfg.ablation_image, cfg.pair_batch)
-    prefix = replay_prefix_ok(vlm, items, image) if cfg.method != "attribution" else False
+    # every method checks the start-0 replay against the full forward (attribution replays from layer 0 only)
+    prefix = replay_prefix_ok(vlm, items, image) and cfg.method != "attribution"
 
     todo = chunks(kept, cfg.pair_batch)
     computed = 0
