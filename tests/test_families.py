@@ -187,6 +187,15 @@ def test_b_batched_scores_equal_single_unpadded_rows(vlm, family):
             refs.append((row, cands, ref))
     answers = predict(vlm, QUESTIONS, imgs, [["yes", "no"], ["yes", "no"]], batch_size=2)
     assert answers == [cands[int(ref.argmax())] for row, cands, ref in refs[:2]]
+    # open questions: greedy generation of the left-padded batch = each row generated alone
+    generated = predict(vlm, QUESTIONS, imgs, [None, None], batch_size=2, max_new_tokens=3)
+    tok = vlm.tokenizer
+    for row in range(2):
+        inputs = single_inputs(vlm, prompts[row], imgs[row])
+        out = vlm.model.generate(**inputs, max_new_tokens=3, do_sample=False, pad_token_id=tok.pad_token_id,
+                                 eos_token_id=tok.eos_token_id)  # fmt: skip
+        text = tok.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+        assert generated[row] == text.strip().split("\n")[0].strip()
 
 
 # ------------------------------------------------------------------------------------------------------ c. modulation
@@ -388,3 +397,16 @@ def test_f_two_training_steps_train_only_scales_on_the_answer_span(vlm, family):
     assert all(torch.equal(v, frozen[k]) for k, v in vlm.model.state_dict().items())
     assert [n for n, p in mod.named_parameters() if p.requires_grad] == ["scales"]
     assert F.mse_loss(mod.scales, torch.ones_like(mod.scales)) > 0
+
+
+def test_padding_side_is_checked_not_assumed():
+    from vseam_pl.encoding import check_padding
+
+    right = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    left = torch.tensor([[1, 1, 1], [0, 1, 1]])
+    check_padding(right, "right", "m")
+    check_padding(left, "left", "m")
+    with pytest.raises(ValueError, match="did not pad on the right"):
+        check_padding(left, "right", "m")  # InternVL's processor default: left padding despite the tokenizer
+    with pytest.raises(ValueError, match="did not pad on the left"):
+        check_padding(right, "left", "m")

@@ -81,9 +81,11 @@ def image_batch(images: Sequence[Image.Image]) -> list[list[Image.Image]]:
 
 
 def check_padding(mask: torch.Tensor, side: str, name: str) -> None:
-    """Raise unless every row of `mask` is padded on `side` (scores are read at positions that assume it)."""
+    """Raise unless the rows are padded on `side`. Right: each row's real tokens are one block from position 0
+    (answer spans and last prompt positions are counted from there). Left: every row ends in a real token, where
+    generation continues (InstructBLIP puts its query tokens before the left padding, which is fine there)."""
     m = mask.long()
-    ok = (m[:, 1:] <= m[:, :-1]).all() if side == "right" else (m[:, 1:] >= m[:, :-1]).all()
+    ok = bool((m[:, 1:] <= m[:, :-1]).all()) if side == "right" else bool((m[:, -1] == 1).all())
     if not ok:
         raise ValueError(f"{name}: the processor did not pad on the {side} although asked to; answer positions would "
                          "be read from padding")  # fmt: skip

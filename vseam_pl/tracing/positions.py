@@ -12,9 +12,9 @@ every question token must be matched, else it is an error, not a guess.
 from __future__ import annotations
 
 import re
-from difflib import SequenceMatcher
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from difflib import SequenceMatcher
 
 import torch
 
