@@ -55,6 +55,8 @@ def _param(f: Family):
 
 ALL = [_param(f) for f in FAMILIES]
 SUPPORTED = [_param(f) for f in FAMILIES if f.refused is None]
+#: (family, name) pairs for tests that take the loaded `vlm` (indirect) and the family's name; marks kept.
+WITH_NAME = [pytest.param(p.values[0], p.values[0].name, id=p.id, marks=p.marks) for p in SUPPORTED]
 
 
 @pytest.fixture(scope="session")
@@ -173,8 +175,7 @@ def test_a_load_vlm_head_grid_frozen_every_layer(family, family_dir):
 QUESTIONS = ["Is there a dog?", "What color is the car to the left of the bus?"]
 
 
-@pytest.mark.parametrize("vlm,family", [(p.values[0], p.values[0].name) for p in SUPPORTED], indirect=["vlm"],
-                         ids=[p.id for p in SUPPORTED])  # fmt: skip
+@pytest.mark.parametrize("vlm,family", WITH_NAME, indirect=["vlm"])
 def test_b_batched_scores_equal_single_unpadded_rows(vlm, family):
     imgs = [image(*SIZES[0], 1), image(*SIZES[1], 2)]
     prompts = [build_prompt(vlm, q) for q in QUESTIONS]
@@ -199,7 +200,7 @@ def test_b_batched_scores_equal_single_unpadded_rows(vlm, family):
 
 
 # ------------------------------------------------------------------------------------------------------ c. modulation
-@pytest.mark.parametrize("vlm", [p.values[0] for p in SUPPORTED], indirect=True, ids=[p.id for p in SUPPORTED])
+@pytest.mark.parametrize("vlm", SUPPORTED, indirect=True)
 def test_c_modulation_attach_fold_unfold(vlm):
     prompt, img = build_prompt(vlm, QUESTIONS[0]), image(*SIZES[0], 3)
     scales = 0.5 + torch.rand(vlm.num_layers, vlm.num_heads, generator=torch.Generator().manual_seed(0))
@@ -310,7 +311,7 @@ def reference_effects(vlm: VLM, item) -> tuple[torch.Tensor, torch.Tensor, torch
     return abl, patch, attr
 
 
-@pytest.mark.parametrize("vlm", [p.values[0] for p in SUPPORTED], indirect=True, ids=[p.id for p in SUPPORTED])
+@pytest.mark.parametrize("vlm", SUPPORTED, indirect=True)
 def test_d_discovery_effects_equal_full_model_references(vlm, tmp_path):
     from vseam_pl.discovery.ablation import ablation_stats
     from vseam_pl.discovery.attribution import attribution_stats
@@ -332,7 +333,7 @@ def test_d_discovery_effects_equal_full_model_references(vlm, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------------ e. tracing
-@pytest.mark.parametrize("vlm", [p.values[0] for p in SUPPORTED], indirect=True, ids=[p.id for p in SUPPORTED])
+@pytest.mark.parametrize("vlm", SUPPORTED, indirect=True)
 def test_e_tracing_positions_are_where_image_features_merge(vlm, tmp_path):
     from vseam_pl.discovery.data import images_of
     from vseam_pl.tracing import layer_patching, logit_lens, token_patching
@@ -363,8 +364,7 @@ def test_e_tracing_positions_are_where_image_features_merge(vlm, tmp_path):
 
 # ------------------------------------------------------------------------------------------------------ f. training
 @pytest.mark.slow
-@pytest.mark.parametrize("vlm,family", [(p.values[0], p.values[0].name) for p in SUPPORTED], indirect=["vlm"],
-                         ids=[p.id for p in SUPPORTED])  # fmt: skip
+@pytest.mark.parametrize("vlm,family", WITH_NAME, indirect=["vlm"])
 def test_f_two_training_steps_train_only_scales_on_the_answer_span(vlm, family):
     imgs = [image(*SIZES[0], 5), image(*SIZES[1], 6)]
     prompts = [build_prompt(vlm, q) for q in QUESTIONS]
