@@ -107,7 +107,7 @@ def test_image_placed_after_the_question_is_found_there(llava):
 
 def test_prompt_that_does_not_match_the_encoding_is_an_error(llava):
     ids, length = _one(llava, build_prompt(llava, "Is the car red?"))
-    with pytest.raises(ValueError, match="do not match"):
+    with pytest.raises(ValueError, match="not among the processor"):
         token_groups(llava, build_prompt(llava, "Is the bus red?"), "Is the bus red?", ids, length)
     with pytest.raises(ValueError, match="does not occur"):
         token_groups(llava, build_prompt(llava, "Is the car red?"), "Is the cat blue?", ids, length)

@@ -11,6 +11,7 @@ DEFAULT_INSTRUCTION = "Answer the question using a single word or phrase."
 FALLBACK_TEMPLATES: dict[str, str] = {
     "llava": "USER: <image>\n{text} ASSISTANT:",
     "instructblip": "{text}",  # the processor prepends the query tokens itself
+    "paligemma": "answer en {text}",  # PaliGemma's task prefix; the processor prepends image tokens + <bos>, appends \n
     "generic": "<image>\n{text}",
 }
 

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .context import check_context
-from .encoding import Encoded, encode, padding_side
+from .encoding import Encoded, encode, join_continuation, run_processor, suffix_convention
 from .prompts import DEFAULT_INSTRUCTION, build_prompts
 from .vlm import VLM
 
@@ -77,10 +77,18 @@ def case_variants(answer: str) -> list[str]:
 
 
 def variant_token_ids(vlm: VLM, prompt: str, variant: str) -> tuple[int, ...]:
+    """The tokens `variant` is written with after `prompt`, joined as :func:`encode` joins them (no leading space
+    after a template ending in a newline, PaliGemma's separately encoded suffix). Only the text after the image
+    matters, so the tokenizer alone suffices; the family matrix checks it against the processor's joint encoding."""
     tok = vlm.tokenizer
-    full = tok(f"{prompt} {variant}", add_special_tokens=True)["input_ids"]
-    n_prompt = len(tok(prompt, add_special_tokens=True)["input_ids"])
-    return tuple(full[n_prompt:])
+    if suffix_convention(vlm):
+        return tuple(tok(variant.strip(), add_special_tokens=False)["input_ids"])
+    full = tok(join_continuation(prompt, variant), add_special_tokens=True)["input_ids"]
+    head = tok(prompt, add_special_tokens=True)["input_ids"]
+    if full[: len(head)] != head:
+        raise ValueError(f"{vlm.name}: answer {variant!r} merges with the end of the prompt {prompt[-40:]!r} when "
+                         "tokenized; its tokens are not separable")  # fmt: skip
+    return tuple(full[len(head) :])
 
 
 def score_candidates(
@@ -138,9 +146,8 @@ def generate_answers(
     vlm: VLM, prompts: Sequence[str], images: Sequence[Image.Image], max_new_tokens: int = 8
 ) -> list[str]:
     """Greedy short answers (left-padded batch), first line only, stripped."""
-    with padding_side(vlm, "left"):
-        batch = vlm.processor(images=list(images), text=list(prompts), padding=True, return_tensors="pt")
-    inputs = {k: v.to(vlm.device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+    batch = run_processor(vlm, prompts, images, "left")
+    inputs = {k: v.to(vlm.device) for k, v in batch.items()}
     check_context(vlm, inputs["attention_mask"].sum(dim=1).cpu(), list(prompts), extra=max_new_tokens)
     if "pixel_values" in inputs:
         inputs["pixel_values"] = inputs["pixel_values"].to(vlm.model.dtype)

@@ -128,6 +128,25 @@ def find_decoder(model: nn.Module) -> nn.Module:
     )
 
 
+def check_layers(decoder: nn.Module, width: int, name: str) -> None:
+    """Every counted layer must have self-attention with an `o_proj` taking `heads * head_dim` features: the head
+    grid covers all of them. Mllama interleaves cross-attention layers (no `self_attn`), which modulation, discovery
+    and tracing would index as self-attention heads, so such decoders are refused here rather than later."""
+    for i, layer in enumerate(decoder.layers):
+        o_proj = getattr(getattr(layer, "self_attn", None), "o_proj", None)
+        if not isinstance(o_proj, nn.Linear):
+            kind = "a cross-attention layer" if hasattr(layer, "cross_attn") else f"a {type(layer).__name__}"
+            raise UnsupportedModelError(
+                f"{name}: decoder layer {i} is {kind} without `self_attn.o_proj`; vseam-pl's head grid needs "
+                "self-attention in every decoder layer (cross-attention decoders such as Mllama / Llama 3.2 Vision "
+                "are not supported)"
+            )
+        if o_proj.in_features != width:
+            raise UnsupportedModelError(
+                f"{name}: layer {i} o_proj takes {o_proj.in_features} features but num_attention_heads*head_dim = {width}"
+            )
+
+
 def freeze(model: nn.Module) -> nn.Module:
     """Freeze every weight and switch to eval mode: the VLM is never trained, only observed and modulated."""
     model.requires_grad_(False)
@@ -142,11 +161,7 @@ def wrap_vlm(model: nn.Module, processor: Any, name: str | None = None) -> VLM:
     num_heads = int(cfg.num_attention_heads)
     hidden = int(cfg.hidden_size)
     head_dim = int(getattr(cfg, "head_dim", None) or hidden // num_heads)
-    o_in = decoder.layers[0].self_attn.o_proj.in_features
-    if o_in != num_heads * head_dim:
-        raise UnsupportedModelError(
-            f"{name}: o_proj takes {o_in} features but num_attention_heads*head_dim = {num_heads}*{head_dim}"
-        )
+    check_layers(decoder, num_heads * head_dim, name or type(model).__name__)
     return VLM(
         model=model,
         processor=processor,

@@ -4,9 +4,13 @@ A head intervention at layer `l` cannot change anything before layer `l`, so dis
 chunk (vision tower, projector, embedding merge), records what its decoder received (`inputs_embeds`,
 `attention_mask`) and the residual stream entering every layer, and then runs each batch of intervened rows from the
 first layer it touches: the decoder with its layer list temporarily cut to `layers[start:]`, fed the cached residual
-as `inputs_embeds`. Only the logits at the last prompt position are computed. Every decoder that embeds, iterates
-`self.layers` and norms (Llama, Vicuna, Mistral, Qwen2) works; :func:`check_replay` verifies this on real data and
-discovery falls back to full decoder runs (start 0) when it does not hold.
+as `inputs_embeds`. Only the logits at the last prompt position are computed.
+
+The decoder is replayed with the model's *own* keyword arguments (:data:`DecoderRun.kwargs`): the 3-D M-RoPE
+`position_ids` Qwen2-VL computes from the image grid, PaliGemma's prefix-LM mask, Gemma 3's dict of sliding/global
+masks. Without them a replay silently attends with the wrong positions or mask. :func:`check_replay` verifies a
+replay against the full forward on real data; discovery falls back to full decoder runs (start 0) when a mid-layer
+start does not reproduce it (Gemma scales its input embeddings inside the decoder).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -28,11 +33,38 @@ class DecoderRun:
     """What the decoder saw for a chunk of E examples, and their unintervened results."""
 
     embeds: torch.Tensor  # [E, T, hidden] decoder input
-    attention_mask: torch.Tensor  # [E, T]
+    kwargs: dict[str, Any]  # the other arguments the model passed its decoder (masks, position ids), batch-first
     last: torch.Tensor  # [E] last prompt position
     residuals: list[torch.Tensor] | None  # per layer: [E, T, hidden] residual stream entering it
     heads: dict[int, torch.Tensor] | None  # per layer: [E, T, H, D] head outputs (for patching)
     logits: torch.Tensor  # [E, V] next-token logits at the last prompt position
+
+
+#: Decoder arguments that are not replayed: the input itself, caches and output switches.
+NOT_REPLAYED = frozenset({"inputs_embeds", "input_ids", "cache", "past_key_values", "use_cache", "return_dict",
+                          "output_attentions", "output_hidden_states"})  # fmt: skip
+
+
+def select_rows(key: str, value: Any, rows: torch.Tensor, batch: int) -> Any:
+    """`value` (a recorded decoder argument) restricted to example `rows`. Batch-first tensors are indexed on dim 0,
+    M-RoPE `position_ids` ([3 or 4, B, T]) on dim 1, dicts (Gemma 3's masks) per entry; broadcast (size-1) and
+    non-batch values are kept. Anything else is refused rather than guessed."""
+    if isinstance(value, dict):
+        return {k: select_rows(key, v, rows, batch) for k, v in value.items()}
+    if not isinstance(value, torch.Tensor):
+        return value
+    if key == "position_ids" and value.dim() == 3:
+        return value if value.shape[1] == 1 else value[:, rows]
+    if key == "cache_position":
+        return value
+    if value.dim() > 0 and value.shape[0] == batch:
+        return value[rows]
+    if value.dim() > 0 and value.shape[0] == 1:
+        return value
+    raise UnsupportedModelError(
+        f"decoder argument {key!r} of shape {tuple(value.shape)} is not batch-first for {batch} examples; "
+        "head discovery cannot replay this decoder"
+    )
 
 
 @torch.no_grad()
@@ -48,7 +80,7 @@ def capture(vlm: VLM, enc: Encoded, residuals: bool = True, heads: bool = False)
             raise UnsupportedModelError(f"{vlm.name}: its decoder was not called with inputs_embeds; head discovery "
                                         "replays the decoder from its input embeddings")  # fmt: skip
         seen["embeds"] = kwargs["inputs_embeds"].detach()
-        seen["mask"] = kwargs.get("attention_mask")
+        seen["kwargs"] = {k: v for k, v in kwargs.items() if k not in NOT_REPLAYED and v is not None}
 
     def grab_layer(i: int):
         def hook(_m: nn.Module, args: tuple, kwargs: dict) -> None:
@@ -67,14 +99,11 @@ def capture(vlm: VLM, enc: Encoded, residuals: bool = True, heads: bool = False)
         if heads:
             stack.enter_context(head_hooks(vlm, grab_heads))
         logits = vlm.model(**moved.inputs).logits
-    mask = seen["mask"]
-    if mask is None:
-        mask = torch.ones(seen["embeds"].shape[:2], dtype=torch.long, device=vlm.device)
     last = enc.last_prompt_positions().to(vlm.device)
     rows = torch.arange(len(last), device=vlm.device)
     return DecoderRun(
         embeds=seen["embeds"],
-        attention_mask=mask,
+        kwargs=seen["kwargs"],
         last=last,
         residuals=[res[i] for i in range(vlm.num_layers)] if residuals else None,
         heads=head_out if heads else None,
@@ -114,7 +143,9 @@ def run_rows(
         if fn is not None:  # hooks first: they locate o_proj through vlm.layers, which the cut below shortens
             stack.enter_context(head_hooks(vlm, fn, layers=layers))
         stack.enter_context(decoder_from(vlm, start))
-        out = vlm.decoder(inputs_embeds=hidden, attention_mask=run.attention_mask[examples], use_cache=False)
+        batch = run.embeds.shape[0]
+        kwargs = {k: select_rows(k, v, examples, batch) for k, v in run.kwargs.items()}
+        out = vlm.decoder(inputs_embeds=hidden, use_cache=False, **kwargs)
     last_hidden = out[0][torch.arange(len(examples), device=vlm.device), run.last[examples]]
     return vlm.lm_head()(last_hidden).float()
 

@@ -272,7 +272,8 @@ def run_discovery(
     means = None
     if cfg.method == "ablation" and cfg.ablation_mode == "dataset_mean":
         means = dataset_means(vlm, items, cfg.ablation_image, cfg.pair_batch)
-    prefix = replay_prefix_ok(vlm, items, image) if cfg.method in ("ablation", "patching") else False
+    # every method checks the start-0 replay against the full forward; only the exact methods replay from a middle layer
+    prefix = replay_prefix_ok(vlm, items, image) and cfg.method in ("ablation", "patching")
 
     todo = chunks(kept, cfg.pair_batch)
     computed = 0

@@ -3,7 +3,10 @@
 Image positions are read from the actual `input_ids` (`== config.image_token_id`): the LLaVA processor expands
 `<image>` into one token per patch wherever the template put it, and InstructBLIP prepends its query tokens under
 the same id, so no position is ever assumed. Question and concept positions come from the tokenizer's character
-offsets on the prompt, aligned with the non-image tokens the processor produced (a mismatch is an error, not a guess).
+offsets on the prompt, aligned with the non-image tokens the processor produced. Processors add wrapper tokens
+around the image (Idefics3's `<fake_token_around_image>`/`<row_i_col_j>`, InternVL's `<img>`, Gemma 3's
+`\n\n<start_of_image>`, PaliGemma's `<bos>` and `\n`), so the alignment is a longest-common-subsequence match;
+every question token must be matched, else it is an error, not a guess.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from difflib import SequenceMatcher
 
 import torch
 
@@ -96,12 +100,8 @@ def token_groups(vlm: VLM, prompt: str, question: str, input_ids: torch.Tensor, 
     if not getattr(tok, "is_fast", False):
         raise PositionError(f"{vlm.name}: token positions need a fast tokenizer (character offsets)")
     enc = tok(prompt, add_special_tokens=True, return_offsets_mapping=True)
-    pairs = [(t, off) for t, off in zip(enc["input_ids"], enc["offset_mapping"], strict=True) if t != img_id]
-    if [t for t, _ in pairs] != [ids[i] for i in text]:
-        raise PositionError(
-            f"{vlm.name}: the tokenizer's tokens of the prompt do not match the processor's non-image tokens "
-            f"({len(pairs)} vs {len(text)}); prompt {prompt!r}"
-        )
+    prompt_ids = list(enc["input_ids"])
+    offsets = [tuple(o) for o in enc["offset_mapping"]]
     start = prompt.find(question.strip())
     if start < 0:
         raise PositionError(f"question {question!r} does not occur in the prompt {prompt!r}")
@@ -111,7 +111,21 @@ def token_groups(vlm: VLM, prompt: str, question: str, input_ids: torch.Tensor, 
     def overlaps(off: tuple[int, int], span: tuple[int, int]) -> bool:
         return off[1] > off[0] and off[0] < span[1] and off[1] > span[0]
 
-    q_pos = [pos for pos, (_, off) in zip(text, pairs, strict=True) if overlaps(off, q_span)]
-    c_pos = [pos for pos, (_, off) in zip(text, pairs, strict=True) if any(overlaps(off, s) for s in spans)]
+    # prompt token index -> row position, through the processor's non-image tokens
+    text_ids = [ids[i] for i in text]
+    where: dict[int, int] = {}
+    matcher = SequenceMatcher(None, prompt_ids, text_ids, autojunk=False)
+    for a, b, n in matcher.get_matching_blocks():
+        for k in range(n):
+            where[a + k] = text[b + k]
+    wanted = [k for k, off in enumerate(offsets) if overlaps(off, q_span)]
+    missing = [k for k in wanted if k not in where]
+    if not wanted or missing:
+        raise PositionError(
+            f"{vlm.name}: {len(missing)} of the question's {len(wanted)} tokens are not among the processor's "
+            f"non-image tokens (the processor tokenized the question differently); prompt {prompt!r}"
+        )
+    q_pos = sorted(where[k] for k in wanted)
+    c_pos = sorted(where[k] for k in wanted if any(overlaps(offsets[k], sp) for sp in spans))
     return TokenGroups(image=image, text=text, question=q_pos, concept=c_pos, final=length - 1,
                        tokens=tok.convert_ids_to_tokens(ids))  # fmt: skip
