@@ -1,52 +1,11 @@
-"""Learn per-head modulation scales of a frozen VLM, then evaluate baseline vs modulated on the held-out test split.
+"""`python train.py` is `vseam train`: learn per-head scales of a frozen VLM, then test them (`vseam_pl/train.py`).
 
     python train.py                                   # embedded tiny LLaVA on the synthetic world (configs/default.yaml)
     python train.py -c configs/<recipe>.yaml --trainer.max_epochs 2 --data.fraction 0.1
     python train.py --print_config                    # the resolved configuration
-
-Outputs (in the run dir, `--output_dir` or the TensorBoard logger's version folder under `--trainer.default_root_dir`):
-TensorBoard events, `checkpoints/last.ckpt` (scales + optimizer + loop state only), `head_scales.safetensors` and
-`metrics.json` (baseline vs modulated with paired p-values).
 """
 
-from __future__ import annotations
-
-from lightning.pytorch.utilities import rank_zero_info
-
-from vseam_pl.cli import (
-    DEFAULT_CONFIG,
-    VSeamCLI,
-    ensure_synthetic,
-    gather_skipped,
-    release_process_group,
-    run_dir,
-    write_outputs,
-)
-from vseam_pl.lit_module import HeadModulationModule
-
-
-def main(args: list[str] | None = None) -> None:
-    cli = VSeamCLI(
-        HeadModulationModule,
-        datamodule_class=None,
-        subclass_mode_data=True,
-        run=False,
-        args=args,
-        save_config_kwargs={"overwrite": True},
-        parser_kwargs={"default_config_files": [str(DEFAULT_CONFIG)]},
-    )
-    cfg = cli.config
-    ensure_synthetic(cfg.get("synth_root"), cfg.get("synth_seed", 0))
-    trainer, module, data = cli.trainer, cli.model, cli.datamodule
-    trainer.fit(module, datamodule=data, ckpt_path=cfg.get("ckpt_path"))
-    rank_zero_info("evaluating baseline vs modulated on the test split ...")
-    trainer.test(module, datamodule=data, verbose=False)
-    skipped = gather_skipped(getattr(data, "skipped", []))
-    extra = {"trainable_parameters": module.modulation.scales.numel(), "skipped_records": len(skipped),
-             **module.answer_settings()}
-    write_outputs(run_dir(trainer, cfg.get("output_dir")), module.vlm.name, module.test_rows, module.modulation, extra)
-    release_process_group()
-
+from vseam_pl.train import main
 
 if __name__ == "__main__":
     main()

@@ -1,19 +1,15 @@
-"""`scripts/ablate_fraction.py`: each fraction's train.py run draws the expected number of questions and steps,
+"""`vseam sweep` (`vseam_pl.studies.sweep`): each fraction's train.py run draws the expected number of questions and steps,
 outputs (json, md, png) are written, and a rerun skips finished runs (tiny random model, tiny world)."""
 
 from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts"))
-
-import ablate_fraction  # noqa: E402
+from vseam_pl.studies import sweep as ablate_fraction
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -51,7 +47,7 @@ def test_fraction_runs_use_expected_records_and_resume(tiny_llava_dir, tiny_worl
 
     docs = tmp_path / "docs"
     saved = json.loads((docs / "ablation.json").read_text())
-    assert saved["summary"] == result["summary"] and saved["command"].startswith("python scripts/ablate_fraction.py")
+    assert saved["summary"] == result["summary"] and saved["command"].startswith("vseam sweep ")
     assert [s["fraction"] for s in saved["summary"]] == [0.1, 1.0]
     assert all(s["std"] == 0.0 and s["seeds"] == [0] for s in saved["summary"])
     assert (docs / "ablation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

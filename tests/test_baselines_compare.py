@@ -1,20 +1,15 @@
-"""`scripts/compare.py`: every method on the same test examples, the output schema, trainable-parameter counts,
+"""`vseam compare` (`vseam_pl.studies.compare`): every method on the same test examples, the output schema, trainable-parameter counts,
 McNemar p-values against the zero-shot model recomputed from the saved per-example results, and resuming."""
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
 from vseam_pl.stats import cluster_permutation_test, mcnemar_exact
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts"))
-
-import compare  # noqa: E402
+from vseam_pl.studies import compare
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -39,7 +34,7 @@ def compared(tiny_llava_dir, tiny_world, tmp_path_factory):
 def test_comparison_schema_counts_and_p_values(compared, tiny_llava_dir):
     tmp, _, result = compared
     saved = json.loads((tmp / "docs" / "comparison.json").read_text())
-    assert saved["command"] == result["command"] and saved["command"].startswith("python scripts/compare.py")
+    assert saved["command"] == result["command"] and saved["command"].startswith("vseam compare ")
     (model,) = saved["models"]
     assert model["model"] == str(tiny_llava_dir) and model["discovery"]["pairs"] == 4
     rows = model["rows"]

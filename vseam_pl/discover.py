@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from .ablation import ABLATION_MODES
+from .argparsing import ArgumentParser
 from .batch_size import BatchSizeError, discovery_batch_size, resolve
 from .discovery.atp import NODES, format_verify, verify_top
 from .discovery.data import PairError, load_pairs
@@ -33,9 +34,8 @@ from .levels import LEVELS
 from .pairs import ManifestError
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m vseam_pl.discover", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+def parser() -> ArgumentParser:
+    p = ArgumentParser(prog="python -m vseam_pl.discover", description=__doc__)
     p.add_argument("--model", required=True, help="hub id or local folder (e.g. checkpoints/tiny-llava)")
     p.add_argument("--pairs", required=True, help="pairs.jsonl manifest (or its folder)")
     p.add_argument("--method", choices=(*METHODS, "set_ablation"), default="ablation")

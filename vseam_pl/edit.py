@@ -17,6 +17,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from .argparsing import ArgumentParser
 from .data.readers import BadRecordError
 from .editing.gqa import GQAFormatError, read_gqa_questions, read_scene_graphs
 from .editing.inpaint import DTYPES, Inpainter, load_inpaint_pipeline
@@ -29,7 +30,7 @@ from .pairs import ManifestError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m vseam_pl.edit", description=__doc__.split("\n")[0])
+    p = ArgumentParser(prog="python -m vseam_pl.edit", description=__doc__.split("\n")[0])
     io = p.add_argument_group("data")
     io.add_argument(
         "--questions", nargs="+", required=True, help="GQA question file(s): JSON list or id-keyed object"
@@ -159,7 +160,7 @@ def main(argv: list[str] | None = None) -> EditReport:
 def plan_table(argv: list[str]) -> str:
     """Markdown: per question file, the coverage and refusals by kind, then `--rows` planned edits per level (evenly
     spaced over the file, so the table is not just its first records)."""
-    p = argparse.ArgumentParser(prog="python -m vseam_pl.edit plan-table", description=plan_table.__doc__)
+    p = ArgumentParser(prog="python -m vseam_pl.edit plan-table", description=plan_table.__doc__)
     p.add_argument("--questions", nargs="+", required=True)
     p.add_argument("--scene-graphs")
     p.add_argument("--vocab")

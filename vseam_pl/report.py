@@ -17,7 +17,6 @@ bootstrap over questions.
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 from collections.abc import Sequence
@@ -27,6 +26,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from .argparsing import ArgumentParser
 from .io import read_json, write_json
 from .metrics import POPE_SPLITS, TN, TP, PairedResult, POPEMetrics, pope_cells
 from .stats import bootstrap_ci, cluster_bootstrap_ci, cluster_count, cluster_permutation_test, mcnemar_exact
@@ -390,7 +390,7 @@ def read_metrics_json(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Print a metrics.json report as a table.")
+    parser = ArgumentParser(description="Print a metrics.json report as a table.")
     parser.add_argument("path", type=Path)
     parser.add_argument("--markdown", action="store_true", help="print a markdown table instead")
     args = parser.parse_args(argv)

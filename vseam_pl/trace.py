@@ -8,13 +8,13 @@ attention/MLP patching, and the logit lens. Results land under --out as safetens
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 
 import torch
 
+from .argparsing import ArgumentParser
 from .pairs import ManifestError, read_pairs
 from .prompts import DEFAULT_INSTRUCTION
 from .tracing.aggregate import CI_METHODS
@@ -22,9 +22,8 @@ from .tracing.pair import PairError
 from .tracing.runner import ANALYSES, parse_analyses, run_tracing, select_pairs
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m vseam_pl.trace", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog="python -m vseam_pl.trace", description=__doc__)
     p.add_argument("--model", required=True, help="hub id or local folder of the VLM")
     p.add_argument("--pairs", required=True, help="pairs.jsonl manifest (or its folder)")
     p.add_argument("--out", required=True, help="output folder")

@@ -39,6 +39,17 @@ class DecoderRun:
     heads: dict[int, torch.Tensor] | None  # per layer: [E, T, H, D] head outputs (for patching)
     logits: torch.Tensor  # [E, V] next-token logits at the last prompt position
 
+    @property
+    def attention_mask(self) -> torch.Tensor:
+        """The `[E, T]` padding mask (1 = a real token) the decoder was given, for code that needs to know which
+        positions are tokens; a family that passes its decoder a 4-D or per-layer mask instead is refused."""
+        mask = self.kwargs.get("attention_mask")
+        if isinstance(mask, torch.Tensor) and mask.dim() == 2:
+            return mask
+        shape = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
+        raise UnsupportedModelError(f"the decoder was given an attention mask of shape {shape}, not a 2-D padding "
+                                    "mask; this analysis needs the padding mask")  # fmt: skip
+
 
 #: Decoder arguments that are not replayed: the input itself, caches and output switches.
 NOT_REPLAYED = frozenset({"inputs_embeds", "input_ids", "cache", "past_key_values", "use_cache", "return_dict",

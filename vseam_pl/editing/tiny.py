@@ -10,11 +10,12 @@ CLI: ``python -m vseam_pl.editing.tiny OUT_DIR [--seed N]``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import tempfile
 from pathlib import Path
+
+from ..argparsing import ArgumentParser
 
 
 def tiny_clip_tokenizer(folder: str | os.PathLike):
@@ -83,7 +84,7 @@ def build_tiny_inpaint_pipeline(out: str | os.PathLike, seed: int = 0) -> Path:
 
 
 def main(argv: list[str] | None = None) -> Path:
-    p = argparse.ArgumentParser(prog="python -m vseam_pl.editing.tiny", description=__doc__.split("\n")[0])
+    p = ArgumentParser(prog="python -m vseam_pl.editing.tiny", description=__doc__.split("\n")[0])
     p.add_argument("out", help="folder to save the pipeline to (load it with --pipeline OUT)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)

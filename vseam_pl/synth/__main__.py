@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 
+from ..argparsing import ArgumentParser
 from .writers import generate_benchmarks
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m vseam_pl.synth", description=__doc__)
+    p = ArgumentParser(prog="python -m vseam_pl.synth", description=__doc__)
     p.add_argument(
         "--out", required=True, help="output folder (manifest.json + train/val/test benchmark roots)"
     )

@@ -1,0 +1,264 @@
+"""Low-data ablation: learn head scales on fractions of the training split, several seeds each, with `train.py`.
+
+    vseam sweep --models checkpoints/tiny-llava checkpoints/tiny-instructblip --out docs
+
+Every (model, fraction, seed) run is one `train.main([...])` call with `--data.fraction F --data.seed S
+--seed_everything S` (the stratified subsample and the shuffle both follow the seed) and the same number of epochs,
+writing its own `metrics.json` under `--runs_dir`. A finished run (same model files, same settings) is not redone,
+so an interrupted ablation resumes where it stopped; cached runs of other settings or model files are an error.
+Writes `<out>/ablation.json` (every run + mean ± std per fraction), `<out>/ablation.md` (the table and the exact
+command) and `<out>/ablation.png` (accuracy vs fraction).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import train  # the same CLI and outputs as a manual `vseam train` run
+from ..argparsing import ArgumentParser
+from ..baselines import claim_run_dir
+from ..data import GQADataModule
+from ..io import read_cached, write_atomic, write_json, write_text
+from ..levels import LEVELS
+from ..report import read_metrics_json
+from ..vlm import model_display_name
+
+FRACTIONS = (0.01, 0.1, 0.25, 1.0)
+#: Replaces the default config's callbacks: no head discovery at every run's fit start (the ablation learns scales
+#: from ones; discovery belongs to the comparison), only the checkpoint that records the steps made.
+CALLBACKS = [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+              "init_args": {"save_last": True, "save_top_k": 1}}]  # fmt: skip
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = ArgumentParser(description=__doc__)
+    p.add_argument("--models", nargs="+", default=["checkpoints/tiny-llava", "checkpoints/tiny-instructblip"])
+    p.add_argument("--fractions", type=float, nargs="+", default=list(FRACTIONS))
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--data_root", default="data/synth")
+    p.add_argument("--epochs", type=int, default=1, help="epochs over each run's subsample (the same for all)")
+    p.add_argument("--batch_size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=0.02)
+    p.add_argument("--test_batches", type=int, default=32, help="test batches (of --batch_size questions); 0: all")
+    p.add_argument("--num_workers", type=int, default=1)
+    p.add_argument("--runs_dir", default="runs/ablation", help="one folder per run (the resume state)")
+    p.add_argument("--out", default="docs", help="where ablation.json, ablation.md and ablation.png go")
+    p.add_argument("--train_args", nargs=argparse.REMAINDER, default=[],
+                   help="extra train.py arguments, passed through last (e.g. --trainer.precision bf16-mixed)")
+    return p.parse_args(argv)
+
+
+def run_folder(runs_dir: str | Path, model: str, fraction: float, seed: int) -> Path:
+    return Path(runs_dir) / model_display_name(model) / f"fraction{fraction:g}_seed{seed}"
+
+
+def train_args(args: argparse.Namespace, model: str, fraction: float, seed: int, folder: Path) -> list[str]:
+    """The train.py command line of one run."""
+    return [
+        "--model.model", model, "--model.lr", str(args.lr), "--seed_everything", str(seed),
+        "--data.root", args.data_root, "--data.fraction", str(fraction), "--data.seed", str(seed),
+        "--data.batch_size", str(args.batch_size), "--data.num_workers", str(args.num_workers),
+        "--synth_root", "null", "--output_dir", str(folder), "--trainer.default_root_dir", str(folder),
+        "--trainer.max_epochs", str(args.epochs), "--trainer.max_steps", "-1", "--trainer.limit_train_batches", "1.0",
+        "--trainer.accumulate_grad_batches", "1", "--trainer.limit_val_batches", "0",
+        "--trainer.limit_test_batches", str(args.test_batches or 1.0), "--trainer.enable_progress_bar", "false",
+        "--trainer.callbacks", json.dumps(CALLBACKS), *args.train_args,
+    ]  # fmt: skip
+
+
+def train_records(args: argparse.Namespace, fraction: float, seed: int) -> int:
+    """How many training questions a run draws (train.py's DataModule with the same arguments; no images read)."""
+    data = GQADataModule(root=args.data_root, fraction=fraction, seed=seed)
+    data.setup("fit")
+    return data.counts["train"]
+
+
+def last_step(folder: Path) -> int | None:
+    """The optimizer steps the run made, from its newest Lightning checkpoint (None without one)."""
+    import torch
+
+    ckpts = sorted(folder.rglob("last*.ckpt"), key=lambda p: p.stat().st_mtime)
+    return int(torch.load(ckpts[-1], map_location="cpu", weights_only=True)["global_step"]) if ckpts else None
+
+
+def gqa_overall(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The GQA test accuracy row and the per-level accuracies of a metrics.json."""
+    by_split = {r["split"]: r for r in rows if r["benchmark"] == "gqa" and r["metric"] == "accuracy"}
+    if "test" not in by_split:
+        raise ValueError(f"no GQA test accuracy row; splits present: {sorted(by_split)}")
+    top = by_split["test"]
+    levels = {lv: by_split[f"test/level={lv}"]["modulated"] for lv in LEVELS if f"test/level={lv}" in by_split}
+    return {"n": top["n"], "accuracy": top["modulated"], "zero_shot": top["baseline"], "p_value": top["p_value"],
+            "levels": levels}  # fmt: skip
+
+
+RUN_SETTINGS = ("data_root", "epochs", "batch_size", "lr", "test_batches", "train_args")
+
+
+def run_one(args: argparse.Namespace, model: str, fraction: float, seed: int) -> dict[str, Any]:
+    """Train and test one (model, fraction, seed) unless it finished before with the same settings; its record.
+
+    `ablation_run.json` (written after train.py's metrics.json) marks a finished run and holds its settings.
+    """
+    folder = run_folder(args.runs_dir, model, fraction, seed)
+    metrics, marker = folder / "metrics.json", folder / "ablation_run.json"
+    settings = {k: getattr(args, k) for k in RUN_SETTINGS}
+    name = f"{model_display_name(model)} fraction={fraction:g} seed={seed}"
+    if marker.exists():
+        print(f"[ablation] {name}: done already ({metrics})", flush=True)
+        done = read_cached(marker, settings, "finished-run marker", f"delete {folder} or pass another --runs_dir")
+    else:
+        print(f"[ablation] {name} ...", flush=True)
+        start = time.perf_counter()
+        train.main(train_args(args, model, fraction, seed, folder))
+        done = {"seconds": round(time.perf_counter() - start, 1), "settings": settings}
+        write_json(marker, done)
+    records, steps = train_records(args, fraction, seed), last_step(folder)
+    expected = math.ceil(records / args.batch_size) * args.epochs
+    if steps is not None and steps != expected:  # e.g. a config that caps the batches per epoch
+        raise ValueError(f"{folder}: the run made {steps} optimizer steps, not {expected} ({records} questions, batch "
+                         f"{args.batch_size}, {args.epochs} epoch(s)); check its config.yaml, delete it and rerun")  # fmt: skip
+    return {"model": model, "fraction": fraction, "seed": seed, "train_records": records, "steps": steps,
+            "seconds": done["seconds"], "metrics": str(metrics),
+            **gqa_overall(read_metrics_json(metrics)["rows"])}  # fmt: skip
+
+
+def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean and sample std (ddof=1; 0 for one seed) of the test accuracy per (model, fraction)."""
+    out = []
+    for model in dict.fromkeys(r["model"] for r in runs):
+        for fraction in sorted({r["fraction"] for r in runs if r["model"] == model}):
+            group = [r for r in runs if r["model"] == model and r["fraction"] == fraction]
+            acc = np.array([r["accuracy"] for r in group])
+            levels = {lv: float(np.mean([r["levels"][lv] for r in group])) for lv in LEVELS
+                      if all(lv in r["levels"] for r in group)}  # fmt: skip
+            out.append({"model": model, "fraction": fraction, "seeds": [r["seed"] for r in group],
+                        "train_records": group[0]["train_records"], "n_test": group[0]["n"],
+                        "mean": float(acc.mean()), "std": float(acc.std(ddof=1)) if acc.size > 1 else 0.0,
+                        "zero_shot": group[0]["zero_shot"], "levels_mean": levels})  # fmt: skip
+    return out
+
+
+def plot(summary: list[dict[str, Any]], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, model in enumerate(dict.fromkeys(s["model"] for s in summary)):
+        rows = [s for s in summary if s["model"] == model]
+        color = f"C{i}"
+        ax.errorbar([s["fraction"] for s in rows], [100 * s["mean"] for s in rows],
+                    yerr=[100 * s["std"] for s in rows], marker="o", capsize=4, color=color,
+                    label=f"{model_display_name(model)} (learned scales)")  # fmt: skip
+        ax.axhline(100 * rows[0]["zero_shot"], color=color, linestyle="--", linewidth=1,
+                   label=f"{model_display_name(model)} zero-shot")  # fmt: skip
+    ax.set_xscale("log")
+    fractions = sorted({s["fraction"] for s in summary})
+    ax.set_xticks(fractions, [f"{f:g}" for f in fractions])
+    ax.set_xlabel("fraction of the training split")
+    ax.set_ylabel("GQA test accuracy (%)")
+    ax.set_title("Low-data ablation (mean ± std over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    plt.close(fig)
+    return path
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}"
+
+
+def markdown(summary: list[dict[str, Any]], runs: list[dict[str, Any]], args: argparse.Namespace, command: str) -> str:
+    head = ["model", "fraction", "train questions", "seeds", "test n", "accuracy % (mean ± std)",
+            *[f"{lv} %" for lv in LEVELS], "zero-shot %"]  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
+    for s in summary:
+        cells = [model_display_name(s["model"]), f"{s['fraction']:g}", str(s["train_records"]), str(len(s["seeds"])),
+                 str(s["n_test"]), f"{_pct(s['mean'])} ± {_pct(s['std'])}",
+                 *[_pct(s["levels_mean"][lv]) if lv in s["levels_mean"] else "-" for lv in LEVELS],
+                 _pct(s["zero_shot"])]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    findings = []
+    for model in dict.fromkeys(s["model"] for s in summary):
+        by_f = {s["fraction"]: s for s in summary if s["model"] == model}
+        full, tenth = by_f.get(1.0), by_f.get(0.1)
+        min_p = min(r["p_value"] for r in runs if r["model"] == model)
+        if full and tenth:
+            zero = full["zero_shot"]
+            gain_full, gain_tenth = full["mean"] - zero, tenth["mean"] - zero
+            if gain_full <= 0:
+                verdict = "full data does not improve on zero-shot, so there is no gain for 10% to approach"
+            elif gain_tenth <= 0:
+                verdict = "10% of the data does not improve on zero-shot"
+            else:
+                verdict = f"10% of the data recovers {100 * gain_tenth / gain_full:.0f}% of the full-data gain"
+            findings.append(f"- **{model_display_name(model)}**: 10% of the data {_pct(tenth['mean'])} ± "
+                            f"{_pct(tenth['std'])}% vs full data {_pct(full['mean'])} ± {_pct(full['std'])}% "
+                            f"(zero-shot {_pct(zero)}%): {verdict}. Smallest McNemar p of any run against "
+                            f"zero-shot: {min_p:.3f}.")  # fmt: skip
+    return "\n".join([
+        "# Low-data ablation: learned head scales vs training-data fraction",
+        "",
+        "Generated by `vseam sweep` (do not edit by hand; re-run the command). Exact command:",
+        "",
+        "```bash",
+        command,
+        "```",
+        "",
+        f"Each run is `train.py` with `--data.fraction F --data.seed S --seed_everything S` on `{args.data_root}`: a "
+        f"stratified (category x answer) subsample of the training split, {args.epochs} epoch(s) at batch size "
+        f"{args.batch_size}, lr {args.lr}, so smaller fractions also make fewer optimizer steps. Tested on the same "
+        "GQA test questions every run (the frozen model's accuracy is the zero-shot column). Std: sample std over "
+        "seeds (ddof=1).",
+        "",
+        "Runs are resumable and cached per run under `--runs_dir`: running the same command once per model (e.g. in "
+        "parallel processes) and then once with every model only aggregates, and gives the same files.",
+        "",
+        "![accuracy vs fraction](ablation.png)",
+        "",
+        *lines,
+        "",
+        "## Summary",
+        "",
+        *findings,
+        "",
+        f"Every run ({len(runs)}): `ablation.json` (accuracy, per-level accuracy, McNemar p vs zero-shot, steps, "
+        "seconds, metrics.json path).",
+        "",
+    ])  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    for model in args.models:  # finished runs are only reused for the very same model files
+        claim_run_dir(Path(args.runs_dir) / model_display_name(model), model)
+    command = "vseam sweep " + shlex.join(sys.argv[1:] if argv is None else argv)
+    runs = [run_one(args, model, fraction, seed)
+            for model in args.models for fraction in args.fractions for seed in args.seeds]  # fmt: skip
+    summary = aggregate(runs)
+    out = Path(args.out)
+    settings = {k: v for k, v in vars(args).items() if k not in ("out", "runs_dir", "num_workers")}
+    result = {"command": command, "settings": settings, "summary": summary, "runs": runs}
+    paths = {"json": write_json(out / "ablation.json", result), "png": plot(summary, out / "ablation.png"),
+             "md": write_text(out / "ablation.md", markdown(summary, runs, args, command))}  # fmt: skip
+    print(paths["md"].read_text())
+    for name, path in paths.items():
+        print(f"{name:>5}: {path}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
