@@ -80,21 +80,24 @@ def table(cells: dict[tuple[str, str], str], reasons: dict[str, str], python: st
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--python", default=sys.executable, help="interpreter that runs the matrix")
-    ap.add_argument("--doc", type=Path, default=REPO / "docs" / "families.md")
+    ap.add_argument("--doc", type=Path, nargs="+", default=[REPO / "docs" / "families.md", REPO / "README.md"],
+                    help="files whose table (between the markers) is replaced")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         xml_path = Path(tmp) / "matrix.xml"
         run_matrix(args.python, xml_path)
         cells, reasons = outcomes(xml_path)
-    text = args.doc.read_text()
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{args.doc}: markers {BEGIN} ... {END} not found")
-    before, rest = text.split(BEGIN, 1)
-    _, after = rest.split(END, 1)
-    tmp_doc = args.doc.with_suffix(".md.tmp")
-    tmp_doc.write_text(f"{before}{BEGIN}\n{table(cells, reasons, args.python)}\n{END}{after}")
-    tmp_doc.replace(args.doc)
-    print(table(cells, reasons, args.python))
+    generated = table(cells, reasons, args.python)
+    for doc in args.doc:
+        text = doc.read_text()
+        if BEGIN not in text or END not in text:
+            raise SystemExit(f"{doc}: markers {BEGIN} ... {END} not found")
+        before, rest = text.split(BEGIN, 1)
+        _, after = rest.split(END, 1)
+        tmp_doc = doc.with_suffix(".md.tmp")
+        tmp_doc.write_text(f"{before}{BEGIN}\n{generated}\n{END}{after}")
+        tmp_doc.replace(doc)
+    print(generated)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ COMMANDS: dict[str, Command] = {
     "evaluate": Command("vseam_pl.evaluate:main", "baseline vs modulated on GQA, POPE and COCO-QA",
                         "docs/guides/evaluation.md"),
     "export": Command("vseam_pl.export:main", "write scales as a merged model (or an adapter) with a model card",
-                      "docs/scale-out.md"),
+                      "docs/sharing.md"),
     "compare": Command("vseam_pl.studies.compare:main", "every method (discovery, random heads, IA3, LoRA, ...) "
                        "on the same test questions", "docs/results.md"),
     "sweep": Command("vseam_pl.studies.sweep:main", "low-data ablation: training fractions x seeds",
