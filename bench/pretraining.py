@@ -53,9 +53,11 @@ class Stage:
         vision = name == "vision"
         self.model.requires_grad_(not vision)
         vision_tower(self.model).requires_grad_(vision)
-        self.params = [*vision_tower(self.model).parameters(), *self.heads.parameters()] if vision else [
-            p for p in self.model.parameters() if p.requires_grad
-        ]
+        self.params = (
+            [*vision_tower(self.model).parameters(), *self.heads.parameters()]
+            if vision
+            else [p for p in self.model.parameters() if p.requires_grad]
+        )
         self.start = copy.deepcopy((self.model.state_dict(), self.heads.state_dict()))
 
     def reset(self) -> None:
@@ -67,17 +69,23 @@ class Stage:
 
     def step(self) -> None:
         if self.name == "vision":
-            pixels, shares, places = vision_batch(self.world, self.rng, self.processor, 32, self.model.config.vision_config.patch_size)
+            pixels, shares, places = vision_batch(
+                self.world, self.rng, self.processor, 32, self.model.config.vision_config.patch_size
+            )
             loss, _ = self.heads.loss(vision_features(self.model, pixels), shares, places)
         else:
-            loss = answer_loss(self.vlm, *sample_batch(self.world, self.rng, self.vlm, 16, 0.1, 2.0), reduction="example")
+            loss = answer_loss(
+                self.vlm, *sample_batch(self.world, self.rng, self.vlm, 16, 0.1, 2.0), reduction="example"
+            )
         self.running = optimizer_step(self.opt, self.params, loss, self.running)
 
     def weights(self) -> list[torch.Tensor]:
         return [p.detach().clone() for p in self.params]
 
 
-def time_stage(stage: Stage, threads: list[int], steps: int, warmup: int, rounds: int = 2) -> tuple[dict, bool]:
+def time_stage(
+    stage: Stage, threads: list[int], steps: int, warmup: int, rounds: int = 2
+) -> tuple[dict, bool]:
     """ms per step per thread count (median over rounds), and whether every thread count ends on the same weights."""
     times: dict[int, list[float]] = {t: [] for t in threads}
     final: dict[int, list[torch.Tensor]] = {}
@@ -99,21 +107,28 @@ def time_stage(stage: Stage, threads: list[int], steps: int, warmup: int, rounds
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", nargs="+", default=["checkpoints/tiny-llava", "checkpoints/tiny-instructblip"])
+    ap.add_argument(
+        "--models", nargs="+", default=["checkpoints/tiny-llava", "checkpoints/tiny-instructblip"]
+    )
     ap.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
     args = ap.parse_args()
     world = SceneWorld(image_size=64)
     base = args.threads[0]
-    print(f"| model | stage | {' | '.join(f'{t} thread(s) ms/step' for t in args.threads)} | speed-up vs {base} | same weights |")
+    print(
+        f"| model | stage | {' | '.join(f'{t} thread(s) ms/step' for t in args.threads)} | speed-up vs {base} | same weights |"
+    )
     print(f"|---|---|{'---:|' * len(args.threads)}---|---|")
     for model_dir in args.models:
         for name in ("vision", "language"):
             ms, same = time_stage(Stage(name, model_dir, world), args.threads, args.steps, args.warmup)
             speedups = " / ".join(f"{ms[base] / ms[t]:.2f}x" for t in args.threads[1:])
             cells = " | ".join(f"{ms[t]:.0f}" for t in args.threads)
-            print(f"| {Path(model_dir).name} | {name} | {cells} | {speedups} | {'yes' if same else 'no'} |", flush=True)
+            print(
+                f"| {Path(model_dir).name} | {name} | {cells} | {speedups} | {'yes' if same else 'no'} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -37,7 +37,9 @@ def compare(model: str, pairs: list, k: int) -> dict:
     runs = {}
     for protocol in ("default", "release"):
         start = time.perf_counter()
-        runs[protocol] = run_discovery(vlm, pairs, DiscoveryConfig(method="ablation", protocol=protocol)).scores
+        runs[protocol] = run_discovery(
+            vlm, pairs, DiscoveryConfig(method="ablation", protocol=protocol)
+        ).scores
         runs[protocol].meta["wall_s"] = round(time.perf_counter() - start, 1)
     d, r = runs["default"], runs["release"]
     out = {"model": Path(model).name, "pairs": len(pairs)}
@@ -54,18 +56,22 @@ def compare(model: str, pairs: list, k: int) -> dict:
     sets = run_set_ablation(vlm, pairs, r, SetAblationConfig(k=k, random_sets=20, protocol="release")).summary
     out["set_ablation_release"] = {
         "base_accuracy": sets["base"]["accuracy"],
-        **{kind: {m: sets["sets"][kind][m] for m in ("accuracy", "mean_drop", "p_permutation_vs_base")}
-           for kind in ("positive", "negative")},
+        **{
+            kind: {m: sets["sets"][kind][m] for m in ("accuracy", "mean_drop", "p_permutation_vs_base")}
+            for kind in ("positive", "negative")
+        },
         "random": sets["random"],
         "vs_random": sets["vs_random"],
-    }  # fmt: skip
+    }
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=["checkpoints/tiny-llava", "checkpoints/tiny-instructblip"])
-    p.add_argument("--pairs", help="pairs.jsonl (default: a synthetic test split, seed 123, in a temp folder)")
+    p.add_argument(
+        "--pairs", help="pairs.jsonl (default: a synthetic test split, seed 123, in a temp folder)"
+    )
     p.add_argument("--n-pairs", type=int, default=32)
     p.add_argument("--k", type=int, default=8)
     p.add_argument("--threads", type=int, default=1)

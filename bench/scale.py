@@ -42,7 +42,10 @@ from typing import Any
 import torch
 from scipy.stats import spearmanr
 
-sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]  # this checkout
+sys.path[:0] = [
+    str(Path(__file__).resolve().parents[1]),
+    str(Path(__file__).resolve().parent),
+]  # this checkout
 import discovery as discovery_bench  # noqa: E402  (bench/discovery.py)
 import training as training_bench  # noqa: E402  (bench/training.py)
 
@@ -58,7 +61,9 @@ class Preset:
     family: str  # llava | instructblip
     text: dict[str, int]  # hidden, layers, heads, kv_heads, intermediate, vocab (0: the tokenizer's size)
     vision: dict[str, int]  # hidden, layers, heads, intermediate, image_size, patch_size
-    qformer: dict[str, int] = field(default_factory=dict)  # hidden, layers, heads, intermediate, query_tokens, vocab
+    qformer: dict[str, int] = field(
+        default_factory=dict
+    )  # hidden, layers, heads, intermediate, query_tokens, vocab
     dtype: str = "bfloat16"
     attn: str = "sdpa"
     n_ref: int = 1  # pairs for the per-head loop and batched ablation
@@ -72,19 +77,50 @@ class Preset:
 
 
 LLAMA_7B = {"hidden": 4096, "layers": 32, "heads": 32, "kv_heads": 32, "intermediate": 11008}
-CLIP_L336 = {"hidden": 1024, "layers": 24, "heads": 16, "intermediate": 4096, "image_size": 336, "patch_size": 14}
+CLIP_L336 = {
+    "hidden": 1024,
+    "layers": 24,
+    "heads": 16,
+    "intermediate": 4096,
+    "image_size": 336,
+    "patch_size": 14,
+}
 PRESETS: dict[str, Preset] = {
-    "tiny": Preset("llava", {"hidden": 128, "layers": 8, "heads": 8, "kv_heads": 8, "intermediate": 384, "vocab": 0},
-                   {"hidden": 64, "layers": 2, "heads": 4, "intermediate": 256, "image_size": 64, "patch_size": 16},
-                   dtype="float32", attn="eager", n_ref=2, ref_heads=0, n_patch=4, batch_sizes=(16, 64),
-                   eval_batch_sizes=(1, 8), train_batch=4, gen_tokens=2, repeats=3),  # fmt: skip
+    "tiny": Preset(
+        "llava",
+        {"hidden": 128, "layers": 8, "heads": 8, "kv_heads": 8, "intermediate": 384, "vocab": 0},
+        {"hidden": 64, "layers": 2, "heads": 4, "intermediate": 256, "image_size": 64, "patch_size": 16},
+        dtype="float32",
+        attn="eager",
+        n_ref=2,
+        ref_heads=0,
+        n_patch=4,
+        batch_sizes=(16, 64),
+        eval_batch_sizes=(1, 8),
+        train_batch=4,
+        gen_tokens=2,
+        repeats=3,
+    ),
     "llava-1.5-7b": Preset("llava", {**LLAMA_7B, "vocab": 32064}, CLIP_L336),
-    "llava-1.5-13b": Preset("llava", {"hidden": 5120, "layers": 40, "heads": 40, "kv_heads": 40, "intermediate": 13824,
-                                      "vocab": 32064}, CLIP_L336, ref_heads=50),  # fmt: skip
+    "llava-1.5-13b": Preset(
+        "llava",
+        {"hidden": 5120, "layers": 40, "heads": 40, "kv_heads": 40, "intermediate": 13824, "vocab": 32064},
+        CLIP_L336,
+        ref_heads=50,
+    ),
     "instructblip-vicuna-7b": Preset(
-        "instructblip", {**LLAMA_7B, "vocab": 32001},
-        {"hidden": 1408, "layers": 39, "heads": 16, "intermediate": 6144, "image_size": 224, "patch_size": 14},
-        {"hidden": 768, "layers": 12, "heads": 12, "intermediate": 3072, "query_tokens": 32, "vocab": 30523}),  # fmt: skip
+        "instructblip",
+        {**LLAMA_7B, "vocab": 32001},
+        {
+            "hidden": 1408,
+            "layers": 39,
+            "heads": 16,
+            "intermediate": 6144,
+            "image_size": 224,
+            "patch_size": 14,
+        },
+        {"hidden": 768, "layers": 12, "heads": 12, "intermediate": 3072, "query_tokens": 32, "vocab": 30523},
+    ),
 }
 
 
@@ -107,41 +143,87 @@ def build_vlm(name: str, words: list[str], device: torch.device, dtype: str | No
 
     p = PRESETS[name]
     v, t = p.vision, p.text
-    shell = TinySizes(image_size=v["image_size"], patch_size=v["patch_size"], vision_hidden=8, vision_layers=1,
-                      vision_heads=1, text_hidden=8, text_layers=1, text_heads=1, text_kv_heads=1, text_intermediate=8,
-                      num_query_tokens=p.qformer.get("query_tokens", 16), qformer_layers=1)  # fmt: skip
+    shell = TinySizes(
+        image_size=v["image_size"],
+        patch_size=v["patch_size"],
+        vision_hidden=8,
+        vision_layers=1,
+        vision_heads=1,
+        text_hidden=8,
+        text_layers=1,
+        text_heads=1,
+        text_kv_heads=1,
+        text_intermediate=8,
+        num_query_tokens=p.qformer.get("query_tokens", 16),
+        qformer_layers=1,
+    )
     builder = build_tiny_llava if p.family == "llava" else build_tiny_instructblip
-    _, processor = builder(words, shell)  # the processor (tokenizer, image size, token counts); its model is dropped
+    _, processor = builder(
+        words, shell
+    )  # the processor (tokenizer, image size, token counts); its model is dropped
     tokenizer = processor.tokenizer
-    text = LlamaConfig(vocab_size=t["vocab"] or len(tokenizer), hidden_size=t["hidden"],
-                       intermediate_size=t["intermediate"], num_hidden_layers=t["layers"],
-                       num_attention_heads=t["heads"], num_key_value_heads=t["kv_heads"],
-                       max_position_embeddings=4096, pad_token_id=PAD, bos_token_id=BOS, eos_token_id=EOS,
-                       tie_word_embeddings=False)  # fmt: skip
+    text = LlamaConfig(
+        vocab_size=t["vocab"] or len(tokenizer),
+        hidden_size=t["hidden"],
+        intermediate_size=t["intermediate"],
+        num_hidden_layers=t["layers"],
+        num_attention_heads=t["heads"],
+        num_key_value_heads=t["kv_heads"],
+        max_position_embeddings=4096,
+        pad_token_id=PAD,
+        bos_token_id=BOS,
+        eos_token_id=EOS,
+        tie_word_embeddings=False,
+    )
     if text.vocab_size < len(tokenizer):
         raise ValueError(f"preset {name}: vocabulary {text.vocab_size} < tokenizer size {len(tokenizer)}")
     if p.family == "llava":
-        vision = CLIPVisionConfig(hidden_size=v["hidden"], intermediate_size=v["intermediate"],
-                                  num_hidden_layers=v["layers"], num_attention_heads=v["heads"],
-                                  image_size=v["image_size"], patch_size=v["patch_size"])  # fmt: skip
-        config = LlavaConfig(vision_config=vision, text_config=text, image_token_index=IMAGE, vision_feature_layer=-2,
-                             vision_feature_select_strategy="default",
-                             image_seq_length=(v["image_size"] // v["patch_size"]) ** 2,
-                             projector_hidden_act="gelu")  # fmt: skip
+        vision = CLIPVisionConfig(
+            hidden_size=v["hidden"],
+            intermediate_size=v["intermediate"],
+            num_hidden_layers=v["layers"],
+            num_attention_heads=v["heads"],
+            image_size=v["image_size"],
+            patch_size=v["patch_size"],
+        )
+        config = LlavaConfig(
+            vision_config=vision,
+            text_config=text,
+            image_token_index=IMAGE,
+            vision_feature_layer=-2,
+            vision_feature_select_strategy="default",
+            image_seq_length=(v["image_size"] // v["patch_size"]) ** 2,
+            projector_hidden_act="gelu",
+        )
         cls: Any = LlavaForConditionalGeneration
     else:
         q = p.qformer
-        vision = InstructBlipVisionConfig(hidden_size=v["hidden"], intermediate_size=v["intermediate"],
-                                          num_hidden_layers=v["layers"], num_attention_heads=v["heads"],
-                                          image_size=v["image_size"], patch_size=v["patch_size"],
-                                          initializer_range=0.02)  # fmt: skip
-        qformer = InstructBlipQFormerConfig(vocab_size=max(q["vocab"], len(processor.qformer_tokenizer)), hidden_size=q["hidden"],
-                                            num_hidden_layers=q["layers"], num_attention_heads=q["heads"],
-                                            intermediate_size=q["intermediate"], encoder_hidden_size=v["hidden"],
-                                            pad_token_id=PAD, max_position_embeddings=512)  # fmt: skip
-        config = InstructBlipConfig(vision_config=vision.to_dict(), qformer_config=qformer.to_dict(),
-                                    text_config=text.to_dict(), num_query_tokens=q["query_tokens"],
-                                    image_token_index=IMAGE)  # fmt: skip
+        vision = InstructBlipVisionConfig(
+            hidden_size=v["hidden"],
+            intermediate_size=v["intermediate"],
+            num_hidden_layers=v["layers"],
+            num_attention_heads=v["heads"],
+            image_size=v["image_size"],
+            patch_size=v["patch_size"],
+            initializer_range=0.02,
+        )
+        qformer = InstructBlipQFormerConfig(
+            vocab_size=max(q["vocab"], len(processor.qformer_tokenizer)),
+            hidden_size=q["hidden"],
+            num_hidden_layers=q["layers"],
+            num_attention_heads=q["heads"],
+            intermediate_size=q["intermediate"],
+            encoder_hidden_size=v["hidden"],
+            pad_token_id=PAD,
+            max_position_embeddings=512,
+        )
+        config = InstructBlipConfig(
+            vision_config=vision.to_dict(),
+            qformer_config=qformer.to_dict(),
+            text_config=text.to_dict(),
+            num_query_tokens=q["query_tokens"],
+            image_token_index=IMAGE,
+        )
         cls = InstructBlipForConditionalGeneration
     torch.manual_seed(0)
     with torch.device(device):
@@ -178,74 +260,134 @@ def free(device: torch.device) -> None:
 
 
 # -- the four parts -------------------------------------------------------------------------------------------------
-def bench_discovery(vlm: VLM, pairs: list, p: Preset, device: torch.device, batch_sizes: list[int]) -> dict[str, Any]:
+def bench_discovery(
+    vlm: VLM, pairs: list, p: Preset, device: torch.device, batch_sizes: list[int]
+) -> dict[str, Any]:
     n_heads = vlm.num_layers * vlm.num_heads
     ref_pairs = pairs[: p.n_ref]
     run_discovery(vlm, ref_pairs[:1], DiscoveryConfig(method="attribution"))  # warm-up (allocator, kernels)
     heads = discovery_bench.sample_heads(vlm, p.ref_heads or None)
-    ref, t_ref, m_ref = measure(lambda: discovery_bench.reference_ablation(vlm, ref_pairs, "mean_others", heads), device)
+    ref, t_ref, m_ref = measure(
+        lambda: discovery_bench.reference_ablation(vlm, ref_pairs, "mean_others", heads), device
+    )
     idx = torch.tensor([layer * vlm.num_heads + head for layer, head in heads])
     loop_rows_per_s = len(ref_pairs) * len(heads) / t_ref
     out: dict[str, Any] = {
-        "pairs": len(ref_pairs), "heads": n_heads,
-        "per_head_loop": {"heads_run": len(heads), "seconds": t_ref, "seconds_full_grid": t_ref * n_heads / len(heads),
-                          "rows_per_s": loop_rows_per_s, "peak_memory": m_ref},
+        "pairs": len(ref_pairs),
+        "heads": n_heads,
+        "per_head_loop": {
+            "heads_run": len(heads),
+            "seconds": t_ref,
+            "seconds_full_grid": t_ref * n_heads / len(heads),
+            "rows_per_s": loop_rows_per_s,
+            "peak_memory": m_ref,
+        },
         "batched_ablation": [],
-    }  # fmt: skip
+    }
     for bs in batch_sizes:
-        cfg = DiscoveryConfig(method="ablation", ablation_mode="mean_others", batch_size=bs, pair_batch=p.n_ref)
+        cfg = DiscoveryConfig(
+            method="ablation", ablation_mode="mean_others", batch_size=bs, pair_batch=p.n_ref
+        )
         scores, t, m = measure(lambda cfg=cfg: run_discovery(vlm, ref_pairs, cfg).scores.signed(), device)
         rows_per_s = len(ref_pairs) * n_heads / t
-        out["batched_ablation"].append({
-            "batch_size": bs, "seconds": t, "rows_per_s": rows_per_s, "speedup_vs_loop": rows_per_s / loop_rows_per_s,
-            "max_abs_diff_vs_loop": float((ref.flatten()[idx] - scores.flatten()[idx]).abs().max()),
-            "max_abs_score": float(ref.flatten()[idx].abs().max()), "peak_memory": m})  # fmt: skip
+        out["batched_ablation"].append(
+            {
+                "batch_size": bs,
+                "seconds": t,
+                "rows_per_s": rows_per_s,
+                "speedup_vs_loop": rows_per_s / loop_rows_per_s,
+                "max_abs_diff_vs_loop": float((ref.flatten()[idx] - scores.flatten()[idx]).abs().max()),
+                "max_abs_score": float(ref.flatten()[idx].abs().max()),
+                "peak_memory": m,
+            }
+        )
         free(device)
     best = max(out["batched_ablation"], key=lambda r: r["rows_per_s"])
     patch_pairs = pairs[: p.n_patch]
-    exact, t_exact, m_exact = measure(lambda: run_discovery(vlm, patch_pairs, DiscoveryConfig(
-        method="patching", batch_size=best["batch_size"], pair_batch=p.n_patch)).scores.signed(), device)  # fmt: skip
+    exact, t_exact, m_exact = measure(
+        lambda: run_discovery(
+            vlm,
+            patch_pairs,
+            DiscoveryConfig(method="patching", batch_size=best["batch_size"], pair_batch=p.n_patch),
+        ).scores.signed(),
+        device,
+    )
     free(device)
-    attr, t_attr, m_attr = measure(lambda: run_discovery(vlm, patch_pairs, DiscoveryConfig(
-        method="attribution", pair_batch=p.n_patch)).scores.signed(), device)  # fmt: skip
+    attr, t_attr, m_attr = measure(
+        lambda: run_discovery(
+            vlm, patch_pairs, DiscoveryConfig(method="attribution", pair_batch=p.n_patch)
+        ).scores.signed(),
+        device,
+    )
     free(device)
-    star, t_star, m_star = measure(lambda: run_discovery(vlm, patch_pairs, DiscoveryConfig(
-        method="atp_star", pair_batch=p.n_patch)).scores, device)  # fmt: skip
+    star, t_star, m_star = measure(
+        lambda: (
+            run_discovery(vlm, patch_pairs, DiscoveryConfig(method="atp_star", pair_batch=p.n_patch)).scores
+        ),
+        device,
+    )
     free(device)
     out["patching"] = {
-        "pairs": len(patch_pairs), "exact": {"batch_size": best["batch_size"], "seconds": t_exact, "peak_memory": m_exact},
-        "attribution": {"seconds": t_attr, "speedup_vs_exact": t_exact / t_attr, "spearman_rho": rho(exact, attr),
-                        "peak_memory": m_attr},
-        "atp_star": {"seconds": t_star, "speedup_vs_exact": t_exact / t_star, "spearman_rho": rho(exact, star.signed()),
-                     "magnitude_spearman_rho_vs_abs_exact": rho(exact.abs(), star.get("all", "magnitude")),
-                     "peak_memory": m_star},
-    }  # fmt: skip
+        "pairs": len(patch_pairs),
+        "exact": {"batch_size": best["batch_size"], "seconds": t_exact, "peak_memory": m_exact},
+        "attribution": {
+            "seconds": t_attr,
+            "speedup_vs_exact": t_exact / t_attr,
+            "spearman_rho": rho(exact, attr),
+            "peak_memory": m_attr,
+        },
+        "atp_star": {
+            "seconds": t_star,
+            "speedup_vs_exact": t_exact / t_star,
+            "spearman_rho": rho(exact, star.signed()),
+            "magnitude_spearman_rho_vs_abs_exact": rho(exact.abs(), star.get("all", "magnitude")),
+            "peak_memory": m_star,
+        },
+    }
     return out
 
 
-def bench_training(name: str, vlm: VLM, words: list[str], p: Preset, device: torch.device,
-                   dtype: str | None = None) -> dict[str, Any]:  # fmt: skip
+def bench_training(
+    name: str, vlm: VLM, words: list[str], p: Preset, device: torch.device, dtype: str | None = None
+) -> dict[str, Any]:
     batch = training_bench.load_batch(vlm, p.train_batch)
     forward = training_bench.frozen_forward(vlm, batch)
-    t_fwd, m_fwd = training_bench.median_ms(forward, p.repeats, device), training_bench.peak_memory_mb(forward, device)
+    t_fwd, m_fwd = (
+        training_bench.median_ms(forward, p.repeats, device),
+        training_bench.peak_memory_mb(forward, device),
+    )
     rows = {"frozen_forward": {"trainable": 0, "ms": t_fwd, "peak_memory": m_fwd}}
     mod = training_bench.random_scales(vlm).to(device).attach(vlm)
     step = training_bench.training_step(vlm, [mod.scales], batch)
-    rows["scales"] = {"trainable": mod.scales.numel(), "ms": training_bench.median_ms(step, p.repeats, device),
-                      "peak_memory": training_bench.peak_memory_mb(step, device)}  # fmt: skip
+    rows["scales"] = {
+        "trainable": mod.scales.numel(),
+        "ms": training_bench.median_ms(step, p.repeats, device),
+        "peak_memory": training_bench.peak_memory_mb(step, device),
+    }
     mod.detach()
     del step
     free(device)
-    t_none, t_att, t_fold, loss_att, loss_fold = training_bench.inference_times(vlm, mod, batch, p.repeats, device)
-    inference = {"unmodulated_ms": t_none, "attached_ms": t_att, "folded_ms": t_fold,
-                 "attached_vs_unmodulated": t_att / t_none, "folded_vs_unmodulated": t_fold / t_none,
-                 "attached_loss": loss_att, "folded_loss": loss_fold}  # fmt: skip
+    t_none, t_att, t_fold, loss_att, loss_fold = training_bench.inference_times(
+        vlm, mod, batch, p.repeats, device
+    )
+    inference = {
+        "unmodulated_ms": t_none,
+        "attached_ms": t_att,
+        "folded_ms": t_fold,
+        "attached_vs_unmodulated": t_att / t_none,
+        "folded_vs_unmodulated": t_fold / t_none,
+        "attached_loss": loss_att,
+        "folded_loss": loss_fold,
+    }
     for kind in ("ia3", "lora"):
         fresh = build_vlm(name, words, device, dtype)
         params = training_bench.inject_peft(fresh, kind, device)
         step = training_bench.training_step(fresh, params, batch)
-        rows[kind] = {"trainable": sum(q.numel() for q in params), "ms": training_bench.median_ms(step, p.repeats, device),
-                      "peak_memory": training_bench.peak_memory_mb(step, device)}  # fmt: skip
+        rows[kind] = {
+            "trainable": sum(q.numel() for q in params),
+            "ms": training_bench.median_ms(step, p.repeats, device),
+            "peak_memory": training_bench.peak_memory_mb(step, device),
+        }
         del fresh, params, step
         free(device)
     for r in rows.values():
@@ -270,7 +412,9 @@ def pope_questions(n: int) -> tuple[list[str], list]:
 
 
 @torch.no_grad()
-def bench_evaluation(vlm: VLM, p: Preset, device: torch.device, batch_sizes: list[int]) -> list[dict[str, Any]]:
+def bench_evaluation(
+    vlm: VLM, p: Preset, device: torch.device, batch_sizes: list[int]
+) -> list[dict[str, Any]]:
     from vseam_pl.prompts import build_prompts
     from vseam_pl.scoring import generate_answers, score_candidates
 
@@ -289,8 +433,16 @@ def bench_evaluation(vlm: VLM, p: Preset, device: torch.device, batch_sizes: lis
                 _, t, m = measure(fn, device)
                 times.append(t)
             t = sorted(times)[len(times) // 2]
-            out.append({"mode": mode, "batch_size": b, "seconds_per_batch": t, "questions_per_s": b / t,
-                        "peak_memory": m, **({"max_new_tokens": p.gen_tokens} if mode == "generation" else {})})  # fmt: skip
+            out.append(
+                {
+                    "mode": mode,
+                    "batch_size": b,
+                    "seconds_per_batch": t,
+                    "questions_per_s": b / t,
+                    "peak_memory": m,
+                    **({"max_new_tokens": p.gen_tokens} if mode == "generation" else {}),
+                }
+            )
             free(device)
     return out
 
@@ -302,87 +454,153 @@ def targets(r: dict[str, Any]) -> dict[str, Any]:
     attr = d["patching"]["attribution"]
     return {
         "batched_ablation_10x_loop": {"value": best, "met": best >= 10},
-        "attribution_100x_exact_at_rho_0.8": {"value": attr["speedup_vs_exact"], "rho": attr["spearman_rho"],
-                                              "met": attr["speedup_vs_exact"] >= 100 and attr["spearman_rho"] >= 0.8},
+        "attribution_100x_exact_at_rho_0.8": {
+            "value": attr["speedup_vs_exact"],
+            "rho": attr["spearman_rho"],
+            "met": attr["speedup_vs_exact"] >= 100 and attr["spearman_rho"] >= 0.8,
+        },
         "scales_step_3x_forward_less_memory_than_peft": {
             "value": steps["scales"]["time_vs_forward"],
             "met": steps["scales"]["time_vs_forward"] <= 3
-            and steps["scales"]["peak_memory"] < min(steps["ia3"]["peak_memory"], steps["lora"]["peak_memory"])},
-        "folded_1.01x_unmodulated": {"value": inf["folded_vs_unmodulated"], "met": inf["folded_vs_unmodulated"] <= 1.01},
-    }  # fmt: skip
+            and steps["scales"]["peak_memory"]
+            < min(steps["ia3"]["peak_memory"], steps["lora"]["peak_memory"]),
+        },
+        "folded_1.01x_unmodulated": {
+            "value": inf["folded_vs_unmodulated"],
+            "met": inf["folded_vs_unmodulated"] <= 1.01,
+        },
+    }
 
 
 def summary(r: dict[str, Any]) -> str:
     """A short markdown report of the JSON."""
     d, tr = r["discovery"], r["training"]
     m = r["model"]
-    lines = [f"## {r['preset']} ({m['layers']}x{m['heads']} heads, hidden {m['hidden']}, {m['prompt_tokens']} prompt "
-             f"tokens incl. {m['image_tokens']} image tokens) on {r['device']}, {r['dtype']}", "",
-             "| discovery | seconds | rows/s | speed-up | agreement | peak memory (MB) |", "|---|---:|---:|---:|---|---:|",
-             f"| per-head loop ({d['per_head_loop']['heads_run']} heads, scaled to {d['heads']}) | "
-             f"{d['per_head_loop']['seconds_full_grid']:.1f} | {d['per_head_loop']['rows_per_s']:.1f} | 1.0x | | "
-             f"{d['per_head_loop']['peak_memory']:.0f} |"]  # fmt: skip
+    lines = [
+        f"## {r['preset']} ({m['layers']}x{m['heads']} heads, hidden {m['hidden']}, {m['prompt_tokens']} prompt "
+        f"tokens incl. {m['image_tokens']} image tokens) on {r['device']}, {r['dtype']}",
+        "",
+        "| discovery | seconds | rows/s | speed-up | agreement | peak memory (MB) |",
+        "|---|---:|---:|---:|---|---:|",
+        f"| per-head loop ({d['per_head_loop']['heads_run']} heads, scaled to {d['heads']}) | "
+        f"{d['per_head_loop']['seconds_full_grid']:.1f} | {d['per_head_loop']['rows_per_s']:.1f} | 1.0x | | "
+        f"{d['per_head_loop']['peak_memory']:.0f} |",
+    ]
     for row in d["batched_ablation"]:
-        lines.append(f"| batched exact ablation, batch {row['batch_size']} | {row['seconds']:.1f} | "
-                     f"{row['rows_per_s']:.1f} | **{row['speedup_vs_loop']:.1f}x** | max abs diff "
-                     f"{row['max_abs_diff_vs_loop']:.1e} (max score {row['max_abs_score']:.1e}) | {row['peak_memory']:.0f} |")  # fmt: skip
+        lines.append(
+            f"| batched exact ablation, batch {row['batch_size']} | {row['seconds']:.1f} | "
+            f"{row['rows_per_s']:.1f} | **{row['speedup_vs_loop']:.1f}x** | max abs diff "
+            f"{row['max_abs_diff_vs_loop']:.1e} (max score {row['max_abs_score']:.1e}) | {row['peak_memory']:.0f} |"
+        )
     pt = d["patching"]
-    lines.append(f"| exact patching ({pt['pairs']} pairs, batch {pt['exact']['batch_size']}) | {pt['exact']['seconds']:.1f} "
-                 f"| | 1.0x | | {pt['exact']['peak_memory']:.0f} |")  # fmt: skip
+    lines.append(
+        f"| exact patching ({pt['pairs']} pairs, batch {pt['exact']['batch_size']}) | {pt['exact']['seconds']:.1f} "
+        f"| | 1.0x | | {pt['exact']['peak_memory']:.0f} |"
+    )
     for key, label in (("attribution", "attribution"), ("atp_star", "AtP* (GradDrop)")):
         a = pt[key]
-        extra = (f", magnitude vs abs exact {a['magnitude_spearman_rho_vs_abs_exact']:.3f}" if key == "atp_star" else "")
-        lines.append(f"| {label} | {a['seconds']:.2f} | | **{a['speedup_vs_exact']:.1f}x** | Spearman rho "
-                     f"{a['spearman_rho']:.3f}{extra} | {a['peak_memory']:.0f} |")  # fmt: skip
-    lines += ["", f"| training step (batch {tr['batch']}) | trainable | ms | x forward | peak memory (MB) | x forward |",
-              "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
-    for key, label in (("frozen_forward", "frozen forward"), ("scales", "V-SEAM scales"), ("ia3", "peft IA3"),
-                       ("lora", "peft LoRA r=8")):  # fmt: skip
+        extra = (
+            f", magnitude vs abs exact {a['magnitude_spearman_rho_vs_abs_exact']:.3f}"
+            if key == "atp_star"
+            else ""
+        )
+        lines.append(
+            f"| {label} | {a['seconds']:.2f} | | **{a['speedup_vs_exact']:.1f}x** | Spearman rho "
+            f"{a['spearman_rho']:.3f}{extra} | {a['peak_memory']:.0f} |"
+        )
+    lines += [
+        "",
+        f"| training step (batch {tr['batch']}) | trainable | ms | x forward | peak memory (MB) | x forward |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for key, label in (
+        ("frozen_forward", "frozen forward"),
+        ("scales", "V-SEAM scales"),
+        ("ia3", "peft IA3"),
+        ("lora", "peft LoRA r=8"),
+    ):
         s = tr["steps"][key]
         mem = f"{s['memory_vs_forward']:.2f}" if s["memory_vs_forward"] is not None else "n/a"
-        lines.append(f"| {label} | {s['trainable']:,} | {s['ms']:.1f} | {s['time_vs_forward']:.2f} | "
-                     f"{s['peak_memory']:.0f} | {mem} |")  # fmt: skip
+        lines.append(
+            f"| {label} | {s['trainable']:,} | {s['ms']:.1f} | {s['time_vs_forward']:.2f} | "
+            f"{s['peak_memory']:.0f} | {mem} |"
+        )
     inf = tr["inference"]
-    lines += ["", f"inference: attached {inf['attached_vs_unmodulated']:.3f}x, folded {inf['folded_vs_unmodulated']:.3f}x "
-              f"unmodulated ({inf['unmodulated_ms']:.1f} ms); folded vs attached loss {inf['folded_loss']:.5f} vs "
-              f"{inf['attached_loss']:.5f}", "", "| evaluation | batch | questions/s | peak memory (MB) |",
-              "|---|---:|---:|---:|"]  # fmt: skip
+    lines += [
+        "",
+        f"inference: attached {inf['attached_vs_unmodulated']:.3f}x, folded {inf['folded_vs_unmodulated']:.3f}x "
+        f"unmodulated ({inf['unmodulated_ms']:.1f} ms); folded vs attached loss {inf['folded_loss']:.5f} vs "
+        f"{inf['attached_loss']:.5f}",
+        "",
+        "| evaluation | batch | questions/s | peak memory (MB) |",
+        "|---|---:|---:|---:|",
+    ]
     for e in r["evaluation"]:
-        lines.append(f"| {e['mode']} | {e['batch_size']} | {e['questions_per_s']:.1f} | {e['peak_memory']:.0f} |")
-    lines += ["", "targets: " + ", ".join(f"{k} {'met' if v['met'] else 'MISSED'} ({v['value']:.2f})"
-                                          for k, v in r["targets"].items())]  # fmt: skip
+        lines.append(
+            f"| {e['mode']} | {e['batch_size']} | {e['questions_per_s']:.1f} | {e['peak_memory']:.0f} |"
+        )
+    lines += [
+        "",
+        "targets: "
+        + ", ".join(
+            f"{k} {'met' if v['met'] else 'MISSED'} ({v['value']:.2f})" for k, v in r["targets"].items()
+        ),
+    ]
     return "\n".join(lines)
 
 
-def run(preset: str, device: torch.device, batch_sizes: list[int] | None, eval_batch_sizes: list[int] | None,
-        command: str, save: Callable[[dict[str, Any]], None] = lambda _r: None,
-        dtype: str | None = None) -> dict[str, Any]:  # fmt: skip
+def run(
+    preset: str,
+    device: torch.device,
+    batch_sizes: list[int] | None,
+    eval_batch_sizes: list[int] | None,
+    command: str,
+    save: Callable[[dict[str, Any]], None] = lambda _r: None,
+    dtype: str | None = None,
+) -> dict[str, Any]:
     """Every part in turn; `save(result)` after each, so a run cut short by a timeout keeps what it measured."""
     p = PRESETS[preset]
     with tempfile.TemporaryDirectory() as tmp:
         pairs_path = discovery_bench.synthetic_pairs(Path(tmp) / "synth")
         pairs = load_pairs(pairs_path)
-        words = sorted(set(synthetic_words()) | {w.strip("?.,").lower() for q in pairs for w in q.question.split()}
-                       | {"yes", "no"})  # fmt: skip
+        words = sorted(
+            set(synthetic_words())
+            | {w.strip("?.,").lower() for q in pairs for w in q.question.split()}
+            | {"yes", "no"}
+        )
         vlm = build_vlm(preset, words, device, dtype)
         item = prepare_pairs(vlm, pairs[:1])[0]
         enc = encode(vlm, [item.prompt], images_of([item], "clean"))
-        n_image = p.qformer["query_tokens"] if p.family == "instructblip" else (
-            p.vision["image_size"] // p.vision["patch_size"]) ** 2  # fmt: skip
+        n_image = (
+            p.qformer["query_tokens"]
+            if p.family == "instructblip"
+            else (p.vision["image_size"] // p.vision["patch_size"]) ** 2
+        )
         result: dict[str, Any] = {
-            "preset": preset, "command": command, "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or 'x86_64'}, "
-                      f"{torch.get_num_threads()} thread(s))",
-            "dtype": str(vlm.dtype).replace("torch.", ""), "torch": torch.__version__,
-            "model": {"layers": vlm.num_layers, "heads": vlm.num_heads, "hidden": vlm.hidden_size,
-                      "parameters": sum(q.numel() for q in vlm.model.parameters()),
-                      "image_tokens": n_image, "prompt_tokens": int(enc.input_ids.shape[1])},
-        }  # fmt: skip
+            "preset": preset,
+            "command": command,
+            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "device": torch.cuda.get_device_name(device)
+            if device.type == "cuda"
+            else f"cpu ({platform.processor() or 'x86_64'}, {torch.get_num_threads()} thread(s))",
+            "dtype": str(vlm.dtype).replace("torch.", ""),
+            "torch": torch.__version__,
+            "model": {
+                "layers": vlm.num_layers,
+                "heads": vlm.num_heads,
+                "hidden": vlm.hidden_size,
+                "parameters": sum(q.numel() for q in vlm.model.parameters()),
+                "image_tokens": n_image,
+                "prompt_tokens": int(enc.input_ids.shape[1]),
+            },
+        }
         bs = batch_sizes or list(p.batch_sizes)
         save(result)
         start = time.perf_counter()
-        say = lambda part: print(f"[scale] {part} done at {time.perf_counter() - start:.0f} s", file=sys.stderr,  # noqa: E731
-                                 flush=True)  # fmt: skip
+
+        def say(part: str) -> None:
+            print(f"[scale] {part} done at {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+
         result["discovery"] = bench_discovery(vlm, pairs, p, device, bs)
         save(result)
         say("discovery")
@@ -410,16 +628,25 @@ def synthetic_words() -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=list(PRESETS), default="tiny")
-    p.add_argument("--device", default=None, help="default: cuda when available (big presets need it), else cpu")
-    p.add_argument("--batch-sizes", type=int, nargs="+", help="discovery rows per forward (default: the preset's)")
+    p.add_argument(
+        "--device", default=None, help="default: cuda when available (big presets need it), else cpu"
+    )
+    p.add_argument(
+        "--batch-sizes", type=int, nargs="+", help="discovery rows per forward (default: the preset's)"
+    )
     p.add_argument("--eval-batch-sizes", type=int, nargs="+", help="evaluation questions per batch")
     p.add_argument("--threads", type=int, default=1, help="torch threads on CPU")
-    p.add_argument("--dtype", help="override the preset's weight dtype (e.g. bfloat16 to try the GPU path on CPU)")
+    p.add_argument(
+        "--dtype", help="override the preset's weight dtype (e.g. bfloat16 to try the GPU path on CPU)"
+    )
     p.add_argument("--json", help="write every number here")
     args = p.parse_args(argv)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if args.preset != "tiny" and device.type != "cuda":
-        print(f"error: preset {args.preset} needs a GPU (its weights alone take 14-26 GB in bf16)", file=sys.stderr)
+        print(
+            f"error: preset {args.preset} needs a GPU (its weights alone take 14-26 GB in bf16)",
+            file=sys.stderr,
+        )
         return 2
     torch.set_num_threads(args.threads)
     command = "python bench/scale.py " + " ".join(argv if argv is not None else sys.argv[1:])

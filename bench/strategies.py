@@ -46,7 +46,9 @@ class Probe(Callback):
             if p.grad is not None:
                 self.with_grad.add(name.replace("_fsdp_wrapped_module.", "").replace("_forward_module.", ""))
 
-    def on_train_batch_end(self, trainer: Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         self.losses.append(float(loss))
 
@@ -59,8 +61,11 @@ def strategy_for(name: str) -> Any:
     from transformers.models.clip.modeling_clip import CLIPEncoderLayer
     from transformers.models.llama.modeling_llama import LlamaDecoderLayer
 
-    return FSDPStrategy(auto_wrap_policy={LlamaDecoderLayer, CLIPEncoderLayer}, state_dict_type="full",
-                        sharding_strategy="FULL_SHARD")  # fmt: skip
+    return FSDPStrategy(
+        auto_wrap_policy={LlamaDecoderLayer, CLIPEncoderLayer},
+        state_dict_type="full",
+        sharding_strategy="FULL_SHARD",
+    )
 
 
 def unavailable(name: str, accelerator: str) -> str | None:
@@ -77,16 +82,37 @@ def unavailable(name: str, accelerator: str) -> str | None:
     return None
 
 
-def run_one(name: str, model: str, data_root: Path, out: Path, steps: int, batch: int, accelerator: str,
-            precision: str, dtype: str) -> dict[str, Any]:  # fmt: skip
+def run_one(
+    name: str,
+    model: str,
+    data_root: Path,
+    out: Path,
+    steps: int,
+    batch: int,
+    accelerator: str,
+    precision: str,
+    dtype: str,
+) -> dict[str, Any]:
     seed_everything(0, verbose=False)
     module = HeadModulationModule(model=model, dtype=dtype, attn_implementation="eager", lr=0.05)
-    data = GQADataModule(root=str(data_root), batch_size=batch, num_workers=0, shuffle_buffer=0, limit=steps * batch)
+    data = GQADataModule(
+        root=str(data_root), batch_size=batch, num_workers=0, shuffle_buffer=0, limit=steps * batch
+    )
     probe = Probe()
-    trainer = Trainer(accelerator=accelerator, devices=1, strategy=strategy_for(name), precision=precision,
-                      max_steps=steps, limit_val_batches=0, logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(out),
-                      callbacks=[probe])  # fmt: skip
+    trainer = Trainer(
+        accelerator=accelerator,
+        devices=1,
+        strategy=strategy_for(name),
+        precision=precision,
+        max_steps=steps,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(out),
+        callbacks=[probe],
+    )
     trainer.fit(module, datamodule=data)
     ckpt_path = out / f"{name}.ckpt"
     trainer.save_checkpoint(ckpt_path)
@@ -94,12 +120,22 @@ def run_one(name: str, model: str, data_root: Path, out: Path, steps: int, batch
     state = torch.load(ckpt, map_location="cpu", weights_only=False)  # written by this process just above
     keys = sorted(state.get("state_dict", state.get("module", {})))
     scales = module.modulation.scales.detach().float().cpu().clone()
-    return {"strategy": name, "losses": probe.losses, "params_with_grad": sorted(probe.with_grad),
-            "checkpoint_keys": keys, "checkpoint_bytes": _size(ckpt_path), "scales": scales}  # fmt: skip
+    return {
+        "strategy": name,
+        "losses": probe.losses,
+        "params_with_grad": sorted(probe.with_grad),
+        "checkpoint_keys": keys,
+        "checkpoint_bytes": _size(ckpt_path),
+        "scales": scales,
+    }
 
 
 def _size(path: Path) -> int:
-    return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return (
+        path.stat().st_size
+        if path.is_file()
+        else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    )
 
 
 def check(results: list[dict[str, Any]], atol: float) -> list[dict[str, Any]]:
@@ -110,22 +146,28 @@ def check(results: list[dict[str, Any]], atol: float) -> list[dict[str, Any]]:
         if "skipped" in r:
             rows.append({"strategy": r["strategy"], "skipped": r["skipped"]})
             continue
-        diff = max(abs(a - b) for a, b in zip(r["losses"], ref["losses"], strict=True)) if r["losses"] else float("nan")
+        diff = (
+            max(abs(a - b) for a, b in zip(r["losses"], ref["losses"], strict=True))
+            if r["losses"]
+            else float("nan")
+        )
         scale_diff = float((r["scales"] - ref["scales"]).abs().max())
         only = [k.removeprefix("_forward_module.") for k in r["checkpoint_keys"]]
-        rows.append({
-            "strategy": r["strategy"],
-            "steps": len(r["losses"]),
-            "losses": [round(x, 6) for x in r["losses"]],
-            "only_scales_get_grad": r["params_with_grad"] == ["modulation.scales"],
-            "params_with_grad": r["params_with_grad"],
-            "max_loss_diff_vs_single": diff,
-            "loss_matches_single": diff <= atol * max(1.0, max(abs(x) for x in ref["losses"])),
-            "max_scale_diff_vs_single": scale_diff,
-            "checkpoint_only_scales": only == ["modulation.scales"],
-            "checkpoint_keys": r["checkpoint_keys"][:5],
-            "checkpoint_bytes": r["checkpoint_bytes"],
-        })  # fmt: skip
+        rows.append(
+            {
+                "strategy": r["strategy"],
+                "steps": len(r["losses"]),
+                "losses": [round(x, 6) for x in r["losses"]],
+                "only_scales_get_grad": r["params_with_grad"] == ["modulation.scales"],
+                "params_with_grad": r["params_with_grad"],
+                "max_loss_diff_vs_single": diff,
+                "loss_matches_single": diff <= atol * max(1.0, max(abs(x) for x in ref["losses"])),
+                "max_scale_diff_vs_single": scale_diff,
+                "checkpoint_only_scales": only == ["modulation.scales"],
+                "checkpoint_keys": r["checkpoint_keys"][:5],
+                "checkpoint_bytes": r["checkpoint_bytes"],
+            }
+        )
     return rows
 
 
@@ -147,8 +189,11 @@ def save_preset(preset: str, dtype: str, folder: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="checkpoints/tiny-llava", help="model folder")
-    p.add_argument("--preset", help="instead of --model: a bench/scale.py preset with random weights (e.g. "
-                                    "llava-1.5-7b), built on the GPU and saved to a temporary folder")
+    p.add_argument(
+        "--preset",
+        help="instead of --model: a bench/scale.py preset with random weights (e.g. "
+        "llava-1.5-7b), built on the GPU and saved to a temporary folder",
+    )
     p.add_argument("--strategies", nargs="+", default=["auto", "fsdp", "deepspeed_stage_2"])
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--batch", type=int, default=2)
@@ -172,8 +217,19 @@ def main(argv: list[str] | None = None) -> int:
             if why:
                 results.append({"strategy": name, "skipped": why})
                 continue
-            results.append(run_one(name, args.model, root, Path(tmp) / name, args.steps, args.batch, args.accelerator,
-                                   args.precision, args.dtype))  # fmt: skip
+            results.append(
+                run_one(
+                    name,
+                    args.model,
+                    root,
+                    Path(tmp) / name,
+                    args.steps,
+                    args.batch,
+                    args.accelerator,
+                    args.precision,
+                    args.dtype,
+                )
+            )
     rows = check(results, args.atol)
     text = json.dumps(rows, indent=2)
     print(text)
@@ -181,8 +237,11 @@ def main(argv: list[str] | None = None) -> int:
         from vseam_pl.io import write_text
 
         write_text(args.json, text + "\n")
-    ok = all("skipped" in r or (r["only_scales_get_grad"] and r["loss_matches_single"] and r["checkpoint_only_scales"])
-             for r in rows)  # fmt: skip
+    ok = all(
+        "skipped" in r
+        or (r["only_scales_get_grad"] and r["loss_matches_single"] and r["checkpoint_only_scales"])
+        for r in rows
+    )
     return 0 if ok else 1
 
 

@@ -113,8 +113,10 @@ def inject_peft(vlm: VLM, kind: str, device: torch.device) -> list[torch.nn.Para
     from peft import IA3Config, LoraConfig, inject_adapter_in_model
 
     if kind == "ia3":
-        config = IA3Config(target_modules=LANGUAGE + r"(k_proj|v_proj|down_proj)",
-                           feedforward_modules=LANGUAGE + r"down_proj")  # fmt: skip
+        config = IA3Config(
+            target_modules=LANGUAGE + r"(k_proj|v_proj|down_proj)",
+            feedforward_modules=LANGUAGE + r"down_proj",
+        )
     else:
         config = LoraConfig(r=8, lora_alpha=16, target_modules=LANGUAGE + r"(q_proj|v_proj)")
     inject_adapter_in_model(config, vlm.model)
@@ -146,8 +148,9 @@ def random_scales(vlm: VLM) -> HeadModulation:
     return mod
 
 
-def inference_times(vlm: VLM, mod: HeadModulation, batch: tuple, repeats: int,
-                    device: torch.device) -> tuple[float, float, float, float, float]:  # fmt: skip
+def inference_times(
+    vlm: VLM, mod: HeadModulation, batch: tuple, repeats: int, device: torch.device
+) -> tuple[float, float, float, float, float]:
     """Median no-grad forward ms with no modulation, scales attached as hooks and scales folded into `o_proj`,
     timed in alternation so load drift on shared machines hits all three alike; and the attached and folded
     losses (checked equal: folding is the same computation)."""
@@ -176,11 +179,20 @@ def run(model_dir: str, batch_size: int, repeats: int, device: torch.device) -> 
     vlm = load_vlm(model_dir, device=device)
     batch = load_batch(vlm, batch_size)
     forward = frozen_forward(vlm, batch)
-    rows = [("frozen forward (no grad)", 0, median_ms(forward, repeats, device), peak_memory_mb(forward, device))]
+    rows = [
+        ("frozen forward (no grad)", 0, median_ms(forward, repeats, device), peak_memory_mb(forward, device))
+    ]
 
     mod = random_scales(vlm).to(device).attach(vlm)
     step = training_step(vlm, [mod.scales], batch)
-    rows.append(("V-SEAM scales step", mod.scales.numel(), median_ms(step, repeats, device), peak_memory_mb(step, device)))
+    rows.append(
+        (
+            "V-SEAM scales step",
+            mod.scales.numel(),
+            median_ms(step, repeats, device),
+            peak_memory_mb(step, device),
+        )
+    )
     mod.detach()
 
     for kind, label in (("ia3", "peft IA3 step"), ("lora", "peft LoRA r=8 step")):
@@ -190,7 +202,9 @@ def run(model_dir: str, batch_size: int, repeats: int, device: torch.device) -> 
         rows.append((label, n, median_ms(step, repeats, device), peak_memory_mb(step, device)))
         del peft_vlm, params, step
 
-    t_none, t_attached, t_folded, attached_loss, folded_loss = inference_times(vlm, mod, batch, repeats, device)
+    t_none, t_attached, t_folded, attached_loss, folded_loss = inference_times(
+        vlm, mod, batch, repeats, device
+    )
 
     base_t, base_m = rows[0][2], rows[0][3]
     mem_kind = "torch.cuda.max_memory_allocated" if device.type == "cuda" else "peak RSS rise (VmHWM)"
@@ -223,7 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="checkpoints/tiny-llava", help="model folder or hub id")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--threads", type=int, default=1, help="torch threads on CPU (1 is steadiest on shared cores)")
+    p.add_argument(
+        "--threads", type=int, default=1, help="torch threads on CPU (1 is steadiest on shared cores)"
+    )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", help="also write the table here")
     args = p.parse_args(argv)

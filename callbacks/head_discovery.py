@@ -75,17 +75,32 @@ class HeadDiscovery(pl.Callback):
     ):
         if init_scales not in (None, "closed_form", "topk"):
             raise ValueError(f"init_scales must be None, 'closed_form' or 'topk', got {init_scales!r}")
-        self.config = DiscoveryConfig(method=method, ablation_mode=ablation_mode, ablation_image=ablation_image,
-                                      direction=direction, batch_size=batch_size, pair_batch=pair_batch,
-                                      top_k=top_k, filter=filter, protocol=protocol, instruction=instruction,
-                                      patching_norm=patching_norm, min_edit_effect=min_edit_effect)  # fmt: skip
+        self.config = DiscoveryConfig(
+            method=method,
+            ablation_mode=ablation_mode,
+            ablation_image=ablation_image,
+            direction=direction,
+            batch_size=batch_size,
+            pair_batch=pair_batch,
+            top_k=top_k,
+            filter=filter,
+            protocol=protocol,
+            instruction=instruction,
+            patching_norm=patching_norm,
+            min_edit_effect=min_edit_effect,
+        )
         self.config.validate()
         self.set_config = None
         if set_ablation is not None:
             if method != "ablation":
-                raise ValueError("set_ablation needs method='ablation' scores (it ablates the top positive/negative heads)")
-            self.set_config = SetAblationConfig(**{"k": top_k, "pair_batch": pair_batch, **set_ablation},
-                                                protocol=protocol, instruction=instruction)  # fmt: skip
+                raise ValueError(
+                    "set_ablation needs method='ablation' scores (it ablates the top positive/negative heads)"
+                )
+            self.set_config = SetAblationConfig(
+                **{"k": top_k, "pair_batch": pair_batch, **set_ablation},
+                protocol=protocol,
+                instruction=instruction,
+            )
         self.pairs, self.levels, self.categories, self.limit = pairs, levels, categories, limit
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.init_scales, self.init_group, self.init_kwargs = init_scales, init_group, dict(init_kwargs or {})
@@ -103,10 +118,13 @@ class HeadDiscovery(pl.Callback):
         """Standalone use: score the heads of `vlm` (no trainer needed)."""
         out = out_dir if out_dir is not None else self.out_dir
         pairs = self.load()
-        self.result = run_discovery(vlm, pairs, self.config, out_dir=out, resume=self.resume and out is not None,
-                                    sink=sink)  # fmt: skip
+        self.result = run_discovery(
+            vlm, pairs, self.config, out_dir=out, resume=self.resume and out is not None, sink=sink
+        )
         if self.set_config is not None:
-            self.set_result = run_set_ablation(vlm, pairs, self.result.scores, self.set_config, out_dir=out, sink=sink)
+            self.set_result = run_set_ablation(
+                vlm, pairs, self.result.scores, self.set_config, out_dir=out, sink=sink
+            )
         return self.result
 
     def run_dir(self, trainer: pl.Trainer) -> Path:
@@ -117,7 +135,11 @@ class HeadDiscovery(pl.Callback):
     def resolve_pairs(self, trainer: pl.Trainer) -> None:
         """A relative manifest path that does not exist from the working directory is taken relative to the
         DataModule's `root` (so `pairs: train/pairs/pairs.jsonl` follows `--data.root`)."""
-        if not isinstance(self.pairs, (str, os.PathLike)) or Path(self.pairs).is_absolute() or Path(self.pairs).exists():
+        if (
+            not isinstance(self.pairs, (str, os.PathLike))
+            or Path(self.pairs).is_absolute()
+            or Path(self.pairs).exists()
+        ):
             return
         root = getattr(getattr(trainer, "datamodule", None), "root", None)
         if root is not None and (Path(root) / self.pairs).exists():
@@ -135,7 +157,9 @@ class HeadDiscovery(pl.Callback):
         if self.log_figures and logger is not None and trainer.is_global_zero:
 
             def sink(tag: str, fig: Any) -> None:
-                logger.experiment.add_figure(f"head_discovery/{tag}", fig, global_step=trainer.global_step, close=False)
+                logger.experiment.add_figure(
+                    f"head_discovery/{tag}", fig, global_step=trainer.global_step, close=False
+                )
 
         out = self.run_dir(trainer)
         try:
@@ -144,13 +168,22 @@ class HeadDiscovery(pl.Callback):
             if reattach:
                 modulation.attach(vlm)
         if trainer.logger is not None and result.filter_report is not None:
-            trainer.logger.log_metrics({f"head_discovery/filter_{k}": float(v) for k, v in result.filter_report.items()},
-                                       step=trainer.global_step)  # fmt: skip
+            trainer.logger.log_metrics(
+                {f"head_discovery/filter_{k}": float(v) for k, v in result.filter_report.items()},
+                step=trainer.global_step,
+            )
         if self.init_scales is not None:
             if modulation is None:
-                raise AttributeError("HeadDiscovery(init_scales=...) needs `pl_module.modulation` (a HeadModulation)")
-            scales = init_scales_from_scores(result.scores, self.init_scales, group=self.init_group,
-                                             k=self.config.top_k, **self.init_kwargs)  # fmt: skip
+                raise AttributeError(
+                    "HeadDiscovery(init_scales=...) needs `pl_module.modulation` (a HeadModulation)"
+                )
+            scales = init_scales_from_scores(
+                result.scores,
+                self.init_scales,
+                group=self.init_group,
+                k=self.config.top_k,
+                **self.init_kwargs,
+            )
             apply_init_scales(modulation, scales)
             if trainer.is_global_zero:
                 modulation.save(out / "init_scales.safetensors")

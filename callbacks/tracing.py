@@ -64,7 +64,12 @@ class CausalTracing(Callback):
         if bad or not self.stages:
             raise ValueError(f"unknown stages {bad or self.stages}; expected some of {list(STAGES)}")
         self.batch_size, self.min_gap, self.ci = batch_size, min_gap, ci
-        self.modulated, self.resume, self.instruction, self.log_figures = modulated, resume, instruction, log_figures
+        self.modulated, self.resume, self.instruction, self.log_figures = (
+            modulated,
+            resume,
+            instruction,
+            log_figures,
+        )
         self.results: dict[str, TraceResult] = {}
 
     def load(self) -> list[ImagePair]:
@@ -102,10 +107,20 @@ class CausalTracing(Callback):
         if detach:
             modulation.detach()
         try:
-            result = run_tracing(vlm, self.load(), self.run_dir(trainer, stage), self.analyses,
-                                 batch_size=self.batch_size, resume=self.resume, overwrite=not self.resume,
-                                 instruction=self.instruction, min_gap=self.min_gap, ci=self.ci, variant=variant,
-                                 log=lambda msg: None)  # fmt: skip
+            result = run_tracing(
+                vlm,
+                self.load(),
+                self.run_dir(trainer, stage),
+                self.analyses,
+                batch_size=self.batch_size,
+                resume=self.resume,
+                overwrite=not self.resume,
+                instruction=self.instruction,
+                min_gap=self.min_gap,
+                ci=self.ci,
+                variant=variant,
+                log=lambda msg: None,
+            )
         finally:
             if detach:
                 modulation.attach(vlm)
@@ -118,7 +133,9 @@ class CausalTracing(Callback):
         for level, bands in result.aggregated.get("layers", {}).items():
             for g, group in enumerate(GROUPS):
                 curve = bands["recovery"].mean[g]
-                metrics[f"tracing/{stage}/{level}/{group}_recovery_max"] = float(curve.nan_to_num(float("-inf")).max())
+                metrics[f"tracing/{stage}/{level}/{group}_recovery_max"] = float(
+                    curve.nan_to_num(float("-inf")).max()
+                )
                 metrics[f"tracing/{stage}/{level}/{group}_recovery_mean"] = float(curve.nanmean())
         if metrics:
             for logger in trainer.loggers:
@@ -128,4 +145,6 @@ class CausalTracing(Callback):
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 for name, fig in result.figures.items():
-                    logger.experiment.add_figure(f"tracing/{stage}/{name}", fig, global_step=step, close=False)
+                    logger.experiment.add_figure(
+                        f"tracing/{stage}/{name}", fig, global_step=step, close=False
+                    )

@@ -46,11 +46,28 @@ def trainable_vlm(model, processor, name: str) -> VLM:
     """A VLM view of a model we are *training* (load_vlm/wrap_vlm freeze weights; here we must not)."""
     decoder = find_decoder(model)
     cfg = model.config.get_text_config()
-    return VLM(model, processor, name, model_family(model), decoder, len(decoder.layers), cfg.num_attention_heads,
-               cfg.num_key_value_heads, cfg.hidden_size // cfg.num_attention_heads, cfg.hidden_size)  # fmt: skip
+    return VLM(
+        model,
+        processor,
+        name,
+        model_family(model),
+        decoder,
+        len(decoder.layers),
+        cfg.num_attention_heads,
+        cfg.num_key_value_heads,
+        cfg.hidden_size // cfg.num_attention_heads,
+        cfg.hidden_size,
+    )
 
 
-def sample_batch(world: SceneWorld, rng: random.Random, vlm: VLM, size: int, caption_share: float, verify_weight: float = 1.0):
+def sample_batch(
+    world: SceneWorld,
+    rng: random.Random,
+    vlm: VLM,
+    size: int,
+    caption_share: float,
+    verify_weight: float = 1.0,
+):
     """`size` examples: captions with probability `caption_share`, else one of the scene's questions, yes/no ones
     drawn `verify_weight` times as often as open ones (verification is what is slowest to learn)."""
     prompts, images, answers = [], [], []
@@ -60,7 +77,9 @@ def sample_batch(world: SceneWorld, rng: random.Random, vlm: VLM, size: int, cap
             question, answer, instruction = CAPTION_PROMPT, world.caption(scene, rng), None
         else:
             pairs = world.qa_pairs(scene, rng)
-            qa = rng.choices(pairs, weights=[verify_weight if q.answer in ("yes", "no") else 1.0 for q in pairs])[0]
+            qa = rng.choices(
+                pairs, weights=[verify_weight if q.answer in ("yes", "no") else 1.0 for q in pairs]
+            )[0]
             question, answer, instruction = qa.question, qa.answer, DEFAULT_INSTRUCTION
         prompts.append(build_prompt(vlm, question, instruction))
         images.append(world.render(scene))
@@ -72,7 +91,9 @@ def vision_tower(model) -> nn.Module:
     return model.model.vision_tower if model.config.model_type == "llava" else model.vision_model
 
 
-def optimizer_step(opt: torch.optim.Optimizer, params: list, loss: torch.Tensor, running: float | None) -> float:
+def optimizer_step(
+    opt: torch.optim.Optimizer, params: list, loss: torch.Tensor, running: float | None
+) -> float:
     """One clipped step; returns the smoothed loss for the log."""
     opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -85,7 +106,9 @@ def vision_features(model, pixel_values: torch.Tensor) -> torch.Tensor:
     """The patch features the language side reads: LLaVA's `vision_feature_layer`, InstructBLIP's last layer."""
     tower = vision_tower(model)
     if model.config.model_type == "llava":
-        return tower(pixel_values, output_hidden_states=True).hidden_states[model.config.vision_feature_layer][:, 1:]
+        return tower(pixel_values, output_hidden_states=True).hidden_states[
+            model.config.vision_feature_layer
+        ][:, 1:]
     return tower(pixel_values).last_hidden_state[:, 1:]
 
 
@@ -94,14 +117,18 @@ class PatchHeads(nn.Module):
 
     def __init__(self, dim: int) -> None:
         super().__init__()
-        self.heads = nn.ModuleDict({attr: nn.Linear(dim, len(labels)) for attr, labels in PATCH_LABELS.items()})
+        self.heads = nn.ModuleDict(
+            {attr: nn.Linear(dim, len(labels)) for attr, labels in PATCH_LABELS.items()}
+        )
         self.place = nn.Linear(dim, len(PLACES))
 
     def loss(self, feats: torch.Tensor, shares: dict[str, torch.Tensor], places: torch.Tensor):
         logits = {attr: head(feats) for attr, head in self.heads.items()}
         losses = {attr: -(shares[attr] * F.log_softmax(logits[attr], -1)).sum(-1).mean() for attr in logits}
         place_logits = self.place(feats)
-        losses["place"] = F.cross_entropy(place_logits.flatten(0, 1), places[:, None].expand(feats.shape[:2]).flatten())
+        losses["place"] = F.cross_entropy(
+            place_logits.flatten(0, 1), places[:, None].expand(feats.shape[:2]).flatten()
+        )
         # which object class, on patches at least a quarter covered by objects
         mostly = shares["name"][..., 1:].sum(-1) >= 0.25
         hit = logits["name"][..., 1:].argmax(-1) == shares["name"][..., 1:].argmax(-1)
@@ -132,8 +159,18 @@ def pretrain_vision(model, processor, world: SceneWorld, rng: random.Random, arg
         running = optimizer_step(opt, params, loss, running)
         if (step + 1) % args.log_every == 0 or step == 0 or step + 1 == args.vision_steps:
             elapsed = time.time() - start
-            print(f"vision step {step + 1}/{args.vision_steps} loss {running:.3f} class acc {acc:.2f} ({elapsed / 60:.1f} min)", flush=True)
-            history.append({"step": step + 1, "loss": round(running, 4), "class_acc": round(acc, 3), "minutes": round(elapsed / 60, 2)})
+            print(
+                f"vision step {step + 1}/{args.vision_steps} loss {running:.3f} class acc {acc:.2f} ({elapsed / 60:.1f} min)",
+                flush=True,
+            )
+            history.append(
+                {
+                    "step": step + 1,
+                    "loss": round(running, 4),
+                    "class_acc": round(acc, 3),
+                    "minutes": round(elapsed / 60, 2),
+                }
+            )
     return history
 
 
@@ -178,22 +215,51 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--warmup", type=int, default=100)
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads (0: torch's default). The vision stage's float rounding depends on it, so a recipe "
-                         "reproduces bit for bit only at the thread count it was run with (bench/pretraining.py)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (0: torch's default). The vision stage's float rounding depends on it, so a recipe "
+        "reproduces bit for bit only at the thread count it was run with (bench/pretraining.py)",
+    )
     ap.add_argument("--log-every", type=int, default=50)
-    ap.add_argument("--caption-share", type=float, default=0.1, help="share of caption examples in the mixture")
-    ap.add_argument("--verify-weight", type=float, default=2.0, help="how much more often yes/no questions are drawn than open ones")
-    ap.add_argument("--reduction", choices=["example", "token"], default="example",
-                    help="loss averaging: per example, or per answer token (captions then weigh more)")
+    ap.add_argument(
+        "--caption-share", type=float, default=0.1, help="share of caption examples in the mixture"
+    )
+    ap.add_argument(
+        "--verify-weight",
+        type=float,
+        default=2.0,
+        help="how much more often yes/no questions are drawn than open ones",
+    )
+    ap.add_argument(
+        "--reduction",
+        choices=["example", "token"],
+        default="example",
+        help="loss averaging: per example, or per answer token (captions then weigh more)",
+    )
     ap.add_argument("--init-from", default=None, help="continue from a saved model folder (a second stage)")
     ap.add_argument("--patch-size", type=int, default=16, help="vision patch size on the 64-pixel images")
     ap.add_argument("--vision-hidden", type=int, default=128, help="vision tower width")
-    ap.add_argument("--vision-steps", type=int, default=3000, help="stage 1: dense patch-label steps (0 skips; not with --init-from)")
+    ap.add_argument(
+        "--vision-steps",
+        type=int,
+        default=3000,
+        help="stage 1: dense patch-label steps (0 skips; not with --init-from)",
+    )
     ap.add_argument("--vision-batch-size", type=int, default=32)
     ap.add_argument("--vision-lr", type=float, default=2e-3)
-    ap.add_argument("--train-vision", action="store_true", help="also train the vision tower in the language stage (default: frozen, as LLaVA keeps CLIP)")
-    ap.add_argument("--eval-every", type=int, default=500, help="held-out yes/no accuracy every N steps (0: only at the end)")
+    ap.add_argument(
+        "--train-vision",
+        action="store_true",
+        help="also train the vision tower in the language stage (default: frozen, as LLaVA keeps CLIP)",
+    )
+    ap.add_argument(
+        "--eval-every",
+        type=int,
+        default=500,
+        help="held-out yes/no accuracy every N steps (0: only at the end)",
+    )
     ap.add_argument("--eval-per-kind", type=int, default=200)
     args = ap.parse_args()
     if args.threads:
@@ -203,24 +269,34 @@ def main() -> None:
     torch.manual_seed(args.seed)
     world = SceneWorld(image_size=64)
     builder = build_tiny_llava if args.arch == "llava" else build_tiny_instructblip
-    sizes = TinySizes(patch_size=args.patch_size, vision_hidden=args.vision_hidden, text_kv_heads=8 if args.arch == "llava" else 4)
+    sizes = TinySizes(
+        patch_size=args.patch_size,
+        vision_hidden=args.vision_hidden,
+        text_kv_heads=8 if args.arch == "llava" else 4,
+    )
     if args.init_from:
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         model = AutoModelForImageTextToText.from_pretrained(args.init_from, dtype=torch.float32)
         processor = AutoProcessor.from_pretrained(args.init_from)
     else:
-        model, processor = builder(world.vocabulary() + CAPTION_PROMPT.lower().replace(".", "").split(), sizes)
+        model, processor = builder(
+            world.vocabulary() + CAPTION_PROMPT.lower().replace(".", "").split(), sizes
+        )
     vlm = trainable_vlm(model, processor, Path(args.out).name)
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"{args.arch}: {n_params / 1e6:.2f}M parameters, decoder {vlm.num_layers} layers x {vlm.num_heads} heads")
+    print(
+        f"{args.arch}: {n_params / 1e6:.2f}M parameters, decoder {vlm.num_layers} layers x {vlm.num_heads} heads"
+    )
     heldout = heldout_questions(world, args.eval_per_kind)
     continuation = f"-from-{Path(args.init_from).name}" if args.init_from else ""
     rng = random.Random(f"{STREAM}-{args.seed}{continuation}")
 
     start = time.time()
-    vision_history = [] if args.init_from or not args.vision_steps else pretrain_vision(model, processor, world, rng, args)
+    vision_history = (
+        [] if args.init_from or not args.vision_steps else pretrain_vision(model, processor, world, rng, args)
+    )
     vision_tower(model).requires_grad_(args.train_vision)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
@@ -228,7 +304,9 @@ def main() -> None:
     for step in range(args.steps):
         for group in opt.param_groups:
             group["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
-        prompts, images, answers = sample_batch(world, rng, vlm, args.batch_size, args.caption_share, args.verify_weight)
+        prompts, images, answers = sample_batch(
+            world, rng, vlm, args.batch_size, args.caption_share, args.verify_weight
+        )
         loss = answer_loss(vlm, prompts, images, answers, reduction=args.reduction)
         running = optimizer_step(opt, params, loss, running)
         if (step + 1) % args.log_every == 0 or step == 0 or step + 1 == args.steps:
@@ -251,12 +329,21 @@ def main() -> None:
     if args.init_from:  # keep the earlier stages' record
         prev = read_json(Path(args.init_from) / "pretraining.json", "pretraining record")
         stages = prev.get("stages") or [{k: prev[k] for k in ("args", "minutes", "history")}]
-    stage = {"args": vars(args), "minutes": round((time.time() - start) / 60, 2), "vision_history": vision_history,
-             "history": history}  # fmt: skip
-    write_json(out / "pretraining.json", {
-        "script": "scripts/pretrain_tiny.py", "parameters": n_params, "torch": torch.__version__,
-        "stages": [*stages, stage],
-    })  # fmt: skip
+    stage = {
+        "args": vars(args),
+        "minutes": round((time.time() - start) / 60, 2),
+        "vision_history": vision_history,
+        "history": history,
+    }
+    write_json(
+        out / "pretraining.json",
+        {
+            "script": "scripts/pretrain_tiny.py",
+            "parameters": n_params,
+            "torch": torch.__version__,
+            "stages": [*stages, stage],
+        },
+    )
     print(f"saved {out} ({(time.time() - start) / 60:.1f} min)")
 
 

@@ -15,7 +15,9 @@ import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data" / "vseam"
-TINY_WORDS = "is there a dog cat bird car bus in the image yes no red blue green what color left right of to".split()
+TINY_WORDS = (
+    "is there a dog cat bird car bus in the image yes no red blue green what color left right of to".split()
+)
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +40,9 @@ def _save_tiny(root: Path, builder, **sizes) -> Path:
     from vseam_pl.tiny import TinySizes
 
     torch.manual_seed(0)
-    model, processor = builder(TINY_WORDS, TinySizes(text_layers=4, text_heads=4, text_hidden=64, text_intermediate=128, **sizes))
+    model, processor = builder(
+        TINY_WORDS, TinySizes(text_layers=4, text_heads=4, text_hidden=64, text_intermediate=128, **sizes)
+    )
     model.save_pretrained(root)
     processor.save_pretrained(root)
     return root
@@ -78,5 +82,6 @@ def make_images(n: int, size: int = 64, seed: int = 0):
 
     g = torch.Generator().manual_seed(seed)
     return [
-        Image.fromarray((torch.rand(size, size, 3, generator=g) * 255).to(torch.uint8).numpy(), "RGB") for _ in range(n)
+        Image.fromarray((torch.rand(size, size, 3, generator=g) * 255).to(torch.uint8).numpy(), "RGB")
+        for _ in range(n)
     ]

@@ -23,7 +23,9 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from torch import nn
 from transformers import PreTrainedTokenizerFast
 
-WORDS = "is there a dog cat bird car bus in the image yes no red blue green what color left right of to".split()
+WORDS = (
+    "is there a dog cat bird car bus in the image yes no red blue green what color left right of to".split()
+)
 CORPUS = [
     "Is there a dog in the image? Answer the question using a single word or phrase. yes no Yes No",
     "What color is the car? red blue green Red Blue Green. Is the cat to the left of the bus? left right",
@@ -49,10 +51,18 @@ def bpe_tokenizer(
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tk.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=420, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+        vocab_size=420,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
     tk.train_from_iterator(CORPUS, trainer)
-    kwargs: dict[str, Any] = {"eos_token": eos, "pad_token": pad, "add_bos_token": add_bos, "model_max_length": 4096}
+    kwargs: dict[str, Any] = {
+        "eos_token": eos,
+        "pad_token": pad,
+        "add_bos_token": add_bos,
+        "model_max_length": 4096,
+    }
     if bos:
         kwargs["bos_token"] = bos
     if unk:
@@ -90,16 +100,34 @@ def build_llava(seed: int) -> tuple[nn.Module, Any]:
 
     from vseam_pl.tiny import LLAVA_CHAT_TEMPLATE
 
-    tok = bpe_tokenizer(["<unk>", "<s>", "</s>", "<pad>", "<image>"], "<s>", "</s>", "<pad>", add_bos=True,
-                        extra={"image_token": "<image>"}, unk="<unk>")  # fmt: skip
-    cfg = LlavaConfig(vision_config=_clip(), text_config=_llama_like(LlamaConfig, len(tok), pad_token_id=3),
-                      image_token_index=_ids(tok, "<image>")[0], vision_feature_layer=-2,
-                      vision_feature_select_strategy="default", image_seq_length=16)  # fmt: skip
+    tok = bpe_tokenizer(
+        ["<unk>", "<s>", "</s>", "<pad>", "<image>"],
+        "<s>",
+        "</s>",
+        "<pad>",
+        add_bos=True,
+        extra={"image_token": "<image>"},
+        unk="<unk>",
+    )
+    cfg = LlavaConfig(
+        vision_config=_clip(),
+        text_config=_llama_like(LlamaConfig, len(tok), pad_token_id=3),
+        image_token_index=_ids(tok, "<image>")[0],
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+        image_seq_length=16,
+    )
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(cfg)
     ip = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    proc = LlavaProcessor(image_processor=ip, tokenizer=tok, patch_size=8, vision_feature_select_strategy="default",
-                          num_additional_image_tokens=1, chat_template=LLAVA_CHAT_TEMPLATE)  # fmt: skip
+    proc = LlavaProcessor(
+        image_processor=ip,
+        tokenizer=tok,
+        patch_size=8,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=LLAVA_CHAT_TEMPLATE,
+    )
     return model, proc
 
 
@@ -109,34 +137,60 @@ def build_instructblip(seed: int) -> tuple[nn.Module, Any]:
         BlipImageProcessor,
         InstructBlipConfig,
         InstructBlipForConditionalGeneration,
-        InstructBlipProcessor,  # fmt: skip
+        InstructBlipProcessor,
         LlamaConfig,
     )
 
     def tokenizer():  # like the Vicuna checkpoints: "<image>" is in the vocabulary, the processor names it
-        return bpe_tokenizer(["<unk>", "<s>", "</s>", "<pad>", "<image>"], "<s>", "</s>", "<pad>", add_bos=True,
-                             unk="<unk>")  # fmt: skip
+        return bpe_tokenizer(
+            ["<unk>", "<s>", "</s>", "<pad>", "<image>"], "<s>", "</s>", "<pad>", add_bos=True, unk="<unk>"
+        )
 
     tok, qtok = tokenizer(), tokenizer()
     cfg = InstructBlipConfig(
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                           image_size=32, patch_size=8, initializer_range=0.02),
-        qformer_config=dict(vocab_size=len(qtok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                            intermediate_size=64, encoder_hidden_size=32, pad_token_id=3, max_position_embeddings=512),
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+            initializer_range=0.02,
+        ),
+        qformer_config=dict(
+            vocab_size=len(qtok),
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+            encoder_hidden_size=32,
+            pad_token_id=3,
+            max_position_embeddings=512,
+        ),
         text_config=_llama_like(LlamaConfig, len(tok), pad_token_id=3).to_dict(),
-        num_query_tokens=4, image_token_index=_ids(tok, "<image>")[0],
-    )  # fmt: skip
+        num_query_tokens=4,
+        image_token_index=_ids(tok, "<image>")[0],
+    )
     torch.manual_seed(seed)
     model = InstructBlipForConditionalGeneration(cfg)
     with torch.no_grad():
         model.query_tokens.normal_(0.0, 0.02)
     ip = BlipImageProcessor(size={"height": 32, "width": 32})
-    return model, InstructBlipProcessor(image_processor=ip, tokenizer=tok, qformer_tokenizer=qtok, num_query_tokens=4)
+    return model, InstructBlipProcessor(
+        image_processor=ip, tokenizer=tok, qformer_tokenizer=qtok, num_query_tokens=4
+    )
 
 
 def _llama_like(cls, vocab: int, **kw) -> Any:
-    base = dict(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
-                num_key_value_heads=2, max_position_embeddings=4096)  # fmt: skip
+    base = dict(
+        vocab_size=vocab,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+    )
     base.update(kw)
     return cls(**base)
 
@@ -144,15 +198,28 @@ def _llama_like(cls, vocab: int, **kw) -> Any:
 def _clip(image_size: int = 32, patch: int = 8):
     from transformers import CLIPVisionConfig
 
-    return CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                            image_size=image_size, patch_size=patch, projection_dim=32)  # fmt: skip
+    return CLIPVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=image_size,
+        patch_size=patch,
+        projection_dim=32,
+    )
 
 
 def _siglip(image_size: int = 32, patch: int = 8):
     from transformers import SiglipVisionConfig
 
-    return SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                              image_size=image_size, patch_size=patch)  # fmt: skip
+    return SiglipVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=image_size,
+        patch_size=patch,
+    )
 
 
 MISTRAL_TEMPLATE = (
@@ -169,24 +236,44 @@ def build_llava_next(seed: int) -> tuple[nn.Module, Any]:
         LlavaNextConfig,
         LlavaNextForConditionalGeneration,
         LlavaNextImageProcessor,
-        LlavaNextProcessor,  # fmt: skip
+        LlavaNextProcessor,
         MistralConfig,
     )
 
-    tok = bpe_tokenizer(["<unk>", "<s>", "</s>", "<image>"], "<s>", "</s>", "<unk>", add_bos=False,
-                        extra={"image_token": "<image>"}, unk="<unk>")  # fmt: skip
+    tok = bpe_tokenizer(
+        ["<unk>", "<s>", "</s>", "<image>"],
+        "<s>",
+        "</s>",
+        "<unk>",
+        add_bos=False,
+        extra={"image_token": "<image>"},
+        unk="<unk>",
+    )
     pins = [[32, 64], [64, 32], [64, 64]]
     cfg = LlavaNextConfig(
-        vision_config=_clip(), text_config=_llama_like(MistralConfig, len(tok), pad_token_id=0, bos_token_id=1,
-                                                       eos_token_id=2, sliding_window=None),
-        image_token_index=_ids(tok, "<image>")[0], image_grid_pinpoints=pins, image_seq_length=16,
-        vision_feature_layer=-2, vision_feature_select_strategy="default",
-    )  # fmt: skip
+        vision_config=_clip(),
+        text_config=_llama_like(
+            MistralConfig, len(tok), pad_token_id=0, bos_token_id=1, eos_token_id=2, sliding_window=None
+        ),
+        image_token_index=_ids(tok, "<image>")[0],
+        image_grid_pinpoints=pins,
+        image_seq_length=16,
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+    )
     torch.manual_seed(seed)
     model = LlavaNextForConditionalGeneration(cfg)
-    ip = LlavaNextImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, image_grid_pinpoints=pins)
-    proc = LlavaNextProcessor(image_processor=ip, tokenizer=tok, patch_size=8, vision_feature_select_strategy="default",
-                              num_additional_image_tokens=1, chat_template=MISTRAL_TEMPLATE)  # fmt: skip
+    ip = LlavaNextImageProcessor(
+        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, image_grid_pinpoints=pins
+    )
+    proc = LlavaNextProcessor(
+        image_processor=ip,
+        tokenizer=tok,
+        patch_size=8,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=MISTRAL_TEMPLATE,
+    )
     return model, proc
 
 
@@ -213,31 +300,58 @@ def build_llava_onevision(seed: int) -> tuple[nn.Module, Any]:
         LlavaOnevisionImageProcessor,
         LlavaOnevisionProcessor,
         LlavaOnevisionVideoProcessor,
-        Qwen2Config,  # fmt: skip
+        Qwen2Config,
     )
 
-    tok = bpe_tokenizer(["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"], None, "<|im_end|>",
-                        "<|endoftext|>", extra={"image_token": "<image>", "video_token": "<video>"})  # fmt: skip
+    tok = bpe_tokenizer(
+        ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"],
+        None,
+        "<|im_end|>",
+        "<|endoftext|>",
+        extra={"image_token": "<image>", "video_token": "<video>"},
+    )
     pins = [[32, 64], [64, 32], [64, 64]]
     cfg = LlavaOnevisionConfig(
-        vision_config=_siglip(), text_config=_llama_like(Qwen2Config, len(tok), eos_token_id=2, pad_token_id=0),
-        image_token_index=_ids(tok, "<image>")[0], video_token_index=_ids(tok, "<video>")[0], image_grid_pinpoints=pins,
-        vision_feature_layer=-1, vision_feature_select_strategy="full",
-    )  # fmt: skip
+        vision_config=_siglip(),
+        text_config=_llama_like(Qwen2Config, len(tok), eos_token_id=2, pad_token_id=0),
+        image_token_index=_ids(tok, "<image>")[0],
+        video_token_index=_ids(tok, "<video>")[0],
+        image_grid_pinpoints=pins,
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="full",
+    )
     torch.manual_seed(seed)
     model = LlavaOnevisionForConditionalGeneration(cfg)
     ip = LlavaOnevisionImageProcessor(size={"height": 32, "width": 32}, image_grid_pinpoints=pins)
     vp = LlavaOnevisionVideoProcessor(size={"height": 32, "width": 32})
-    proc = LlavaOnevisionProcessor(image_processor=ip, tokenizer=tok, video_processor=vp, num_image_tokens=16,
-                                   vision_feature_select_strategy="full", chat_template=_chatml("<image>\n"))  # fmt: skip
+    proc = LlavaOnevisionProcessor(
+        image_processor=ip,
+        tokenizer=tok,
+        video_processor=vp,
+        num_image_tokens=16,
+        vision_feature_select_strategy="full",
+        chat_template=_chatml("<image>\n"),
+    )
     return model, proc
 
 
 def _qwen_tokenizer() -> PreTrainedTokenizerFast:
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
-                "<|video_pad|>"]  # fmt: skip
-    return bpe_tokenizer(specials, None, "<|im_end|>", "<|endoftext|>",
-                         extra={"image_token": "<|image_pad|>", "video_token": "<|video_pad|>"})  # fmt: skip
+    specials = [
+        "<|endoftext|>",
+        "<|im_start|>",
+        "<|im_end|>",
+        "<|vision_start|>",
+        "<|vision_end|>",
+        "<|image_pad|>",
+        "<|video_pad|>",
+    ]
+    return bpe_tokenizer(
+        specials,
+        None,
+        "<|im_end|>",
+        "<|endoftext|>",
+        extra={"image_token": "<|image_pad|>", "video_token": "<|video_pad|>"},
+    )
 
 
 def _qwen_ids(tok) -> dict[str, int]:
@@ -254,8 +368,12 @@ def _qwen_processor(cls, tok):
     px = dict(patch_size=4, merge_size=2, temporal_patch_size=2, min_pixels=16 * 16, max_pixels=48 * 48)
     ip = Qwen2VLImageProcessor(**px)
     vp = Qwen2VLVideoProcessor(**px)
-    return cls(image_processor=ip, tokenizer=tok, video_processor=vp,
-               chat_template=_chatml("<|vision_start|><|image_pad|><|vision_end|>", QWEN_SYSTEM))  # fmt: skip
+    return cls(
+        image_processor=ip,
+        tokenizer=tok,
+        video_processor=vp,
+        chat_template=_chatml("<|vision_start|><|image_pad|><|vision_end|>", QWEN_SYSTEM),
+    )
 
 
 def build_qwen2_vl(seed: int) -> tuple[nn.Module, Any]:
@@ -263,11 +381,27 @@ def build_qwen2_vl(seed: int) -> tuple[nn.Module, Any]:
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor
 
     tok = _qwen_tokenizer()
-    text = dict(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
-                num_key_value_heads=2, max_position_embeddings=4096, eos_token_id=2, pad_token_id=0,
-                rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 10000.0})  # fmt: skip
-    vision = dict(depth=2, embed_dim=32, hidden_size=64, num_heads=2, patch_size=4, spatial_merge_size=2,
-                  temporal_patch_size=2)  # fmt: skip
+    text = dict(
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        eos_token_id=2,
+        pad_token_id=0,
+        rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 10000.0},
+    )
+    vision = dict(
+        depth=2,
+        embed_dim=32,
+        hidden_size=64,
+        num_heads=2,
+        patch_size=4,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+    )
     cfg = Qwen2VLConfig(text_config=text, vision_config=vision, **_qwen_ids(tok))
     torch.manual_seed(seed)
     return Qwen2VLForConditionalGeneration(cfg), _qwen_processor(Qwen2VLProcessor, tok)
@@ -278,11 +412,30 @@ def build_qwen2_5_vl(seed: int) -> tuple[nn.Module, Any]:
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
 
     tok = _qwen_tokenizer()
-    text = dict(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
-                num_key_value_heads=2, max_position_embeddings=4096, eos_token_id=2, pad_token_id=0,
-                rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 10000.0})  # fmt: skip
-    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=4, spatial_merge_size=2,
-                  temporal_patch_size=2, out_hidden_size=64, window_size=16, fullatt_block_indexes=[1])  # fmt: skip
+    text = dict(
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        eos_token_id=2,
+        pad_token_id=0,
+        rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 10000.0},
+    )
+    vision = dict(
+        depth=2,
+        hidden_size=32,
+        intermediate_size=64,
+        num_heads=2,
+        patch_size=4,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+        out_hidden_size=64,
+        window_size=16,
+        fullatt_block_indexes=[1],
+    )
     cfg = Qwen2_5_VLConfig(text_config=text, vision_config=vision, **_qwen_ids(tok))
     torch.manual_seed(seed)
     return Qwen2_5_VLForConditionalGeneration(cfg), _qwen_processor(Qwen2_5_VLProcessor, tok)
@@ -298,8 +451,16 @@ IDEFICS3_TEMPLATE = (
 
 def _idefics_tokens(bos: str) -> list[str]:
     rows = [f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)]
-    return [bos, "<|end_of_text|>", "<pad>", "<image>", "<fake_token_around_image>", "<global-img>",
-            "<end_of_utterance>", *rows]  # fmt: skip
+    return [
+        bos,
+        "<|end_of_text|>",
+        "<pad>",
+        "<image>",
+        "<fake_token_around_image>",
+        "<global-img>",
+        "<end_of_utterance>",
+        *rows,
+    ]
 
 
 def build_idefics3(seed: int) -> tuple[nn.Module, Any]:
@@ -311,20 +472,44 @@ def build_idefics3(seed: int) -> tuple[nn.Module, Any]:
         Idefics3Processor,
     )
 
-    tok = bpe_tokenizer(_idefics_tokens("<|begin_of_text|>"), "<|begin_of_text|>", "<end_of_utterance>", "<pad>",
-                        extra={"image_token": "<image>"})  # fmt: skip
+    tok = bpe_tokenizer(
+        _idefics_tokens("<|begin_of_text|>"),
+        "<|begin_of_text|>",
+        "<end_of_utterance>",
+        "<pad>",
+        extra={"image_token": "<image>"},
+    )
     cfg = Idefics3Config(
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                           image_size=32, patch_size=8),
-        text_config=dict(model_type="llama", vocab_size=len(tok), hidden_size=64, intermediate_size=128,
-                         num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2, pad_token_id=2,
-                         max_position_embeddings=4096),
-        image_token_id=_ids(tok, "<image>")[0], scale_factor=2,
-    )  # fmt: skip
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+        ),
+        text_config=dict(
+            model_type="llama",
+            vocab_size=len(tok),
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            pad_token_id=2,
+            max_position_embeddings=4096,
+        ),
+        image_token_id=_ids(tok, "<image>")[0],
+        scale_factor=2,
+    )
     torch.manual_seed(seed)
     model = Idefics3ForConditionalGeneration(cfg)
-    ip = Idefics3ImageProcessor(size={"longest_edge": 64}, max_image_size={"longest_edge": 32}, do_image_splitting=True)
-    proc = Idefics3Processor(image_processor=ip, tokenizer=tok, image_seq_len=4, chat_template=IDEFICS3_TEMPLATE)
+    ip = Idefics3ImageProcessor(
+        size={"longest_edge": 64}, max_image_size={"longest_edge": 32}, do_image_splitting=True
+    )
+    proc = Idefics3Processor(
+        image_processor=ip, tokenizer=tok, image_seq_len=4, chat_template=IDEFICS3_TEMPLATE
+    )
     return model, proc
 
 
@@ -335,26 +520,57 @@ def build_smolvlm(seed: int) -> tuple[nn.Module, Any]:
         SmolVLMForConditionalGeneration,
         SmolVLMImageProcessor,
         SmolVLMProcessor,
-        SmolVLMVideoProcessor,  # fmt: skip
+        SmolVLMVideoProcessor,
     )
 
-    tok = bpe_tokenizer(_idefics_tokens("<|im_start|>"), "<|im_start|>", "<end_of_utterance>", "<pad>",
-                        extra={"image_token": "<image>", "fake_image_token": "<fake_token_around_image>",
-                               "global_image_token": "<global-img>", "end_of_utterance_token": "<end_of_utterance>"})  # fmt: skip
+    tok = bpe_tokenizer(
+        _idefics_tokens("<|im_start|>"),
+        "<|im_start|>",
+        "<end_of_utterance>",
+        "<pad>",
+        extra={
+            "image_token": "<image>",
+            "fake_image_token": "<fake_token_around_image>",
+            "global_image_token": "<global-img>",
+            "end_of_utterance_token": "<end_of_utterance>",
+        },
+    )
     cfg = SmolVLMConfig(
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                           image_size=32, patch_size=8),
-        text_config=dict(model_type="llama", vocab_size=len(tok), hidden_size=64, intermediate_size=128,
-                         num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2, pad_token_id=2,
-                         max_position_embeddings=4096),
-        image_token_id=_ids(tok, "<image>")[0], scale_factor=2,
-    )  # fmt: skip
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+        ),
+        text_config=dict(
+            model_type="llama",
+            vocab_size=len(tok),
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            pad_token_id=2,
+            max_position_embeddings=4096,
+        ),
+        image_token_id=_ids(tok, "<image>")[0],
+        scale_factor=2,
+    )
     torch.manual_seed(seed)
     model = SmolVLMForConditionalGeneration(cfg)
-    ip = SmolVLMImageProcessor(size={"longest_edge": 64}, max_image_size={"longest_edge": 32}, do_image_splitting=True)
+    ip = SmolVLMImageProcessor(
+        size={"longest_edge": 64}, max_image_size={"longest_edge": 32}, do_image_splitting=True
+    )
     vp = SmolVLMVideoProcessor(size={"longest_edge": 32}, max_image_size={"longest_edge": 32})
-    proc = SmolVLMProcessor(image_processor=ip, tokenizer=tok, video_processor=vp, image_seq_len=4,
-                            chat_template=IDEFICS3_TEMPLATE.replace("<|begin_of_text|>", "<|im_start|>"))  # fmt: skip
+    proc = SmolVLMProcessor(
+        image_processor=ip,
+        tokenizer=tok,
+        video_processor=vp,
+        image_seq_len=4,
+        chat_template=IDEFICS3_TEMPLATE.replace("<|begin_of_text|>", "<|im_start|>"),
+    )
     return model, proc
 
 
@@ -365,15 +581,34 @@ def build_paligemma(seed: int) -> tuple[nn.Module, Any]:
         PaliGemmaConfig,
         PaliGemmaForConditionalGeneration,
         PaliGemmaProcessor,
-        SiglipImageProcessor,  # fmt: skip
+        SiglipImageProcessor,
     )
 
-    tok = bpe_tokenizer(["<pad>", "<eos>", "<bos>", "<unk>", "<image>"], "<bos>", "<eos>", "<pad>", unk="<unk>",
-                        extra={"image_token": "<image>"})  # fmt: skip
-    text = _llama_like(GemmaConfig, len(tok), num_key_value_heads=1, head_dim=16, pad_token_id=0, eos_token_id=1,
-                       bos_token_id=2)  # fmt: skip
-    cfg = PaliGemmaConfig(vision_config=_siglip(), text_config=text, image_token_index=_ids(tok, "<image>")[0],
-                          vocab_size=len(tok), projection_dim=64, hidden_size=64)  # fmt: skip
+    tok = bpe_tokenizer(
+        ["<pad>", "<eos>", "<bos>", "<unk>", "<image>"],
+        "<bos>",
+        "<eos>",
+        "<pad>",
+        unk="<unk>",
+        extra={"image_token": "<image>"},
+    )
+    text = _llama_like(
+        GemmaConfig,
+        len(tok),
+        num_key_value_heads=1,
+        head_dim=16,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=2,
+    )
+    cfg = PaliGemmaConfig(
+        vision_config=_siglip(),
+        text_config=text,
+        image_token_index=_ids(tok, "<image>")[0],
+        vocab_size=len(tok),
+        projection_dim=64,
+        hidden_size=64,
+    )
     cfg.vision_config.projection_dim = 64
     torch.manual_seed(seed)
     model = PaliGemmaForConditionalGeneration(cfg)
@@ -400,25 +635,70 @@ def build_gemma3(seed: int) -> tuple[nn.Module, Any]:
         Gemma3Processor,
     )
 
-    tok = bpe_tokenizer(["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>", "<start_of_image>",
-                         "<end_of_image>", "<image_soft_token>"], "<bos>", "<eos>", "<pad>", unk="<unk>",
-                        extra={"image_token": "<image_soft_token>", "boi_token": "<start_of_image>",
-                               "eoi_token": "<end_of_image>"})  # fmt: skip
+    tok = bpe_tokenizer(
+        [
+            "<pad>",
+            "<eos>",
+            "<bos>",
+            "<unk>",
+            "<start_of_turn>",
+            "<end_of_turn>",
+            "<start_of_image>",
+            "<end_of_image>",
+            "<image_soft_token>",
+        ],
+        "<bos>",
+        "<eos>",
+        "<pad>",
+        unk="<unk>",
+        extra={
+            "image_token": "<image_soft_token>",
+            "boi_token": "<start_of_image>",
+            "eoi_token": "<end_of_image>",
+        },
+    )
     boi, eoi, img = _ids(tok, "<start_of_image>", "<end_of_image>", "<image_soft_token>")
-    text = dict(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
-                num_key_value_heads=2, head_dim=16, sliding_window=8, layer_types=["sliding_attention",
-                "sliding_attention", "full_attention"], max_position_embeddings=4096, pad_token_id=0, eos_token_id=1,
-                bos_token_id=2)  # fmt: skip
-    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32,
-                  patch_size=8)  # fmt: skip
-    cfg = Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4, boi_token_index=boi,
-                       eoi_token_index=eoi, image_token_index=img)  # fmt: skip
+    text = dict(
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        sliding_window=8,
+        layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+        max_position_embeddings=4096,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=2,
+    )
+    vision = dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=32,
+        patch_size=8,
+    )
+    cfg = Gemma3Config(
+        text_config=text,
+        vision_config=vision,
+        mm_tokens_per_image=4,
+        boi_token_index=boi,
+        eoi_token_index=eoi,
+        image_token_index=img,
+    )
     torch.manual_seed(seed)
     model = Gemma3ForConditionalGeneration(cfg)
-    with torch.no_grad():  # transformers initialises the projection to zeros (pretrained weights overwrite it)
+    with (
+        torch.no_grad()
+    ):  # transformers initialises the projection to zeros (pretrained weights overwrite it)
         model.model.multi_modal_projector.mm_input_projection_weight.normal_(0.0, 0.2)
     ip = Gemma3ImageProcessor(size={"height": 32, "width": 32})
-    return model, Gemma3Processor(image_processor=ip, tokenizer=tok, image_seq_length=4, chat_template=GEMMA3_TEMPLATE)
+    return model, Gemma3Processor(
+        image_processor=ip, tokenizer=tok, image_seq_length=4, chat_template=GEMMA3_TEMPLATE
+    )
 
 
 def build_internvl(seed: int) -> tuple[nn.Module, Any]:
@@ -427,27 +707,50 @@ def build_internvl(seed: int) -> tuple[nn.Module, Any]:
         GotOcr2ImageProcessor,
         InternVLConfig,
         InternVLForConditionalGeneration,
-        InternVLProcessor,  # fmt: skip
+        InternVLProcessor,
         InternVLVideoProcessor,
         Qwen2Config,
     )
 
-    tok = bpe_tokenizer(["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>",
-                         "<video>"], None, "<|im_end|>", "<|endoftext|>",
-                        extra={"start_image_token": "<img>", "end_image_token": "</img>",
-                               "context_image_token": "<IMG_CONTEXT>", "video_token": "<video>"})  # fmt: skip
+    tok = bpe_tokenizer(
+        ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>", "<video>"],
+        None,
+        "<|im_end|>",
+        "<|endoftext|>",
+        extra={
+            "start_image_token": "<img>",
+            "end_image_token": "</img>",
+            "context_image_token": "<IMG_CONTEXT>",
+            "video_token": "<video>",
+        },
+    )
     cfg = InternVLConfig(
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                           image_size=[32, 32], patch_size=[8, 8]),
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=[32, 32],
+            patch_size=[8, 8],
+        ),
         text_config=_llama_like(Qwen2Config, len(tok), eos_token_id=2, pad_token_id=0).to_dict(),
-        image_token_id=_ids(tok, "<IMG_CONTEXT>")[0], image_seq_length=4, downsample_ratio=0.5,
-    )  # fmt: skip
+        image_token_id=_ids(tok, "<IMG_CONTEXT>")[0],
+        image_seq_length=4,
+        downsample_ratio=0.5,
+    )
     torch.manual_seed(seed)
     model = InternVLForConditionalGeneration(cfg)
-    ip = GotOcr2ImageProcessor(size={"height": 32, "width": 32}, crop_to_patches=True, min_patches=1, max_patches=4)
+    ip = GotOcr2ImageProcessor(
+        size={"height": 32, "width": 32}, crop_to_patches=True, min_patches=1, max_patches=4
+    )
     vp = InternVLVideoProcessor(size={"height": 32, "width": 32})
-    proc = InternVLProcessor(image_processor=ip, tokenizer=tok, video_processor=vp, image_seq_length=4,
-                             chat_template=_chatml("<IMG_CONTEXT>\n"))  # fmt: skip
+    proc = InternVLProcessor(
+        image_processor=ip,
+        tokenizer=tok,
+        video_processor=vp,
+        image_seq_length=4,
+        chat_template=_chatml("<IMG_CONTEXT>\n"),
+    )
     return model, proc
 
 
@@ -468,15 +771,47 @@ def build_mllama(seed: int) -> tuple[nn.Module, Any]:
         MllamaProcessor,
     )
 
-    tok = bpe_tokenizer(["<|begin_of_text|>", "<|end_of_text|>", "<|finetune_right_pad_id|>", "<|start_header_id|>",
-                         "<|end_header_id|>", "<|eot_id|>", "<|python_tag|>", "<|image|>"], "<|begin_of_text|>",
-                        "<|eot_id|>", "<|finetune_right_pad_id|>", extra={"image_token": "<|image|>"})  # fmt: skip
-    vision = dict(hidden_size=32, num_hidden_layers=2, num_global_layers=1, attention_heads=2, intermediate_size=64,
-                  vision_output_dim=64, image_size=32, patch_size=8, max_num_tiles=2, intermediate_layers_indices=[0],
-                  supported_aspect_ratios=[[1, 1], [1, 2], [2, 1]])  # fmt: skip
-    text = dict(vocab_size=len(tok) + 8, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
-                num_attention_heads=4, num_key_value_heads=2, cross_attention_layers=[1], pad_token_id=2,
-                bos_token_id=0, eos_token_id=5)  # fmt: skip
+    tok = bpe_tokenizer(
+        [
+            "<|begin_of_text|>",
+            "<|end_of_text|>",
+            "<|finetune_right_pad_id|>",
+            "<|start_header_id|>",
+            "<|end_header_id|>",
+            "<|eot_id|>",
+            "<|python_tag|>",
+            "<|image|>",
+        ],
+        "<|begin_of_text|>",
+        "<|eot_id|>",
+        "<|finetune_right_pad_id|>",
+        extra={"image_token": "<|image|>"},
+    )
+    vision = dict(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_global_layers=1,
+        attention_heads=2,
+        intermediate_size=64,
+        vision_output_dim=64,
+        image_size=32,
+        patch_size=8,
+        max_num_tiles=2,
+        intermediate_layers_indices=[0],
+        supported_aspect_ratios=[[1, 1], [1, 2], [2, 1]],
+    )
+    text = dict(
+        vocab_size=len(tok) + 8,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        cross_attention_layers=[1],
+        pad_token_id=2,
+        bos_token_id=0,
+        eos_token_id=5,
+    )
     cfg = MllamaConfig(vision_config=vision, text_config=text, image_token_index=_ids(tok, "<|image|>")[0])
     torch.manual_seed(seed)
     model = MllamaForConditionalGeneration(cfg)

@@ -18,13 +18,34 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def tiny_world(tmp_path_factory) -> Path:
     from vseam_pl.synth import generate_benchmarks
 
-    return generate_benchmarks(tmp_path_factory.mktemp("world") / "synth", seed=2, n_train=40, n_val=6, n_test=8)
+    return generate_benchmarks(
+        tmp_path_factory.mktemp("world") / "synth", seed=2, n_train=40, n_val=6, n_test=8
+    )
 
 
 def argv(model: Path, world: Path, tmp: Path, *extra: str) -> list[str]:
-    return ["--models", str(model), "--data_root", str(world), "--out", str(tmp / "docs"), "--runs_dir",
-            str(tmp / "runs"), "--fractions", "0.1", "1.0", "--seeds", "0", "--batch_size", "8", "--test_batches", "0",
-            "--num_workers", "0", *extra]  # fmt: skip
+    return [
+        "--models",
+        str(model),
+        "--data_root",
+        str(world),
+        "--out",
+        str(tmp / "docs"),
+        "--runs_dir",
+        str(tmp / "runs"),
+        "--fractions",
+        "0.1",
+        "1.0",
+        "--seeds",
+        "0",
+        "--batch_size",
+        "8",
+        "--test_batches",
+        "0",
+        "--num_workers",
+        "0",
+        *extra,
+    ]
 
 
 def gqa_train_questions(world: Path) -> int:
@@ -43,7 +64,9 @@ def test_fraction_runs_use_expected_records_and_resume(tiny_llava_dir, tiny_worl
         assert set(r["levels"]) == {"object", "attribute", "relation"}
         folder = ablate_fraction.run_folder(tmp_path / "runs", str(tiny_llava_dir), r["fraction"], 0)
         assert (folder / "metrics.json").exists() and (folder / "head_scales.safetensors").exists()
-        assert not list(folder.rglob("head_scores.safetensors"))  # the default config's discovery callback is off
+        assert not list(
+            folder.rglob("head_scores.safetensors")
+        )  # the default config's discovery callback is off
 
     docs = tmp_path / "docs"
     saved = json.loads((docs / "ablation.json").read_text())
@@ -61,13 +84,26 @@ def test_fraction_runs_use_expected_records_and_resume(tiny_llava_dir, tiny_worl
     assert capsys.readouterr().out.count("done already") == 2
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     assert again["runs"] == result["runs"]
-    with pytest.raises(ValueError, match="ablation_run.json: computed with settings"):  # other settings: not reused
+    with pytest.raises(
+        ValueError, match="ablation_run.json: computed with settings"
+    ):  # other settings: not reused
         ablate_fraction.main(argv(tiny_llava_dir, tiny_world, tmp_path, "--lr", "0.5"))
 
 
 def test_aggregate_mean_and_sample_std():
-    runs = [{"model": "m", "fraction": 0.1, "seed": s, "accuracy": a, "train_records": 5, "n": 10, "zero_shot": 0.4,
-             "levels": {"object": a}} for s, a in enumerate([0.5, 0.7, 0.6])]  # fmt: skip
+    runs = [
+        {
+            "model": "m",
+            "fraction": 0.1,
+            "seed": s,
+            "accuracy": a,
+            "train_records": 5,
+            "n": 10,
+            "zero_shot": 0.4,
+            "levels": {"object": a},
+        }
+        for s, a in enumerate([0.5, 0.7, 0.6])
+    ]
     (summary,) = ablate_fraction.aggregate(runs)
     assert summary["mean"] == pytest.approx(0.6) and summary["std"] == pytest.approx(0.1)
     assert summary["seeds"] == [0, 1, 2] and summary["levels_mean"] == {"object": pytest.approx(0.6)}

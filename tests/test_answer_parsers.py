@@ -42,7 +42,12 @@ OPEN_TABLE = {
     ("Red.", "red"): (True, True, True, True),
     ("the red one", "red one"): (True, False, False, True),  # VQA normalisation drops articles
     ("Two", "2"): (True, False, False, True),  # ... and maps number words
-    ("left-side", "left side"): (True, False, False, True),  # VQA turns the lone "-" into a space; lmms-eval deletes
+    ("left-side", "left side"): (
+        True,
+        False,
+        False,
+        True,
+    ),  # VQA turns the lone "-" into a space; lmms-eval deletes
     ("leftside", "left-side"): (False, True, False, False),
     ("  red", "red"): (True, False, False, True),  # lmms-eval's exact match keeps whitespace
     ("RED...", "red"): (True, True, True, True),
@@ -89,5 +94,9 @@ def test_outcomes_use_the_parser_for_pope_and_open_questions():
     ]
     replies = ["Yes, there is.", "The red."]
     got = {p: [o.baseline_correct for o in make_outcomes(records, replies, None, p)] for p in ANSWER_PARSERS}
-    assert got == {"vseam": [True, True], "lmms_eval": [False, False], "llava": [True, False],
-                   "vlmevalkit": [True, True]}  # fmt: skip
+    assert got == {
+        "vseam": [True, True],
+        "lmms_eval": [False, False],
+        "llava": [True, False],
+        "vlmevalkit": [True, True],
+    }

@@ -46,7 +46,10 @@ def test_qkv_deltas_equal_brute_force_softmax_patching():
     model, run, (q, k, v), (q2, k2, v2), scale = _toy()
     keep = run.attention_mask
     z = lambda a, b, c: _attention(a, b, c, keep, scale)  # noqa: E731
-    tgt, src = QKV({0: q}, {0: k}, {0: v}, {0: z(q, k, v)}), QKV({0: q2}, {0: k2}, {0: v2}, {0: z(q2, k2, v2)})
+    tgt, src = (
+        QKV({0: q}, {0: k}, {0: v}, {0: z(q, k, v)}),
+        QKV({0: q2}, {0: k2}, {0: v2}, {0: z(q2, k2, v2)}),
+    )
     ref = z(q2, k, v) - z(q, k, v) + z(q, k, v2) - z(q, k, v)
     for s in range(q.shape[2]):
         k_s = k.clone()
@@ -54,7 +57,9 @@ def test_qkv_deltas_equal_brute_force_softmax_patching():
         ref += z(q, k_s, v) - z(q, k, v)
     got = effective_deltas(model, tgt, src, run)[0]
     valid = keep.bool()[:, :, None, None]
-    torch.testing.assert_close(torch.where(valid, got, 0.0), torch.where(valid, ref, 0.0), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        torch.where(valid, got, 0.0), torch.where(valid, ref, 0.0), atol=1e-5, rtol=1e-5
+    )
     # and the sum is not the whole-head change: the q/k/v nodes drop the interactions
     assert (torch.where(valid, got - (src.z[0] - tgt.z[0]), 0.0)).abs().max() > 1e-2
 
@@ -67,8 +72,15 @@ def test_qkv_deltas_refuse_outputs_they_do_not_reproduce():
         effective_deltas(model, tgt, src, run)
 
 
-@pytest.mark.parametrize(("model_dir", "dtype"), [("tiny_llava_dir", "float32"), ("tiny_llava_gqa_dir", "float32"),
-                                                  ("tiny_instructblip_dir", "float32"), ("tiny_llava_dir", "bfloat16")])
+@pytest.mark.parametrize(
+    ("model_dir", "dtype"),
+    [
+        ("tiny_llava_dir", "float32"),
+        ("tiny_llava_gqa_dir", "float32"),
+        ("tiny_instructblip_dir", "float32"),
+        ("tiny_llava_dir", "bfloat16"),
+    ],
+)
 def test_captured_qkv_reproduce_real_head_outputs(request, pairs, model_dir, dtype):  # noqa: F811
     """Rotary queries/keys and repeated kv heads, taken from the real decoders, give their head outputs (bf16:
     within half-precision rounding)."""
@@ -104,8 +116,15 @@ def test_graddrop_equals_hand_written_layer_drops(vlm, pairs):  # noqa: F811
             lp = cands.logprobs(logits)
             ld = (lp.gather(1, clean[:, None]) - lp.gather(1, edited[:, None])).sum()
             grads = torch.autograd.grad(ld, [leaves[i] for i in range(vlm.num_layers)], allow_unused=True)
-        return torch.stack([((run_c.heads[i] - run_e.heads[i]) * (torch.zeros_like(leaves[i]) if g is None else g))
-                            .sum(dim=(1, 3)) for i, g in enumerate(grads)], dim=1).double()  # fmt: skip
+        return torch.stack(
+            [
+                ((run_c.heads[i] - run_e.heads[i]) * (torch.zeros_like(leaves[i]) if g is None else g)).sum(
+                    dim=(1, 3)
+                )
+                for i, g in enumerate(grads)
+            ],
+            dim=1,
+        ).double()
 
     signed = estimate(None)
     drops = [estimate(layer) for layer in range(vlm.num_layers)]
@@ -148,8 +167,22 @@ def test_verify_top_equals_full_exact_patching(vlm, pairs):  # noqa: F811
 
 def test_cli_atp_star_with_verify_top(tiny_llava_dir, manifest, tmp_path, capsys):  # noqa: F811
     out = tmp_path / "run"
-    code = discover_main(["--model", str(tiny_llava_dir), "--pairs", str(manifest), "--method", "atp_star",
-                          "--out", str(out), "--verify-top", "3", "--batch-size", "auto"])  # fmt: skip
+    code = discover_main(
+        [
+            "--model",
+            str(tiny_llava_dir),
+            "--pairs",
+            str(manifest),
+            "--method",
+            "atp_star",
+            "--out",
+            str(out),
+            "--verify-top",
+            "3",
+            "--batch-size",
+            "auto",
+        ]
+    )
     assert code == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     rows = json.loads((out / "verify_top.json").read_text())
@@ -158,9 +191,31 @@ def test_cli_atp_star_with_verify_top(tiny_llava_dir, manifest, tmp_path, capsys
     mags = [r["magnitude"] for r in rows]  # AtP*: verified in order of its GradDrop magnitude
     assert mags == sorted(mags, reverse=True)
     assert (out / "plots" / "heatmap_all_magnitude.png").exists()
-    bad = discover_main(["--model", str(tiny_llava_dir), "--pairs", str(manifest), "--method", "ablation",
-                         "--out", str(tmp_path / "r2"), "--verify-top", "3"])  # fmt: skip
+    bad = discover_main(
+        [
+            "--model",
+            str(tiny_llava_dir),
+            "--pairs",
+            str(manifest),
+            "--method",
+            "ablation",
+            "--out",
+            str(tmp_path / "r2"),
+            "--verify-top",
+            "3",
+        ]
+    )
     assert bad == 2 and "--verify-top checks attribution" in capsys.readouterr().err
-    bad = discover_main(["--model", str(tiny_llava_dir), "--pairs", str(manifest), "--out", str(tmp_path / "r3"),
-                         "--batch-size", "lots"])  # fmt: skip
+    bad = discover_main(
+        [
+            "--model",
+            str(tiny_llava_dir),
+            "--pairs",
+            str(manifest),
+            "--out",
+            str(tmp_path / "r3"),
+            "--batch-size",
+            "lots",
+        ]
+    )
     assert bad == 2 and "positive integer or 'auto'" in capsys.readouterr().err

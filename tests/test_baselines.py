@@ -28,7 +28,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def tiny_world(tmp_path_factory):
     from vseam_pl.synth import generate_benchmarks
 
-    return generate_benchmarks(tmp_path_factory.mktemp("world") / "synth", seed=5, n_train=16, n_val=4, n_test=8)
+    return generate_benchmarks(
+        tmp_path_factory.mktemp("world") / "synth", seed=5, n_train=16, n_val=4, n_test=8
+    )
 
 
 def data(root, batch_size: int = 4):
@@ -38,8 +40,16 @@ def data(root, batch_size: int = 4):
 
 
 def fit(module, root, steps: int = 2) -> None:
-    trainer = Trainer(accelerator="cpu", max_steps=steps, limit_val_batches=0, num_sanity_val_steps=0, logger=False,
-                      enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    trainer = Trainer(
+        accelerator="cpu",
+        max_steps=steps,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(module, datamodule=data(root))
 
 
@@ -69,7 +79,9 @@ def test_random_head_mask_picks_exactly_k_reproducibly():
 
 def test_random_heads_train_only_the_k_chosen_scales(tiny_llava_dir, tiny_world):
     # weight decay would move every scale under plain AdamW: the frozen heads must still not move
-    module = RandomHeadsModule(num_random_heads=3, head_seed=7, model=str(tiny_llava_dir), lr=0.2, weight_decay=0.5)
+    module = RandomHeadsModule(
+        num_random_heads=3, head_seed=7, model=str(tiny_llava_dir), lr=0.2, weight_decay=0.5
+    )
     assert trainable_count(module) == 3 and int(module.head_mask.sum()) == 3
     assert torch.equal(module.head_mask, random_head_mask(4, 4, 3, seed=7))
     before, base = module.modulation.scales.detach().clone(), frozen_state(module)
@@ -84,15 +96,19 @@ def test_random_heads_train_only_the_k_chosen_scales(tiny_llava_dir, tiny_world)
 # ---------------------------------------------------------------- peft adapters
 
 
-@pytest.mark.parametrize(("adapter", "model_dir"), [("ia3", "tiny_llava_dir"), ("lora", "tiny_llava_dir"),
-                                                    ("lora", "tiny_instructblip_dir")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("adapter", "model_dir"),
+    [("ia3", "tiny_llava_dir"), ("lora", "tiny_llava_dir"), ("lora", "tiny_instructblip_dir")],
+)
 def test_peft_adapter_trains_only_adapter_weights_on_the_decoder(adapter, model_dir, tiny_world, request):
     module = PeftAdapterModule(adapter=adapter, model=str(request.getfixturevalue(model_dir)), lr=0.05)
     trainable = {n for n, p in module.named_parameters() if p.requires_grad}
     marker = "ia3_l" if adapter == "ia3" else "lora_"
     assert trainable and all(marker in n for n in trainable)
     decoder_ids = {id(p) for p in module.vlm.decoder.parameters()}
-    assert all(id(p) in decoder_ids for p in module.trainable_parameters())  # decoder only, not vision/projector
+    assert all(
+        id(p) in decoder_ids for p in module.trainable_parameters()
+    )  # decoder only, not vision/projector
     assert not module.modulation.attached and not module.modulation.scales.requires_grad
     # 4 layers, hidden 64: IA3 scales o_proj's 64 input channels; LoRA r=4 on q_proj and v_proj (64 -> 64 each)
     expected = 4 * 64 if adapter == "ia3" else 4 * 2 * (4 * 64 + 64 * 4)
@@ -103,7 +119,9 @@ def test_peft_adapter_trains_only_adapter_weights_on_the_decoder(adapter, model_
     fit(module, tiny_world)
     now = dict(module.named_parameters())
     assert any(not torch.equal(now[n], v) for n, v in adapters.items())  # the adapter learned
-    assert all(torch.equal(p, base[n]) for n, p in module.model.named_parameters() if n in base)  # base frozen
+    assert all(
+        torch.equal(p, base[n]) for n, p in module.model.named_parameters() if n in base
+    )  # base frozen
     assert torch.equal(module.modulation.scales, scales)
     keep = module._trained_keys()
     assert keep and all(marker in k for k in keep)  # checkpoints hold the adapter only
@@ -153,8 +171,18 @@ def test_build_method_sets_up_each_method(tiny_llava_dir):
     ones = build_method("learned_ones", **kwargs)
     assert torch.equal(ones.modulation.scales.detach(), torch.ones(4, 4)) and trainable_count(ones) == 16
     assert trainable_count(build_method("random_heads", **kwargs)) == 4
-    assert set(METHODS) == {"zero_shot", "closed_form", "learned_ones", "learned_discovery", "random_heads", "ia3",
-                            "lora", "iti_mass_mean", "iti_learned", "lofit"}  # fmt: skip
+    assert set(METHODS) == {
+        "zero_shot",
+        "closed_form",
+        "learned_ones",
+        "learned_discovery",
+        "random_heads",
+        "ia3",
+        "lora",
+        "iti_mass_mean",
+        "iti_learned",
+        "lofit",
+    }
 
     with pytest.raises(ValueError, match="needs discovery_scales"):
         build_method("closed_form", model=str(tiny_llava_dir))

@@ -18,16 +18,45 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def tiny_world(tmp_path_factory) -> Path:
     from vseam_pl.synth import generate_benchmarks
 
-    return generate_benchmarks(tmp_path_factory.mktemp("world") / "synth", seed=4, n_train=16, n_val=4, n_test=10)
+    return generate_benchmarks(
+        tmp_path_factory.mktemp("world") / "synth", seed=4, n_train=16, n_val=4, n_test=10
+    )
 
 
 @pytest.fixture(scope="module")
 def compared(tiny_llava_dir, tiny_world, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("compare")
-    args = ["--models", str(tiny_llava_dir), "--data_root", str(tiny_world), "--out", str(tmp / "docs"),
-            "--runs_dir", str(tmp / "runs"), "--steps", "2", "--batch_size", "4", "--fraction", "1.0",
-            "--test_batches", "0", "--random_seeds", "0", "1", "--top_k", "2", "--discovery_pairs", "4",
-            "--num_workers", "0", "--lr", "0.3", "--lora_lr", "0.05"]  # fmt: skip
+    args = [
+        "--models",
+        str(tiny_llava_dir),
+        "--data_root",
+        str(tiny_world),
+        "--out",
+        str(tmp / "docs"),
+        "--runs_dir",
+        str(tmp / "runs"),
+        "--steps",
+        "2",
+        "--batch_size",
+        "4",
+        "--fraction",
+        "1.0",
+        "--test_batches",
+        "0",
+        "--random_seeds",
+        "0",
+        "1",
+        "--top_k",
+        "2",
+        "--discovery_pairs",
+        "4",
+        "--num_workers",
+        "0",
+        "--lr",
+        "0.3",
+        "--lora_lr",
+        "0.05",
+    ]
     return tmp, args, compare.main(args)
 
 
@@ -39,21 +68,40 @@ def test_comparison_schema_counts_and_p_values(compared, tiny_llava_dir):
     assert model["model"] == str(tiny_llava_dir) and model["discovery"]["pairs"] == 4
     rows = model["rows"]
     assert [(r["method"], r["seed"]) for r in rows] == [
-        ("zero_shot", None), ("closed_form", None), ("learned_ones", None), ("learned_discovery", None),
-        ("random_heads", 0), ("random_heads", 1), ("ia3", None), ("lora", None), ("iti_mass_mean", None),
-        ("iti_learned", None), ("lofit", None),
-    ]  # fmt: skip
+        ("zero_shot", None),
+        ("closed_form", None),
+        ("learned_ones", None),
+        ("learned_discovery", None),
+        ("random_heads", 0),
+        ("random_heads", 1),
+        ("ia3", None),
+        ("lora", None),
+        ("iti_mass_mean", None),
+        ("iti_learned", None),
+        ("lofit", None),
+    ]
     assert all(set(r) == set(saved["row_keys"]) for r in rows)
     k = model["discovery"]["heads_selected"]
     assert 1 <= k <= 4  # top-2 positive + top-2 negative on the 4x4 grid
     params = {r["method"]: r["trainable_params"] for r in rows}
-    assert params == {"zero_shot": 0, "closed_form": 0, "learned_ones": 16, "learned_discovery": 16,
-                      "random_heads": k, "ia3": 4 * 64, "lora": 4 * 2 * (4 * 64 + 64 * 4), "iti_mass_mean": 0,
-                      "iti_learned": k * 16, "lofit": 16 + k * 16}  # fmt: skip
+    assert params == {
+        "zero_shot": 0,
+        "closed_form": 0,
+        "learned_ones": 16,
+        "learned_discovery": 16,
+        "random_heads": k,
+        "ia3": 4 * 64,
+        "lora": 4 * 2 * (4 * 64 + 64 * 4),
+        "iti_mass_mean": 0,
+        "iti_learned": k * 16,
+        "lofit": 16 + k * 16,
+    }
     steps = {r["method"]: r["train_steps"] for r in rows}
     assert steps["zero_shot"] == steps["closed_form"] == steps["iti_mass_mean"] == 0
-    assert all(steps[m] == 2 for m in ("learned_ones", "learned_discovery", "random_heads", "ia3", "lora",
-                                       "iti_learned", "lofit"))  # fmt: skip
+    assert all(
+        steps[m] == 2
+        for m in ("learned_ones", "learned_discovery", "random_heads", "ia3", "lora", "iti_learned", "lofit")
+    )
 
     n = rows[0]["n"]
     assert n > 10 and all(r["n"] == n for r in rows)  # the same test examples for every method
@@ -74,7 +122,12 @@ def test_comparison_schema_counts_and_p_values(compared, tiny_llava_dir):
         assert set(r["levels"]) == {"object", "attribute", "relation"}
 
     md = (tmp / "docs" / "comparison.md").read_text()
-    assert saved["command"] in md and "| random_heads (mean ± std, 2 seeds) |" in md and "| lora |" in md and "| lofit |" in md
+    assert (
+        saved["command"] in md
+        and "| random_heads (mean ± std, 2 seeds) |" in md
+        and "| lora |" in md
+        and "| lofit |" in md
+    )
 
 
 def test_rerun_skips_finished_methods(compared, capsys):
@@ -85,7 +138,9 @@ def test_rerun_skips_finished_methods(compared, capsys):
     assert capsys.readouterr().out.count("done already") == 11
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     assert again["models"] == result["models"]
-    with pytest.raises(ValueError, match=r"zero_shot\.json: computed with settings"):  # other budget: not reused
+    with pytest.raises(
+        ValueError, match=r"zero_shot\.json: computed with settings"
+    ):  # other budget: not reused
         compare.main([*args, "--steps", "3"])
     with pytest.raises(ValueError, match="cached discovery is 'ablation' on 4 pairs"):
         compare.main([*args, "--discovery_pairs", "5"])
@@ -93,9 +148,17 @@ def test_rerun_skips_finished_methods(compared, capsys):
 
 def test_rows_need_the_same_examples_as_zero_shot():
     def run(method, outcomes):
-        return {"method": method, "seed": None, "trainable_params": 0, "train_steps": 0, "seconds": 0.0,
-                "outcomes": [{"key": k, "level": "object", "group": "Animal", "zero_shot": z, "correct": c}
-                             for k, z, c in outcomes]}  # fmt: skip
+        return {
+            "method": method,
+            "seed": None,
+            "trainable_params": 0,
+            "train_steps": 0,
+            "seconds": 0.0,
+            "outcomes": [
+                {"key": k, "level": "object", "group": "Animal", "zero_shot": z, "correct": c}
+                for k, z, c in outcomes
+            ],
+        }
 
     zero = run("zero_shot", [(1, True, True), (2, False, False)])
     with pytest.raises(ValueError, match="different examples than the zero-shot run"):

@@ -28,7 +28,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def tiny_world(tmp_path_factory):
     from vseam_pl.synth import generate_benchmarks
 
-    return generate_benchmarks(tmp_path_factory.mktemp("world") / "synth", seed=5, n_train=16, n_val=4, n_test=8)
+    return generate_benchmarks(
+        tmp_path_factory.mktemp("world") / "synth", seed=5, n_train=16, n_val=4, n_test=8
+    )
 
 
 def logits(vlm, prompts, images):
@@ -44,6 +46,7 @@ def test_head_shift_adds_each_vector_to_its_head_only(tiny_vlm):
     base = logits(tiny_vlm, prompts, images)
 
     d = tiny_vlm.head_dim  # reference: add to the o_proj input columns of each head, by hand
+
     def add(layer):
         def hook(module, args):
             x = args[0].clone()
@@ -51,9 +54,12 @@ def test_head_shift_adds_each_vector_to_its_head_only(tiny_vlm):
                 if lay == layer:
                     x[..., h * d : (h + 1) * d] += v
             return (x,)
+
         return hook
 
-    handles = [tiny_vlm.o_proj(layer).register_forward_pre_hook(add(layer)) for layer in range(tiny_vlm.num_layers)]
+    handles = [
+        tiny_vlm.o_proj(layer).register_forward_pre_hook(add(layer)) for layer in range(tiny_vlm.num_layers)
+    ]
     reference = logits(tiny_vlm, prompts, images)
     for h in handles:
         h.remove()
@@ -84,11 +90,16 @@ def test_learned_shifts_are_the_only_trained_parameters(tiny_llava_dir, tiny_wor
         assert not module.intervention_active
     assert module.intervention_active
 
-    fixed = build_method("iti_mass_mean", model=str(tiny_llava_dir),
-                         shift_kwargs={"shift_heads": heads, "shift_init": torch.ones(2, 16)})  # fmt: skip
+    fixed = build_method(
+        "iti_mass_mean",
+        model=str(tiny_llava_dir),
+        shift_kwargs={"shift_heads": heads, "shift_init": torch.ones(2, 16)},
+    )
     assert trainable_count(fixed) == 0 and fixed.trainable_parameters() == []
     assert torch.equal(fixed.shift.shifts.detach(), torch.ones(2, 16))
-    lofit = build_method("lofit", model=str(tiny_llava_dir), shift_kwargs={"shift_heads": heads, "extra_trained": 16})
+    lofit = build_method(
+        "lofit", model=str(tiny_llava_dir), shift_kwargs={"shift_heads": heads, "extra_trained": 16}
+    )
     assert trainable_count(lofit) == 16 + 2 * 16
     with pytest.raises(ValueError, match="needs shift_kwargs"):
         build_method("iti_learned", model=str(tiny_llava_dir))
@@ -134,14 +145,18 @@ def test_mass_mean_directions_by_hand(tiny_vlm, tiny_world):
     assert direction.shape == (4, 4, 16) and sigma.shape == (4, 4)
 
     captured = {}  # reference: one forward per image, o_proj input at the last prompt token, by hand
-    handle = tiny_vlm.o_proj(2).register_forward_pre_hook(lambda m, a: captured.__setitem__("x", a[0].detach()))
+    handle = tiny_vlm.o_proj(2).register_forward_pre_hook(
+        lambda m, a: captured.__setitem__("x", a[0].detach())
+    )
     acts = {"clean": [], "edited": []}
     for it in items:
         for which in acts:
             enc = encode(tiny_vlm, [it.prompt], images_of([it], which))
             with torch.no_grad():
                 tiny_vlm.model(**enc.inputs)
-            acts[which].append(captured["x"][0, int(enc.prompt_lengths[0]) - 1].view(4, 16)[1])  # layer 2, head 1
+            acts[which].append(
+                captured["x"][0, int(enc.prompt_lengths[0]) - 1].view(4, 16)[1]
+            )  # layer 2, head 1
     handle.remove()
     clean, edited = torch.stack(acts["clean"]), torch.stack(acts["edited"])
     expected = clean.mean(0) - edited.mean(0)

@@ -45,7 +45,9 @@ def test_largest_batch_from_a_large_start_looks_below_it():
 
 
 def test_batch_one_out_of_memory_is_a_clear_error():
-    with pytest.raises(BatchSizeError, match=r"head discovery: even batch size 1 runs out of memory on .*bfloat16"):
+    with pytest.raises(
+        BatchSizeError, match=r"head discovery: even batch size 1 runs out of memory on .*bfloat16"
+    ):
         largest_batch(limited(0, []), upper=64, what="head discovery", device=torch.device("cpu"))
 
 
@@ -88,7 +90,10 @@ def test_discovery_batch_size_on_a_real_decoder(vlm, pairs):  # noqa: F811
     with fake_memory(vlm.decoder, 12, seen):
         assert discovery_batch_size(vlm, pairs, upper=64) == 12
     assert 13 in seen or 16 in seen  # it did try beyond the limit
-    with fake_memory(vlm.decoder, 0, []), pytest.raises(BatchSizeError, match="one example runs out of memory"):
+    with (
+        fake_memory(vlm.decoder, 0, []),
+        pytest.raises(BatchSizeError, match="one example runs out of memory"),
+    ):
         discovery_batch_size(vlm, pairs)
 
 
@@ -97,7 +102,9 @@ def test_evaluation_batch_size_closed_set_and_generation(vlm, candidates):  # no
     image = make_images(1)[0]
     seen: list[int] = []
     with fake_memory(vlm.model, 5, seen):
-        b = evaluation_batch_size(vlm, "is there a dog in the image?", image, candidates, upper=32, max_new_tokens=2)
+        b = evaluation_batch_size(
+            vlm, "is there a dog in the image?", image, candidates, upper=32, max_new_tokens=2
+        )
     assert b == 5 and max(seen) > 5
 
 

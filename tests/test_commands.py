@@ -70,13 +70,20 @@ def test_alias_rule():
 
 
 def test_vseam_synth_writes_the_world(tmp_path, capsys):
-    assert main(["synth", "--out", str(tmp_path / "w"), "--n_images", "4", "--n_val", "2", "--n_test", "2"]) == 0
+    assert (
+        main(["synth", "--out", str(tmp_path / "w"), "--n_images", "4", "--n_val", "2", "--n_test", "2"]) == 0
+    )
     manifest = json.loads((tmp_path / "w" / "manifest.json").read_text())
     assert set(manifest["splits"]) == {"train", "val", "test"}
     assert (tmp_path / "w" / "test" / "pairs" / "pairs.jsonl").is_file()
 
 
 def test_module_alias_runs_the_dispatcher():
-    done = subprocess.run([sys.executable, "-m", "vseam_pl.commands", "--help"], cwd=REPO, capture_output=True,
-                          text=True, timeout=120)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "vseam_pl.commands", "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0 and "sweep" in done.stdout

@@ -42,7 +42,9 @@ def expected_labels(bench: str) -> Counter:
     expected: Counter = Counter()
     if bench == "gqa":
         for cat in ("Animal", "Material", "Spatial"):
-            expected += Counter((cat, x["answer"].lower()) for x in json.loads((SHARED / "GQA" / f"{cat}.json").read_text()))
+            expected += Counter(
+                (cat, x["answer"].lower()) for x in json.loads((SHARED / "GQA" / f"{cat}.json").read_text())
+            )
     elif bench == "pope":
         for split in ("random", "popular", "adversarial"):
             lines = (SHARED / "POPE" / f"coco_pope_{split}.json").read_text().splitlines()
@@ -72,13 +74,16 @@ def test_release_files_counts_and_label_balance(bench: str, n: int) -> None:
 
 
 def _read_release(bench: str, folder: Path, limit: int | None = None) -> list[Example]:
-    dm = build_datamodule(bench, root=str(SHARED), image_dir=str(folder), splitting="all", batch_size=512,
-                          limit=limit)
+    dm = build_datamodule(
+        bench, root=str(SHARED), image_dir=str(folder), splitting="all", batch_size=512, limit=limit
+    )
     dm.setup("test")
     examples, skipped = drain(dm.test_dataloader())
     assert skipped == [] and dm.skipped == [] and dm.counts["test"] == len(examples)
     assert len({e.record.source for e in examples}) == len(examples)
-    assert all(e.image.mode == "RGB" and e.image.size == (8, 8) and e.record.benchmark == bench for e in examples)
+    assert all(
+        e.image.mode == "RGB" and e.image.size == (8, 8) and e.record.benchmark == bench for e in examples
+    )
     return examples
 
 
@@ -95,7 +100,10 @@ def test_cocoqa_release_through_the_datamodule(tmp_path: Path) -> None:
     all 23623 are counted and checked by `test_release_files_counts_and_label_balance`."""
     examples = _read_release("cocoqa", stand_in_images(tmp_path, "cocoqa", limit=1500), limit=1500)
     assert len(examples) == 1500 and Counter(e.record.category for e in examples) == {
-        "color": 500, "count": 500, "location": 500}
+        "color": 500,
+        "count": 500,
+        "location": 500,
+    }
 
 
 @needs_shared
@@ -159,7 +167,9 @@ def test_ddp_ranks_cover_eval_exactly_once_and_train_evenly(tmp_path: Path) -> N
     world = 3
     ids: dict[str, list[list[str]]] = {"train": [], "test": []}
     for rank in range(world):
-        dm = GQADataModule(root=str(root), rank=rank, world_size=world, batch_size=4, num_workers=2 if rank else 0)
+        dm = GQADataModule(
+            root=str(root), rank=rank, world_size=world, batch_size=4, num_workers=2 if rank else 0
+        )
         dm.setup(None)
         for split, loader in (("train", dm.train_dataloader()), ("test", dm.test_dataloader())):
             ids[split].append([e.record.source for e in drain(loader)[0]])
@@ -175,7 +185,9 @@ def test_ddp_ranks_cover_eval_exactly_once_and_train_evenly(tmp_path: Path) -> N
 
 def test_workers_shard_without_duplicates(tmp_path: Path) -> None:
     root = make_root(tmp_path / "r")
-    dm = COCOQADataModule(root=str(root), image_pattern="{id}.png", splitting="all", num_workers=2, batch_size=3)
+    dm = COCOQADataModule(
+        root=str(root), image_pattern="{id}.png", splitting="all", num_workers=2, batch_size=3
+    )
     examples, _ = drain(dm.test_dataloader())
     assert sorted(e.record.source for e in examples) == sorted(r.source for r in dm.iter_records("test"))
     assert len(examples) == 60
@@ -188,8 +200,14 @@ def test_train_shuffle_changes_order_per_epoch_not_content(tmp_path: Path) -> No
     first = [e.record.source for e in drain(loader)[0]]
     second = [e.record.source for e in drain(loader)[0]]
     assert first != second and sorted(first) == sorted(second)
-    assert first == [e.record.source for e in drain(POPEDataModule(root=str(root), splitting="all", shuffle_buffer=50,
-                                                                    batch_size=16).train_dataloader())[0]]
+    assert first == [
+        e.record.source
+        for e in drain(
+            POPEDataModule(
+                root=str(root), splitting="all", shuffle_buffer=50, batch_size=16
+            ).train_dataloader()
+        )[0]
+    ]
 
 
 @pytest.mark.parametrize("workers", [0, 2])
@@ -199,8 +217,9 @@ def test_a_loader_resumes_mid_pass_from_its_state(tmp_path: Path, monkeypatch, w
     root = make_root(tmp_path / "r", n_pope=80)
 
     def loader():
-        return POPEDataModule(root=str(root), splitting="all", shuffle_buffer=50, batch_size=8,
-                              num_workers=workers).train_dataloader()  # fmt: skip
+        return POPEDataModule(
+            root=str(root), splitting="all", shuffle_buffer=50, batch_size=8, num_workers=workers
+        ).train_dataloader()
 
     def sources(batches) -> list[list[str]]:
         return [[e.record.source for e in b.examples] for b in batches]
@@ -234,18 +253,25 @@ def test_bad_images_raise_or_are_counted(tmp_path: Path) -> None:
     root = make_root(tmp_path / "r", n_images=5)
     (root / "images" / "COCO_val2014_000000000001.jpg").unlink()
     (root / "images" / "COCO_val2014_000000000002.jpg").write_bytes(b"not an image")
-    (root / "images" / "COCO_val2014_000000000003.jpg").rename(root / "images" / "COCO_val2014_000000000003.png")
+    (root / "images" / "COCO_val2014_000000000003.jpg").rename(
+        root / "images" / "COCO_val2014_000000000003.png"
+    )
     kw = dict(root=str(root), splitting="all", splits=["random"], batch_size=4)
-    with pytest.raises(BadRecordError, match=r"coco_pope_random\.json:2: image file not found: .*"
-                                             r"COCO_val2014_000000000001\.jpg \(also tried .*\.png\)"):
+    with pytest.raises(
+        BadRecordError,
+        match=r"coco_pope_random\.json:2: image file not found: .*"
+        r"COCO_val2014_000000000001\.jpg \(also tried .*\.png\)",
+    ):
         drain(POPEDataModule(**kw).test_dataloader())
     dm = POPEDataModule(**kw, on_bad_record="skip")
     with pytest.warns(UserWarning, match=r"pope: skipped 16 bad record\(s\).*coco_pope_random\.json:2"):
         examples, skipped = drain(dm.test_dataloader())
     assert len(examples) == 24 and len(skipped) == 16 and dm.skipped == skipped  # 8 questions per bad image
     reasons = {r.split(":")[0] for _, r in skipped}
-    assert reasons == {"image file not found", "could not decode image " + str(root / "images" /
-                                                                               "COCO_val2014_000000000002.jpg")}
+    assert reasons == {
+        "image file not found",
+        "could not decode image " + str(root / "images" / "COCO_val2014_000000000002.jpg"),
+    }
     assert any(e.record.image_path.endswith("000000000003.jpg") for e in examples)  # .png fallback worked
 
 
@@ -279,8 +305,19 @@ def test_empty_split_is_an_error(tmp_path: Path) -> None:
         GQADataModule(root=str(root), split_ratios=(1.0, 0.0, 0.0)).setup("fit")
     with pytest.raises(FileNotFoundError, match=r"gqa: no question files \(\.json\) matching the selection"):
         GQADataModule(root=str(root), levels=["relation"], splitting="all").setup("test")
-    (root / "GQA" / "Extra.json").write_text(json.dumps([{"question_id": "1", "imageId": "img1", "question": "Q?",
-                                                          "answer": "no", "types": {"semantic": "attr"}}]))
+    (root / "GQA" / "Extra.json").write_text(
+        json.dumps(
+            [
+                {
+                    "question_id": "1",
+                    "imageId": "img1",
+                    "question": "Q?",
+                    "answer": "no",
+                    "types": {"semantic": "attr"},
+                }
+            ]
+        )
+    )
     with pytest.raises(ValueError, match=r"the test split is empty.*levels=frozenset\(\{'relation'\}\)"):
         GQADataModule(root=str(root), levels=["relation"], splitting="all").setup("test")
     with pytest.raises(FileNotFoundError, match=r"cocoqa: no question files .* in .*COCOQA"):
@@ -294,18 +331,29 @@ def test_custom_collate_gets_examples_and_keeps_skips(tmp_path: Path) -> None:
     def collate(examples: list[Example]) -> dict:
         return {"questions": [e.record.question for e in examples], "pixels": torch.zeros(len(examples), 3)}
 
-    dm = COCOQADataModule(root=str(root), splitting="all", image_pattern="{id}.png", on_bad_record="skip",
-                          collate_fn=collate, batch_size=7)
+    dm = COCOQADataModule(
+        root=str(root),
+        splitting="all",
+        image_pattern="{id}.png",
+        on_bad_record="skip",
+        collate_fn=collate,
+        batch_size=7,
+    )
     with pytest.warns(UserWarning, match="cocoqa: skipped 4"):
         batches = list(dm.test_dataloader())
-    assert sum(len(b["questions"]) for b in batches) == 56 and sum(len(b.get("skipped", [])) for b in batches) == 4
+    assert (
+        sum(len(b["questions"]) for b in batches) == 56
+        and sum(len(b.get("skipped", [])) for b in batches) == 4
+    )
     assert len(dm.skipped) == 4
 
 
 def test_multi_benchmark_loaders(tmp_path: Path) -> None:
     root = make_root(tmp_path / "r")
     kw = dict(root=str(root), splitting="all", batch_size=8)
-    multi = build_datamodule(["gqa", "pope", "cocoqa"], per_benchmark={"cocoqa": {"image_pattern": "{id}.png"}}, **kw)
+    multi = build_datamodule(
+        ["gqa", "pope", "cocoqa"], per_benchmark={"cocoqa": {"image_pattern": "{id}.png"}}, **kw
+    )
     assert isinstance(multi, MultiBenchmarkDataModule) and multi.names == ["gqa", "pope", "cocoqa"]
     multi.setup("fit")
     vals = multi.val_dataloader()
@@ -339,27 +387,58 @@ class _Recorder(pl.LightningModule):
 
 def test_lightning_trainer_fit_validate_predict(tmp_path: Path) -> None:
     root = make_root(tmp_path / "r")
-    multi = MultiBenchmarkDataModule([GQADataModule(root=str(root), batch_size=16),
-                                      POPEDataModule(root=str(root), batch_size=16)])
+    multi = MultiBenchmarkDataModule(
+        [GQADataModule(root=str(root), batch_size=16), POPEDataModule(root=str(root), batch_size=16)]
+    )
     model = _Recorder()
-    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
-                         num_sanity_val_steps=0)
+    trainer = pl.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        num_sanity_val_steps=0,
+    )
     trainer.fit(model, datamodule=multi)
     assert {idx for _, idx in model.seen} == {0, 1}
     assert all(name == multi.names[idx] for name, idx in model.seen)
-    assert Counter(idx for _, idx in model.seen) == {0: multi.counts["gqa"]["val"], 1: multi.counts["pope"]["val"]}
+    assert Counter(idx for _, idx in model.seen) == {
+        0: multi.counts["gqa"]["val"],
+        1: multi.counts["pope"]["val"],
+    }
     preds = trainer.predict(model, datamodule=multi)
-    assert [sum(len(p) for p in per) for per in preds] == [multi.counts["gqa"]["test"], multi.counts["pope"]["test"]]
+    assert [sum(len(p) for p in per) for per in preds] == [
+        multi.counts["gqa"]["test"],
+        multi.counts["pope"]["test"],
+    ]
 
 
 def test_constructor_arguments_work_as_cli_keys(tmp_path: Path) -> None:
     parser = jsonargparse.ArgumentParser()
     parser.add_class_arguments(GQADataModule, "data")
-    cfg = parser.parse_args(["--data.root", str(tmp_path), "--data.categories", "[Animal, Spatial]",
-                             "--data.fraction", "0.1", "--data.on_bad_record", "skip", "--data.batch_size", "4"])
+    cfg = parser.parse_args(
+        [
+            "--data.root",
+            str(tmp_path),
+            "--data.categories",
+            "[Animal, Spatial]",
+            "--data.fraction",
+            "0.1",
+            "--data.on_bad_record",
+            "skip",
+            "--data.batch_size",
+            "4",
+        ]
+    )
     dm = parser.instantiate_classes(cfg).data
     assert isinstance(dm, GQADataModule)
-    assert (dm.categories, dm.fraction, dm.on_bad_record, dm.batch_size) == (["Animal", "Spatial"], 0.1, "skip", 4)
+    assert (dm.categories, dm.fraction, dm.on_bad_record, dm.batch_size) == (
+        ["Animal", "Spatial"],
+        0.1,
+        "skip",
+        4,
+    )
     with pytest.raises(SystemExit):
         parser.parse_args(["--data.root", "x", "--data.on_bad_record", "ignore"])

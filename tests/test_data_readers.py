@@ -31,7 +31,9 @@ def test_gqa_release_files(category: str, n: int) -> None:
     assert r.source.endswith(f"{category}.json:5")
 
 
-@pytest.mark.parametrize("split,n,yes", [("random", 2910, 1500), ("popular", 3000, 1500), ("adversarial", 3000, 1500)])
+@pytest.mark.parametrize(
+    "split,n,yes", [("random", 2910, 1500), ("popular", 3000, 1500), ("adversarial", 3000, 1500)]
+)
 def test_pope_release_files(split: str, n: int, yes: int) -> None:
     records = list(iter_records("pope", str(SHARED), splits=[split]))
     assert len(records) == n
@@ -59,7 +61,9 @@ def test_cocoqa_release_files(qtype: str, n: int) -> None:
 def test_gqa_scene_graph_file_is_not_read_as_questions() -> None:
     cats = Counter(r.category for r in iter_records("gqa", str(SHARED)))
     assert cats == {"Animal": 1000, "Material": 1115, "Spatial": 1000}
-    assert Counter(r.level for r in iter_records("gqa", str(SHARED), levels=["relation"])) == {"relation": 1000}
+    assert Counter(r.level for r in iter_records("gqa", str(SHARED), levels=["relation"])) == {
+        "relation": 1000
+    }
 
 
 def test_gqa_dict_keyed_file_matches_list_file(tmp_path) -> None:
@@ -69,14 +73,20 @@ def test_gqa_dict_keyed_file_matches_list_file(tmp_path) -> None:
     (tmp_path / "list" / "Animal.json").write_text(json.dumps(rows))
     for r in rows[::2]:
         del r["question_id"]  # official files carry the id only as the key
-    (tmp_path / "dict" / "Animal.json").write_text(json.dumps({str(i): r for i, r in enumerate(rows)}, indent=1))
+    (tmp_path / "dict" / "Animal.json").write_text(
+        json.dumps({str(i): r for i, r in enumerate(rows)}, indent=1)
+    )
     listed = list(read_gqa(tmp_path / "list" / "Animal.json", "/i"))
     keyed = list(read_gqa(tmp_path / "dict" / "Animal.json", "/i"))
     assert len(keyed) == 25 and keyed[0].source.endswith("Animal.json:0") and keyed[0].question_id == "0"
-    assert [(r.question, r.answer, r.image_id) for r in keyed] == [(r.question, r.answer, r.image_id) for r in listed]
+    assert [(r.question, r.answer, r.image_id) for r in keyed] == [
+        (r.question, r.answer, r.image_id) for r in listed
+    ]
 
 
-@pytest.mark.parametrize("doc", [[], {}, [1, {"a": [1, 2.5e3, "x,]}"]}, None, True, -7], {"k": {"n": 12345678901}}])
+@pytest.mark.parametrize(
+    "doc", [[], {}, [1, {"a": [1, 2.5e3, "x,]}"]}, None, True, -7], {"k": {"n": 12345678901}}]
+)
 @pytest.mark.parametrize("chunk", [1, 3, 4096])
 def test_json_stream_matches_json_load(tmp_path, doc, chunk: int) -> None:
     p = tmp_path / "d.json"
@@ -86,8 +96,15 @@ def test_json_stream_matches_json_load(tmp_path, doc, chunk: int) -> None:
     assert items == expected
 
 
-@pytest.mark.parametrize("text,where", [('[{"a": 1}, {"a": ]', "character"), ('[{"a": 1} {"a": 2}]', "after record 0"),
-                                        ('"just a string"', "start of the document"), ('{"k": 1, 2: 3}', "record 1")])
+@pytest.mark.parametrize(
+    "text,where",
+    [
+        ('[{"a": 1}, {"a": ]', "character"),
+        ('[{"a": 1} {"a": 2}]', "after record 0"),
+        ('"just a string"', "start of the document"),
+        ('{"k": 1, 2: 3}', "record 1"),
+    ],
+)
 def test_json_stream_malformed(tmp_path, text: str, where: str) -> None:
     p = tmp_path / "bad.json"
     p.write_text(text)
@@ -114,17 +131,21 @@ def test_missing_fields_name_file_record_and_field(tmp_path) -> None:
     assert [e.source for e in seen] == [f"{p}:2"]
 
     pope = tmp_path / "coco_pope_random.json"
-    pope.write_text('{"question_id": 1, "image": "a.jpg", "text": "Q?", "label": "yes"}\n'
-                    '{"question_id": 2, "image": "a.jpg", "text": "Q?", "label": "yes"\n'
-                    '{"question_id": 3, "image": "a.jpg", "label": "no"}\n'
-                    '{"question_id": 4, "image": "a.jpg", "text": "Q?", "label": "maybe"}\n')
+    pope.write_text(
+        '{"question_id": 1, "image": "a.jpg", "text": "Q?", "label": "yes"}\n'
+        '{"question_id": 2, "image": "a.jpg", "text": "Q?", "label": "yes"\n'
+        '{"question_id": 3, "image": "a.jpg", "label": "no"}\n'
+        '{"question_id": 4, "image": "a.jpg", "text": "Q?", "label": "maybe"}\n'
+    )
     with pytest.raises(BadRecordError, match=r"coco_pope_random\.json:2: malformed JSON line"):
         list(read_pope(pope, "/i"))
     seen.clear()
     assert [r.question_id for r in read_pope(pope, "/i", on_bad=seen.append)] == ["random-1"]
     assert [(e.source.rsplit(":", 1)[1], e.reason.split(" (")[0]) for e in seen] == [
-        ("2", "malformed JSON line"), ("3", "missing required field 'text'"),
-        ("4", "field 'label' must be 'yes' or 'no', got 'maybe'")]
+        ("2", "malformed JSON line"),
+        ("3", "missing required field 'text'"),
+        ("4", "field 'label' must be 'yes' or 'no', got 'maybe'"),
+    ]
 
 
 def test_cocoqa_bad_header_rows_and_pattern(tmp_path) -> None:
@@ -132,13 +153,19 @@ def test_cocoqa_bad_header_rows_and_pattern(tmp_path) -> None:
     p.write_text("idx,image,question,answer\n0,1,what,red\n")
     with pytest.raises(BadRecordError, match=r"color_coco_qa\.csv:1: expected the COCO-QA header"):
         list(read_cocoqa(p, "/i"))
-    p.write_text(",train_image_id_count,question_count,answer_count\n0,1,what,red\n1,2,what\n2,,what,blue\n3,x7,q,a\n")
+    p.write_text(
+        ",train_image_id_count,question_count,answer_count\n0,1,what,red\n1,2,what\n2,,what,blue\n3,x7,q,a\n"
+    )
     with pytest.raises(BadRecordError, match=r"color_coco_qa\.csv:3: expected 4 columns"):
         list(read_cocoqa(p, "/i"))
     seen: list[BadRecordError] = []
     kept = list(read_cocoqa(p, "/i", on_bad=seen.append))
-    assert [r.question_id for r in kept] == ["color-0"] and kept[0].image_path == "/i/COCO_train2014_000000000001.jpg"
+    assert [r.question_id for r in kept] == ["color-0"] and kept[
+        0
+    ].image_path == "/i/COCO_train2014_000000000001.jpg"
     assert [e.source.rsplit(":", 1)[1] for e in seen] == ["3", "4", "5"]
     assert "missing required field 'train_image_id_count'" in str(seen[1])
     assert "does not fit image_pattern" in str(seen[2])
-    assert [r.image_path for r in read_cocoqa(p, "/i", pattern="{id}.png", on_bad=seen.append)][-1] == "/i/x7.png"
+    assert [r.image_path for r in read_cocoqa(p, "/i", pattern="{id}.png", on_bad=seen.append)][
+        -1
+    ] == "/i/x7.png"

@@ -37,9 +37,15 @@ def gqa_rows(n: int, n_images: int, category: str, start: int = 0) -> list[dict]
     """GQA-schema questions: ``n`` questions over ``n_images`` images, answers alternating yes/no."""
     sem = {"Animal": "obj", "Material": "attr", "Spatial": "rel"}.get(category, "obj")
     return [
-        {"question_id": str(start + i), "imageId": f"img{(start + i) % n_images}", "question": f"Q{i} {category}?",
-         "answer": "Yes" if i % 3 else "No", "fullAnswer": "x", "types": {"semantic": sem},
-         "object_positions": [{"x": 1, "y": 1, "w": 2, "h": 2}]}
+        {
+            "question_id": str(start + i),
+            "imageId": f"img{(start + i) % n_images}",
+            "question": f"Q{i} {category}?",
+            "answer": "Yes" if i % 3 else "No",
+            "fullAnswer": "x",
+            "types": {"semantic": sem},
+            "object_positions": [{"x": 1, "y": 1, "w": 2, "h": 2}],
+        }
         for i in range(n)
     ]
 
@@ -58,8 +64,17 @@ def make_root(root: Path, n_gqa: int = 60, n_pope: int = 40, n_coco: int = 30, n
         with open(root / "POPE" / f"coco_pope_{split}.json", "w") as f:
             for i in range(n_pope):
                 img = f"COCO_val2014_{i % n_images:012d}.jpg"
-                f.write(json.dumps({"question_id": i + 1, "image": img, "text": f"Is there a {split} {i}?",
-                                    "label": "yes" if i % 2 else "no"}) + "\n")
+                f.write(
+                    json.dumps(
+                        {
+                            "question_id": i + 1,
+                            "image": img,
+                            "text": f"Is there a {split} {i}?",
+                            "label": "yes" if i % 2 else "no",
+                        }
+                    )
+                    + "\n"
+                )
                 images.append(img)
     for qtype in ("color", "count"):
         with open(root / "COCOQA" / f"{qtype}_coco_qa.csv", "w", newline="") as f:

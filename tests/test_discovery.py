@@ -56,8 +56,19 @@ def write_pair_manifest(root: Path, n: int = 6, seed: int = 0) -> Path:
         images[2 * i].save(root / f"clean{i}.png")
         images[2 * i + 1].save(root / f"edited{i}.png")
         answer = "yes" if i % 2 == 0 else "no"
-        pairs.append(ImagePair(f"p{i}", question, str(root / f"clean{i}.png"), str(root / f"edited{i}.png"), answer,
-                               "no" if answer == "yes" else "yes", None, category, ("yes", "no")))  # fmt: skip
+        pairs.append(
+            ImagePair(
+                f"p{i}",
+                question,
+                str(root / f"clean{i}.png"),
+                str(root / f"edited{i}.png"),
+                answer,
+                "no" if answer == "yes" else "yes",
+                None,
+                category,
+                ("yes", "no"),
+            )
+        )
     return write_pairs(root / "pairs.jsonl", pairs)
 
 
@@ -122,8 +133,9 @@ def test_batched_ablation_equals_per_head_loop(vlm, pairs, mode):
                 with ablate_heads(vlm, [(layer, head)], mode, means):
                     ref[layer, head] += float(base - p_correct(vlm, item))
     ref /= len(items)
-    got = run_discovery(vlm, pairs[:2], DiscoveryConfig(method="ablation", ablation_mode=mode, batch_size=7,
-                                                        pair_batch=2)).scores  # fmt: skip
+    got = run_discovery(
+        vlm, pairs[:2], DiscoveryConfig(method="ablation", ablation_mode=mode, batch_size=7, pair_batch=2)
+    ).scores
     assert ref.abs().max() > 1e-4  # the heads do something, so equality is informative
     torch.testing.assert_close(got.signed(), ref.float(), atol=1e-5, rtol=0)
     correct = torch.tensor([bool(p_correct(vlm, it) > 0.5) for it in items])
@@ -167,10 +179,13 @@ def test_batched_patching_equals_per_head_loop(vlm, pairs):
 def test_decoder_replay_reproduces_model_logits(request, manifest, model_dir):
     model = load_vlm(str(request.getfixturevalue(model_dir)))
     items = prepare_pairs(model, load_pairs(manifest, limit=3))
-    run = capture(model, encode(model, [it.prompt for it in items], images_of(items, "clean")), residuals=True)
+    run = capture(
+        model, encode(model, [it.prompt for it in items], images_of(items, "clean")), residuals=True
+    )
     for start in range(model.num_layers):
-        torch.testing.assert_close(run_rows(model, run, torch.tensor([2, 0, 1]), start), run.logits[[2, 0, 1]],
-                                   atol=1e-4, rtol=1e-4)  # fmt: skip
+        torch.testing.assert_close(
+            run_rows(model, run, torch.tensor([2, 0, 1]), start), run.logits[[2, 0, 1]], atol=1e-4, rtol=1e-4
+        )
 
 
 @torch.no_grad()
@@ -213,8 +228,9 @@ def test_attribution_ranks_like_patching(vlm, pairs):
 def test_edited_to_clean_direction_is_the_noising_effect(vlm, pairs):
     """Both directions estimate the same heads' role: on this model their rankings agree broadly."""
     fwd = run_discovery(vlm, pairs, DiscoveryConfig(method="patching", batch_size=16)).scores.signed()
-    back = run_discovery(vlm, pairs, DiscoveryConfig(method="patching", batch_size=16,
-                                                     direction="edited_to_clean")).scores.signed()  # fmt: skip
+    back = run_discovery(
+        vlm, pairs, DiscoveryConfig(method="patching", batch_size=16, direction="edited_to_clean")
+    ).scores.signed()
     assert not torch.allclose(fwd, back)
     assert spearmanr(fwd.flatten(), back.flatten()).statistic > 0.5
 
@@ -273,16 +289,23 @@ def test_patching_finds_planted_harmful_and_silenced_heads(model_and_pairs, meth
     with ExitStack() as stack:
         for layer, head in silenced:
             stack.enter_context(planted(vlm, layer, head, 0.0))
-        for _ in range(3):  # silencing changes the others' scores a little: repeat until no last-layer head is < 0
+        for _ in range(
+            3
+        ):  # silencing changes the others' scores a little: repeat until no last-layer head is < 0
             before = run_discovery(vlm, pairs, cfg).scores
-            negative = [(last, h) for h in range(vlm.num_heads)
-                        if (last, h) not in silenced and float(before.signed()[last, h]) < 0]  # fmt: skip
+            negative = [
+                (last, h)
+                for h in range(vlm.num_heads)
+                if (last, h) not in silenced and float(before.signed()[last, h]) < 0
+            ]
             if not negative:
                 break
             for layer, head in negative:
                 stack.enter_context(planted(vlm, layer, head, 0.0))
             silenced += negative
-        helpful = sorted((float(before.signed()[last, h]), h) for h in range(vlm.num_heads) if (last, h) not in silenced)
+        helpful = sorted(
+            (float(before.signed()[last, h]), h) for h in range(vlm.num_heads) if (last, h) not in silenced
+        )
         assert len(helpful) >= 2 and all(v > 0 for v, _ in helpful) and helpful[0][0] < 0.5
         share, hh = helpful[0]
         with planted(vlm, last, hh, -2.0 if 3 * share < 0.8 else -1.0):
@@ -306,7 +329,9 @@ def test_resume_after_interruption_gives_identical_scores(vlm, pairs, tmp_path):
     assert resumed.chunks_computed == 1  # the two finished chunks were not recomputed
     for g in full.scores.groups:
         for stat in ("signed", "positive", "negative"):
-            assert torch.equal(full.scores.get(g, stat).nan_to_num(7.0), resumed.scores.get(g, stat).nan_to_num(7.0))
+            assert torch.equal(
+                full.scores.get(g, stat).nan_to_num(7.0), resumed.scores.get(g, stat).nan_to_num(7.0)
+            )
     with pytest.raises(ValueError, match="partial results were computed with another"):
         run_discovery(vlm, pairs[:5], cfg, out_dir=tmp_path / "run", resume=True)
 
@@ -315,8 +340,15 @@ def test_outputs_on_disk(vlm, pairs, tmp_path):
     result = run_discovery(vlm, pairs, DiscoveryConfig(method="attribution", top_k=3), out_dir=tmp_path)
     loaded = HeadScores.load(tmp_path)
     assert loaded.method == "attribution" and loaded.groups == result.scores.groups
-    assert loaded.groups == ["all", "level:object", "level:attribute", "level:relation", "category:Animal",
-                             "category:Color", "category:Spatial"]  # fmt: skip
+    assert loaded.groups == [
+        "all",
+        "level:object",
+        "level:attribute",
+        "level:relation",
+        "category:Animal",
+        "category:Color",
+        "category:Spatial",
+    ]
     for g in loaded.groups:
         torch.testing.assert_close(loaded.signed(g), result.scores.signed(g))
     summary = json.loads((tmp_path / "head_scores.json").read_text())
@@ -343,7 +375,12 @@ def test_vseam_filter_counts_match_predict(vlm, pairs):
     right = [c == p.answer for c, p in zip(pred_c, pairs, strict=True)]
     wrong = [e != p.edited_answer for e, p in zip(pred_e, pairs, strict=True)]
     kept = sum(r and w for r, w in zip(right, wrong, strict=True))
-    assert result.filter_report == {"total": 6, "right_on_clean": sum(right), "wrong_on_edited": sum(wrong), "kept": kept}
+    assert result.filter_report == {
+        "total": 6,
+        "right_on_clean": sum(right),
+        "wrong_on_edited": sum(wrong),
+        "kept": kept,
+    }
     assert result.scores.counts["all"]["signed"]["n"] == kept
 
 
@@ -374,16 +411,27 @@ def test_overlap_analysis_within_and_across_levels():
         s[pos], s[neg] = 1.0, -1.0
         return s.view(2, 4)
 
-    scores = HeadScores("patching", {
-        "level:object": {"signed": grid([0, 1], [7])},
-        "level:attribute": {"signed": grid([2, 3], [7])},
-        "category:Animal": {"signed": grid([0, 1], [7])},
-        "category:Shape": {"signed": grid([0, 4], [7])},
-        "category:Color": {"signed": grid([2, 3], [7])},
-    })  # fmt: skip
+    scores = HeadScores(
+        "patching",
+        {
+            "level:object": {"signed": grid([0, 1], [7])},
+            "level:attribute": {"signed": grid([2, 3], [7])},
+            "category:Animal": {"signed": grid([0, 1], [7])},
+            "category:Shape": {"signed": grid([0, 4], [7])},
+            "category:Color": {"signed": grid([2, 3], [7])},
+        },
+    )
     a = overlap_analysis(scores, k=2)
-    assert a["groups"] == ["level:object", "level:attribute", "category:Animal", "category:Shape", "category:Color"]
-    assert a["positive"]["within_level_category_mean"] == pytest.approx(jaccard({0, 1}, {0, 4}))  # Animal vs Shape
+    assert a["groups"] == [
+        "level:object",
+        "level:attribute",
+        "category:Animal",
+        "category:Shape",
+        "category:Color",
+    ]
+    assert a["positive"]["within_level_category_mean"] == pytest.approx(
+        jaccard({0, 1}, {0, 4})
+    )  # Animal vs Shape
     assert a["positive"]["across_level_category_mean"] == pytest.approx(0.0)
     assert a["negative"]["across_level_category_mean"] == pytest.approx(1.0)
     assert a["positive"]["matrix"][0][2] == 1.0 and a["positive"]["matrix"][0][1] == 0.0
@@ -412,17 +460,42 @@ def test_cli_writes_outputs_and_init_scales(tiny_llava_dir, manifest, tmp_path, 
     from vseam_pl.discover import main
 
     out = tmp_path / "run"
-    code = main(["--model", str(tiny_llava_dir), "--pairs", str(manifest), "--method", "patching", "--out", str(out),
-                 "--levels", "object", "relation", "--top-k", "3", "--batch-size", "16", "--limit", "4",
-                 "--init-scales", "topk"])  # fmt: skip
+    code = main(
+        [
+            "--model",
+            str(tiny_llava_dir),
+            "--pairs",
+            str(manifest),
+            "--method",
+            "patching",
+            "--out",
+            str(out),
+            "--levels",
+            "object",
+            "relation",
+            "--top-k",
+            "3",
+            "--batch-size",
+            "16",
+            "--limit",
+            "4",
+            "--init-scales",
+            "topk",
+        ]
+    )
     assert code == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["method"] == "patching" and summary["pairs"] == 4 and len(summary["positive"]) <= 3
     scores = HeadScores.load(out)
     assert [g for g in scores.groups if g.startswith("level:")] == ["level:object", "level:relation"]
     mod = HeadModulation.load(out / "init_scales.safetensors")
-    assert set(mod.scales.unique().tolist()) <= {0.5, 1.0, 1.5} and (mod.scales == 1.5).sum() == len(summary["positive"])
-    assert main(["--model", str(tiny_llava_dir), "--pairs", str(tmp_path / "none.jsonl"), "--out", str(out)]) == 2
+    assert set(mod.scales.unique().tolist()) <= {0.5, 1.0, 1.5} and (mod.scales == 1.5).sum() == len(
+        summary["positive"]
+    )
+    assert (
+        main(["--model", str(tiny_llava_dir), "--pairs", str(tmp_path / "none.jsonl"), "--out", str(out)])
+        == 2
+    )
     assert "no pairs manifest" in capsys.readouterr().err
     assert main(["--model", str(tmp_path / "no-model"), "--pairs", str(manifest), "--out", str(out)]) == 2
     assert "error:" in capsys.readouterr().err

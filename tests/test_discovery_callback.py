@@ -53,8 +53,16 @@ def test_callback_logs_heatmaps_and_initialises_scales(tiny_llava_dir, tmp_path)
     scales_param = module.modulation.scales
     callback = HeadDiscovery(manifest, method="attribution", top_k=2, init_scales="topk")
     logger = TensorBoardLogger(str(tmp_path / "logs"), name="fit")
-    trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=1, logger=logger, callbacks=[callback],
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_steps=1,
+        logger=logger,
+        callbacks=[callback],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(module)
 
     run_dir = tmp_path / "logs" / "fit" / "version_0" / "head_discovery"
@@ -69,8 +77,12 @@ def test_callback_logs_heatmaps_and_initialises_scales(tiny_llava_dir, tmp_path)
     events = EventAccumulator(str(tmp_path / "logs" / "fit" / "version_0"), size_guidance={"images": 0})
     events.Reload()
     tags = set(events.Tags()["images"])
-    assert {"head_discovery/heads/all/signed", "head_discovery/heads/level:object/signed",
-            "head_discovery/overlap/negative", "head_discovery/profiles/levels"} <= tags  # fmt: skip
+    assert {
+        "head_discovery/heads/all/signed",
+        "head_discovery/heads/level:object/signed",
+        "head_discovery/overlap/negative",
+        "head_discovery/profiles/levels",
+    } <= tags
     image = events.Images("head_discovery/heads/all/signed")[0]
     assert image.width > 100 and image.encoded_image_string[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -84,8 +96,16 @@ def test_callback_scores_the_unmodulated_model(tiny_llava_dir, tmp_path):
     with torch.no_grad():
         module.modulation.scales.mul_(0.5)
     callback = HeadDiscovery(manifest, method="attribution", out_dir=tmp_path / "run", log_figures=False)
-    trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=1, logger=False, callbacks=[callback],
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_steps=1,
+        logger=False,
+        callbacks=[callback],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(module)
     torch.testing.assert_close(callback.result.scores.signed(), standalone.scores.signed())
     assert (tmp_path / "run" / "head_scores.json").exists()

@@ -46,11 +46,15 @@ def test_two_processes_equal_one(tiny_llava_dir, tmp_path):
             assert res[name]["filter"] == single.filter_report
             for group, stats in single.scores.scores.items():
                 for stat, value in stats.items():
-                    torch.testing.assert_close(res[name]["scores"][group][stat], value, atol=1e-5, rtol=1e-5,
-                                               equal_nan=True)  # fmt: skip
+                    torch.testing.assert_close(
+                        res[name]["scores"][group][stat], value, atol=1e-5, rtol=1e-5, equal_nan=True
+                    )
         # each rank scored only its own shard: 4 + 3 pairs in chunks of 2
         assert results[0][name]["chunks"] + results[1][name]["chunks"] < single.chunks_computed + 2
-        assert sorted(p.name for p in (tmp_path / name / "partial").iterdir()) == ["rank0-of-2.pt", "rank1-of-2.pt"]
+        assert sorted(p.name for p in (tmp_path / name / "partial").iterdir()) == [
+            "rank0-of-2.pt",
+            "rank1-of-2.pt",
+        ]
         assert (tmp_path / name / "head_scores.safetensors").exists()
         if cfg.filter:
             assert single.filter_report["total"] == 7 and 0 < single.filter_report["kept"] < 7

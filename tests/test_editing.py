@@ -58,21 +58,45 @@ def tiny_pipe(tiny_pipeline_dir):
     return load_inpaint_pipeline(tiny_pipeline_dir, device="cpu", dtype="float32")
 
 
-def _record(qid: str, image_id: str, question: str, names: list[str], boxes: list[tuple[int, int, int, int]],
-            answer: str = "Yes", semantic: str = "obj", program: list[dict] | None = None,
-            full_answer: str = "") -> dict:
+def _record(
+    qid: str,
+    image_id: str,
+    question: str,
+    names: list[str],
+    boxes: list[tuple[int, int, int, int]],
+    answer: str = "Yes",
+    semantic: str = "obj",
+    program: list[dict] | None = None,
+    full_answer: str = "",
+) -> dict:
     """A question in the GQA/V-SEAM release schema; `boxes` are given in the order of `names`."""
     key = "relevant_objects" if semantic == "obj" else "involved_objects"
-    if program is None and semantic == "rel":  # GQA's form: select the object, relate the subject to it (",s")
+    if (
+        program is None and semantic == "rel"
+    ):  # GQA's form: select the object, relate the subject to it (",s")
         relation = question.split(f" {names[0]} ", 1)[1].rsplit(" the ", 1)[0]
-        program = [{"operation": "select", "dependencies": [], "argument": f"{names[1]} (200{qid[-1]})"},
-                   {"operation": "relate", "dependencies": [0], "argument": f"{names[0]},{relation},s (100{qid[-1]})"}]
+        program = [
+            {"operation": "select", "dependencies": [], "argument": f"{names[1]} (200{qid[-1]})"},
+            {
+                "operation": "relate",
+                "dependencies": [0],
+                "argument": f"{names[0]},{relation},s (100{qid[-1]})",
+            },
+        ]
         boxes = boxes[1::-1] + boxes[2:]  # object_positions follow the program: object first, then subject
-    program = program or [{"operation": "select", "dependencies": [], "argument": f"{names[0]} (100{qid[-1]})"}]
+    program = program or [
+        {"operation": "select", "dependencies": [], "argument": f"{names[0]} (100{qid[-1]})"}
+    ]
     return {
-        "semantic": program, "question": question, "imageId": image_id, "answer": answer,
-        "types": {"detailed": "x", "semantic": semantic, "structural": "verify"}, "fullAnswer": full_answer,
-        "annotations": {"answer": {}, "question": {}, "fullAnswer": {}}, key: names, "question_id": qid,
+        "semantic": program,
+        "question": question,
+        "imageId": image_id,
+        "answer": answer,
+        "types": {"detailed": "x", "semantic": semantic, "structural": "verify"},
+        "fullAnswer": full_answer,
+        "annotations": {"answer": {}, "question": {}, "fullAnswer": {}},
+        key: names,
+        "question_id": qid,
         "object_positions": [{"x": x, "y": y, "w": w, "h": h} for x, y, w, h in boxes],
     }
 
@@ -84,17 +108,40 @@ def gqa(tmp_path) -> dict:
     images.mkdir()
     animal = {
         "a1": _record("a1", "img1", "Is there a dog in this picture?", ["dog"], [(8, 10, 20, 24)]),
-        "a2": _record("a2", "img2", "Is there a gizmo in this picture?", ["gizmo"], [(5, 5, 10, 10)], answer="No"),
+        "a2": _record(
+            "a2", "img2", "Is there a gizmo in this picture?", ["gizmo"], [(5, 5, 10, 10)], answer="No"
+        ),
     }
     material = [
-        _record("m1", "img2", "Is the table made of wood?", ["table"], [(30, 30, 20, 16)], semantic="attr",
-                full_answer="The table is made of wood."),
-        _record("m2", "img1", "Is the chair made of metal?", ["chair"], [(2, 40, 16, 16)], answer="No",
-                semantic="attr", full_answer="No, the chair is made of plastic."),
+        _record(
+            "m1",
+            "img2",
+            "Is the table made of wood?",
+            ["table"],
+            [(30, 30, 20, 16)],
+            semantic="attr",
+            full_answer="The table is made of wood.",
+        ),
+        _record(
+            "m2",
+            "img1",
+            "Is the chair made of metal?",
+            ["chair"],
+            [(2, 40, 16, 16)],
+            answer="No",
+            semantic="attr",
+            full_answer="No, the chair is made of plastic.",
+        ),
     ]
     spatial = [
-        _record("s1", "img3", "Is the cat to the left of the car?", ["cat", "car"], [(4, 20, 12, 12), (40, 18, 18, 20)],
-                semantic="rel"),
+        _record(
+            "s1",
+            "img3",
+            "Is the cat to the left of the car?",
+            ["cat", "car"],
+            [(4, 20, 12, 12), (40, 18, 18, 20)],
+            semantic="rel",
+        ),
     ]
     rng = np.random.RandomState(0)
     for image_id in ("img1", "img2", "img3"):
@@ -117,7 +164,9 @@ def test_prompt_generation_on_every_shared_record(category):
     planner = EditPlanner(EditVocab.load(), seed=0)
     plans, unresolved = planner.plan_all(records)
     rate = len(plans) / len(records)
-    print(f"{category}: substitute for {len(plans)}/{len(records)} records ({rate:.1%}); unresolved {unresolved[:5]}")
+    print(
+        f"{category}: substitute for {len(plans)}/{len(records)} records ({rate:.1%}); unresolved {unresolved[:5]}"
+    )
     assert rate >= 0.98
     assert len(plans) + len(unresolved) == len(records)
     assert all(r.reason.strip() and r.kind.strip() for r in unresolved)
@@ -140,11 +189,20 @@ def test_edit_prompts_per_level(gqa):
     plans, unresolved = EditPlanner(EditVocab.load(), seed=3).plan_all(gqa["records"])
     by_id = {p.record.question_id: p for p in plans}
     dog = by_id["a1"]
-    assert dog.target == "dog" and dog.group == "animals" and dog.substitute in EditVocab.load().data["object"]["animals"]
-    assert dog.edited_question == f"Is there {'an' if dog.substitute[0] in 'aeiou' else 'a'} {dog.substitute} in this picture?"
+    assert (
+        dog.target == "dog"
+        and dog.group == "animals"
+        and dog.substitute in EditVocab.load().data["object"]["animals"]
+    )
+    assert (
+        dog.edited_question
+        == f"Is there {'an' if dog.substitute[0] in 'aeiou' else 'a'} {dog.substitute} in this picture?"
+    )
     assert dog.boxes == ((8, 10, 20, 24),) and "dog" in dog.negative_prompt
     wood = by_id["m1"]
-    assert (wood.target, wood.edited_answer) == ("wood", "no") and wood.prompt.endswith(f"table made of {wood.substitute}")
+    assert (wood.target, wood.edited_answer) == ("wood", "no") and wood.prompt.endswith(
+        f"table made of {wood.substitute}"
+    )
     # a "no" record is edited the other way: paint in the asked material (observed one from fullAnswer)
     metal = by_id["m2"]
     assert (metal.target, metal.substitute, metal.edited_answer) == ("plastic", "metal", "yes")
@@ -152,7 +210,9 @@ def test_edit_prompts_per_level(gqa):
     assert (rel.target, rel.substitute) == ("to the left of", "to the right of")
     assert rel.edited_question == "Is the cat to the right of the car?"
     assert rel.boxes == ((4, 20, 12, 12), (40, 18, 18, 20))
-    assert EditPlanner(EditVocab.load(), relation_region="subject").plan(rel.record).boxes == ((4, 20, 12, 12),)
+    assert EditPlanner(EditVocab.load(), relation_region="subject").plan(rel.record).boxes == (
+        (4, 20, 12, 12),
+    )
 
 
 def test_edit_prompts_for_categories_without_a_shared_file(tmp_path):
@@ -162,15 +222,27 @@ def test_edit_prompts_for_categories_without_a_shared_file(tmp_path):
         "Action": [_record("x1", "i", "Is the man riding the horse?", ["man", "horse"], two, semantic="rel")],
         "Vehicle": [_record("v1", "i", "Is there a bus in this picture?", ["bus"], two[:1])],
         "Indoor": [_record("n1", "i", "Are there chairs in the image?", ["chairs"], two[:1])],
-        "Color": [_record("c1", "i", "Is the car red?", ["car"], two[:1], semantic="attr"),
-                  _record("c2", "i", "Is the shirt blue?", ["shirt"], two[:1], answer="No", semantic="attr",
-                          full_answer="No, the shirt is white.")],
+        "Color": [
+            _record("c1", "i", "Is the car red?", ["car"], two[:1], semantic="attr"),
+            _record(
+                "c2",
+                "i",
+                "Is the shirt blue?",
+                ["shirt"],
+                two[:1],
+                answer="No",
+                semantic="attr",
+                full_answer="No, the shirt is white.",
+            ),
+        ],
     }
     vocab = EditVocab.load()
     plans = {}
     for category, records in files.items():
         (tmp_path / f"{category}.json").write_text(json.dumps(records))
-        done, unresolved = EditPlanner(vocab, seed=0).plan_all(read_gqa_questions(tmp_path / f"{category}.json"))
+        done, unresolved = EditPlanner(vocab, seed=0).plan_all(
+            read_gqa_questions(tmp_path / f"{category}.json")
+        )
         assert not unresolved
         plans.update({p.record.question_id: p for p in done})
     ride = plans["x1"]
@@ -178,11 +250,17 @@ def test_edit_prompts_for_categories_without_a_shared_file(tmp_path):
     assert ride.substitute in vocab.data["relation"]["action"]["riding"]  # the curated alternatives
     assert ride.edited_question == f"Is the man {ride.substitute} the horse?" and ride.boxes == tuple(two)
     bus = plans["v1"]
-    assert bus.group == "vehicles" and bus.substitute in vocab.data["object"]["vehicles"] and bus.substitute != "bus"
+    assert (
+        bus.group == "vehicles"
+        and bus.substitute in vocab.data["object"]["vehicles"]
+        and bus.substitute != "bus"
+    )
     chairs = plans["n1"]  # a plural mention gets a plural substitute
     assert chairs.group == "indoor" and chairs.substitute.endswith("s") and chairs.substitute != "chairs"
     red, blue = plans["c1"], plans["c2"]
-    assert (red.target, red.edited_answer) == ("red", "no") and red.substitute in vocab.data["attribute"]["color"]
+    assert (red.target, red.edited_answer) == ("red", "no") and red.substitute in vocab.data["attribute"][
+        "color"
+    ]
     assert red.prompt.endswith(f"{red.substitute} car")
     assert (blue.target, blue.substitute, blue.edited_answer) == ("white", "blue", "yes")
 
@@ -193,15 +271,34 @@ def test_scene_graph_gives_boxes_attributes_and_excludes_present_objects(tmp_pat
         pytest.skip(f"{path} not present")
     graphs = read_scene_graphs(path)
     questions = [
-        _record("c1", "2353884", "Are the shorts blue?", ["shorts"], [], answer="No", semantic="attr",
-                program=[{"operation": "select", "dependencies": [], "argument": "shorts (3576178)"},
-                         {"operation": "verify color", "dependencies": [0], "argument": "blue"}]),
-        _record("c2", "2353884", "Is there a man in this picture?", ["man"], [],
-                program=[{"operation": "select", "dependencies": [], "argument": "man (2449847)"}]),
+        _record(
+            "c1",
+            "2353884",
+            "Are the shorts blue?",
+            ["shorts"],
+            [],
+            answer="No",
+            semantic="attr",
+            program=[
+                {"operation": "select", "dependencies": [], "argument": "shorts (3576178)"},
+                {"operation": "verify color", "dependencies": [0], "argument": "blue"},
+            ],
+        ),
+        _record(
+            "c2",
+            "2353884",
+            "Is there a man in this picture?",
+            ["man"],
+            [],
+            program=[{"operation": "select", "dependencies": [], "argument": "man (2449847)"}],
+        ),
     ]
     (tmp_path / "Color.json").write_text(json.dumps(questions[:1]))
     (tmp_path / "Animal.json").write_text(json.dumps(questions[1:]))  # any object-level category
-    (shorts,), (man,) = read_gqa_questions(tmp_path / "Color.json"), read_gqa_questions(tmp_path / "Animal.json")
+    (shorts,), (man,) = (
+        read_gqa_questions(tmp_path / "Color.json"),
+        read_gqa_questions(tmp_path / "Animal.json"),
+    )
     planner = EditPlanner(EditVocab.load(), scene_graphs=graphs)
     plan = planner.plan(shorts)
     assert (plan.level, plan.group, plan.target, plan.substitute) == ("attribute", "color", "gray", "blue")
@@ -209,8 +306,15 @@ def test_scene_graph_gives_boxes_attributes_and_excludes_present_objects(tmp_pat
     assert planner.plan(man).boxes == ((237, 33, 174, 228),)
     # every person word but "girl" is in the image's scene graph, so "girl" is the only valid substitute
     people = EditVocab.load().data["object"]["people"]
-    crowd = {"2353884": {"objects": {str(i): {"name": n, "x": 0, "y": 0, "w": 1, "h": 1}
-                                     for i, n in enumerate(people) if n != "girl"}}}
+    crowd = {
+        "2353884": {
+            "objects": {
+                str(i): {"name": n, "x": 0, "y": 0, "w": 1, "h": 1}
+                for i, n in enumerate(people)
+                if n != "girl"
+            }
+        }
+    }
     crowd["2353884"]["objects"]["2449847"] = graphs["2353884"]["objects"]["2449847"]
     assert EditPlanner(EditVocab.load(), scene_graphs=crowd).plan(man).substitute == "girl"
 
@@ -228,7 +332,9 @@ def test_unresolvable_records_are_reported_with_reasons(gqa):
     assert [p.record.question_id for p in plans] == ["a1"]
     assert "answer is 'no'" in reasons["a2"]
     assert Counter(r.kind for r in unresolved) == {
-        "object answer is 'no'": 2, "no box": 1, "unknown level": 1,  # summary counts kinds, not words or paths
+        "object answer is 'no'": 2,
+        "no box": 1,
+        "unknown level": 1,  # summary counts kinds, not words or paths
     }
     assert "answer is 'no'" in reasons["no1"]
     assert "no box for 'dog'" in reasons["nobox"]
@@ -256,21 +362,31 @@ def test_overlapping_objects_never_substitute_each_other(tmp_path):
     vocab = EditVocab.load()
     bird, swan = vocab.find("bird", "object"), vocab.find("swans", "object")
     assert bird.group == swan.group == "animals"
-    assert not {"duck", "swan", "owl", "chicken"} & set(vocab.substitutes(bird)) and "dog" in vocab.substitutes(bird)
+    assert not {"duck", "swan", "owl", "chicken"} & set(
+        vocab.substitutes(bird)
+    ) and "dog" in vocab.substitutes(bird)
     assert "bird" not in vocab.substitutes(swan) and "duck" in vocab.substitutes(swan)
     assert set(vocab.substitutes(vocab.find("man", "object"))) == {"woman", "boy", "girl", "child", "baby"}
-    (tmp_path / "Indoor.json").write_text(json.dumps([
-        _record("p1", "i", "Is there a person in this picture?", ["person"], [(1, 1, 4, 4)]),
-        _record("b1", "i", "Is there a bird in this picture?", ["bird"], [(1, 1, 4, 4)]),
-    ]))
+    (tmp_path / "Indoor.json").write_text(
+        json.dumps(
+            [
+                _record("p1", "i", "Is there a person in this picture?", ["person"], [(1, 1, 4, 4)]),
+                _record("b1", "i", "Is there a bird in this picture?", ["bird"], [(1, 1, 4, 4)]),
+            ]
+        )
+    )
     plans, unresolved = EditPlanner(vocab).plan_all(read_gqa_questions(tmp_path / "Indoor.json"))
     assert [p.record.question_id for p in plans] == ["b1"] and plans[0].substitute not in ("swan", "duck")
     assert unresolved == [
-        Refusal("p1", "no substitute", "no substitute for 'person' in the vocabulary (all candidates excluded)")
+        Refusal(
+            "p1", "no substitute", "no substitute for 'person' in the vocabulary (all candidates excluded)"
+        )
     ]
     user = tmp_path / "v.json"
     user.write_text(json.dumps({"object_overlaps": {"bird": ["dragon"]}}))
-    with pytest.raises(VocabError, match=r"v\.json: object_overlaps.'bird' names 'dragon', which is no object term"):
+    with pytest.raises(
+        VocabError, match=r"v\.json: object_overlaps.'bird' names 'dragon', which is no object term"
+    ):
         EditVocab.load(user)
 
 
@@ -367,14 +483,30 @@ def test_job_writes_pairs_manifest_round_trips_and_resumes(gqa, tiny_pipe, tmp_p
     assert [p.pair_id for p in pairs] == [p.pair_id for p in plans]
     by_id = {p.pair_id: p for p in pairs}
     m1 = by_id["m1"]
-    assert m1.clean_image == str(out / "clean" / "img2.png") and m1.edited_image == str(out / "edited" / "m1.png")
-    assert (m1.answer, m1.edited_answer, m1.level, m1.category, m1.candidates) == ("yes", "no", "attribute",
-                                                                                     "Material", ("yes", "no"))
-    assert m1.edit["target"] == "wood" and {"level", "substitute", "prompt", "negative_prompt", "steps",
-                                             "guidance"} <= set(m1.edit)
+    assert m1.clean_image == str(out / "clean" / "img2.png") and m1.edited_image == str(
+        out / "edited" / "m1.png"
+    )
+    assert (m1.answer, m1.edited_answer, m1.level, m1.category, m1.candidates) == (
+        "yes",
+        "no",
+        "attribute",
+        "Material",
+        ("yes", "no"),
+    )
+    assert m1.edit["target"] == "wood" and {
+        "level",
+        "substitute",
+        "prompt",
+        "negative_prompt",
+        "steps",
+        "guidance",
+    } <= set(m1.edit)
     assert (m1.edit["steps"], m1.model_id, m1.mask_box) == (2, "tiny", (27, 27, 26, 22))
     for pair in pairs:
-        clean, edited = Image.open(pair.clean_image).convert("RGB"), Image.open(pair.edited_image).convert("RGB")
+        clean, edited = (
+            Image.open(pair.clean_image).convert("RGB"),
+            Image.open(pair.edited_image).convert("RGB"),
+        )
         original = Image.open(gqa["images"] / Path(pair.clean_image).name).convert("RGB")
         assert np.array_equal(np.asarray(clean), np.asarray(original))
         alpha = np.asarray(Image.open(out / "masks" / f"{pair.pair_id}.png")) / 255.0
@@ -405,8 +537,13 @@ def test_user_masks_replace_boxes(gqa, tiny_pipe, tmp_path):
     plan = planner.plan(record)
     assert plan.boxes == ()
     out = tmp_path / "out"
-    run_edits([plan], out, Inpainter(tiny_pipe, steps=2, resolution=SIZE // 2),
-              EditSettings(dilate=1, feather=0, masks=str(masks)), progress=False)
+    run_edits(
+        [plan],
+        out,
+        Inpainter(tiny_pipe, steps=2, resolution=SIZE // 2),
+        EditSettings(dilate=1, feather=0, masks=str(masks)),
+        progress=False,
+    )
     (pair,) = read_pairs(out)
     assert pair.edit["mask_source"] == "user" and pair.mask_box == (43, 39, 18, 12)
     clean = np.asarray(Image.open(pair.clean_image).convert("RGB"))
@@ -427,20 +564,31 @@ def test_exif_rotated_photo_is_edited_as_displayed(tiny_pipe, tmp_path, orientat
     exif = Image.Exif()
     exif[0x0112] = orientation
     Image.fromarray(stored).save(images / "phone.jpg", "JPEG", quality=95, exif=exif.tobytes())
-    (tmp_path / "Animal.json").write_text(json.dumps([
-        _record("e1", "phone", "Is there a dog in this picture?", ["dog"], [(2, 30, 10, 12)]),
-    ]))
+    (tmp_path / "Animal.json").write_text(
+        json.dumps(
+            [
+                _record("e1", "phone", "Is there a dog in this picture?", ["dog"], [(2, 30, 10, 12)]),
+            ]
+        )
+    )
     (record,) = read_gqa_questions(tmp_path / "Animal.json", images)
     plan = EditPlanner(EditVocab.load()).plan(record)
     out = tmp_path / "out"
-    report = run_edits([plan], out, Inpainter(tiny_pipe, steps=2, resolution=32),
-                       EditSettings(dilate=0, feather=0, check_outside=True), progress=False)
+    report = run_edits(
+        [plan],
+        out,
+        Inpainter(tiny_pipe, steps=2, resolution=32),
+        EditSettings(dilate=0, feather=0, check_outside=True),
+        progress=False,
+    )
     assert report.written == 1, report.summary()
     (pair,) = read_pairs(out)
     with Image.open(images / "phone.jpg") as raw:
         assert raw.size == (48, 32)
         upright = np.asarray(ImageOps.exif_transpose(raw).convert("RGB"))
-    rotated = np.rot90(np.asarray(Image.open(images / "phone.jpg").convert("RGB")), -1 if orientation == 6 else 1)
+    rotated = np.rot90(
+        np.asarray(Image.open(images / "phone.jpg").convert("RGB")), -1 if orientation == 6 else 1
+    )
     assert np.array_equal(upright, rotated)  # the reference: PIL's own transpose is the expected rotation
     clean_img, edited_img = Image.open(pair.clean_image), Image.open(pair.edited_image)
     assert clean_img.format == "PNG" and clean_img.getexif().get(0x0112) in (None, 1)
@@ -494,10 +642,37 @@ def test_vseam_filter_keeps_pairs_the_vlm_sees_differently(gqa, tiny_pipe, tmp_p
 # ---------------------------------------------------------------------------------------------------- CLI
 def test_cli_end_to_end(gqa, tiny_pipeline_dir, tmp_path, capsys):
     out = tmp_path / "cli"
-    argv = ["--questions", *map(str, gqa["files"]), "--images", str(gqa["images"]), "--out", str(out),
-            "--pipeline", str(tiny_pipeline_dir), "--steps", "2", "--guidance", "5", "--seed", "7",
-            "--dilate", "2", "--feather", "1", "--device", "cpu", "--dtype", "float32", "--resolution", "32",
-            "--levels", "object", "relation", "--check-outside", "--no-progress"]
+    argv = [
+        "--questions",
+        *map(str, gqa["files"]),
+        "--images",
+        str(gqa["images"]),
+        "--out",
+        str(out),
+        "--pipeline",
+        str(tiny_pipeline_dir),
+        "--steps",
+        "2",
+        "--guidance",
+        "5",
+        "--seed",
+        "7",
+        "--dilate",
+        "2",
+        "--feather",
+        "1",
+        "--device",
+        "cpu",
+        "--dtype",
+        "float32",
+        "--resolution",
+        "32",
+        "--levels",
+        "object",
+        "relation",
+        "--check-outside",
+        "--no-progress",
+    ]
     report = edit_main(argv)
     captured = capsys.readouterr()
     assert "2 pairs written" in captured.err and "1 unresolved" in captured.err
@@ -519,14 +694,50 @@ def test_cli_vocab_masks_and_scene_graphs(gqa, tiny_pipeline_dir, tmp_path, caps
     masks = tmp_path / "masks"
     masks.mkdir()
     Image.fromarray(np.pad(np.full((6, 6), 255, np.uint8), ((50, 8), (50, 8)))).save(masks / "a1.png")
-    graphs = tmp_path / "graphs.json"  # a2's program selects "gizmo (1002)": its box comes from the scene graph
-    graphs.write_text(json.dumps({"img2": {"width": SIZE, "height": SIZE,
-                                           "objects": {"1002": {"name": "gizmo", "x": 40, "y": 40, "w": 10, "h": 12}}}}))
+    graphs = (
+        tmp_path / "graphs.json"
+    )  # a2's program selects "gizmo (1002)": its box comes from the scene graph
+    graphs.write_text(
+        json.dumps(
+            {
+                "img2": {
+                    "width": SIZE,
+                    "height": SIZE,
+                    "objects": {"1002": {"name": "gizmo", "x": 40, "y": 40, "w": 10, "h": 12}},
+                }
+            }
+        )
+    )
     out = tmp_path / "cli"
-    edit_main(["--questions", str(gqa["files"][0]), "--images", str(gqa["images"]), "--out", str(out),
-               "--pipeline", str(tiny_pipeline_dir), "--steps", "2", "--resolution", "32", "--device", "cpu",
-               "--vocab", str(vocab), "--masks", str(masks), "--scene-graphs", str(graphs), "--dilate", "0",
-               "--feather", "0", "--no-progress"])
+    edit_main(
+        [
+            "--questions",
+            str(gqa["files"][0]),
+            "--images",
+            str(gqa["images"]),
+            "--out",
+            str(out),
+            "--pipeline",
+            str(tiny_pipeline_dir),
+            "--steps",
+            "2",
+            "--resolution",
+            "32",
+            "--device",
+            "cpu",
+            "--vocab",
+            str(vocab),
+            "--masks",
+            str(masks),
+            "--scene-graphs",
+            str(graphs),
+            "--dilate",
+            "0",
+            "--feather",
+            "0",
+            "--no-progress",
+        ]
+    )
     capsys.readouterr()
     pairs = {p.pair_id: p for p in read_pairs(out)}
     assert sorted(pairs) == ["a1", "a2"]
@@ -540,17 +751,41 @@ def test_offline_demo_from_the_docs(tiny_pipeline_dir, tmp_path, capsys):
     """The README's offline editing commands ("Making edited pairs"): synthetic GQA-format questions + images + scene graphs, tiny pipeline."""
     from vseam_pl.synth.__main__ import main as synth_main
 
-    assert synth_main(["--out", str(tmp_path / "synth"), "--n-images", "4", "--n-val", "2", "--n-test", "6"]) == 0
+    assert (
+        synth_main(["--out", str(tmp_path / "synth"), "--n-images", "4", "--n-val", "2", "--n-test", "6"])
+        == 0
+    )
     test = tmp_path / "synth" / "test"
     files = sorted((test / "GQA").glob("*.json"))
     out = tmp_path / "edit-demo"
-    report = edit_main(["--questions", *map(str, files), "--images", str(test / "images"), "--scene-graphs",
-                        str(test / "scene_graphs.json"), "--out", str(out), "--pipeline", str(tiny_pipeline_dir),
-                        "--steps", "2", "--resolution", "32", "--device", "cpu", "--check-outside", "--no-progress"])
+    report = edit_main(
+        [
+            "--questions",
+            *map(str, files),
+            "--images",
+            str(test / "images"),
+            "--scene-graphs",
+            str(test / "scene_graphs.json"),
+            "--out",
+            str(out),
+            "--pipeline",
+            str(tiny_pipeline_dir),
+            "--steps",
+            "2",
+            "--resolution",
+            "32",
+            "--device",
+            "cpu",
+            "--check-outside",
+            "--no-progress",
+        ]
+    )
     capsys.readouterr()
     n_records = sum(len(read_gqa_questions(f)) for f in files)
     assert report.written > 0
-    assert report.written + len(report.unresolved) + len(report.rejected) == n_records  # nothing silently dropped
+    assert (
+        report.written + len(report.unresolved) + len(report.rejected) == n_records
+    )  # nothing silently dropped
     assert len(list(read_pairs(out))) == report.written
     assert {p.level for p in read_pairs(out)} >= {"object", "attribute"}
 
@@ -570,11 +805,15 @@ def test_cli_bad_inputs_exit_with_a_clear_message(gqa, tmp_path, capsys):
 def test_missing_images_are_reported_not_dropped(gqa, tiny_pipe, tmp_path):
     plans, _ = EditPlanner(EditVocab.load()).plan_all(gqa["records"])
     (gqa["images"] / "img3.png").unlink()  # s1's image
-    report = run_edits(plans, tmp_path / "out", Inpainter(tiny_pipe, steps=2, resolution=SIZE // 2), progress=False)
+    report = run_edits(
+        plans, tmp_path / "out", Inpainter(tiny_pipe, steps=2, resolution=SIZE // 2), progress=False
+    )
     assert report.written == len(plans) - 1
-    (qid, kind, reason), = ((r.question_id, r.kind, r.reason) for r in report.unresolved)
+    ((qid, kind, reason),) = ((r.question_id, r.kind, r.reason) for r in report.unresolved)
     assert qid == "s1" and "image file not found" in reason and "img3" in reason
-    assert report.summary()["unresolved_reasons"] == {"image missing or unreadable": 1}  # by kind, not by path
+    assert report.summary()["unresolved_reasons"] == {
+        "image missing or unreadable": 1
+    }  # by kind, not by path
     saved = json.loads((tmp_path / "out" / "unresolved.json").read_text())
     assert saved == [{"question_id": "s1", "kind": kind, "reason": reason}]
 
@@ -583,18 +822,43 @@ def test_cli_vseam_filter_with_tiny_llava(gqa, tiny_pipeline_dir, tiny_llava_dir
     """The real filter path: `--filter-model` loads a (random tiny) LLaVA with `vseam_pl.vlm.load_vlm` and judges
     pairs with `vseam_pl.scoring.predict`; its answers are arbitrary, so check the bookkeeping, not accuracy."""
     out = tmp_path / "filtered"
-    argv = ["--questions", *map(str, gqa["files"]), "--images", str(gqa["images"]), "--out", str(out),
-            "--pipeline", str(tiny_pipeline_dir), "--steps", "2", "--resolution", "32", "--device", "cpu",
-            "--dtype", "float32", "--limit", "4", "--filter-model", str(tiny_llava_dir), "--filter-batch-size", "3",
-            "--no-progress"]
+    argv = [
+        "--questions",
+        *map(str, gqa["files"]),
+        "--images",
+        str(gqa["images"]),
+        "--out",
+        str(out),
+        "--pipeline",
+        str(tiny_pipeline_dir),
+        "--steps",
+        "2",
+        "--resolution",
+        "32",
+        "--device",
+        "cpu",
+        "--dtype",
+        "float32",
+        "--limit",
+        "4",
+        "--filter-model",
+        str(tiny_llava_dir),
+        "--filter-batch-size",
+        "3",
+        "--no-progress",
+    ]
     report = edit_main(argv)
     summary = json.loads(capsys.readouterr().out)
-    assert report.planned == 3 and len(report.unresolved) == 1  # --limit 4 keeps a1, a2 (unresolvable), m1, m2
+    assert (
+        report.planned == 3 and len(report.unresolved) == 1
+    )  # --limit 4 keeps a1, a2 (unresolvable), m1, m2
     assert report.generated == 3 and report.written + len(report.rejected) == 3
     assert (summary["written"], summary["rejected"]) == (report.written, len(report.rejected))
     allowed = ("VLM answers the clean image", "VLM answers the edited image the same")
     assert all(r.startswith(allowed) for _, r in report.rejected)
-    rejected = [json.loads(x) for x in (out / "rejected.jsonl").read_text().splitlines()] if report.rejected else []
+    rejected = (
+        [json.loads(x) for x in (out / "rejected.jsonl").read_text().splitlines()] if report.rejected else []
+    )
     assert [x["pair_id"] for x in rejected] == [pid for pid, _ in report.rejected]
     written = [p.pair_id for p in read_pairs(out)] if report.written else []
     assert sorted(written + [x["pair_id"] for x in rejected]) == ["a1", "m1", "m2"]

@@ -41,14 +41,29 @@ def _relate(name: str, rel: str, role: str, oid: str, dep: int = 0, op: str = "r
     return {"operation": op, "dependencies": [dep], "argument": f"{name},{rel},{role} ({oid})"}
 
 
-def _rec(qid: str, question: str, names: list[str], program: list[dict], boxes: list[tuple], semantic: str = "rel",
-         answer: str = "Yes", full_answer: str = "", image: str = "img") -> dict:
+def _rec(
+    qid: str,
+    question: str,
+    names: list[str],
+    program: list[dict],
+    boxes: list[tuple],
+    semantic: str = "rel",
+    answer: str = "Yes",
+    full_answer: str = "",
+    image: str = "img",
+) -> dict:
     """A record in the release's schema; `boxes` in program order, as the release lists them."""
     key = "relevant_objects" if semantic == "obj" else "involved_objects"
     return {
-        "semantic": program, "question": question, "imageId": image, "answer": answer, "question_id": qid,
-        "types": {"detailed": "x", "semantic": semantic, "structural": "verify"}, "fullAnswer": full_answer,
-        "annotations": {"answer": {}, "question": {}, "fullAnswer": {}}, key: names,
+        "semantic": program,
+        "question": question,
+        "imageId": image,
+        "answer": answer,
+        "question_id": qid,
+        "types": {"detailed": "x", "semantic": semantic, "structural": "verify"},
+        "fullAnswer": full_answer,
+        "annotations": {"answer": {}, "question": {}, "fullAnswer": {}},
+        key: names,
         "object_positions": [{"x": x, "y": y, "w": w, "h": h} for x, y, w, h in boxes],
     }
 
@@ -86,12 +101,16 @@ def test_third_box_of_a_verify_or_choose_step_and_pronouns(spatial, tmp_path):
     planner = EditPlanner(EditVocab.load())
     rec = spatial["06924014"]
     assert program_boxes(rec.extra, "x") == {
-        "2254683": (0, 0, 401, 336), "2573131": (21, 24, 243, 308), "3750427": (317, 238, 134, 105),
+        "2254683": (0, 0, 401, 336),
+        "2573131": (21, 24, 243, 308),
+        "3750427": (317, 238, 134, 105),
     }
     plan = planner.plan(rec)
     assert plan.regions == ("giraffe", "building") and plan.boxes == ((21, 24, 243, 308), (0, 0, 401, 336))
     assert planner.locate(rec, "zebra") == (317, 238, 134, 105)
-    he = spatial["05794902"]  # "Is the man behind the wall?" but GQA: relate: wall,behind,s -> the wall is behind him
+    he = spatial[
+        "05794902"
+    ]  # "Is the man behind the wall?" but GQA: relate: wall,behind,s -> the wall is behind him
     plan = planner.plan(he)
     assert plan.regions == ("man", "wall") and plan.boxes == ((0, 61, 227, 410), (0, 1, 333, 323))
     assert plan.notes and "GQA's program states 'wall behind man'" in plan.notes[0]
@@ -101,8 +120,13 @@ def test_third_box_of_a_verify_or_choose_step_and_pronouns(spatial, tmp_path):
 
 
 def test_box_count_must_match_the_program(tmp_path):
-    rec = _rec("r1", "Is the cat behind the dog?", ["cat", "dog"],
-               [_select("dog", "2"), _relate("cat", "behind", "s", "1")], [(1, 1, 5, 5)])
+    rec = _rec(
+        "r1",
+        "Is the cat behind the dog?",
+        ["cat", "dog"],
+        [_select("dog", "2"), _relate("cat", "behind", "s", "1")],
+        [(1, 1, 5, 5)],
+    )
     with pytest.raises(GQAFormatError, match=r"1 object_positions but the semantic program names 2 objects"):
         program_boxes(rec, "Spatial.json: record r1")
     plans, refused = _plans(tmp_path, "Spatial", [rec])
@@ -112,9 +136,14 @@ def test_box_count_must_match_the_program(tmp_path):
 def test_scene_graph_boxes_by_object_id(tmp_path):
     """scene_graph_example.json: man 2449847 at (237,33,174,228) wears shorts 3576178 at (300,148,62,111)."""
     graphs = read_scene_graphs(_shared("scene_graph_example.json"))
-    rec = _rec("g1", "Is the man wearing the shorts?", ["shorts", "man"],
-               [_select("shorts", "3576178"), _relate("man", "wearing", "s", "2449847")],
-               [(0, 0, 9, 9), (1, 1, 9, 9)], image="2353884")  # wrong positions: the scene graph wins
+    rec = _rec(
+        "g1",
+        "Is the man wearing the shorts?",
+        ["shorts", "man"],
+        [_select("shorts", "3576178"), _relate("man", "wearing", "s", "2449847")],
+        [(0, 0, 9, 9), (1, 1, 9, 9)],
+        image="2353884",
+    )  # wrong positions: the scene graph wins
     (tmp_path / "Action.json").write_text(json.dumps([rec]))
     (record,) = read_gqa_questions(tmp_path / "Action.json")
     plan = EditPlanner(EditVocab.load(), scene_graphs=graphs).plan(record)
@@ -133,14 +162,20 @@ def test_relation_of_the_asked_step_in_the_question_order(spatial):
     assert plan.regions == ("person", "snow") and plan.boxes == ((118, 196, 70, 63), (36, 205, 296, 294))
     rels = program_relations(spatial["04490881"].extra)
     assert [(r.relations, r.subject.oid, r.object.oid) for r in rels] == [
-        (("above",), "4502229", "4502230"), (("to the right of",), None, "4502229"),
+        (("above",), "4502229", "4502230"),
+        (("to the right of",), None, "4502229"),
     ]
 
 
 def test_relation_from_the_program_keeps_subject_and_object(tmp_path):
     """A question that does not word the relation: the program's step says who is subject (``,o``: the input)."""
-    rec = _rec("p1", "Is this true of the picture?", ["car", "man"],
-               [_select("man", "1"), _relate("car", "to the left of", "o", "2")], [(1, 1, 4, 4), (9, 9, 4, 4)])
+    rec = _rec(
+        "p1",
+        "Is this true of the picture?",
+        ["car", "man"],
+        [_select("man", "1"), _relate("car", "to the left of", "o", "2")],
+        [(1, 1, 4, 4), (9, 9, 4, 4)],
+    )
     plans, _ = _plans(tmp_path, "Spatial", [rec])
     plan = plans["p1"]
     assert (plan.target, plan.substitute) == ("to the left of", "to the right of")
@@ -151,29 +186,72 @@ def test_relation_from_the_program_keeps_subject_and_object(tmp_path):
 @pytest.mark.parametrize(
     ("question", "rel", "target", "subject", "allowed"),
     [
-        ("Is the cat sitting on top of the car?", "sitting on top of", "sitting on top of", "cat", {"sitting under"}),
-        ("Is the man riding on the horse?", "riding on", "riding on", "man",
-         {"standing next to", "walking next to", "feeding", "petting"}),
-        ("Is the man riding on the horse?", "riding", "riding on", "man",  # program says "riding", question more
-         {"standing next to", "walking next to", "feeding", "petting"}),
-        ("Is the man riding the bike?", "riding", "riding", "man", {"standing next to", "walking next to", "pushing"}),
-        ("Is the woman standing behind the fence?", "standing behind", "standing behind", "woman",
-         {"standing in front of"}),
+        (
+            "Is the cat sitting on top of the car?",
+            "sitting on top of",
+            "sitting on top of",
+            "cat",
+            {"sitting under"},
+        ),
+        (
+            "Is the man riding on the horse?",
+            "riding on",
+            "riding on",
+            "man",
+            {"standing next to", "walking next to", "feeding", "petting"},
+        ),
+        (
+            "Is the man riding on the horse?",
+            "riding",
+            "riding on",
+            "man",  # program says "riding", question more
+            {"standing next to", "walking next to", "feeding", "petting"},
+        ),
+        (
+            "Is the man riding the bike?",
+            "riding",
+            "riding",
+            "man",
+            {"standing next to", "walking next to", "pushing"},
+        ),
+        (
+            "Is the woman standing behind the fence?",
+            "standing behind",
+            "standing behind",
+            "woman",
+            {"standing in front of"},
+        ),
         ("Is the girl eating the pizza?", "eating", "eating", "girl", {"holding", "smelling", "looking at"}),
         ("Is the dog wearing the collar?", "wearing", "wearing", "dog", {"holding", "carrying"}),
-        ("Is the man juggling the balls?", "juggling", "juggling", "man", {"standing next to"}),  # not in vocab
+        (
+            "Is the man juggling the balls?",
+            "juggling",
+            "juggling",
+            "man",
+            {"standing next to"},
+        ),  # not in vocab
         ("Is the bus parked on the street?", "parked on", "parked on", "bus", {"driving on"}),
     ],
 )
 def test_relation_phrases_verbs_and_sensible_substitutes(tmp_path, question, rel, target, subject, allowed):
     obj = question.rsplit(" the ", 1)[1].rstrip("?")
-    recs = [_rec(f"r{seed}", question, [obj, subject], [_select(obj, "2"), _relate(subject, rel, "s", "1")],
-                 [(20, 20, 8, 8), (1, 1, 6, 6)]) for seed in range(12)]
+    recs = [
+        _rec(
+            f"r{seed}",
+            question,
+            [obj, subject],
+            [_select(obj, "2"), _relate(subject, rel, "s", "1")],
+            [(20, 20, 8, 8), (1, 1, 6, 6)],
+        )
+        for seed in range(12)
+    ]
     plans, refused = _plans(tmp_path, "Action", recs)
     assert not refused
     seen = set()
     for plan in plans.values():
-        assert plan.target == target and plan.prompt.startswith(f"a photo of a {subject} {plan.substitute} the {obj}")
+        assert plan.target == target and plan.prompt.startswith(
+            f"a photo of a {subject} {plan.substitute} the {obj}"
+        )
         assert plan.edited_question == question.replace(target, plan.substitute)
         assert plan.regions == (subject, obj) and plan.boxes == ((1, 1, 6, 6), (20, 20, 8, 8))
         seen.add(plan.substitute)
@@ -181,10 +259,19 @@ def test_relation_phrases_verbs_and_sensible_substitutes(tmp_path, question, rel
 
 
 def test_on_a_ground_surface_has_no_sensible_opposite(tmp_path):
-    rec = _rec("w1", "Is the woman walking on the ground?", ["ground", "woman"],
-               [_select("ground", "2"), _relate("woman", "walking on", "s", "1")], [(0, 9, 9, 3), (2, 1, 3, 8)])
+    rec = _rec(
+        "w1",
+        "Is the woman walking on the ground?",
+        ["ground", "woman"],
+        [_select("ground", "2"), _relate("woman", "walking on", "s", "1")],
+        [(0, 9, 9, 3), (2, 1, 3, 8)],
+    )
     plans, refused = _plans(tmp_path, "Spatial", [rec])
-    assert not plans and refused[0].kind == "no sensible opposite" and "'woman walking on the ground'" in refused[0].reason
+    assert (
+        not plans
+        and refused[0].kind == "no sensible opposite"
+        and "'woman walking on the ground'" in refused[0].reason
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- coverage
@@ -196,30 +283,147 @@ def test_every_shared_category_is_covered(category):
     assert len(plans) + len(refused) == len(records)
     for plan in plans:
         assert plan.boxes and plan.substitute.lower() != plan.target.lower()
-        assert (plan.edited_question is None) == (plan.record.answer == "no")  or plan.level == "attribute"
+        assert (plan.edited_question is None) == (plan.record.answer == "no") or plan.level == "attribute"
 
 
-COLORS = ["white", "black", "blue", "red", "green", "brown", "gray", "yellow", "orange", "pink", "purple", "tan",
-          "silver", "beige", "dark", "light blue", "maroon"]
+COLORS = [
+    "white",
+    "black",
+    "blue",
+    "red",
+    "green",
+    "brown",
+    "gray",
+    "yellow",
+    "orange",
+    "pink",
+    "purple",
+    "tan",
+    "silver",
+    "beige",
+    "dark",
+    "light blue",
+    "maroon",
+]
 OOV_COLORS = ["khaki", "turquoise", "magenta"]  # not in the vocabulary: substituted within the colour group
-COLOR_OBJECTS = ["shirt", "car", "pants", "shorts", "sky", "wall", "jacket", "umbrella", "bus", "sign", "grass",
-                 "hat", "skis", "leaves", "plate", "cabinet", "truck", "glasses", "towel", "helmet"]
-INDOOR = ["chair", "table", "lamp", "couch", "bed", "pillow", "cabinet", "shelf", "curtain", "rug", "picture",
-          "microwave", "refrigerator", "sink", "toilet", "mirror", "vase", "clock", "nightstand", "drawers",
-          "ottoman", "bookcase", "dresser", "faucet", "outlet", "carpet", "blinds", "laptop", "keyboard", "computer mouse"]
-VEHICLES = ["car", "bus", "truck", "train", "bicycle", "motorcycle", "boat", "airplane", "van", "taxi", "scooter",
-            "tram", "trolley", "jeep", "helicopter", "tractor", "cars", "buses", "trucks", "bikes", "boats", "minivan",
-            "suv", "ambulance", "fire truck", "wagon", "cart", "limo", "motorbike", "skateboard"]
-ACTIONS = [("man", "holding", "umbrella"), ("woman", "riding", "horse"), ("boy", "wearing", "hat"),
-           ("girl", "eating", "sandwich"), ("man", "riding", "skateboard"), ("person", "holding", "phone"),
-           ("woman", "carrying", "bag"), ("man", "throwing", "frisbee"), ("dog", "catching", "frisbee"),
-           ("man", "hitting", "ball"), ("child", "flying", "kite"), ("man", "using", "laptop"),
-           ("woman", "watching", "television"), ("giraffe", "eating", "leaves"), ("man", "pushing", "cart"),
-           ("woman", "walking", "dog"), ("man", "feeding", "giraffe"), ("girl", "petting", "cat"),
-           ("man", "driving", "car"), ("player", "swinging", "bat"), ("woman", "talking on", "phone"),
-           ("man", "playing with", "frisbee"), ("lady", "drinking", "coffee"), ("man", "cutting", "cake"),
-           ("people", "sitting on", "bench"), ("cat", "lying on", "bed"), ("bird", "standing on", "fence"),
-           ("man", "wearing", "glasses"), ("woman", "holding", "racket"), ("man", "looking at", "phone")]
+COLOR_OBJECTS = [
+    "shirt",
+    "car",
+    "pants",
+    "shorts",
+    "sky",
+    "wall",
+    "jacket",
+    "umbrella",
+    "bus",
+    "sign",
+    "grass",
+    "hat",
+    "skis",
+    "leaves",
+    "plate",
+    "cabinet",
+    "truck",
+    "glasses",
+    "towel",
+    "helmet",
+]
+INDOOR = [
+    "chair",
+    "table",
+    "lamp",
+    "couch",
+    "bed",
+    "pillow",
+    "cabinet",
+    "shelf",
+    "curtain",
+    "rug",
+    "picture",
+    "microwave",
+    "refrigerator",
+    "sink",
+    "toilet",
+    "mirror",
+    "vase",
+    "clock",
+    "nightstand",
+    "drawers",
+    "ottoman",
+    "bookcase",
+    "dresser",
+    "faucet",
+    "outlet",
+    "carpet",
+    "blinds",
+    "laptop",
+    "keyboard",
+    "computer mouse",
+]
+VEHICLES = [
+    "car",
+    "bus",
+    "truck",
+    "train",
+    "bicycle",
+    "motorcycle",
+    "boat",
+    "airplane",
+    "van",
+    "taxi",
+    "scooter",
+    "tram",
+    "trolley",
+    "jeep",
+    "helicopter",
+    "tractor",
+    "cars",
+    "buses",
+    "trucks",
+    "bikes",
+    "boats",
+    "minivan",
+    "suv",
+    "ambulance",
+    "fire truck",
+    "wagon",
+    "cart",
+    "limo",
+    "motorbike",
+    "skateboard",
+]
+ACTIONS = [
+    ("man", "holding", "umbrella"),
+    ("woman", "riding", "horse"),
+    ("boy", "wearing", "hat"),
+    ("girl", "eating", "sandwich"),
+    ("man", "riding", "skateboard"),
+    ("person", "holding", "phone"),
+    ("woman", "carrying", "bag"),
+    ("man", "throwing", "frisbee"),
+    ("dog", "catching", "frisbee"),
+    ("man", "hitting", "ball"),
+    ("child", "flying", "kite"),
+    ("man", "using", "laptop"),
+    ("woman", "watching", "television"),
+    ("giraffe", "eating", "leaves"),
+    ("man", "pushing", "cart"),
+    ("woman", "walking", "dog"),
+    ("man", "feeding", "giraffe"),
+    ("girl", "petting", "cat"),
+    ("man", "driving", "car"),
+    ("player", "swinging", "bat"),
+    ("woman", "talking on", "phone"),
+    ("man", "playing with", "frisbee"),
+    ("lady", "drinking", "coffee"),
+    ("man", "cutting", "cake"),
+    ("people", "sitting on", "bench"),
+    ("cat", "lying on", "bed"),
+    ("bird", "standing on", "fence"),
+    ("man", "wearing", "glasses"),
+    ("woman", "holding", "racket"),
+    ("man", "looking at", "phone"),
+]
 
 
 def _synthetic_categories() -> dict[str, list[dict]]:
@@ -229,18 +433,38 @@ def _synthetic_categories() -> dict[str, list[dict]]:
     for i, (obj, color) in enumerate(pairs):
         be = "Are" if english.is_plural(obj) else "Is"
         answer = "Yes" if i % 2 else "No"
-        out["Color"].append(_rec(f"c{i}", f"{be} the {obj} {color}?", [obj],
-                                 [_select(obj, "1"), {"operation": "verify color", "dependencies": [0],
-                                                      "argument": color}], [(1, 1, 8, 8)], semantic="attr",
-                                 answer=answer, full_answer=f"No, the {obj} is {COLORS[(i + 7) % len(COLORS)]}."))
+        out["Color"].append(
+            _rec(
+                f"c{i}",
+                f"{be} the {obj} {color}?",
+                [obj],
+                [_select(obj, "1"), {"operation": "verify color", "dependencies": [0], "argument": color}],
+                [(1, 1, 8, 8)],
+                semantic="attr",
+                answer=answer,
+                full_answer=f"No, the {obj} is {COLORS[(i + 7) % len(COLORS)]}.",
+            )
+        )
     for cat, words in (("Indoor", INDOOR), ("Vehicle", VEHICLES)):
         for i, obj in enumerate(words):
-            q = f"Are there {obj} in this picture?" if english.is_plural(obj) else \
-                f"Is there {english.indefinite(obj)} {obj} in this picture?"
-            out[cat].append(_rec(f"{cat[0]}{i}", q, [obj], [_select(obj, "1")], [(1, 1, 8, 8)], semantic="obj"))
+            q = (
+                f"Are there {obj} in this picture?"
+                if english.is_plural(obj)
+                else f"Is there {english.indefinite(obj)} {obj} in this picture?"
+            )
+            out[cat].append(
+                _rec(f"{cat[0]}{i}", q, [obj], [_select(obj, "1")], [(1, 1, 8, 8)], semantic="obj")
+            )
     for i, (subj, act, obj) in enumerate(ACTIONS):
-        out["Action"].append(_rec(f"x{i}", f"Is the {subj} {act} the {obj}?", [obj, subj],
-                                  [_select(obj, "2"), _relate(subj, act, "s", "1")], [(9, 9, 5, 5), (1, 1, 6, 6)]))
+        out["Action"].append(
+            _rec(
+                f"x{i}",
+                f"Is the {subj} {act} the {obj}?",
+                [obj, subj],
+                [_select(obj, "2"), _relate(subj, act, "s", "1")],
+                [(9, 9, 5, 5), (1, 1, 6, 6)],
+            )
+        )
     return out
 
 
@@ -259,8 +483,12 @@ def test_categories_without_a_shared_file_are_covered(tmp_path):
                 assert plan.edited_question == plan.record.question.replace(plan.target, plan.substitute)
             if category == "Action":
                 subj = plan.record.question.split()[2]
-                assert plan.prompt.startswith(f"a photo of {'' if subj == 'people' else 'a '}{subj}".replace("  ", " "))
-    ride = _plans(tmp_path, "Action", [r for r in _synthetic_categories()["Action"] if "skateboard" in r["question"]])[0]
+                assert plan.prompt.startswith(
+                    f"a photo of {'' if subj == 'people' else 'a '}{subj}".replace("  ", " ")
+                )
+    ride = _plans(
+        tmp_path, "Action", [r for r in _synthetic_categories()["Action"] if "skateboard" in r["question"]]
+    )[0]
     assert all(p.substitute != "feeding" for p in ride.values())
 
 
@@ -287,10 +515,20 @@ def test_replace_noun_fixes_articles_and_number(text, old, new, expected):
 
 @pytest.mark.parametrize(
     ("noun", "modifier", "phrase", "plural"),
-    [("pants", "white", "white pants", True), ("skis", "red", "red skis", True), ("bus", "", "a bus", False),
-     ("glass", "", "a glass", False), ("glasses", "", "glasses", True), ("umbrella", "", "an umbrella", False),
-     ("shirt", "orange", "an orange shirt", False), ("people", "", "people", True), ("men", "", "men", True),
-     ("hair", "brown", "brown hair", False), ("dress", "", "a dress", False), ("palm trees", "", "palm trees", True)],
+    [
+        ("pants", "white", "white pants", True),
+        ("skis", "red", "red skis", True),
+        ("bus", "", "a bus", False),
+        ("glass", "", "a glass", False),
+        ("glasses", "", "glasses", True),
+        ("umbrella", "", "an umbrella", False),
+        ("shirt", "orange", "an orange shirt", False),
+        ("people", "", "people", True),
+        ("men", "", "men", True),
+        ("hair", "brown", "brown hair", False),
+        ("dress", "", "a dress", False),
+        ("palm trees", "", "palm trees", True),
+    ],
 )
 def test_noun_phrases(noun, modifier, phrase, plural):
     assert english.noun_phrase(noun, modifier) == phrase and english.is_plural(noun) is plural
@@ -298,11 +536,21 @@ def test_noun_phrases(noun, modifier, phrase, plural):
 
 def test_prompts_and_questions_are_english(tmp_path):
     recs = [
-        _rec("c1", "Are the pants white?", ["pants"], [_select("pants", "1")], [(1, 1, 4, 4)], semantic="attr"),
+        _rec(
+            "c1", "Are the pants white?", ["pants"], [_select("pants", "1")], [(1, 1, 4, 4)], semantic="attr"
+        ),
         _rec("c2", "Is the shirt blue?", ["shirt"], [_select("shirt", "1")], [(1, 1, 4, 4)], semantic="attr"),
     ]
-    recs.append(_rec("c3", "Is the shirt light blue?", ["shirt"], [_select("shirt", "1")], [(1, 1, 4, 4)],
-                     semantic="attr"))
+    recs.append(
+        _rec(
+            "c3",
+            "Is the shirt light blue?",
+            ["shirt"],
+            [_select("shirt", "1")],
+            [(1, 1, 4, 4)],
+            semantic="attr",
+        )
+    )
     plans, _ = _plans(tmp_path, "Color", recs)
     assert plans["c1"].prompt == f"a photo of {plans['c1'].substitute} pants"
     shade = plans["c3"]  # the shade goes with its colour: never "light brown" for a brown edit
@@ -310,13 +558,34 @@ def test_prompts_and_questions_are_english(tmp_path):
     assert shade.edited_question == f"Is the shirt {shade.substitute}?"
     sub = plans["c2"].substitute
     assert plans["c2"].prompt == f"a photo of {english.indefinite(sub)} {sub} shirt"
-    objs = [_rec("o1", "Is there a ski in this picture?", ["ski"], [_select("ski", "1")], [(1, 1, 4, 4)], semantic="obj"),
-            _rec("o2", "Are there skis in this picture?", ["skis"], [_select("skis", "1")], [(1, 1, 4, 4)], semantic="obj")]
+    objs = [
+        _rec(
+            "o1",
+            "Is there a ski in this picture?",
+            ["ski"],
+            [_select("ski", "1")],
+            [(1, 1, 4, 4)],
+            semantic="obj",
+        ),
+        _rec(
+            "o2",
+            "Are there skis in this picture?",
+            ["skis"],
+            [_select("skis", "1")],
+            [(1, 1, 4, 4)],
+            semantic="obj",
+        ),
+    ]
     plans, _ = _plans(tmp_path, "Indoor", objs)
     assert plans["o2"].edited_question.startswith("Are there ") and " a " not in plans["o2"].edited_question
     assert plans["o2"].prompt == f"a photo of {plans['o2'].substitute}"
-    people = _rec("s1", "Is the people under the umbrella?", ["umbrella", "people"],
-                  [_select("umbrella", "2"), _relate("person", "under", "s", "1")], [(1, 1, 4, 4), (5, 5, 4, 4)])
+    people = _rec(
+        "s1",
+        "Is the people under the umbrella?",
+        ["umbrella", "people"],
+        [_select("umbrella", "2"), _relate("person", "under", "s", "1")],
+        [(1, 1, 4, 4), (5, 5, 4, 4)],
+    )
     plans, _ = _plans(tmp_path, "Spatial", [people])
     assert plans["s1"].edited_question == "Are the people above the umbrella?"
     assert plans["s1"].prompt == "a photo of people above the umbrella"
@@ -324,14 +593,25 @@ def test_prompts_and_questions_are_english(tmp_path):
 
 @pytest.mark.parametrize(
     ("obj", "material", "allowed"),
-    [("sidewalk", "brick", {"wood", "metal", "stone", "concrete"}),
-     ("fork", "metal", {"wood", "plastic", "glass", "porcelain"}),
-     ("bag", "plastic", {"fabric", "leather", "paper", "rubber"}),
-     ("gizmo", "leather", {"fabric", "paper", "rubber", "plastic"})],  # unknown object: the value's kind
+    [
+        ("sidewalk", "brick", {"wood", "metal", "stone", "concrete"}),
+        ("fork", "metal", {"wood", "plastic", "glass", "porcelain"}),
+        ("bag", "plastic", {"fabric", "leather", "paper", "rubber"}),
+        ("gizmo", "leather", {"fabric", "paper", "rubber", "plastic"}),
+    ],  # unknown object: the value's kind
 )
 def test_material_substitutes_fit_the_object(tmp_path, obj, material, allowed):
-    recs = [_rec(f"m{i}", f"Is the {obj} made of {material}?", [obj], [_select(obj, "1")], [(1, 1, 4, 4)],
-                 semantic="attr") for i in range(15)]
+    recs = [
+        _rec(
+            f"m{i}",
+            f"Is the {obj} made of {material}?",
+            [obj],
+            [_select(obj, "1")],
+            [(1, 1, 4, 4)],
+            semantic="attr",
+        )
+        for i in range(15)
+    ]
     plans, refused = _plans(tmp_path, "Material", recs)
     seen = {p.substitute for p in plans.values()}
     assert not refused and seen <= allowed and len(seen) > 1
@@ -339,16 +619,32 @@ def test_material_substitutes_fit_the_object(tmp_path, obj, material, allowed):
 
 
 def test_invariant_nouns_take_their_number_from_the_question(tmp_path):
-    """"Are there salmon" is plural though "salmon" looks singular; its substitute "trout" stays plural."""
+    """ "Are there salmon" is plural though "salmon" looks singular; its substitute "trout" stays plural."""
     user = tmp_path / "v.json"
     user.write_text(json.dumps({"object": {"river fish": {"salmon": [], "trout": []}}}))
     path = tmp_path / "Animal.json"
-    path.write_text(json.dumps([
-        _rec("o1", "Are there salmon in this picture?", ["salmon"], [_select("salmon", "1")], [(1, 1, 4, 4)],
-             semantic="obj"),
-        _rec("o2", "Is there a salmon in this picture?", ["salmon"], [_select("salmon", "1")], [(1, 1, 4, 4)],
-             semantic="obj"),
-    ]))
+    path.write_text(
+        json.dumps(
+            [
+                _rec(
+                    "o1",
+                    "Are there salmon in this picture?",
+                    ["salmon"],
+                    [_select("salmon", "1")],
+                    [(1, 1, 4, 4)],
+                    semantic="obj",
+                ),
+                _rec(
+                    "o2",
+                    "Is there a salmon in this picture?",
+                    ["salmon"],
+                    [_select("salmon", "1")],
+                    [(1, 1, 4, 4)],
+                    semantic="obj",
+                ),
+            ]
+        )
+    )
     plans, _ = EditPlanner(EditVocab.load(user)).plan_all(read_gqa_questions(path))
     many, one = plans
     assert (many.edited_question, many.prompt) == ("Are there trout in this picture?", "a photo of trout")
@@ -357,10 +653,17 @@ def test_invariant_nouns_take_their_number_from_the_question(tmp_path):
 
 def test_an_object_named_twice_by_the_program_has_one_box(tmp_path):
     """Boxes are listed once per object id, at its first mention: dog (1) first, horse (2) second."""
-    rec = _rec("d1", "Is the horse next to the dog?", ["dog", "horse"],
-               [_select("dog", "1"), _relate("horse", "next to", "s", "2"),
-                _relate("dog", "behind|in front of", "o", "1", dep=1, op="choose rel")],
-               [(1, 1, 5, 5), (30, 30, 9, 9)])
+    rec = _rec(
+        "d1",
+        "Is the horse next to the dog?",
+        ["dog", "horse"],
+        [
+            _select("dog", "1"),
+            _relate("horse", "next to", "s", "2"),
+            _relate("dog", "behind|in front of", "o", "1", dep=1, op="choose rel"),
+        ],
+        [(1, 1, 5, 5), (30, 30, 9, 9)],
+    )
     plans, refused = _plans(tmp_path, "Spatial", [rec])
     plan = plans["d1"]
     assert not refused and plan.regions == ("horse", "dog") and plan.boxes == ((30, 30, 9, 9), (1, 1, 5, 5))

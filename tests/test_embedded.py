@@ -22,7 +22,9 @@ from vseam_pl.synth import SceneWorld, ask_and_edit
 from vseam_pl.synth.questions import gqa_text, pope_question
 from vseam_pl.synth.scene import CLASSES
 
-CHECKPOINTS = Path(os.environ.get("VSEAM_TEST_CHECKPOINTS", Path(__file__).resolve().parents[1] / "checkpoints"))
+CHECKPOINTS = Path(
+    os.environ.get("VSEAM_TEST_CHECKPOINTS", Path(__file__).resolve().parents[1] / "checkpoints")
+)
 #: (folder, minimum POPE-random accuracy, minimum share of object edits that move P(yes) the right way)
 EMBEDDED = [("tiny-llava", 0.85, 0.85), ("tiny-instructblip", 0.76, 0.8)]
 N = 96
@@ -53,7 +55,9 @@ def test_embedded_model_answers_pope_above_chance(embedded):
             images.append(world.render(scene))
             answers.append(answer)
     margin = yes_logprob_margin(vlm, questions, images)
-    accuracy = sum((m > 0) == (a == "yes") for m, a in zip(margin.tolist(), answers, strict=True)) / len(answers)
+    accuracy = sum((m > 0) == (a == "yes") for m, a in zip(margin.tolist(), answers, strict=True)) / len(
+        answers
+    )
     assert accuracy >= min_pope, f"{vlm.name}: POPE-random accuracy {accuracy:.2f} < {min_pope}"
 
 
@@ -63,7 +67,9 @@ def test_embedded_model_answers_follow_object_edits(embedded):
     world, rng = SceneWorld(64), random.Random("embedded-edits")
     questions, clean, edited, answers = [], [], [], []
     while len(questions) < N // 2:
-        item = ask_and_edit(world.sample_scene(rng), rng.choice(("Animal", "Vehicle")), rng.choice(("yes", "no")), rng)
+        item = ask_and_edit(
+            world.sample_scene(rng), rng.choice(("Animal", "Vehicle")), rng.choice(("yes", "no")), rng
+        )
         if item is None or item.edited is None:
             continue
         questions.append(gqa_text(item)[0])

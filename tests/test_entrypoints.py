@@ -23,18 +23,39 @@ import train  # noqa: E402
 def tiny_world(tmp_path_factory) -> Path:
     from vseam_pl.synth import generate_benchmarks
 
-    return generate_benchmarks(tmp_path_factory.mktemp("world") / "synth", seed=3, n_train=24, n_val=8, n_test=12)
+    return generate_benchmarks(
+        tmp_path_factory.mktemp("world") / "synth", seed=3, n_train=24, n_val=8, n_test=12
+    )
 
 
 def test_train_then_evaluate(tiny_llava_dir, tiny_world, tmp_path, capsys):
     out = tmp_path / "run"
-    train.main([
-        "--model.model", str(tiny_llava_dir), "--model.lr", "0.05",
-        "--data.root", str(tiny_world), "--data.batch_size", "8", "--data.num_workers", "0",
-        "--synth_root", "null", "--trainer.max_steps", "3", "--trainer.max_epochs", "1",
-        "--trainer.default_root_dir", str(tmp_path / "runs"), "--output_dir", str(out),
-        "--trainer.enable_progress_bar", "false",
-    ])  # fmt: skip
+    train.main(
+        [
+            "--model.model",
+            str(tiny_llava_dir),
+            "--model.lr",
+            "0.05",
+            "--data.root",
+            str(tiny_world),
+            "--data.batch_size",
+            "8",
+            "--data.num_workers",
+            "0",
+            "--synth_root",
+            "null",
+            "--trainer.max_steps",
+            "3",
+            "--trainer.max_epochs",
+            "1",
+            "--trainer.default_root_dir",
+            str(tmp_path / "runs"),
+            "--output_dir",
+            str(out),
+            "--trainer.enable_progress_bar",
+            "false",
+        ]
+    )
     printed = capsys.readouterr().out.strip().splitlines()
     assert printed[-1].strip().startswith("table:") and "metrics:" in printed[-2] and "scales:" in printed[-3]
 
@@ -46,16 +67,24 @@ def test_train_then_evaluate(tiny_llava_dir, tiny_world, tmp_path, capsys):
     assert overall["modulated"] is not None and 0 <= overall["p_value"] <= 1
     groups = {r["split"] for r in report["rows"]}
     assert {"test/level=object", "test/level=attribute", "test/level=relation"} <= groups
-    discovery = list((tmp_path / "runs").rglob("head_discovery/head_scores.json"))  # the default recipe's callback
+    discovery = list(
+        (tmp_path / "runs").rglob("head_discovery/head_scores.json")
+    )  # the default recipe's callback
     assert len(discovery) == 1 and json.loads(discovery[0].read_text())["method"] == "ablation"
     ckpts = list((tmp_path / "runs").rglob("last.ckpt"))
     assert len(ckpts) == 1 and ckpts[0].stat().st_size < 64_000  # scales + optimizer + loop state only
     assert set(torch.load(ckpts[0], weights_only=True)["state_dict"]) == {"modulation.scales"}
 
     rows = evaluate.evaluate(
-        model=str(tiny_llava_dir), scales=str(out / "head_scales.safetensors"), output=str(tmp_path / "eval.json"),
-        benchmarks="gqa,pope,cocoqa", data_root=str(tiny_world), num_workers=0, batch_size=8, limit=6,
-    )  # fmt: skip
+        model=str(tiny_llava_dir),
+        scales=str(out / "head_scales.safetensors"),
+        output=str(tmp_path / "eval.json"),
+        benchmarks="gqa,pope,cocoqa",
+        data_root=str(tiny_world),
+        num_workers=0,
+        batch_size=8,
+        limit=6,
+    )
     saved = json.loads((tmp_path / "eval.json").read_text())
     assert saved["rows"] == rows and saved["scales"].endswith("head_scales.safetensors")
     assert {r["benchmark"] for r in rows} == {"gqa", "pope", "cocoqa"}
@@ -64,6 +93,12 @@ def test_train_then_evaluate(tiny_llava_dir, tiny_world, tmp_path, capsys):
 
 
 def test_evaluate_without_scales_reports_baseline_only(tiny_llava_dir, tiny_world, tmp_path):
-    rows = evaluate.evaluate(model=str(tiny_llava_dir), output=str(tmp_path / "m.json"), benchmarks="gqa",
-                             data_root=str(tiny_world), num_workers=0, limit=5)  # fmt: skip
+    rows = evaluate.evaluate(
+        model=str(tiny_llava_dir),
+        output=str(tmp_path / "m.json"),
+        benchmarks="gqa",
+        data_root=str(tiny_world),
+        num_workers=0,
+        limit=5,
+    )
     assert rows and all(r["modulated"] is None and r["p_value"] is None for r in rows)

@@ -41,12 +41,16 @@ def logits(model, processor, prompts, images) -> torch.Tensor:
         return model(**batch).logits
 
 
-def test_peft_adapter_loads_in_plain_peft_with_modulated_logits(tiny_llava_dir, scales_file, tmp_path, one_thread):
+def test_peft_adapter_loads_in_plain_peft_with_modulated_logits(
+    tiny_llava_dir, scales_file, tmp_path, one_thread
+):
     out = export(str(tiny_llava_dir), scales_file, tmp_path / "adapter", format="peft")
     config = json.loads((out / "adapter_config.json").read_text())
     assert config["peft_type"] == "IA3" and config["base_model_name_or_path"] == str(tiny_llava_dir)
     assert sorted(config["target_modules"]) == sorted(config["feedforward_modules"])
-    assert len(config["target_modules"]) == 4 and all(t.endswith("self_attn.o_proj") for t in config["target_modules"])
+    assert len(config["target_modules"]) == 4 and all(
+        t.endswith("self_attn.o_proj") for t in config["target_modules"]
+    )
 
     # Reference by hand: each head's output (o_proj input columns h*D:(h+1)*D) times its scale.
     vlm = load_vlm(str(tiny_llava_dir))
@@ -61,13 +65,19 @@ def test_peft_adapter_loads_in_plain_peft_with_modulated_logits(tiny_llava_dir, 
     modulated = logits(vlm.model, vlm.processor, prompts, images)
     for h in handles:
         h.remove()
-    assert (modulated - logits(vlm.model, vlm.processor, prompts, images)).abs().max() > 1e-3  # the scales matter
+    assert (
+        modulated - logits(vlm.model, vlm.processor, prompts, images)
+    ).abs().max() > 1e-3  # the scales matter
 
     base = AutoModelForImageTextToText.from_pretrained(tiny_llava_dir).eval()
     peft_model = PeftModel.from_pretrained(base, out).eval()
-    torch.testing.assert_close(logits(peft_model, vlm.processor, prompts, images), modulated, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        logits(peft_model, vlm.processor, prompts, images), modulated, atol=1e-5, rtol=1e-5
+    )
     merged = peft_model.merge_and_unload()
-    torch.testing.assert_close(logits(merged, vlm.processor, prompts, images), modulated, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        logits(merged, vlm.processor, prompts, images), modulated, atol=1e-5, rtol=1e-5
+    )
 
     back = HeadModulation.from_peft(out, load_vlm(str(tiny_llava_dir)))
     torch.testing.assert_close(back.scales.detach(), scales)
@@ -105,19 +115,38 @@ def test_model_card_and_push_to_hub_upload_call(tiny_llava_dir, scales_file, tmp
     run = scales_file.parent
     rows = compare_rows("gqa", "test", [1, 0, 1, 0, 1, 1], [1, 1, 1, 1, 0, 1], n_resamples=200)
     write_metrics_json(run / "metrics.json", "tiny-llava", str(scales_file), rows)
-    (run / "config.yaml").write_text("data:\n  class_path: vseam_pl.data.GQADataModule\n  init_args:\n    fraction: 0.25\n")
+    (run / "config.yaml").write_text(
+        "data:\n  class_path: vseam_pl.data.GQADataModule\n  init_args:\n    fraction: 0.25\n"
+    )
     calls = []
 
     def record(name):
         def fn(self, *args, **kwargs):
             folder = kwargs.get("folder_path")
-            calls.append((name, args, kwargs, sorted(p.name for p in Path(folder).iterdir()) if folder else None))
+            calls.append(
+                (name, args, kwargs, sorted(p.name for p in Path(folder).iterdir()) if folder else None)
+            )
+
         return fn
 
     monkeypatch.setattr(HfApi, "create_repo", record("create_repo"))
     monkeypatch.setattr(HfApi, "upload_folder", record("upload_folder"))
-    main(["--model", str(tiny_llava_dir), "--scales", str(scales_file), "--out", str(tmp_path / "exp"),
-          "--format", "peft", "--push-to-hub", "someone/tiny-vseam", "--private", "true"])  # fmt: skip
+    main(
+        [
+            "--model",
+            str(tiny_llava_dir),
+            "--scales",
+            str(scales_file),
+            "--out",
+            str(tmp_path / "exp"),
+            "--format",
+            "peft",
+            "--push-to-hub",
+            "someone/tiny-vseam",
+            "--private",
+            "true",
+        ]
+    )
     assert "peft adapter:" in capsys.readouterr().out
     out = tmp_path / "exp"
     assert [c[0] for c in calls] == ["create_repo", "upload_folder"]
@@ -125,8 +154,15 @@ def test_model_card_and_push_to_hub_upload_call(tiny_llava_dir, scales_file, tmp
     upload = calls[1][2]
     assert upload["repo_id"] == "someone/tiny-vseam" and upload["folder_path"] == str(out)
     files = set(calls[1][3])
-    assert {"README.md", "adapter_config.json", "adapter_model.safetensors", "head_scales.safetensors",
-            "metrics.json", "scales_heatmap.png", "vseam_export.json"} <= files  # fmt: skip
+    assert {
+        "README.md",
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "head_scales.safetensors",
+        "metrics.json",
+        "scales_heatmap.png",
+        "vseam_export.json",
+    } <= files
     assert (out / "scales_heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     card = ModelCard.load(out / "README.md")
@@ -143,4 +179,6 @@ def test_merged_export_gets_a_card_too(tiny_llava_dir, scales_file, tmp_path):
     out = export(str(tiny_llava_dir), scales_file, tmp_path / "merged")
     card = ModelCard.load(out / "README.md")
     assert card.data.library_name == "transformers" and "No metrics.json" in card.text
-    assert "AutoModelForImageTextToText.from_pretrained" in card.text and (out / "scales_heatmap.png").exists()
+    assert (
+        "AutoModelForImageTextToText.from_pretrained" in card.text and (out / "scales_heatmap.png").exists()
+    )

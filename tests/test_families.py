@@ -37,8 +37,19 @@ from vseam_pl.vlm import VLM, UnsupportedModelError, load_vlm  # noqa: E402
 #: What each family's processor writes between the prompt and the answer (hand-written from the chat templates:
 #: "ASSISTANT:" / "[/INST]" / "Assistant:" take a space, templates ending in "\n" take none). None: PaliGemma's
 #: suffix, encoded as its own sequence after the processor's "\n".
-SEPARATOR = {"llava": " ", "instructblip": " ", "llava_next": " ", "llava_onevision": "", "qwen2_vl": "",
-             "qwen2_5_vl": "", "idefics3": " ", "smolvlm": " ", "paligemma": None, "gemma3": "", "internvl": ""}  # fmt: skip
+SEPARATOR = {
+    "llava": " ",
+    "instructblip": " ",
+    "llava_next": " ",
+    "llava_onevision": "",
+    "qwen2_vl": "",
+    "qwen2_5_vl": "",
+    "idefics3": " ",
+    "smolvlm": " ",
+    "paligemma": None,
+    "gemma3": "",
+    "internvl": "",
+}
 
 
 #: Set in CI's families step: there a missing torchvision must fail the run, not skip (a skip is not a pass).
@@ -48,8 +59,12 @@ REQUIRE_ALL = os.environ.get("VSEAM_REQUIRE_ALL_FAMILIES") == "1"
 def _param(f: Family):
     marks = []
     if f.needs_torchvision and not HAS_TORCHVISION and not REQUIRE_ALL:
-        marks.append(pytest.mark.skip(reason=f"{f.name}: transformers 5.x builds its processor with torchvision, "
-                                             "which is not installed (pip install 'vseam-pl[families]')"))  # fmt: skip
+        marks.append(
+            pytest.mark.skip(
+                reason=f"{f.name}: transformers 5.x builds its processor with torchvision, "
+                "which is not installed (pip install 'vseam-pl[families]')"
+            )
+        )
     return pytest.param(f, id=f.name, marks=marks)
 
 
@@ -84,7 +99,10 @@ def image(h: int, w: int, seed: int):
     return Image.fromarray((torch.rand(h, w, 3, generator=g) * 255).to(torch.uint8).numpy(), "RGB")
 
 
-SIZES = [(40, 56), (64, 32)]  # two aspect ratios: different image-token counts for the dynamic-resolution families
+SIZES = [
+    (40, 56),
+    (64, 32),
+]  # two aspect ratios: different image-token counts for the dynamic-resolution families
 
 
 # ------------------------------------------------------------------------------------------ hand-written references
@@ -95,7 +113,9 @@ def single_inputs(vlm: VLM, prompt: str, img, suffix: str | None = None) -> dict
     return {k: v for k, v in batch.items() if isinstance(v, torch.Tensor) and k != "labels"}
 
 
-def answer_ids(vlm: VLM, family: str, prompt: str, img, answer: str, eos: bool = False) -> tuple[int, list[int], dict]:
+def answer_ids(
+    vlm: VLM, family: str, prompt: str, img, answer: str, eos: bool = False
+) -> tuple[int, list[int], dict]:
     """(prompt length, answer token ids, joint inputs) of one example, from the processor's own joint encoding."""
     n = single_inputs(vlm, prompt, img)["input_ids"].shape[1]
     sep = SEPARATOR[family]
@@ -134,6 +154,7 @@ def hooked(vlm: VLM, fn):
     """Hand-written pre-hooks on every decoder layer's `o_proj`: `fn(layer, z [..., H, D]) -> z`."""
     handles = []
     for i, layer in enumerate(vlm.decoder.layers):
+
         def pre(_m, args, i=i):
             x = args[0]
             return (fn(i, x.view(*x.shape[:-1], vlm.num_heads, vlm.head_dim)).reshape(x.shape),)
@@ -162,7 +183,11 @@ def test_a_load_vlm_head_grid_frozen_every_layer(family, family_dir):
     vlm = load_vlm(path)
     cfg = vlm.model.config.get_text_config()
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-    assert (vlm.num_layers, vlm.num_heads, vlm.head_dim) == (cfg.num_hidden_layers, cfg.num_attention_heads, head_dim)
+    assert (vlm.num_layers, vlm.num_heads, vlm.head_dim) == (
+        cfg.num_hidden_layers,
+        cfg.num_attention_heads,
+        head_dim,
+    )
     assert vlm.num_kv_heads == cfg.num_key_value_heads
     assert not any(p.requires_grad for p in vlm.model.parameters()) and not vlm.model.training
     assert len(vlm.decoder.layers) == cfg.num_hidden_layers
@@ -193,8 +218,13 @@ def test_b_batched_scores_equal_single_unpadded_rows(vlm, family):
     tok = vlm.tokenizer
     for row in range(2):
         inputs = single_inputs(vlm, prompts[row], imgs[row])
-        out = vlm.model.generate(**inputs, max_new_tokens=3, do_sample=False, pad_token_id=tok.pad_token_id,
-                                 eos_token_id=tok.eos_token_id)  # fmt: skip
+        out = vlm.model.generate(
+            **inputs,
+            max_new_tokens=3,
+            do_sample=False,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.eos_token_id,
+        )
         text = tok.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
         assert generated[row] == text.strip().split("\n")[0].strip()
 
@@ -237,9 +267,19 @@ def make_pairs(vlm: VLM, root: Path):
         clean, edited = root / f"clean{i}.png", root / f"edited{i}.png"
         image(h, w, 10 + i).save(clean)
         image(h, w, 20 + i).save(edited)
-        pairs.append(ImagePair(f"p{i}", QUESTIONS[0] if i == 0 else "Is there a red car?", str(clean), str(edited),
-                               "yes", edited_answer="no", candidates=("yes", "no"), edit={"from": "dog", "to": "cat"},
-                               source=f"pairs.jsonl:{i + 1}"))  # fmt: skip
+        pairs.append(
+            ImagePair(
+                f"p{i}",
+                QUESTIONS[0] if i == 0 else "Is there a red car?",
+                str(clean),
+                str(edited),
+                "yes",
+                edited_answer="no",
+                candidates=("yes", "no"),
+                edit={"from": "dog", "to": "cat"},
+                source=f"pairs.jsonl:{i + 1}",
+            )
+        )
     return prepare_pairs(vlm, pairs)
 
 
@@ -322,7 +362,9 @@ def test_d_discovery_effects_equal_full_model_references(vlm, tmp_path):
     ref_abl, ref_patch, ref_attr = (torch.stack([r[k] for r in refs]) for k in range(3))
     heads = CHECKED_HEADS(vlm.num_layers, vlm.num_heads)
     sel = (slice(None), [lh[0] for lh in heads], [lh[1] for lh in heads])
-    assert ref_abl[sel].abs().max() > 1e-4 and ref_patch[sel].abs().max() > 1e-4  # references are not trivially 0
+    assert (
+        ref_abl[sel].abs().max() > 1e-4 and ref_patch[sel].abs().max() > 1e-4
+    )  # references are not trivially 0
     for prefix in (True, False):
         d = ablation_stats(vlm, items, mode="zero", prefix=prefix)["signed"][0]
         torch.testing.assert_close(d[sel], ref_abl[sel], atol=2e-5, rtol=1e-3)
@@ -343,6 +385,7 @@ def test_e_tracing_positions_are_where_image_features_merge(vlm, tmp_path):
     tp = trace_pair(vlm, item.pair, sites=("resid", "attn", "mlp"))
     inputs = single_inputs(vlm, item.prompt, images_of([item], "clean")[0])
     seen = {}
+
     def grab(_m, _args, kwargs):
         seen["e"] = kwargs["inputs_embeds"]
 

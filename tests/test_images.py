@@ -23,8 +23,10 @@ def record(path: Path) -> QARecord:
 
 def png_header_only(path: Path, width: int, height: int) -> Path:
     """A PNG claiming ``width x height`` pixels with no pixel data: what a decompression bomb looks like to `open`."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
     return path
@@ -62,14 +64,19 @@ def test_16_bit_big_endian_int32_and_float_modes(tmp_path: Path) -> None:
     flt.save(tmp_path / "f.tif")
     assert np.asarray(load_rgb(tmp_path / "f.tif"))[0, :, 0].tolist() == [0, 128, 255]
     Image.fromarray(np.array([[-5.0, 300.0]], dtype=np.float32), mode="F").save(tmp_path / "hdr.tif")
-    with pytest.raises(ImageLoadError, match=r"hdr\.tif: mode F image with values in \[-5, 300\] has no known"):
+    with pytest.raises(
+        ImageLoadError, match=r"hdr\.tif: mode F image with values in \[-5, 300\] has no known"
+    ):
         load_rgb(tmp_path / "hdr.tif")
 
 
 def test_decompression_bomb_names_the_file_under_pil_default(tmp_path: Path) -> None:
     bomb = png_header_only(tmp_path / "bomb.png", 20_000, 20_000)  # 400 MP > PIL's ~179 MP
-    with pytest.raises(BadRecordError, match=r"pope\.json:7: .*bomb\.png: image of 20000x20000 = 400,000,000 "
-                                             r"pixels exceeds the limit of 178,956,970"):
+    with pytest.raises(
+        BadRecordError,
+        match=r"pope\.json:7: .*bomb\.png: image of 20000x20000 = 400,000,000 "
+        r"pixels exceeds the limit of 178,956,970",
+    ):
         decode_image(record(bomb))
     # with the limit off the header passes and the missing pixel data is what fails (named, not a bomb error)
     with pytest.raises(BadRecordError, match=r"could not decode image .*bomb\.png"):
@@ -80,7 +87,9 @@ def test_decompression_bomb_names_the_file_under_pil_default(tmp_path: Path) -> 
 def test_configured_pixel_limit_env_and_pairs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     Image.new("RGB", (100, 60), (1, 2, 3)).save(tmp_path / "a.png")
     assert load_rgb(tmp_path / "a.png", max_pixels=6000).size == (100, 60)
-    with pytest.raises(ImageLoadError, match=r"a\.png: image of 100x60 = 6,000 pixels exceeds the limit of 5,999"):
+    with pytest.raises(
+        ImageLoadError, match=r"a\.png: image of 100x60 = 6,000 pixels exceeds the limit of 5,999"
+    ):
         load_rgb(tmp_path / "a.png", max_pixels=5999)
     monkeypatch.setenv(ENV_MAX_PIXELS, "100")
     with pytest.raises(PairError, match=r"pairs\.jsonl:3: field 'clean_image': .*exceeds the limit of 100"):
@@ -93,10 +102,15 @@ def test_configured_pixel_limit_env_and_pairs(tmp_path: Path, monkeypatch: pytes
 def test_bomb_is_a_bad_record_skippable_in_the_datamodule(tmp_path: Path) -> None:
     root = make_root(tmp_path / "r", n_images=5)
     png_header_only(root / "images" / "COCO_val2014_000000000001.jpg", 20_000, 20_000)
-    Image.new("RGB", (64, 64)).save(root / "images" / "COCO_val2014_000000000002.jpg")  # over a 1000-pixel limit
+    Image.new("RGB", (64, 64)).save(
+        root / "images" / "COCO_val2014_000000000002.jpg"
+    )  # over a 1000-pixel limit
     kw = dict(root=str(root), splitting="all", splits=["random"], batch_size=4)
-    with pytest.raises(BadRecordError, match=r"coco_pope_random\.json:2: .*000000000001\.jpg: image of "
-                                             r"20000x20000"):
+    with pytest.raises(
+        BadRecordError,
+        match=r"coco_pope_random\.json:2: .*000000000001\.jpg: image of "
+        r"20000x20000",
+    ):
         for _ in POPEDataModule(**kw).test_dataloader():
             pass
     dm = POPEDataModule(**kw, on_bad_record="skip", max_image_pixels=1000)

@@ -15,14 +15,18 @@ from vseam_pl.vlm import load_vlm
 
 
 def _batch(vlm, n=3):
-    prompts = build_prompts(vlm, ["is there a dog?", "what color is the car?", "is the cat left of the bus?"][:n])
+    prompts = build_prompts(
+        vlm, ["is there a dog?", "what color is the car?", "is the cat left of the bus?"][:n]
+    )
     return encode(vlm, prompts, make_images(n))
 
 
 def _random_scales(vlm, seed=1):
     mod = HeadModulation.for_vlm(vlm)
     with torch.no_grad():
-        mod.scales.copy_(torch.rand(vlm.num_layers, vlm.num_heads, generator=torch.Generator().manual_seed(seed)) * 2)
+        mod.scales.copy_(
+            torch.rand(vlm.num_layers, vlm.num_heads, generator=torch.Generator().manual_seed(seed)) * 2
+        )
     return mod
 
 
@@ -46,6 +50,7 @@ def test_attached_scales_equal_hand_written_o_proj_hook(request, fixture):
 
     handles = []
     for layer in range(vlm.num_layers):  # independent reference: scale slices of the flat o_proj input
+
         def hook(module, args, layer=layer):
             x = args[0].clone()
             for h in range(vlm.num_heads):
@@ -116,8 +121,12 @@ def test_ablation_modes(tiny_vlm):
     assert not torch.allclose(zeroed, base)
     # mean of the other heads, checked by hand at layer 0
     captured = {}
-    with ablate_heads(tiny_vlm, [(0, 1)], mode="mean_others"):  # pre-hooks run in order: capture after ablating
-        hook = tiny_vlm.o_proj(0).register_forward_pre_hook(lambda m, a: captured.setdefault("x", a[0].clone()))
+    with ablate_heads(
+        tiny_vlm, [(0, 1)], mode="mean_others"
+    ):  # pre-hooks run in order: capture after ablating
+        hook = tiny_vlm.o_proj(0).register_forward_pre_hook(
+            lambda m, a: captured.setdefault("x", a[0].clone())
+        )
         forward_logits(tiny_vlm, enc)
     hook.remove()
     z = captured["x"].view(*captured["x"].shape[:-1], tiny_vlm.num_heads, tiny_vlm.head_dim)

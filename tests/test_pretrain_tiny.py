@@ -13,7 +13,18 @@ import pytest
 from vseam_pl import load_vlm
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "pretrain_tiny.py"
-FEW = ["--vision-steps", "3", "--vision-batch-size", "4", "--steps", "2", "--batch-size", "4", "--eval-per-kind", "4"]
+FEW = [
+    "--vision-steps",
+    "3",
+    "--vision-batch-size",
+    "4",
+    "--steps",
+    "2",
+    "--batch-size",
+    "4",
+    "--eval-per-kind",
+    "4",
+]
 
 
 def pretrain(*args: str) -> None:
@@ -31,7 +42,12 @@ def test_stages_are_recorded_and_the_folder_loads(tmp_path, arch):
     assert [h["step"] for h in stage1["vision_history"]] == [1, 3]  # first and last step (--log-every is 50)
     assert stage2["vision_history"] == []  # a continuation does not redo the vision stage
     final = stage2["history"][-1]
-    assert final["step"] == 2 and set(final["heldout_accuracy"]) == {"gqa-object", "gqa-attribute", "gqa-relation", "pope"}
+    assert final["step"] == 2 and set(final["heldout_accuracy"]) == {
+        "gqa-object",
+        "gqa-attribute",
+        "gqa-relation",
+        "pope",
+    }
     assert all(0.0 <= v <= 1.0 for v in final["heldout_accuracy"].values())
     vlm = load_vlm(str(second))
     assert (vlm.num_layers, vlm.num_heads) == (8, 8)
@@ -44,7 +60,12 @@ def test_thread_benchmark_times_both_stages_of_both_architectures(tiny_llava_dir
     args = ["--models", *models, "--threads", "1", "2", "--steps", "1", "--warmup", "0"]
     done = subprocess.run([sys.executable, str(bench), *args], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    rows = [line.split(" | ") for line in done.stdout.splitlines() if line.startswith(f"| {tiny_llava_dir.name}")
-            or line.startswith(f"| {tiny_instructblip_dir.name}")]  # fmt: skip
-    assert [(r[0].strip("| "), r[1]) for r in rows] == [(Path(m).name, s) for m in models for s in ("vision", "language")]
+    rows = [
+        line.split(" | ")
+        for line in done.stdout.splitlines()
+        if line.startswith(f"| {tiny_llava_dir.name}") or line.startswith(f"| {tiny_instructblip_dir.name}")
+    ]
+    assert [(r[0].strip("| "), r[1]) for r in rows] == [
+        (Path(m).name, s) for m in models for s in ("vision", "language")
+    ]
     assert all(float(r[2]) > 0 and float(r[3]) > 0 and r[5].strip(" |") in ("yes", "no") for r in rows)

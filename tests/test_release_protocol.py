@@ -58,11 +58,15 @@ def models() -> dict[str, object]:
 
 # -- the release, written out by hand -------------------------------------------------------------------------------
 @torch.no_grad()
-def release_probs(vlm, pair, ablate: tuple[int, int] | None = None, mode: str = "mean_others") -> tuple[float, bool]:
+def release_probs(
+    vlm, pair, ablate: tuple[int, int] | None = None, mode: str = "mean_others"
+) -> tuple[float, bool]:
     """One example at batch size 1: the full-vocabulary probability of the answer's first sub-token, and whether the
     argmax is one of the answer's tokens, with head `ablate` replaced by a pre-hook on its layer's o_proj."""
     image = Image.open(pair.clean_image).convert("RGB")
-    inputs = vlm.processor(images=[image], text=[PROMPTS[vlm.family].format(q=pair.question)], return_tensors="pt")
+    inputs = vlm.processor(
+        images=[image], text=[PROMPTS[vlm.family].format(q=pair.question)], return_tensors="pt"
+    )
     handle = None
     if ablate is not None:
         layer, head = ablate
@@ -96,8 +100,12 @@ def release_scores(vlm, pairs, mode: str = "mean_others") -> dict[str, torch.Ten
             for head in range(vlm.num_heads):
                 d[i, layer, head] = base - release_probs(vlm, pair, (layer, head), mode)[0]
     c = torch.tensor(correct)
-    return {"positive": d[c].clamp(min=0).mean(0), "negative": (-d[~c]).clamp(min=0).mean(0), "signed": d.mean(0),
-            "n_correct": int(c.sum())}  # fmt: skip
+    return {
+        "positive": d[c].clamp(min=0).mean(0),
+        "negative": (-d[~c]).clamp(min=0).mean(0),
+        "signed": d.mean(0),
+        "n_correct": int(c.sum()),
+    }
 
 
 def mixed(vlm, pairs, n: int = 2) -> list:
@@ -110,14 +118,25 @@ def mixed(vlm, pairs, n: int = 2) -> list:
 
 
 # -- exactness ----------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name,mode", [("tiny-llava", "mean_others"), ("tiny-instructblip", "mean_others"),
-                                       pytest.param("tiny-llava", "zero", marks=pytest.mark.slow)])  # fmt: skip
+@pytest.mark.parametrize(
+    "name,mode",
+    [
+        ("tiny-llava", "mean_others"),
+        ("tiny-instructblip", "mean_others"),
+        pytest.param("tiny-llava", "zero", marks=pytest.mark.slow),
+    ],
+)
 def test_release_protocol_equals_hand_written_release_loop(models, synth_pairs, name, mode):
     vlm = models[name]
     pairs = mixed(vlm, synth_pairs)
     ref = release_scores(vlm, pairs, mode)
-    got = run_discovery(vlm, pairs, DiscoveryConfig(method="ablation", protocol="release", ablation_mode=mode,
-                                                    batch_size=13, pair_batch=3)).scores  # fmt: skip
+    got = run_discovery(
+        vlm,
+        pairs,
+        DiscoveryConfig(
+            method="ablation", protocol="release", ablation_mode=mode, batch_size=13, pair_batch=3
+        ),
+    ).scores
     assert got.protocol == "release" and got.counts["all"]["positive"]["n"] == ref["n_correct"]
     for stat in ("positive", "negative", "signed"):
         assert ref[stat].abs().max() > 1e-3  # the heads matter, so agreement is informative
@@ -139,8 +158,12 @@ def test_release_prompts(models, synth_pairs):
 
 
 def test_release_protocol_rejects_what_the_release_does_not_do():
-    for bad in ({"method": "patching"}, {"filter": True}, {"ablation_mode": "dataset_mean"},
-                {"ablation_image": "edited"}):  # fmt: skip
+    for bad in (
+        {"method": "patching"},
+        {"filter": True},
+        {"ablation_mode": "dataset_mean"},
+        {"ablation_image": "edited"},
+    ):
         with pytest.raises(ValueError, match="protocol 'release'"):
             DiscoveryConfig(protocol="release", **bad).validate()
     with pytest.raises(ValueError, match="unknown protocol"):
@@ -168,15 +191,20 @@ def test_release_negative_ranking_and_its_fallback(tmp_path):
 def test_closed_form_release_constants():
     signed = torch.tensor([[0.3, -0.2], [1.7, -1.4]])
     release = HeadScores("ablation", {"all": {"signed": signed}}, protocol="release")
-    torch.testing.assert_close(init_scales_from_scores(release, "closed_form"),
-                               torch.tensor([[1.3, 0.8], [2.0, 0.0]]))  # clip(1 + score, 0, 2)  # fmt: skip
-    torch.testing.assert_close(init_scales_from_scores(release, "closed_form", eps=0.25),
-                               torch.tensor([[1.3, 1.0], [2.0, 0.0]]))  # |score| < eps keeps scale 1  # fmt: skip
+    torch.testing.assert_close(
+        init_scales_from_scores(release, "closed_form"), torch.tensor([[1.3, 0.8], [2.0, 0.0]])
+    )  # clip(1 + score, 0, 2)
+    torch.testing.assert_close(
+        init_scales_from_scores(release, "closed_form", eps=0.25), torch.tensor([[1.3, 1.0], [2.0, 0.0]])
+    )  # |score| < eps keeps scale 1
     default = HeadScores("ablation", {"all": {"signed": signed}})
-    torch.testing.assert_close(init_scales_from_scores(default, "closed_form"),
-                               1 + 0.5 * signed / 1.7)  # normalised, lambda 0.5, within (0.5, 1.5)  # fmt: skip
-    torch.testing.assert_close(init_scales_from_scores(default, "closed_form", protocol="release"),
-                               init_scales_from_scores(release, "closed_form"))  # fmt: skip
+    torch.testing.assert_close(
+        init_scales_from_scores(default, "closed_form"), 1 + 0.5 * signed / 1.7
+    )  # normalised, lambda 0.5, within (0.5, 1.5)
+    torch.testing.assert_close(
+        init_scales_from_scores(default, "closed_form", protocol="release"),
+        init_scales_from_scores(release, "closed_form"),
+    )
     with pytest.raises(ValueError, match="lo <= hi"):
         init_scales_from_scores(release, "closed_form", clip=(2.0, 0.0))
 
@@ -186,24 +214,78 @@ def test_cli_release_protocol_writes_release_scores_and_scales(models, synth_pai
 
     manifest = write_pairs(tmp_path / "pairs.jsonl", synth_pairs[:3])
     out = tmp_path / "run"
-    assert main(["--model", str(CHECKPOINTS / "tiny-llava"), "--pairs", str(manifest), "--out", str(out),
-                 "--protocol", "release", "--init-scales", "closed_form", "--top-k", "4"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "--model",
+                str(CHECKPOINTS / "tiny-llava"),
+                "--pairs",
+                str(manifest),
+                "--out",
+                str(out),
+                "--protocol",
+                "release",
+                "--init-scales",
+                "closed_form",
+                "--top-k",
+                "4",
+            ]
+        )
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     scores = HeadScores.load(out)
     assert summary["protocol"] == scores.protocol == "release"
     assert json.loads((out / "head_scores.json").read_text())["negative_sign"].startswith("gain")
     expected = (1 + scores.signed().double()).clamp(0, 2).float()
     torch.testing.assert_close(HeadModulation.load(out / "init_scales.safetensors").scales.detach(), expected)
-    assert main(["--model", str(CHECKPOINTS / "tiny-llava"), "--pairs", str(manifest), "--out", str(tmp_path / "x"),
-                 "--protocol", "release", "--method", "patching"]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "--model",
+                str(CHECKPOINTS / "tiny-llava"),
+                "--pairs",
+                str(manifest),
+                "--out",
+                str(tmp_path / "x"),
+                "--protocol",
+                "release",
+                "--method",
+                "patching",
+            ]
+        )
+        == 2
+    )
     assert "protocol 'release'" in capsys.readouterr().err
     sets = tmp_path / "sets"
-    assert main(["--model", str(CHECKPOINTS / "tiny-llava"), "--pairs", str(manifest), "--out", str(sets),
-                 "--protocol", "release", "--method", "set_ablation", "--scores", str(out), "--set-k", "2",
-                 "--random-sets", "2"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "--model",
+                str(CHECKPOINTS / "tiny-llava"),
+                "--pairs",
+                str(manifest),
+                "--out",
+                str(sets),
+                "--protocol",
+                "release",
+                "--method",
+                "set_ablation",
+                "--scores",
+                str(out),
+                "--set-k",
+                "2",
+                "--random-sets",
+                "2",
+            ]
+        )
+        == 0
+    )
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["set_ablation"]
     written = json.loads((sets / "set_ablation.json").read_text())
-    assert written["sets"]["positive"]["heads"] == [list(h[:2]) for h in scores.ranked_heads("all", "positive", 2)]
+    assert written["sets"]["positive"]["heads"] == [
+        list(h[:2]) for h in scores.ranked_heads("all", "positive", 2)
+    ]
     assert printed["positive"]["mean_drop"] == written["sets"]["positive"]["mean_drop"]
     assert (sets / "plots" / "set_ablation.png").exists() and not (sets / "head_scores.safetensors").exists()
 
@@ -219,21 +301,27 @@ def test_set_ablation_equals_ablate_heads_loop(models, synth_pairs, tmp_path):
     vlm = models["tiny-llava"]
     pairs = synth_pairs[:5]
     scores = run_discovery(vlm, pairs, DiscoveryConfig(method="ablation", protocol="release")).scores
-    cfg = SetAblationConfig(k=3, random_sets=3, seed=7, mode="zero", protocol="release", pair_batch=2, n_resamples=500)
+    cfg = SetAblationConfig(
+        k=3, random_sets=3, seed=7, mode="zero", protocol="release", pair_batch=2, n_resamples=500
+    )
     result = run_set_ablation(vlm, pairs, scores, cfg, out_dir=tmp_path)
     s = result.summary
-    assert [tuple(h) for h in s["sets"]["positive"]["heads"]] == [h[:2] for h in scores.ranked_heads("all", "positive", 3)]
+    assert [tuple(h) for h in s["sets"]["positive"]["heads"]] == [
+        h[:2] for h in scores.ranked_heads("all", "positive", 3)
+    ]
     assert len(s["sets"]) == 5
     base = [release_probs(vlm, p) for p in pairs]
     for name, entry in s["sets"].items():
         heads = [tuple(h) for h in entry["heads"]]
         assert len(set(heads)) == 3
         ref = [set_probs(vlm, p, heads, "zero") for p in pairs]
-        torch.testing.assert_close(torch.tensor(s["examples"][name]["p"]), torch.tensor([p for p, _ in ref]),
-                                   atol=1e-6, rtol=0)  # fmt: skip
+        torch.testing.assert_close(
+            torch.tensor(s["examples"][name]["p"]), torch.tensor([p for p, _ in ref]), atol=1e-6, rtol=0
+        )
         assert entry["accuracy"] == pytest.approx(sum(c for _, c in ref) / len(pairs))
-        assert entry["mean_drop"] == pytest.approx(sum(b[0] - r[0] for b, r in zip(base, ref, strict=True)) / len(pairs),
-                                                   abs=1e-6)  # fmt: skip
+        assert entry["mean_drop"] == pytest.approx(
+            sum(b[0] - r[0] for b, r in zip(base, ref, strict=True)) / len(pairs), abs=1e-6
+        )
         only_base = sum(b[1] and not r[1] for b, r in zip(base, ref, strict=True))
         only_set = sum(r[1] and not b[1] for b, r in zip(base, ref, strict=True))
         expected_p = binomtest(only_base, only_base + only_set).pvalue if only_base + only_set else 1.0
@@ -241,7 +329,8 @@ def test_set_ablation_equals_ablate_heads_loop(models, synth_pairs, tmp_path):
     drops = [s["sets"][f"random_{r:03d}"]["mean_drop"] for r in range(3)]
     assert s["random"]["mean_drop"] == pytest.approx(sum(drops) / 3)
     assert s["vs_random"]["positive"]["p_rank"] == pytest.approx(
-        (1 + sum(d >= s["sets"]["positive"]["mean_drop"] for d in drops)) / 4)
+        (1 + sum(d >= s["sets"]["positive"]["mean_drop"] for d in drops)) / 4
+    )
     on_disk = json.loads((tmp_path / "set_ablation.json").read_text())
     assert on_disk["sets"]["negative"]["heads"] == s["sets"]["negative"]["heads"]
     with Image.open(tmp_path / "plots" / "set_ablation.png") as im:
@@ -257,7 +346,9 @@ def test_patching_warns_when_edits_are_reversed(models, synth_pairs):
     effect is negative, so sum-normalised scores flip sign: a warning with the numbers, and the alternatives."""
     vlm = models["tiny-llava"]
     objects = [p for p in synth_pairs if p.level == "object"][:3]
-    reversed_ = [dataclasses.replace(p, clean_image=p.edited_image, edited_image=p.clean_image) for p in objects]
+    reversed_ = [
+        dataclasses.replace(p, clean_image=p.edited_image, edited_image=p.clean_image) for p in objects
+    ]
     cfg = DiscoveryConfig(method="patching", batch_size=64)
     with warnings.catch_warnings():
         warnings.simplefilter("error", EditEffectWarning)
@@ -266,12 +357,16 @@ def test_patching_warns_when_edits_are_reversed(models, synth_pairs):
         flipped = run_discovery(vlm, reversed_, cfg).scores
     assert flipped.counts["all"]["edit"]["nonpositive"] == 3 and flipped.meta["warnings"]
     # unnormalised: the mean effect in nats; per pair: the mean of each pair's own normalised score
-    none = run_discovery(vlm, reversed_, dataclasses.replace(cfg, patching_norm="none")).scores.signed().double()
+    none = (
+        run_discovery(vlm, reversed_, dataclasses.replace(cfg, patching_norm="none")).scores.signed().double()
+    )
     edit = flipped.counts["all"]["edit"]
     torch.testing.assert_close(flipped.signed().double(), none * 3 / edit["sum"], atol=1e-5, rtol=1e-5)
     with pytest.warns(EditEffectWarning):
         singles = [run_discovery(vlm, [p], cfg).scores.signed().double() for p in reversed_]
-    per_pair = run_discovery(vlm, reversed_, dataclasses.replace(cfg, patching_norm="per_pair")).scores.signed()
+    per_pair = run_discovery(
+        vlm, reversed_, dataclasses.replace(cfg, patching_norm="per_pair")
+    ).scores.signed()
     torch.testing.assert_close(per_pair.double(), sum(singles) / 3, atol=1e-5, rtol=1e-5)
     assert straight.counts["all"]["edit"]["sum"] > 0
 
@@ -282,10 +377,24 @@ def test_callback_release_protocol_closed_form_and_set_ablation(synth_pairs, tmp
     from test_discovery_callback import TinyModulated
 
     module = TinyModulated(str(CHECKPOINTS / "tiny-llava"))
-    callback = HeadDiscovery(list(synth_pairs[:3]), protocol="release", out_dir=tmp_path / "run", log_figures=False,
-                             init_scales="closed_form", set_ablation={"k": 2, "random_sets": 2})  # fmt: skip
-    trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=1, logger=False, callbacks=[callback],
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    callback = HeadDiscovery(
+        list(synth_pairs[:3]),
+        protocol="release",
+        out_dir=tmp_path / "run",
+        log_figures=False,
+        init_scales="closed_form",
+        set_ablation={"k": 2, "random_sets": 2},
+    )
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_steps=1,
+        logger=False,
+        callbacks=[callback],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(module)
     scores = HeadScores.load(tmp_path / "run")
     assert scores.protocol == "release"

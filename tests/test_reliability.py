@@ -51,8 +51,11 @@ def test_prompt_longer_than_the_context_names_the_record(tiny_llava_dir, tmp_pat
     (root / "GQA" / "Animal.json").write_text(json.dumps(rows))
     module = HeadModulationModule(model=str(tiny_llava_dir))
     batch = gqa_batch(root)
-    with pytest.raises(PromptTooLongError, match=r"Animal\.json:2: prompt is \d+ tokens \(image tokens included\), "
-                                                 r"longer than the 512-token context of tiny-llava"):
+    with pytest.raises(
+        PromptTooLongError,
+        match=r"Animal\.json:2: prompt is \d+ tokens \(image tokens included\), "
+        r"longer than the 512-token context of tiny-llava",
+    ):
         module.answer(batch)
     with pytest.raises(PromptTooLongError, match=r"Animal\.json:2: prompt is"):
         module.training_step(batch, 0)
@@ -94,7 +97,11 @@ def test_skipped_records_are_counted_once_however_many_passes(tmp_path):
         with pytest.warns(UserWarning, match="skipped 4 bad record"):
             assert sum(len(b) for b in loader) == 16
     assert sorted(s.rsplit("/", 1)[1] for s, _ in dm.skipped) == [
-        "Animal.json:1", "Animal.json:6", "Material.json:1", "Material.json:6"]  # fmt: skip
+        "Animal.json:1",
+        "Animal.json:6",
+        "Material.json:1",
+        "Material.json:6",
+    ]
 
 
 # ---- 7. a local model path that does not exist ------------------------------------------------------------------
@@ -130,11 +137,20 @@ def test_non_finite_scales_are_refused_on_load_init_and_save(tiny_llava_dir, tmp
     assert not (tmp_path / "out.safetensors").exists()
 
 
-def fit_tiny(module: HeadModulationModule, root: Path, tmp: Path, ckpt_path: str | None = None,
-             **trainer_kw) -> pl.Trainer:
+def fit_tiny(
+    module: HeadModulationModule, root: Path, tmp: Path, ckpt_path: str | None = None, **trainer_kw
+) -> pl.Trainer:
     dm = GQADataModule(root=str(root), batch_size=2, limit=4, shuffle_buffer=0)
-    kw = dict(accelerator="cpu", max_steps=3, limit_val_batches=0, logger=False, enable_progress_bar=False,
-              enable_model_summary=False, default_root_dir=str(tmp), enable_checkpointing=False)  # fmt: skip
+    kw = dict(
+        accelerator="cpu",
+        max_steps=3,
+        limit_val_batches=0,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(tmp),
+        enable_checkpointing=False,
+    )
     trainer = pl.Trainer(**{**kw, **trainer_kw})
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
     return trainer
@@ -142,12 +158,16 @@ def fit_tiny(module: HeadModulationModule, root: Path, tmp: Path, ckpt_path: str
 
 def test_training_stops_when_scales_or_loss_become_non_finite(tiny_llava_dir, gqa_root, tmp_path, one_thread):
     module = HeadModulationModule(model=str(tiny_llava_dir), lr=float("inf"))
-    with pytest.raises(FloatingPointError, match=r"after optimizer step 1 \(epoch 0\): \d+ of 16 scales are NaN or inf"):
+    with pytest.raises(
+        FloatingPointError, match=r"after optimizer step 1 \(epoch 0\): \d+ of 16 scales are NaN or inf"
+    ):
         fit_tiny(module, gqa_root, tmp_path)
     module = HeadModulationModule(model=str(tiny_llava_dir))
     with torch.no_grad():
         module.modulation.scales[1, 2] = float("nan")
-    with pytest.raises(FloatingPointError, match=r"training loss is nan at step 0 \(epoch 0, first record .*\.json:"):
+    with pytest.raises(
+        FloatingPointError, match=r"training loss is nan at step 0 \(epoch 0, first record .*\.json:"
+    ):
         fit_tiny(module, gqa_root, tmp_path)
 
 
@@ -157,19 +177,42 @@ def blip_checkpoint(tiny_instructblip_dir, gqa_root, tmp_path_factory) -> Path:
     """A real last.ckpt written by a tiny-InstructBLIP run (same 4x4 grid as the tiny LLaVA)."""
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("blip-runs")
-    ckpt = pl.callbacks.ModelCheckpoint(dirpath=root / "lightning_logs" / "version_0" / "checkpoints", save_last=True)
-    fit_tiny(HeadModulationModule(model=str(tiny_instructblip_dir)), gqa_root, root, max_steps=1,
-             enable_checkpointing=True, callbacks=[ckpt])  # fmt: skip
+    ckpt = pl.callbacks.ModelCheckpoint(
+        dirpath=root / "lightning_logs" / "version_0" / "checkpoints", save_last=True
+    )
+    fit_tiny(
+        HeadModulationModule(model=str(tiny_instructblip_dir)),
+        gqa_root,
+        root,
+        max_steps=1,
+        enable_checkpointing=True,
+        callbacks=[ckpt],
+    )
     return root / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
 
 
-def test_another_models_checkpoint_is_refused(tiny_llava_dir, tiny_instructblip_dir, blip_checkpoint, gqa_root,
-                                             tmp_path, one_thread):
-    assert read_checkpoint(blip_checkpoint)["vseam_model"] == {"name": tiny_instructblip_dir.name, "grid": [4, 4, 16]}
-    args = ["--model.model", str(tiny_llava_dir), "--synth_root", "null", "--data.init_args.root", str(gqa_root),
-            "--trainer.default_root_dir", str(tmp_path)]  # fmt: skip
-    with pytest.raises(CheckpointMismatchError, match=r"last\.ckpt: cannot resume: it was written for model "
-                                                      r"'tiny-instructblip\d*', not 'tiny-llava\d*'"):
+def test_another_models_checkpoint_is_refused(
+    tiny_llava_dir, tiny_instructblip_dir, blip_checkpoint, gqa_root, tmp_path, one_thread
+):
+    assert read_checkpoint(blip_checkpoint)["vseam_model"] == {
+        "name": tiny_instructblip_dir.name,
+        "grid": [4, 4, 16],
+    }
+    args = [
+        "--model.model",
+        str(tiny_llava_dir),
+        "--synth_root",
+        "null",
+        "--data.init_args.root",
+        str(gqa_root),
+        "--trainer.default_root_dir",
+        str(tmp_path),
+    ]
+    with pytest.raises(
+        CheckpointMismatchError,
+        match=r"last\.ckpt: cannot resume: it was written for model "
+        r"'tiny-instructblip\d*', not 'tiny-llava\d*'",
+    ):
         train.main([*args, "--ckpt_path", str(blip_checkpoint)])
     module = HeadModulationModule(model=str(tiny_llava_dir))  # the Lightning hook refuses it too
     with pytest.raises(CheckpointMismatchError, match="written for model 'tiny-instructblip"):
@@ -190,7 +233,9 @@ def test_ckpt_path_last_only_considers_the_same_model(tiny_llava_dir, tiny_instr
 
 def test_checkpoints_are_read_with_weights_only(tmp_path):
     evil = tmp_path / "last.ckpt"
-    torch.save({"state_dict": {}, "payload": Path("/etc")}, evil)  # a pickled object, not tensors and primitives
+    torch.save(
+        {"state_dict": {}, "payload": Path("/etc")}, evil
+    )  # a pickled object, not tensors and primitives
     with pytest.raises(ValueError, match=r"last\.ckpt: not a readable checkpoint with weights_only=True"):
         read_checkpoint(evil)
 
@@ -210,9 +255,11 @@ def test_pope_n_and_skipped_records_under_two_process_ddp(tmp_path):
 # ---- leftover temporaries of a killed write ---------------------------------------------------------------------
 def test_a_killed_write_leaves_no_temporary_behind_the_next_write(tmp_path):
     target = tmp_path / "metrics.json"
-    code = (f"import os, signal; from vseam_pl.io import atomic_path\n"
-            f"with atomic_path({str(target)!r}) as tmp:\n"
-            f"    tmp.write_text('half'); os.kill(os.getpid(), signal.SIGKILL)\n")  # fmt: skip
+    code = (
+        f"import os, signal; from vseam_pl.io import atomic_path\n"
+        f"with atomic_path({str(target)!r}) as tmp:\n"
+        f"    tmp.write_text('half'); os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert proc.returncode == -signal.SIGKILL
     (left,) = tmp_path.glob(".metrics.json.*.tmp")
@@ -227,12 +274,43 @@ def test_evaluate_under_two_process_ddp_reports_pope_n_and_every_ranks_skips(tin
     root = make_root(tmp_path / "r", n_pope=10, n_images=5)
     for i in (1, 2):  # POPE questions i, i+5 of each split: rank 0 and rank 1 shards both meet one
         (root / "images" / f"COCO_val2014_{i:012d}.jpg").unlink()
-    args = ["--model", str(tiny_llava_dir), "--data_root", str(root), "--splitting", "all", "--benchmarks", "pope",
-            "--on_bad_record", "skip", "--num_workers", "0", "--batch_size", "4", "--accelerator", "cpu"]  # fmt: skip
+    args = [
+        "--model",
+        str(tiny_llava_dir),
+        "--data_root",
+        str(root),
+        "--splitting",
+        "all",
+        "--benchmarks",
+        "pope",
+        "--on_bad_record",
+        "skip",
+        "--num_workers",
+        "0",
+        "--batch_size",
+        "4",
+        "--accelerator",
+        "cpu",
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    ddp = subprocess.run([sys.executable, "evaluate.py", *args, "--devices", "2", "--strategy", "ddp",
-                          "--output", str(tmp_path / "ddp.json")], cwd=REPO, env=env, capture_output=True,
-                         text=True, timeout=600)  # fmt: skip
+    ddp = subprocess.run(
+        [
+            sys.executable,
+            "evaluate.py",
+            *args,
+            "--devices",
+            "2",
+            "--strategy",
+            "ddp",
+            "--output",
+            str(tmp_path / "ddp.json"),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     report = json.loads((tmp_path / "ddp.json").read_text())
     assert report["skipped_records"] == 8  # 2 splits x 2 images x 2 questions each

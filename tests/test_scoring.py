@@ -50,7 +50,13 @@ def test_batched_scoring_equals_one_by_one(tiny_vlm):
 
 
 def test_predict_closed_and_open(tiny_vlm):
-    answers = predict(tiny_vlm, ["is there a dog?", "what color is it?"], make_images(2), [("yes", "no"), None], max_new_tokens=3)
+    answers = predict(
+        tiny_vlm,
+        ["is there a dog?", "what color is it?"],
+        make_images(2),
+        [("yes", "no"), None],
+        max_new_tokens=3,
+    )
     assert answers[0] in ("yes", "no")
     assert isinstance(answers[1], str) and len(answers[1].split()) <= 3
 

@@ -25,15 +25,22 @@ def test_cluster_permutation_matches_brute_force_and_mcnemar():
     rng = np.random.default_rng(5)
     a, b = rng.integers(0, 2, 40), rng.integers(0, 2, 40)
     images = rng.integers(0, 9, 40).astype(str)
-    sums = {g: sum(int(x) - int(y) for x, y, i in zip(a, b, images, strict=True) if i == g) for g in set(images)}
+    sums = {
+        g: sum(int(x) - int(y) for x, y, i in zip(a, b, images, strict=True) if i == g) for g in set(images)
+    }
     d = [v for v in sums.values() if v != 0]
     obs = abs(sum(d))
-    hits = sum(abs(sum(s * v for s, v in zip(signs, d, strict=True))) >= obs for signs in itertools.product((1, -1), repeat=len(d)))
+    hits = sum(
+        abs(sum(s * v for s, v in zip(signs, d, strict=True))) >= obs
+        for signs in itertools.product((1, -1), repeat=len(d))
+    )
     assert cluster_permutation_test(a, b, images) == pytest.approx(hits / 2 ** len(d))
     # One question per image: the sign-flip test of +-1 differences is the exact two-sided binomial (McNemar).
     a2, b2 = rng.integers(0, 2, 25), rng.integers(0, 2, 25)
     singles = [str(i) for i in range(25)]
-    assert cluster_permutation_test(a2, b2, singles, n_resamples=2**25) == pytest.approx(mcnemar_exact(a2, b2))
+    assert cluster_permutation_test(a2, b2, singles, n_resamples=2**25) == pytest.approx(
+        mcnemar_exact(a2, b2)
+    )
 
 
 def test_random_permutation_p_value_is_close_to_exact():
@@ -95,7 +102,11 @@ def test_report_rows_count_images_and_name_the_test():
     mod = [1, 1, 1, 1, 0, 1]
     images = ["i1", "i1", "i2", "i2", "i3", "i3"]
     rows = compare_rows("gqa", "test", base, mod, groups=["A", "B"] * 3, images=images, n_resamples=200)
-    assert [(r["split"], r["n"], r["n_images"]) for r in rows] == [("test", 6, 3), ("test/A", 3, 3), ("test/B", 3, 3)]
+    assert [(r["split"], r["n"], r["n_images"]) for r in rows] == [
+        ("test", 6, 3),
+        ("test/A", 3, 3),
+        ("test/B", 3, 3),
+    ]
     assert rows[0]["p_test"] == "image_permutation"
     # cluster sums: i1 +1, i2 +1, i3 0 -> patterns of (1, 1): |2|,0,0,|2| -> p = 0.5 (McNemar on 2 discordant: 0.5)
     assert rows[0]["p_value"] == pytest.approx(0.5)
@@ -105,10 +116,18 @@ def test_report_rows_count_images_and_name_the_test():
     with pytest.raises(ValueError, match="statistics must be one of"):
         compare_rows("gqa", "test", base, mod, images=images, statistics="clustered")
 
-    pope = pope_rows(["yes", "no", "yes", "no"], ["yes", "yes", "no", "no"], ["yes", "no", "yes", "no"],
-                     splits=["random", "random", "popular", "popular"], images=["a", "a", "b", "c"], n_resamples=50)  # fmt: skip
+    pope = pope_rows(
+        ["yes", "no", "yes", "no"],
+        ["yes", "yes", "no", "no"],
+        ["yes", "no", "yes", "no"],
+        splits=["random", "random", "popular", "popular"],
+        images=["a", "a", "b", "c"],
+        n_resamples=50,
+    )
     n_images = {(r["split"], r["metric"]): r["n_images"] for r in pope}
-    assert n_images["random", "accuracy"] == 1 and n_images["popular", "f1"] == 2 and n_images["avg", "f1"] == 3
+    assert (
+        n_images["random", "accuracy"] == 1 and n_images["popular", "f1"] == 2 and n_images["avg", "f1"] == 3
+    )
 
     report = {"model": "m", "scales": None, "rows": [dict(rows[0], n_images=7)]}
     with pytest.raises(ValueError, match=r"rows\[0\]\.n_images: expected null or an integer in \[1, n=6\]"):

@@ -34,11 +34,29 @@ def test_lightning_refuses_fsdp_on_cpu():
 def test_single_device_checks_and_skips_on_cpu(tiny_llava_dir, tmp_path, capsys):
     torch.set_num_threads(1)
     out = tmp_path / "strategies.json"
-    code = load_strategies().main(["--model", str(tiny_llava_dir), "--steps", "2", "--accelerator", "cpu",
-                                   "--strategies", "auto", "fsdp", "deepspeed_stage_2", "--json", str(out)])  # fmt: skip
+    code = load_strategies().main(
+        [
+            "--model",
+            str(tiny_llava_dir),
+            "--steps",
+            "2",
+            "--accelerator",
+            "cpu",
+            "--strategies",
+            "auto",
+            "fsdp",
+            "deepspeed_stage_2",
+            "--json",
+            str(out),
+        ]
+    )
     rows = {r["strategy"]: r for r in json.loads(out.read_text())}
     assert code == 0, capsys.readouterr().out[-2000:]
     auto = rows["auto"]
-    assert auto["steps"] == 2 and auto["only_scales_get_grad"] and auto["params_with_grad"] == ["modulation.scales"]
+    assert (
+        auto["steps"] == 2
+        and auto["only_scales_get_grad"]
+        and auto["params_with_grad"] == ["modulation.scales"]
+    )
     assert auto["checkpoint_only_scales"] and auto["checkpoint_keys"] == ["modulation.scales"]
     assert "requires a GPU" in rows["fsdp"]["skipped"] and "CUDA" in rows["deepspeed_stage_2"]["skipped"]

@@ -245,8 +245,11 @@ def test_pope_labels_balanced_and_negative_sampling_modes(out):
             assert (name in present) == (r["label"] == "yes"), r
             if r["label"] == "no":
                 absent = [c for c in CLASSES if c not in present]
-                asked = [re.fullmatch(r"Is there a (\w+) in the image\?", q["text"])[1] for q in recs
-                         if q["image"] == r["image"] and q["label"] == "no"]  # fmt: skip
+                asked = [
+                    re.fullmatch(r"Is there a (\w+) in the image\?", q["text"])[1]
+                    for q in recs
+                    if q["image"] == r["image"] and q["label"] == "no"
+                ]
                 others = [c for c in absent if c not in asked]
                 if mode == "popular":
                     assert all(freq[name] >= freq[c] for c in others), (r, freq)
@@ -408,7 +411,9 @@ def test_interrupted_output_resumes_to_identical_files(tmp_path):
 
 
 def test_patch_label_shares_locate_each_object_in_its_patches():
-    obj = SceneObject("cat", "red", "metal", "small", 2, 2, 16, 16)  # inside the top-left 16x16 patch and its right/bottom neighbours
+    obj = SceneObject(
+        "cat", "red", "metal", "small", 2, 2, 16, 16
+    )  # inside the top-left 16x16 patch and its right/bottom neighbours
     scene = Scene(place="grass", objects=(obj,))
     shares = patch_label_shares(scene, 16)
     assert set(shares) == set(PATCH_LABELS)

@@ -27,7 +27,14 @@ from vseam_pl.vlm import load_vlm
 QUESTIONS = [  # (question, answer, edited answer, level, category, edit)
     ("Is there a dog in the image?", "yes", "no", "object", "Animal", {"from": "dog", "to": "cat"}),
     ("Is the car red?", "no", "yes", "attribute", "Color", {"from": "blue", "to": "red"}),
-    ("Is the bird to the left of the bus?", "yes", "no", "relation", "Spatial", {"from": "left", "to": "right"}),
+    (
+        "Is the bird to the left of the bus?",
+        "yes",
+        "no",
+        "relation",
+        "Spatial",
+        {"from": "left", "to": "right"},
+    ),
 ]
 
 
@@ -41,8 +48,21 @@ def make_pairs(root, n: int = 3, seed: int = 0) -> list[ImagePair]:
         clean, edited = root / f"c{i}.png", root / f"e{i}.png"
         images[2 * i].save(clean)
         images[2 * i + 1].save(edited)
-        pairs.append(ImagePair(f"p{i}", q, str(clean), str(edited), a, e, level=level, category=cat,
-                               candidates=("yes", "no"), edit=edit, source=f"test:{i}"))  # fmt: skip
+        pairs.append(
+            ImagePair(
+                f"p{i}",
+                q,
+                str(clean),
+                str(edited),
+                a,
+                e,
+                level=level,
+                category=cat,
+                candidates=("yes", "no"),
+                edit=edit,
+                source=f"test:{i}",
+            )
+        )
     return pairs
 
 
@@ -75,7 +95,10 @@ def pairs(tmp_path_factory):
 
 
 def test_image_positions_come_from_the_input_not_a_fixed_prefix(llava, blip):
-    for vlm, n_image in ((llava, llava.model.config.image_seq_length), (blip, blip.model.config.num_query_tokens)):
+    for vlm, n_image in (
+        (llava, llava.model.config.image_seq_length),
+        (blip, blip.model.config.num_query_tokens),
+    ):
         prompt = build_prompt(vlm, "Is the car red?")
         enc = encode(vlm, [prompt], make_images(1))
         ids = enc.input_ids[0]
@@ -87,8 +110,15 @@ def test_image_positions_come_from_the_input_not_a_fixed_prefix(llava, blip):
         assert [g.tokens[p] for p in g.concept] == ["red"]
         assert g.final == len(ids) - 1 and g.role(g.final) == "final"
     # LLaVA's template puts "USER:" first: the image does not start at position 0.
-    assert token_groups(llava, build_prompt(llava, "Is the car red?"), "Is the car red?",
-                        *_one(llava, build_prompt(llava, "Is the car red?"))).image[0] == 2  # fmt: skip
+    assert (
+        token_groups(
+            llava,
+            build_prompt(llava, "Is the car red?"),
+            "Is the car red?",
+            *_one(llava, build_prompt(llava, "Is the car red?")),
+        ).image[0]
+        == 2
+    )
 
 
 def _one(vlm, prompt):
@@ -101,7 +131,13 @@ def test_image_placed_after_the_question_is_found_there(llava):
     ids, length = _one(llava, prompt)
     g = token_groups(llava, prompt, "is the dog red ?", ids, length, ["dog"])
     assert g.image == list(range(7, 7 + llava.model.config.image_seq_length))
-    assert [g.tokens[p] for p in g.question] == ["is", "the", "dog", "red", "?"] and g.question == [2, 3, 4, 5, 6]
+    assert [g.tokens[p] for p in g.question] == ["is", "the", "dog", "red", "?"] and g.question == [
+        2,
+        3,
+        4,
+        5,
+        6,
+    ]
     assert [g.tokens[p] for p in g.concept] == ["dog"]
 
 
@@ -115,8 +151,14 @@ def test_prompt_that_does_not_match_the_encoding_is_an_error(llava):
 
 def test_concept_words_from_synthetic_and_diffusion_edits():
     base = dict(pair_id="x", question="q", clean_image="c", edited_image="e", answer="yes")
-    assert concept_words(ImagePair(**base, edit={"kind": "recolor", "from": "red", "to": "blue"})) == ["red", "blue"]
-    assert concept_words(ImagePair(**base, edit={"target": "dog", "substitute": "cat", "steps": 30})) == ["dog", "cat"]
+    assert concept_words(ImagePair(**base, edit={"kind": "recolor", "from": "red", "to": "blue"})) == [
+        "red",
+        "blue",
+    ]
+    assert concept_words(ImagePair(**base, edit={"target": "dog", "substitute": "cat", "steps": 30})) == [
+        "dog",
+        "cat",
+    ]
     assert concept_words(ImagePair(**base)) == []
 
 
@@ -169,7 +211,9 @@ def test_batched_patches_equal_hand_written_single_patches(request, family, pair
     vlm = request.getfixturevalue(family)
     pair = pairs[1]  # "Is the car red?", concept "red"
     tp = trace_pair(vlm, pair, ("resid", "attn", "mlp"))
-    assert abs(tp.ld_clean - tp.ld_edited) > 1e-4, "the images must change the answer for this test to mean anything"
+    assert abs(tp.ld_clean - tp.ld_edited) > 1e-4, (
+        "the images must change the answer for this test to mean anything"
+    )
     layers = layer_patching(vlm, tp, batch_size=3)  # several batches, layer-sorted, mixed groups
     tokens, labels = token_patching(vlm, tp, batch_size=5)
     concept = labels["positions"].index(tp.groups.concept[0])
@@ -177,7 +221,9 @@ def test_batched_patches_equal_hand_written_single_patches(request, family, pair
     for layer in (1,):
         hand_img = _hand_patch(vlm, pair, lambda v, layer=layer: v.layers[layer], tp.groups.image)
         hand_txt = _hand_patch(vlm, pair, lambda v, layer=layer: v.layers[layer], tp.groups.text)
-        hand_attn = _hand_patch(vlm, pair, lambda v, layer=layer: v.layers[layer].self_attn, [tp.groups.concept[0]])
+        hand_attn = _hand_patch(
+            vlm, pair, lambda v, layer=layer: v.layers[layer].self_attn, [tp.groups.concept[0]]
+        )
         hand_mlp = _hand_patch(vlm, pair, lambda v, layer=layer: v.layers[layer].mlp, [tp.groups.final])
         assert layers["ld"][0, layer] == pytest.approx(hand_img, abs=1e-5)
         assert layers["ld"][1, layer] == pytest.approx(hand_txt, abs=1e-5)
@@ -261,11 +307,17 @@ def test_planted_image_read_block_makes_the_image_profile_flat_across_the_layer(
     free = layer_patching(llava, trace_pair(llava, pair))["ld"][0]
     image = trace_pair(llava, pair).groups.image
     attn = llava.layers[PLANT].self_attn
-    handles = [attn.k_proj.register_forward_hook(_zero_at(image)), attn.v_proj.register_forward_hook(_zero_at(image))]
+    handles = [
+        attn.k_proj.register_forward_hook(_zero_at(image)),
+        attn.v_proj.register_forward_hook(_zero_at(image)),
+    ]
     try:
         tp = trace_pair(llava, pair)
         planted = layer_patching(llava, tp, batch_size=3)["ld"][0]
-        hand = [_hand_patch(llava, pair, lambda v, layer=layer: v.layers[layer], image) for layer in (PLANT - 1, PLANT)]
+        hand = [
+            _hand_patch(llava, pair, lambda v, layer=layer: v.layers[layer], image)
+            for layer in (PLANT - 1, PLANT)
+        ]
     finally:
         for h in handles:
             h.remove()
@@ -299,7 +351,9 @@ def _enc(vlm, pair):
 
 def test_pair_without_an_edited_answer_is_untraceable(llava, pairs):
     p = pairs[0]
-    open_pair = ImagePair("o", p.question, p.clean_image, p.edited_image, "dog", None, candidates=None, source="m:7")
+    open_pair = ImagePair(
+        "o", p.question, p.clean_image, p.edited_image, "dog", None, candidates=None, source="m:7"
+    )
     with pytest.raises(UntraceablePairError, match="m:7"):
         trace_pair(llava, open_pair)
 
@@ -342,7 +396,10 @@ def test_bootstrap_band_is_deterministic_and_covers_the_mean():
 
 
 def test_aggregate_groups_by_level_and_role():
-    items = [({"level": lv}, {"v": torch.tensor([float(i), 1.0])}) for i, lv in enumerate(["object", "relation", "object"])]
+    items = [
+        ({"level": lv}, {"v": torch.tensor([float(i), 1.0])})
+        for i, lv in enumerate(["object", "relation", "object"])
+    ]
     items.append(({"category": "Color"}, {"v": torch.tensor([9.0, 1.0])}))  # level from the category
     agg = aggregate(items, ["v"])
     assert list(agg) == ["all", "object", "attribute", "relation"]
@@ -355,8 +412,13 @@ def test_aggregate_groups_by_level_and_role():
 
 def test_edited_answer_defaults_to_the_other_candidate(llava, pairs):
     p = pairs[0]
-    implicit = ImagePair("i", p.question, p.clean_image, p.edited_image, "Yes", None, candidates=("yes", "no"))
+    implicit = ImagePair(
+        "i", p.question, p.clean_image, p.edited_image, "Yes", None, candidates=("yes", "no")
+    )
     tp, explicit = trace_pair(llava, implicit), trace_pair(llava, p)
     summary = json.loads(json.dumps(tp.summary()))
-    assert summary["edited_answer"] == "no" and summary["image_span"] == [tp.groups.image[0], tp.groups.image[-1]]
+    assert summary["edited_answer"] == "no" and summary["image_span"] == [
+        tp.groups.image[0],
+        tp.groups.image[-1],
+    ]
     assert tp.ld_clean == pytest.approx(explicit.ld_clean, abs=1e-6)

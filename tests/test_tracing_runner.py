@@ -45,7 +45,9 @@ class Stop(Exception):
 
 def test_run_writes_tensors_json_aggregates_and_figures(llava, manifest, tmp_path):
     pairs = list(read_pairs(manifest))
-    res = run_tracing(llava, pairs, tmp_path, batch_size=7, min_gap=ALL_PAIRS, pair_plots=1, log=lambda m: None)
+    res = run_tracing(
+        llava, pairs, tmp_path, batch_size=7, min_gap=ALL_PAIRS, pair_plots=1, log=lambda m: None
+    )
     assert res.traced == 3 and res.reused == 0
     L = llava.num_layers
     layers = load_file(str(tmp_path / "pairs" / "p0" / "layers.safetensors"))
@@ -60,11 +62,21 @@ def test_run_writes_tensors_json_aggregates_and_figures(llava, manifest, tmp_pat
     agg = json.loads((tmp_path / "aggregate" / "layers.json").read_text())
     assert list(agg["levels"]) == ["all", "object", "attribute", "relation"]
     assert agg["levels"]["all"]["recovery"]["n"] == [[3] * L, [3] * L]
-    assert load_file(str(tmp_path / "aggregate" / "tokens.safetensors"))["all.recovery.mean"].shape == (2, L, 3)
+    assert load_file(str(tmp_path / "aggregate" / "tokens.safetensors"))["all.recovery.mean"].shape == (
+        2,
+        L,
+        3,
+    )
     # the aggregated mean is the mean of the per-pair tensors
-    per_pair = torch.stack([load_file(str(tmp_path / "pairs" / f"p{i}" / "layers.safetensors"))["ld"] for i in range(3)])
-    ld_edited = torch.tensor([[json.loads((tmp_path / "pairs" / f"p{i}" / "layers.json").read_text())["ld_edited"]]
-                              for i in range(3)])  # fmt: skip
+    per_pair = torch.stack(
+        [load_file(str(tmp_path / "pairs" / f"p{i}" / "layers.safetensors"))["ld"] for i in range(3)]
+    )
+    ld_edited = torch.tensor(
+        [
+            [json.loads((tmp_path / "pairs" / f"p{i}" / "layers.json").read_text())["ld_edited"]]
+            for i in range(3)
+        ]
+    )
     flat = load_file(str(tmp_path / "aggregate" / "layers.safetensors"))
     torch.testing.assert_close(flat["all.delta_ld.mean"], (per_pair - ld_edited[:, :, None]).mean(0))
     for name in ("layers", "tokens", "lens"):
@@ -106,15 +118,23 @@ def test_interrupted_run_resumes_without_redoing_finished_pairs(llava, manifest,
         run_tracing(llava, pairs, tmp_path, resume=True, instruction=None, log=lambda m: None)
     # a half-finished pair (tensors written, JSON marker not) is redone for that analysis only
     (tmp_path / "pairs" / "p0" / "lens.json").unlink()
-    res = run_tracing(llava, pairs, tmp_path, analyses="layers,lens", resume=True, min_gap=ALL_PAIRS, log=lambda m: None)
+    res = run_tracing(
+        llava, pairs, tmp_path, analyses="layers,lens", resume=True, min_gap=ALL_PAIRS, log=lambda m: None
+    )
     assert (res.traced, res.reused) == (3, 0)
     assert done.stat().st_mtime_ns == stamp
-    res = run_tracing(llava, pairs, tmp_path, analyses="layers,lens", resume=True, min_gap=ALL_PAIRS, log=lambda m: None)
+    res = run_tracing(
+        llava, pairs, tmp_path, analyses="layers,lens", resume=True, min_gap=ALL_PAIRS, log=lambda m: None
+    )
     assert (res.traced, res.reused) == (0, 3)
-    fresh = run_tracing(llava, pairs, tmp_path / "fresh", analyses="layers", min_gap=ALL_PAIRS, log=lambda m: None)
+    fresh = run_tracing(
+        llava, pairs, tmp_path / "fresh", analyses="layers", min_gap=ALL_PAIRS, log=lambda m: None
+    )
     for level in ("all", "object"):
-        torch.testing.assert_close(res.aggregated["layers"][level]["delta_ld"].mean,
-                                   fresh.aggregated["layers"][level]["delta_ld"].mean)  # fmt: skip
+        torch.testing.assert_close(
+            res.aggregated["layers"][level]["delta_ld"].mean,
+            fresh.aggregated["layers"][level]["delta_ld"].mean,
+        )
 
 
 def test_untraceable_pairs_are_recorded_and_skipped_on_resume(llava, manifest, tmp_path):
@@ -123,7 +143,9 @@ def test_untraceable_pairs_are_recorded_and_skipped_on_resume(llava, manifest, t
     open_pair = type(p)("open", p.question, p.clean_image, p.edited_image, "dog", None, source="x:1")
     res = run_tracing(llava, [open_pair, *pairs[:1]], tmp_path, analyses="lens", log=lambda m: None)
     assert list(res.skipped) == ["open"] and "edited_answer" in res.skipped["open"]
-    res = run_tracing(llava, [open_pair, *pairs[:1]], tmp_path, analyses="lens", resume=True, log=lambda m: None)
+    res = run_tracing(
+        llava, [open_pair, *pairs[:1]], tmp_path, analyses="lens", resume=True, log=lambda m: None
+    )
     assert list(res.skipped) == ["open"] and res.reused == 1
 
 
@@ -139,8 +161,23 @@ def test_select_pairs_filters_levels_limits_and_rejects_duplicate_ids(manifest):
 
 def test_cli_traces_resumes_and_reports_bad_arguments(tiny_llava_dir, manifest, tmp_path, capsys):
     out = tmp_path / "cli"
-    args = ["--model", str(tiny_llava_dir), "--pairs", str(manifest), "--out", str(out), "--analyses", "layers",
-            "--levels", "object,attribute", "--limit", "1", "--batch-size", "4", "--min-gap=-1e9"]  # fmt: skip
+    args = [
+        "--model",
+        str(tiny_llava_dir),
+        "--pairs",
+        str(manifest),
+        "--out",
+        str(out),
+        "--analyses",
+        "layers",
+        "--levels",
+        "object,attribute",
+        "--limit",
+        "1",
+        "--batch-size",
+        "4",
+        "--min-gap=-1e9",
+    ]
     assert trace_main(args) == 0
     assert sorted(p.name for p in (out / "pairs").iterdir()) == ["p0"]
     assert trace_main(args) == 2 and "--resume" in capsys.readouterr().err
@@ -178,10 +215,19 @@ def test_callback_traces_the_unmodulated_model_and_logs_to_tensorboard(tiny_llav
     module = ScalesOnly(vlm)
     pair = next(iter(read_pairs(manifest)))
     modulated_ld = trace_pair(vlm, pair).ld_clean
-    cb = CausalTracing(str(manifest), analyses="layers,lens", stages="fit_start,fit_end", limit=1, min_gap=ALL_PAIRS)
+    cb = CausalTracing(
+        str(manifest), analyses="layers,lens", stages="fit_start,fit_end", limit=1, min_gap=ALL_PAIRS
+    )
     logger = TensorBoardLogger(tmp_path, name="tb")
-    trainer = Trainer(max_steps=1, logger=logger, callbacks=[cb], enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")  # fmt: skip
+    trainer = Trainer(
+        max_steps=1,
+        logger=logger,
+        callbacks=[cb],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    )
     trainer.fit(module)
     assert module.modulation.attached  # re-attached after tracing
     start = cb.results["fit_start"]
@@ -212,7 +258,9 @@ def test_synthetic_world_pairs_trace_with_concepts_located(llava, tmp_path):
 
     root = generate_benchmarks(tmp_path / "synth", n_train=2, n_val=2, n_test=6)
     pairs = select_pairs(read_pairs(root / "test" / "pairs" / "pairs.jsonl"), limit=6)
-    res = run_tracing(llava, pairs, tmp_path / "trace", analyses="tokens", min_gap=ALL_PAIRS, log=lambda m: None)
+    res = run_tracing(
+        llava, pairs, tmp_path / "trace", analyses="tokens", min_gap=ALL_PAIRS, log=lambda m: None
+    )
     assert res.traced == len(pairs) and not res.skipped
     for p in pairs:
         info = json.loads((tmp_path / "trace" / "pairs" / p.pair_id / "tokens.json").read_text())

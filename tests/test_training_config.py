@@ -29,7 +29,11 @@ def run_cli(*args: str) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     argv, sys.argv = sys.argv, ["train.py"]  # LightningCLI warns when pytest's own argv sits beside `args`
     try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), pytest.raises(SystemExit) as exc:
+        with (
+            contextlib.redirect_stdout(out),
+            contextlib.redirect_stderr(err),
+            pytest.raises(SystemExit) as exc,
+        ):
             train.main(list(args))
     finally:
         sys.argv = argv
@@ -44,14 +48,20 @@ def printed(*args: str) -> dict:
 
 def test_recipe_set_is_complete():
     assert set(MODELS) | {"configs/default.yaml", "configs/low_data.yaml"} <= set(RECIPES)
-    assert {"configs/strategies/ddp.yaml", "configs/strategies/fsdp.yaml", "configs/strategies/deepspeed_stage2.yaml",
-            "configs/strategies/deepspeed_stage3.yaml"} <= set(STRATEGIES)  # fmt: skip
+    assert {
+        "configs/strategies/ddp.yaml",
+        "configs/strategies/fsdp.yaml",
+        "configs/strategies/deepspeed_stage2.yaml",
+        "configs/strategies/deepspeed_stage3.yaml",
+    } <= set(STRATEGIES)
 
 
 @pytest.mark.parametrize("recipe", RECIPES + STRATEGIES)
 def test_recipe_states_hardware_at_top(recipe):
     head = [line for line in (REPO / recipe).read_text().splitlines() if line.startswith("#")]
-    assert any(line.startswith("# Hardware:") for line in head), f"{recipe}: no '# Hardware:' comment at the top"
+    assert any(line.startswith("# Hardware:") for line in head), (
+        f"{recipe}: no '# Hardware:' comment at the top"
+    )
 
 
 @pytest.mark.parametrize("recipe", RECIPES)
@@ -59,7 +69,9 @@ def test_recipe_parses_and_prints_resolved_config(recipe):
     cfg = printed("-c", recipe, "--print_config")
     raw = yaml.safe_load((REPO / recipe).read_text())
     assert cfg["model"]["model"] == raw.get("model", {}).get("model", "checkpoints/tiny-llava")
-    assert "lr" in cfg["model"] and "max_epochs" in cfg["trainer"]  # defaults resolved, not only the file's keys
+    assert (
+        "lr" in cfg["model"] and "max_epochs" in cfg["trainer"]
+    )  # defaults resolved, not only the file's keys
     if recipe in MODELS:
         assert cfg["model"]["model"] == MODELS[recipe]
         assert cfg["synth_root"] is None  # default.yaml's synthetic world is switched off
@@ -67,7 +79,10 @@ def test_recipe_parses_and_prints_resolved_config(recipe):
         multi = cfg["data"]["init_args"]
         assert cfg["data"]["class_path"] == "vseam_pl.data.MultiBenchmarkDataModule"
         assert [d["class_path"].rsplit(".", 1)[1] for d in multi["datamodules"]] == [
-            "GQADataModule", "POPEDataModule", "COCOQADataModule"]  # fmt: skip
+            "GQADataModule",
+            "POPEDataModule",
+            "COCOQADataModule",
+        ]
         # the recipe's own loader settings, not default.yaml's GQADataModule values carried over
         assert multi["batch_size"] == multi["datamodules"][0]["init_args"]["batch_size"] <= 8
 
@@ -111,14 +126,19 @@ def test_fsdp_wraps_decoder_layers():
     cfg = printed("-c", "configs/llava-1.5-13b.yaml", "-c", "configs/strategies/fsdp.yaml", "--print_config")
     strategy = cfg["trainer"]["strategy"]
     assert strategy["class_path"] == "lightning.pytorch.strategies.FSDPStrategy"
-    assert "transformers.models.llama.modeling_llama.LlamaDecoderLayer" in str(strategy["init_args"]["auto_wrap_policy"])
+    assert "transformers.models.llama.modeling_llama.LlamaDecoderLayer" in str(
+        strategy["init_args"]["auto_wrap_policy"]
+    )
 
 
-@pytest.mark.parametrize("args, key", [
-    (["--model.not_a_key", "1"], "not_a_key"),
-    (["--trainer.max_epoch", "1"], "max_epoch"),
-    (["--data.init_args.bogus_option", "3"], "bogus_option"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "args, key",
+    [
+        (["--model.not_a_key", "1"], "not_a_key"),
+        (["--trainer.max_epoch", "1"], "max_epoch"),
+        (["--data.init_args.bogus_option", "3"], "bogus_option"),
+    ],
+)
 def test_unknown_key_on_the_command_line_is_an_error_naming_it(args, key):
     code, _, err = run_cli(*args, "--print_config")
     assert code != 0 and key in err

@@ -24,20 +24,52 @@ B, LIMIT = 2, 8
 
 
 def args_for(model: Path, synth: Path, root: Path, batch: int) -> list[str]:
-    return ["--model.model", str(model), "--synth_root", "null", "--data.init_args.root", str(synth),
-            "--data.init_args.batch_size", str(batch), "--data.init_args.num_workers", "0",
-            "--data.init_args.shuffle_buffer", "0", "--data.init_args.limit", str(LIMIT), "--trainer.max_epochs", "2",
-            "--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false",
-            "--trainer.enable_model_summary", "false", "--trainer.accelerator", "cpu"]  # fmt: skip
+    return [
+        "--model.model",
+        str(model),
+        "--synth_root",
+        "null",
+        "--data.init_args.root",
+        str(synth),
+        "--data.init_args.batch_size",
+        str(batch),
+        "--data.init_args.num_workers",
+        "0",
+        "--data.init_args.shuffle_buffer",
+        "0",
+        "--data.init_args.limit",
+        str(LIMIT),
+        "--trainer.max_epochs",
+        "2",
+        "--trainer.default_root_dir",
+        str(root),
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.enable_model_summary",
+        "false",
+        "--trainer.accelerator",
+        "cpu",
+    ]
 
 
 def test_two_process_ddp_equals_one_process_with_the_same_global_batch(tiny_llava_dir, tmp_path):
     torch.set_num_threads(1)
     synth = generate_benchmarks(tmp_path / "synth", n_train=8, n_val=2, n_test=4)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    ddp = subprocess.run([sys.executable, "train.py", "-c", "configs/strategies/ddp.yaml",
-                          *args_for(tiny_llava_dir, synth, tmp_path / "ddp", B)],
-                         cwd=REPO, env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    ddp = subprocess.run(
+        [
+            sys.executable,
+            "train.py",
+            "-c",
+            "configs/strategies/ddp.yaml",
+            *args_for(tiny_llava_dir, synth, tmp_path / "ddp", B),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     argv, sys.argv = sys.argv, ["train.py"]
     try:
@@ -57,7 +89,8 @@ def test_two_process_ddp_equals_one_process_with_the_same_global_batch(tiny_llav
     assert test.counts["test"] % 2 == 1  # uneven shards over the 2 ranks
     # the test stage gathered both ranks' examples: the same paired rows as one process
     assert [(r["split"], r["n"], r["baseline"]) for r in rows["ddp"]] == [
-        (r["split"], r["n"], r["baseline"]) for r in rows["single"]]  # fmt: skip
+        (r["split"], r["n"], r["baseline"]) for r in rows["single"]
+    ]
     assert rows["ddp"][0]["split"] == "test" and rows["ddp"][0]["n"] == test.counts["test"]
 
 

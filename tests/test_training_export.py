@@ -33,7 +33,9 @@ def plain_logits(model, processor, prompts, images) -> torch.Tensor:
         return model(**batch).logits
 
 
-def test_merged_model_loads_in_plain_transformers_with_modulated_logits(tiny_llava_dir, scales_file, tmp_path):
+def test_merged_model_loads_in_plain_transformers_with_modulated_logits(
+    tiny_llava_dir, scales_file, tmp_path
+):
     torch.set_num_threads(1)
     out = export_merged(str(tiny_llava_dir), scales_file, tmp_path / "merged")
     assert not list(out.glob("*.py")) and "auto_map" not in json.loads((out / "config.json").read_text())
@@ -47,14 +49,28 @@ def test_merged_model_loads_in_plain_transformers_with_modulated_logits(tiny_lla
     modulated = plain_logits(vlm.model, vlm.processor, prompts, images)
     assert (modulated - base).abs().max() > 1e-3  # the scales matter
 
-    merged = AutoModelForImageTextToText.from_pretrained(out).eval()  # plain transformers: no hooks, no remote code
+    merged = AutoModelForImageTextToText.from_pretrained(
+        out
+    ).eval()  # plain transformers: no hooks, no remote code
     processor = AutoProcessor.from_pretrained(out)
-    torch.testing.assert_close(plain_logits(merged, processor, prompts, images), modulated, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(
+        plain_logits(merged, processor, prompts, images), modulated, atol=1e-4, rtol=1e-4
+    )
 
 
 def test_cli_and_bf16_export(tiny_llava_dir, scales_file, tmp_path, capsys):
-    main(["--model", str(tiny_llava_dir), "--scales", str(scales_file), "--out", str(tmp_path / "bf16"),
-          "--dtype", "bfloat16"])  # fmt: skip
+    main(
+        [
+            "--model",
+            str(tiny_llava_dir),
+            "--scales",
+            str(scales_file),
+            "--out",
+            str(tmp_path / "bf16"),
+            "--dtype",
+            "bfloat16",
+        ]
+    )
     assert "merged model:" in capsys.readouterr().out
     merged = AutoModelForImageTextToText.from_pretrained(tmp_path / "bf16")
     assert merged.dtype == torch.bfloat16

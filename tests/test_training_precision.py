@@ -51,9 +51,19 @@ def synth(tmp_path_factory) -> Path:
 def one_step(module: HeadModulationModule, synth: Path, tmp: Path, precision: str = "32-true") -> Capture:
     capture = Capture()
     data = GQADataModule(root=str(synth), batch_size=4, limit=4, num_workers=0, shuffle_buffer=0)
-    trainer = Trainer(accelerator="cpu", devices=1, precision=precision, max_steps=1, limit_val_batches=0,
-                      logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                      enable_model_summary=False, callbacks=[capture], default_root_dir=tmp)  # fmt: skip
+    trainer = Trainer(
+        accelerator="cpu",
+        devices=1,
+        precision=precision,
+        max_steps=1,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[capture],
+        default_root_dir=tmp,
+    )
     trainer.fit(module, datamodule=data)
     return capture
 
@@ -67,7 +77,9 @@ def test_bf16_weights_fp32_scales_step(tiny_llava_dir, synth, tmp_path):
     assert cap.loss is not None and torch.isfinite(torch.tensor(cap.loss))
     assert cap.grad.dtype == torch.float32 and cap.grad.abs().sum() > 0
     assert module.modulation.scales.dtype == torch.float32 and not torch.all(module.modulation.scales == 1)
-    assert module.vlm.o_proj(0).weight.dtype == torch.bfloat16  # the strategy/precision did not upcast the model
+    assert (
+        module.vlm.o_proj(0).weight.dtype == torch.bfloat16
+    )  # the strategy/precision did not upcast the model
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +88,9 @@ def fp32_step(tiny_llava_dir, synth, tmp_path_factory) -> Capture:
 
 
 @pytest.mark.parametrize("precision", ["bf16-mixed"])  # on CPU Lightning turns 16-mixed into bf16-mixed
-def test_mixed_precision_loss_is_finite_and_close_to_fp32(tiny_llava_dir, synth, tmp_path, fp32_step, precision):
+def test_mixed_precision_loss_is_finite_and_close_to_fp32(
+    tiny_llava_dir, synth, tmp_path, fp32_step, precision
+):
     module = HeadModulationModule(str(tiny_llava_dir))
     mixed = one_step(module, synth, tmp_path, precision=precision)
     assert torch.isfinite(torch.tensor(mixed.loss))
@@ -86,11 +100,16 @@ def test_mixed_precision_loss_is_finite_and_close_to_fp32(tiny_llava_dir, synth,
     assert cos > 0.95
 
 
-def test_gradient_checkpointing_drops_activations_and_gives_the_same_gradients(tiny_llava_dir, synth, tmp_path):
+def test_gradient_checkpointing_drops_activations_and_gives_the_same_gradients(
+    tiny_llava_dir, synth, tmp_path
+):
     runs = {}
     for ckpt in (False, True):
-        runs[ckpt] = one_step(HeadModulationModule(str(tiny_llava_dir), gradient_checkpointing=ckpt), synth,
-                              tmp_path / str(ckpt))  # fmt: skip
+        runs[ckpt] = one_step(
+            HeadModulationModule(str(tiny_llava_dir), gradient_checkpointing=ckpt),
+            synth,
+            tmp_path / str(ckpt),
+        )
     # it really checkpointed inside Lightning's fit (the frozen model is in eval mode): far fewer saved activations
     assert runs[True].saved_bytes < runs[False].saved_bytes / 3
     torch.testing.assert_close(runs[True].grad, runs[False].grad, atol=1e-6, rtol=1e-5)
@@ -100,7 +119,9 @@ def test_gradient_checkpointing_drops_activations_and_gives_the_same_gradients(t
 def test_scales_files_are_portable_across_dtypes(tiny_llava_dir, tmp_path, src, dst):
     a = HeadModulationModule(str(tiny_llava_dir), dtype=src)
     with torch.no_grad():
-        a.modulation.scales.copy_(torch.linspace(0.5, 1.5, a.modulation.scales.numel()).view_as(a.modulation.scales))
+        a.modulation.scales.copy_(
+            torch.linspace(0.5, 1.5, a.modulation.scales.numel()).view_as(a.modulation.scales)
+        )
     path = a.modulation.save(tmp_path / "head_scales.safetensors")
     b = HeadModulationModule(str(tiny_llava_dir), dtype=dst, init_scales=str(path))
     assert b.vlm.o_proj(0).weight.dtype == getattr(torch, dst) and b.modulation.scales.dtype == torch.float32

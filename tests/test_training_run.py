@@ -41,7 +41,9 @@ def world(tmp_path_factory, tiny_llava_dir) -> dict[str, Path]:
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("training-world")
     synth = generate_benchmarks(root / "synth", n_train=40, n_val=4, n_test=8)
-    overlay = root / "tiny.yaml"  # the default recipe's callbacks + head discovery (its heatmaps go to TensorBoard)
+    overlay = (
+        root / "tiny.yaml"
+    )  # the default recipe's callbacks + head discovery (its heatmaps go to TensorBoard)
     overlay.write_text(f"""
 trainer:
   callbacks:
@@ -54,15 +56,43 @@ trainer:
     return {"model": tiny_llava_dir, "synth": synth, "overlay": overlay}
 
 
-def run_train(world: dict[str, Path], root: Path, *extra: str, recipe: str = "configs/default.yaml",
-              limit: int | None = LIMIT) -> str:
+def run_train(
+    world: dict[str, Path],
+    root: Path,
+    *extra: str,
+    recipe: str = "configs/default.yaml",
+    limit: int | None = LIMIT,
+) -> str:
     """train.main with the tiny model/data overrides; returns what it printed. File order (no shuffle buffer) unless
     the caller overrides it."""
-    args = ["-c", recipe, "-c", str(world["overlay"]), "--model.model", str(world["model"]), "--synth_root", "null",
-            "--data.init_args.root", str(world["synth"]), "--data.init_args.batch_size", str(BATCH),
-            "--data.init_args.num_workers", "0", "--data.init_args.shuffle_buffer", "0", "--trainer.max_epochs", str(EPOCHS),
-            "--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false",
-            "--trainer.enable_model_summary", "false", "--trainer.log_every_n_steps", "1"]  # fmt: skip
+    args = [
+        "-c",
+        recipe,
+        "-c",
+        str(world["overlay"]),
+        "--model.model",
+        str(world["model"]),
+        "--synth_root",
+        "null",
+        "--data.init_args.root",
+        str(world["synth"]),
+        "--data.init_args.batch_size",
+        str(BATCH),
+        "--data.init_args.num_workers",
+        "0",
+        "--data.init_args.shuffle_buffer",
+        "0",
+        "--trainer.max_epochs",
+        str(EPOCHS),
+        "--trainer.default_root_dir",
+        str(root),
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.enable_model_summary",
+        "false",
+        "--trainer.log_every_n_steps",
+        "1",
+    ]
     if limit is not None:
         args += ["--data.init_args.limit", str(limit)]
     out = io.StringIO()
@@ -89,7 +119,9 @@ def default_run(world, tmp_path_factory) -> Path:
 
 def test_outputs_and_metrics_schema(default_run, world):
     report = read_metrics_json(default_run / "metrics.json")  # validates the schema
-    assert report["model"] == Path(world["model"]).name and report["scales"].endswith("head_scales.safetensors")
+    assert report["model"] == Path(world["model"]).name and report["scales"].endswith(
+        "head_scales.safetensors"
+    )
     overall = [r for r in report["rows"] if r["split"] == "test"]
     assert [r["benchmark"] for r in overall] == ["gqa"] and set(ROW_KEYS) <= set(overall[0])
     assert overall[0]["n"] == LIMIT and overall[0]["modulated"] is not None
@@ -111,17 +143,31 @@ def test_checkpoint_holds_only_scales_optimizer_and_loop_state(default_run):
 
 
 def test_tensorboard_events(default_run):
-    ea = EventAccumulator(str(default_run), size_guidance={"scalars": 0, "images": 0, "histograms": 0, "tensors": 0})
+    ea = EventAccumulator(
+        str(default_run), size_guidance={"scalars": 0, "images": 0, "histograms": 0, "tensors": 0}
+    )
     ea.Reload()
     tags = ea.Tags()
     scalars = set(tags["scalars"])
-    assert {"train/loss", "train/answer_loss", "val/gqa/accuracy", "val/gqa/baseline_accuracy", "scales/mean",
-            "scales/std", "scales/min", "scales/max"} <= scalars  # fmt: skip
+    assert {
+        "train/loss",
+        "train/answer_loss",
+        "val/gqa/accuracy",
+        "val/gqa/baseline_accuracy",
+        "scales/mean",
+        "scales/std",
+        "scales/min",
+        "scales/max",
+    } <= scalars
     assert len(ea.Scalars("train/loss")) == EPOCHS * LIMIT // BATCH
     baseline = ea.Scalars("val/gqa/baseline_accuracy")
-    assert len(baseline) == EPOCHS and len({e.value for e in baseline}) == 1  # a flat line, one point per epoch
+    assert (
+        len(baseline) == EPOCHS and len({e.value for e in baseline}) == 1
+    )  # a flat line, one point per epoch
     assert len(ea.Scalars("val/gqa/accuracy")) == EPOCHS
-    assert "scales/heatmap" in tags["images"] and len(ea.Images("scales/heatmap")) == EPOCHS + 1  # + fit start
+    assert (
+        "scales/heatmap" in tags["images"] and len(ea.Images("scales/heatmap")) == EPOCHS + 1
+    )  # + fit start
     assert any(t.startswith("head_discovery/") for t in tags["images"]), tags["images"]
     assert "scales/histogram" in tags["histograms"]
     # hparams: the module's hyperparameters and, as metrics, the test rows' headline numbers
@@ -158,8 +204,13 @@ def test_resume_after_crash_ends_with_the_uninterrupted_scales(world, default_ru
     same run root finds that checkpoint and finishes: the scales equal those of the uninterrupted default run."""
     crash_at = LIMIT // BATCH
     with pytest.raises(RuntimeError, match="simulated crash"):
-        run_train(world, tmp_path, "--trainer.callbacks+=" + f"{__name__}.CrashAtStep",
-                  "--trainer.callbacks.step", str(crash_at))  # fmt: skip
+        run_train(
+            world,
+            tmp_path,
+            "--trainer.callbacks+=" + f"{__name__}.CrashAtStep",
+            "--trainer.callbacks.step",
+            str(crash_at),
+        )
     assert not (version_dir(tmp_path) / "head_scales.safetensors").exists()
     interrupted = torch.load(version_dir(tmp_path) / "checkpoints" / "last.ckpt", weights_only=False)
     assert interrupted["global_step"] == crash_at
@@ -189,23 +240,36 @@ trainer:
     return overlay
 
 
-@pytest.mark.parametrize("crash_at", [LIMIT // BATCH + 1, LIMIT // BATCH], ids=["mid-epoch", "epoch-boundary"])
-def test_resume_with_a_shuffle_buffer_replays_the_uninterrupted_batches(world, every_step, tmp_path, crash_at):
+@pytest.mark.parametrize(
+    "crash_at", [LIMIT // BATCH + 1, LIMIT // BATCH], ids=["mid-epoch", "epoch-boundary"]
+)
+def test_resume_with_a_shuffle_buffer_replays_the_uninterrupted_batches(
+    world, every_step, tmp_path, crash_at
+):
     """With shuffling, the resumed run must see the same batches as the uninterrupted one: the pass in progress is
     replayed with its own shuffle seed, minus the batches already trained on (StreamLoader state in the checkpoint).
     """
     shuffled = ["-c", str(every_step), "--data.init_args.shuffle_buffer", "4"]
     run_train(world, tmp_path / "reference", *shuffled)
-    uninterrupted = HeadModulation.load(version_dir(tmp_path / "reference") / "head_scales.safetensors").scales
+    uninterrupted = HeadModulation.load(
+        version_dir(tmp_path / "reference") / "head_scales.safetensors"
+    ).scales
     crashed = tmp_path / "crashed"
     with pytest.raises(RuntimeError, match="simulated crash"):
-        run_train(world, crashed, *shuffled, "--trainer.callbacks+=" + f"{__name__}.CrashAtStep",
-                  "--trainer.callbacks.step", str(crash_at))  # fmt: skip
+        run_train(
+            world,
+            crashed,
+            *shuffled,
+            "--trainer.callbacks+=" + f"{__name__}.CrashAtStep",
+            "--trainer.callbacks.step",
+            str(crash_at),
+        )
     state = torch.load(version_dir(crashed) / "checkpoints" / "last.ckpt", weights_only=False)
     assert state["global_step"] == crash_at
     (loader_state,) = state["loops"]["fit_loop"]["state_dict"]["combined_loader"]
     assert loader_state == {"epoch": 1, "batches": crash_at - LIMIT // BATCH, "ended": False} or (
-        crash_at == LIMIT // BATCH and loader_state == {"epoch": 0, "batches": LIMIT // BATCH, "ended": True})
+        crash_at == LIMIT // BATCH and loader_state == {"epoch": 0, "batches": LIMIT // BATCH, "ended": True}
+    )
     run_train(world, crashed, *shuffled, "--ckpt_path", "last")
     resumed = HeadModulation.load(version_dir(crashed, 1) / "head_scales.safetensors").scales
     torch.testing.assert_close(resumed, uninterrupted, atol=1e-6, rtol=1e-6)
@@ -233,12 +297,20 @@ def test_resume_after_an_epoch_end_checkpoint_with_a_shuffle_buffer_is_exact(wor
     loader must take the epoch (shuffle seed) from the trainer, not replay epoch 0's order."""
     shuffled = ["--data.init_args.shuffle_buffer", "4", "--trainer.max_epochs", "3"]
     run_train(world, tmp_path / "reference", *shuffled)
-    uninterrupted = HeadModulation.load(version_dir(tmp_path / "reference") / "head_scales.safetensors").scales
+    uninterrupted = HeadModulation.load(
+        version_dir(tmp_path / "reference") / "head_scales.safetensors"
+    ).scales
     crashed = tmp_path / "crashed"
     crash_at = LIMIT // BATCH + 1  # second step of epoch 1; last.ckpt is epoch 0's end-of-epoch checkpoint
     with pytest.raises(RuntimeError, match="simulated crash"):
-        run_train(world, crashed, *shuffled, "--trainer.callbacks+=" + f"{__name__}.CrashAtStep",
-                  "--trainer.callbacks.step", str(crash_at))  # fmt: skip
+        run_train(
+            world,
+            crashed,
+            *shuffled,
+            "--trainer.callbacks+=" + f"{__name__}.CrashAtStep",
+            "--trainer.callbacks.step",
+            str(crash_at),
+        )
     state = torch.load(version_dir(crashed) / "checkpoints" / "last.ckpt", weights_only=True)
     assert state["global_step"] == LIMIT // BATCH and state["epoch"] == 0
     run_train(world, crashed, *shuffled, "--ckpt_path", "last")

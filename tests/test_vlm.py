@@ -10,7 +10,9 @@ from vseam_pl.prompts import DEFAULT_INSTRUCTION, build_prompt
 from vseam_pl.vlm import UnsupportedModelError, find_decoder, load_vlm, resolve_dtype
 
 
-@pytest.mark.parametrize("fixture,family", [("tiny_llava_dir", "llava"), ("tiny_instructblip_dir", "instructblip")])
+@pytest.mark.parametrize(
+    "fixture,family", [("tiny_llava_dir", "llava"), ("tiny_instructblip_dir", "instructblip")]
+)
 def test_load_vlm_freezes_and_reports_head_grid(request, fixture, family):
     vlm = load_vlm(str(request.getfixturevalue(fixture)))
     assert vlm.family == family
@@ -30,7 +32,9 @@ def test_decoder_found_in_new_and_old_layouts(tiny_vlm):
     new_layout = tiny_vlm.model  # LlavaForConditionalGeneration.model.language_model
     assert find_decoder(new_layout) is new_layout.model.language_model
 
-    class OldLayout(nn.Module):  # transformers<4.52 kept the causal LM at `.language_model` with `.model` inside
+    class OldLayout(
+        nn.Module
+    ):  # transformers<4.52 kept the causal LM at `.language_model` with `.model` inside
         def __init__(self, decoder):
             super().__init__()
             self.language_model = nn.Module()
@@ -54,11 +58,19 @@ def test_dtype_loading_keeps_model_in_bf16(tiny_llava_dir):
 
 def test_chat_template_and_fallback_prompts(tiny_llava_dir, tiny_instructblip_dir):
     llava = load_vlm(str(tiny_llava_dir))
-    assert build_prompt(llava, "Is there a dog?") == f"USER: <image>\nIs there a dog?\n{DEFAULT_INSTRUCTION} ASSISTANT:"
-    assert build_prompt(llava, "Is there a dog?", instruction=None) == "USER: <image>\nIs there a dog? ASSISTANT:"
+    assert (
+        build_prompt(llava, "Is there a dog?")
+        == f"USER: <image>\nIs there a dog?\n{DEFAULT_INSTRUCTION} ASSISTANT:"
+    )
+    assert (
+        build_prompt(llava, "Is there a dog?", instruction=None)
+        == "USER: <image>\nIs there a dog? ASSISTANT:"
+    )
     blip = load_vlm(str(tiny_instructblip_dir))
     assert blip.processor.chat_template is None
-    assert build_prompt(blip, "Is there a dog?", instruction="Short answer.") == "Is there a dog?\nShort answer."
+    assert (
+        build_prompt(blip, "Is there a dog?", instruction="Short answer.") == "Is there a dog?\nShort answer."
+    )
 
 
 def test_missing_local_model_is_a_clear_error(tmp_path):
@@ -73,7 +85,9 @@ def test_tiny_builders_initialise_vision_towers_trainably():
     sizes = TinySizes(vision_layers=1, text_layers=1, text_heads=2, text_kv_heads=2)
     for build, tower in ((build_tiny_llava, "vision_tower"), (build_tiny_instructblip, "vision_model")):
         model, _ = build(["cat"], sizes)
-        weights = [p for n, p in model.named_parameters() if tower in n and n.endswith("weight") and p.dim() > 1]
+        weights = [
+            p for n, p in model.named_parameters() if tower in n and n.endswith("weight") and p.dim() > 1
+        ]
         assert weights and min(float(w.detach().std()) for w in weights) > 1e-3, build.__name__
 
 
@@ -82,7 +96,9 @@ def test_tiny_instructblip_starts_with_distinct_queries_and_no_qformer_dropout()
     only by dropout noise."""
     from vseam_pl.tiny import TinySizes, build_tiny_instructblip
 
-    model, _ = build_tiny_instructblip(["cat"], TinySizes(vision_layers=1, text_layers=1, text_heads=2, text_kv_heads=2))
+    model, _ = build_tiny_instructblip(
+        ["cat"], TinySizes(vision_layers=1, text_layers=1, text_heads=2, text_kv_heads=2)
+    )
     queries = model.query_tokens.detach()[0]  # [num_query_tokens, hidden]
     assert queries.shape[0] == 16
     assert float(torch.cdist(queries, queries).fill_diagonal_(float("inf")).min()) > 0.05

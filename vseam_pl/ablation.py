@@ -23,7 +23,9 @@ AblationMode = Literal["zero", "mean_others", "dataset_mean"]
 ABLATION_MODES: tuple[str, ...] = ("zero", "mean_others", "dataset_mean")
 
 
-def replacement(z: torch.Tensor, heads: torch.Tensor, mode: str, means: torch.Tensor | None = None) -> torch.Tensor:
+def replacement(
+    z: torch.Tensor, heads: torch.Tensor, mode: str, means: torch.Tensor | None = None
+) -> torch.Tensor:
     """The ablated value for `heads` (indices) of `z` [..., H, D], shape [..., len(heads), D]."""
     if mode == "zero":
         return torch.zeros_like(z[..., heads, :])
@@ -53,7 +55,9 @@ def ablate_heads(
     if mode not in ABLATION_MODES:
         raise ValueError(f"unknown ablation mode {mode!r}; expected one of {ABLATION_MODES}")
     if mode == "dataset_mean" and means is None:
-        raise ValueError("mode='dataset_mean' needs `means` [layers, heads, head_dim] (see head_output_means)")
+        raise ValueError(
+            "mode='dataset_mean' needs `means` [layers, heads, head_dim] (see head_output_means)"
+        )
     index = {layer: torch.tensor(hs) for layer, hs in by_layer.items()}
 
     def ablate(layer: int, z: torch.Tensor) -> torch.Tensor:

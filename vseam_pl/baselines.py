@@ -42,9 +42,17 @@ from .scoring import forward_logits
 from .vlm import VLM
 
 METHODS: tuple[str, ...] = (
-    "zero_shot", "closed_form", "learned_ones", "learned_discovery", "random_heads", "ia3", "lora",
-    "iti_mass_mean", "iti_learned", "lofit",
-)  # fmt: skip
+    "zero_shot",
+    "closed_form",
+    "learned_ones",
+    "learned_discovery",
+    "random_heads",
+    "ia3",
+    "lora",
+    "iti_mass_mean",
+    "iti_learned",
+    "lofit",
+)
 #: Methods whose parameters are trained (the others are evaluated as built).
 TRAINED: frozenset[str] = frozenset(
     {"learned_ones", "learned_discovery", "random_heads", "ia3", "lora", "iti_learned", "lofit"}
@@ -72,7 +80,9 @@ def random_head_mask(num_layers: int, num_heads: int, k: int, seed: int) -> torc
     """A `[L, H]` bool mask with exactly `k` heads chosen uniformly at random (reproducible per seed)."""
     total = num_layers * num_heads
     if not 0 < k <= total:
-        raise ValueError(f"number of random heads must be in [1, {total}] for a {num_layers}x{num_heads} grid, got {k}")
+        raise ValueError(
+            f"number of random heads must be in [1, {total}] for a {num_layers}x{num_heads} grid, got {k}"
+        )
     chosen = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:k]
     mask = torch.zeros(total, dtype=torch.bool)
     mask[chosen] = True
@@ -148,8 +158,13 @@ class PeftAdapterModule(HeadModulationModule):
             config: Any = IA3Config(target_modules=targets, feedforward_modules=ff)
         else:
             targets = list(target_modules or ["q_proj", "v_proj"])
-            config = LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
-                                target_modules=targets, bias="none")  # fmt: skip
+            config = LoraConfig(
+                r=lora_r,
+                lora_alpha=lora_alpha,
+                lora_dropout=lora_dropout,
+                target_modules=targets,
+                bias="none",
+            )
         # Not registered as a submodule: it wraps the decoder that `self.model` already holds (in place).
         self.__dict__["peft_model"] = get_peft_model(self.vlm.decoder, config)
         self._adapter_on = True
@@ -159,7 +174,9 @@ class PeftAdapterModule(HeadModulationModule):
         names = [n for n, p in self.named_parameters() if p.requires_grad]
         stray = [n for n in names if "ia3_" not in n and "lora_" not in n]
         if stray or not names:
-            raise RuntimeError(f"{self.hparams.adapter}: expected only adapter weights to train, got {stray or 'none'}")
+            raise RuntimeError(
+                f"{self.hparams.adapter}: expected only adapter weights to train, got {stray or 'none'}"
+            )
 
     @property
     def intervention_active(self) -> bool:
@@ -201,11 +218,15 @@ class HeadShift(nn.Module):
         return bool(self._handles)
 
     def attach(self, vlm: VLM) -> HeadShift:
-        bad = [(lay, h) for lay, h in self.heads if not (0 <= lay < vlm.num_layers and 0 <= h < vlm.num_heads)]
+        bad = [
+            (lay, h) for lay, h in self.heads if not (0 <= lay < vlm.num_layers and 0 <= h < vlm.num_heads)
+        ]
         if bad:
             raise ValueError(f"heads {bad} are outside {vlm.name}'s {vlm.num_layers}x{vlm.num_heads} grid")
         if self.shifts.shape[1] != vlm.head_dim:
-            raise ValueError(f"shifts have {self.shifts.shape[1]} values per head, {vlm.name} has head_dim {vlm.head_dim}")
+            raise ValueError(
+                f"shifts have {self.shifts.shape[1]} values per head, {vlm.name} has head_dim {vlm.head_dim}"
+            )
         if self.attached:
             raise RuntimeError("HeadShift is already attached; detach() first")
         rows: dict[int, list[int]] = {}
@@ -306,7 +327,9 @@ def lofit_heads(scales: torch.Tensor, k: int) -> list[Head]:
 
 
 @torch.no_grad()
-def mass_mean_directions(vlm: VLM, items: list[PairItem], batch_size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+def mass_mean_directions(
+    vlm: VLM, items: list[PairItem], batch_size: int = 8
+) -> tuple[torch.Tensor, torch.Tensor]:
     """ITI's mass-mean statistics per head at the answer position of clean/edited pairs.
 
     Returns `direction [L, H, D]` = mean z(clean) - mean z(edited), and `sigma [L, H]` = the standard deviation of
@@ -325,7 +348,10 @@ def mass_mean_directions(vlm: VLM, items: list[PairItem], batch_size: int = 8) -
                 forward_logits(vlm, enc)
             pos = enc.last_prompt_positions()
             rows = torch.arange(len(chunk))
-            z = torch.stack([cache[lay][rows, pos.to(cache[lay].device)].float().cpu() for lay in range(vlm.num_layers)], 1)
+            z = torch.stack(
+                [cache[lay][rows, pos.to(cache[lay].device)].float().cpu() for lay in range(vlm.num_layers)],
+                1,
+            )
             sums[which] = sums[which] + z.sum(0)  # [L, H, D]
             acts.append(z)
     n = len(items)
@@ -335,13 +361,19 @@ def mass_mean_directions(vlm: VLM, items: list[PairItem], batch_size: int = 8) -
     return direction, proj.std(0, unbiased=True) if proj.shape[0] > 1 else torch.zeros_like(proj[0])
 
 
-def iti_shifts(direction: torch.Tensor, sigma: torch.Tensor, k: int, alpha: float) -> tuple[list[Head], torch.Tensor]:
+def iti_shifts(
+    direction: torch.Tensor, sigma: torch.Tensor, k: int, alpha: float
+) -> tuple[list[Head], torch.Tensor]:
     """ITI: the `k` heads whose mass-mean directions separate clean from edited best (|direction| / sigma), and
     their shifts `alpha * sigma * unit(direction)` (`[k, D]`)."""
     separation = direction.norm(dim=-1) / sigma.clamp(min=1e-12)
     heads = top_heads(separation, k)
-    vecs = torch.stack([direction[lay, h] / direction[lay, h].norm().clamp(min=1e-12) * sigma[lay, h] * alpha
-                        for lay, h in heads])  # fmt: skip
+    vecs = torch.stack(
+        [
+            direction[lay, h] / direction[lay, h].norm().clamp(min=1e-12) * sigma[lay, h] * alpha
+            for lay, h in heads
+        ]
+    )
     return heads, vecs
 
 
@@ -362,7 +394,9 @@ def build_method(
         raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
     if method in ("iti_mass_mean", "iti_learned", "lofit"):
         if not shift_kwargs or not shift_kwargs.get("shift_heads"):
-            raise ValueError(f"method {method!r} needs shift_kwargs with shift_heads (see iti_shifts / lofit_heads)")
+            raise ValueError(
+                f"method {method!r} needs shift_kwargs with shift_heads (see iti_shifts / lofit_heads)"
+            )
         learn = method != "iti_mass_mean"
         return HeadShiftModule(**{**shift_kwargs, "learn_shifts": learn}, **module_kwargs)
     if method in ("closed_form", "learned_discovery") and discovery_scales is None:
@@ -414,9 +448,11 @@ def claim_run_dir(run_dir: str | os.PathLike, model: str) -> str:
     if record.exists():
         saved = json.loads(record.read_text())
         if saved.get("fingerprint") != current:
-            raise ValueError(f"{record}: results there were computed with other files of {saved.get('model')!r} "
-                             f"(fingerprint {saved.get('fingerprint')}, now {current}); delete {run_dir} or pass "
-                             "another runs dir")  # fmt: skip
+            raise ValueError(
+                f"{record}: results there were computed with other files of {saved.get('model')!r} "
+                f"(fingerprint {saved.get('fingerprint')}, now {current}); delete {run_dir} or pass "
+                "another runs dir"
+            )
     else:
         write_json(record, {"model": str(model), "fingerprint": current})
     return current

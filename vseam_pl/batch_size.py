@@ -39,8 +39,9 @@ def memory_note(device: torch.device) -> str:
     return f"{device} ({free / 2**30:.1f} GiB free of {total / 2**30:.1f} GiB)"
 
 
-def largest_batch(trial: Callable[[int], object], upper: int, what: str, device: torch.device | None = None,
-                  start: int = 1) -> int:  # fmt: skip
+def largest_batch(
+    trial: Callable[[int], object], upper: int, what: str, device: torch.device | None = None, start: int = 1
+) -> int:
     """The largest `b <= upper` for which `trial(b)` runs without an out-of-memory error.
 
     `trial(b)` must run the real workload at batch size `b` (its result is ignored). Other exceptions propagate.
@@ -58,7 +59,9 @@ def largest_batch(trial: Callable[[int], object], upper: int, what: str, device:
         except RuntimeError as e:  # torch.OutOfMemoryError is a RuntimeError
             if not _is_oom(e):
                 raise
-        if device.type == "cuda":  # outside the except block: the traceback no longer holds the trial's tensors
+        if (
+            device.type == "cuda"
+        ):  # outside the except block: the traceback no longer holds the trial's tensors
             garbage_collection_cuda()
         return False
 
@@ -79,7 +82,9 @@ def largest_batch(trial: Callable[[int], object], upper: int, what: str, device:
         else:
             bad = mid
     if good == 0:
-        raise BatchSizeError(f"{what}: even batch size 1 runs out of memory on {memory_note(device)}; {ADVICE}")
+        raise BatchSizeError(
+            f"{what}: even batch size 1 runs out of memory on {memory_note(device)}; {ADVICE}"
+        )
     return good
 
 
@@ -116,20 +121,33 @@ def discovery_batch_size(vlm: VLM, pairs: Sequence, upper: int = 4096, instructi
     except RuntimeError as e:
         if not _is_oom(e):
             raise
-        raise BatchSizeError(f"{what}: even the unintervened forward of one example runs out of memory on "
-                             f"{memory_note(vlm.device)}; {ADVICE}") from e  # fmt: skip
+        raise BatchSizeError(
+            f"{what}: even the unintervened forward of one example runs out of memory on "
+            f"{memory_note(vlm.device)}; {ADVICE}"
+        ) from e
     value = ablation_value("mean_others")
 
     @torch.no_grad()
     def trial(b: int) -> None:
-        jobs = Jobs(torch.zeros(b, dtype=torch.long), torch.arange(b) % vlm.num_heads, torch.zeros(b, dtype=torch.long))
+        jobs = Jobs(
+            torch.zeros(b, dtype=torch.long),
+            torch.arange(b) % vlm.num_heads,
+            torch.zeros(b, dtype=torch.long),
+        )
         run_rows(vlm, run, jobs.example, 0, per_row_hook(jobs, value), [0])
 
     return largest_batch(trial, upper, what, vlm.device)
 
 
-def evaluation_batch_size(vlm: VLM, question: str, image: Image.Image, candidates: Sequence[str] | None,
-                          upper: int = 1024, instruction: str | None = None, max_new_tokens: int = 8) -> int:  # fmt: skip
+def evaluation_batch_size(
+    vlm: VLM,
+    question: str,
+    image: Image.Image,
+    candidates: Sequence[str] | None,
+    upper: int = 1024,
+    instruction: str | None = None,
+    max_new_tokens: int = 8,
+) -> int:
     """Questions per batch for evaluation: a trial answers `b` copies of the longest question (closed-set scoring
     when it has `candidates`, else greedy generation of `max_new_tokens`)."""
     from .prompts import DEFAULT_INSTRUCTION
@@ -138,14 +156,22 @@ def evaluation_batch_size(vlm: VLM, question: str, image: Image.Image, candidate
     instr = instruction if instruction is not None else DEFAULT_INSTRUCTION
 
     def trial(b: int) -> None:
-        predict(vlm, [question] * b, [image] * b, [candidates] * b, instruction=instr, batch_size=b,
-                max_new_tokens=max_new_tokens)  # fmt: skip
+        predict(
+            vlm,
+            [question] * b,
+            [image] * b,
+            [candidates] * b,
+            instruction=instr,
+            batch_size=b,
+            max_new_tokens=max_new_tokens,
+        )
 
     return largest_batch(trial, upper, "evaluation (questions per batch)", vlm.device)
 
 
-def datamodule_batch_size(vlm: VLM, data, upper: int = 1024, instruction: str | None = None,
-                          max_new_tokens: int = 8) -> int:  # fmt: skip
+def datamodule_batch_size(
+    vlm: VLM, data, upper: int = 1024, instruction: str | None = None, max_new_tokens: int = 8
+) -> int:
     """The evaluation batch size for every benchmark of `data` (a QA or multi-benchmark DataModule): the smallest of
     :func:`evaluation_batch_size` over the longest question of each benchmark's first test batch, written back as
     the DataModule's (and its children's) `batch_size`."""
@@ -157,8 +183,11 @@ def datamodule_batch_size(vlm: VLM, data, upper: int = 1024, instruction: str | 
         if batch is None or not batch.examples:
             continue
         ex = max(batch.examples, key=lambda e: len(e.record.question))
-        sizes.append(evaluation_batch_size(vlm, ex.record.question, ex.image, ex.record.candidates, upper,
-                                           instruction, max_new_tokens))  # fmt: skip
+        sizes.append(
+            evaluation_batch_size(
+                vlm, ex.record.question, ex.image, ex.record.candidates, upper, instruction, max_new_tokens
+            )
+        )
     if not sizes:
         raise ValueError("batch size auto: the test split has no examples to size the batch on")
     size = min(sizes)

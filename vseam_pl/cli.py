@@ -59,13 +59,25 @@ class VSeamCLI(LightningCLI):
         return super().init_parser(**kwargs)
 
     def add_arguments_to_parser(self, parser: Any) -> None:
-        parser.add_argument("--synth_root", type=str | None, default=None,
-                            help="generate the synthetic world here first if it is missing (the embedded default)")
+        parser.add_argument(
+            "--synth_root",
+            type=str | None,
+            default=None,
+            help="generate the synthetic world here first if it is missing (the embedded default)",
+        )
         parser.add_argument("--synth_seed", type=int, default=0)
-        parser.add_argument("--ckpt_path", type=str | None, default=None,
-                            help="resume fit from this checkpoint ('last' for the newest in the run's checkpoint dir)")
-        parser.add_argument("--output_dir", type=str | None, default=None,
-                            help="where head_scales.safetensors and metrics.json go (default: the logger's run dir)")  # fmt: skip
+        parser.add_argument(
+            "--ckpt_path",
+            type=str | None,
+            default=None,
+            help="resume fit from this checkpoint ('last' for the newest in the run's checkpoint dir)",
+        )
+        parser.add_argument(
+            "--output_dir",
+            type=str | None,
+            default=None,
+            help="where head_scales.safetensors and metrics.json go (default: the logger's run dir)",
+        )
 
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
@@ -74,7 +86,9 @@ class VSeamCLI(LightningCLI):
         if self.config.get("ckpt_path") == "last":
             self.config["ckpt_path"] = resolve_last_checkpoint(checkpoint_roots(self.trainer), model)
         elif self.config.get("ckpt_path") and model is not None:  # fail before any training, naming the file
-            check_checkpoint(read_checkpoint(self.config["ckpt_path"]), *model, where=self.config["ckpt_path"])
+            check_checkpoint(
+                read_checkpoint(self.config["ckpt_path"]), *model, where=self.config["ckpt_path"]
+            )
 
 
 def checkpoint_roots(trainer: Any) -> list[Path]:
@@ -84,7 +98,9 @@ def checkpoint_roots(trainer: Any) -> list[Path]:
     return list(dict.fromkeys(roots))
 
 
-def resolve_last_checkpoint(roots: list[Path], model: tuple[str, tuple[int, ...]] | None = None) -> str | None:
+def resolve_last_checkpoint(
+    roots: list[Path], model: tuple[str, tuple[int, ...]] | None = None
+) -> str | None:
     """`--ckpt_path last`: the newest `last*.ckpt` under `roots` (every logger version counts, so a new run
     resumes the previous one) written for `model` ((name, head grid); any model when None), or None with a warning
     when there is none yet (so `last` can be always set)."""
@@ -92,10 +108,14 @@ def resolve_last_checkpoint(roots: list[Path], model: tuple[str, tuple[int, ...]
     if model is not None:
         others = [p for p in found if same_model(read_checkpoint(p), *model)]
         if others:
-            rank_zero_info(f"--ckpt_path last: ignoring {len(others)} checkpoint(s) of other models (e.g. {others[0]})")
+            rank_zero_info(
+                f"--ckpt_path last: ignoring {len(others)} checkpoint(s) of other models (e.g. {others[0]})"
+            )
         found = [p for p in found if p not in others]
     if not found:
-        rank_zero_warn(f"--ckpt_path last: no last*.ckpt under {', '.join(map(str, roots))}; starting from scratch")
+        rank_zero_warn(
+            f"--ckpt_path last: no last*.ckpt under {', '.join(map(str, roots))}; starting from scratch"
+        )
         return None
     newest = max(found, key=lambda p: (p.stat().st_mtime, str(p)))
     rank_zero_info(f"--ckpt_path last: resuming from {newest}")
@@ -134,6 +154,7 @@ def write_outputs(
     for name, path in paths.items():
         print(f"{name:>8}: {path}")
     return paths
+
 
 def synthetic_conventions(root: str | os.PathLike) -> dict[str, Any]:
     """The image-name conventions a synthetic-world root records in its manifest ({} for other roots)."""

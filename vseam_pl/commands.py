@@ -21,31 +21,59 @@ class Command:
 
 
 COMMANDS: dict[str, Command] = {
-    "synth": Command("vseam_pl.synth.__main__:main", "generate the synthetic world and its exact edited pairs",
-                     "docs/guides/data.md"),
-    "edit": Command("vseam_pl.edit:main", "edit real GQA photos into clean/edited pairs with diffusers",
-                    "docs/guides/editing.md"),
-    "discover": Command("vseam_pl.discover:main", "score every head by ablation, patching or attribution",
-                        "docs/guides/discovery.md"),
-    "trace": Command("vseam_pl.trace:main", "layer/token patching and the logit lens on image pairs",
-                     "docs/guides/tracing.md"),
-    "train": Command("vseam_pl.train:main", "learn per-head scales of a frozen VLM, then test them (LightningCLI)",
-                     "docs/guides/training.md"),
-    "evaluate": Command("vseam_pl.evaluate:main", "baseline vs modulated on GQA, POPE and COCO-QA",
-                        "docs/guides/evaluation.md"),
-    "export": Command("vseam_pl.export:main", "write scales as a merged model (or an adapter) with a model card",
-                      "docs/sharing.md"),
-    "compare": Command("vseam_pl.studies.compare:main", "every method (discovery, random heads, IA3, LoRA, ...) "
-                       "on the same test questions", "docs/results.md"),
-    "sweep": Command("vseam_pl.studies.sweep:main", "low-data ablation: training fractions x seeds",
-                     "docs/results.md"),
+    "synth": Command(
+        "vseam_pl.synth.__main__:main",
+        "generate the synthetic world and its exact edited pairs",
+        "docs/guides/data.md",
+    ),
+    "edit": Command(
+        "vseam_pl.edit:main",
+        "edit real GQA photos into clean/edited pairs with diffusers",
+        "docs/guides/editing.md",
+    ),
+    "discover": Command(
+        "vseam_pl.discover:main",
+        "score every head by ablation, patching or attribution",
+        "docs/guides/discovery.md",
+    ),
+    "trace": Command(
+        "vseam_pl.trace:main",
+        "layer/token patching and the logit lens on image pairs",
+        "docs/guides/tracing.md",
+    ),
+    "train": Command(
+        "vseam_pl.train:main",
+        "learn per-head scales of a frozen VLM, then test them (LightningCLI)",
+        "docs/guides/training.md",
+    ),
+    "evaluate": Command(
+        "vseam_pl.evaluate:main",
+        "baseline vs modulated on GQA, POPE and COCO-QA",
+        "docs/guides/evaluation.md",
+    ),
+    "export": Command(
+        "vseam_pl.export:main",
+        "write scales as a merged model (or an adapter) with a model card",
+        "docs/sharing.md",
+    ),
+    "compare": Command(
+        "vseam_pl.studies.compare:main",
+        "every method (discovery, random heads, IA3, LoRA, ...) on the same test questions",
+        "docs/results.md",
+    ),
+    "sweep": Command(
+        "vseam_pl.studies.sweep:main", "low-data ablation: training fractions x seeds", "docs/results.md"
+    ),
 }
 
 
 def usage() -> str:
     width = max(map(len, COMMANDS))
     rows = [f"  {name:<{width}}  {c.summary}  [{c.guide}]" for name, c in COMMANDS.items()]
-    return "usage: vseam <command> [flags]   (vseam <command> --help for its flags)\n\ncommands:\n" + "\n".join(rows)
+    return (
+        "usage: vseam <command> [flags]   (vseam <command> --help for its flags)\n\ncommands:\n"
+        + "\n".join(rows)
+    )
 
 
 def resolve(name: str):

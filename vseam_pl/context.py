@@ -50,6 +50,9 @@ def check_context(vlm: Any, lengths: torch.Tensor, texts: Sequence[str], extra: 
     if len(over):
         row = int(over[0])
         plus = f" + {extra} to generate" if extra else ""
-        raise PromptTooLongError(f"prompt is {int(lengths[row])} tokens (image tokens included){plus}, longer than "
-                                 f"the {limit}-token context of {vlm.name}; shorten the question or the instruction "
-                                 f"(prompt starts {texts[row][:60]!r})", texts[row])
+        raise PromptTooLongError(
+            f"prompt is {int(lengths[row])} tokens (image tokens included){plus}, longer than "
+            f"the {limit}-token context of {vlm.name}; shorten the question or the instruction "
+            f"(prompt starts {texts[row][:60]!r})",
+            texts[row],
+        )

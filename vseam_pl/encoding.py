@@ -88,15 +88,25 @@ def check_padding(mask: torch.Tensor, side: str, name: str) -> None:
     m = mask.long()
     ok = bool((m[:, 1:] <= m[:, :-1]).all()) if side == "right" else bool((m[:, -1] == 1).all())
     if not ok:
-        raise ValueError(f"{name}: the processor did not pad on the {side} although asked to; answer positions would "
-                         "be read from padding")  # fmt: skip
+        raise ValueError(
+            f"{name}: the processor did not pad on the {side} although asked to; answer positions would "
+            "be read from padding"
+        )
 
 
-def run_processor(vlm: VLM, prompts: Sequence[str], images: Sequence[Image.Image], side: str, **kwargs) -> dict:
+def run_processor(
+    vlm: VLM, prompts: Sequence[str], images: Sequence[Image.Image], side: str, **kwargs
+) -> dict:
     """The processor's own encoding of `prompts` with one image each, padded on `side` (checked)."""
     with padding_side(vlm, side):
-        batch = vlm.processor(images=image_batch(images), text=list(prompts), padding=True, padding_side=side,
-                              return_tensors="pt", **kwargs)  # fmt: skip
+        batch = vlm.processor(
+            images=image_batch(images),
+            text=list(prompts),
+            padding=True,
+            padding_side=side,
+            return_tensors="pt",
+            **kwargs,
+        )
     inputs = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor) and k != "labels"}
     check_padding(inputs["attention_mask"], side, vlm.name)
     return inputs
@@ -122,10 +132,14 @@ def encode(
     if continuations is None:
         inputs = run_processor(vlm, prompts, images, "right")
         lengths = inputs["attention_mask"].sum(dim=1)
-        check_context(vlm, lengths, list(prompts))  # before any forward; callers holding the records name the record
+        check_context(
+            vlm, lengths, list(prompts)
+        )  # before any forward; callers holding the records name the record
         return Encoded(inputs, lengths.clone(), lengths)
     eos = vlm.tokenizer.eos_token
-    if suffix_convention(vlm):  # the processor appends eos to every suffix; it is dropped below when not wanted
+    if suffix_convention(
+        vlm
+    ):  # the processor appends eos to every suffix; it is dropped below when not wanted
         inputs = run_processor(vlm, prompts, images, "right", suffix=[c.strip() for c in continuations])
     else:
         texts = [join_continuation(p, c, add_eos, eos) for p, c in zip(prompts, continuations, strict=True)]
@@ -136,7 +150,9 @@ def encode(
     prompt_lengths = prompt_ids["attention_mask"].sum(dim=1)
     for row in range(len(prompts)):
         n = int(prompt_lengths[row])
-        if n >= int(lengths[row]) or not torch.equal(inputs["input_ids"][row, :n], prompt_ids["input_ids"][row, :n]):
+        if n >= int(lengths[row]) or not torch.equal(
+            inputs["input_ids"][row, :n], prompt_ids["input_ids"][row, :n]
+        ):
             raise ValueError(
                 f"{vlm.name}: row {row}: the prompt's encoding is not a prefix of prompt + answer "
                 f"{continuations[row]!r} (the answer merged into the prompt's last token); prompt {prompts[row]!r}"

@@ -96,34 +96,69 @@ def evaluate(
     conventions = synthetic_conventions(data_root) if hf_dataset is None else {}
     pattern = cocoqa_image_pattern or conventions.get("cocoqa_image_pattern")
     size = resolve(batch_size)
-    common = dict(root=None if hf_dataset else data_root, image_dir=image_dir, hf_dataset=hf_dataset, hf_config=hf_config,
-                  batch_size=size or 32, num_workers=num_workers, splitting=splitting, limit=limit,
-                  on_bad_record=on_bad_record, seed=seed)  # fmt: skip
-    per = {"gqa": {"levels": levels, "categories": categories}, "pope": {"splits": pope_splits},
-           "cocoqa": {"types": cocoqa_types, **({"image_pattern": pattern} if pattern else {})}}  # fmt: skip
+    common = dict(
+        root=None if hf_dataset else data_root,
+        image_dir=image_dir,
+        hf_dataset=hf_dataset,
+        hf_config=hf_config,
+        batch_size=size or 32,
+        num_workers=num_workers,
+        splitting=splitting,
+        limit=limit,
+        on_bad_record=on_bad_record,
+        seed=seed,
+    )
+    per = {
+        "gqa": {"levels": levels, "categories": categories},
+        "pope": {"splits": pope_splits},
+        "cocoqa": {"types": cocoqa_types, **({"image_pattern": pattern} if pattern else {})},
+    }
     names = [b.strip().lower() for b in benchmarks.split(",") if b.strip()]
     data = build_datamodule(names, per_benchmark={n: per[n] for n in names if n in per}, **common)
 
-    module = HeadModulationModule(model=model, dtype=dtype, attn_implementation=attn_implementation,
-                                  instruction=instruction, max_new_tokens=max_new_tokens,
-                                  init_scales=scales or "ones", answer_scoring=answer_scoring,
-                                  answer_parser=answer_parser, statistics=statistics)  # fmt: skip
+    module = HeadModulationModule(
+        model=model,
+        dtype=dtype,
+        attn_implementation=attn_implementation,
+        instruction=instruction,
+        max_new_tokens=max_new_tokens,
+        init_scales=scales or "ones",
+        answer_scoring=answer_scoring,
+        answer_parser=answer_parser,
+        statistics=statistics,
+    )
     if scales is None:
         module.modulation.detach()
     if size is None:
         if accelerator != "cpu" and torch.cuda.is_available():
             module.vlm.model.to("cuda")
-            size = datamodule_batch_size(module.vlm, data, instruction=instruction, max_new_tokens=max_new_tokens)
+            size = datamodule_batch_size(
+                module.vlm, data, instruction=instruction, max_new_tokens=max_new_tokens
+            )
             print(f"--batch_size auto: {size} questions per batch", file=sys.stderr)
         else:
             print("--batch_size auto: no GPU to size against; using 32", file=sys.stderr)
-    trainer = Trainer(accelerator=accelerator, devices=devices, strategy=strategy, precision=precision, logger=False,
-                      enable_checkpointing=False, enable_model_summary=False)  # fmt: skip
+    trainer = Trainer(
+        accelerator=accelerator,
+        devices=devices,
+        strategy=strategy,
+        precision=precision,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+    )
     trainer.test(module, datamodule=data, verbose=False)
     out = Path(output) if output else (Path(scales).parent if scales else Path("runs/eval")) / "metrics.json"
     skipped = gather_skipped(getattr(data, "skipped", []))
-    write_outputs(out.parent, module.vlm.name, module.test_rows, None, {"skipped_records": len(skipped), **module.answer_settings()},
-                  metrics_name=out.name, scales_path=scales)  # fmt: skip
+    write_outputs(
+        out.parent,
+        module.vlm.name,
+        module.test_rows,
+        None,
+        {"skipped_records": len(skipped), **module.answer_settings()},
+        metrics_name=out.name,
+        scales_path=scales,
+    )
     release_process_group()
     return module.test_rows
 

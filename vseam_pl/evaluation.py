@@ -51,18 +51,31 @@ def is_correct(record: QARecord, pred: str, parser: str = "vseam") -> bool:
 
 
 def make_outcomes(
-    records: Sequence[QARecord], baseline: Sequence[str], modulated: Sequence[str] | None, parser: str = "vseam"
+    records: Sequence[QARecord],
+    baseline: Sequence[str],
+    modulated: Sequence[str] | None,
+    parser: str = "vseam",
 ) -> list[Outcome]:
     check_parser(parser)
     out = []
     for i, r in enumerate(records):
         mod = None if modulated is None else modulated[i]
-        out.append(Outcome(
-            key=example_key(r), benchmark=r.benchmark, question_id=r.question_id, level=r.level, group=r.group,
-            answer=r.answer, baseline=baseline[i], modulated=mod, baseline_correct=is_correct(r, baseline[i], parser),
-            modulated_correct=None if mod is None else is_correct(r, mod, parser), image_id=r.image_id,
-            source=r.source,
-        ))  # fmt: skip
+        out.append(
+            Outcome(
+                key=example_key(r),
+                benchmark=r.benchmark,
+                question_id=r.question_id,
+                level=r.level,
+                group=r.group,
+                answer=r.answer,
+                baseline=baseline[i],
+                modulated=mod,
+                baseline_correct=is_correct(r, baseline[i], parser),
+                modulated_correct=None if mod is None else is_correct(r, mod, parser),
+                image_id=r.image_id,
+                source=r.source,
+            )
+        )
     return out
 
 
@@ -89,8 +102,11 @@ def warn_duplicate_ids(outcomes: Sequence[Outcome]) -> list[tuple[str, str, list
     dups = [(b, q, sorted(s)) for (b, q), s in by_id.items() if len(s) > 1]
     if dups:
         b, q, sources = dups[0]
-        warnings.warn(f"{len(dups)} question id(s) appear in more than one record; every record is evaluated and "
-                      f"counted separately. First: {b} question id {q!r} at {' and '.join(sources)}", stacklevel=2)
+        warnings.warn(
+            f"{len(dups)} question id(s) appear in more than one record; every record is evaluated and "
+            f"counted separately. First: {b} question id {q!r} at {' and '.join(sources)}",
+            stacklevel=2,
+        )
     return dups
 
 
@@ -113,18 +129,40 @@ def outcome_rows(
         has_mod = os_[0].modulated is not None
         if bench == "pope":
             rows += pope_rows(
-                [o.answer for o in os_], [o.baseline for o in os_], [o.modulated for o in os_] if has_mod else None,
-                splits=[o.group for o in os_], benchmark=bench, seed=seed, parser=parser,
-                images=[o.image_id for o in os_], statistics=statistics,
-            )  # fmt: skip
+                [o.answer for o in os_],
+                [o.baseline for o in os_],
+                [o.modulated for o in os_] if has_mod else None,
+                splits=[o.group for o in os_],
+                benchmark=bench,
+                seed=seed,
+                parser=parser,
+                images=[o.image_id for o in os_],
+                statistics=statistics,
+            )
             continue
         base = [o.baseline_correct for o in os_]
         mod = [o.modulated_correct for o in os_] if has_mod else None
         images = [o.image_id for o in os_]
-        rows += compare_rows(bench, split, base, mod, groups=[o.group for o in os_], seed=seed, images=images,
-                             statistics=statistics)  # fmt: skip
+        rows += compare_rows(
+            bench,
+            split,
+            base,
+            mod,
+            groups=[o.group for o in os_],
+            seed=seed,
+            images=images,
+            statistics=statistics,
+        )
         levels = [o.level for o in os_]
         if all(levels) and len(set(levels)) > 1:
-            rows += compare_rows(bench, split, base, mod, groups=[f"level={lv}" for lv in levels], seed=seed,
-                                 images=images, statistics=statistics)[1:]  # fmt: skip
+            rows += compare_rows(
+                bench,
+                split,
+                base,
+                mod,
+                groups=[f"level={lv}" for lv in levels],
+                seed=seed,
+                images=images,
+                statistics=statistics,
+            )[1:]
     return rows

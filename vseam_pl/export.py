@@ -93,14 +93,37 @@ def export(
     if metrics_path is not None:
         shutil.copyfile(metrics_path, tmp / "metrics.json")
     config_text = config_path.read_text() if config_path is not None else None
-    command = ["python", "-m", "vseam_pl.export", "--model", model, "--scales", str(scales), "--out", str(out),
-               "--format", format, "--dtype", dtype]  # fmt: skip
+    command = [
+        "python",
+        "-m",
+        "vseam_pl.export",
+        "--model",
+        model,
+        "--scales",
+        str(scales),
+        "--out",
+        str(out),
+        "--format",
+        format,
+        "--dtype",
+        dtype,
+    ]
     command += ["--push_to_hub", push_to_hub] if push_to_hub else []
-    card = build_card(model, format, modulation.scales, scales, metrics_path, config_text, repo=push_to_hub,
-                      command=command)  # fmt: skip
+    card = build_card(
+        model, format, modulation.scales, scales, metrics_path, config_text, repo=push_to_hub, command=command
+    )
     card.save(str(tmp / "README.md"))  # replaces peft's template card
-    write_json(tmp / EXPORT_INFO, {"base_model": model, "scales": str(scales), "dtype": dtype, "format": format,
-                                   "folded_into": folded, "grid": [modulation.num_layers, modulation.num_heads]})  # fmt: skip
+    write_json(
+        tmp / EXPORT_INFO,
+        {
+            "base_model": model,
+            "scales": str(scales),
+            "dtype": dtype,
+            "format": format,
+            "folded_into": folded,
+            "grid": [modulation.num_layers, modulation.num_heads],
+        },
+    )
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
@@ -115,8 +138,12 @@ def upload(folder: str | os.PathLike, repo_id: str, private: bool = False) -> st
 
     api = HfApi()
     api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
-    info = api.upload_folder(repo_id=repo_id, repo_type="model", folder_path=str(folder),
-                             commit_message="Upload V-SEAM head scales (vseam-pl export)")  # fmt: skip
+    info = api.upload_folder(
+        repo_id=repo_id,
+        repo_type="model",
+        folder_path=str(folder),
+        commit_message="Upload V-SEAM head scales (vseam-pl export)",
+    )
     return str(getattr(info, "commit_url", info))
 
 
@@ -129,8 +156,15 @@ def export_merged(
     trust_remote_code: bool = False,
 ) -> Path:
     """`export(..., format="merged")`: fold `scales` into `model`'s `o_proj` weights and save model + processor."""
-    return export(model, scales, out, format="merged", dtype=dtype, check_model=check_model,
-                  trust_remote_code=trust_remote_code)  # fmt: skip
+    return export(
+        model,
+        scales,
+        out,
+        format="merged",
+        dtype=dtype,
+        check_model=check_model,
+        trust_remote_code=trust_remote_code,
+    )
 
 
 def _underscored(arg: str) -> str:

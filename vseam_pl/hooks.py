@@ -38,7 +38,9 @@ def add_head_hook(vlm: VLM, layer: int, fn: HeadFn) -> RemovableHandle:
 @contextmanager
 def head_hooks(vlm: VLM, fn: HeadFn, layers: Sequence[int] | None = None) -> Iterator[None]:
     """Temporarily apply `fn` at the head-output site of `layers` (default: all)."""
-    handles = [add_head_hook(vlm, layer, fn) for layer in (range(vlm.num_layers) if layers is None else layers)]
+    handles = [
+        add_head_hook(vlm, layer, fn) for layer in (range(vlm.num_layers) if layers is None else layers)
+    ]
     try:
         yield
     finally:
@@ -47,7 +49,9 @@ def head_hooks(vlm: VLM, fn: HeadFn, layers: Sequence[int] | None = None) -> Ite
 
 
 @contextmanager
-def cache_head_outputs(vlm: VLM, layers: Sequence[int] | None = None, detach: bool = True) -> Iterator[dict[int, torch.Tensor]]:
+def cache_head_outputs(
+    vlm: VLM, layers: Sequence[int] | None = None, detach: bool = True
+) -> Iterator[dict[int, torch.Tensor]]:
     """Record z for each layer during the forward passes run inside the block: `{layer: [B, T, H, D]}`."""
     cache: dict[int, torch.Tensor] = {}
 

@@ -72,14 +72,18 @@ def write_atomic(path: str | os.PathLike, writer: Callable[[Path], None]) -> Pat
 
 def write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> Path:
     """Write JSON atomically."""
-    return write_atomic(path, lambda p: p.write_text(json.dumps(obj, indent=indent, default=_jsonable) + "\n"))
+    return write_atomic(
+        path, lambda p: p.write_text(json.dumps(obj, indent=indent, default=_jsonable) + "\n")
+    )
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
     return write_atomic(path, lambda p: p.write_text(text))
 
 
-def read_json(path: str | os.PathLike, what: str = "JSON file", error: type[Exception] = ValueError, hint: str = "") -> Any:
+def read_json(
+    path: str | os.PathLike, what: str = "JSON file", error: type[Exception] = ValueError, hint: str = ""
+) -> Any:
     """Parse a whole JSON file; a missing file or invalid JSON is an error naming the file (and the line)."""
     path = Path(path)
     if not path.exists():

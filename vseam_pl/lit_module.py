@@ -107,7 +107,9 @@ class HeadModulationModule(LightningModule):
             raise ValueError(f"answer_scoring must be one of {ANSWER_SCORING}, got {answer_scoring!r}")
         check_parser(answer_parser)
         self.save_hyperparameters()
-        self.vlm = load_vlm(model, dtype=dtype, attn_implementation=attn_implementation, trust_remote_code=trust_remote_code)
+        self.vlm = load_vlm(
+            model, dtype=dtype, attn_implementation=attn_implementation, trust_remote_code=trust_remote_code
+        )
         # Registered so that strategies (DDP/FSDP/DeepSpeed) and `.to()` see the frozen weights; checkpoints keep
         # only the scales (see on_save_checkpoint).
         self.model = self.vlm.model
@@ -161,11 +163,17 @@ class HeadModulationModule(LightningModule):
                     module.training = True
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(self.trainable_parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        return torch.optim.AdamW(
+            self.trainable_parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+        )
 
     def _inputs(self, batch: Batch) -> tuple[list, list, list]:
         records = [ex.record for ex in batch.examples]
-        return records, build_prompts(self.vlm, [r.question for r in records], self.hparams.instruction), [ex.image for ex in batch.examples]
+        return (
+            records,
+            build_prompts(self.vlm, [r.question for r in records], self.hparams.instruction),
+            [ex.image for ex in batch.examples],
+        )
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor | None:
         if not batch.examples:  # every record of the batch was skipped (on_bad_record="skip")
@@ -174,9 +182,11 @@ class HeadModulationModule(LightningModule):
         with naming_records(records):
             loss = answer_loss(self.vlm, prompts, images, [r.answer for r in records])
         if not torch.isfinite(loss.detach()):
-            raise FloatingPointError(f"training loss is {loss.item()} at step {self.global_step} (epoch "
-                                     f"{self.current_epoch}, first record {records[0].source}); stopping. The last "
-                                     "checkpoint holds the scales from before; lower the lr or check the inputs")
+            raise FloatingPointError(
+                f"training loss is {loss.item()} at step {self.global_step} (epoch "
+                f"{self.current_epoch}, first record {records[0].source}); stopping. The last "
+                "checkpoint holds the scales from before; lower the lr or check the inputs"
+            )
         self.log("train/answer_loss", loss, batch_size=len(records))
         if self.hparams.scale_l2:
             loss = loss + self.hparams.scale_l2 * (self.modulation.scales - 1).pow(2).mean()
@@ -187,8 +197,10 @@ class HeadModulationModule(LightningModule):
         """Stop before a non-finite scale can be checkpointed or saved."""
         bad = nonfinite_scales(self.modulation.scales)
         if bad:
-            raise FloatingPointError(f"after optimizer step {self.global_step} (epoch {self.current_epoch}): {bad}; "
-                                     "stopping. The last checkpoint holds the scales from before; lower the lr")
+            raise FloatingPointError(
+                f"after optimizer step {self.global_step} (epoch {self.current_epoch}): {bad}; "
+                "stopping. The last checkpoint holds the scales from before; lower the lr"
+            )
 
     # -- answering -------------------------------------------------------------------------------------------
     @property
@@ -197,19 +209,24 @@ class HeadModulationModule(LightningModule):
 
     def answer_settings(self) -> dict[str, str]:
         """What metrics.json records about how answers were produced and read."""
-        return {"answer_scoring": self.hparams.get("answer_scoring", "closed_set_logprob"),
-                "answer_parser": self.answer_parser}  # fmt: skip
+        return {
+            "answer_scoring": self.hparams.get("answer_scoring", "closed_set_logprob"),
+            "answer_parser": self.answer_parser,
+        }
 
     def answer(self, batch: Batch) -> tuple[list, list[str]]:
         records = [ex.record for ex in batch.examples]
         closed = self.hparams.get("answer_scoring", "closed_set_logprob") == "closed_set_logprob"
         with naming_records(records):
             preds = predict(
-                self.vlm, [r.question for r in records], [ex.image for ex in batch.examples],
+                self.vlm,
+                [r.question for r in records],
+                [ex.image for ex in batch.examples],
                 [r.candidates if closed else None for r in records],
-                instruction=self.hparams.instruction, batch_size=len(records),
+                instruction=self.hparams.instruction,
+                batch_size=len(records),
                 max_new_tokens=self.hparams.max_new_tokens,
-            )  # fmt: skip
+            )
         return records, preds
 
     # -- validation ------------------------------------------------------------------------------------------
@@ -225,7 +242,11 @@ class HeadModulationModule(LightningModule):
             with self.unmodulated():
                 _, baseline = self.answer(batch)
         parser = self.answer_parser
-        for o in make_outcomes(records, preds, None, parser) if baseline is None else make_outcomes(records, baseline, preds, parser):
+        for o in (
+            make_outcomes(records, preds, None, parser)
+            if baseline is None
+            else make_outcomes(records, baseline, preds, parser)
+        ):
             acc = self._val.setdefault(o.benchmark, {"modulated": [], "baseline": []})
             if baseline is None:
                 acc["modulated"].append(o.baseline_correct)
@@ -238,12 +259,16 @@ class HeadModulationModule(LightningModule):
             self._log_value(f"val/{bench}/accuracy", self._mean(acc["modulated"]))
             if acc["baseline"]:
                 self._baseline_acc[bench] = self._mean(acc["baseline"])
-            if bench in self._baseline_acc:  # every epoch, so the baseline draws as a line beside the accuracy
+            if (
+                bench in self._baseline_acc
+            ):  # every epoch, so the baseline draws as a line beside the accuracy
                 self._log_value(f"val/{bench}/baseline_accuracy", self._baseline_acc[bench])
         if self._val and not self.trainer.sanity_checking:
             self._baseline_done = True
         s = self.modulation.scales.detach()
-        self.log_dict({"scales/mean": s.mean(), "scales/std": s.std(), "scales/min": s.min(), "scales/max": s.max()})
+        self.log_dict(
+            {"scales/mean": s.mean(), "scales/std": s.std(), "scales/min": s.min(), "scales/max": s.max()}
+        )
 
     def _mean(self, values: list[bool]) -> float:
         """Fraction of True over all ranks (every rank must call it)."""
@@ -271,8 +296,11 @@ class HeadModulationModule(LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self.test_outcomes = gather_outcomes(self._test)
-        self.test_rows = outcome_rows(self.test_outcomes, parser=self.answer_parser,
-                                      statistics=self.hparams.get("statistics", "image_clustered"))  # fmt: skip
+        self.test_rows = outcome_rows(
+            self.test_outcomes,
+            parser=self.answer_parser,
+            statistics=self.hparams.get("statistics", "image_clustered"),
+        )
         self._log_hparams(headline_metrics(self.test_rows))
 
     # -- TensorBoard hparams: logged at fit start without metrics, at the end with the test headline numbers ----
@@ -317,4 +345,6 @@ class HeadModulationModule(LightningModule):
         keep = self._trained_keys()
         unexpected = [k for k in checkpoint["state_dict"] if k not in keep]
         if unexpected:
-            raise ValueError(f"checkpoint holds parameters this module does not train (e.g. {unexpected[0]!r})")
+            raise ValueError(
+                f"checkpoint holds parameters this module does not train (e.g. {unexpected[0]!r})"
+            )

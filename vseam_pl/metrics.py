@@ -185,7 +185,9 @@ def pope_cells(preds: Sequence[str], targets: Sequence[str], parser: str = "vsea
     """Confusion cell (TP, FP, TN, FN, UNANSWERED_YES, UNANSWERED_NO) of each prediction; correct = TP or TN."""
     _check_lengths(preds, targets)
     check_parser(parser)
-    return torch.tensor([_pope_cell(p, t, parser) for p, t in zip(preds, targets, strict=True)], dtype=torch.long)
+    return torch.tensor(
+        [_pope_cell(p, t, parser) for p, t in zip(preds, targets, strict=True)], dtype=torch.long
+    )
 
 
 def _pope_cell(pred: str, target: str, parser: str = "vseam") -> int:

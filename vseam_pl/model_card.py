@@ -86,7 +86,8 @@ def build_card(
         base_model=base_model,
         library_name="peft" if fmt == "peft" else "transformers",
         pipeline_tag="image-text-to-text",
-        tags=["vseam", "vseam-pl", "attention-head-modulation", "interpretability"] + (["ia3"] if fmt == "peft" else []),
+        tags=["vseam", "vseam-pl", "attention-head-modulation", "interpretability"]
+        + (["ia3"] if fmt == "peft" else []),
     )
     report: dict[str, Any] | None = read_metrics_json(metrics) if metrics else None
     where = repo or "path/to/this/folder"
@@ -100,8 +101,12 @@ def build_card(
         "(V-SEAM: Visual Semantic Editing and Attention Modulating, EMNLP 2025).",
         "",
         "- **format**: "
-        + ("peft IA3 adapter on every decoder `o_proj`, scaling its input (`feedforward_modules`), each head's "
-           "`head_dim` values tied" if fmt == "peft" else "merged model: the scales folded into the `o_proj` weight columns"),  # fmt: skip
+        + (
+            "peft IA3 adapter on every decoder `o_proj`, scaling its input (`feedforward_modules`), each head's "
+            "`head_dim` values tied"
+            if fmt == "peft"
+            else "merged model: the scales folded into the `o_proj` weight columns"
+        ),
         f"- **scales**: mean {s.mean():.4f}, min {s.min():.4f}, max {s.max():.4f}; "
         f"`head_scales.safetensors` (sha256 `{file_sha256(scales_file)[:16]}`) is included",
         "",
@@ -129,8 +134,14 @@ def build_card(
         ]
     parts += ["", "## Scales", "", f"![layer x head scales]({HEATMAP})", "", "## How it was made", ""]
     if config_text:
-        parts += ["Training configuration (`config.yaml` of the run; its `data` section names the data):", "",
-                  "```yaml", config_text.rstrip(), "```", ""]  # fmt: skip
+        parts += [
+            "Training configuration (`config.yaml` of the run; its `data` section names the data):",
+            "",
+            "```yaml",
+            config_text.rstrip(),
+            "```",
+            "",
+        ]
     else:
         parts += ["No training configuration was found beside the scales file.", ""]
     parts += ["Export command:", "", "```bash", cmd, "```"]

@@ -39,7 +39,9 @@ def nonfinite_scales(scales: torch.Tensor) -> str | None:
 class HeadModulation(nn.Module):
     """`scales: nn.Parameter[num_layers, num_heads]` (init 1) applied to each head's output before `o_proj`."""
 
-    def __init__(self, num_layers: int, num_heads: int, head_dim: int, init: float = 1.0, model_name: str | None = None):
+    def __init__(
+        self, num_layers: int, num_heads: int, head_dim: int, init: float = 1.0, model_name: str | None = None
+    ):
         super().__init__()
         self.scales = nn.Parameter(torch.full((num_layers, num_heads), float(init)))
         self.head_dim = head_dim
@@ -141,7 +143,9 @@ class HeadModulation(nn.Module):
         return write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=self.metadata()))
 
     @classmethod
-    def load(cls, path: str | os.PathLike, vlm: VLM | None = None, check_model: bool = True) -> HeadModulation:
+    def load(
+        cls, path: str | os.PathLike, vlm: VLM | None = None, check_model: bool = True
+    ) -> HeadModulation:
         """Read a scales file; with `vlm`, check it belongs to that model's head grid (and name)."""
         path = Path(path)
         if not path.exists():
@@ -155,9 +159,13 @@ class HeadModulation(nn.Module):
         except (OSError, RuntimeError, SafetensorError) as e:
             raise ScalesMismatchError(f"{path}: not a safetensors scales file ({e})") from None
         if meta.get("format") != SCALES_FORMAT:
-            raise ScalesMismatchError(f"{path}: metadata format {meta.get('format')!r}, expected {SCALES_FORMAT!r}")
+            raise ScalesMismatchError(
+                f"{path}: metadata format {meta.get('format')!r}, expected {SCALES_FORMAT!r}"
+            )
         if scales.dim() != 2:
-            raise ScalesMismatchError(f"{path}: scales must be [layers, heads], got shape {tuple(scales.shape)}")
+            raise ScalesMismatchError(
+                f"{path}: scales must be [layers, heads], got shape {tuple(scales.shape)}"
+            )
         bad = nonfinite_scales(scales)
         if bad:
             raise ScalesMismatchError(f"{path}: {bad}; refusing to load them")

@@ -28,7 +28,9 @@ def read_pairs(path: str | os.PathLike, resolve: bool = True) -> Iterator[ImageP
     if path.is_dir():
         path = path / "pairs.jsonl"
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no pairs manifest (expected a pairs.jsonl written by vseam_pl.synth or vseam_pl.edit)")
+        raise FileNotFoundError(
+            f"{path}: no pairs manifest (expected a pairs.jsonl written by vseam_pl.synth or vseam_pl.edit)"
+        )
     root = path.parent
     with path.open() as fh:
         for lineno, line in enumerate(fh, 1):

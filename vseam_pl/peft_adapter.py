@@ -51,8 +51,12 @@ def ia3_config(vlm: VLM, base_model: str | None = None) -> IA3Config:
     from peft import IA3Config
 
     targets = decoder_o_proj_names(vlm)
-    return IA3Config(target_modules=targets, feedforward_modules=targets, init_ia3_weights=True,
-                     base_model_name_or_path=base_model or vlm.name)  # fmt: skip
+    return IA3Config(
+        target_modules=targets,
+        feedforward_modules=targets,
+        init_ia3_weights=True,
+        base_model_name_or_path=base_model or vlm.name,
+    )
 
 
 def to_peft(modulation: HeadModulation, vlm: VLM, base_model: str | None = None) -> PeftModel:
@@ -71,7 +75,9 @@ def to_peft(modulation: HeadModulation, vlm: VLM, base_model: str | None = None)
     return peft_model
 
 
-def save_peft(modulation: HeadModulation, vlm: VLM, out: str | os.PathLike, base_model: str | None = None) -> Path:
+def save_peft(
+    modulation: HeadModulation, vlm: VLM, out: str | os.PathLike, base_model: str | None = None
+) -> Path:
     """Write `adapter_config.json` + `adapter_model.safetensors` (peft's own `save_pretrained`) to `out`.
 
     `vlm.model` is wrapped in place and unwrapped again afterwards (`unload`), so the caller's model is unchanged.
@@ -134,7 +140,9 @@ def scales_from_peft(adapter_dir: str | os.PathLike, vlm: VLM) -> torch.Tensor:
         )
     missing = [k for k in expected if k not in weights]
     if missing:
-        raise PeftAdapterError(f"{folder}: no IA3 vector for {len(missing)} decoder o_proj module(s), e.g. {missing[0]!r}")
+        raise PeftAdapterError(
+            f"{folder}: no IA3 vector for {len(missing)} decoder o_proj module(s), e.g. {missing[0]!r}"
+        )
     not_ff = [n for n in names if not _is_feedforward(n, config.feedforward_modules)]
     if not_ff:
         raise PeftAdapterError(

@@ -49,8 +49,10 @@ def release_prompt(vlm: VLM, question: str, instruction: str | None = None) -> s
     The question is used exactly as written (no stripping, no chat template), as the release does.
     """
     if vlm.family not in RELEASE_PROMPTS:
-        raise ValueError(f"{vlm.name}: the V-SEAM release has prompts for the {sorted(RELEASE_PROMPTS)} families "
-                         f"only, not {vlm.family!r}; use the default protocol")  # fmt: skip
+        raise ValueError(
+            f"{vlm.name}: the V-SEAM release has prompts for the {sorted(RELEASE_PROMPTS)} families "
+            f"only, not {vlm.family!r}; use the default protocol"
+        )
     template, own = RELEASE_PROMPTS[vlm.family]
     instruction = own if instruction is None else instruction
     return template.format(text=f"{question} {instruction}" if instruction else question)

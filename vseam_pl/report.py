@@ -104,7 +104,9 @@ def _paired_row(
     statistics: str = "image_clustered",
 ) -> dict[str, Any]:
     n_images = None if images is None else cluster_count(images)
-    row = _row(benchmark, split, metric, base.size, base.mean(), None if mod is None else mod.mean(), n_images)
+    row = _row(
+        benchmark, split, metric, base.size, base.mean(), None if mod is None else mod.mean(), n_images
+    )
     if mod is None:
         return row
     if images is not None and statistics == "image_clustered":
@@ -153,8 +155,19 @@ def compare_rows(
             sel = names == g
             sub_mod = None if mod is None else mod[sel]
             sub_img = None if imgs is None else imgs[sel]
-            rows.append(_paired_row(benchmark, f"{split}/{g}", metric, base[sel], sub_mod, seed, n_resamples,
-                                    sub_img, statistics))  # fmt: skip
+            rows.append(
+                _paired_row(
+                    benchmark,
+                    f"{split}/{g}",
+                    metric,
+                    base[sel],
+                    sub_mod,
+                    seed,
+                    n_resamples,
+                    sub_img,
+                    statistics,
+                )
+            )
     return rows
 
 
@@ -219,8 +232,19 @@ def pope_rows(
         for m in POPE_REPORTED:
             if m == "accuracy" and split != POPE_AVERAGE:
                 mod = correct["modulated"][sel] if "modulated" in correct else None
-                rows.append(_paired_row(benchmark, split, m, correct["baseline"][sel], mod, seed, n_resamples,
-                                        sub_img, statistics))  # fmt: skip
+                rows.append(
+                    _paired_row(
+                        benchmark,
+                        split,
+                        m,
+                        correct["baseline"][sel],
+                        mod,
+                        seed,
+                        n_resamples,
+                        sub_img,
+                        statistics,
+                    )
+                )
                 continue
             mod_value = scores["modulated"][f"{split}/{m}"] if "modulated" in scores else None
             rows.append(_row(benchmark, split, m, n, scores["baseline"][f"{split}/{m}"], mod_value, n_images))

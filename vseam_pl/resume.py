@@ -28,7 +28,9 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     except FileNotFoundError:
         raise
     except Exception as e:  # noqa: BLE001 - torch raises many types for a bad or unsafe file
-        raise ValueError(f"{path}: not a readable checkpoint with weights_only=True ({type(e).__name__}: {e})") from e
+        raise ValueError(
+            f"{path}: not a readable checkpoint with weights_only=True ({type(e).__name__}: {e})"
+        ) from e
     if not isinstance(ckpt, dict):
         raise ValueError(f"{path}: not a Lightning checkpoint (got {type(ckpt).__name__})")
     return ckpt
@@ -53,14 +55,19 @@ def same_model(ckpt: dict[str, Any], name: str, grid: tuple[int, ...]) -> str | 
         return f"it holds a {'x'.join(map(str, saved_grid))} head grid, {name} has {'x'.join(map(str, grid))}"
     legacy = CHECKPOINT_KEY not in ckpt
     if saved_name is not None and (Path(saved_name).name if legacy else saved_name) != (
-            Path(name).name if legacy else name):  # fmt: skip
+        Path(name).name if legacy else name
+    ):
         return f"it was written for model {saved_name!r}, not {name!r}"
     return None
 
 
-def check_checkpoint(ckpt: dict[str, Any], name: str, grid: tuple[int, ...], where: str = "checkpoint") -> None:
+def check_checkpoint(
+    ckpt: dict[str, Any], name: str, grid: tuple[int, ...], where: str = "checkpoint"
+) -> None:
     """Raise `CheckpointMismatchError` unless `ckpt` belongs to model `name` with head grid `grid`."""
     why = same_model(ckpt, name, grid)
     if why:
-        raise CheckpointMismatchError(f"{where}: cannot resume: {why}. Resume with the model that wrote it, or "
-                                      "start a new run without --ckpt_path")
+        raise CheckpointMismatchError(
+            f"{where}: cannot resume: {why}. Resume with the model that wrote it, or "
+            "start a new run without --ckpt_path"
+        )

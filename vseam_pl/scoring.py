@@ -62,10 +62,14 @@ def answer_loss(
     ids = enc.input_ids.to(logits.device)
     labels = ids.clone()
     positions = torch.arange(ids.shape[1], device=ids.device)[None, :]
-    answer_span = (positions >= enc.prompt_lengths.to(ids.device)[:, None]) & (positions < enc.lengths.to(ids.device)[:, None])
+    answer_span = (positions >= enc.prompt_lengths.to(ids.device)[:, None]) & (
+        positions < enc.lengths.to(ids.device)[:, None]
+    )
     labels[~answer_span] = -100
     if reduction == "token":
-        return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
+        return F.cross_entropy(
+            logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100
+        )
     if reduction == "example":
         return (-continuation_logprobs(logits, enc, reduce="mean")).mean()
     raise ValueError(f"reduction must be 'token' or 'example', got {reduction!r}")
@@ -86,8 +90,10 @@ def variant_token_ids(vlm: VLM, prompt: str, variant: str) -> tuple[int, ...]:
     full = tok(join_continuation(prompt, variant), add_special_tokens=True)["input_ids"]
     head = tok(prompt, add_special_tokens=True)["input_ids"]
     if full[: len(head)] != head:
-        raise ValueError(f"{vlm.name}: answer {variant!r} merges with the end of the prompt {prompt[-40:]!r} when "
-                         "tokenized; its tokens are not separable")  # fmt: skip
+        raise ValueError(
+            f"{vlm.name}: answer {variant!r} merges with the end of the prompt {prompt[-40:]!r} when "
+            "tokenized; its tokens are not separable"
+        )
     return tuple(full[len(head) :])
 
 
@@ -102,7 +108,9 @@ def score_candidates(
     When every candidate variant is one token (yes/no with most tokenizers), a single prompt forward suffices;
     otherwise each (example, variant) is one row of a teacher-forced forward.
     """
-    variants: list[list[tuple[int, str, tuple[int, ...]]]] = []  # per example: (candidate index, text, token ids)
+    variants: list[
+        list[tuple[int, str, tuple[int, ...]]]
+    ] = []  # per example: (candidate index, text, token ids)
     for prompt, cands in zip(prompts, candidates, strict=True):
         seen: dict[tuple[int, ...], tuple[int, str]] = {}
         for ci, cand in enumerate(cands):
@@ -153,7 +161,11 @@ def generate_answers(
         inputs["pixel_values"] = inputs["pixel_values"].to(vlm.model.dtype)
     tok = vlm.tokenizer
     out = vlm.model.generate(
-        **inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id
+        **inputs,
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
     )
     new = out[:, inputs["input_ids"].shape[1] :]
     texts = tok.batch_decode(new, skip_special_tokens=True)
@@ -177,7 +189,9 @@ def predict(
     open_ = [i for i, c in enumerate(candidates) if not c]
     for start in range(0, len(closed), batch_size):
         idx = closed[start : start + batch_size]
-        scores = score_candidates(vlm, [prompts[i] for i in idx], [images[i] for i in idx], [candidates[i] for i in idx])
+        scores = score_candidates(
+            vlm, [prompts[i] for i in idx], [images[i] for i in idx], [candidates[i] for i in idx]
+        )
         for i, s in zip(idx, scores, strict=True):
             answers[i] = candidates[i][int(s.argmax())]
     for start in range(0, len(open_), batch_size):

@@ -142,7 +142,12 @@ def cluster_permutation_test(
 
 
 def cluster_bootstrap_ci(
-    a: ArrayLike, b: ArrayLike, clusters: ArrayLike, n_resamples: int = 2000, seed: int = 0, level: float = 0.95
+    a: ArrayLike,
+    b: ArrayLike,
+    clusters: ArrayLike,
+    n_resamples: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
 ) -> tuple[float, float]:
     """Percentile bootstrap interval for mean(a) - mean(b) that resamples clusters (images) with replacement.
 

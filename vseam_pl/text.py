@@ -27,12 +27,44 @@ import string
 _PERIOD_STRIP = re.compile(r"(?!<=\d)(\.)(?!\d)")
 _COMMA_STRIP = re.compile(r"(?<=\d)(\,)+(?=\d)")
 _MAX_PERIODS = int(re.UNICODE)  # lmms-eval passes re.UNICODE (32) positionally as `count`
-_PUNCTUATIONS = (";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",", "?", "!")  # fmt: skip
+_PUNCTUATIONS = (
+    ";",
+    "/",
+    "[",
+    "]",
+    '"',
+    "{",
+    "}",
+    "(",
+    ")",
+    "=",
+    "+",
+    "\\",
+    "_",
+    "-",
+    ">",
+    "<",
+    "@",
+    "`",
+    ",",
+    "?",
+    "!",
+)
 _ARTICLES = frozenset({"a", "an", "the"})
 _NUMBERS = {
-    "none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
-    "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10",
-}  # fmt: skip
+    "none": "0",
+    "zero": "0",
+    "one": "1",
+    "two": "2",
+    "three": "3",
+    "four": "4",
+    "five": "5",
+    "six": "6",
+    "seven": "7",
+    "eight": "8",
+    "nine": "9",
+    "ten": "10",
+}
 
 # Canonical contracted forms of the VQA table. Each is reached from its spellings with one apostrophe missing
 # (or, with a single apostrophe, with it missing): "couldn't've" <- "couldnt've" / "couldn'tve".

@@ -40,15 +40,23 @@ LLAVA_CHAT_TEMPLATE = (
     "{% endfor %}{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
 )
 
-PROMPT_WORDS = ["user", "assistant", ":", "?", ".", ",", "!", "'", "-"] + DEFAULT_INSTRUCTION.lower().replace(".", "").split()
+PROMPT_WORDS = ["user", "assistant", ":", "?", ".", ",", "!", "'", "-"] + DEFAULT_INSTRUCTION.lower().replace(
+    ".", ""
+).split()
 
 
 def build_tokenizer(words: Iterable[str], image_token: bool = True) -> PreTrainedTokenizerFast:
     """A lowercase word-level tokenizer over `words` (+ prompt words, digits and special tokens)."""
-    vocab_words = list(dict.fromkeys(SPECIAL_TOKENS + PROMPT_WORDS + [str(d) for d in range(10)] + [w.lower() for w in words]))
+    vocab_words = list(
+        dict.fromkeys(
+            SPECIAL_TOKENS + PROMPT_WORDS + [str(d) for d in range(10)] + [w.lower() for w in words]
+        )
+    )
     tk = Tokenizer(models.WordLevel({w: i for i, w in enumerate(vocab_words)}, unk_token="<unk>"))
     tk.normalizer = normalizers.Lowercase()
-    tk.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    tk.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()]
+    )
     tk.decoder = decoders.WordPiece(prefix="##", cleanup=True)
     extra = {"image_token": "<image>"} if image_token else {}
     return PreTrainedTokenizerFast(
@@ -96,7 +104,9 @@ def _llama_config(vocab_size: int, s: TinySizes) -> LlamaConfig:
     )
 
 
-def build_tiny_llava(words: Iterable[str], sizes: TinySizes | None = None) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
+def build_tiny_llava(
+    words: Iterable[str], sizes: TinySizes | None = None
+) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
     """A randomly initialised LLaVA-1.5-style model (CLIP tower, feature layer -2, CLS dropped) and its processor."""
     s = sizes or TinySizes()
     tokenizer = build_tokenizer(words)

@@ -43,9 +43,14 @@ def main(args: list[str] | None = None) -> None:
     rank_zero_info("evaluating baseline vs modulated on the test split ...")
     trainer.test(module, datamodule=data, verbose=False)
     skipped = gather_skipped(getattr(data, "skipped", []))
-    extra = {"trainable_parameters": module.modulation.scales.numel(), "skipped_records": len(skipped),
-             **module.answer_settings()}
-    write_outputs(run_dir(trainer, cfg.get("output_dir")), module.vlm.name, module.test_rows, module.modulation, extra)
+    extra = {
+        "trainable_parameters": module.modulation.scales.numel(),
+        "skipped_records": len(skipped),
+        **module.answer_settings(),
+    }
+    write_outputs(
+        run_dir(trainer, cfg.get("output_dir")), module.vlm.name, module.test_rows, module.modulation, extra
+    )
     release_process_group()
 
 

@@ -180,7 +180,13 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | str | None:
     """Accept `"bf16"`, `"bfloat16"`, `"fp16"`, `"float32"`, `"auto"` or a torch dtype."""
     if dtype is None or isinstance(dtype, torch.dtype) or dtype == "auto":
         return dtype
-    aliases = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32", "float": "float32"}
+    aliases = {
+        "bf16": "bfloat16",
+        "fp16": "float16",
+        "half": "float16",
+        "fp32": "float32",
+        "float": "float32",
+    }
     name = aliases.get(str(dtype), str(dtype)).replace("torch.", "")
     resolved = getattr(torch, name, None)
     if not isinstance(resolved, torch.dtype):

@@ -47,7 +47,11 @@ from .stream import (
 Splitting = Literal["auto", "folders", "hash", "all"]
 OnBadRecord = Literal["error", "skip"]
 _STAGE_SPLITS: dict[str | None, tuple[str, ...]] = {
-    "fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",), None: SPLITS,
+    "fit": ("train", "val"),
+    "validate": ("val",),
+    "test": ("test",),
+    "predict": ("test",),
+    None: SPLITS,
 }
 
 
@@ -116,7 +120,11 @@ class QADataModule(LightningDataModule):
             raise ValueError(f"splitting must be auto/folders/hash/all, got {splitting!r}")
         self.root = Path(root) if root is not None else None
         self.image_dir = image_dir
-        self.hf_dataset, self.hf_config, self.hf_split = hf_dataset, hf_config, hf_split or self.default_hf_split
+        self.hf_dataset, self.hf_config, self.hf_split = (
+            hf_dataset,
+            hf_config,
+            hf_split or self.default_hf_split,
+        )
         self.batch_size, self.num_workers = batch_size, num_workers
         self.fraction, self.seed = fraction, seed
         self.split_ratios, self.split_salt = check_ratios(split_ratios), split_salt
@@ -155,15 +163,24 @@ class QADataModule(LightningDataModule):
         has_folders = all((self.root / s).is_dir() for s in SPLITS)
         if self.splitting == "folders" and not has_folders:
             raise FileNotFoundError(f"splitting='folders' needs {self.root}/train, /val and /test")
-        return "folders" if (self.splitting == "folders" or (self.splitting == "auto" and has_folders)) else "hash"
+        return (
+            "folders"
+            if (self.splitting == "folders" or (self.splitting == "auto" and has_folders))
+            else "hash"
+        )
 
     def _source_at(self, split_root: Path) -> RecordSource:
         folder = split_root / self.folder
-        files = tuple(str(p) for p in sorted(folder.glob("*")) if p.suffix.lower() in self.suffixes
-                      and p.is_file() and self.file_wanted(p))
+        files = tuple(
+            str(p)
+            for p in sorted(folder.glob("*"))
+            if p.suffix.lower() in self.suffixes and p.is_file() and self.file_wanted(p)
+        )
         if not files:
-            raise FileNotFoundError(f"{self.benchmark}: no question files ({'/'.join(self.suffixes)}) matching the "
-                                    f"selection in {folder}")
+            raise FileNotFoundError(
+                f"{self.benchmark}: no question files ({'/'.join(self.suffixes)}) matching the "
+                f"selection in {folder}"
+            )
         image_dir = Path(self.image_dir) if self.image_dir is not None else Path("images")
         return self.file_source(files, str(image_dir if image_dir.is_absolute() else split_root / image_dir))
 
@@ -236,15 +253,28 @@ class QADataModule(LightningDataModule):
 
     def stream(self, split: str) -> QAStream:
         rank, world = self.dist()
-        return QAStream(self.plan(split), rank, world, total=self.counts[split] if split == "train" else None,
-                        on_bad_record=self.on_bad_record, shuffle_buffer=self.shuffle_buffer if split == "train" else 0,
-                        seed=self.seed, max_pixels=self.max_image_pixels)
+        return QAStream(
+            self.plan(split),
+            rank,
+            world,
+            total=self.counts[split] if split == "train" else None,
+            on_bad_record=self.on_bad_record,
+            shuffle_buffer=self.shuffle_buffer if split == "train" else 0,
+            seed=self.seed,
+            max_pixels=self.max_image_pixels,
+        )
 
     def loader(self, dataset: Any, train: bool = False) -> StreamLoader:
         progress = (lambda: trainer_pass_progress(self.trainer)) if train else None
-        return StreamLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers,
-                            collate_fn=Collate(self.collate_fn), worker_init_fn=init_worker, skip_log=self._skips,
-                            progress=progress)  # fmt: skip
+        return StreamLoader(
+            dataset,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            collate_fn=Collate(self.collate_fn),
+            worker_init_fn=init_worker,
+            skip_log=self._skips,
+            progress=progress,
+        )
 
     def train_dataloader(self) -> StreamLoader:
         return self.loader(self.stream("train"), train=True)
@@ -275,8 +305,13 @@ class GQADataModule(QADataModule):
     suffixes = (".json",)
     default_hf_split = "testdev"
 
-    def __init__(self, categories: list[str] | None = None, levels: list[str] | None = None,
-                 hf_images_config: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        categories: list[str] | None = None,
+        levels: list[str] | None = None,
+        hf_images_config: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.categories, self.levels, self.hf_images_config = categories, levels, hf_images_config
 
@@ -293,8 +328,12 @@ class GQADataModule(QADataModule):
         return not (self.levels and level is not None and level not in self.levels)
 
     def hf_source(self) -> RecordSource:
-        return HFGQASource(self.hf_dataset, self.hf_config or "testdev_balanced_instructions", self.hf_images_config,
-                           self.hf_split)
+        return HFGQASource(
+            self.hf_dataset,
+            self.hf_config or "testdev_balanced_instructions",
+            self.hf_images_config,
+            self.hf_split,
+        )
 
 
 class POPEDataModule(QADataModule):
@@ -336,8 +375,9 @@ class COCOQADataModule(QADataModule):
     folder = "COCOQA"
     suffixes = (".csv",)
 
-    def __init__(self, types: list[str] | None = None, image_pattern: str = DEFAULT_COCOQA_PATTERN,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, types: list[str] | None = None, image_pattern: str = DEFAULT_COCOQA_PATTERN, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.types, self.image_pattern = types, image_pattern
 
@@ -351,7 +391,11 @@ class COCOQADataModule(QADataModule):
         return FileSource(self.benchmark, files, image_dir, self.image_pattern)
 
 
-DATAMODULES: dict[str, type[QADataModule]] = {"gqa": GQADataModule, "pope": POPEDataModule, "cocoqa": COCOQADataModule}
+DATAMODULES: dict[str, type[QADataModule]] = {
+    "gqa": GQADataModule,
+    "pope": POPEDataModule,
+    "cocoqa": COCOQADataModule,
+}
 
 
 class MultiBenchmarkDataModule(LightningDataModule):
@@ -368,10 +412,14 @@ class MultiBenchmarkDataModule(LightningDataModule):
         batch_size, num_workers, collate_fn: for the interleaved train loader (default: the first datamodule's).
     """
 
-    def __init__(self, datamodules: list[QADataModule] | dict[str, QADataModule],
-                 train_mode: Literal["interleave", "max_size_cycle", "min_size", "max_size"] = "interleave",
-                 batch_size: int | None = None, num_workers: int | None = None,
-                 collate_fn: Callable[[list[Example]], Any] | None = None) -> None:
+    def __init__(
+        self,
+        datamodules: list[QADataModule] | dict[str, QADataModule],
+        train_mode: Literal["interleave", "max_size_cycle", "min_size", "max_size"] = "interleave",
+        batch_size: int | None = None,
+        num_workers: int | None = None,
+        collate_fn: Callable[[list[Example]], Any] | None = None,
+    ) -> None:
         super().__init__()
         if not datamodules:
             raise ValueError("MultiBenchmarkDataModule needs at least one datamodule")
@@ -405,10 +453,15 @@ class MultiBenchmarkDataModule(LightningDataModule):
     def train_dataloader(self) -> Any:
         if self.train_mode == "interleave":
             streams = InterleavedStream([dm.stream("train") for dm in self.datamodules])
-            return StreamLoader(streams, batch_size=self.batch_size, num_workers=self.num_workers,
-                                collate_fn=Collate(self.collate_fn), worker_init_fn=init_worker,
-                                skip_log=self.datamodules[0]._skips,
-                                progress=lambda: trainer_pass_progress(self.trainer))  # fmt: skip
+            return StreamLoader(
+                streams,
+                batch_size=self.batch_size,
+                num_workers=self.num_workers,
+                collate_fn=Collate(self.collate_fn),
+                worker_init_fn=init_worker,
+                skip_log=self.datamodules[0]._skips,
+                progress=lambda: trainer_pass_progress(self.trainer),
+            )
         loaders = {n: dm.train_dataloader() for n, dm in zip(self.names, self.datamodules, strict=True)}
         return CombinedLoader(loaders, mode=self.train_mode)
 
@@ -422,8 +475,9 @@ class MultiBenchmarkDataModule(LightningDataModule):
         return [dm.predict_dataloader() for dm in self.datamodules]
 
 
-def build_datamodule(benchmarks: str | Sequence[str], per_benchmark: dict[str, dict[str, Any]] | None = None,
-                     **common: Any) -> QADataModule | MultiBenchmarkDataModule:
+def build_datamodule(
+    benchmarks: str | Sequence[str], per_benchmark: dict[str, dict[str, Any]] | None = None, **common: Any
+) -> QADataModule | MultiBenchmarkDataModule:
     """One DataModule per benchmark name ("gqa", "pope", "cocoqa") from shared and per-benchmark arguments;
     several names give a `MultiBenchmarkDataModule`."""
     names = [benchmarks] if isinstance(benchmarks, str) else list(benchmarks)
@@ -435,7 +489,9 @@ def build_datamodule(benchmarks: str | Sequence[str], per_benchmark: dict[str, d
     return next(iter(dms.values())) if len(dms) == 1 else MultiBenchmarkDataModule(dms)
 
 
-def iter_records(benchmark: str, root: str | None = None, split: str = "all", **kwargs: Any) -> Iterator[QARecord]:
+def iter_records(
+    benchmark: str, root: str | None = None, split: str = "all", **kwargs: Any
+) -> Iterator[QARecord]:
     """Stream a benchmark's `QARecord`s without images. ``split="all"`` reads every record of the files."""
     if split == "all":
         kwargs["splitting"] = "all"

@@ -56,8 +56,11 @@ def pope_row_record(row: dict[str, Any], source: str) -> QARecord:
     if answer not in YES_NO:
         raise BadRecordError(source, f"field 'answer' must be 'yes' or 'no', got {answer!r}")
     image_id = str(require(row, "image_source", source))
-    extra = {k: v for k, v in row.items() if k not in ("question_id", "question", "answer", "image_source", "image",
-                                                       "category")}
+    extra = {
+        k: v
+        for k, v in row.items()
+        if k not in ("question_id", "question", "answer", "image_source", "image", "category")
+    }
     extra["raw_question_id"] = raw_qid
     return QARecord(
         benchmark="pope",
@@ -117,8 +120,9 @@ class HFGQASource(RecordSource):
             except BadRecordError as e:
                 handle_bad(e, on_bad)
 
-    def attach(self, rows: Iterable[Row], on_bad: OnBad = None,
-               max_pixels: int | None = None) -> Iterator[Example | Skipped]:
+    def attach(
+        self, rows: Iterable[Row], on_bad: OnBad = None, max_pixels: int | None = None
+    ) -> Iterator[Example | Skipped]:
         """Join this worker's records with the images config on ``imageId`` (see module docstring)."""
         pending: dict[str, list[QARecord]] = {}
         for record, _ in rows:
@@ -138,7 +142,10 @@ class HFGQASource(RecordSource):
                 return
         for records in pending.values():
             for record in records:
-                e = BadRecordError(record.source, f"image {record.image_id!r} not found in "
-                                                  f"{self.dataset}[{self.image_config}/{self.split}]")
+                e = BadRecordError(
+                    record.source,
+                    f"image {record.image_id!r} not found in "
+                    f"{self.dataset}[{self.image_config}/{self.split}]",
+                )
                 handle_bad(e, on_bad)
                 yield Skipped(e.source, e.reason)

@@ -49,7 +49,9 @@ def max_pixels_setting(max_pixels: int | None = None) -> int | None:
         try:
             max_pixels = int(raw) if raw else DEFAULT_MAX_PIXELS
         except ValueError as e:
-            raise ValueError(f"{ENV_MAX_PIXELS} must be a whole number of pixels (0: no limit), got {raw!r}") from e
+            raise ValueError(
+                f"{ENV_MAX_PIXELS} must be a whole number of pixels (0: no limit), got {raw!r}"
+            ) from e
     if max_pixels < 0:
         raise ValueError(f"max_pixels must be >= 0 (0: no limit), got {max_pixels}")
     return max_pixels or None
@@ -70,8 +72,10 @@ def _to_8bit(im: Image.Image, what: str) -> Image.Image:
         elif im.mode == "F" and np.isfinite(a).all() and lo_v >= 0 and hi_v <= 1:
             lo, hi = 0, 1
         else:
-            raise ImageLoadError(f"{what}: mode {im.mode} image with values in [{lo_v:g}, {hi_v:g}] has no known "
-                                 f"8-bit scaling (expected 0..65535 for integers, 0..1 for floats); convert it first")
+            raise ImageLoadError(
+                f"{what}: mode {im.mode} image with values in [{lo_v:g}, {hi_v:g}] has no known "
+                f"8-bit scaling (expected 0..65535 for integers, 0..1 for floats); convert it first"
+            )
     scaled = np.rint((a.astype(np.float64) - lo) * (255.0 / (hi - lo)))
     return Image.fromarray(scaled.clip(0, 255).astype(np.uint8), mode="L")
 
@@ -87,7 +91,9 @@ def _open_limited(fp: str | Path | IO[bytes], limit: int | None) -> Image.Image:
             Image.MAX_IMAGE_PIXELS = saved
 
 
-def load_rgb(fp: str | Path | IO[bytes], what: str | None = None, max_pixels: int | None = None) -> Image.Image:
+def load_rgb(
+    fp: str | Path | IO[bytes], what: str | None = None, max_pixels: int | None = None
+) -> Image.Image:
     """Decode ``fp`` (a path or a binary file) to an upright 8-bit RGB image; `ImageLoadError` naming ``what``
     (default: the path) when it is missing, unreadable, truncated, too large or of an unscalable mode."""
     what = what or str(fp)
@@ -96,9 +102,11 @@ def load_rgb(fp: str | Path | IO[bytes], what: str | None = None, max_pixels: in
         with _open_limited(fp, limit) as im:
             pixels = im.width * im.height
             if limit is not None and pixels > limit:
-                raise ImageLoadError(f"{what}: image of {im.width}x{im.height} = {pixels:,} pixels exceeds the limit "
-                                     f"of {limit:,} (possible decompression bomb); raise it with max_pixels / "
-                                     f"${ENV_MAX_PIXELS} if the image is genuine")
+                raise ImageLoadError(
+                    f"{what}: image of {im.width}x{im.height} = {pixels:,} pixels exceeds the limit "
+                    f"of {limit:,} (possible decompression bomb); raise it with max_pixels / "
+                    f"${ENV_MAX_PIXELS} if the image is genuine"
+                )
             im.load()  # decode now so truncated files fail here, not in the model
             return _rgb(ImageOps.exif_transpose(im), what)
     except ImageLoadError:
@@ -145,9 +153,15 @@ def decode_image(record: QARecord, payload: Any = None, max_pixels: int | None =
             raise BadRecordError(record.source, str(e)) from e
     if isinstance(payload, dict):
         if payload.get("bytes"):
-            return _load(io.BytesIO(payload["bytes"]), f"embedded in the dataset (image_id {record.image_id})",
-                         record.source, max_pixels)
+            return _load(
+                io.BytesIO(payload["bytes"]),
+                f"embedded in the dataset (image_id {record.image_id})",
+                record.source,
+                max_pixels,
+            )
         if payload.get("path"):
             path = resolve_image(payload["path"], record.source)
             return _load(path, str(path), record.source, max_pixels)
-    raise BadRecordError(record.source, f"field 'image' is empty or not an image (got {type(payload).__name__})")
+    raise BadRecordError(
+        record.source, f"field 'image' is empty or not an image (got {type(payload).__name__})"
+    )

@@ -61,7 +61,9 @@ def closed_yes_no(answer: str) -> tuple[str, ...] | None:
     return YES_NO if answer in YES_NO else None
 
 
-def gqa_record(obj: Any, source: str, category: str | None, image_dir: str | None, key: str | None = None) -> QARecord:
+def gqa_record(
+    obj: Any, source: str, category: str | None, image_dir: str | None, key: str | None = None
+) -> QARecord:
     """One GQA question (file record or lmms-eval ``*_instructions`` row) as a `QARecord`."""
     question = str(require(obj, "question", source))
     answer = str(require(obj, "answer", source)).strip().lower()
@@ -123,7 +125,9 @@ def cocoqa_image_name(image_id: str, pattern: str, source: str) -> str:
     try:
         return pattern.format(id=int(image_id) if image_id.isdigit() else image_id)
     except (ValueError, KeyError, IndexError) as e:
-        raise BadRecordError(source, f"image id {image_id!r} does not fit image_pattern {pattern!r}: {e}") from e
+        raise BadRecordError(
+            source, f"image id {image_id!r} does not fit image_pattern {pattern!r}: {e}"
+        ) from e
 
 
 def read_gqa(path: str | Path, image_dir: str | None, on_bad: OnBad = None) -> Iterator[QARecord]:
@@ -162,23 +166,31 @@ def read_pope(path: str | Path, image_dir: str, on_bad: OnBad = None) -> Iterato
                 handle_bad(e, on_bad)
 
 
-def read_cocoqa(path: str | Path, image_dir: str, pattern: str = DEFAULT_COCOQA_PATTERN,
-                on_bad: OnBad = None) -> Iterator[QARecord]:
+def read_cocoqa(
+    path: str | Path, image_dir: str, pattern: str = DEFAULT_COCOQA_PATTERN, on_bad: OnBad = None
+) -> Iterator[QARecord]:
     """COCO-QA questions from a CSV file (index, COCO image id, question, one-word answer)."""
     qtype = cocoqa_type_of(path)
     with open(path, encoding="utf-8", newline="") as f:
         reader = csv.reader(f)
         header = next(reader, None)
         if header is None or tuple(h.strip() for h in header) != COCOQA_HEADER:
-            raise BadRecordError(f"{path}:1", f"expected the COCO-QA header {','.join(COCOQA_HEADER)!r}, got {header!r}")
+            raise BadRecordError(
+                f"{path}:1", f"expected the COCO-QA header {','.join(COCOQA_HEADER)!r}, got {header!r}"
+            )
         for row in reader:
             source = f"{path}:{reader.line_num}"
             try:
                 if len(row) != 4:
-                    raise BadRecordError(source, f"expected 4 columns (index, image id, question, answer), got {len(row)}")
+                    raise BadRecordError(
+                        source, f"expected 4 columns (index, image id, question, answer), got {len(row)}"
+                    )
                 index, image_id, question, answer = (c.strip() for c in row)
-                for name, value in (("train_image_id_count", image_id), ("question_count", question),
-                                    ("answer_count", answer)):
+                for name, value in (
+                    ("train_image_id_count", image_id),
+                    ("question_count", question),
+                    ("answer_count", answer),
+                ):
                     if not value:
                         raise BadRecordError(source, f"missing required field '{name}'")
                 yield QARecord(

@@ -43,8 +43,9 @@ class RecordSource:
     def records(self, on_bad: OnBad = None, images: bool = True) -> Iterator[Row]:
         raise NotImplementedError
 
-    def attach(self, rows: Iterable[Row], on_bad: OnBad = None,
-               max_pixels: int | None = None) -> Iterator[Example | Skipped]:
+    def attach(
+        self, rows: Iterable[Row], on_bad: OnBad = None, max_pixels: int | None = None
+    ) -> Iterator[Example | Skipped]:
         """Decode each row's image; a bad image raises or (skip mode) yields `Skipped`."""
         for record, payload in rows:
             try:
@@ -65,7 +66,11 @@ def round_robin(iterators: list[Iterator[Any]]) -> Iterator[Any]:
                 live.remove(it)
 
 
-_READERS: dict[str, Callable[..., Iterator[QARecord]]] = {"gqa": read_gqa, "pope": read_pope, "cocoqa": read_cocoqa}
+_READERS: dict[str, Callable[..., Iterator[QARecord]]] = {
+    "gqa": read_gqa,
+    "pope": read_pope,
+    "cocoqa": read_cocoqa,
+}
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,9 @@ def unit_hash(text: str) -> float:
 
 def check_ratios(ratios: Sequence[float]) -> tuple[float, float, float]:
     if len(ratios) != 3 or any(r < 0 for r in ratios) or not math.isclose(sum(ratios), 1.0, abs_tol=1e-6):
-        raise ValueError(f"split_ratios must be three non-negative numbers (train, val, test) summing to 1, got {ratios}")
+        raise ValueError(
+            f"split_ratios must be three non-negative numbers (train, val, test) summing to 1, got {ratios}"
+        )
     return (float(ratios[0]), float(ratios[1]), float(ratios[2]))
 
 

@@ -51,23 +51,27 @@ class SplitPlan:
 
     source: RecordSource
     split: str  # "train" | "val" | "test"
-    ratios: tuple[float, float, float] | None = None  # hash split by image; None: the whole source is this split
+    ratios: tuple[float, float, float] | None = (
+        None  # hash split by image; None: the whole source is this split
+    )
     salt: str = "vseam"
     keep: RecordFilter = field(default_factory=RecordFilter)
     selected: frozenset[str] | None = None  # record sources kept by the stratified subsample
     limit: int | None = None
 
     def in_split(self, record: QARecord) -> bool:
-        return (self.ratios is None or split_of(record.image_id, self.ratios, self.salt) == self.split) and self.keep(
-            record
-        )
+        return (
+            self.ratios is None or split_of(record.image_id, self.ratios, self.salt) == self.split
+        ) and self.keep(record)
 
     def rows(self, on_bad: OnBad = None, images: bool = True) -> Iterator[Row]:
         n = 0
         if self.limit is not None and self.limit <= 0:
             return
         for record, payload in self.source.records(on_bad, images=images):
-            if not self.in_split(record) or (self.selected is not None and record.source not in self.selected):
+            if not self.in_split(record) or (
+                self.selected is not None and record.source not in self.selected
+            ):
                 continue
             yield record, payload
             n += 1
@@ -88,9 +92,17 @@ def _ignore(_: BadRecordError) -> None:
 class QAStream(IterableDataset):
     """`Example`s of one split, sharded by rank and worker (see module docstring)."""
 
-    def __init__(self, plan: SplitPlan, rank: int = 0, world_size: int = 1, total: int | None = None,
-                 on_bad_record: str = "error", shuffle_buffer: int = 0, seed: int = 0,
-                 max_pixels: int | None = None) -> None:
+    def __init__(
+        self,
+        plan: SplitPlan,
+        rank: int = 0,
+        world_size: int = 1,
+        total: int | None = None,
+        on_bad_record: str = "error",
+        shuffle_buffer: int = 0,
+        seed: int = 0,
+        max_pixels: int | None = None,
+    ) -> None:
         super().__init__()
         if not 0 <= rank < world_size:
             raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
@@ -218,8 +230,10 @@ class SkipLog:
                 self._sources.add(source)
                 self.entries.append((source, reason))
         first = "; ".join(f"{s}: {r}" for s, r in skips[:3])
-        warnings.warn(f"{self.name}: skipped {len(skips)} bad record(s) {where} (on_bad_record='skip'); first: "
-                      f"{first}", stacklevel=3)
+        warnings.warn(
+            f"{self.name}: skipped {len(skips)} bad record(s) {where} (on_bad_record='skip'); first: {first}",
+            stacklevel=3,
+        )
 
 
 #: Where a training pass stands: (epoch, batches trained on in it, whether the pass ended).
@@ -252,8 +266,14 @@ class StreamLoader(DataLoader):
     `load_state_dict` when resuming from a checkpoint written after its epoch ended.
     """
 
-    def __init__(self, dataset: IterableDataset, *args: Any, skip_log: SkipLog | None = None,
-                 progress: Callable[[], PassProgress | None] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        dataset: IterableDataset,
+        *args: Any,
+        skip_log: SkipLog | None = None,
+        progress: Callable[[], PassProgress | None] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(dataset, *args, **kwargs)
         self.skip_log = skip_log
         self.progress = progress

@@ -65,8 +65,15 @@ def scorer_for(items: Sequence[Item], image: str = "clean") -> AnswerScorer:
 
 
 @torch.no_grad()
-def single_head_effects(vlm: VLM, run: DecoderRun, score: AnswerScorer, mode: str, means: torch.Tensor | None,
-                        batch_size: int, prefix: bool) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+def single_head_effects(
+    vlm: VLM,
+    run: DecoderRun,
+    score: AnswerScorer,
+    mode: str,
+    means: torch.Tensor | None,
+    batch_size: int,
+    prefix: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Unablated correctness `[E]` and effects `d [E, L, H]` (float64) of ablating each head alone."""
     n = run.embeds.shape[0]
     p_base, correct = score(run.logits, torch.arange(n))
@@ -95,6 +102,13 @@ def ablation_stats(
     correct, d = single_head_effects(vlm, run, score, mode, means, batch_size, prefix)
     ones = torch.ones(len(items), dtype=torch.float64)
     if items and isinstance(items[0], ReleaseItem):
-        return {"signed": (d, ones, torch.ones_like(correct)), "positive": (d.clamp(min=0), ones, correct),
-                "negative": ((-d).clamp(min=0), ones, ~correct)}  # fmt: skip
-    return {"signed": (d, ones, torch.ones_like(correct)), "positive": (d, ones, correct), "negative": (d, ones, ~correct)}
+        return {
+            "signed": (d, ones, torch.ones_like(correct)),
+            "positive": (d.clamp(min=0), ones, correct),
+            "negative": ((-d).clamp(min=0), ones, ~correct),
+        }
+    return {
+        "signed": (d, ones, torch.ones_like(correct)),
+        "positive": (d, ones, correct),
+        "negative": (d, ones, ~correct),
+    }

@@ -69,8 +69,10 @@ class QKV:
 def _rotary(attn: nn.Module):
     fn = getattr(sys.modules[type(attn).__module__], "apply_rotary_pos_emb", None)
     if fn is None:
-        raise UnsupportedModelError(f"{type(attn).__name__}: no apply_rotary_pos_emb beside it; AtP*'s QK fix needs "
-                                    "the attention's queries and keys")  # fmt: skip
+        raise UnsupportedModelError(
+            f"{type(attn).__name__}: no apply_rotary_pos_emb beside it; AtP*'s QK fix needs "
+            "the attention's queries and keys"
+        )
     return fn
 
 
@@ -86,8 +88,10 @@ def capture_qkv(vlm: VLM, run: DecoderRun) -> QKV:
             attn = layer.self_attn
             for name in ("q_proj", "k_proj", "v_proj"):
                 if not hasattr(attn, name):
-                    raise UnsupportedModelError(f"{vlm.name}: layer {i} attention has no {name}; AtP*'s QK fix needs "
-                                                "separate q/k/v projections")  # fmt: skip
+                    raise UnsupportedModelError(
+                        f"{vlm.name}: layer {i} attention has no {name}; AtP*'s QK fix needs "
+                        "separate q/k/v projections"
+                    )
 
                 def grab(_m, _a, out, key=(name, i)):
                     raw[key] = out.detach()
@@ -97,8 +101,10 @@ def capture_qkv(vlm: VLM, run: DecoderRun) -> QKV:
             def grab_pos(_m, args, kwargs, i=i):
                 pe = kwargs.get("position_embeddings")
                 if pe is None:
-                    raise UnsupportedModelError(f"{vlm.name}: layer {i} attention was not given position_embeddings; "
-                                                "AtP*'s QK fix supports rotary (Llama-style) attention only")  # fmt: skip
+                    raise UnsupportedModelError(
+                        f"{vlm.name}: layer {i} attention was not given position_embeddings; "
+                        "AtP*'s QK fix supports rotary (Llama-style) attention only"
+                    )
                 pos[i] = pe
 
             stack.callback(attn.register_forward_pre_hook(grab_pos, with_kwargs=True).remove)
@@ -128,15 +134,18 @@ def _mask(run: DecoderRun) -> torch.Tensor:
     t = keep.shape[1]
     causal = torch.ones(t, t, dtype=torch.bool, device=keep.device).tril()
     allowed = causal[None, None] & keep[:, None, None, :]
-    return torch.zeros(allowed.shape, dtype=torch.float64, device=keep.device).masked_fill(~allowed, float("-inf"))
+    return torch.zeros(allowed.shape, dtype=torch.float64, device=keep.device).masked_fill(
+        ~allowed, float("-inf")
+    )
 
 
 def _scaling(vlm: VLM, layer: int) -> float:
     return float(getattr(vlm.layers[layer].self_attn, "scaling", vlm.head_dim**-0.5))
 
 
-def effective_deltas(vlm: VLM, tgt: QKV, src: QKV, run: DecoderRun, qk_fix: bool = True,
-                     atol: float | None = None) -> dict[int, torch.Tensor]:  # fmt: skip
+def effective_deltas(
+    vlm: VLM, tgt: QKV, src: QKV, run: DecoderRun, qk_fix: bool = True, atol: float | None = None
+) -> dict[int, torch.Tensor]:
     """Per layer `[E, T, H, D]`: the output change whose dot product with `dLD/dz` is the estimate.
 
     Without `qk_fix` this is `z_src - z_tgt` (plain AtP); with it, the sum of the query, key and value parts (module
@@ -164,9 +173,11 @@ def effective_deltas(vlm: VLM, tgt: QKV, src: QKV, run: DecoderRun, qk_fix: bool
         tol = rel * max(1.0, float(z_t.abs().max()))
         err = float(torch.where(valid, z_rec.float() - z_t, 0.0).abs().max())
         if not err <= tol:
-            raise UnsupportedModelError(f"{vlm.name}: layer {layer}: softmax(q k^T) v from the captured queries, keys "
-                                        f"and values differs from the head outputs by {err:.2e}; AtP*'s QK fix "
-                                        "does not support this attention")  # fmt: skip
+            raise UnsupportedModelError(
+                f"{vlm.name}: layer {layer}: softmax(q k^T) v from the captured queries, keys "
+                f"and values differs from the head outputs by {err:.2e}; AtP*'s QK fix "
+                "does not support this attention"
+            )
         # query part: each query row recomputed exactly with the source query
         p_q = torch.softmax(q_s @ k_t.transpose(-1, -2) * s + mask, dim=-1)
         dz_q = (p_q - p) @ v_t
@@ -189,8 +200,10 @@ def _drop_hooks(vlm: VLM, state: dict[str, int | None], stack: ExitStack) -> Non
     for i, layer in enumerate(vlm.layers):
         mlp = getattr(layer, "mlp", None)
         if mlp is None:
-            raise UnsupportedModelError(f"{vlm.name}: decoder layer {i} has no .mlp; GradDrop drops a layer's "
-                                        "attention and MLP contributions")  # fmt: skip
+            raise UnsupportedModelError(
+                f"{vlm.name}: decoder layer {i} has no .mlp; GradDrop drops a layer's "
+                "attention and MLP contributions"
+            )
 
         def fwd(_m, _a, out, i=i):
             t = out[0] if isinstance(out, tuple) else out
@@ -201,8 +214,13 @@ def _drop_hooks(vlm: VLM, state: dict[str, int | None], stack: ExitStack) -> Non
         stack.callback(mlp.register_forward_hook(fwd).remove)
 
 
-def atp_star_stats(vlm: VLM, items: Sequence[PairItem], direction: str = "clean_to_edited", nodes: str = "head",
-                   graddrop: bool = True) -> ChunkStats:  # fmt: skip
+def atp_star_stats(
+    vlm: VLM,
+    items: Sequence[PairItem],
+    direction: str = "clean_to_edited",
+    nodes: str = "head",
+    graddrop: bool = True,
+) -> ChunkStats:
     """Per-example AtP* estimates `[E, L, H]`: `signed` (the linear estimate on `nodes`, normalised by the edit
     effect like patching) and, with `graddrop`, `magnitude` (the GradDrop mean absolute estimate, averaged over
     pairs in logit-difference units)."""
@@ -215,20 +233,34 @@ def atp_star_stats(vlm: VLM, items: Sequence[PairItem], direction: str = "clean_
     enc_c, enc_e = encode_pair(vlm, items)
     run_c = capture(vlm, enc_c, residuals=False, heads=True)
     run_e = capture(vlm, enc_e, residuals=False, heads=True)
-    ld_c, ld_e = logit_diff(cands, run_c.logits, clean, edited), logit_diff(cands, run_e.logits, clean, edited)
+    ld_c, ld_e = (
+        logit_diff(cands, run_c.logits, clean, edited),
+        logit_diff(cands, run_e.logits, clean, edited),
+    )
     target, source = (run_e, run_c) if direction == "clean_to_edited" else (run_c, run_e)
     if nodes == "qkv":
-        deltas = effective_deltas(vlm, capture_qkv(vlm, target), capture_qkv(vlm, source), target, qk_fix=True)
+        deltas = effective_deltas(
+            vlm, capture_qkv(vlm, target), capture_qkv(vlm, source), target, qk_fix=True
+        )
     else:
-        deltas = {layer: (source.heads[layer] - target.heads[layer]).float() for layer in range(vlm.num_layers)}
+        deltas = {
+            layer: (source.heads[layer] - target.heads[layer]).float() for layer in range(vlm.num_layers)
+        }
     sign = 1.0 if direction == "clean_to_edited" else -1.0  # edited_to_clean: effect = LD_c - LD_patched
     leaves = {layer: torch.zeros_like(z, requires_grad=True) for layer, z in target.heads.items()}
     rows = torch.arange(len(items))
     state: dict[str, int | None] = {"drop": None}
 
     def estimate(grads: Sequence[torch.Tensor]) -> torch.Tensor:
-        return torch.stack([(deltas[layer].to(g.device) * g.float()).sum(dim=(1, 3)) for layer, g in enumerate(grads)],
-                           dim=1).double().cpu() * sign  # fmt: skip
+        return (
+            torch.stack(
+                [(deltas[layer].to(g.device) * g.float()).sum(dim=(1, 3)) for layer, g in enumerate(grads)],
+                dim=1,
+            )
+            .double()
+            .cpu()
+            * sign
+        )
 
     with ExitStack() as stack, torch.enable_grad():
         if graddrop:
@@ -243,14 +275,19 @@ def atp_star_stats(vlm: VLM, items: Sequence[PairItem], direction: str = "clean_
             total = torch.zeros_like(signed)
             for drop in range(vlm.num_layers):
                 state["drop"] = drop
-                grads = torch.autograd.grad(ld, params, retain_graph=drop + 1 < vlm.num_layers, allow_unused=True)
+                grads = torch.autograd.grad(
+                    ld, params, retain_graph=drop + 1 < vlm.num_layers, allow_unused=True
+                )
                 grads = [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params, strict=True)]
                 total += estimate(grads).abs()
             state["drop"] = None
             # a mean over pairs in LD units: dividing by the summed edit effect would flip every magnitude's sign
             # when that sum is negative
-            stats["magnitude"] = (total / max(1, vlm.num_layers - 1), torch.ones(len(items), dtype=torch.float64),
-                                  torch.ones(len(items), dtype=torch.bool))  # fmt: skip
+            stats["magnitude"] = (
+                total / max(1, vlm.num_layers - 1),
+                torch.ones(len(items), dtype=torch.float64),
+                torch.ones(len(items), dtype=torch.bool),
+            )
     return stats
 
 
@@ -263,9 +300,18 @@ def top_heads(scores: HeadScores, k: int, stat: str = "signed", group: str = "al
     return [(int(i) // width, int(i) % width) for i in order]
 
 
-def verify_top(vlm: VLM, pairs: Sequence[ImagePair], scores: HeadScores, k: int, direction: str = "clean_to_edited",
-               batch_size: int = 64, pair_batch: int = 4, filter_: bool = False, instruction: str | None = None,
-               stat: str | None = None) -> list[dict]:  # fmt: skip
+def verify_top(
+    vlm: VLM,
+    pairs: Sequence[ImagePair],
+    scores: HeadScores,
+    k: int,
+    direction: str = "clean_to_edited",
+    batch_size: int = 64,
+    pair_batch: int = 4,
+    filter_: bool = False,
+    instruction: str | None = None,
+    stat: str | None = None,
+) -> list[dict]:
     """Exact activation patching of the top-K attribution heads (by |`stat`|: AtP*'s `magnitude` when the scores
     have it, else the signed score), side by side with their estimates: rows `{rank, layer, head, attribution, exact}` (plus `magnitude` for AtP*), normalised like the
     scores (summed effects over the summed edit effect). `pairs` and `filter_` must be those the scores used.
@@ -290,8 +336,13 @@ def verify_top(vlm: VLM, pairs: Sequence[ImagePair], scores: HeadScores, k: int,
     exact = num / den if den != 0 else torch.full_like(num, math.nan)
     rows = []
     for r, (layer, head) in enumerate(heads):
-        row = {"rank": r + 1, "layer": layer, "head": head,
-               "attribution": float(scores.signed()[layer, head]), "exact": float(exact[r])}  # fmt: skip
+        row = {
+            "rank": r + 1,
+            "layer": layer,
+            "head": head,
+            "attribution": float(scores.signed()[layer, head]),
+            "exact": float(exact[r]),
+        }
         if "magnitude" in scores.scores.get("all", {}):
             row["magnitude"] = float(scores.get("all", "magnitude")[layer, head])
         rows.append(row)
@@ -304,8 +355,10 @@ def format_verify(rows: Sequence[dict]) -> str:
     head = "| rank | head | attribution | exact patching |" + (" AtP* magnitude |" if extra else "")
     lines = [head, "|" + "---:|" * (5 if extra else 4)]
     for r in rows:
-        lines.append(f"| {r['rank']} | L{r['layer']}H{r['head']} | {r['attribution']:+.4f} | {r['exact']:+.4f} |"
-                     + (f" {r['magnitude']:.4f} |" if extra else ""))  # fmt: skip
+        lines.append(
+            f"| {r['rank']} | L{r['layer']}H{r['head']} | {r['attribution']:+.4f} | {r['exact']:+.4f} |"
+            + (f" {r['magnitude']:.4f} |" if extra else "")
+        )
     return "\n".join(lines)
 
 

@@ -29,7 +29,10 @@ def attribution_stats(vlm: VLM, items: Sequence[PairItem], direction: str = "cle
     enc_c, enc_e = encode_pair(vlm, items)
     run_c = capture(vlm, enc_c, residuals=False, heads=True)
     run_e = capture(vlm, enc_e, residuals=False, heads=True)
-    ld_c, ld_e = logit_diff(cands, run_c.logits, clean, edited), logit_diff(cands, run_e.logits, clean, edited)
+    ld_c, ld_e = (
+        logit_diff(cands, run_c.logits, clean, edited),
+        logit_diff(cands, run_e.logits, clean, edited),
+    )
     target = run_e if direction == "clean_to_edited" else run_c
     # A zero leaf added to each head output: its gradient is the total derivative of LD w.r.t. that output.
     deltas = {layer: torch.zeros_like(z, requires_grad=True) for layer, z in target.heads.items()}
@@ -39,8 +42,15 @@ def attribution_stats(vlm: VLM, items: Sequence[PairItem], direction: str = "cle
         lp = cands.logprobs(logits)
         ld = lp.gather(1, clean.to(lp.device)[:, None]) - lp.gather(1, edited.to(lp.device)[:, None])
         grads = torch.autograd.grad(ld.sum(), [deltas[layer] for layer in range(vlm.num_layers)])
-    effect = torch.stack(
-        [((run_c.heads[layer] - run_e.heads[layer]).float() * g.float()).sum(dim=(1, 3)) for layer, g in enumerate(grads)],
-        dim=1,
-    ).double().cpu()  # [E, L, H]
+    effect = (
+        torch.stack(
+            [
+                ((run_c.heads[layer] - run_e.heads[layer]).float() * g.float()).sum(dim=(1, 3))
+                for layer, g in enumerate(grads)
+            ],
+            dim=1,
+        )
+        .double()
+        .cpu()
+    )  # [E, L, H]
     return {"signed": (effect, ld_c - ld_e, torch.ones(len(items), dtype=torch.bool))}

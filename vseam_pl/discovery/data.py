@@ -39,7 +39,9 @@ class PairItem:
     prompt: str
     level: str | None
     category: str | None
-    candidate_tokens: tuple[tuple[int, ...], ...]  # per candidate: distinct first-token ids of its case variants
+    candidate_tokens: tuple[
+        tuple[int, ...], ...
+    ]  # per candidate: distinct first-token ids of its case variants
     correct: int  # candidate index of `answer`
     edited: int | None  # candidate index of the answer on the edited image (None when unknown)
 
@@ -93,7 +95,9 @@ def _find(candidates: Sequence[str], answer: str) -> int | None:
     return None
 
 
-def prepare_pairs(vlm: VLM, pairs: Iterable[ImagePair], instruction: str | None = DEFAULT_INSTRUCTION) -> list[PairItem]:
+def prepare_pairs(
+    vlm: VLM, pairs: Iterable[ImagePair], instruction: str | None = DEFAULT_INSTRUCTION
+) -> list[PairItem]:
     """Validate pairs and tokenize their candidates. Pairs without `candidates` use (answer, edited_answer)."""
     items = []
     for index, pair in enumerate(pairs):
@@ -101,18 +105,24 @@ def prepare_pairs(vlm: VLM, pairs: Iterable[ImagePair], instruction: str | None 
         cands = pair.candidates
         if not cands:
             if pair.edited_answer is None:
-                raise PairError(f"{where}: field 'candidates' is missing and 'edited_answer' is unknown; discovery "
-                                "needs a closed answer set (e.g. [\"yes\", \"no\"])")  # fmt: skip
+                raise PairError(
+                    f"{where}: field 'candidates' is missing and 'edited_answer' is unknown; discovery "
+                    'needs a closed answer set (e.g. ["yes", "no"])'
+                )
             cands = (pair.answer, pair.edited_answer)
         correct = _find(cands, pair.answer)
         if correct is None:
-            raise PairError(f"{where}: field 'answer' {pair.answer!r} is not one of the candidates {list(cands)}")
+            raise PairError(
+                f"{where}: field 'answer' {pair.answer!r} is not one of the candidates {list(cands)}"
+            )
         edited = None
         if pair.edited_answer is not None:
             edited = _find(cands, pair.edited_answer)
             if edited is None:
-                raise PairError(f"{where}: field 'edited_answer' {pair.edited_answer!r} is not one of the "
-                                f"candidates {list(cands)}")  # fmt: skip
+                raise PairError(
+                    f"{where}: field 'edited_answer' {pair.edited_answer!r} is not one of the "
+                    f"candidates {list(cands)}"
+                )
         prompt = build_prompt(vlm, pair.question, instruction)
         tokens: list[tuple[int, ...]] = []
         owner: dict[int, int] = {}
@@ -123,14 +133,26 @@ def prepare_pairs(vlm: VLM, pairs: Iterable[ImagePair], instruction: str | None 
                 if not t:
                     continue
                 if owner.setdefault(t[0], ci) != ci:
-                    raise PairError(f"{where}: candidates {cands[owner[t[0]]]!r} and {cand!r} start with the same "
-                                    "token; discovery scores the first answer token only")  # fmt: skip
+                    raise PairError(
+                        f"{where}: candidates {cands[owner[t[0]]]!r} and {cand!r} start with the same "
+                        "token; discovery scores the first answer token only"
+                    )
                 ids.append(t[0])
             if not ids:
                 raise PairError(f"{where}: candidate {cand!r} tokenizes to nothing")
             tokens.append(tuple(dict.fromkeys(ids)))
-        items.append(PairItem(pair, index, prompt, pair.level or level_of(pair.category), pair.category,
-                              tuple(tokens), correct, edited))  # fmt: skip
+        items.append(
+            PairItem(
+                pair,
+                index,
+                prompt,
+                pair.level or level_of(pair.category),
+                pair.category,
+                tuple(tokens),
+                correct,
+                edited,
+            )
+        )
     return items
 
 

@@ -44,7 +44,11 @@ class Jobs:
 
     def batches(self, batch_size: int) -> Iterator[Jobs]:
         for s in range(0, len(self), batch_size):
-            yield Jobs(self.layer[s : s + batch_size], self.head[s : s + batch_size], self.example[s : s + batch_size])
+            yield Jobs(
+                self.layer[s : s + batch_size],
+                self.head[s : s + batch_size],
+                self.example[s : s + batch_size],
+            )
 
     @property
     def start(self) -> int:

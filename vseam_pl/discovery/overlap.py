@@ -47,8 +47,10 @@ def overlap_analysis(scores: HeadScores, k: int = 10) -> dict[str, Any]:
             "within_level_category_mean": sum(within) / len(within) if within else None,
             "across_level_category_mean": sum(across) / len(across) if across else None,
             "across_levels_mean": (
-                sum(jaccard(sets[a], sets[b]) for a, b in combinations(levels, 2)) / (len(levels) * (len(levels) - 1) / 2)
-                if len(levels) > 1 else None
-            ),  # fmt: skip
+                sum(jaccard(sets[a], sets[b]) for a, b in combinations(levels, 2))
+                / (len(levels) * (len(levels) - 1) / 2)
+                if len(levels) > 1
+                else None
+            ),
         }
     return out

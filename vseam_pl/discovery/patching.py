@@ -46,8 +46,10 @@ def answer_indices(items: Sequence[PairItem]) -> tuple[torch.Tensor, torch.Tenso
         if e is None and len(it.candidate_tokens) == 2:
             e = 1 - it.correct
         if e is None or e == it.correct:
-            raise PairError(f"{it.pair.source or it.pair.pair_id}: patching needs an 'edited_answer' that differs "
-                            f"from 'answer' {it.pair.answer!r}")  # fmt: skip
+            raise PairError(
+                f"{it.pair.source or it.pair.pair_id}: patching needs an 'edited_answer' that differs "
+                f"from 'answer' {it.pair.answer!r}"
+            )
         clean.append(it.correct)
         edited.append(e)
     return torch.tensor(clean), torch.tensor(edited)
@@ -59,13 +61,20 @@ def encode_pair(vlm: VLM, items: Sequence[PairItem]) -> tuple[Encoded, Encoded]:
     enc_c = encode(vlm, prompts, images_of(items, "clean"))
     enc_e = encode(vlm, prompts, images_of(items, "edited"))
     if enc_c.input_ids.shape != enc_e.input_ids.shape or not torch.equal(enc_c.input_ids, enc_e.input_ids):
-        raise PairError(f"{items[0].pair.source}: clean and edited inputs tokenize differently; patching needs "
-                        "aligned positions (same question, same number of image tokens)")  # fmt: skip
+        raise PairError(
+            f"{items[0].pair.source}: clean and edited inputs tokenize differently; patching needs "
+            "aligned positions (same question, same number of image tokens)"
+        )
     return enc_c, enc_e
 
 
-def logit_diff(cands: CandidateIndex, logits: torch.Tensor, clean: torch.Tensor, edited: torch.Tensor,
-               rows: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+def logit_diff(
+    cands: CandidateIndex,
+    logits: torch.Tensor,
+    clean: torch.Tensor,
+    edited: torch.Tensor,
+    rows: torch.Tensor | None = None,
+) -> torch.Tensor:
     """LD per row (float64 on the CPU)."""
     lp = cands.logprobs(logits, rows).cpu().double()
     c, e = (clean, edited) if rows is None else (clean[rows], edited[rows])
@@ -91,10 +100,17 @@ def patching_stats(
     into_edited = direction == "clean_to_edited"
     run_c = capture(vlm, enc_c, residuals=prefix and not into_edited, heads=into_edited)
     run_e = capture(vlm, enc_e, residuals=prefix and into_edited, heads=not into_edited)
-    ld_c, ld_e = logit_diff(cands, run_c.logits, clean, edited), logit_diff(cands, run_e.logits, clean, edited)
+    ld_c, ld_e = (
+        logit_diff(cands, run_c.logits, clean, edited),
+        logit_diff(cands, run_e.logits, clean, edited),
+    )
     target, source = (run_e, run_c) if into_edited else (run_c, run_e)
     effect = torch.zeros(len(items), vlm.num_layers, vlm.num_heads, dtype=torch.float64)
-    jobs = Jobs.grid(len(items), vlm.num_layers, vlm.num_heads) if heads is None else Jobs.for_heads(len(items), heads)
+    jobs = (
+        Jobs.grid(len(items), vlm.num_layers, vlm.num_heads)
+        if heads is None
+        else Jobs.for_heads(len(items), heads)
+    )
     for b in jobs.batches(batch_size):
         hook = per_row_hook(b, patch_value(source.heads, b.example))
         logits = run_rows(vlm, target, b.example, b.start if prefix else 0, hook, b.layers())
@@ -116,7 +132,9 @@ def normalise(stats: ChunkStats, norm: str = "sum") -> tuple[ChunkStats, torch.T
     raise ValueError(f"unknown patching normalisation {norm!r}; expected one of {NORMALIZATIONS}")
 
 
-def edit_effect_warnings(counts: dict[str, dict[str, dict[str, float]]], norm: str, small: float) -> list[str]:
+def edit_effect_warnings(
+    counts: dict[str, dict[str, dict[str, float]]], norm: str, small: float
+) -> list[str]:
     """One message per group whose normaliser makes the scores misleading (`counts[g]["edit"]`: sum, n,
     nonpositive, small, as kept by :class:`.scores.Accumulator`)."""
     out = []
@@ -125,16 +143,24 @@ def edit_effect_warnings(counts: dict[str, dict[str, dict[str, float]]], norm: s
         if e is None or e["n"] == 0:
             continue
         total, n = e["sum"], int(e["n"])
-        numbers = (f"sum of LD_clean - LD_edited = {total:.4g} over {n} pair(s) (mean {total / n:.4g} nats; "
-                   f"{int(e['nonpositive'])} pair(s) <= 0, {int(e['small'])} with |.| < {small:g})")  # fmt: skip
+        numbers = (
+            f"sum of LD_clean - LD_edited = {total:.4g} over {n} pair(s) (mean {total / n:.4g} nats; "
+            f"{int(e['nonpositive'])} pair(s) <= 0, {int(e['small'])} with |.| < {small:g})"
+        )
         if norm == "sum" and total <= 0:
-            out.append(f"group {group}: {numbers}: the model does not follow the edits, so every normalised score "
-                       "has the opposite sign of the effect it measures; use --patching-norm none (unnormalised "
-                       "effect) or per_pair, or check the pairs")  # fmt: skip
+            out.append(
+                f"group {group}: {numbers}: the model does not follow the edits, so every normalised score "
+                "has the opposite sign of the effect it measures; use --patching-norm none (unnormalised "
+                "effect) or per_pair, or check the pairs"
+            )
         elif norm == "sum" and total / n < small:
-            out.append(f"group {group}: {numbers}: the normaliser is tiny, so every normalised score is the "
-                       f"mean effect times {n / total:.3g}; use --patching-norm none (unnormalised effect) or per_pair")  # fmt: skip
+            out.append(
+                f"group {group}: {numbers}: the normaliser is tiny, so every normalised score is the "
+                f"mean effect times {n / total:.3g}; use --patching-norm none (unnormalised effect) or per_pair"
+            )
         elif norm == "per_pair" and (e["small"] > 0 or e["nonpositive"] > 0):
-            out.append(f"group {group}: {numbers}: those pairs' ratios explode or flip sign; use --patching-norm "
-                       "none (unnormalised effect) or sum")  # fmt: skip
+            out.append(
+                f"group {group}: {numbers}: those pairs' ratios explode or flip sign; use --patching-norm "
+                "none (unnormalised effect) or sum"
+            )
     return out

@@ -29,7 +29,9 @@ def heatmap(score: torch.Tensor, title: str) -> Figure:
     bound = float(np.abs(data).max()) or 1.0
     layers, heads = data.shape
     fig, ax = plt.subplots(figsize=(max(4.0, 0.25 * heads + 2), max(3.0, 0.22 * layers + 1.5)))
-    im = ax.imshow(data, cmap="RdBu_r", norm=TwoSlopeNorm(0.0, -bound, bound), aspect="auto", interpolation="nearest")
+    im = ax.imshow(
+        data, cmap="RdBu_r", norm=TwoSlopeNorm(0.0, -bound, bound), aspect="auto", interpolation="nearest"
+    )
     ax.set_xlabel("head")
     ax.set_ylabel("layer")
     ax.set_title(title, fontsize=9)
@@ -75,7 +77,15 @@ def overlap_plot(analysis: dict[str, Any], kind: str) -> Figure:
     ax.set_yticks(range(len(groups)), groups, fontsize=7)
     for i in range(len(groups)):
         for j in range(len(groups)):
-            ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=6, color="white" if m[i, j] < 0.6 else "black")
+            ax.text(
+                j,
+                i,
+                f"{m[i, j]:.2f}",
+                ha="center",
+                va="center",
+                fontsize=6,
+                color="white" if m[i, j] < 0.6 else "black",
+            )
     ax.set_title(f"Jaccard overlap of top-{analysis['k']} {kind} heads", fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
@@ -88,7 +98,10 @@ def set_ablation_plot(summary: dict[str, Any]) -> Figure:
     sets = summary["sets"]
     randoms = [n for n in sets if n.startswith("random_")]
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.5))
-    for ax, key, label in ((axes[0], "mean_drop", "mean probability drop"), (axes[1], "accuracy", "accuracy")):
+    for ax, key, label in (
+        (axes[0], "mean_drop", "mean probability drop"),
+        (axes[1], "accuracy", "accuracy"),
+    ):
         names = ["positive", "negative"]
         values = [sets["positive"][key], sets["negative"][key]]
         colors = ["tab:red", "tab:blue"]
@@ -102,14 +115,18 @@ def set_ablation_plot(summary: dict[str, Any]) -> Figure:
             ax.errorbar([2], [float(r.mean())], yerr=[float(r.std())], color="black", capsize=4)
             ax.scatter(np.full(len(r), 2.0), r, s=8, color="black", zorder=3)
         if key == "accuracy":
-            ax.axhline(summary["base"]["accuracy"], color="black", linestyle="--", linewidth=0.8, label="unablated")
+            ax.axhline(
+                summary["base"]["accuracy"], color="black", linestyle="--", linewidth=0.8, label="unablated"
+            )
             ax.legend(fontsize=7)
         else:
             ax.axhline(0.0, color="black", linewidth=0.6)
         ax.set_xticks(range(len(names)), names, fontsize=8)
         ax.set_ylabel(label)
     k = len(sets["positive"]["heads"])
-    fig.suptitle(f"set ablation: top-{k} heads ({summary['settings']['mode']}, n={summary['num_pairs']})", fontsize=9)
+    fig.suptitle(
+        f"set ablation: top-{k} heads ({summary['settings']['mode']}, n={summary['num_pairs']})", fontsize=9
+    )
     fig.tight_layout()
     return fig
 

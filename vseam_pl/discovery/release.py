@@ -44,16 +44,28 @@ class ReleaseItem:
         return groups_of(self.level, self.category)
 
 
-def prepare_release(vlm: VLM, pairs: Iterable[ImagePair], instruction: str | None = None) -> list[ReleaseItem]:
+def prepare_release(
+    vlm: VLM, pairs: Iterable[ImagePair], instruction: str | None = None
+) -> list[ReleaseItem]:
     """Release prompts and answer tokens (`instruction` None: the release's own per family)."""
     items = []
     for index, pair in enumerate(pairs):
         ids = tuple(vlm.tokenizer(pair.answer, add_special_tokens=False)["input_ids"])
         if not ids:
-            raise PairError(f"{pair.source or f'pair {pair.pair_id}'}: field 'answer' {pair.answer!r} tokenizes to "
-                            "nothing")  # fmt: skip
-        items.append(ReleaseItem(pair, index, release_prompt(vlm, pair.question, instruction),
-                                 pair.level or level_of(pair.category), pair.category, ids))  # fmt: skip
+            raise PairError(
+                f"{pair.source or f'pair {pair.pair_id}'}: field 'answer' {pair.answer!r} tokenizes to "
+                "nothing"
+            )
+        items.append(
+            ReleaseItem(
+                pair,
+                index,
+                release_prompt(vlm, pair.question, instruction),
+                pair.level or level_of(pair.category),
+                pair.category,
+                ids,
+            )
+        )
     return items
 
 
@@ -67,7 +79,9 @@ def release_scorer(items: Sequence[ReleaseItem]) -> AnswerScorer:
         probs = torch.softmax(logits.double(), dim=-1).cpu()
         p = probs.gather(1, first[rows][:, None]).squeeze(1)
         top = probs.argmax(dim=1).tolist()
-        correct = torch.tensor([t in allowed[r] for t, r in zip(top, rows.tolist(), strict=True)], dtype=torch.bool)
+        correct = torch.tensor(
+            [t in allowed[r] for t, r in zip(top, rows.tolist(), strict=True)], dtype=torch.bool
+        )
         return p, correct
 
     return score

@@ -33,7 +33,9 @@ class DecoderRun:
     """What the decoder saw for a chunk of E examples, and their unintervened results."""
 
     embeds: torch.Tensor  # [E, T, hidden] decoder input
-    kwargs: dict[str, Any]  # the other arguments the model passed its decoder (masks, position ids), batch-first
+    kwargs: dict[
+        str, Any
+    ]  # the other arguments the model passed its decoder (masks, position ids), batch-first
     last: torch.Tensor  # [E] last prompt position
     residuals: list[torch.Tensor] | None  # per layer: [E, T, hidden] residual stream entering it
     heads: dict[int, torch.Tensor] | None  # per layer: [E, T, H, D] head outputs (for patching)
@@ -47,13 +49,25 @@ class DecoderRun:
         if isinstance(mask, torch.Tensor) and mask.dim() == 2:
             return mask
         shape = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
-        raise UnsupportedModelError(f"the decoder was given an attention mask of shape {shape}, not a 2-D padding "
-                                    "mask; this analysis needs the padding mask")  # fmt: skip
+        raise UnsupportedModelError(
+            f"the decoder was given an attention mask of shape {shape}, not a 2-D padding "
+            "mask; this analysis needs the padding mask"
+        )
 
 
 #: Decoder arguments that are not replayed: the input itself, caches and output switches.
-NOT_REPLAYED = frozenset({"inputs_embeds", "input_ids", "cache", "past_key_values", "use_cache", "return_dict",
-                          "output_attentions", "output_hidden_states"})  # fmt: skip
+NOT_REPLAYED = frozenset(
+    {
+        "inputs_embeds",
+        "input_ids",
+        "cache",
+        "past_key_values",
+        "use_cache",
+        "return_dict",
+        "output_attentions",
+        "output_hidden_states",
+    }
+)
 
 
 def select_rows(key: str, value: Any, rows: torch.Tensor, batch: int) -> Any:
@@ -88,8 +102,10 @@ def capture(vlm: VLM, enc: Encoded, residuals: bool = True, heads: bool = False)
 
     def grab_decoder(_m: nn.Module, args: tuple, kwargs: dict) -> None:
         if kwargs.get("inputs_embeds") is None:
-            raise UnsupportedModelError(f"{vlm.name}: its decoder was not called with inputs_embeds; head discovery "
-                                        "replays the decoder from its input embeddings")  # fmt: skip
+            raise UnsupportedModelError(
+                f"{vlm.name}: its decoder was not called with inputs_embeds; head discovery "
+                "replays the decoder from its input embeddings"
+            )
         seen["embeds"] = kwargs["inputs_embeds"].detach()
         seen["kwargs"] = {k: v for k, v in kwargs.items() if k not in NOT_REPLAYED and v is not None}
 
@@ -105,7 +121,10 @@ def capture(vlm: VLM, enc: Encoded, residuals: bool = True, heads: bool = False)
     with ExitStack() as stack:
         handles = [vlm.decoder.register_forward_pre_hook(grab_decoder, with_kwargs=True)]
         if residuals:
-            handles += [layer.register_forward_pre_hook(grab_layer(i), with_kwargs=True) for i, layer in enumerate(vlm.layers)]
+            handles += [
+                layer.register_forward_pre_hook(grab_layer(i), with_kwargs=True)
+                for i, layer in enumerate(vlm.layers)
+            ]
         stack.callback(lambda: [h.remove() for h in handles])
         if heads:
             stack.enter_context(head_hooks(vlm, grab_heads))
@@ -167,4 +186,6 @@ def check_replay(vlm: VLM, run: DecoderRun, starts: tuple[int, ...] = (0,), atol
     residuals for starts > 0)."""
     rows = torch.arange(run.embeds.shape[0])
     tol = atol * max(1.0, float(run.logits.abs().max()))
-    return all(torch.allclose(run_rows(vlm, run, rows, start=s), run.logits, atol=tol, rtol=0) for s in starts)
+    return all(
+        torch.allclose(run_rows(vlm, run, rows, start=s), run.logits, atol=tol, rtol=0) for s in starts
+    )

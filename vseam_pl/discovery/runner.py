@@ -87,17 +87,27 @@ class DiscoveryConfig:
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"unknown protocol {self.protocol!r}; expected one of {PROTOCOLS}")
         if self.patching_norm not in NORMALIZATIONS:
-            raise ValueError(f"unknown patching normalisation {self.patching_norm!r}; expected one of {NORMALIZATIONS}")
+            raise ValueError(
+                f"unknown patching normalisation {self.patching_norm!r}; expected one of {NORMALIZATIONS}"
+            )
         if self.protocol == "release":
-            release_only = {"method": ("ablation",), "ablation_mode": ("mean_others", "zero"),
-                            "ablation_image": ("clean",), "filter": (False,)}  # fmt: skip
+            release_only = {
+                "method": ("ablation",),
+                "ablation_mode": ("mean_others", "zero"),
+                "ablation_image": ("clean",),
+                "filter": (False,),
+            }
             for key, allowed in release_only.items():
                 if getattr(self, key) not in allowed:
-                    raise ValueError(f"protocol 'release' scores heads as the release does (single-head ablation, "
-                                     f"mean_others or zero, clean image, no pair filter): {key}="
-                                     f"{getattr(self, key)!r} is not part of it")  # fmt: skip
+                    raise ValueError(
+                        f"protocol 'release' scores heads as the release does (single-head ablation, "
+                        f"mean_others or zero, clean image, no pair filter): {key}="
+                        f"{getattr(self, key)!r} is not part of it"
+                    )
         if self.ablation_mode not in ABLATION_MODES:
-            raise ValueError(f"unknown ablation mode {self.ablation_mode!r}; expected one of {ABLATION_MODES}")
+            raise ValueError(
+                f"unknown ablation mode {self.ablation_mode!r}; expected one of {ABLATION_MODES}"
+            )
         if self.ablation_image not in ("clean", "edited"):
             raise ValueError(f"ablation_image must be 'clean' or 'edited', got {self.ablation_image!r}")
         if self.direction not in DIRECTIONS:
@@ -135,7 +145,11 @@ def _all_reduce(t: torch.Tensor) -> torch.Tensor:
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+        device = (
+            torch.device("cuda", torch.cuda.current_device())
+            if dist.get_backend() == "nccl"
+            else torch.device("cpu")
+        )
         t = t.to(device)
         dist.all_reduce(t)
     return t.cpu()
@@ -145,8 +159,9 @@ def chunks(items: Sequence[PairItem], size: int) -> list[list[PairItem]]:
     return [list(items[s : s + size]) for s in range(0, len(items), size)]
 
 
-def prepare_items(vlm: VLM, pairs: Sequence[ImagePair], protocol: str = "default",
-                  instruction: str | None = None) -> list[PairItem] | list[ReleaseItem]:  # fmt: skip
+def prepare_items(
+    vlm: VLM, pairs: Sequence[ImagePair], protocol: str = "default", instruction: str | None = None
+) -> list[PairItem] | list[ReleaseItem]:
     """Pairs ready for scoring under `protocol` (`instruction`: None = the protocol's own, "" = none)."""
     if protocol == "release":
         return prepare_release(vlm, pairs, instruction)
@@ -176,11 +191,17 @@ def vseam_filter(vlm: VLM, items: Sequence[PairItem], pair_batch: int) -> tuple[
     clean = predictions(vlm, items, "clean", pair_batch)
     edited = predictions(vlm, items, "edited", pair_batch)
     right = torch.tensor([int(c) == it.correct for c, it in zip(clean, items, strict=True)])
-    wrong = torch.tensor([int(e) != it.edited if it.edited is not None else int(e) == it.correct
-                          for e, it in zip(edited, items, strict=True)])  # fmt: skip
+    wrong = torch.tensor(
+        [
+            int(e) != it.edited if it.edited is not None else int(e) == it.correct
+            for e, it in zip(edited, items, strict=True)
+        ]
+    )
     keep = right & wrong
     kept = [it for it, k in zip(items, keep.tolist(), strict=True) if k]
-    counts = torch.tensor([len(items), int(right.sum()), int(wrong.sum()), int(keep.sum())], dtype=torch.float64)
+    counts = torch.tensor(
+        [len(items), int(right.sum()), int(wrong.sum()), int(keep.sum())], dtype=torch.float64
+    )
     return kept, counts
 
 
@@ -201,15 +222,20 @@ def replay_prefix_ok(vlm: VLM, items: Sequence[PairItem], which: str) -> bool:
     chunk = list(items[:2])
     run = capture(vlm, encode(vlm, [it.prompt for it in chunk], images_of(chunk, which)), residuals=True)
     if not check_replay(vlm, run, starts=(0,)):
-        raise UnsupportedModelError(f"{vlm.name}: re-running its decoder from the input embeddings does not reproduce "
-                                    "the model's logits; head discovery cannot batch interventions for it")  # fmt: skip
+        raise UnsupportedModelError(
+            f"{vlm.name}: re-running its decoder from the input embeddings does not reproduce "
+            "the model's logits; head discovery cannot batch interventions for it"
+        )
     return check_replay(vlm, run, starts=(vlm.num_layers // 2,))
 
 
-def score_chunk(vlm: VLM, chunk: Sequence[PairItem], cfg: DiscoveryConfig, means: torch.Tensor | None,
-                prefix: bool) -> ChunkStats:  # fmt: skip
+def score_chunk(
+    vlm: VLM, chunk: Sequence[PairItem], cfg: DiscoveryConfig, means: torch.Tensor | None, prefix: bool
+) -> ChunkStats:
     if cfg.method == "ablation":
-        return ablation_stats(vlm, chunk, cfg.ablation_mode, means, cfg.batch_size, cfg.ablation_image, prefix)
+        return ablation_stats(
+            vlm, chunk, cfg.ablation_mode, means, cfg.batch_size, cfg.ablation_image, prefix
+        )
     if cfg.method == "patching":
         return patching_stats(vlm, chunk, cfg.batch_size, cfg.direction, prefix)
     if cfg.method == "atp_star":
@@ -295,7 +321,12 @@ def run_discovery(
     report = None
     if filter_counts is not None:
         total, right, wrong, kept_n = _all_reduce(filter_counts.clone()).tolist()
-        report = {"total": int(total), "right_on_clean": int(right), "wrong_on_edited": int(wrong), "kept": int(kept_n)}
+        report = {
+            "total": int(total),
+            "right_on_clean": int(right),
+            "wrong_on_edited": int(wrong),
+            "kept": int(kept_n),
+        }
     meta = {
         "model": vlm.name,
         "protocol": cfg.protocol,
@@ -311,14 +342,27 @@ def run_discovery(
         scores.meta["warnings"] = edit_effect_warnings(scores.counts, cfg.patching_norm, cfg.min_edit_effect)
         for message in scores.meta["warnings"] if rank == 0 else []:
             warnings.warn(message, EditEffectWarning, stacklevel=2)
-    outputs = write_outputs(scores, out_dir, cfg.top_k, sink, plots) if out_dir is not None and rank == 0 else {}
+    outputs = (
+        write_outputs(scores, out_dir, cfg.top_k, sink, plots) if out_dir is not None and rank == 0 else {}
+    )
     return DiscoveryResult(scores, report, computed, outputs)
 
 
-def _save_state(path: Path, fp: str, kept: Sequence[PairItem], filter_counts: torch.Tensor | None, acc: Accumulator,
-                done: int) -> None:  # fmt: skip
-    state = {"fingerprint": fp, "kept": [it.index for it in kept], "filter_counts": filter_counts,
-             "acc": acc.state_dict(), "done": done}  # fmt: skip
+def _save_state(
+    path: Path,
+    fp: str,
+    kept: Sequence[PairItem],
+    filter_counts: torch.Tensor | None,
+    acc: Accumulator,
+    done: int,
+) -> None:
+    state = {
+        "fingerprint": fp,
+        "kept": [it.index for it in kept],
+        "filter_counts": filter_counts,
+        "acc": acc.state_dict(),
+        "done": done,
+    }
     write_atomic(path, lambda tmp: torch.save(state, tmp))
 
 
@@ -327,16 +371,23 @@ def _load_state(path: Path, fp: str) -> dict[str, Any] | None:
         return None
     state = torch.load(path, weights_only=True)
     if state.get("fingerprint") != fp:
-        raise ValueError(f"{path}: partial results were computed with another model, pair list, configuration or "
-                         "world size; delete the folder or run without --resume")  # fmt: skip
+        raise ValueError(
+            f"{path}: partial results were computed with another model, pair list, configuration or "
+            "world size; delete the folder or run without --resume"
+        )
     return state
 
 
 # -- outputs -------------------------------------------------------------------------------------------------------
 
 
-def write_outputs(scores: HeadScores, out_dir: str | os.PathLike, k: int = 10, sink: FigureSink | None = None,
-                  plots: bool = True) -> dict[str, Path]:  # fmt: skip
+def write_outputs(
+    scores: HeadScores,
+    out_dir: str | os.PathLike,
+    k: int = 10,
+    sink: FigureSink | None = None,
+    plots: bool = True,
+) -> dict[str, Path]:
     """Scores (safetensors + JSON), layer profiles and overlap analysis (JSON), and with `plots` their figures
     under `out_dir/plots`. `sink(tag, figure)` sees every figure before it is closed (the callback logs them).
     """
@@ -352,8 +403,9 @@ def write_outputs(scores: HeadScores, out_dir: str | os.PathLike, k: int = 10, s
     return paths
 
 
-def _write_figures(scores: HeadScores, profiles: dict, analysis: dict, folder: Path,
-                   sink: FigureSink | None) -> dict[str, Path]:  # fmt: skip
+def _write_figures(
+    scores: HeadScores, profiles: dict, analysis: dict, folder: Path, sink: FigureSink | None
+) -> dict[str, Path]:
     import matplotlib.pyplot as plt
 
     paths: dict[str, Path] = {}
@@ -370,10 +422,16 @@ def _write_figures(scores: HeadScores, profiles: dict, analysis: dict, folder: P
             if torch.isnan(value).all() or (stat != "signed" and g != "all"):
                 continue
             n = int(scores.counts.get(g, {}).get(stat, {}).get("n", 0))
-            emit(f"heads/{g}/{stat}", heatmap(value, f"{scores.method} {stat} score, {g} (n={n})"),
-                 f"heatmap_{_safe(g)}_{stat}.png")  # fmt: skip
-    emit("profiles/levels", profile_plot(profiles, ["all", *scores.levels()], f"{scores.method}: per-layer profile"),
-         "layer_profiles.png")  # fmt: skip
+            emit(
+                f"heads/{g}/{stat}",
+                heatmap(value, f"{scores.method} {stat} score, {g} (n={n})"),
+                f"heatmap_{_safe(g)}_{stat}.png",
+            )
+    emit(
+        "profiles/levels",
+        profile_plot(profiles, ["all", *scores.levels()], f"{scores.method}: per-layer profile"),
+        "layer_profiles.png",
+    )
     for kind in ("positive", "negative"):
         emit(f"overlap/{kind}", overlap_plot(analysis, kind), f"overlap_{kind}.png")
     return paths

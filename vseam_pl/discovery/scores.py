@@ -58,14 +58,18 @@ class Accumulator:
 
     EDIT_FIELDS = ("sum", "n", "nonpositive", "small")
 
-    def __init__(self, groups: Sequence[str], stats: Sequence[str], num_layers: int, num_heads: int, small: float = 0.0):
+    def __init__(
+        self, groups: Sequence[str], stats: Sequence[str], num_layers: int, num_heads: int, small: float = 0.0
+    ):
         self.groups, self.stats, self.small = list(groups), list(stats), small
         self.num = torch.zeros(len(groups), len(stats), num_layers, num_heads, dtype=torch.float64)
         self.den = torch.zeros(len(groups), len(stats), dtype=torch.float64)
         self.n = torch.zeros(len(groups), len(stats), dtype=torch.float64)
         self.edit = torch.zeros(len(groups), len(self.EDIT_FIELDS), dtype=torch.float64)
 
-    def add(self, item_groups: Sequence[Sequence[str]], chunk: ChunkStats, edits: torch.Tensor | None = None) -> None:
+    def add(
+        self, item_groups: Sequence[Sequence[str]], chunk: ChunkStats, edits: torch.Tensor | None = None
+    ) -> None:
         """Add a chunk: `item_groups[e]` are the groups of example e; `edits [E]`: LD_clean - LD_edited per example."""
         if edits is not None:
             for e, keys in enumerate(item_groups):
@@ -90,8 +94,10 @@ class Accumulator:
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         for k in ("num", "den", "n", "edit"):
             if getattr(self, k).shape != state[k].shape:
-                raise ValueError(f"partial results have {k} of shape {tuple(state[k].shape)}, expected "
-                                 f"{tuple(getattr(self, k).shape)}")  # fmt: skip
+                raise ValueError(
+                    f"partial results have {k} of shape {tuple(state[k].shape)}, expected "
+                    f"{tuple(getattr(self, k).shape)}"
+                )
             getattr(self, k).copy_(state[k])
 
     def all_reduce(self) -> None:
@@ -102,7 +108,9 @@ class Accumulator:
             return
         flat = torch.cat([self.num.flatten(), self.den.flatten(), self.n.flatten(), self.edit.flatten()])
         backend = dist.get_backend()
-        device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
+        device = (
+            torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
+        )
         flat = flat.to(device)
         dist.all_reduce(flat)
         flat = flat.cpu()
@@ -111,7 +119,9 @@ class Accumulator:
             t.copy_(flat[offset : offset + t.numel()].view_as(t))
             offset += t.numel()
 
-    def scores(self, method: str, meta: dict[str, Any] | None = None, protocol: str = "default") -> HeadScores:
+    def scores(
+        self, method: str, meta: dict[str, Any] | None = None, protocol: str = "default"
+    ) -> HeadScores:
         """`num / den` per group and stat (NaN where a group/stat has no examples); the edit-effect sums of groups
         that have them go to `counts[group]["edit"]`."""
         scores: dict[str, dict[str, torch.Tensor]] = {}
@@ -125,7 +135,9 @@ class Accumulator:
                 counts[group][stat] = {"n": float(self.n[g, s]), "den": den}
             if self.edit[g, 1] > 0:
                 counts[group]["edit"] = dict(zip(self.EDIT_FIELDS, self.edit[g].tolist(), strict=True))
-        return HeadScores(method=method, scores=scores, counts=counts, meta=dict(meta or {}), protocol=protocol)
+        return HeadScores(
+            method=method, scores=scores, counts=counts, meta=dict(meta or {}), protocol=protocol
+        )
 
 
 @dataclass
@@ -186,7 +198,9 @@ class HeadScores:
     def negative_is_gain(self) -> bool:
         return gain_negative(self.method, self.protocol)
 
-    def ranked_heads(self, group: str = "all", kind: str = "positive", k: int = 10) -> list[tuple[int, int, float]]:
+    def ranked_heads(
+        self, group: str = "all", kind: str = "positive", k: int = 10
+    ) -> list[tuple[int, int, float]]:
         """Exactly K heads (fewer only when the grid is smaller) in ranking order, whatever their score's sign
         (for fixed-size head sets; `positive_heads` / `negative_heads` stop at the first score of the wrong sign)."""
         if kind not in ("positive", "negative"):
@@ -201,23 +215,33 @@ class HeadScores:
             "format": SCORES_FORMAT,
             "method": self.method,
             "protocol": self.protocol,
-            "negative_sign": "gain (>= 0, larger = more negative)" if self.negative_is_gain else "signed (< 0)",
+            "negative_sign": "gain (>= 0, larger = more negative)"
+            if self.negative_is_gain
+            else "signed (< 0)",
             "num_layers": self.shape[0],
             "num_heads": self.shape[1],
             "top_k": k,
             "meta": self.meta,
             "counts": self.counts,
             "heads": {
-                g: {"positive": self.positive_heads(g, k), "negative": self.negative_heads(g, k)} for g in self.groups
+                g: {"positive": self.positive_heads(g, k), "negative": self.negative_heads(g, k)}
+                for g in self.groups
             },
         }
 
     def save(self, out_dir: str | os.PathLike, k: int = 10) -> tuple[Path, Path]:
         """Write `head_scores.safetensors` (tensors `<group>/<stat>`) and `head_scores.json`, atomically."""
         out = Path(out_dir)
-        tensors = {f"{g}/{s}": t.contiguous().float() for g, stats in self.scores.items() for s, t in stats.items()}
-        metadata = {"format": SCORES_FORMAT, "method": self.method, "protocol": self.protocol,
-                    "groups": json.dumps(self.groups), "summary": json.dumps(self.summary(k))}  # fmt: skip
+        tensors = {
+            f"{g}/{s}": t.contiguous().float() for g, stats in self.scores.items() for s, t in stats.items()
+        }
+        metadata = {
+            "format": SCORES_FORMAT,
+            "method": self.method,
+            "protocol": self.protocol,
+            "groups": json.dumps(self.groups),
+            "summary": json.dumps(self.summary(k)),
+        }
         st = write_atomic(out / SCORES_FILE, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
         js = write_json(out / SCORES_JSON, self.summary(k))
         return st, js
@@ -233,17 +257,26 @@ class HeadScores:
         with safe_open(str(path), framework="pt") as fh:
             meta = fh.metadata() or {}
             if meta.get("format") != SCORES_FORMAT:
-                raise ValueError(f"{path}: metadata format {meta.get('format')!r}, expected {SCORES_FORMAT!r}")
+                raise ValueError(
+                    f"{path}: metadata format {meta.get('format')!r}, expected {SCORES_FORMAT!r}"
+                )
             scores: dict[str, dict[str, torch.Tensor]] = {g: {} for g in json.loads(meta.get("groups", "[]"))}
             for key in fh.keys():
                 group, _, stat = key.rpartition("/")
                 scores.setdefault(group, {})[stat] = fh.get_tensor(key)
         summary = json.loads(meta.get("summary", "{}"))
-        return cls(meta["method"], scores, summary.get("counts", {}), summary.get("meta", {}),
-                   meta.get("protocol", "default"))
+        return cls(
+            meta["method"],
+            scores,
+            summary.get("counts", {}),
+            summary.get("meta", {}),
+            meta.get("protocol", "default"),
+        )
 
 
-def _top(score: torch.Tensor, k: int, largest: bool, signed_only: bool = True) -> list[tuple[int, int, float]]:
+def _top(
+    score: torch.Tensor, k: int, largest: bool, signed_only: bool = True
+) -> list[tuple[int, int, float]]:
     flat = score.flatten().nan_to_num(0.0)
     order = torch.argsort(flat, descending=largest, stable=True)
     out = []
@@ -255,13 +288,22 @@ def _top(score: torch.Tensor, k: int, largest: bool, signed_only: bool = True) -
     return out
 
 
-def closed_form_settings(protocol: str = "default", lam: float | None = None, clip: Sequence[float] | None = None,
-                         eps: float | None = None, normalize: bool | None = None) -> dict[str, Any]:
+def closed_form_settings(
+    protocol: str = "default",
+    lam: float | None = None,
+    clip: Sequence[float] | None = None,
+    eps: float | None = None,
+    normalize: bool | None = None,
+) -> dict[str, Any]:
     """The closed-form constants: the protocol's defaults (`CLOSED_FORM_DEFAULTS`), each overridable."""
     if protocol not in CLOSED_FORM_DEFAULTS:
         raise ValueError(f"unknown protocol {protocol!r}; expected one of {sorted(CLOSED_FORM_DEFAULTS)}")
-    given = {"lam": lam, "clip": None if clip is None else tuple(float(c) for c in clip), "eps": eps,
-             "normalize": normalize}  # fmt: skip
+    given = {
+        "lam": lam,
+        "clip": None if clip is None else tuple(float(c) for c in clip),
+        "eps": eps,
+        "normalize": normalize,
+    }
     out = {k: v if given[k] is None else given[k] for k, v in CLOSED_FORM_DEFAULTS[protocol].items()}
     lo, hi = out["clip"]
     if lo > hi:
@@ -323,7 +365,9 @@ def apply_init_scales(modulation: torch.nn.Module, scales: torch.Tensor) -> None
     """Write `scales [L, H]` into `modulation.scales` in place (keeps the Parameter and its optimizer state)."""
     target = modulation.scales
     if tuple(target.shape) != tuple(scales.shape):
-        raise ValueError(f"initial scales have shape {tuple(scales.shape)}, the modulation has {tuple(target.shape)}")
+        raise ValueError(
+            f"initial scales have shape {tuple(scales.shape)}, the modulation has {tuple(target.shape)}"
+        )
     if not math.isfinite(float(scales.abs().max())):
         raise ValueError("initial scales contain NaN or inf")
     target.copy_(scales.to(target))

@@ -68,7 +68,9 @@ class SetAblationResult:
     outputs: dict[str, Path] = field(default_factory=dict)
 
 
-def head_sets(scores: HeadScores, cfg: SetAblationConfig) -> tuple[dict[str, list[tuple[int, int]]], dict[str, int]]:
+def head_sets(
+    scores: HeadScores, cfg: SetAblationConfig
+) -> tuple[dict[str, list[tuple[int, int]]], dict[str, int]]:
     """The sets to ablate, and for `positive` / `negative` how many of their K heads have the expected sign."""
     num_layers, num_heads = scores.shape
     cfg.validate(num_layers, num_heads)
@@ -85,14 +87,22 @@ def head_sets(scores: HeadScores, cfg: SetAblationConfig) -> tuple[dict[str, lis
 
 
 @torch.no_grad()
-def set_probabilities(vlm: VLM, items: Sequence[Item], sets: dict[str, list[tuple[int, int]]], mode: str,
-                      pair_batch: int, prefix: bool = True) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:  # fmt: skip
+def set_probabilities(
+    vlm: VLM,
+    items: Sequence[Item],
+    sets: dict[str, list[tuple[int, int]]],
+    mode: str,
+    pair_batch: int,
+    prefix: bool = True,
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Per example `(p [E], correct [E])` unablated (`base`) and with each set ablated, on the clean image."""
     out: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {name: [] for name in ["base", *sets]}
     for s in range(0, len(items), pair_batch):
         chunk = list(items[s : s + pair_batch])
         score = scorer_for(chunk)
-        run = capture(vlm, encode(vlm, [it.prompt for it in chunk], images_of(chunk, "clean")), residuals=prefix)
+        run = capture(
+            vlm, encode(vlm, [it.prompt for it in chunk], images_of(chunk, "clean")), residuals=prefix
+        )
         rows = torch.arange(len(chunk))
         out["base"].append(score(run.logits, rows))
         for name, heads in sets.items():
@@ -102,11 +112,17 @@ def set_probabilities(vlm: VLM, items: Sequence[Item], sets: dict[str, list[tupl
     return {name: (torch.cat([p for p, _ in v]), torch.cat([c for _, c in v])) for name, v in out.items()}
 
 
-def summarise(results: dict[str, tuple[torch.Tensor, torch.Tensor]], sets: dict[str, list[tuple[int, int]]],
-              cfg: SetAblationConfig) -> dict[str, Any]:  # fmt: skip
+def summarise(
+    results: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    sets: dict[str, list[tuple[int, int]]],
+    cfg: SetAblationConfig,
+) -> dict[str, Any]:
     """Accuracy, mean probability and drop per set, with the paired tests (see the module docstring)."""
     p_base, c_base = (t.double().numpy() for t in results["base"])
-    summary: dict[str, Any] = {"base": {"accuracy": float(c_base.mean()), "mean_p": float(p_base.mean())}, "sets": {}}
+    summary: dict[str, Any] = {
+        "base": {"accuracy": float(c_base.mean()), "mean_p": float(p_base.mean())},
+        "sets": {},
+    }
     for name, heads in sets.items():
         p, c = (t.double().numpy() for t in results[name])
         summary["sets"][name] = {
@@ -123,14 +139,21 @@ def summarise(results: dict[str, tuple[torch.Tensor, torch.Tensor]], sets: dict[
     if randoms:
         drops = np.array([summary["sets"][n]["mean_drop"] for n in randoms])
         accs = np.array([summary["sets"][n]["accuracy"] for n in randoms])
-        summary["random"] = {"n_sets": len(randoms), "mean_drop": float(drops.mean()), "std_drop": float(drops.std()),
-                             "mean_accuracy": float(accs.mean()), "std_accuracy": float(accs.std())}  # fmt: skip
+        summary["random"] = {
+            "n_sets": len(randoms),
+            "mean_drop": float(drops.mean()),
+            "std_drop": float(drops.std()),
+            "mean_accuracy": float(accs.mean()),
+            "std_accuracy": float(accs.std()),
+        }
         per_example_random = np.mean([p_base - results[n][0].double().numpy() for n in randoms], axis=0)
         summary["vs_random"] = {}
         for kind, sign in (("positive", 1.0), ("negative", -1.0)):
             drop = p_base - results[kind][0].double().numpy()
             own = summary["sets"][kind]["mean_drop"]
-            beaten = int(np.sum(sign * drops >= sign * own))  # random sets at least as extreme in the set's direction
+            beaten = int(
+                np.sum(sign * drops >= sign * own)
+            )  # random sets at least as extreme in the set's direction
             summary["vs_random"][kind] = {
                 "direction": "drop larger than random" if sign > 0 else "drop smaller than random",
                 "mean_drop_minus_random": float((drop - per_example_random).mean()),
@@ -158,10 +181,14 @@ def run_set_ablation(
 
     cfg = config or SetAblationConfig()
     if scores.shape != (vlm.num_layers, vlm.num_heads):
-        raise ValueError(f"head scores are for a {scores.shape} grid, the model has {vlm.num_layers}x{vlm.num_heads}")
+        raise ValueError(
+            f"head scores are for a {scores.shape} grid, the model has {vlm.num_layers}x{vlm.num_heads}"
+        )
     sets, signed = head_sets(scores, cfg)
     items = prepare_items(vlm, pairs, cfg.protocol, cfg.instruction)
-    results = set_probabilities(vlm, items, sets, cfg.mode, cfg.pair_batch, replay_prefix_ok(vlm, items, "clean"))
+    results = set_probabilities(
+        vlm, items, sets, cfg.mode, cfg.pair_batch, replay_prefix_ok(vlm, items, "clean")
+    )
     summary = {
         "model": vlm.name,
         "settings": asdict(cfg),
@@ -169,9 +196,11 @@ def run_set_ablation(
         "num_pairs": len(items),
         "expected_sign": {kind: f"{n} of {cfg.k} heads" for kind, n in signed.items()},
         **summarise(results, sets, cfg),
-        "examples": {"pair_id": [it.pair.pair_id for it in items],
-                     **{name: {"p": p.tolist(), "correct": c.tolist()} for name, (p, c) in results.items()}},
-    }  # fmt: skip
+        "examples": {
+            "pair_id": [it.pair.pair_id for it in items],
+            **{name: {"p": p.tolist(), "correct": c.tolist()} for name, (p, c) in results.items()},
+        },
+    }
     outputs: dict[str, Path] = {}
     if out_dir is not None and dist_info()[0] == 0:
         outputs["set_ablation_json"] = write_json(Path(out_dir) / SET_ABLATION_JSON, summary)

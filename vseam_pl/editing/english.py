@@ -119,7 +119,9 @@ def replace_noun(text: str, start: int, end: int, new: str, many: bool | None = 
         head = head.replace("  ", " ") if not art else head
         if not art and head[m.start(1) : m.start(1) + 1] == " ":
             head = head[: m.start(1)] + head[m.start(1) + 1 :]
-    elif not many and new.lower() not in MASS:  # "Are there (white) dogs?" + "cat" -> "Is there a (white) cat?"
+    elif (
+        not many and new.lower() not in MASS
+    ):  # "Are there (white) dogs?" + "cat" -> "Is there a (white) cat?"
         t = re.search(r"\bthere\s+((?:[\w-]+\s+)?)$", head, re.IGNORECASE)
         if t:
             head = head[: t.start(1)] + indefinite((t.group(1) or new).split()[0]) + " " + t.group(1)

@@ -91,7 +91,9 @@ def _object_steps(raw: dict[str, Any]) -> dict[int, ProgramObject]:
             continue
         desc = m.group("desc")
         name = desc.strip() if op == "select" else desc.split(",")[0].strip()
-        out[i] = ProgramObject(i, None if name in ("", "_") else name, None if m.group("id") == "-" else m.group("id"))
+        out[i] = ProgramObject(
+            i, None if name in ("", "_") else name, None if m.group("id") == "-" else m.group("id")
+        )
     return out
 
 
@@ -100,7 +102,9 @@ def program_objects(raw: dict[str, Any]) -> list[ProgramObject]:
     return list(_object_steps(raw).values())
 
 
-def _input_object(semantic: list[dict[str, Any]], objects: dict[int, ProgramObject], step: int) -> ProgramObject | None:
+def _input_object(
+    semantic: list[dict[str, Any]], objects: dict[int, ProgramObject], step: int
+) -> ProgramObject | None:
     """The object a step works on: follow its first dependency back through filters to a select/relate step."""
     seen = set()
     while step not in seen:

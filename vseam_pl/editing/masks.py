@@ -33,7 +33,9 @@ def box_mask(size: tuple[int, int], boxes: Iterable[Box]) -> np.ndarray:
 def load_user_mask(path: str | os.PathLike, size: tuple[int, int]) -> np.ndarray:
     """A user mask PNG (white/non-zero = edit) as a binary (H, W) mask; it must match the image size."""
     path = Path(path)
-    img = load_rgb(path, f"mask {path}")  # the package's one loader: EXIF orientation applied, like the image's
+    img = load_rgb(
+        path, f"mask {path}"
+    )  # the package's one loader: EXIF orientation applied, like the image's
     if img.size != tuple(size):
         raise ValueError(f"{path}: mask is {img.size[0]}x{img.size[1]} but the image is {size[0]}x{size[1]}")
     return np.asarray(img.convert("L")) > 127

@@ -184,14 +184,20 @@ class _Job:
         record, settings = plan.record, self.settings
         if not record.image_path:
             self.report.unresolved.append(
-                Refusal(record.question_id, "no image folder", f"no image folder given for imageId {record.image_id}")
+                Refusal(
+                    record.question_id,
+                    "no image folder",
+                    f"no image folder given for imageId {record.image_id}",
+                )
             )
             return None
         try:
             image_path = resolve_image(record.image_path, record.source)
             clean = decode_image(replace(record, image_path=str(image_path)))
         except BadRecordError as e:
-            self.report.unresolved.append(Refusal(record.question_id, "image missing or unreadable", e.reason))
+            self.report.unresolved.append(
+                Refusal(record.question_id, "image missing or unreadable", e.reason)
+            )
             return None
         alpha, mask_source = _alpha(plan, clean.size, settings)
         if bbox(alpha) is None:
@@ -292,7 +298,9 @@ def run_edits(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     plans = list(plans)
-    report = EditReport(planned=len(plans), noted=sum(bool(p.notes) for p in plans), unresolved=list(unresolved))
+    report = EditReport(
+        planned=len(plans), noted=sum(bool(p.notes) for p in plans), unresolved=list(unresolved)
+    )
     done, rejected = _finished(out)
     todo = [p for p in plans if p.pair_id not in done and p.pair_id not in rejected]
     report.resumed = len(plans) - len(todo)

@@ -106,7 +106,13 @@ def flip(answer: str) -> str | None:
 
 
 #: Template -> the field whose noun decides the article ("a photo of {article} ...").
-TEMPLATE_HEAD = {"object": "substitute", "color": "object", "material": "object", "size": "object", "relation": "subject"}
+TEMPLATE_HEAD = {
+    "object": "substitute",
+    "color": "object",
+    "material": "object",
+    "size": "object",
+    "relation": "subject",
+}
 _SHADES = ("light", "dark", "bright", "pale", "deep")
 _LEAD = re.compile(r"^(is|are|was|were)\s+(?:there\s+)?(?:(?:the|an?)\s+)?", re.IGNORECASE)
 
@@ -258,7 +264,9 @@ class EditPlanner:
     def _choose(self, record: QARecord, options: list[str], exclude: set[str], what: str) -> str:
         pool = [o for o in dict.fromkeys(options) if o.lower() not in exclude]
         if not pool:
-            raise Unresolved("no substitute", f"no substitute for {what} in the vocabulary (all candidates excluded)")
+            raise Unresolved(
+                "no substitute", f"no substitute for {what} in the vocabulary (all candidates excluded)"
+            )
         return self._rng(record).choice(pool)
 
     def _finish(
@@ -316,7 +324,10 @@ class EditPlanner:
             )
         mention = self._object_mention(record, names)
         if mention is None:
-            raise Unresolved("no object in the question", "no object named in the question, relevant_objects or the program")
+            raise Unresolved(
+                "no object in the question",
+                "no object named in the question, relevant_objects or the program",
+            )
         surface, start, end, term = mention
         name = next((n for n in names if self._same(surface, n)), surface)
         if term is not None:
@@ -337,7 +348,8 @@ class EditPlanner:
         exclude.add(canonical)
         substitute = self._choose(record, options, exclude, f"'{canonical}'")
         plural = self.vocab.is_plural(surface) or (  # "Are there sheep": the verb tells the number
-            english.singular(surface.lower()) in english.INVARIANT and record.question.lower().startswith("are ")
+            english.singular(surface.lower()) in english.INVARIANT
+            and record.question.lower().startswith("are ")
         )
         surface_sub = self.vocab.plural(substitute) if plural else substitute
         return self._finish(
@@ -358,7 +370,9 @@ class EditPlanner:
         record's (out-of-vocabulary) object name as written in the question."""
         mentions = self.vocab.mentions(record.question, "object")
         for m in mentions:
-            if not names or any(self._same(m.surface, n) or self.vocab.find(n, "object") == m.term for n in names):
+            if not names or any(
+                self._same(m.surface, n) or self.vocab.find(n, "object") == m.term for n in names
+            ):
                 return m.surface, m.start, m.end, m.term
         for n in names:
             for form in dict.fromkeys([n, self.vocab.plural(n), english.singular(n)]):
@@ -383,11 +397,14 @@ class EditPlanner:
         raw = record.extra
         group = self._attribute_group(record)
         groups = (group,) if group else None
-        objects = [o for o in self.objects(record) if o.box is not None or not record.extra.get("object_positions")]
+        objects = [
+            o for o in self.objects(record) if o.box is not None or not record.extra.get("object_positions")
+        ]
         names = object_names(raw) or [o.label for o in objects if o.label]
         if not names:
             raise Unresolved(
-                "no object", "no object whose attribute is asked (relevant/involved_objects and program are empty)"
+                "no object",
+                "no object whose attribute is asked (relevant/involved_objects and program are empty)",
             )
         obj = names[0]
         asked = self.vocab.mentions(record.question, "attribute", groups)
@@ -402,12 +419,20 @@ class EditPlanner:
         if mention is not None:
             term: Term | None = mention.term
             canonical, span = mention.term.canonical, (mention.start, mention.end)
-            shade = re.search(rf"\b({'|'.join(_SHADES)})\s+$", record.question[: mention.start], re.IGNORECASE)
-            if shade and mention.term.group == "color":  # "light blue" is edited as a whole: never "light brown"
+            shade = re.search(
+                rf"\b({'|'.join(_SHADES)})\s+$", record.question[: mention.start], re.IGNORECASE
+            )
+            if (
+                shade and mention.term.group == "color"
+            ):  # "light blue" is edited as a whole: never "light brown"
                 span = (shade.start(1), mention.end)
         else:
             term = next(
-                (t for v in program_attributes(raw, group or "") if (t := self.vocab.find(v, "attribute", groups))),
+                (
+                    t
+                    for v in program_attributes(raw, group or "")
+                    if (t := self.vocab.find(v, "attribute", groups))
+                ),
                 None,
             )
             canonical = term.canonical if term else ""
@@ -417,11 +442,14 @@ class EditPlanner:
                     canonical, span = found[0].lower(), found[1]
         if not canonical:
             raise Unresolved(
-                "no attribute found", f"no {group or 'attribute'} value in the question or program of the record"
+                "no attribute found",
+                f"no {group or 'attribute'} value in the question or program of the record",
             )
         group = term.group if term else group or ""
         worded = record.question[span[0] : span[1]].lower() if span and not choice else canonical
-        asked_text = worded if term is None or worded.split()[0] in _SHADES else canonical  # "light blue", "khaki"
+        asked_text = (
+            worded if term is None or worded.split()[0] in _SHADES else canonical
+        )  # "light blue", "khaki"
         if record.answer == "no":
             observed = self._observed_attribute(record, obj, term, full) if term else None
             target, substitute = (observed.canonical if observed else f"not {asked_text}"), asked_text
@@ -459,7 +487,9 @@ class EditPlanner:
         "Is the X made of V?" (material), "Is the X V?" / "Does the X look V?" (colour, size)."""
         q = record.question
         pattern = (
-            r"\bmade of\s+(?:an?\s+)?([\w-]+)\s*\?$" if group == "material" else r"^(?:is|are|does|do)\b.*\s([\w-]+)\s*\?$"
+            r"\bmade of\s+(?:an?\s+)?([\w-]+)\s*\?$"
+            if group == "material"
+            else r"^(?:is|are|does|do)\b.*\s([\w-]+)\s*\?$"
         )
         m = re.search(pattern, q, re.IGNORECASE)
         if m and m.group(1).lower() not in (obj.lower(), "the"):
@@ -480,14 +510,18 @@ class EditPlanner:
                 return ATTRIBUTE_GROUP[op[1]]
         return None
 
-    def _observed_attribute(self, record: QARecord, obj: str, asked: Term, full: list[Mention]) -> Term | None:
+    def _observed_attribute(
+        self, record: QARecord, obj: str, asked: Term, full: list[Mention]
+    ) -> Term | None:
         """The attribute the object really has, from the scene graph or the fullAnswer (a different one than asked)."""
         candidates = []
         sg = self._scene_objects(record)
         for o in self.objects(record):
             sg_obj = sg.get(o.obj.oid or "")
             if sg_obj is not None and (self._same(obj, o.label) or self._same(obj, str(sg_obj["name"]))):
-                candidates += [self.vocab.find(a, "attribute", (asked.group,)) for a in sg_obj.get("attributes", [])]
+                candidates += [
+                    self.vocab.find(a, "attribute", (asked.group,)) for a in sg_obj.get("attributes", [])
+                ]
         candidates += [m.term for m in full]
         return next((t for t in candidates if t is not None and t != asked), None)
 
@@ -504,7 +538,9 @@ class EditPlanner:
         else:
             raise Unresolved("no relation found", "no relation in the question or the semantic program")
         if not subject or not obj:
-            raise Unresolved("no subject or object", f"could not tell the subject and object of '{phrase}' apart")
+            raise Unresolved(
+                "no subject or object", f"could not tell the subject and object of '{phrase}' apart"
+            )
         kind, verb, core = self._analyse(phrase)
         notes: list[str] = []
         sobj, oobj = self._relation_objects(record, objects, step, subject, obj, notes)
@@ -522,7 +558,9 @@ class EditPlanner:
             term = core
             group = "action"
             canonical = term.canonical if term else phrase
-            fitting = [a for a in (self.vocab.substitutes(term) if term else []) if self.vocab.fits(a, subject, obj)]
+            fitting = [
+                a for a in (self.vocab.substitutes(term) if term else []) if self.vocab.fits(a, subject, obj)
+            ]
             options = fitting or [self.vocab.generic_relation(subject)]
         if record.answer == "no":
             target, substitute = f"not {phrase}", phrase
@@ -531,7 +569,9 @@ class EditPlanner:
             substitute = self._choose(record, options, {phrase.lower(), canonical}, f"relation '{phrase}'")
         boxes = [sobj.box if sobj else None, oobj.box if oobj else None]
         if all(b is None for b in boxes) and record.question_id not in self.user_masks:
-            raise Unresolved("no box", f"no box for '{subject}' or '{obj}' in object_positions or the scene graph")
+            raise Unresolved(
+                "no box", f"no box for '{subject}' or '{obj}' in object_positions or the scene graph"
+            )
         pairs = [(b, n) for b, n in zip(boxes, (subject, obj), strict=True) if b is not None]
         if self.relation_region == "subject" and boxes[0] is not None:
             pairs = pairs[:1]
@@ -579,7 +619,9 @@ class EditPlanner:
             start, end, step = best[0], best[1], best[3]
         else:
             found = [
-                m for m in self.vocab.mentions(q, "relation") if re.match(r"\s+(the|an?)\s", q[m.end :], re.IGNORECASE)
+                m
+                for m in self.vocab.mentions(q, "relation")
+                if re.match(r"\s+(the|an?)\s", q[m.end :], re.IGNORECASE)
             ]
             if not found:
                 if not rels:
@@ -592,7 +634,9 @@ class EditPlanner:
                 rels[0] if rels else None,
             )
         tail = re.match(r"((?:\s+(?!(?:the|an?)\b)[a-z]+){1,3}?)\s+(?:the|an?)\s", q[end:], re.IGNORECASE)
-        if tail:  # the program says "riding", the question "riding on the horse": "on" belongs to the relation
+        if (
+            tail
+        ):  # the program says "riding", the question "riding on the horse": "on" belongs to the relation
             end += len(tail.group(1))
         before = q[:start].rstrip()
         word = before.rsplit(" ", 1)[-1]
@@ -615,7 +659,11 @@ class EditPlanner:
         if verb_term is not None and verb_term.group == "action":
             return "action", first, verb_term
         if core is not None and core.group == "spatial" and first in self.vocab.postures:
-            return "spatial", first, core  # a posture keeps its place: "standing behind" -> "standing in front of"
+            return (
+                "spatial",
+                first,
+                core,
+            )  # a posture keeps its place: "standing behind" -> "standing in front of"
         return "action", first, None
 
     def _relation_objects(

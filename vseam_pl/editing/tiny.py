@@ -49,35 +49,66 @@ def build_tiny_inpaint_pipeline(out: str | os.PathLike, seed: int = 0) -> Path:
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out}: exists and is not a diffusers pipeline folder (no model_index.json)")
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as staging:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as staging,
+    ):
         tokenizer = tiny_clip_tokenizer(tmp)
         torch.manual_seed(seed)
         text_encoder = CLIPTextModel(
             CLIPTextConfig(
-                vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_attention_heads=4,
-                num_hidden_layers=2, max_position_embeddings=77, projection_dim=32,
-                bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                vocab_size=len(tokenizer),
+                hidden_size=32,
+                intermediate_size=37,
+                num_attention_heads=4,
+                num_hidden_layers=2,
+                max_position_embeddings=77,
+                projection_dim=32,
+                bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
                 pad_token_id=tokenizer.eos_token_id,
             )
-        )  # fmt: skip
+        )
         unet = UNet2DConditionModel(
-            block_out_channels=(32, 64), layers_per_block=1, sample_size=16, in_channels=9, out_channels=4,
+            block_out_channels=(32, 64),
+            layers_per_block=1,
+            sample_size=16,
+            in_channels=9,
+            out_channels=4,
             down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32, attention_head_dim=(2, 4),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            cross_attention_dim=32,
+            attention_head_dim=(2, 4),
             norm_num_groups=32,
-        )  # fmt: skip
+        )
         vae = AutoencoderKL(
-            block_out_channels=[32, 64], in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=32,
-            down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2, sample_size=32,
-        )  # fmt: skip
+            block_out_channels=[32, 64],
+            in_channels=3,
+            out_channels=3,
+            latent_channels=4,
+            norm_num_groups=32,
+            down_block_types=["DownEncoderBlock2D"] * 2,
+            up_block_types=["UpDecoderBlock2D"] * 2,
+            sample_size=32,
+        )
         scheduler = DDIMScheduler(
-            beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-            set_alpha_to_one=False, steps_offset=1,
-        )  # fmt: skip
+            beta_start=0.00085,
+            beta_end=0.012,
+            beta_schedule="scaled_linear",
+            clip_sample=False,
+            set_alpha_to_one=False,
+            steps_offset=1,
+        )
         pipe = StableDiffusionInpaintPipeline(
-            vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-            safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-        )  # fmt: skip
+            vae=vae,
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+            unet=unet,
+            scheduler=scheduler,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
         pipe.save_pretrained(staging)
         os.replace(staging, out)  # TemporaryDirectory's cleanup tolerates the moved folder
     return out

@@ -254,7 +254,9 @@ class EditVocab:
         if term.level == "attribute" and kinds:  # physically interchangeable values only
             return [c for c in dict.fromkeys(v for k in kinds for v in k) if c != term.canonical]
         overlapping = self._overlaps.get(term.canonical, set()) if term.level == "object" else set()
-        return [c for c in self._groups[(term.level, term.group)] if c != term.canonical and c not in overlapping]
+        return [
+            c for c in self._groups[(term.level, term.group)] if c != term.canonical and c not in overlapping
+        ]
 
     def groups(self, level: str) -> tuple[str, ...]:
         return tuple(g for (lvl, g) in self._groups if lvl == level)

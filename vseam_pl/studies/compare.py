@@ -50,8 +50,22 @@ from ..levels import LEVELS
 from ..stats import cluster_count, cluster_permutation_test, mcnemar_exact
 from ..vlm import load_vlm, model_display_name
 
-ROW_KEYS = ("method", "seed", "trainable_params", "n", "n_images", "accuracy", "levels", "delta", "p_value",
-            "p_value_images", "method_only", "zero_shot_only", "train_steps", "seconds")  # fmt: skip
+ROW_KEYS = (
+    "method",
+    "seed",
+    "trainable_params",
+    "n",
+    "n_images",
+    "accuracy",
+    "levels",
+    "delta",
+    "p_value",
+    "p_value_images",
+    "method_only",
+    "zero_shot_only",
+    "train_steps",
+    "seconds",
+)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -61,22 +75,40 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", default="docs", help="where comparison.json and comparison.md go")
     p.add_argument("--runs_dir", default="runs/compare", help="per-method results (the resume state)")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    p.add_argument("--steps", type=int, default=52,
-                   help="optimizer steps of every trained method (52: one epoch over 25%% of the synthetic train split)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=52,
+        help="optimizer steps of every trained method (52: one epoch over 25%% of the synthetic train split)",
+    )
     p.add_argument("--batch_size", type=int, default=32)
-    p.add_argument("--fraction", type=float, default=0.25, help="training fraction shared by the trained methods")
-    p.add_argument("--data_seed", type=int, default=0, help="subsample + shuffle seed shared by the trained methods")
-    p.add_argument("--test_batches", type=int, default=32, help="test batches (of --batch_size questions); 0: all")
-    p.add_argument("--random_seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of the random-heads runs")
+    p.add_argument(
+        "--fraction", type=float, default=0.25, help="training fraction shared by the trained methods"
+    )
+    p.add_argument(
+        "--data_seed", type=int, default=0, help="subsample + shuffle seed shared by the trained methods"
+    )
+    p.add_argument(
+        "--test_batches", type=int, default=32, help="test batches (of --batch_size questions); 0: all"
+    )
+    p.add_argument(
+        "--random_seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of the random-heads runs"
+    )
     p.add_argument("--top_k", type=int, default=10, help="discovery top-K positive and negative heads")
     p.add_argument("--discovery_method", default="ablation", choices=("ablation", "patching", "attribution"))
     p.add_argument("--discovery_pairs", type=int, default=64, help="train pairs scored by discovery")
     p.add_argument("--lr", type=float, default=0.02, help="learning rate of the scale methods and IA3")
     p.add_argument("--lora_lr", type=float, default=0.002)
     p.add_argument("--lora_r", type=int, default=4)
-    p.add_argument("--shift_lr", type=float, default=0.01, help="learning rate of the ITI / LoFiT shift vectors")
-    p.add_argument("--iti_alpha", type=float, default=5.0, help="ITI strength: shift = alpha * sigma * direction")
-    p.add_argument("--lofit_l1", type=float, default=0.05, help="LoFiT selection step: weight of mean |scale - 1|")
+    p.add_argument(
+        "--shift_lr", type=float, default=0.01, help="learning rate of the ITI / LoFiT shift vectors"
+    )
+    p.add_argument(
+        "--iti_alpha", type=float, default=5.0, help="ITI strength: shift = alpha * sigma * direction"
+    )
+    p.add_argument(
+        "--lofit_l1", type=float, default=0.05, help="LoFiT selection step: weight of mean |scale - 1|"
+    )
     p.add_argument("--num_workers", type=int, default=1)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
     return p.parse_args(argv)
@@ -92,8 +124,10 @@ def discovery_scores(model: str, args: argparse.Namespace, run_dir: Path) -> Hea
         scores = HeadScores.load(folder)
         found = (scores.method, scores.meta.get("num_pairs"))
         if found != (args.discovery_method, args.discovery_pairs):
-            raise ValueError(f"{folder}: cached discovery is {found[0]!r} on {found[1]} pairs, not "
-                             f"{args.discovery_method!r} on {args.discovery_pairs}; delete it or pass another --runs_dir")  # fmt: skip
+            raise ValueError(
+                f"{folder}: cached discovery is {found[0]!r} on {found[1]} pairs, not "
+                f"{args.discovery_method!r} on {args.discovery_pairs}; delete it or pass another --runs_dir"
+            )
         return scores
     manifest = Path(args.data_root) / "train" / "pairs" / "pairs.jsonl"
     pairs = load_pairs(manifest, limit=args.discovery_pairs)
@@ -105,9 +139,23 @@ def discovery_scores(model: str, args: argparse.Namespace, run_dir: Path) -> Hea
 # ---------------------------------------------------------------- one method
 
 
-RESULT_SETTINGS = ("data_root", "steps", "batch_size", "fraction", "data_seed", "test_batches", "top_k",
-                   "discovery_method", "discovery_pairs", "lr", "lora_lr", "lora_r", "shift_lr", "iti_alpha",
-                   "lofit_l1")  # fmt: skip
+RESULT_SETTINGS = (
+    "data_root",
+    "steps",
+    "batch_size",
+    "fraction",
+    "data_seed",
+    "test_batches",
+    "top_k",
+    "discovery_method",
+    "discovery_pairs",
+    "lr",
+    "lora_lr",
+    "lora_r",
+    "shift_lr",
+    "iti_alpha",
+    "lofit_l1",
+)
 
 
 def result_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -120,17 +168,30 @@ def run_name(method: str, seed: int | None) -> str:
 
 
 def datamodule(args: argparse.Namespace) -> GQADataModule:
-    return GQADataModule(root=args.data_root, fraction=args.fraction, seed=args.data_seed, batch_size=args.batch_size,
-                         num_workers=args.num_workers)  # fmt: skip
+    return GQADataModule(
+        root=args.data_root,
+        fraction=args.fraction,
+        seed=args.data_seed,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+    )
 
 
-TRAINER_KWARGS: dict[str, Any] = dict(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                                      enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+TRAINER_KWARGS: dict[str, Any] = dict(
+    accelerator="cpu",
+    devices=1,
+    logger=False,
+    enable_checkpointing=False,
+    enable_progress_bar=False,
+    enable_model_summary=False,
+)
 
 
 def fit_steps(module: Any, args: argparse.Namespace, steps: int) -> int:
     """Train `module` for `steps` optimizer steps on the shared data; returns the steps taken."""
-    trainer = Trainer(max_steps=steps, max_epochs=-1, limit_val_batches=0, num_sanity_val_steps=0, **TRAINER_KWARGS)
+    trainer = Trainer(
+        max_steps=steps, max_epochs=-1, limit_val_batches=0, num_sanity_val_steps=0, **TRAINER_KWARGS
+    )
     trainer.fit(module, datamodule=datamodule(args))
     return trainer.global_step
 
@@ -156,7 +217,9 @@ def shift_setup(model: str, method: str, k: int, args: argparse.Namespace) -> tu
     return {"shift_heads": heads, "extra_trained": selector.modulation.scales.numel()}, taken
 
 
-def run_method(model: str, method: str, seed: int | None, scores: HeadScores, args: argparse.Namespace) -> dict:
+def run_method(
+    model: str, method: str, seed: int | None, scores: HeadScores, args: argparse.Namespace
+) -> dict:
     """Build, train (when the method trains) and test one method; return its per-example correctness."""
     start = time.perf_counter()
     k = discovery_head_count(scores, args.top_k)
@@ -182,12 +245,26 @@ def run_method(model: str, method: str, seed: int | None, scores: HeadScores, ar
     test = Trainer(limit_test_batches=args.test_batches or 1.0, **trainer_kwargs)
     test.test(module, datamodule=data, verbose=False)
     outcomes = [
-        {"key": o.key, "question_id": o.question_id, "image_id": o.image_id, "level": o.level, "group": o.group,
-         "zero_shot": o.baseline_correct, "correct": o.baseline_correct if o.modulated is None else o.modulated_correct}
+        {
+            "key": o.key,
+            "question_id": o.question_id,
+            "image_id": o.image_id,
+            "level": o.level,
+            "group": o.group,
+            "zero_shot": o.baseline_correct,
+            "correct": o.baseline_correct if o.modulated is None else o.modulated_correct,
+        }
         for o in module.test_outcomes
-    ]  # fmt: skip
-    return {"model": model, "method": method, "seed": seed, "trainable_params": trainable_count(module),
-            "train_steps": steps, "seconds": round(time.perf_counter() - start, 1), "outcomes": outcomes}  # fmt: skip
+    ]
+    return {
+        "model": model,
+        "method": method,
+        "seed": seed,
+        "trainable_params": trainable_count(module),
+        "train_steps": steps,
+        "seconds": round(time.perf_counter() - start, 1),
+        "outcomes": outcomes,
+    }
 
 
 def planned_runs(args: argparse.Namespace) -> list[tuple[str, int | None]]:
@@ -206,17 +283,31 @@ def collect(model: str, args: argparse.Namespace) -> tuple[dict[str, Any], list[
     for method, seed in planned_runs(args):
         path = run_dir / f"{run_name(method, seed)}.json"
         if path.exists():
-            print(f"[compare] {model_display_name(model)} {run_name(method, seed)}: done already ({path})", flush=True)
-            results.append(read_cached(path, result_settings(args), "cached method result",
-                                       "delete it or pass another --runs_dir"))  # fmt: skip
+            print(
+                f"[compare] {model_display_name(model)} {run_name(method, seed)}: done already ({path})",
+                flush=True,
+            )
+            results.append(
+                read_cached(
+                    path,
+                    result_settings(args),
+                    "cached method result",
+                    "delete it or pass another --runs_dir",
+                )
+            )
             continue
         print(f"[compare] {model_display_name(model)} {run_name(method, seed)} ...", flush=True)
         result = {**run_method(model, method, seed, scores, args), "settings": result_settings(args)}
         write_json(path, result)
         results.append(result)
-    info = {"method": scores.method, "pairs": int(scores.counts.get("all", {}).get("signed", {}).get("n", 0)),
-            "top_k": args.top_k, "heads_selected": discovery_head_count(scores, args.top_k),
-            "positive": scores.positive_heads("all", args.top_k), "negative": scores.negative_heads("all", args.top_k)}  # fmt: skip
+    info = {
+        "method": scores.method,
+        "pairs": int(scores.counts.get("all", {}).get("signed", {}).get("n", 0)),
+        "top_k": args.top_k,
+        "heads_selected": discovery_head_count(scores, args.top_k),
+        "positive": scores.positive_heads("all", args.top_k),
+        "negative": scores.negative_heads("all", args.top_k),
+    }
     return info, results
 
 
@@ -232,17 +323,27 @@ def method_row(result: dict, reference: dict[int, bool]) -> dict[str, Any]:
     keys = [o["key"] for o in outs]
     correct = np.array([o["correct"] for o in outs], dtype=bool)
     zero = np.array([reference[k] for k in keys], dtype=bool)
-    levels = {lv: float(correct[[o["level"] == lv for o in outs]].mean())
-              for lv in LEVELS if any(o["level"] == lv for o in outs)}  # fmt: skip
+    levels = {
+        lv: float(correct[[o["level"] == lv for o in outs]].mean())
+        for lv in LEVELS
+        if any(o["level"] == lv for o in outs)
+    }
     return {
-        "method": result["method"], "seed": result["seed"], "trainable_params": result["trainable_params"],
-        "n": int(correct.size), "accuracy": float(correct.mean()), "levels": levels,
+        "method": result["method"],
+        "seed": result["seed"],
+        "trainable_params": result["trainable_params"],
+        "n": int(correct.size),
+        "accuracy": float(correct.mean()),
+        "levels": levels,
         "n_images": cluster_count(images) if known else None,
-        "delta": float(correct.mean() - zero.mean()), "p_value": mcnemar_exact(correct, zero),
+        "delta": float(correct.mean() - zero.mean()),
+        "p_value": mcnemar_exact(correct, zero),
         "p_value_images": cluster_permutation_test(correct, zero, images) if known else None,
-        "method_only": int((correct & ~zero).sum()), "zero_shot_only": int((~correct & zero).sum()),
-        "train_steps": result["train_steps"], "seconds": result["seconds"],
-    }  # fmt: skip
+        "method_only": int((correct & ~zero).sum()),
+        "zero_shot_only": int((~correct & zero).sum()),
+        "train_steps": result["train_steps"],
+        "seconds": result["seconds"],
+    }
 
 
 def model_rows(results: list[dict]) -> list[dict[str, Any]]:
@@ -252,11 +353,15 @@ def model_rows(results: list[dict]) -> list[dict[str, Any]]:
     reference = {o["key"]: o["correct"] for o in zero["outcomes"]}
     for r in results:  # every run re-evaluates the frozen model: same examples, same answers as the reference
         if sorted(o["key"] for o in r["outcomes"]) != sorted(reference):
-            raise ValueError(f"{r['method']}: evaluated on different examples than the zero-shot run "
-                             f"({len(r['outcomes'])} vs {len(reference)})")  # fmt: skip
+            raise ValueError(
+                f"{r['method']}: evaluated on different examples than the zero-shot run "
+                f"({len(r['outcomes'])} vs {len(reference)})"
+            )
         drift = sum(o["zero_shot"] != reference.get(o["key"]) for o in r["outcomes"])
         if drift:
-            raise ValueError(f"{r['method']}: its frozen-model answers differ from the zero-shot run on {drift} examples")
+            raise ValueError(
+                f"{r['method']}: its frozen-model answers differ from the zero-shot run on {drift} examples"
+            )
     return [method_row(r, reference) for r in results]
 
 
@@ -269,24 +374,43 @@ def _p(p: float | None) -> str:
 
 
 def markdown_table(models: list[dict[str, Any]]) -> str:
-    head = ["model", "method", "trainable params", "n", "accuracy %", *[f"{lv} %" for lv in LEVELS],
-            "Δ vs zero-shot (pts)", "McNemar p vs zero-shot", "image-clustered p"]  # fmt: skip
+    head = [
+        "model",
+        "method",
+        "trainable params",
+        "n",
+        "accuracy %",
+        *[f"{lv} %" for lv in LEVELS],
+        "Δ vs zero-shot (pts)",
+        "McNemar p vs zero-shot",
+        "image-clustered p",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * (len(head) - 2)) + "|"]
     for m in models:
         name = model_display_name(m["model"])
         for r in m["rows"]:
             method = r["method"] if r["seed"] is None else f"{r['method']} (seed {r['seed']})"
-            cells = [name, method, str(r["trainable_params"]), str(r["n"]), _pct(r["accuracy"]),
-                     *[_pct(r["levels"][lv]) if lv in r["levels"] else "-" for lv in LEVELS],
-                     f"{100 * r['delta']:+.2f}", "-" if r["method"] == "zero_shot" else _p(r["p_value"]),
-                     "-" if r["method"] == "zero_shot" else _p(r.get("p_value_images"))]  # fmt: skip
+            cells = [
+                name,
+                method,
+                str(r["trainable_params"]),
+                str(r["n"]),
+                _pct(r["accuracy"]),
+                *[_pct(r["levels"][lv]) if lv in r["levels"] else "-" for lv in LEVELS],
+                f"{100 * r['delta']:+.2f}",
+                "-" if r["method"] == "zero_shot" else _p(r["p_value"]),
+                "-" if r["method"] == "zero_shot" else _p(r.get("p_value_images")),
+            ]
             lines.append("| " + " | ".join(cells) + " |")
         seeded = [r for r in m["rows"] if r["method"] == "random_heads"]
         if len(seeded) > 1:
             acc = np.array([r["accuracy"] for r in seeded])
-            lines.append(f"| {name} | random_heads (mean ± std, {len(seeded)} seeds) | {seeded[0]['trainable_params']} | "
-                         f"{seeded[0]['n']} | {_pct(acc.mean())} ± {_pct(acc.std(ddof=1))} | "
-                         + " | ".join(["-"] * len(LEVELS)) + f" | {100 * np.mean([r['delta'] for r in seeded]):+.2f} | - | - |")  # fmt: skip
+            lines.append(
+                f"| {name} | random_heads (mean ± std, {len(seeded)} seeds) | {seeded[0]['trainable_params']} | "
+                f"{seeded[0]['n']} | {_pct(acc.mean())} ± {_pct(acc.std(ddof=1))} | "
+                + " | ".join(["-"] * len(LEVELS))
+                + f" | {100 * np.mean([r['delta'] for r in seeded]):+.2f} | - | - |"
+            )
     return "\n".join(lines)
 
 
@@ -297,11 +421,18 @@ def summary_lines(models: list[dict[str, Any]]) -> list[str]:
         rows = {(r["method"], r["seed"]): r for r in m["rows"]}
         zero = rows[("zero_shot", None)]
         best = max(m["rows"], key=lambda r: r["accuracy"])
-        line = (f"- **{model_display_name(m['model'])}**: zero-shot {_pct(zero['accuracy'])}%; best "
-                f"`{best['method']}` {_pct(best['accuracy'])}% ({100 * best['delta']:+.2f} pts, p={_p(best['p_value'])})")  # fmt: skip
-        sig = [f"`{r['method']}`" + (f" s{r['seed']}" if r["seed"] is not None else "") for r in m["rows"]
-               if r["method"] != "zero_shot" and r["p_value"] < 0.05]  # fmt: skip
-        line += "; significantly different from zero-shot (p<0.05): " + (", ".join(sig) if sig else "none") + "."
+        line = (
+            f"- **{model_display_name(m['model'])}**: zero-shot {_pct(zero['accuracy'])}%; best "
+            f"`{best['method']}` {_pct(best['accuracy'])}% ({100 * best['delta']:+.2f} pts, p={_p(best['p_value'])})"
+        )
+        sig = [
+            f"`{r['method']}`" + (f" s{r['seed']}" if r["seed"] is not None else "")
+            for r in m["rows"]
+            if r["method"] != "zero_shot" and r["p_value"] < 0.05
+        ]
+        line += (
+            "; significantly different from zero-shot (p<0.05): " + (", ".join(sig) if sig else "none") + "."
+        )
         out.append(line)
     return out
 
@@ -312,41 +443,43 @@ def write_report(models: list[dict[str, Any]], args: argparse.Namespace, command
     out = Path(args.out)
     js = write_json(out / "comparison.json", obj)
     n_test = models[0]["rows"][0]["n"] if models and models[0]["rows"] else 0
-    text = "\n".join([
-        "# V-SEAM vs baselines on the synthetic GQA test split",
-        "",
-        "Generated by `vseam compare` (do not edit by hand; re-run the command). Exact command:",
-        "",
-        "```bash",
-        command,
-        "```",
-        "",
-        f"Every method answers the same {n_test} GQA test questions (`{args.data_root}/test`). Trained methods share "
-        f"the data (training fraction {args.fraction}, data seed {args.data_seed}), batch size {args.batch_size} "
-        f"and {args.steps} optimizer steps; scales and IA3 use lr {args.lr}, LoRA (rank {args.lora_r}) lr "
-        f"{args.lora_lr}. Discovery: `{args.discovery_method}` on {args.discovery_pairs} train pairs; the "
-        f"closed-form scales are `init_scales_from_scores(scores, rule=\"closed_form\")`; random heads learn as many "
-        f"heads as the top-{args.top_k} positive + negative discovery heads, and so many heads get ITI / LoFiT "
-        f"vectors (ITI: mass-mean directions of the discovery pairs, alpha {args.iti_alpha}; LoFiT: L1 weight "
-        f"{args.lofit_l1} for half the steps, then vectors for the other half; vectors lr {args.shift_lr}). "
-        "p: exact McNemar test of each method against the zero-shot model on the same examples "
-        "(`vseam_pl.stats.mcnemar_exact`); image-clustered p: the paired permutation test that swaps the two "
-        "systems' answers per image (`vseam_pl.stats.cluster_permutation_test`), since one image has several "
-        "questions. Trainable params: the scalars the optimizer changes (random heads: the "
-        "K heads' scales; LoFiT: all scales of its selection step plus the K vectors; ITI mass-mean: none).",
-        "",
-        "Runs are resumable and cached per run under `--runs_dir`: running the same command once per model (e.g. in "
-        "parallel processes) and then once with every model only aggregates, and gives the same files.",
-        "",
-        markdown_table(models),
-        "",
-        "## Summary",
-        "",
-        *summary_lines(models),
-        "",
-        "Raw rows (and per-run seconds, training steps, discordant counts): `comparison.json`.",
-        "",
-    ])  # fmt: skip
+    text = "\n".join(
+        [
+            "# V-SEAM vs baselines on the synthetic GQA test split",
+            "",
+            "Generated by `vseam compare` (do not edit by hand; re-run the command). Exact command:",
+            "",
+            "```bash",
+            command,
+            "```",
+            "",
+            f"Every method answers the same {n_test} GQA test questions (`{args.data_root}/test`). Trained methods share "
+            f"the data (training fraction {args.fraction}, data seed {args.data_seed}), batch size {args.batch_size} "
+            f"and {args.steps} optimizer steps; scales and IA3 use lr {args.lr}, LoRA (rank {args.lora_r}) lr "
+            f"{args.lora_lr}. Discovery: `{args.discovery_method}` on {args.discovery_pairs} train pairs; the "
+            f'closed-form scales are `init_scales_from_scores(scores, rule="closed_form")`; random heads learn as many '
+            f"heads as the top-{args.top_k} positive + negative discovery heads, and so many heads get ITI / LoFiT "
+            f"vectors (ITI: mass-mean directions of the discovery pairs, alpha {args.iti_alpha}; LoFiT: L1 weight "
+            f"{args.lofit_l1} for half the steps, then vectors for the other half; vectors lr {args.shift_lr}). "
+            "p: exact McNemar test of each method against the zero-shot model on the same examples "
+            "(`vseam_pl.stats.mcnemar_exact`); image-clustered p: the paired permutation test that swaps the two "
+            "systems' answers per image (`vseam_pl.stats.cluster_permutation_test`), since one image has several "
+            "questions. Trainable params: the scalars the optimizer changes (random heads: the "
+            "K heads' scales; LoFiT: all scales of its selection step plus the K vectors; ITI mass-mean: none).",
+            "",
+            "Runs are resumable and cached per run under `--runs_dir`: running the same command once per model (e.g. in "
+            "parallel processes) and then once with every model only aggregates, and gives the same files.",
+            "",
+            markdown_table(models),
+            "",
+            "## Summary",
+            "",
+            *summary_lines(models),
+            "",
+            "Raw rows (and per-run seconds, training steps, discordant counts): `comparison.json`.",
+            "",
+        ]
+    )
     md = write_text(out / "comparison.md", text)
     return js, md
 

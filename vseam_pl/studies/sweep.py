@@ -35,8 +35,12 @@ from ..vlm import model_display_name
 FRACTIONS = (0.01, 0.1, 0.25, 1.0)
 #: Replaces the default config's callbacks: no head discovery at every run's fit start (the ablation learns scales
 #: from ones; discovery belongs to the comparison), only the checkpoint that records the steps made.
-CALLBACKS = [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-              "init_args": {"save_last": True, "save_top_k": 1}}]  # fmt: skip
+CALLBACKS = [
+    {
+        "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+        "init_args": {"save_last": True, "save_top_k": 1},
+    }
+]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -45,15 +49,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--fractions", type=float, nargs="+", default=list(FRACTIONS))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--data_root", default="data/synth")
-    p.add_argument("--epochs", type=int, default=1, help="epochs over each run's subsample (the same for all)")
+    p.add_argument(
+        "--epochs", type=int, default=1, help="epochs over each run's subsample (the same for all)"
+    )
     p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--lr", type=float, default=0.02)
-    p.add_argument("--test_batches", type=int, default=32, help="test batches (of --batch_size questions); 0: all")
+    p.add_argument(
+        "--test_batches", type=int, default=32, help="test batches (of --batch_size questions); 0: all"
+    )
     p.add_argument("--num_workers", type=int, default=1)
     p.add_argument("--runs_dir", default="runs/ablation", help="one folder per run (the resume state)")
     p.add_argument("--out", default="docs", help="where ablation.json, ablation.md and ablation.png go")
-    p.add_argument("--train_args", nargs=argparse.REMAINDER, default=[],
-                   help="extra train.py arguments, passed through last (e.g. --trainer.precision bf16-mixed)")
+    p.add_argument(
+        "--train_args",
+        nargs=argparse.REMAINDER,
+        default=[],
+        help="extra train.py arguments, passed through last (e.g. --trainer.precision bf16-mixed)",
+    )
     return p.parse_args(argv)
 
 
@@ -64,15 +76,46 @@ def run_folder(runs_dir: str | Path, model: str, fraction: float, seed: int) -> 
 def train_args(args: argparse.Namespace, model: str, fraction: float, seed: int, folder: Path) -> list[str]:
     """The train.py command line of one run."""
     return [
-        "--model.model", model, "--model.lr", str(args.lr), "--seed_everything", str(seed),
-        "--data.root", args.data_root, "--data.fraction", str(fraction), "--data.seed", str(seed),
-        "--data.batch_size", str(args.batch_size), "--data.num_workers", str(args.num_workers),
-        "--synth_root", "null", "--output_dir", str(folder), "--trainer.default_root_dir", str(folder),
-        "--trainer.max_epochs", str(args.epochs), "--trainer.max_steps", "-1", "--trainer.limit_train_batches", "1.0",
-        "--trainer.accumulate_grad_batches", "1", "--trainer.limit_val_batches", "0",
-        "--trainer.limit_test_batches", str(args.test_batches or 1.0), "--trainer.enable_progress_bar", "false",
-        "--trainer.callbacks", json.dumps(CALLBACKS), *args.train_args,
-    ]  # fmt: skip
+        "--model.model",
+        model,
+        "--model.lr",
+        str(args.lr),
+        "--seed_everything",
+        str(seed),
+        "--data.root",
+        args.data_root,
+        "--data.fraction",
+        str(fraction),
+        "--data.seed",
+        str(seed),
+        "--data.batch_size",
+        str(args.batch_size),
+        "--data.num_workers",
+        str(args.num_workers),
+        "--synth_root",
+        "null",
+        "--output_dir",
+        str(folder),
+        "--trainer.default_root_dir",
+        str(folder),
+        "--trainer.max_epochs",
+        str(args.epochs),
+        "--trainer.max_steps",
+        "-1",
+        "--trainer.limit_train_batches",
+        "1.0",
+        "--trainer.accumulate_grad_batches",
+        "1",
+        "--trainer.limit_val_batches",
+        "0",
+        "--trainer.limit_test_batches",
+        str(args.test_batches or 1.0),
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.callbacks",
+        json.dumps(CALLBACKS),
+        *args.train_args,
+    ]
 
 
 def train_records(args: argparse.Namespace, fraction: float, seed: int) -> int:
@@ -96,9 +139,16 @@ def gqa_overall(rows: list[dict[str, Any]]) -> dict[str, Any]:
     if "test" not in by_split:
         raise ValueError(f"no GQA test accuracy row; splits present: {sorted(by_split)}")
     top = by_split["test"]
-    levels = {lv: by_split[f"test/level={lv}"]["modulated"] for lv in LEVELS if f"test/level={lv}" in by_split}
-    return {"n": top["n"], "accuracy": top["modulated"], "zero_shot": top["baseline"], "p_value": top["p_value"],
-            "levels": levels}  # fmt: skip
+    levels = {
+        lv: by_split[f"test/level={lv}"]["modulated"] for lv in LEVELS if f"test/level={lv}" in by_split
+    }
+    return {
+        "n": top["n"],
+        "accuracy": top["modulated"],
+        "zero_shot": top["baseline"],
+        "p_value": top["p_value"],
+        "levels": levels,
+    }
 
 
 RUN_SETTINGS = ("data_root", "epochs", "batch_size", "lr", "test_batches", "train_args")
@@ -115,7 +165,9 @@ def run_one(args: argparse.Namespace, model: str, fraction: float, seed: int) ->
     name = f"{model_display_name(model)} fraction={fraction:g} seed={seed}"
     if marker.exists():
         print(f"[ablation] {name}: done already ({metrics})", flush=True)
-        done = read_cached(marker, settings, "finished-run marker", f"delete {folder} or pass another --runs_dir")
+        done = read_cached(
+            marker, settings, "finished-run marker", f"delete {folder} or pass another --runs_dir"
+        )
     else:
         print(f"[ablation] {name} ...", flush=True)
         start = time.perf_counter()
@@ -125,11 +177,20 @@ def run_one(args: argparse.Namespace, model: str, fraction: float, seed: int) ->
     records, steps = train_records(args, fraction, seed), last_step(folder)
     expected = math.ceil(records / args.batch_size) * args.epochs
     if steps is not None and steps != expected:  # e.g. a config that caps the batches per epoch
-        raise ValueError(f"{folder}: the run made {steps} optimizer steps, not {expected} ({records} questions, batch "
-                         f"{args.batch_size}, {args.epochs} epoch(s)); check its config.yaml, delete it and rerun")  # fmt: skip
-    return {"model": model, "fraction": fraction, "seed": seed, "train_records": records, "steps": steps,
-            "seconds": done["seconds"], "metrics": str(metrics),
-            **gqa_overall(read_metrics_json(metrics)["rows"])}  # fmt: skip
+        raise ValueError(
+            f"{folder}: the run made {steps} optimizer steps, not {expected} ({records} questions, batch "
+            f"{args.batch_size}, {args.epochs} epoch(s)); check its config.yaml, delete it and rerun"
+        )
+    return {
+        "model": model,
+        "fraction": fraction,
+        "seed": seed,
+        "train_records": records,
+        "steps": steps,
+        "seconds": done["seconds"],
+        "metrics": str(metrics),
+        **gqa_overall(read_metrics_json(metrics)["rows"]),
+    }
 
 
 def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -139,12 +200,24 @@ def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for fraction in sorted({r["fraction"] for r in runs if r["model"] == model}):
             group = [r for r in runs if r["model"] == model and r["fraction"] == fraction]
             acc = np.array([r["accuracy"] for r in group])
-            levels = {lv: float(np.mean([r["levels"][lv] for r in group])) for lv in LEVELS
-                      if all(lv in r["levels"] for r in group)}  # fmt: skip
-            out.append({"model": model, "fraction": fraction, "seeds": [r["seed"] for r in group],
-                        "train_records": group[0]["train_records"], "n_test": group[0]["n"],
-                        "mean": float(acc.mean()), "std": float(acc.std(ddof=1)) if acc.size > 1 else 0.0,
-                        "zero_shot": group[0]["zero_shot"], "levels_mean": levels})  # fmt: skip
+            levels = {
+                lv: float(np.mean([r["levels"][lv] for r in group]))
+                for lv in LEVELS
+                if all(lv in r["levels"] for r in group)
+            }
+            out.append(
+                {
+                    "model": model,
+                    "fraction": fraction,
+                    "seeds": [r["seed"] for r in group],
+                    "train_records": group[0]["train_records"],
+                    "n_test": group[0]["n"],
+                    "mean": float(acc.mean()),
+                    "std": float(acc.std(ddof=1)) if acc.size > 1 else 0.0,
+                    "zero_shot": group[0]["zero_shot"],
+                    "levels_mean": levels,
+                }
+            )
     return out
 
 
@@ -158,11 +231,22 @@ def plot(summary: list[dict[str, Any]], path: Path) -> Path:
     for i, model in enumerate(dict.fromkeys(s["model"] for s in summary)):
         rows = [s for s in summary if s["model"] == model]
         color = f"C{i}"
-        ax.errorbar([s["fraction"] for s in rows], [100 * s["mean"] for s in rows],
-                    yerr=[100 * s["std"] for s in rows], marker="o", capsize=4, color=color,
-                    label=f"{model_display_name(model)} (learned scales)")  # fmt: skip
-        ax.axhline(100 * rows[0]["zero_shot"], color=color, linestyle="--", linewidth=1,
-                   label=f"{model_display_name(model)} zero-shot")  # fmt: skip
+        ax.errorbar(
+            [s["fraction"] for s in rows],
+            [100 * s["mean"] for s in rows],
+            yerr=[100 * s["std"] for s in rows],
+            marker="o",
+            capsize=4,
+            color=color,
+            label=f"{model_display_name(model)} (learned scales)",
+        )
+        ax.axhline(
+            100 * rows[0]["zero_shot"],
+            color=color,
+            linestyle="--",
+            linewidth=1,
+            label=f"{model_display_name(model)} zero-shot",
+        )
     ax.set_xscale("log")
     fractions = sorted({s["fraction"] for s in summary})
     ax.set_xticks(fractions, [f"{f:g}" for f in fractions])
@@ -181,15 +265,31 @@ def _pct(x: float) -> str:
     return f"{100 * x:.2f}"
 
 
-def markdown(summary: list[dict[str, Any]], runs: list[dict[str, Any]], args: argparse.Namespace, command: str) -> str:
-    head = ["model", "fraction", "train questions", "seeds", "test n", "accuracy % (mean ± std)",
-            *[f"{lv} %" for lv in LEVELS], "zero-shot %"]  # fmt: skip
+def markdown(
+    summary: list[dict[str, Any]], runs: list[dict[str, Any]], args: argparse.Namespace, command: str
+) -> str:
+    head = [
+        "model",
+        "fraction",
+        "train questions",
+        "seeds",
+        "test n",
+        "accuracy % (mean ± std)",
+        *[f"{lv} %" for lv in LEVELS],
+        "zero-shot %",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
     for s in summary:
-        cells = [model_display_name(s["model"]), f"{s['fraction']:g}", str(s["train_records"]), str(len(s["seeds"])),
-                 str(s["n_test"]), f"{_pct(s['mean'])} ± {_pct(s['std'])}",
-                 *[_pct(s["levels_mean"][lv]) if lv in s["levels_mean"] else "-" for lv in LEVELS],
-                 _pct(s["zero_shot"])]  # fmt: skip
+        cells = [
+            model_display_name(s["model"]),
+            f"{s['fraction']:g}",
+            str(s["train_records"]),
+            str(len(s["seeds"])),
+            str(s["n_test"]),
+            f"{_pct(s['mean'])} ± {_pct(s['std'])}",
+            *[_pct(s["levels_mean"][lv]) if lv in s["levels_mean"] else "-" for lv in LEVELS],
+            _pct(s["zero_shot"]),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     findings = []
     for model in dict.fromkeys(s["model"] for s in summary):
@@ -204,41 +304,47 @@ def markdown(summary: list[dict[str, Any]], runs: list[dict[str, Any]], args: ar
             elif gain_tenth <= 0:
                 verdict = "10% of the data does not improve on zero-shot"
             else:
-                verdict = f"10% of the data recovers {100 * gain_tenth / gain_full:.0f}% of the full-data gain"
-            findings.append(f"- **{model_display_name(model)}**: 10% of the data {_pct(tenth['mean'])} ± "
-                            f"{_pct(tenth['std'])}% vs full data {_pct(full['mean'])} ± {_pct(full['std'])}% "
-                            f"(zero-shot {_pct(zero)}%): {verdict}. Smallest McNemar p of any run against "
-                            f"zero-shot: {min_p:.3f}.")  # fmt: skip
-    return "\n".join([
-        "# Low-data ablation: learned head scales vs training-data fraction",
-        "",
-        "Generated by `vseam sweep` (do not edit by hand; re-run the command). Exact command:",
-        "",
-        "```bash",
-        command,
-        "```",
-        "",
-        f"Each run is `train.py` with `--data.fraction F --data.seed S --seed_everything S` on `{args.data_root}`: a "
-        f"stratified (category x answer) subsample of the training split, {args.epochs} epoch(s) at batch size "
-        f"{args.batch_size}, lr {args.lr}, so smaller fractions also make fewer optimizer steps. Tested on the same "
-        "GQA test questions every run (the frozen model's accuracy is the zero-shot column). Std: sample std over "
-        "seeds (ddof=1).",
-        "",
-        "Runs are resumable and cached per run under `--runs_dir`: running the same command once per model (e.g. in "
-        "parallel processes) and then once with every model only aggregates, and gives the same files.",
-        "",
-        "![accuracy vs fraction](ablation.png)",
-        "",
-        *lines,
-        "",
-        "## Summary",
-        "",
-        *findings,
-        "",
-        f"Every run ({len(runs)}): `ablation.json` (accuracy, per-level accuracy, McNemar p vs zero-shot, steps, "
-        "seconds, metrics.json path).",
-        "",
-    ])  # fmt: skip
+                verdict = (
+                    f"10% of the data recovers {100 * gain_tenth / gain_full:.0f}% of the full-data gain"
+                )
+            findings.append(
+                f"- **{model_display_name(model)}**: 10% of the data {_pct(tenth['mean'])} ± "
+                f"{_pct(tenth['std'])}% vs full data {_pct(full['mean'])} ± {_pct(full['std'])}% "
+                f"(zero-shot {_pct(zero)}%): {verdict}. Smallest McNemar p of any run against "
+                f"zero-shot: {min_p:.3f}."
+            )
+    return "\n".join(
+        [
+            "# Low-data ablation: learned head scales vs training-data fraction",
+            "",
+            "Generated by `vseam sweep` (do not edit by hand; re-run the command). Exact command:",
+            "",
+            "```bash",
+            command,
+            "```",
+            "",
+            f"Each run is `train.py` with `--data.fraction F --data.seed S --seed_everything S` on `{args.data_root}`: a "
+            f"stratified (category x answer) subsample of the training split, {args.epochs} epoch(s) at batch size "
+            f"{args.batch_size}, lr {args.lr}, so smaller fractions also make fewer optimizer steps. Tested on the same "
+            "GQA test questions every run (the frozen model's accuracy is the zero-shot column). Std: sample std over "
+            "seeds (ddof=1).",
+            "",
+            "Runs are resumable and cached per run under `--runs_dir`: running the same command once per model (e.g. in "
+            "parallel processes) and then once with every model only aggregates, and gives the same files.",
+            "",
+            "![accuracy vs fraction](ablation.png)",
+            "",
+            *lines,
+            "",
+            "## Summary",
+            "",
+            *findings,
+            "",
+            f"Every run ({len(runs)}): `ablation.json` (accuracy, per-level accuracy, McNemar p vs zero-shot, steps, "
+            "seconds, metrics.json path).",
+            "",
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -246,14 +352,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for model in args.models:  # finished runs are only reused for the very same model files
         claim_run_dir(Path(args.runs_dir) / model_display_name(model), model)
     command = "vseam sweep " + shlex.join(sys.argv[1:] if argv is None else argv)
-    runs = [run_one(args, model, fraction, seed)
-            for model in args.models for fraction in args.fractions for seed in args.seeds]  # fmt: skip
+    runs = [
+        run_one(args, model, fraction, seed)
+        for model in args.models
+        for fraction in args.fractions
+        for seed in args.seeds
+    ]
     summary = aggregate(runs)
     out = Path(args.out)
     settings = {k: v for k, v in vars(args).items() if k not in ("out", "runs_dir", "num_workers")}
     result = {"command": command, "settings": settings, "summary": summary, "runs": runs}
-    paths = {"json": write_json(out / "ablation.json", result), "png": plot(summary, out / "ablation.png"),
-             "md": write_text(out / "ablation.md", markdown(summary, runs, args, command))}  # fmt: skip
+    paths = {
+        "json": write_json(out / "ablation.json", result),
+        "png": plot(summary, out / "ablation.png"),
+        "md": write_text(out / "ablation.md", markdown(summary, runs, args, command)),
+    }
     print(paths["md"].read_text())
     for name, path in paths.items():
         print(f"{name:>5}: {path}")

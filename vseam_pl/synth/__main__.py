@@ -25,9 +25,16 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     start = time.perf_counter()
     try:
-        out = generate_benchmarks(args.out, seed=args.seed, n_train=args.n_images, n_val=args.n_val,
-                                  n_test=args.n_test, image_size=args.image_size, overwrite=args.overwrite,
-                                  gqa_per_image=args.gqa_per_image)  # fmt: skip
+        out = generate_benchmarks(
+            args.out,
+            seed=args.seed,
+            n_train=args.n_images,
+            n_val=args.n_val,
+            n_test=args.n_test,
+            image_size=args.image_size,
+            overwrite=args.overwrite,
+            gqa_per_image=args.gqa_per_image,
+        )
     except (FileExistsError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

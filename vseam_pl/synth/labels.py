@@ -40,7 +40,9 @@ def patch_label_shares(scene: Scene, patch_size: int) -> dict[str, np.ndarray]:
     grid = s // patch_size
     index = object_index_map(scene)
     # [grid*grid, patch*patch] pixel object indices per patch, row-major like a ViT's patch sequence
-    per_patch = index.reshape(grid, patch_size, grid, patch_size).transpose(0, 2, 1, 3).reshape(grid * grid, -1)
+    per_patch = (
+        index.reshape(grid, patch_size, grid, patch_size).transpose(0, 2, 1, 3).reshape(grid * grid, -1)
+    )
     out: dict[str, np.ndarray] = {}
     for attr, labels in PATCH_LABELS.items():
         # label id of every object (+1 so background -1 -> 0)

@@ -88,13 +88,26 @@ def tokenize(text: str) -> list[str]:
 def vocabulary() -> list[str]:
     """Sorted words (lowercase) of every template and word list, followed by the punctuation tokens."""
     words: set[str] = set(CAPTION_WORDS.split()) | {"yes", "no"}
-    templates = [*GQA_QUESTION.values(), *GQA_FULL_ANSWER.values(), POPE_QUESTION, *COCOQA_QUESTION.values(),
-                 *OPEN_QUESTION.values()]  # fmt: skip
+    templates = [
+        *GQA_QUESTION.values(),
+        *GQA_FULL_ANSWER.values(),
+        POPE_QUESTION,
+        *COCOQA_QUESTION.values(),
+        *OPEN_QUESTION.values(),
+    ]
     for template in templates:
         for literal, *_ in string.Formatter().parse(template):
             words.update(w for w in tokenize(literal) if w not in PUNCTUATION)
-    fillers = [*CLASSES, *PLURALS.values(), *COLORS, *MATERIALS, *SIZES, *PLACES, *NUMBER_WORDS,
-               *RELATION_PHRASES.values()]  # fmt: skip
+    fillers = [
+        *CLASSES,
+        *PLURALS.values(),
+        *COLORS,
+        *MATERIALS,
+        *SIZES,
+        *PLACES,
+        *NUMBER_WORDS,
+        *RELATION_PHRASES.values(),
+    ]
     for filler in fillers:
         words.update(tokenize(filler))
     return sorted(words) + list(PUNCTUATION)
@@ -119,8 +132,12 @@ def gqa_text(item: GQAItem) -> tuple[str, str]:
         a, b = (scene.objects[k] for k in item.objects)
         actual = horizontal_relation(a, b) if spec["rel"] in ("left", "right") else vertical_relation(a, b)
         key = "rel"
-        slots = {"a": spec["a"], "b": spec["b"], "phrase": RELATION_PHRASES[spec["rel"]],
-                 "actual": RELATION_PHRASES[actual]}  # fmt: skip
+        slots = {
+            "a": spec["a"],
+            "b": spec["b"],
+            "phrase": RELATION_PHRASES[spec["rel"]],
+            "actual": RELATION_PHRASES[actual],
+        }
     return GQA_QUESTION[key].format(**slots), GQA_FULL_ANSWER[(key, item.answer)].format(**slots)
 
 
@@ -185,7 +202,7 @@ def gqa_record(item: GQAItem, image_id: str, question_id: str) -> dict[str, Any]
             "answer": {},
             "question": _positions(question, named),
             "fullAnswer": _positions(full_answer, named),
-        },  # fmt: skip
+        },
         "types": types,
         "fullAnswer": full_answer,
     }

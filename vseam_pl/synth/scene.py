@@ -16,9 +16,17 @@ VEHICLES: tuple[str, ...] = ("car", "bus", "bike", "boat", "plane")
 SUPERCATEGORIES: dict[str, tuple[str, ...]] = {"Animal": ANIMALS, "Vehicle": VEHICLES}
 CLASSES: tuple[str, ...] = ANIMALS + VEHICLES
 PLURALS: dict[str, str] = {
-    "cat": "cats", "dog": "dogs", "bird": "birds", "fish": "fish", "horse": "horses",
-    "car": "cars", "bus": "buses", "bike": "bikes", "boat": "boats", "plane": "planes",
-}  # fmt: skip
+    "cat": "cats",
+    "dog": "dogs",
+    "bird": "birds",
+    "fish": "fish",
+    "horse": "horses",
+    "car": "cars",
+    "bus": "buses",
+    "bike": "bikes",
+    "boat": "boats",
+    "plane": "planes",
+}
 
 #: Object colours, chosen far apart in RGB and never the outline's near-black.
 COLORS: dict[str, tuple[int, int, int]] = {
@@ -131,9 +139,14 @@ class Scene:
                     if rel:
                         relations.append({"object": ids[j], "name": RELATION_PHRASES[rel]})
             objects[ids[i]] = {
-                "name": o.name, "x": o.x, "y": o.y, "w": o.w, "h": o.h,
-                "attributes": [o.color, o.material, o.size], "relations": relations,
-            }  # fmt: skip
+                "name": o.name,
+                "x": o.x,
+                "y": o.y,
+                "w": o.w,
+                "h": o.h,
+                "attributes": [o.color, o.material, o.size],
+                "relations": relations,
+            }
         return {
             "width": self.image_size,
             "height": self.image_size,

@@ -17,12 +17,67 @@ from .scene import CLASSES, COLORS, MATERIALS, PLACES, SIZES, Scene, SceneObject
 
 #: Relative class weights per place (every class can appear everywhere, just not equally often).
 PLACE_PRIORS: dict[str, dict[str, float]] = {
-    "grass": {"horse": 4, "dog": 3, "cat": 2, "bird": 2, "bike": 2, "car": 1, "bus": 1, "plane": 0.5, "fish": 0.2, "boat": 0.2},
-    "road": {"car": 4, "bus": 3, "bike": 3, "dog": 2, "cat": 1, "horse": 1, "bird": 1, "plane": 0.3, "boat": 0.2, "fish": 0.1},
-    "water": {"boat": 4, "fish": 4, "bird": 3, "plane": 1, "dog": 0.5, "cat": 0.2, "horse": 0.2, "car": 0.2, "bus": 0.2, "bike": 0.2},
-    "sand": {"dog": 2, "bird": 2, "horse": 2, "boat": 2, "cat": 1, "bike": 1, "car": 1, "fish": 0.5, "plane": 0.5, "bus": 0.3},
-    "snow": {"dog": 2, "horse": 2, "plane": 2, "car": 2, "bird": 1, "bus": 1, "cat": 1, "bike": 0.5, "boat": 0.2, "fish": 0.1},
-}  # fmt: skip
+    "grass": {
+        "horse": 4,
+        "dog": 3,
+        "cat": 2,
+        "bird": 2,
+        "bike": 2,
+        "car": 1,
+        "bus": 1,
+        "plane": 0.5,
+        "fish": 0.2,
+        "boat": 0.2,
+    },
+    "road": {
+        "car": 4,
+        "bus": 3,
+        "bike": 3,
+        "dog": 2,
+        "cat": 1,
+        "horse": 1,
+        "bird": 1,
+        "plane": 0.3,
+        "boat": 0.2,
+        "fish": 0.1,
+    },
+    "water": {
+        "boat": 4,
+        "fish": 4,
+        "bird": 3,
+        "plane": 1,
+        "dog": 0.5,
+        "cat": 0.2,
+        "horse": 0.2,
+        "car": 0.2,
+        "bus": 0.2,
+        "bike": 0.2,
+    },
+    "sand": {
+        "dog": 2,
+        "bird": 2,
+        "horse": 2,
+        "boat": 2,
+        "cat": 1,
+        "bike": 1,
+        "car": 1,
+        "fish": 0.5,
+        "plane": 0.5,
+        "bus": 0.3,
+    },
+    "snow": {
+        "dog": 2,
+        "horse": 2,
+        "plane": 2,
+        "car": 2,
+        "bird": 1,
+        "bus": 1,
+        "cat": 1,
+        "bike": 0.5,
+        "boat": 0.2,
+        "fish": 0.1,
+    },
+}
 OBJECT_COUNTS: tuple[int, ...] = (1, 2, 3, 4)
 OBJECT_COUNT_WEIGHTS: tuple[float, ...] = (1, 3, 3, 2)
 #: Chance that a further object repeats a class already in the scene (gives "how many" answers above one).

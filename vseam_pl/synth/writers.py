@@ -84,8 +84,14 @@ def generate_benchmarks(
             raise ValueError(f"n_{split} must be in [0, {MAX_IMAGES}), got {n}")
     if gqa_per_image < 0:
         raise ValueError(f"gqa_per_image must be >= 0, got {gqa_per_image}")
-    config = {"generator": GENERATOR, "version": VERSION, "seed": seed, "image_size": image_size,
-              "n_images": sizes, "gqa_per_image": gqa_per_image}  # fmt: skip
+    config = {
+        "generator": GENERATOR,
+        "version": VERSION,
+        "seed": seed,
+        "image_size": image_size,
+        "n_images": sizes,
+        "gqa_per_image": gqa_per_image,
+    }
     manifest_path = out / "manifest.json"
     for stale in out.glob(".synth-*.tmp"):  # temp folders of an interrupted run
         shutil.rmtree(stale, ignore_errors=True)
@@ -100,8 +106,13 @@ def generate_benchmarks(
     counts = {}
     for split in SPLITS:
         counts[split] = _ensure_split(out, split, config, world)
-    manifest = {**config, "config": config, "splits": counts, "conventions": CONVENTIONS,
-                "vocabulary_size": len(world.vocabulary())}  # fmt: skip
+    manifest = {
+        **config,
+        "config": config,
+        "splits": counts,
+        "conventions": CONVENTIONS,
+        "vocabulary_size": len(world.vocabulary()),
+    }
     write_json(manifest_path, manifest)
     return out
 
@@ -111,10 +122,15 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _conflict(path: Path, existing: dict[str, Any] | None, config: dict[str, Any]) -> str:
-    diff = {k: (None if existing is None else existing.get(k), v) for k, v in config.items()
-            if existing is None or existing.get(k) != v}  # fmt: skip
-    return (f"{path}: existing synthetic output was generated with different settings "
-            f"(field: (existing, requested) = {diff}); use another --out or pass --overwrite")  # fmt: skip
+    diff = {
+        k: (None if existing is None else existing.get(k), v)
+        for k, v in config.items()
+        if existing is None or existing.get(k) != v
+    }
+    return (
+        f"{path}: existing synthetic output was generated with different settings "
+        f"(field: (existing, requested) = {diff}); use another --out or pass --overwrite"
+    )
 
 
 def _remove_outputs(out: Path) -> None:
@@ -135,8 +151,10 @@ def _ensure_split(out: Path, split: str, config: dict[str, Any], world: SceneWor
             return done["counts"]
         raise FileExistsError(_conflict(marker, done.get("config"), config))
     if final.exists():
-        raise FileExistsError(f"{final}: exists but has no split.json marker (not a complete synthetic split); "
-                              "remove it or pass --overwrite")  # fmt: skip
+        raise FileExistsError(
+            f"{final}: exists but has no split.json marker (not a complete synthetic split); "
+            "remove it or pass --overwrite"
+        )
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".synth-{split}-", suffix=".tmp", dir=out))
     try:
@@ -242,8 +260,12 @@ def _write_pope(root, split, seed, image_ids, scenes: list[Scene]) -> dict[str, 
             negatives = pope_negatives(present, k, mode, rng, frequency, cooccurrence)
             for yes, no in zip(positives, negatives, strict=True):
                 for name, label in ((yes, "yes"), (no, "no")):
-                    record = {"question_id": len(lines[mode]) + 1, "image": f"{image_id}.png",
-                              "text": pope_question(name), "label": label}  # fmt: skip
+                    record = {
+                        "question_id": len(lines[mode]) + 1,
+                        "image": f"{image_id}.png",
+                        "text": pope_question(name),
+                        "label": label,
+                    }
                     lines[mode].append(json.dumps(record))
     for mode, recs in lines.items():
         write_text(root / "POPE" / f"coco_pope_{mode}.json", "".join(r + "\n" for r in recs))

@@ -34,7 +34,9 @@ class Band:
         return {k: getattr(self, k).tolist() for k in ("mean", "lo", "hi", "n")}
 
 
-def mean_band(values: torch.Tensor, ci: str = "t", confidence: float = 0.95, n_boot: int = 2000, seed: int = 0) -> Band:
+def mean_band(
+    values: torch.Tensor, ci: str = "t", confidence: float = 0.95, n_boot: int = 2000, seed: int = 0
+) -> Band:
     """Mean and interval over the first dimension (pairs) of `values` [N, ...], ignoring NaN cells."""
     if ci not in CI_METHODS:
         raise ValueError(f"unknown ci {ci!r}; expected one of {CI_METHODS}")
@@ -58,8 +60,10 @@ def mean_band(values: torch.Tensor, ci: str = "t", confidence: float = 0.95, n_b
             means = (counts @ flat_v) / (counts @ flat_p)  # [R, cells]
             with warnings.catch_warnings():  # an all-missing cell has no band: NaN, silently
                 warnings.simplefilter("ignore", RuntimeWarning)
-                lo, hi = (np.nanquantile(means, q, axis=0).reshape(v.shape[1:])
-                          for q in ((1 - confidence) / 2, (1 + confidence) / 2))  # fmt: skip
+                lo, hi = (
+                    np.nanquantile(means, q, axis=0).reshape(v.shape[1:])
+                    for q in ((1 - confidence) / 2, (1 + confidence) / 2)
+                )
     as_t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
     return Band(as_t(mean), as_t(lo), as_t(hi), torch.as_tensor(n))
 
@@ -75,8 +79,12 @@ def level_order(levels: Sequence[str]) -> list[str]:
     return [ALL, *known, *sorted(set(levels) - set(known) - {ALL})]
 
 
-def aggregate(items: Sequence[tuple[dict, dict[str, torch.Tensor]]], metrics: Sequence[str], ci: str = "t",
-              confidence: float = 0.95) -> dict[str, dict[str, Band]]:  # fmt: skip
+def aggregate(
+    items: Sequence[tuple[dict, dict[str, torch.Tensor]]],
+    metrics: Sequence[str],
+    ci: str = "t",
+    confidence: float = 0.95,
+) -> dict[str, dict[str, Band]]:
     """`{level: {metric: Band}}` over `items` = (pair info with `level`/`category`, tensors), plus `all`."""
     by_level: dict[str, list[int]] = {}
     for i, (info, _) in enumerate(items):
@@ -87,5 +95,7 @@ def aggregate(items: Sequence[tuple[dict, dict[str, torch.Tensor]]], metrics: Se
         idx = groups[name]
         if not idx:
             continue
-        out[name] = {m: mean_band(torch.stack([items[i][1][m].float() for i in idx]), ci, confidence) for m in metrics}
+        out[name] = {
+            m: mean_band(torch.stack([items[i][1][m].float() for i in idx]), ci, confidence) for m in metrics
+        }
     return out

@@ -25,8 +25,15 @@ def layer_specs(num_layers: int, tp: TracedPair) -> list[PatchSpec]:
 
 def layer_patching(vlm: VLM, tp: TracedPair, batch_size: int = 32) -> dict[str, torch.Tensor]:
     """`ld`, `recovery`, `p_clean`: [groups=2 (image, text), layers]."""
-    scores = run_patches(vlm, tp.run, tp.clean, layer_specs(vlm.num_layers, tp), tp.answers, batch_size,
-                         from_layer=tp.replay_from_layer)
+    scores = run_patches(
+        vlm,
+        tp.run,
+        tp.clean,
+        layer_specs(vlm.num_layers, tp),
+        tp.answers,
+        batch_size,
+        from_layer=tp.replay_from_layer,
+    )
     shape = (len(GROUPS), vlm.num_layers)
     ld = scores.ld.view(shape)
     return {

@@ -30,5 +30,10 @@ def logit_lens(vlm: VLM, tp: TracedPair) -> dict[str, torch.Tensor]:
     best = logits[..., tp.answers.clean].max(-1).values
     rank = (logits > best.unsqueeze(-1)).sum(-1) + 1
     logp = F.log_softmax(logits, -1)
-    return {"p_clean": lp_c.exp(), "p_edited": lp_e.exp(), "ld": lp_c - lp_e, "rank_clean": rank,
-            "entropy": -(logp.exp() * logp).sum(-1)}  # fmt: skip
+    return {
+        "p_clean": lp_c.exp(),
+        "p_edited": lp_e.exp(),
+        "ld": lp_c - lp_e,
+        "rank_clean": rank,
+        "entropy": -(logp.exp() * logp).sum(-1),
+    }

@@ -38,10 +38,14 @@ def answer_tokens(item: PairItem) -> tuple[AnswerTokens, str]:
     if edited is None and len(item.candidate_tokens) == 2:
         edited = 1 - item.correct
     if edited is None or edited == item.correct:
-        raise UntraceablePairError(f"{item.pair.source or item.pair.pair_id}: the edited answer is unknown or equals "
-                                   "the clean answer; the logit difference needs two different answers")  # fmt: skip
+        raise UntraceablePairError(
+            f"{item.pair.source or item.pair.pair_id}: the edited answer is unknown or equals "
+            "the clean answer; the logit difference needs two different answers"
+        )
     cands = item.pair.candidates or (item.pair.answer, item.pair.edited_answer)
-    return AnswerTokens(list(item.candidate_tokens[item.correct]), list(item.candidate_tokens[edited])), cands[edited]
+    return AnswerTokens(
+        list(item.candidate_tokens[item.correct]), list(item.candidate_tokens[edited])
+    ), cands[edited]
 
 
 @dataclass
@@ -89,30 +93,44 @@ class TracedPair:
 
 
 @torch.no_grad()
-def trace_pair(vlm: VLM, pair: ImagePair, sites: Sequence[str] = ("resid",),
-               instruction: str | None = DEFAULT_INSTRUCTION) -> TracedPair:  # fmt: skip
+def trace_pair(
+    vlm: VLM,
+    pair: ImagePair,
+    sites: Sequence[str] = ("resid",),
+    instruction: str | None = DEFAULT_INSTRUCTION,
+) -> TracedPair:
     """Encode the pair, locate its token groups, score both runs and cache `sites` of both."""
     where = pair.source or pair.pair_id
     if not pair.candidates and pair.edited_answer is None:
-        raise UntraceablePairError(f"{where}: no `edited_answer` and no `candidates`; the logit difference needs both "
-                                   "answers")  # fmt: skip
+        raise UntraceablePairError(
+            f"{where}: no `edited_answer` and no `candidates`; the logit difference needs both answers"
+        )
     (item,) = prepare_pairs(vlm, [pair], instruction)
     answers, edited_answer = answer_tokens(item)
     images = images_of([item], "clean") + images_of([item], "edited")
     enc = encode(vlm, [item.prompt, item.prompt], images)
-    if not torch.equal(enc.input_ids[0], enc.input_ids[1]) or int(enc.lengths.min()) != enc.input_ids.shape[1]:
+    if (
+        not torch.equal(enc.input_ids[0], enc.input_ids[1])
+        or int(enc.lengths.min()) != enc.input_ids.shape[1]
+    ):
         raise PairError(f"{where}: the clean and edited images encode to different token sequences")
     try:
-        groups = token_groups(vlm, item.prompt, pair.question, enc.input_ids[0], int(enc.lengths[0]), concept_words(pair))
+        groups = token_groups(
+            vlm, item.prompt, pair.question, enc.input_ids[0], int(enc.lengths[0]), concept_words(pair)
+        )
     except ValueError as e:
         raise PairError(f"{where}: {e}") from None
     with cache_sites(vlm, sites) as cache:
         run = capture(vlm, enc, residuals=True)
     tol = 1e-3 if vlm.dtype == torch.float32 else 2e-2
     if not check_replay(vlm, run, atol=tol):
-        raise PairError(f"{where}: replaying {vlm.name}'s decoder does not reproduce its logits; tracing unsupported")
+        raise PairError(
+            f"{where}: replaying {vlm.name}'s decoder does not reproduce its logits; tracing unsupported"
+        )
     from_layer = check_replay(vlm, run, starts=(vlm.num_layers // 2,), atol=tol)
     baseline = Scores(*(lp.cpu() for lp in answers.logps(run.logits)))
     clean = {s: stack_layers(cache[s], 0) for s in sites}
     edited = {s: stack_layers(cache[s], 1) for s in sites}
-    return TracedPair(pair, item.prompt, run, groups, answers, edited_answer, baseline, clean, edited, from_layer)
+    return TracedPair(
+        pair, item.prompt, run, groups, answers, edited_answer, baseline, clean, edited, from_layer
+    )

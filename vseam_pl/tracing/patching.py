@@ -77,7 +77,9 @@ def cache_sites(vlm: VLM, sites: Sequence[str]) -> Iterator[dict[str, dict[int, 
     with ExitStack() as stack:
         for site in sites:
             store = cache[site]
-            stack.enter_context(site_hooks(vlm, site, lambda layer, x, store=store: store.__setitem__(layer, x.detach())))
+            stack.enter_context(
+                site_hooks(vlm, site, lambda layer, x, store=store: store.__setitem__(layer, x.detach()))
+            )
         yield cache
 
 
@@ -166,7 +168,9 @@ def run_patches(
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         chunk = [specs[i] for i in idx]
-        plans: dict[str, dict[int, list[tuple[int, tuple[int, ...]]]]] = defaultdict(lambda: defaultdict(list))
+        plans: dict[str, dict[int, list[tuple[int, tuple[int, ...]]]]] = defaultdict(
+            lambda: defaultdict(list)
+        )
         for r, spec in enumerate(chunk):
             if spec.site not in clean:
                 raise ValueError(f"no clean activations cached for site {spec.site!r}")

@@ -28,13 +28,25 @@ def _line(ax, band: Band, idx, label: str, color: str) -> None:
     ax.fill_between(x, band.lo[idx].numpy(), band.hi[idx].numpy(), alpha=0.2, color=color, linewidth=0)
 
 
-LABELS = {"recovery": "normalised recovery", "delta_ld": "LD_patched - LD_edited (nats)", "p_clean": "p(clean answer)"}
+LABELS = {
+    "recovery": "normalised recovery",
+    "delta_ld": "LD_patched - LD_edited (nats)",
+    "p_clean": "p(clean answer)",
+}
 
 
 def _no_pairs_note(ax, band: Band) -> None:
     if int(band.n.max()) == 0:
-        ax.text(0.5, 0.5, "no pair separates the answers\n(LD_clean - LD_edited < min_gap)", ha="center", va="center",
-                transform=ax.transAxes, fontsize=8, color="grey")
+        ax.text(
+            0.5,
+            0.5,
+            "no pair separates the answers\n(LD_clean - LD_edited < min_gap)",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+            fontsize=8,
+            color="grey",
+        )
 
 
 def layer_profile_figure(agg: Aggregated, title: str = "") -> Figure:
@@ -51,8 +63,10 @@ def layer_profile_figure(agg: Aggregated, title: str = "") -> Figure:
             ax.axhline(0, color="grey", lw=0.5)
             if metric == "recovery":
                 ax.axhline(1, color="grey", lw=0.5, ls="--")
-                ax.set_title(f"{lv} (n={int(agg[lv]['p_clean'].n.max())}, separated {int(agg[lv]['recovery'].n.max())})",
-                             fontsize=9)  # fmt: skip
+                ax.set_title(
+                    f"{lv} (n={int(agg[lv]['p_clean'].n.max())}, separated {int(agg[lv]['recovery'].n.max())})",
+                    fontsize=9,
+                )
                 _no_pairs_note(ax, agg[lv][metric])
             if i == len(metrics) - 1:
                 ax.set_xlabel("layer patched")
@@ -76,7 +90,9 @@ def token_heatmap_figure(agg: Aggregated, title: str = "") -> Figure:
     for j, lv in enumerate(levels):
         for s, site in enumerate(SITES):
             ax = axes[s, j]
-            im = ax.imshow(values[j][s].T, aspect="auto", cmap="RdBu_r", vmin=-vmax, vmax=vmax, origin="lower")
+            im = ax.imshow(
+                values[j][s].T, aspect="auto", cmap="RdBu_r", vmin=-vmax, vmax=vmax, origin="lower"
+            )
             ax.set_yticks(range(len(ROLES)), ROLES)
             ax.set_xlabel("layer")
             ax.set_title(f"{lv}: {site} ({_n_label(agg[lv][metric])})", fontsize=9)
@@ -94,7 +110,12 @@ def lens_figure(agg: Aggregated, title: str = "") -> Figure:
         ax = axes[j]
         for r, run in enumerate(RUNS):
             _line(ax, agg[lv]["p_clean"], r, f"p(clean ans.) | {run} image", COLORS[run])
-        ax.plot(agg[lv]["p_edited"].mean[1].numpy(), ls="--", color=COLORS["edited"], label="p(edited ans.) | edited image")
+        ax.plot(
+            agg[lv]["p_edited"].mean[1].numpy(),
+            ls="--",
+            color=COLORS["edited"],
+            label="p(edited ans.) | edited image",
+        )
         ax.set_title(f"{lv} ({_n_label(agg[lv]['p_clean'])})")
         ax.set_xlabel("layer")
     axes[0].set_ylabel("probability (logit lens)")
@@ -103,8 +124,9 @@ def lens_figure(agg: Aggregated, title: str = "") -> Figure:
     return fig
 
 
-def pair_token_figure(values: np.ndarray, tokens: list[str], roles: list[str], metric: str = "recovery",
-                      title: str = "") -> Figure:  # fmt: skip
+def pair_token_figure(
+    values: np.ndarray, tokens: list[str], roles: list[str], metric: str = "recovery", title: str = ""
+) -> Figure:
     """One pair's token-wise `metric` [sites, layers, positions] as heatmaps, positions labelled by token."""
     fig = Figure(figsize=(8, 0.35 * len(tokens) + 1.5), layout="constrained")
     axes = fig.subplots(1, len(SITES), squeeze=False)[0]

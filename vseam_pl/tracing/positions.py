@@ -37,7 +37,9 @@ def image_token_id(vlm: VLM) -> int:
         value = getattr(cfg, key, None)
         if value is not None:
             return int(value)
-    raise PositionError(f"{vlm.name}: config has no image_token_id/image_token_index; cannot find image positions")
+    raise PositionError(
+        f"{vlm.name}: config has no image_token_id/image_token_index; cannot find image positions"
+    )
 
 
 def image_positions(vlm: VLM, input_ids: torch.Tensor) -> torch.Tensor:
@@ -84,8 +86,9 @@ class TokenGroups:
         return "concept" if position in self.concept else "question"
 
 
-def token_groups(vlm: VLM, prompt: str, question: str, input_ids: torch.Tensor, length: int,
-                 concepts: Iterable[str] = ()) -> TokenGroups:  # fmt: skip
+def token_groups(
+    vlm: VLM, prompt: str, question: str, input_ids: torch.Tensor, length: int, concepts: Iterable[str] = ()
+) -> TokenGroups:
     """Locate the groups of one encoded row (`input_ids[:length]` are its real tokens).
 
     `prompt` must be the exact text the row was encoded from and contain `question`.
@@ -127,5 +130,11 @@ def token_groups(vlm: VLM, prompt: str, question: str, input_ids: torch.Tensor, 
         )
     q_pos = sorted(where[k] for k in wanted)
     c_pos = sorted(where[k] for k in wanted if any(overlaps(offsets[k], sp) for sp in spans))
-    return TokenGroups(image=image, text=text, question=q_pos, concept=c_pos, final=length - 1,
-                       tokens=tok.convert_ids_to_tokens(ids))  # fmt: skip
+    return TokenGroups(
+        image=image,
+        text=text,
+        question=q_pos,
+        concept=c_pos,
+        final=length - 1,
+        tokens=tok.convert_ids_to_tokens(ids),
+    )

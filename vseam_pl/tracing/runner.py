@@ -62,11 +62,15 @@ def parse_analyses(spec: str | Sequence[str]) -> tuple[str, ...]:
     names = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
     unknown = sorted(set(names) - set(ANALYSES))
     if unknown or not names:
-        raise ValueError(f"unknown analyses {unknown or names}; expected a comma-separated subset of {list(ANALYSES)}")
+        raise ValueError(
+            f"unknown analyses {unknown or names}; expected a comma-separated subset of {list(ANALYSES)}"
+        )
     return tuple(a for a in ANALYSES if a in names)
 
 
-def select_pairs(pairs: Iterable[ImagePair], levels: Sequence[str] | None = None, limit: int | None = None) -> list[ImagePair]:
+def select_pairs(
+    pairs: Iterable[ImagePair], levels: Sequence[str] | None = None, limit: int | None = None
+) -> list[ImagePair]:
     """Pairs of the given levels (by `level`, else category), at most `limit`, manifest order; ids must be unique."""
     unknown = sorted(set(levels or ()) - {*LEVELS, "unknown"})
     if unknown:
@@ -76,7 +80,9 @@ def select_pairs(pairs: Iterable[ImagePair], levels: Sequence[str] | None = None
     for pair in pairs:
         key = safe_id(pair.pair_id)
         if key in seen:
-            raise ValueError(f"{pair.source}: pair_id {pair.pair_id!r} repeats (or collides with) {seen[key]}")
+            raise ValueError(
+                f"{pair.source}: pair_id {pair.pair_id!r} repeats (or collides with) {seen[key]}"
+            )
         seen[key] = pair.source or pair.pair_id
         if levels and level_key({"level": pair.level, "category": pair.category}) not in levels:
             continue
@@ -130,10 +136,14 @@ class ResultStore:
         if path.exists():
             old = json.loads(path.read_text())
             if not resume:
-                raise FileExistsError(f"{self.root} already holds tracing results; pass --resume to continue them or --overwrite")
+                raise FileExistsError(
+                    f"{self.root} already holds tracing results; pass --resume to continue them or --overwrite"
+                )
             diff = {k: (old.get(k), config.get(k)) for k in CONFIG_KEYS if old.get(k) != config.get(k)}
             if diff:
-                raise ValueError(f"{path}: results were made with different settings {diff}; use another --out or --overwrite")
+                raise ValueError(
+                    f"{path}: results were made with different settings {diff}; use another --out or --overwrite"
+                )
         write_json(path, config)
 
 
@@ -164,7 +174,9 @@ def separated(info: dict, min_gap: float) -> bool:
     return info["ld_clean"] - info["ld_edited"] >= min_gap
 
 
-def _aggregation_item(analysis: str, info: dict, tensors: dict[str, torch.Tensor], min_gap: float) -> dict[str, torch.Tensor]:
+def _aggregation_item(
+    analysis: str, info: dict, tensors: dict[str, torch.Tensor], min_gap: float
+) -> dict[str, torch.Tensor]:
     if analysis == "lens":
         return {**tensors, "log_rank": tensors["rank_clean"].float().log()}
     t = {**tensors, "delta_ld": tensors["ld"] - info["ld_edited"]}
@@ -212,8 +224,13 @@ def run_tracing(
     """
     analyses = parse_analyses(analyses)
     store = ResultStore(out_dir)
-    config = {"model": vlm.name, "instruction": instruction, "variant": variant, "analyses": list(analyses),
-              "num_layers": vlm.num_layers}  # fmt: skip
+    config = {
+        "model": vlm.name,
+        "instruction": instruction,
+        "variant": variant,
+        "analyses": list(analyses),
+        "num_layers": vlm.num_layers,
+    }
     store.check_config(config, resume, overwrite)
     result = TraceResult(Path(out_dir))
     for i, pair in enumerate(pairs):
@@ -237,41 +254,83 @@ def run_tracing(
             tensors, labels = _analyse(vlm, analysis, tp, batch_size)
             store.save(pid, analysis, tensors, {**tp.summary(), **labels})
         result.traced += 1
-        log(f"[{i + 1}/{len(pairs)}] {pid}: {', '.join(todo)} (LD clean {tp.ld_clean:.3f}, edited {tp.ld_edited:.3f})")
+        log(
+            f"[{i + 1}/{len(pairs)}] {pid}: {', '.join(todo)} (LD clean {tp.ld_clean:.3f}, edited {tp.ld_edited:.3f})"
+        )
     _aggregate_and_plot(store, pairs, analyses, min_gap, ci, pair_plots, result)
     return result
 
 
-def _aggregate_and_plot(store: ResultStore, pairs: Sequence[ImagePair], analyses: Sequence[str], min_gap: float,
-                        ci: str, pair_plots: int, result: TraceResult) -> None:  # fmt: skip
-    summary: dict = {"pairs": len(pairs), "skipped": len(result.skipped), "min_gap": min_gap, "ci": ci, "analyses": {}}
+def _aggregate_and_plot(
+    store: ResultStore,
+    pairs: Sequence[ImagePair],
+    analyses: Sequence[str],
+    min_gap: float,
+    ci: str,
+    pair_plots: int,
+    result: TraceResult,
+) -> None:
+    summary: dict = {
+        "pairs": len(pairs),
+        "skipped": len(result.skipped),
+        "min_gap": min_gap,
+        "ci": ci,
+        "analyses": {},
+    }
     for analysis in analyses:
         loaded = [store.load(p.pair_id, analysis) for p in pairs if store.done(p.pair_id, analysis)]
         infos = [info for info, _ in loaded]
-        summary.setdefault("baseline", {lv: baseline_stats([i for i in infos if lv == ALL or level_key(i) == lv], min_gap)
-                                        for lv in level_order([level_key(i) for i in infos])})  # fmt: skip
-        summary["analyses"][analysis] = {"done": len(loaded), "separated": sum(separated(i, min_gap) for i in infos)}
+        summary.setdefault(
+            "baseline",
+            {
+                lv: baseline_stats([i for i in infos if lv == ALL or level_key(i) == lv], min_gap)
+                for lv in level_order([level_key(i) for i in infos])
+            },
+        )
+        summary["analyses"][analysis] = {
+            "done": len(loaded),
+            "separated": sum(separated(i, min_gap) for i in infos),
+        }
         if not loaded:
             continue
         items = [(info, _aggregation_item(analysis, info, t, min_gap)) for info, t in loaded]
         agg = aggregate(items, METRICS[analysis], ci=ci)
         result.aggregated[analysis] = agg
-        flat = {f"{lv}.{m}.{k}": getattr(band, k).contiguous() for lv, bands in agg.items()
-                for m, band in bands.items() for k in ("mean", "lo", "hi", "n")}  # fmt: skip
+        flat = {
+            f"{lv}.{m}.{k}": getattr(band, k).contiguous()
+            for lv, bands in agg.items()
+            for m, band in bands.items()
+            for k in ("mean", "lo", "hi", "n")
+        }
         with atomic_path(store.root / "aggregate" / f"{analysis}.safetensors") as tmp:
             save_file(flat, str(tmp))
-        write_json(store.root / "aggregate" / f"{analysis}.json", {
-            "analysis": analysis, "min_gap": min_gap, "ci": ci, "pairs": [info["pair_id"] for info in infos],
-            "axes": _axes(analysis), "levels": {lv: {m: b.to_dict() for m, b in bands.items()}
-                                                for lv, bands in agg.items()}})  # fmt: skip
-        figure = {"layers": layer_profile_figure, "tokens": token_heatmap_figure, "lens": lens_figure}[analysis](agg)
+        write_json(
+            store.root / "aggregate" / f"{analysis}.json",
+            {
+                "analysis": analysis,
+                "min_gap": min_gap,
+                "ci": ci,
+                "pairs": [info["pair_id"] for info in infos],
+                "axes": _axes(analysis),
+                "levels": {lv: {m: b.to_dict() for m, b in bands.items()} for lv, bands in agg.items()},
+            },
+        )
+        figure = {"layers": layer_profile_figure, "tokens": token_heatmap_figure, "lens": lens_figure}[
+            analysis
+        ](agg)
         result.figures[analysis] = figure
         save_png(figure, store.root / "plots" / f"{analysis}.png")
     if "tokens" in analyses:
         for p in [p for p in pairs if store.done(p.pair_id, "tokens")][:pair_plots]:
             info, t = store.load(p.pair_id, "tokens")
-            metric, values = ("recovery", t["recovery"]) if separated(info, min_gap) else ("delta_ld", t["ld"] - info["ld_edited"])
-            fig = pair_token_figure(values.numpy(), info["tokens"], info["roles"], metric, f"{p.pair_id}: {info['question']}")
+            metric, values = (
+                ("recovery", t["recovery"])
+                if separated(info, min_gap)
+                else ("delta_ld", t["ld"] - info["ld_edited"])
+            )
+            fig = pair_token_figure(
+                values.numpy(), info["tokens"], info["roles"], metric, f"{p.pair_id}: {info['question']}"
+            )
             result.figures[f"pair_{safe_id(p.pair_id)}"] = fig
             save_png(fig, store.root / "plots" / "pairs" / f"{safe_id(p.pair_id)}_tokens.png")
     write_json(store.root / "summary.json", summary)

@@ -26,8 +26,15 @@ def token_specs(num_layers: int, positions: list[int]) -> list[PatchSpec]:
 def token_patching(vlm: VLM, tp: TracedPair, batch_size: int = 32) -> tuple[dict[str, torch.Tensor], dict]:
     """Tensors `ld`, `recovery`, `p_clean` [sites=2 (attn, mlp), layers, positions] and the positions' labels."""
     positions = tp.groups.token_positions()
-    scores = run_patches(vlm, tp.run, tp.clean, token_specs(vlm.num_layers, positions), tp.answers, batch_size,
-                         from_layer=tp.replay_from_layer)
+    scores = run_patches(
+        vlm,
+        tp.run,
+        tp.clean,
+        token_specs(vlm.num_layers, positions),
+        tp.answers,
+        batch_size,
+        from_layer=tp.replay_from_layer,
+    )
     shape = (len(SITES), vlm.num_layers, len(positions))
     ld = scores.ld.view(shape)
     tensors = {
