@@ -87,3 +87,12 @@ def test_module_alias_runs_the_dispatcher():
         timeout=120,
     )
     assert done.returncode == 0 and "sweep" in done.stdout
+
+
+def test_vseam_edit_plan_table_on_the_release_files(shared_data, capsys):
+    assert (
+        main(["edit", "plan-table", "--questions", str(shared_data / "GQA" / "Spatial.json"), "--rows", "3"])
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "| Spatial.json | 1000 |" in out and out.count("| relation |") == 3

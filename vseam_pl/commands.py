@@ -27,7 +27,7 @@ COMMANDS: dict[str, Command] = {
         "docs/guides/data.md",
     ),
     "edit": Command(
-        "vseam_pl.edit:main",
+        "vseam_pl.edit:cli",
         "edit real GQA photos into clean/edited pairs with diffusers",
         "docs/guides/editing.md",
     ),
