@@ -21,6 +21,7 @@ from vseam_pl.discovery.data import load_pairs
 from vseam_pl.discovery.runner import DiscoveryConfig, DiscoveryResult, run_discovery
 from vseam_pl.discovery.scores import apply_init_scales, init_scales_from_scores
 from vseam_pl.discovery.set_ablation import SetAblationConfig, SetAblationResult, run_set_ablation
+from vseam_pl.modulation import unmodulated
 from vseam_pl.records import ImagePair
 from vseam_pl.vlm import VLM
 
@@ -149,9 +150,6 @@ class HeadDiscovery(pl.Callback):
         self.resolve_pairs(trainer)
         vlm: VLM = pl_module.vlm
         modulation = getattr(pl_module, "modulation", None)
-        reattach = modulation is not None and modulation.attached
-        if reattach:
-            modulation.detach()
         logger = trainer.logger if isinstance(trainer.logger, TensorBoardLogger) else None
         sink = None
         if self.log_figures and logger is not None and trainer.is_global_zero:
@@ -162,11 +160,8 @@ class HeadDiscovery(pl.Callback):
                 )
 
         out = self.run_dir(trainer)
-        try:
+        with unmodulated(modulation, vlm):
             result = self.discover(vlm, out, sink)
-        finally:
-            if reattach:
-                modulation.attach(vlm)
         if trainer.logger is not None and result.filter_report is not None:
             trainer.logger.log_metrics(
                 {f"head_discovery/filter_{k}": float(v) for k, v in result.filter_report.items()},

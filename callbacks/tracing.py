@@ -11,11 +11,13 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from vseam_pl.modulation import unmodulated
 from vseam_pl.pairs import read_pairs
 from vseam_pl.prompts import DEFAULT_INSTRUCTION
 from vseam_pl.records import ImagePair
@@ -103,10 +105,7 @@ class CausalTracing(Callback):
         if self.modulated and attached:
             digest = hashlib.sha1(modulation.scales.detach().float().cpu().numpy().tobytes()).hexdigest()[:12]
             variant = f"modulated:{digest}"
-        detach = attached and not self.modulated
-        if detach:
-            modulation.detach()
-        try:
+        with nullcontext() if self.modulated else unmodulated(modulation, vlm):
             result = run_tracing(
                 vlm,
                 self.load(),
@@ -121,9 +120,6 @@ class CausalTracing(Callback):
                 variant=variant,
                 log=lambda msg: None,
             )
-        finally:
-            if detach:
-                modulation.attach(vlm)
         self._log(trainer, stage, result)
         return result
 

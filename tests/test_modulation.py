@@ -8,7 +8,7 @@ import torch
 from tests.conftest import make_images
 from vseam_pl.ablation import ablate_heads, head_output_means
 from vseam_pl.encoding import encode
-from vseam_pl.modulation import HeadModulation, ScalesMismatchError
+from vseam_pl.modulation import HeadModulation, ScalesMismatchError, unmodulated
 from vseam_pl.prompts import build_prompts
 from vseam_pl.scoring import answer_loss, forward_logits
 from vseam_pl.vlm import load_vlm
@@ -68,6 +68,24 @@ def test_attached_scales_equal_hand_written_o_proj_hook(request, fixture):
     assert not torch.allclose(reference, base, atol=1e-4)  # the scales do something
     torch.testing.assert_close(modulated, reference, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(forward_logits(vlm, enc), base)  # detach restores the model
+
+
+def test_unmodulated_runs_the_frozen_model_and_reattaches_even_on_error(tiny_vlm):
+    enc = _batch(tiny_vlm)
+    base = forward_logits(tiny_vlm, enc)
+    mod = _random_scales(tiny_vlm).attach(tiny_vlm)
+    scaled = forward_logits(tiny_vlm, enc)
+    assert not torch.allclose(scaled, base, atol=1e-4)
+    with pytest.raises(KeyError), unmodulated(mod, tiny_vlm):
+        assert not mod.attached
+        torch.testing.assert_close(forward_logits(tiny_vlm, enc), base)
+        raise KeyError("inside")
+    assert mod.attached
+    torch.testing.assert_close(forward_logits(tiny_vlm, enc), scaled)
+    mod.detach()
+    with unmodulated(mod, tiny_vlm), unmodulated(None, tiny_vlm):
+        torch.testing.assert_close(forward_logits(tiny_vlm, enc), base)
+    assert not mod.attached  # a detached modulation stays detached
 
 
 def test_fold_matches_hooks_and_unfold_is_bit_exact(tiny_vlm):

@@ -20,7 +20,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from .context import PromptTooLongError
 from .data import Batch
 from .evaluation import Outcome, gather_outcomes, make_outcomes, outcome_rows
-from .modulation import HeadModulation, nonfinite_scales
+from .modulation import HeadModulation, nonfinite_scales, unmodulated
 from .prompts import DEFAULT_INSTRUCTION, build_prompts
 from .report import STATISTICS
 from .resume import CHECKPOINT_KEY, check_checkpoint
@@ -145,13 +145,8 @@ class HeadModulationModule(LightningModule):
     @contextmanager
     def unmodulated(self) -> Iterator[None]:
         """The frozen model as it was, for baselines and discovery."""
-        was_attached = self.modulation.attached
-        self.modulation.detach()
-        try:
+        with unmodulated(self.modulation, self.vlm):
             yield
-        finally:
-            if was_attached:
-                self.modulation.attach(self.vlm)
 
     # -- training --------------------------------------------------------------------------------------------
     def on_train_start(self) -> None:

@@ -8,6 +8,8 @@ every position. Because `o_proj` is linear, the same effect can be folded into i
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -195,3 +197,19 @@ class HeadModulation(nn.Module):
         with torch.no_grad():
             mod.scales.copy_(scales_from_peft(adapter_dir, vlm))
         return mod
+
+
+@contextmanager
+def unmodulated(modulation: HeadModulation | None, vlm: VLM) -> Iterator[None]:
+    """Run the frozen model without the scales: detach `modulation` if attached, re-attach it on exit.
+
+    The one protocol for baselines, head discovery and tracing; a missing or detached modulation is a no-op.
+    """
+    reattach = modulation is not None and modulation.attached
+    if reattach:
+        modulation.detach()
+    try:
+        yield
+    finally:
+        if reattach:
+            modulation.attach(vlm)
