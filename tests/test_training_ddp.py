@@ -98,10 +98,12 @@ def test_release_process_group_destroys_the_group(tmp_path):
     """train.py / evaluate.py end with it: a gloo group left to interpreter exit can abort the process."""
     import torch.distributed as dist
 
-    from vseam_pl.cli import release_process_group
+    from vseam_pl.distributed import all_gather_object, all_reduce_sum, dist_info, release_process_group
 
     release_process_group()  # no group: nothing to do
+    assert dist_info() == (0, 1) and all_gather_object({"a": 1}) == [{"a": 1}]
+    assert torch.equal(all_reduce_sum(torch.tensor([1.0, 2.0])), torch.tensor([1.0, 2.0]))
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
-    assert dist.is_initialized()
+    assert dist.is_initialized() and dist_info() == (0, 1)
     release_process_group()
     assert not dist.is_initialized()

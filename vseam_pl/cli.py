@@ -6,10 +6,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch.distributed as dist
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 
+from .distributed import all_gather_object
 from .io import write_text
 from .report import format_table, write_metrics_json
 from .resume import check_checkpoint, read_checkpoint, same_model
@@ -19,21 +19,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "default.yaml"
 
 
-def release_process_group() -> None:
-    """End of a successful multi-process run: destroy the process group while the interpreter is alive. Left to
-    interpreter exit, gloo's worker threads can abort the process ("terminate called without an active exception",
-    pytorch/pytorch#190489). Not called on errors: a rank that fails must not wait for the others here."""
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
-
-
 def gather_skipped(skipped: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """Every rank's skipped records (source, reason), each once: a rank only sees the bad images of its own shard.
     Every rank must call it."""
-    parts: list[Any] = [list(skipped)]
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        parts = [None] * dist.get_world_size()
-        dist.all_gather_object(parts, list(skipped))
+    parts = all_gather_object(list(skipped))
     merged: dict[str, str] = {}
     for part in parts:
         for source, reason in part:

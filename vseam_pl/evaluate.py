@@ -23,11 +23,11 @@ from vseam_pl.batch_size import datamodule_batch_size, resolve
 from vseam_pl.cli import (
     ensure_synthetic,
     gather_skipped,
-    release_process_group,
     synthetic_conventions,
     write_outputs,
 )
 from vseam_pl.data import build_datamodule
+from vseam_pl.distributed import release_process_group
 from vseam_pl.lit_module import HeadModulationModule
 from vseam_pl.prompts import DEFAULT_INSTRUCTION
 

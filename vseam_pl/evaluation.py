@@ -10,8 +10,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import torch.distributed as dist
-
+from .distributed import all_gather_object
 from .records import QARecord
 from .report import compare_rows, pope_rows
 from .text import answers_match, check_parser, normalize_answer, parse_yes_no
@@ -81,12 +80,8 @@ def make_outcomes(
 
 def gather_outcomes(local: list[Outcome]) -> list[Outcome]:
     """All ranks' outcomes (every rank gets the union), de-duplicated by key and sorted."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        parts: list[Any] = [None] * dist.get_world_size()
-        dist.all_gather_object(parts, [asdict(o) for o in local])
-        merged = [Outcome(**d) for part in parts for d in part]
-    else:
-        merged = list(local)
+    parts = all_gather_object([asdict(o) for o in local])
+    merged = [Outcome(**d) for part in parts for d in part]
     unique = {o.key: o for o in merged}
     out = [unique[k] for k in sorted(unique)]
     warn_duplicate_ids(out)

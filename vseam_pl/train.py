@@ -19,10 +19,10 @@ from vseam_pl.cli import (
     VSeamCLI,
     ensure_synthetic,
     gather_skipped,
-    release_process_group,
     run_dir,
     write_outputs,
 )
+from vseam_pl.distributed import release_process_group
 from vseam_pl.lit_module import HeadModulationModule
 
 

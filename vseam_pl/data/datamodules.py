@@ -21,11 +21,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-import torch
 from jsonargparse.typing import PositiveInt
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import CombinedLoader
 
+from ..distributed import dist_info
 from ..levels import CATEGORY_LEVEL
 from ..records import Example, QARecord
 from .hf import HFGQASource, HFPopeSource
@@ -247,9 +247,7 @@ class QADataModule(LightningDataModule):
         """(rank, world_size): explicit arguments, else the initialised process group, else single process."""
         if self.world_size is not None:
             return self.rank or 0, self.world_size
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            return torch.distributed.get_rank(), torch.distributed.get_world_size()
-        return 0, 1
+        return dist_info()
 
     def stream(self, split: str) -> QAStream:
         rank, world = self.dist()

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from ..ablation import ABLATION_MODES, head_output_means
+from ..distributed import all_reduce_sum, dist_info
 from ..encoding import encode
 from ..io import write_atomic, write_json
 from ..prompts import DEFAULT_INSTRUCTION
@@ -130,29 +131,6 @@ class DiscoveryResult:
     filter_report: dict[str, Any] | None
     chunks_computed: int  # by this process in this call (0 when everything was resumed)
     outputs: dict[str, Path] = field(default_factory=dict)
-
-
-def dist_info() -> tuple[int, int]:
-    """(rank, world size) of the default process group, (0, 1) without one."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _all_reduce(t: torch.Tensor) -> torch.Tensor:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        device = (
-            torch.device("cuda", torch.cuda.current_device())
-            if dist.get_backend() == "nccl"
-            else torch.device("cpu")
-        )
-        t = t.to(device)
-        dist.all_reduce(t)
-    return t.cpu()
 
 
 def chunks(items: Sequence[PairItem], size: int) -> list[list[PairItem]]:
@@ -320,7 +298,7 @@ def run_discovery(
     acc.all_reduce()
     report = None
     if filter_counts is not None:
-        total, right, wrong, kept_n = _all_reduce(filter_counts.clone()).tolist()
+        total, right, wrong, kept_n = all_reduce_sum(filter_counts.clone()).tolist()
         report = {
             "total": int(total),
             "right_on_clean": int(right),

@@ -20,6 +20,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from ..distributed import all_reduce_sum, dist_info
 from ..io import write_atomic, write_json
 
 #: stat name -> (num [E, L, H], den [E], include [E] bool) for one chunk of examples.
@@ -102,18 +103,10 @@ class Accumulator:
 
     def all_reduce(self) -> None:
         """Sum over DDP ranks (no-op without an initialised process group)."""
-        import torch.distributed as dist
-
-        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        if dist_info()[1] == 1:
             return
         flat = torch.cat([self.num.flatten(), self.den.flatten(), self.n.flatten(), self.edit.flatten()])
-        backend = dist.get_backend()
-        device = (
-            torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
-        )
-        flat = flat.to(device)
-        dist.all_reduce(flat)
-        flat = flat.cpu()
+        flat = all_reduce_sum(flat)
         offset = 0
         for t in (self.num, self.den, self.n, self.edit):
             t.copy_(flat[offset : offset + t.numel()].view_as(t))

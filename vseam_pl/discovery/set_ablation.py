@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ..ablation import ablate_heads
+from ..distributed import dist_info
 from ..encoding import encode
 from ..io import write_json
 from ..records import ImagePair
@@ -177,7 +178,7 @@ def run_set_ablation(
 
     Not sharded: under DDP every rank computes every set (cheap next to single-head scoring) and rank 0 writes.
     """
-    from .runner import dist_info, prepare_items, replay_prefix_ok
+    from .runner import prepare_items, replay_prefix_ok
 
     cfg = config or SetAblationConfig()
     if scores.shape != (vlm.num_layers, vlm.num_heads):
