@@ -33,7 +33,7 @@ from vseam_pl.discovery.replay import capture, run_rows
 from vseam_pl.encoding import encode
 from vseam_pl.hooks import head_hooks
 from vseam_pl.modulation import HeadModulation
-from vseam_pl.pairs import write_pairs
+from vseam_pl.pairs import edited_index, write_pairs
 from vseam_pl.records import ImagePair
 from vseam_pl.scoring import forward_logits, predict
 from vseam_pl.vlm import load_vlm
@@ -499,3 +499,11 @@ def test_cli_writes_outputs_and_init_scales(tiny_llava_dir, manifest, tmp_path, 
     assert "no pairs manifest" in capsys.readouterr().err
     assert main(["--model", str(tmp_path / "no-model"), "--pairs", str(manifest), "--out", str(out)]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("correct", "edited", "n", "expected"),
+    [(0, None, 2, 1), (1, None, 2, 0), (0, 2, 3, 2), (0, None, 3, None), (1, 1, 2, None), (0, 0, 3, None)],
+)
+def test_edited_index_is_the_known_or_the_other_of_two(correct, edited, n, expected):
+    assert edited_index(correct, edited, n) == expected

@@ -22,6 +22,21 @@ class ManifestError(ValueError):
     """A malformed pairs manifest; the message names the file and line."""
 
 
+class PairError(ValueError):
+    """A well-formed pair that discovery or tracing cannot use (answers not among the candidates, clean and edited
+    encodings that do not line up, ...); the message names the pair and the field."""
+
+
+def edited_index(correct: int, edited: int | None, n_candidates: int) -> int | None:
+    """Candidate index of the answer on the edited image: the known one, else the other of exactly two candidates.
+
+    None when it stays unknown or equals the clean answer's index (no logit difference between two answers then).
+    """
+    if edited is None and n_candidates == 2:
+        edited = 1 - correct
+    return None if edited is None or edited == correct else edited
+
+
 def read_pairs(path: str | os.PathLike, resolve: bool = True) -> Iterator[ImagePair]:
     """Stream the pairs of a manifest, resolving image paths against its folder."""
     path = Path(path)

@@ -15,10 +15,9 @@ import time
 import torch
 
 from .argparsing import ArgumentParser
-from .pairs import ManifestError, read_pairs
+from .pairs import ManifestError, PairError, read_pairs
 from .prompts import DEFAULT_INSTRUCTION
 from .tracing.aggregate import CI_METHODS
-from .tracing.pair import PairError
 from .tracing.runner import ANALYSES, parse_analyses, run_tracing, select_pairs
 
 

@@ -19,15 +19,11 @@ from PIL import Image
 
 from ..data.images import ImageLoadError, load_rgb
 from ..levels import LEVELS, level_of
-from ..pairs import read_pairs
+from ..pairs import PairError, read_pairs
 from ..prompts import DEFAULT_INSTRUCTION, build_prompt
 from ..records import ImagePair
 from ..scoring import case_variants, variant_token_ids
 from ..vlm import VLM
-
-
-class PairError(ValueError):
-    """A pair that discovery cannot use; the message names the manifest line and the field."""
 
 
 @dataclass(frozen=True)

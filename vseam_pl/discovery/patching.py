@@ -24,8 +24,9 @@ from collections.abc import Sequence
 import torch
 
 from ..encoding import Encoded, encode
+from ..pairs import PairError, edited_index
 from ..vlm import VLM
-from .data import CandidateIndex, PairError, PairItem, images_of
+from .data import CandidateIndex, PairItem, images_of
 from .interventions import Jobs, patch_value, per_row_hook
 from .replay import capture, run_rows
 from .scores import ChunkStats
@@ -42,10 +43,8 @@ def answer_indices(items: Sequence[PairItem]) -> tuple[torch.Tensor, torch.Tenso
     """Candidate indices of the clean and edited answers; the edited one must be known or implied (2 candidates)."""
     clean, edited = [], []
     for it in items:
-        e = it.edited
-        if e is None and len(it.candidate_tokens) == 2:
-            e = 1 - it.correct
-        if e is None or e == it.correct:
+        e = edited_index(it.correct, it.edited, len(it.candidate_tokens))
+        if e is None:
             raise PairError(
                 f"{it.pair.source or it.pair.pair_id}: patching needs an 'edited_answer' that differs "
                 f"from 'answer' {it.pair.answer!r}"

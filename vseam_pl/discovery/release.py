@@ -17,10 +17,11 @@ from dataclasses import dataclass
 import torch
 
 from ..levels import level_of
+from ..pairs import PairError
 from ..prompts import release_prompt
 from ..records import ImagePair
 from ..vlm import VLM
-from .data import PairError, groups_of
+from .data import groups_of
 
 PROTOCOLS: tuple[str, ...] = ("default", "release")
 

@@ -16,15 +16,12 @@ import torch
 from ..discovery.data import PairItem, images_of, prepare_pairs
 from ..discovery.replay import DecoderRun, capture, check_replay
 from ..encoding import encode
+from ..pairs import PairError, edited_index
 from ..prompts import DEFAULT_INSTRUCTION
 from ..records import ImagePair
 from ..vlm import VLM
 from .patching import AnswerTokens, Scores, cache_sites, stack_layers
 from .positions import TokenGroups, concept_words, token_groups
-
-
-class PairError(ValueError):
-    """A pair whose encodings cannot be traced (mismatched token sequences, unsupported decoder)."""
 
 
 class UntraceablePairError(PairError):
@@ -34,10 +31,8 @@ class UntraceablePairError(PairError):
 def answer_tokens(item: PairItem) -> tuple[AnswerTokens, str]:
     """First-token ids of the clean and the edited answer, and the edited answer (without `edited_answer`: the
     other of two candidates)."""
-    edited = item.edited
-    if edited is None and len(item.candidate_tokens) == 2:
-        edited = 1 - item.correct
-    if edited is None or edited == item.correct:
+    edited = edited_index(item.correct, item.edited, len(item.candidate_tokens))
+    if edited is None:
         raise UntraceablePairError(
             f"{item.pair.source or item.pair.pair_id}: the edited answer is unknown or equals "
             "the clean answer; the logit difference needs two different answers"
