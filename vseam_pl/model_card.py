@@ -29,7 +29,8 @@ _P_TESTS = {
 
 def save_heatmap(scales: torch.Tensor, path: str | os.PathLike) -> Path:
     """Layer x head heatmap of `scales - 1` (red: amplified, blue: damped), saved as PNG."""
-    from .discovery.plots import heatmap, save_png
+    from .discovery.plots import heatmap
+    from .plotting import save_png
 
     fig = heatmap(scales.detach().float() - 1.0, "learned head scales - 1 (red: amplified, blue: damped)")
     try:

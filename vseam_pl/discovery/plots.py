@@ -6,8 +6,6 @@ TensorBoard with `add_figure`.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import matplotlib
@@ -19,7 +17,6 @@ import torch  # noqa: E402
 from matplotlib.colors import TwoSlopeNorm  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from ..io import write_atomic  # noqa: E402
 from .scores import HeadScores  # noqa: E402
 
 
@@ -129,8 +126,3 @@ def set_ablation_plot(summary: dict[str, Any]) -> Figure:
     )
     fig.tight_layout()
     return fig
-
-
-def save_png(fig: Figure, path: str | os.PathLike) -> Path:
-    """Save atomically (the temporary name has no .png suffix, so the format is explicit)."""
-    return write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))

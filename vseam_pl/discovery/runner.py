@@ -24,6 +24,7 @@ from ..ablation import ABLATION_MODES, head_output_means
 from ..distributed import all_reduce_sum, dist_info
 from ..encoding import encode
 from ..io import write_atomic, write_json
+from ..plotting import save_png
 from ..prompts import DEFAULT_INSTRUCTION
 from ..records import ImagePair
 from ..vlm import VLM, UnsupportedModelError
@@ -40,7 +41,7 @@ from .patching import (
     normalise,
     patching_stats,
 )
-from .plots import heatmap, layer_profiles, overlap_plot, profile_plot, save_png
+from .plots import heatmap, layer_profiles, overlap_plot, profile_plot
 from .release import PROTOCOLS, ReleaseItem, prepare_release
 from .replay import capture, check_replay
 from .scores import Accumulator, ChunkStats, HeadScores

@@ -208,7 +208,8 @@ def run_set_ablation(
         if plots:
             import matplotlib.pyplot as plt
 
-            from .plots import save_png, set_ablation_plot
+            from ..plotting import save_png
+            from .plots import set_ablation_plot
 
             fig = set_ablation_plot(summary)
             outputs["set_ablation_png"] = save_png(fig, Path(out_dir) / "plots" / "set_ablation.png")

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 from matplotlib.figure import Figure
 
-from ..io import atomic_path
 from .aggregate import Band
 from .layer_patching import GROUPS
 from .logit_lens import RUNS
 from .token_patching import ROLES, SITES
 
 Aggregated = dict[str, dict[str, Band]]
+DPI = 120  # tracing figures are saved finer than discovery heatmaps (token labels are small)
 COLORS = {"image": "tab:orange", "text": "tab:blue", "clean": "tab:green", "edited": "tab:red"}
 
 
@@ -141,10 +139,3 @@ def pair_token_figure(
     fig.colorbar(im, ax=axes, shrink=0.8, label=LABELS[metric])
     fig.suptitle(title)
     return fig
-
-
-def save_png(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
-    """Write the figure as a PNG atomically."""
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi)
-    return Path(path)

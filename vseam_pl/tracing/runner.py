@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 
 from ..io import atomic_path, write_json
 from ..levels import LEVELS
+from ..plotting import save_png
 from ..prompts import DEFAULT_INSTRUCTION
 from ..records import ImagePair
 from ..vlm import VLM
@@ -37,7 +38,7 @@ from .layer_patching import SITES_NEEDED as LAYER_SITES
 from .logit_lens import RUNS, logit_lens
 from .logit_lens import SITES_NEEDED as LENS_SITES
 from .pair import UntraceablePairError, trace_pair
-from .plots import layer_profile_figure, lens_figure, pair_token_figure, save_png, token_heatmap_figure
+from .plots import DPI, layer_profile_figure, lens_figure, pair_token_figure, token_heatmap_figure
 from .token_patching import ROLES, by_role, token_patching
 from .token_patching import SITES as TOKEN_SITES
 
@@ -319,7 +320,7 @@ def _aggregate_and_plot(
             analysis
         ](agg)
         result.figures[analysis] = figure
-        save_png(figure, store.root / "plots" / f"{analysis}.png")
+        save_png(figure, store.root / "plots" / f"{analysis}.png", dpi=DPI)
     if "tokens" in analyses:
         for p in [p for p in pairs if store.done(p.pair_id, "tokens")][:pair_plots]:
             info, t = store.load(p.pair_id, "tokens")
@@ -332,7 +333,7 @@ def _aggregate_and_plot(
                 values.numpy(), info["tokens"], info["roles"], metric, f"{p.pair_id}: {info['question']}"
             )
             result.figures[f"pair_{safe_id(p.pair_id)}"] = fig
-            save_png(fig, store.root / "plots" / "pairs" / f"{safe_id(p.pair_id)}_tokens.png")
+            save_png(fig, store.root / "plots" / "pairs" / f"{safe_id(p.pair_id)}_tokens.png", dpi=DPI)
     write_json(store.root / "summary.json", summary)
 
 
