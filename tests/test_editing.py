@@ -34,7 +34,7 @@ from vseam_pl.editing import (
     soft_mask,
 )
 from vseam_pl.editing.gqa import GQAFormatError
-from vseam_pl.editing.tiny import main as tiny_main
+from vseam_pl.editing.tiny_pipeline import main as tiny_main
 from vseam_pl.pairs import read_pairs
 from vseam_pl.records import ImagePair
 

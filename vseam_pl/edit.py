@@ -22,7 +22,7 @@ from .data.readers import BadRecordError
 from .editing.gqa import GQAFormatError, read_gqa_questions, read_scene_graphs
 from .editing.inpaint import DTYPES, Inpainter, load_inpaint_pipeline
 from .editing.pipeline import EditReport, EditSettings, run_edits
-from .editing.prompts import EditPlanner
+from .editing.planner import EditPlanner
 from .editing.quality import AnswerFn
 from .editing.vocab import EditVocab, VocabError
 from .levels import LEVELS

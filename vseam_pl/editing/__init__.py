@@ -9,9 +9,9 @@ from .gqa import read_gqa_questions, read_scene_graphs
 from .inpaint import Inpainter, composite, load_inpaint_pipeline
 from .masks import box_mask, load_user_mask, soft_mask
 from .pipeline import EditReport, EditSettings, run_edits
-from .prompts import EditPlan, EditPlanner, Refusal, Unresolved
+from .planner import EditPlan, EditPlanner, Refusal, Unresolved
 from .quality import AnswerFn, check_region, outside_change, vlm_filter
-from .tiny import build_tiny_inpaint_pipeline
+from .tiny_pipeline import build_tiny_inpaint_pipeline
 from .vocab import EditVocab, VocabError
 
 __all__ = [

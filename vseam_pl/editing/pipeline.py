@@ -36,7 +36,7 @@ from ..pairs import append_pair, read_pairs, write_pairs
 from ..records import ImagePair
 from .inpaint import Inpainter
 from .masks import bbox, box_mask, load_user_mask, mask_image, soft_mask
-from .prompts import EditPlan, Refusal
+from .planner import EditPlan, Refusal
 from .quality import AnswerFn, check_region, vlm_filter
 
 
