@@ -45,9 +45,10 @@ from torch import nn
 
 from ..records import ImagePair
 from ..vlm import VLM, UnsupportedModelError
-from .data import CandidateIndex, PairItem, prepare_pairs
-from .patching import DIRECTIONS, answer_indices, encode_pair, logit_diff, patching_stats
-from .replay import DecoderRun, capture, run_rows
+from .attribution import pair_runs
+from .data import PairItem, prepare_pairs
+from .patching import patching_stats
+from .replay import DecoderRun, run_rows
 from .scores import ChunkStats, HeadScores
 
 #: `head`: one node per head output (its own softmax is evaluated exactly in both runs, so the QK fix holds by
@@ -224,18 +225,17 @@ def atp_star_stats(
     """Per-example AtP* estimates `[E, L, H]`: `signed` (the linear estimate on `nodes`, normalised by the edit
     effect like patching) and, with `graddrop`, `magnitude` (the GradDrop mean absolute estimate, averaged over
     pairs in logit-difference units)."""
-    if direction not in DIRECTIONS:
-        raise ValueError(f"unknown patching direction {direction!r}; expected one of {DIRECTIONS}")
     if nodes not in NODES:
         raise ValueError(f"unknown AtP* node set {nodes!r}; expected one of {NODES}")
-    cands = CandidateIndex.of(items)
-    clean, edited = answer_indices(items)
-    enc_c, enc_e = encode_pair(vlm, items)
-    run_c = capture(vlm, enc_c, residuals=False, heads=True)
-    run_e = capture(vlm, enc_e, residuals=False, heads=True)
-    ld_c, ld_e = (
-        logit_diff(cands, run_c.logits, clean, edited),
-        logit_diff(cands, run_e.logits, clean, edited),
+    pr = pair_runs(vlm, items, direction)
+    cands, clean, edited, run_c, run_e, ld_c, ld_e = (
+        pr.cands,
+        pr.clean,
+        pr.edited,
+        pr.run_c,
+        pr.run_e,
+        pr.ld_c,
+        pr.ld_e,
     )
     target, source = (run_e, run_c) if direction == "clean_to_edited" else (run_c, run_e)
     if nodes == "qkv":

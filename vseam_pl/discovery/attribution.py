@@ -10,18 +10,32 @@ instead of L*H intervened forwards. Scores are normalised like exact patching.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
 from ..vlm import VLM
 from .data import CandidateIndex, PairItem
 from .patching import DIRECTIONS, answer_indices, encode_pair, logit_diff
-from .replay import capture, run_rows
+from .replay import DecoderRun, capture, run_rows
 from .scores import ChunkStats
 
 
-def attribution_stats(vlm: VLM, items: Sequence[PairItem], direction: str = "clean_to_edited") -> ChunkStats:
-    """Per-example attribution estimates `[E, L, H]` of the patching effects, and the edit effects `[E]`."""
+@dataclass
+class PairRuns:
+    """Both runs of a chunk of pairs with their head outputs, and what attribution needs to score them."""
+
+    cands: CandidateIndex
+    clean: torch.Tensor  # [E] candidate index of the clean answer
+    edited: torch.Tensor  # [E] candidate index of the edited answer
+    run_c: DecoderRun
+    run_e: DecoderRun
+    ld_c: torch.Tensor  # [E] LD on the clean image
+    ld_e: torch.Tensor  # [E] LD on the edited image
+
+
+def pair_runs(vlm: VLM, items: Sequence[PairItem], direction: str) -> PairRuns:
+    """One captured forward of each image of every pair (the setup of attribution and AtP*)."""
     if direction not in DIRECTIONS:
         raise ValueError(f"unknown patching direction {direction!r}; expected one of {DIRECTIONS}")
     cands = CandidateIndex.of(items)
@@ -29,10 +43,15 @@ def attribution_stats(vlm: VLM, items: Sequence[PairItem], direction: str = "cle
     enc_c, enc_e = encode_pair(vlm, items)
     run_c = capture(vlm, enc_c, residuals=False, heads=True)
     run_e = capture(vlm, enc_e, residuals=False, heads=True)
-    ld_c, ld_e = (
-        logit_diff(cands, run_c.logits, clean, edited),
-        logit_diff(cands, run_e.logits, clean, edited),
-    )
+    ld_c = logit_diff(cands, run_c.logits, clean, edited)
+    ld_e = logit_diff(cands, run_e.logits, clean, edited)
+    return PairRuns(cands, clean, edited, run_c, run_e, ld_c, ld_e)
+
+
+def attribution_stats(vlm: VLM, items: Sequence[PairItem], direction: str = "clean_to_edited") -> ChunkStats:
+    """Per-example attribution estimates `[E, L, H]` of the patching effects, and the edit effects `[E]`."""
+    pr = pair_runs(vlm, items, direction)
+    cands, clean, edited, run_c, run_e = pr.cands, pr.clean, pr.edited, pr.run_c, pr.run_e
     target = run_e if direction == "clean_to_edited" else run_c
     # A zero leaf added to each head output: its gradient is the total derivative of LD w.r.t. that output.
     deltas = {layer: torch.zeros_like(z, requires_grad=True) for layer, z in target.heads.items()}
@@ -53,4 +72,4 @@ def attribution_stats(vlm: VLM, items: Sequence[PairItem], direction: str = "cle
         .double()
         .cpu()
     )  # [E, L, H]
-    return {"signed": (effect, ld_c - ld_e, torch.ones(len(items), dtype=torch.bool))}
+    return {"signed": (effect, pr.ld_c - pr.ld_e, torch.ones(len(items), dtype=torch.bool))}
