@@ -196,8 +196,10 @@ def dataset_means(vlm: VLM, items: Sequence[PairItem], which: str, pair_batch: i
     return head_output_means(vlm, batches()).to(vlm.device)
 
 
-def replay_prefix_ok(vlm: VLM, items: Sequence[PairItem], which: str) -> bool:
-    """Whether this decoder can be replayed from a middle layer (else intervened rows run from layer 0)."""
+def replay_prefix_ok(vlm: VLM, items: Sequence[PairItem], which: str, middle: bool = True) -> bool:
+    """Whether this decoder can be replayed from a middle layer (else intervened rows run from layer 0). The replay
+    from the input embeddings is always checked; `middle=False` (methods that only replay from layer 0) skips the
+    middle-layer check and returns False."""
     chunk = list(items[:2])
     run = capture(vlm, encode(vlm, [it.prompt for it in chunk], images_of(chunk, which)), residuals=True)
     if not check_replay(vlm, run, starts=(0,)):
@@ -205,7 +207,7 @@ def replay_prefix_ok(vlm: VLM, items: Sequence[PairItem], which: str) -> bool:
             f"{vlm.name}: re-running its decoder from the input embeddings does not reproduce "
             "the model's logits; head discovery cannot batch interventions for it"
         )
-    return check_replay(vlm, run, starts=(vlm.num_layers // 2,))
+    return middle and check_replay(vlm, run, starts=(vlm.num_layers // 2,))
 
 
 def score_chunk(
@@ -278,7 +280,7 @@ def run_discovery(
     if cfg.method == "ablation" and cfg.ablation_mode == "dataset_mean":
         means = dataset_means(vlm, items, cfg.ablation_image, cfg.pair_batch)
     # every method checks the start-0 replay against the full forward; only the exact methods replay from a middle layer
-    prefix = replay_prefix_ok(vlm, items, image) and cfg.method in ("ablation", "patching")
+    prefix = replay_prefix_ok(vlm, items, image, middle=cfg.method in ("ablation", "patching"))
 
     todo = chunks(kept, cfg.pair_batch)
     computed = 0
