@@ -202,16 +202,20 @@ class HeadModulationModule(LightningModule):
     def answer_parser(self) -> str:
         return self.hparams.get("answer_parser", "vseam")
 
+    @property
+    def answer_scoring(self) -> str:
+        return self.hparams.get("answer_scoring", "closed_set_logprob")
+
     def answer_settings(self) -> dict[str, str]:
         """What metrics.json records about how answers were produced and read."""
         return {
-            "answer_scoring": self.hparams.get("answer_scoring", "closed_set_logprob"),
+            "answer_scoring": self.answer_scoring,
             "answer_parser": self.answer_parser,
         }
 
     def answer(self, batch: Batch) -> tuple[list, list[str]]:
         records = [ex.record for ex in batch.examples]
-        closed = self.hparams.get("answer_scoring", "closed_set_logprob") == "closed_set_logprob"
+        closed = self.answer_scoring == "closed_set_logprob"
         with naming_records(records):
             preds = predict(
                 self.vlm,
