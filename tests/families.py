@@ -376,12 +376,9 @@ def _qwen_processor(cls, tok):
     )
 
 
-def build_qwen2_vl(seed: int) -> tuple[nn.Module, Any]:
-    """Qwen2-VL: dynamic-resolution patches, M-RoPE (3-D rotary positions), GQA."""
-    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor
-
-    tok = _qwen_tokenizer()
-    text = dict(
+def _qwen_text(tok: Any) -> dict[str, Any]:
+    """The shrunk Qwen2 decoder both Qwen-VL generations share: GQA and M-RoPE sections."""
+    return dict(
         vocab_size=len(tok),
         hidden_size=64,
         intermediate_size=128,
@@ -393,6 +390,14 @@ def build_qwen2_vl(seed: int) -> tuple[nn.Module, Any]:
         pad_token_id=0,
         rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 10000.0},
     )
+
+
+def build_qwen2_vl(seed: int) -> tuple[nn.Module, Any]:
+    """Qwen2-VL: dynamic-resolution patches, M-RoPE (3-D rotary positions), GQA."""
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor
+
+    tok = _qwen_tokenizer()
+    text = _qwen_text(tok)
     vision = dict(
         depth=2,
         embed_dim=32,
@@ -412,18 +417,7 @@ def build_qwen2_5_vl(seed: int) -> tuple[nn.Module, Any]:
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
 
     tok = _qwen_tokenizer()
-    text = dict(
-        vocab_size=len(tok),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=4096,
-        eos_token_id=2,
-        pad_token_id=0,
-        rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 10000.0},
-    )
+    text = _qwen_text(tok)
     vision = dict(
         depth=2,
         hidden_size=32,
