@@ -34,6 +34,8 @@ from vseam_pl.prompts import DEFAULT_INSTRUCTION, build_prompt
 from vseam_pl.scoring import answer_loss, predict
 from vseam_pl.synth import PLACES, SceneWorld
 from vseam_pl.synth.labels import PATCH_LABELS, patch_label_shares, place_index
+from vseam_pl.synth.questions import pope_question
+from vseam_pl.synth.shift import IID, SHIFTS, StreamShift, cooccurring_absent, draw_question, shift_from
 from vseam_pl.tiny import TinySizes, build_tiny_instructblip, build_tiny_llava
 from vseam_pl.vlm import VLM, find_decoder, model_family
 
@@ -67,19 +69,18 @@ def sample_batch(
     size: int,
     caption_share: float,
     verify_weight: float = 1.0,
+    shift: StreamShift = IID,
 ):
     """`size` examples: captions with probability `caption_share`, else one of the scene's questions, yes/no ones
-    drawn `verify_weight` times as often as open ones (verification is what is slowest to learn)."""
+    drawn `verify_weight` times as often as open ones (verification is what is slowest to learn); `shift` shapes
+    scenes and questions like instruction data (`vseam_pl.synth.shift`; IID draws today's stream bit for bit)."""
     prompts, images, answers = [], [], []
     for _ in range(size):
-        scene = world.sample_scene(rng)
+        scene = world.sample_scene(rng, theme=shift.theme)
         if rng.random() < caption_share:
             question, answer, instruction = CAPTION_PROMPT, world.caption(scene, rng), None
         else:
-            pairs = world.qa_pairs(scene, rng)
-            qa = rng.choices(
-                pairs, weights=[verify_weight if q.answer in ("yes", "no") else 1.0 for q in pairs]
-            )[0]
+            qa = draw_question(world.qa_pairs(scene, rng), scene, rng, shift, verify_weight)
             question, answer, instruction = qa.question, qa.answer, DEFAULT_INSTRUCTION
         prompts.append(build_prompt(vlm, question, instruction))
         images.append(world.render(scene))
@@ -174,11 +175,14 @@ def pretrain_vision(model, processor, world: SceneWorld, rng: random.Random, arg
     return history
 
 
+HELDOUT_KINDS = ("gqa-object", "gqa-attribute", "gqa-relation", "pope", "pope-cooccur")
+
+
 def heldout_questions(world: SceneWorld, per_kind: int) -> dict[str, list]:
-    """Fixed yes/no (question, image, answer) rows per kind (GQA levels, POPE) from a stream no training or benchmark
-    split uses."""
+    """Fixed yes/no (question, image, answer) rows per kind (GQA levels, POPE, POPE with co-occurring negatives) from
+    the benchmarks' i.i.d. world (balanced answers), on a stream no training or benchmark split uses."""
     rng = random.Random(f"{STREAM}-heldout")
-    kinds: dict[str, list] = {k: [] for k in ("gqa-object", "gqa-attribute", "gqa-relation", "pope")}
+    kinds: dict[str, list] = {k: [] for k in HELDOUT_KINDS}
     while any(len(v) < per_kind for v in kinds.values()):
         scene = world.sample_scene(rng)
         image = world.render(scene)
@@ -186,16 +190,23 @@ def heldout_questions(world: SceneWorld, per_kind: int) -> dict[str, list]:
             kind = f"gqa-{qa.level}" if qa.benchmark == "gqa" else qa.benchmark
             if kind in kinds and len(kinds[kind]) < per_kind:
                 kinds[kind].append((qa.question, image, qa.answer))
+        negative, present = cooccurring_absent(scene), scene.present()
+        if negative and present and len(kinds["pope-cooccur"]) < per_kind:
+            kinds["pope-cooccur"].append((pope_question(present[0]), image, "yes"))
+            kinds["pope-cooccur"].append((pope_question(negative), image, "no"))
     return kinds
 
 
 @torch.no_grad()
 def heldout_accuracy(vlm: VLM, kinds: dict[str, list]) -> dict[str, float]:
-    out = {}
+    """Accuracy per kind, and `yes_rate`: the share of "yes" answers over all of them (0.5 is unbiased)."""
+    out, said_yes, total = {}, 0, 0
     for kind, rows in kinds.items():
         questions, images, answers = zip(*rows, strict=True)
         predicted = predict(vlm, questions, images, [("yes", "no")] * len(rows), batch_size=64)
         out[kind] = round(sum(p == a for p, a in zip(predicted, answers, strict=True)) / len(rows), 4)
+        said_yes, total = said_yes + sum(p == "yes" for p in predicted), total + len(rows)
+    out["yes_rate"] = round(said_yes / total, 4)
     return out
 
 
@@ -238,6 +249,18 @@ def main() -> None:
         default="example",
         help="loss averaging: per example, or per answer token (captions then weigh more)",
     )
+    ap.add_argument(
+        "--shift",
+        choices=sorted(SHIFTS),
+        default="iid",
+        help="the stream's departure from the benchmarks (vseam_pl/synth/shift.py): iid (the benchmarks' world) or "
+        "realistic (yes-prior, themed scenes, salience skew, like VLM instruction data)",
+    )
+    ap.add_argument(
+        "--yes-share", type=float, default=None, help="override the shift's share of 'yes' answers"
+    )
+    ap.add_argument("--theme", type=float, default=None, help="override the shift's place-prior exponent")
+    ap.add_argument("--salience", type=float, default=None, help="override the shift's large-object weight")
     ap.add_argument("--init-from", default=None, help="continue from a saved model folder (a second stage)")
     ap.add_argument("--patch-size", type=int, default=16, help="vision patch size on the 64-pixel images")
     ap.add_argument("--vision-hidden", type=int, default=128, help="vision tower width")
@@ -265,6 +288,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    shift = shift_from(args.shift, yes_share=args.yes_share, theme=args.theme, salience=args.salience)
     random.seed(args.seed)
     torch.manual_seed(args.seed)
     world = SceneWorld(image_size=64)
@@ -305,7 +329,7 @@ def main() -> None:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
         prompts, images, answers = sample_batch(
-            world, rng, vlm, args.batch_size, args.caption_share, args.verify_weight
+            world, rng, vlm, args.batch_size, args.caption_share, args.verify_weight, shift
         )
         loss = answer_loss(vlm, prompts, images, answers, reduction=args.reduction)
         running = optimizer_step(opt, params, loss, running)
@@ -331,6 +355,7 @@ def main() -> None:
         stages = prev.get("stages") or [{k: prev[k] for k in ("args", "minutes", "history")}]
     stage = {
         "args": vars(args),
+        "shift": shift.to_dict(),
         "minutes": round((time.time() - start) / 60, 2),
         "vision_history": vision_history,
         "history": history,

@@ -36,19 +36,27 @@ def pretrain(*args: str) -> None:
 def test_stages_are_recorded_and_the_folder_loads(tmp_path, arch):
     first, second = tmp_path / "first", tmp_path / "second"
     pretrain("--arch", arch, "--out", str(first), *FEW)
-    pretrain("--arch", arch, "--init-from", str(first), "--out", str(second), *FEW)
+    pretrain("--arch", arch, "--init-from", str(first), "--out", str(second), "--shift", "realistic", *FEW)
     record = json.loads((second / "pretraining.json").read_text())
     stage1, stage2 = record["stages"]
     assert [h["step"] for h in stage1["vision_history"]] == [1, 3]  # first and last step (--log-every is 50)
     assert stage2["vision_history"] == []  # a continuation does not redo the vision stage
+    assert stage2["shift"] == {
+        "yes_share": 0.7,
+        "theme": 3.0,
+        "salience": 0.9,
+    }  # the instruction stage's shift
     final = stage2["history"][-1]
     assert final["step"] == 2 and set(final["heldout_accuracy"]) == {
         "gqa-object",
         "gqa-attribute",
         "gqa-relation",
         "pope",
+        "pope-cooccur",
+        "yes_rate",
     }
     assert all(0.0 <= v <= 1.0 for v in final["heldout_accuracy"].values())
+    assert stage1["shift"] == {"yes_share": 0.5, "theme": 1.0, "salience": 0.5}
     vlm = load_vlm(str(second))
     assert (vlm.num_layers, vlm.num_heads) == (8, 8)
     assert not any(p.requires_grad for p in vlm.model.parameters())

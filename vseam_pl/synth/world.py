@@ -98,10 +98,14 @@ class SceneWorld:
         self.image_size = image_size
         self.object_px = {"small": round(16 * image_size / 64), "large": round(24 * image_size / 64)}
 
-    def sample_scene(self, rng: random.Random) -> Scene:
-        """Draw a place and 1-4 non-overlapping objects; the result depends only on `rng`'s state."""
+    def sample_scene(self, rng: random.Random, theme: float = 1.0) -> Scene:
+        """Draw a place and 1-4 non-overlapping objects; the result depends only on `rng`'s state.
+
+        `theme` > 1 sharpens the per-place class priors (weights raised to that power), as the pretraining stream's
+        themed scenes do (:mod:`vseam_pl.synth.shift`); the benchmarks always use 1.
+        """
         place = rng.choice(PLACES)
-        prior = PLACE_PRIORS[place]
+        prior = PLACE_PRIORS[place] if theme == 1.0 else {c: w**theme for c, w in PLACE_PRIORS[place].items()}
         n = rng.choices(OBJECT_COUNTS, weights=OBJECT_COUNT_WEIGHTS)[0]
         objects: list[SceneObject] = []
         for _ in range(n):
