@@ -74,6 +74,7 @@ def test_comparison_schema_counts_and_p_values(compared, tiny_llava_dir):
         ("learned_discovery", None),
         ("random_heads", 0),
         ("random_heads", 1),
+        ("discovered_heads", None),
         ("ia3", None),
         ("lora", None),
         ("iti_mass_mean", None),
@@ -90,6 +91,7 @@ def test_comparison_schema_counts_and_p_values(compared, tiny_llava_dir):
         "learned_ones": 16,
         "learned_discovery": 16,
         "random_heads": k,
+        "discovered_heads": k,
         "ia3": 4 * 64,
         "lora": 4 * 2 * (4 * 64 + 64 * 4),
         "iti_mass_mean": 0,
@@ -100,7 +102,16 @@ def test_comparison_schema_counts_and_p_values(compared, tiny_llava_dir):
     assert steps["zero_shot"] == steps["closed_form"] == steps["iti_mass_mean"] == 0
     assert all(
         steps[m] == 2
-        for m in ("learned_ones", "learned_discovery", "random_heads", "ia3", "lora", "iti_learned", "lofit")
+        for m in (
+            "learned_ones",
+            "learned_discovery",
+            "random_heads",
+            "discovered_heads",
+            "ia3",
+            "lora",
+            "iti_learned",
+            "lofit",
+        )
     )
 
     n = rows[0]["n"]

@@ -4,6 +4,7 @@ Methods (`METHODS`): `zero_shot` (the frozen model), `closed_form` (closed-form 
 training; the release's constants only for `protocol="release"` scores, docs/fidelity.md), `learned_ones` /
 `learned_discovery` (per-head scales learned from 1 / from the closed-form scales),
 `random_heads` (only K randomly chosen heads' scales learn; K = the number of heads the discovery top-K selects),
+`discovered_heads` (only those K discovered heads' scales learn, from 1: the control `random_heads` is matched to),
 the parameter-efficient fine-tuning baselines `ia3` and `lora` (`peft` adapters on the language decoder, with
 the head scales detached and frozen), and two steering methods from the field at the same hook site (each head's
 output before `o_proj`):
@@ -47,6 +48,7 @@ METHODS: tuple[str, ...] = (
     "learned_ones",
     "learned_discovery",
     "random_heads",
+    "discovered_heads",
     "ia3",
     "lora",
     "iti_mass_mean",
@@ -55,7 +57,16 @@ METHODS: tuple[str, ...] = (
 )
 #: Methods whose parameters are trained (the others are evaluated as built).
 TRAINED: frozenset[str] = frozenset(
-    {"learned_ones", "learned_discovery", "random_heads", "ia3", "lora", "iti_learned", "lofit"}
+    {
+        "learned_ones",
+        "learned_discovery",
+        "random_heads",
+        "discovered_heads",
+        "ia3",
+        "lora",
+        "iti_learned",
+        "lofit",
+    }
 )
 ADAPTERS: tuple[str, ...] = ("ia3", "lora")
 
@@ -69,11 +80,28 @@ def trainable_count(module: HeadModulationModule) -> int:
     return sum(p.numel() for p in module.trainable_parameters() if p.requires_grad)
 
 
-def discovery_head_count(scores: HeadScores, k: int, group: str = "all") -> int:
-    """How many heads the discovery top-K rule modulates: the top-K positive plus the top-K negative heads."""
+def discovery_heads(scores: HeadScores, k: int, group: str = "all") -> list[tuple[int, int]]:
+    """The heads the discovery top-K rule modulates: the top-K positive plus the top-K negative heads, sorted."""
     heads = {(lay, h) for lay, h, _ in scores.positive_heads(group, k)}
     heads |= {(lay, h) for lay, h, _ in scores.negative_heads(group, k)}
-    return len(heads)
+    return sorted(heads)
+
+
+def discovery_head_count(scores: HeadScores, k: int, group: str = "all") -> int:
+    """How many heads the discovery top-K rule modulates (the K of the random-heads control)."""
+    return len(discovery_heads(scores, k, group))
+
+
+def head_mask(num_layers: int, num_heads: int, heads: list[tuple[int, int]]) -> torch.Tensor:
+    """A `[L, H]` bool mask of `heads`, each checked against the grid."""
+    mask = torch.zeros(num_layers, num_heads, dtype=torch.bool)
+    for layer, head in heads:
+        if not (0 <= layer < num_layers and 0 <= head < num_heads):
+            raise ValueError(f"head ({layer}, {head}) is outside the {num_layers}x{num_heads} grid")
+        mask[layer, head] = True
+    if not mask.any():
+        raise ValueError("no heads selected: give at least one (layer, head)")
+    return mask
 
 
 def random_head_mask(num_layers: int, num_heads: int, k: int, seed: int) -> torch.Tensor:
@@ -89,16 +117,19 @@ def random_head_mask(num_layers: int, num_heads: int, k: int, seed: int) -> torc
     return mask.view(num_layers, num_heads)
 
 
-class RandomHeadsModule(HeadModulationModule):
-    """Learn the scales of `num_random_heads` random heads only; every other head stays at its initial scale.
+class SelectedHeadsModule(HeadModulationModule):
+    """Learn the scales of the selected heads only (`heads`: (layer, head) pairs); every other head stays at its
+    initial scale. `discovered_heads` selects discovery's top-K heads, `random_heads` (a subclass) random ones.
 
     The other heads' gradients are masked to 0 (so Adam never moves them) and, after each optimizer step, their
     values are restored exactly (so weight decay cannot move them either).
     """
 
-    def __init__(self, num_random_heads: int = 10, head_seed: int = 0, **kwargs: Any) -> None:
+    def __init__(self, heads: list[tuple[int, int]] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        mask = random_head_mask(self.vlm.num_layers, self.vlm.num_heads, num_random_heads, head_seed)
+        self._restrict_to(head_mask(self.vlm.num_layers, self.vlm.num_heads, list(heads or [])))
+
+    def _restrict_to(self, mask: torch.Tensor) -> None:
         self.register_buffer("head_mask", mask, persistent=False)
         self.register_buffer("frozen_scales", self.modulation.scales.detach().clone(), persistent=False)
         self.modulation.scales.register_hook(lambda g: g * self.head_mask.to(g.dtype))
@@ -116,6 +147,16 @@ class RandomHeadsModule(HeadModulationModule):
             s = self.modulation.scales
             s.copy_(torch.where(self.head_mask, s, self.frozen_scales))
         super().on_train_batch_end(outputs, batch, batch_idx)  # the non-finite stop
+
+
+class RandomHeadsModule(SelectedHeadsModule):
+    """`SelectedHeadsModule` on `num_random_heads` heads drawn uniformly at random (reproducible per `head_seed`)."""
+
+    def __init__(self, num_random_heads: int = 10, head_seed: int = 0, **kwargs: Any) -> None:
+        HeadModulationModule.__init__(self, **kwargs)
+        self._restrict_to(
+            random_head_mask(self.vlm.num_layers, self.vlm.num_heads, num_random_heads, head_seed)
+        )
 
 
 class PeftAdapterModule(HeadModulationModule):
@@ -382,12 +423,14 @@ def build_method(
     discovery_scales: torch.Tensor | None = None,
     num_random_heads: int | None = None,
     head_seed: int = 0,
+    selected_heads: list[tuple[int, int]] | None = None,
     adapter_kwargs: dict[str, Any] | None = None,
     shift_kwargs: dict[str, Any] | None = None,
     **module_kwargs: Any,
 ) -> HeadModulationModule:
     """The module of one comparison method. `discovery_scales` (`[L, H]`, e.g. `init_scales_from_scores(scores,
     rule="closed_form")`) is needed by `closed_form` and `learned_discovery`, `num_random_heads` by `random_heads`,
+    `selected_heads` (`discovery_heads(scores, k)`) by `discovered_heads`,
     `shift_kwargs` (`HeadShiftModule` arguments: heads, initial vectors) by `iti_mass_mean` / `iti_learned` and
     by the second step of `lofit` (whose first step is `L1ScalesModule`, built by `lofit_select`)."""
     if method not in METHODS:
@@ -405,6 +448,10 @@ def build_method(
         if num_random_heads is None:
             raise ValueError("method 'random_heads' needs num_random_heads (see discovery_head_count)")
         return RandomHeadsModule(num_random_heads=num_random_heads, head_seed=head_seed, **module_kwargs)
+    if method == "discovered_heads":
+        if not selected_heads:
+            raise ValueError("method 'discovered_heads' needs selected_heads (see discovery_heads)")
+        return SelectedHeadsModule(heads=selected_heads, **module_kwargs)
     if method in ADAPTERS:
         return PeftAdapterModule(adapter=method, **(adapter_kwargs or {}), **module_kwargs)
     module = HeadModulationModule(**module_kwargs)
@@ -471,9 +518,12 @@ __all__ = [
     "top_heads",
     "PeftAdapterModule",
     "RandomHeadsModule",
+    "SelectedHeadsModule",
     "build_method",
     "claim_run_dir",
     "discovery_head_count",
+    "discovery_heads",
+    "head_mask",
     "init_scales_from_scores",
     "model_fingerprint",
     "random_head_mask",
