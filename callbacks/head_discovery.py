@@ -135,16 +135,20 @@ class HeadDiscovery(pl.Callback):
 
     def resolve_pairs(self, trainer: pl.Trainer) -> None:
         """A relative manifest path that does not exist from the working directory is taken relative to the
-        DataModule's `root` (so `pairs: train/pairs/pairs.jsonl` follows `--data.root`)."""
+        DataModule's `root` (so `pairs: train/pairs/pairs.jsonl` follows `--data.root`); with several benchmarks
+        (`MultiBenchmarkDataModule`), relative to the first of their roots that has it."""
         if (
             not isinstance(self.pairs, (str, os.PathLike))
             or Path(self.pairs).is_absolute()
             or Path(self.pairs).exists()
         ):
             return
-        root = getattr(getattr(trainer, "datamodule", None), "root", None)
-        if root is not None and (Path(root) / self.pairs).exists():
-            self.pairs = Path(root) / self.pairs
+        data = getattr(trainer, "datamodule", None)
+        members = getattr(data, "datamodules", None) or [data]
+        roots = [r for r in (getattr(m, "root", None) for m in members) if r is not None]
+        found = [Path(r) / self.pairs for r in roots if (Path(r) / self.pairs).exists()]
+        if found:
+            self.pairs = found[0]
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.resolve_pairs(trainer)
