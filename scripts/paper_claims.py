@@ -10,7 +10,8 @@ an interrupted run resumes):
 2. **Discovery-selected heads beat random heads**: `vseam compare --methods zero_shot discovered_heads random_heads`
    (the K discovered heads' scales learned vs K random heads', 3 seeds, same data and steps), and the set-ablation
    experiment `vseam discover --method set_ablation` (top-K sets vs 20 random K-sets, ablated on test pairs).
-3. **10% of the data comes within a point of 100%**: `vseam sweep --fractions 0.1 1.0 --seeds 0 1 2`.
+3. **10% of the data comes within a point of 100%**: `vseam sweep --fractions 0.1 1.0 --seeds 0 1 2` (1024 test
+   questions, as the comparison).
 4. **Positive heads overlap within a level more than across levels; negative heads generalise across levels**:
    the Jaccard summaries of `vseam discover --method ablation` on the test pairs (`overlap.json`).
 
@@ -191,7 +192,7 @@ def claim3(model: str, runs: Path, args: argparse.Namespace) -> dict[str, Any]:
             "1",
             "2",
             "--test_batches",
-            "0",
+            "32",
             "--out",
             str(out),
             "--runs_dir",
