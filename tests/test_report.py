@@ -16,6 +16,7 @@ from vseam_pl.report import (
     to_markdown,
     write_metrics_json,
 )
+from vseam_pl.stats import bootstrap_ci
 
 
 def _gqa_rows():
@@ -104,7 +105,8 @@ def test_pope_rows():
     assert {m for _, m in by} == {"accuracy", "f1", "precision", "recall", "yes_ratio"}
     assert by["random", "accuracy"]["baseline"] == 0.5 and by["random", "accuracy"]["modulated"] == 0.75
     assert by["random", "accuracy"]["p_value"] == 1.0  # one discordant pair
-    assert by["random", "accuracy"]["ci95"] is not None
+    # per-question correctness of the random split: baseline [1, 0, 1, 0], modulated [1, 1, 0, 1]
+    assert by["random", "accuracy"]["ci95"] == list(bootstrap_ci([1, 1, 0, 1], [1, 0, 1, 0], seed=0))
     assert by["random", "f1"]["baseline"] == pytest.approx(2 / 3)  # P 0.5, R 1
     assert by["random", "f1"]["modulated"] == pytest.approx(2 / 3)  # P 1, R 0.5
     assert by["random", "yes_ratio"]["baseline"] == 1.0 and by["random", "yes_ratio"]["modulated"] == 0.25
