@@ -260,9 +260,8 @@ class HeadModulationModule(LightningModule):
             self._log_value(f"val/{bench}/accuracy", acc["modulated"])
             if "baseline" in acc:
                 self._baseline_acc[bench] = acc["baseline"]
-            if (
-                bench in self._baseline_acc
-            ):  # every epoch, so the baseline draws as a line beside the accuracy
+            # every epoch, so the baseline draws as a line beside the accuracy
+            if bench in self._baseline_acc:
                 self._log_value(f"val/{bench}/baseline_accuracy", self._baseline_acc[bench])
         if outcomes and not self.trainer.sanity_checking:
             self._baseline_done = True
