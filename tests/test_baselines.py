@@ -11,6 +11,8 @@ from lightning.pytorch import Trainer
 
 from vseam_pl.baselines import (
     METHODS,
+    TRAINED,
+    HeadShiftModule,
     PeftAdapterModule,
     RandomHeadsModule,
     build_method,
@@ -170,19 +172,27 @@ def test_build_method_sets_up_each_method(tiny_llava_dir):
     assert torch.equal(learned.modulation.scales.detach(), scales) and trainable_count(learned) == 16
     ones = build_method("learned_ones", **kwargs)
     assert torch.equal(ones.modulation.scales.detach(), torch.ones(4, 4)) and trainable_count(ones) == 16
-    assert trainable_count(build_method("random_heads", **kwargs)) == 4
-    assert set(METHODS) == {
-        "zero_shot",
-        "closed_form",
-        "learned_ones",
-        "learned_discovery",
-        "random_heads",
-        "ia3",
-        "lora",
-        "iti_mass_mean",
-        "iti_learned",
-        "lofit",
+    # Every listed method builds its own setup: a name in METHODS that build_method did not really handle would come
+    # back as a plain module, and TRAINED (which methods compare.py fits) must say which ones have anything to train.
+    shift = {"shift_heads": [(0, 1), (2, 3)]}
+    expected = {  # class, trainable parameters (tiny model: 4 layers x 4 heads, head_dim 16); None: peft's count
+        "zero_shot": (HeadModulationModule, 0),
+        "closed_form": (HeadModulationModule, 0),
+        "learned_ones": (HeadModulationModule, 16),
+        "learned_discovery": (HeadModulationModule, 16),
+        "random_heads": (RandomHeadsModule, 4),
+        "ia3": (PeftAdapterModule, None),
+        "lora": (PeftAdapterModule, None),
+        "iti_mass_mean": (HeadShiftModule, 0),
+        "iti_learned": (HeadShiftModule, 2 * 16),
+        "lofit": (HeadShiftModule, 2 * 16),
     }
+    for method in METHODS:
+        module = build_method(method, **kwargs, shift_kwargs=shift)
+        cls, count = expected[method]
+        assert type(module) is cls, method
+        assert trainable_count(module) == count if count is not None else trainable_count(module) > 0, method
+        assert (trainable_count(module) > 0) == (method in TRAINED), method
 
     with pytest.raises(ValueError, match="needs discovery_scales"):
         build_method("closed_form", model=str(tiny_llava_dir))

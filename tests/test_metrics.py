@@ -1,13 +1,14 @@
 import math
 import random
+from dataclasses import asdict
 
-import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from vseam_pl.metrics import PairedCorrectness, POPEMetrics, VQAAccuracy, pope_scores
+from vseam_pl.metrics import PairedOutcomes, POPEMetrics, VQAAccuracy, pope_scores
+from vseam_pl.records import QARecord
 
 GROUPS = ["Animal", "Color", "Spatial"]
 
@@ -108,25 +109,61 @@ def test_vqa_accuracy_errors_name_the_problem():
         VQAAccuracy(groups=GROUPS).update(["a"], ["a"])
 
 
-def test_paired_correctness_sorts_and_drops_sampler_duplicates():
-    m = PairedCorrectness(groups=GROUPS)
-    m.update([3, 1], [True, False], [True, True], ["Color", "Animal"])
-    m.update([0, 3], [1, 1], [0, 1], ["Spatial", "Color"])  # 3 again: DistributedSampler padding
-    r = m.compute()
-    assert r.index.tolist() == [0, 1, 3]
-    assert r.baseline.tolist() == [True, False, True]
-    assert r.modulated.tolist() == [False, True, True]
-    assert r.groups == ["Spatial", "Animal", "Color"]
+def _record(i: int, answer: str, image: str, group: str = "Animal", bench: str = "gqa") -> QARecord:
+    return QARecord(
+        bench, str(i), f"question {i}?", answer, image, category=group, source=f"{group}.json:{i}"
+    )
 
 
-def test_paired_correctness_baseline_only_and_mixed():
-    m = PairedCorrectness()
-    m.update([0, 1], [1, 0])
-    r = m.compute()
-    assert r.modulated is None and r.groups is None
-    m.update([2], [1], [1])
-    with pytest.raises(ValueError, match="always or never"):
+def test_paired_outcomes_score_replies_and_drop_sampler_repeats():
+    m = PairedOutcomes()
+    a, b, c = (
+        _record(1, "2", "img1"),
+        _record(2, "red", "img1", "Color"),
+        _record(3, "yes", "img2", bench="pope"),
+    )
+    m.update([a, b], ["Two", "blue"], ["3", "Red."])
+    m.update([c, a], ["No", "Two"], ["Yes, it is", "3"])  # `a` again: DistributedSampler padding
+    out = {o.source: o for o in m.compute()}
+    assert len(m.compute()) == 3 and sorted(o.key for o in out.values()) == [o.key for o in m.compute()]
+    assert (out["Animal.json:1"].baseline_correct, out["Animal.json:1"].modulated_correct) == (True, False)
+    assert (out["Color.json:2"].baseline_correct, out["Color.json:2"].modulated_correct) == (False, True)
+    assert (out["Animal.json:3"].baseline_correct, out["Animal.json:3"].modulated_correct) == (False, True)
+    o = out["Color.json:2"]  # the strings come back as they went in
+    assert (o.benchmark, o.question_id, o.group, o.answer, o.baseline, o.modulated, o.image_id) == (
+        "gqa",
+        "2",
+        "Color",
+        "red",
+        "blue",
+        "Red.",
+        "img1",
+    )
+
+
+def test_paired_outcomes_parser_decides_correctness():
+    rec = [_record(1, "yes", "img1", bench="pope")]
+    replies = ["Yes, there is a dog."]
+    strict, lenient = PairedOutcomes(parser="lmms_eval"), PairedOutcomes(parser="vseam")
+    strict.update(rec, replies)
+    lenient.update(rec, replies)
+    assert strict.compute()[0].baseline_correct is False and lenient.compute()[0].baseline_correct is True
+
+
+def test_paired_outcomes_one_system_and_mixed():
+    m = PairedOutcomes()
+    m.update([_record(0, "a", "i")], None, ["a"])  # validation without the baseline
+    (o,) = m.compute()
+    assert o.baseline is None and o.baseline_correct is None and o.modulated_correct is True
+    m.update([_record(1, "a", "i")], ["a"], ["b"])
+    with pytest.raises(ValueError, match="some updates had baseline replies and some did not"):
         m.compute()
+    with pytest.raises(ValueError, match="at least one system"):
+        m.update([_record(2, "a", "i")])
+    with pytest.raises(ValueError, match="got 2 baseline replies for 1 records"):
+        m.update([_record(2, "a", "i")], ["a", "b"])
+    with pytest.warns(UserWarning, match="before the ``update``"):
+        assert PairedOutcomes().compute() == []
 
 
 # ---------------------------------------------------------------- DDP: 2 gloo processes == 1 process
@@ -141,20 +178,26 @@ def _data(n: int = 40):
         (rng.choice(replies), rng.choice(["yes", "no"]), rng.choice(["random", "popular", "adversarial"]))
         for _ in range(n)
     ]
-    paired = [(i, rng.random() < 0.5, rng.random() < 0.7, rng.choice(GROUPS)) for i in range(n)]
+    paired = [
+        (
+            _record(i, rng.choice(answers), f"img{i % 7}", rng.choice(GROUPS)),
+            rng.choice(answers),
+            rng.choice(answers),
+        )
+        for i in range(n)
+    ]
     return vqa, pope, paired
 
 
 def _run(vqa, pope, paired):
-    a, b, c = VQAAccuracy(groups=GROUPS), POPEMetrics(), PairedCorrectness(groups=GROUPS)
+    a, b, c = VQAAccuracy(groups=GROUPS), POPEMetrics(), PairedOutcomes()
     if vqa:
         a.update(*map(list, zip(*vqa, strict=True)))
     if pope:
         b.update(*map(list, zip(*pope, strict=True)))
     if paired:
-        idx, base, mod, grp = zip(*paired, strict=True)
-        c.update(list(idx), list(base), list(mod), list(grp))
-    return a.compute(), b.compute(), c.compute()
+        c.update(*map(list, zip(*paired, strict=True)))
+    return a.compute(), b.compute(), [asdict(o) for o in c.compute()]
 
 
 def _ddp_worker(rank: int, init_file: str, out_file: str) -> None:
@@ -167,10 +210,10 @@ def _ddp_worker(rank: int, init_file: str, out_file: str) -> None:
         else:
             shard = vqa[cut:], pope[cut:], paired[cut:] + paired[:1]
         result = _run(*shard)
-        lonely = PairedCorrectness()  # a rank that sees no examples must not break the gather
+        lonely = PairedOutcomes()  # a rank that sees no examples must not break the gather
         if rank == 0:
-            lonely.update([5, 2], [True, False], [False, False])
-        result = (*result, lonely.compute())
+            lonely.update([_record(5, "a", "x"), _record(2, "b", "y")], ["a", "a"], ["c", "b"])
+        result = (*result, [asdict(o) for o in lonely.compute()])
         if rank == 0:
             torch.save(result, out_file)
     finally:
@@ -180,9 +223,11 @@ def _ddp_worker(rank: int, init_file: str, out_file: str) -> None:
 def test_ddp_two_processes_equal_single_process(tmp_path):
     out_file = tmp_path / "ddp.pt"
     mp.spawn(_ddp_worker, args=(str(tmp_path / "init"), str(out_file)), nprocs=2, join=True)
-    vqa_d, pope_d, paired_d, lonely = torch.load(out_file, weights_only=False)
-    assert lonely.index.tolist() == [2, 5] and lonely.index.dtype == np.int64
-    assert lonely.baseline.tolist() == [False, True] and lonely.modulated.tolist() == [False, False]
+    vqa_d, pope_d, paired_d, lonely = torch.load(out_file, weights_only=True)
+    assert sorted((o["question_id"], o["baseline_correct"], o["modulated_correct"]) for o in lonely) == [
+        ("2", False, True),
+        ("5", True, False),
+    ]
     vqa_s, pope_s, paired_s = _run(*_data())
 
     assert vqa_d.keys() == vqa_s.keys()
@@ -191,7 +236,4 @@ def test_ddp_two_processes_equal_single_process(tmp_path):
     assert pope_d.keys() == pope_s.keys()
     for k in pope_s:
         torch.testing.assert_close(pope_d[k], pope_s[k], equal_nan=True, rtol=0, atol=0)
-    assert paired_d.index.tolist() == list(range(40))
-    np.testing.assert_array_equal(paired_d.baseline, paired_s.baseline)
-    np.testing.assert_array_equal(paired_d.modulated, paired_s.modulated)
-    assert paired_d.groups == paired_s.groups
+    assert len(paired_d) == 40 and paired_d == paired_s  # every field of every example, the repeat once

@@ -36,8 +36,20 @@ def test_only_scales_require_grad_and_receive_gradients(tiny_vlm):
     assert trainable == [] and [n for n, p in mod.named_parameters() if p.requires_grad] == ["scales"]
     assert mod.scales.shape == (tiny_vlm.num_layers, tiny_vlm.num_heads) and torch.all(mod.scales == 1)
     prompts = build_prompts(tiny_vlm, ["is there a dog?", "is there a cat?"])
-    answer_loss(tiny_vlm, prompts, make_images(2), ["yes", "no"]).backward()
-    assert mod.scales.grad is not None and mod.scales.grad.abs().sum() > 0
+    images = make_images(2)
+    answer_loss(tiny_vlm, prompts, images, ["yes", "no"]).backward()
+    assert mod.scales.grad.abs().sum() > 0
+    # the gradient is the loss's own slope: central differences on the two scales it is largest for
+    top = mod.scales.grad.abs().flatten().topk(2).indices.tolist()
+    for layer, head in [divmod(i, tiny_vlm.num_heads) for i in top]:
+        losses = []
+        for step in (1e-2, -1e-2):
+            with torch.no_grad():
+                mod.scales[layer, head] = 1 + step
+                losses.append(answer_loss(tiny_vlm, prompts, images, ["yes", "no"]).item())
+                mod.scales[layer, head] = 1
+        slope = (losses[0] - losses[1]) / 2e-2
+        assert mod.scales.grad[layer, head].item() == pytest.approx(slope, rel=0.05)
     mod.detach()
 
 

@@ -21,11 +21,12 @@ import evaluate
 import train
 from vseam_pl.context import PromptTooLongError
 from vseam_pl.data import Batch, GQADataModule
-from vseam_pl.evaluation import gather_outcomes, make_outcomes, outcome_rows
 from vseam_pl.io import write_json
 from vseam_pl.lit_module import HeadModulationModule
+from vseam_pl.metrics import PairedOutcomes
 from vseam_pl.modulation import SCALES_FORMAT, HeadModulation, ScalesMismatchError
 from vseam_pl.records import QARecord
+from vseam_pl.report import outcome_rows
 from vseam_pl.resume import CheckpointMismatchError, read_checkpoint
 from vseam_pl.vlm import load_vlm
 
@@ -78,13 +79,14 @@ def test_non_positive_limit_is_rejected_at_parse_time(value, capsys, gqa_root):
 def test_duplicate_question_ids_are_both_evaluated_and_reported():
     a = QARecord("gqa", "7", "is there a dog?", "yes", "img1", category="Animal", source="Animal.json:3")
     b = QARecord("gqa", "7", "is the car red?", "no", "img1", category="Color", source="Color.json:9")
-    outcomes = make_outcomes([a, b], ["yes", "yes"], None)
-    with pytest.warns(UserWarning, match=r"question id '7' at Animal\.json:3 and Color\.json:9"):
-        kept = gather_outcomes(outcomes)
+    metric = PairedOutcomes()
+    metric.update([a, b], ["yes", "yes"])
+    metric.update([a, b], ["yes", "yes"])  # the same records seen twice (sampler padding) still count once
+    kept = metric.compute()
     assert sorted(o.source for o in kept) == ["Animal.json:3", "Color.json:9"]
-    overall = outcome_rows(kept)[0]
+    with pytest.warns(UserWarning, match=r"question id '7' at Animal\.json:3 and Color\.json:9"):
+        overall = outcome_rows(kept)[0]
     assert overall["n"] == 2 and overall["baseline"] == 0.5  # one right, one wrong: neither dropped
-    assert len(gather_outcomes(outcomes + outcomes)) == 2  # the same records gathered twice still count once
 
 
 # ---- 6. skips are counted per record ----------------------------------------------------------------------------

@@ -1,21 +1,22 @@
 import json
 
-import numpy as np
 import pytest
 from scipy import stats as sps
 
-from vseam_pl.metrics import PairedCorrectness
+from vseam_pl.metrics import PairedOutcomes
+from vseam_pl.records import QARecord
 from vseam_pl.report import (
     ROW_KEYS,
     compare_rows,
     format_table,
     main,
-    paired_rows,
+    outcome_rows,
     pope_rows,
     read_metrics_json,
     to_markdown,
     write_metrics_json,
 )
+from vseam_pl.stats import bootstrap_ci
 
 
 def _gqa_rows():
@@ -63,14 +64,34 @@ def test_compare_rows_errors():
         compare_rows("gqa", "test", [1, 0], [1, 1], ["Animal"])
 
 
-def test_paired_rows_from_gathered_metric():
-    base, mod, groups = _gqa_rows()
-    m = PairedCorrectness(groups=["Animal", "Color"])
-    order = np.random.default_rng(0).permutation(len(base))  # arrival order does not matter
-    m.update(order, np.take(base, order), np.take(mod, order), [groups[i] for i in order])
-    assert paired_rows("gqa", "test", m.compute(), seed=1) == compare_rows(
-        "gqa", "test", base, mod, groups, seed=1
+def test_outcome_rows_from_the_paired_metric_per_question_and_level():
+    levels = ["object", "attribute"] * 3
+    records = [
+        QARecord(
+            "gqa", str(i), "q?", "yes", f"img{i}", level=levels[i], category="Animal", source=f"a.json:{i}"
+        )
+        for i in range(6)
+    ]
+    m = PairedOutcomes()
+    m.update(records, ["yes", "no", "no", "no", "yes", "yes"], ["yes", "yes", "yes", "yes", "no", "yes"])
+    rows = outcome_rows(m.compute(), statistics="per_question")
+    assert [r["split"] for r in rows] == ["test", "test/Animal", "test/level=attribute", "test/level=object"]
+    overall = rows[0]
+    assert (overall["baseline"], overall["modulated"]) == (pytest.approx(3 / 6), pytest.approx(5 / 6))
+    # discordant pairs: 3 for the modulated model (questions 1, 2, 3), 1 for the baseline (4)
+    assert (
+        overall["p_value"] == pytest.approx(sps.binomtest(1, 4, 0.5).pvalue) and overall["p_value"] == 0.625
     )
+    assert overall["p_test"] == "mcnemar_exact" and overall["n_images"] == 6
+    attribute = rows[2]  # questions 1, 3, 5
+    assert (attribute["n"], attribute["baseline"], attribute["modulated"]) == (3, pytest.approx(1 / 3), 1.0)
+
+
+def test_outcome_rows_need_the_baseline():
+    m = PairedOutcomes()
+    m.update([QARecord("gqa", "1", "q?", "a", "i", source="a.json:1")], None, ["a"])  # validation-style
+    with pytest.raises(ValueError, match="gqa: the paired report needs the baseline"):
+        outcome_rows(m.compute())
 
 
 def test_pope_rows():
@@ -84,7 +105,8 @@ def test_pope_rows():
     assert {m for _, m in by} == {"accuracy", "f1", "precision", "recall", "yes_ratio"}
     assert by["random", "accuracy"]["baseline"] == 0.5 and by["random", "accuracy"]["modulated"] == 0.75
     assert by["random", "accuracy"]["p_value"] == 1.0  # one discordant pair
-    assert by["random", "accuracy"]["ci95"] is not None
+    # per-question correctness of the random split: baseline [1, 0, 1, 0], modulated [1, 1, 0, 1]
+    assert by["random", "accuracy"]["ci95"] == list(bootstrap_ci([1, 1, 0, 1], [1, 0, 1, 0], seed=0))
     assert by["random", "f1"]["baseline"] == pytest.approx(2 / 3)  # P 0.5, R 1
     assert by["random", "f1"]["modulated"] == pytest.approx(2 / 3)  # P 1, R 0.5
     assert by["random", "yes_ratio"]["baseline"] == 1.0 and by["random", "yes_ratio"]["modulated"] == 0.25

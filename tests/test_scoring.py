@@ -49,16 +49,22 @@ def test_batched_scoring_equals_one_by_one(tiny_vlm):
         torch.testing.assert_close(batched[i], single, atol=1e-5, rtol=1e-5)
 
 
-def test_predict_closed_and_open(tiny_vlm):
-    answers = predict(
-        tiny_vlm,
-        ["is there a dog?", "what color is it?"],
-        make_images(2),
-        [("yes", "no"), None],
-        max_new_tokens=3,
-    )
-    assert answers[0] in ("yes", "no")
-    assert isinstance(answers[1], str) and len(answers[1].split()) <= 3
+def test_predict_picks_the_likelier_candidate_and_generates_open_answers(tiny_vlm):
+    qs = ["is there a dog?", "what color is it?", "is the bus blue?"]
+    images = make_images(3)
+    cands = [("yes", "no"), None, ("no", "yes")]  # mixed closed/open, candidates in both orders
+    answers = predict(tiny_vlm, qs, images, cands, instruction=None, max_new_tokens=3, batch_size=2)
+    prompts = build_prompts(tiny_vlm, qs, instruction=None)
+    for i in (0, 2):  # reference: teacher-forced log-probability of each candidate, one row each
+        enc = encode(tiny_vlm, [prompts[i]] * 2, [images[i]] * 2, list(cands[i]))
+        logprobs = continuation_logprobs(forward_logits(tiny_vlm, enc), enc)
+        assert abs(logprobs[0] - logprobs[1]) > 1e-3  # a real choice, not a tie
+        assert answers[i] == cands[i][int(logprobs.argmax())]
+    # reference: transformers' greedy generation of the open question alone, its new tokens decoded
+    inputs = tiny_vlm.processor(images=[images[1]], text=[prompts[1]], return_tensors="pt")
+    out = tiny_vlm.model.generate(**inputs, max_new_tokens=3, do_sample=False)
+    reply = tiny_vlm.tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+    assert answers[1] == reply.strip().split("\n")[0].strip()
 
 
 def test_answer_loss_is_mean_answer_token_nll(tiny_vlm):

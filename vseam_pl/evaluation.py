@@ -1,19 +1,20 @@
-"""Paired evaluation: baseline and modulated answers on the *same* examples, gathered over DDP ranks into the
-`metrics.json` rows (accuracy / POPE metrics with McNemar p-values and bootstrap CIs, per category)."""
+"""Per-example outcomes of a paired evaluation: what the baseline and the modulated model answered on the *same*
+example and whether each was right. `vseam_pl.metrics.PairedOutcomes` collects them (synchronised over DDP ranks by
+torchmetrics) and `vseam_pl.report.outcome_rows` turns them into the `metrics.json` rows."""
 
 from __future__ import annotations
 
 import hashlib
 import warnings
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
 
-from .distributed import all_gather_object
 from .records import QARecord
-from .report import compare_rows, pope_rows
 from .text import answers_match, check_parser, normalize_answer, parse_yes_no
+
+#: The two systems of a paired evaluation, in the order every report names them.
+SYSTEMS: tuple[str, ...] = ("baseline", "modulated")
 
 
 def example_key(record: QARecord) -> int:
@@ -26,7 +27,8 @@ def example_key(record: QARecord) -> int:
 
 @dataclass
 class Outcome:
-    """One evaluated example: what each system answered and whether it was right."""
+    """One evaluated example: what each system answered and whether it was right (None: system not evaluated;
+    validation without the baseline has only the modulated model)."""
 
     key: int
     benchmark: str
@@ -34,9 +36,9 @@ class Outcome:
     level: str | None
     group: str
     answer: str
-    baseline: str
+    baseline: str | None
     modulated: str | None
-    baseline_correct: bool
+    baseline_correct: bool | None
     modulated_correct: bool | None
     image_id: str = ""  # the cluster of image-level statistics
     source: str = ""
@@ -51,13 +53,21 @@ def is_correct(record: QARecord, pred: str, parser: str = "vseam") -> bool:
 
 def make_outcomes(
     records: Sequence[QARecord],
-    baseline: Sequence[str],
+    baseline: Sequence[str] | None,
     modulated: Sequence[str] | None,
     parser: str = "vseam",
 ) -> list[Outcome]:
+    """One `Outcome` per record from each system's replies (None for a system that was not run)."""
     check_parser(parser)
+    replies = {"baseline": baseline, "modulated": modulated}
+    if baseline is None and modulated is None:
+        raise ValueError("make_outcomes needs the replies of at least one system (baseline or modulated)")
+    for name, preds in replies.items():
+        if preds is not None and len(preds) != len(records):
+            raise ValueError(f"got {len(preds)} {name} replies for {len(records)} records")
     out = []
     for i, r in enumerate(records):
+        base = None if baseline is None else baseline[i]
         mod = None if modulated is None else modulated[i]
         out.append(
             Outcome(
@@ -67,24 +77,14 @@ def make_outcomes(
                 level=r.level,
                 group=r.group,
                 answer=r.answer,
-                baseline=baseline[i],
+                baseline=base,
                 modulated=mod,
-                baseline_correct=is_correct(r, baseline[i], parser),
+                baseline_correct=None if base is None else is_correct(r, base, parser),
                 modulated_correct=None if mod is None else is_correct(r, mod, parser),
                 image_id=r.image_id,
                 source=r.source,
             )
         )
-    return out
-
-
-def gather_outcomes(local: list[Outcome]) -> list[Outcome]:
-    """All ranks' outcomes (every rank gets the union), de-duplicated by key and sorted."""
-    parts = all_gather_object([asdict(o) for o in local])
-    merged = [Outcome(**d) for part in parts for d in part]
-    unique = {o.key: o for o in merged}
-    out = [unique[k] for k in sorted(unique)]
-    warn_duplicate_ids(out)
     return out
 
 
@@ -105,59 +105,14 @@ def warn_duplicate_ids(outcomes: Sequence[Outcome]) -> list[tuple[str, str, list
     return dups
 
 
-def outcome_rows(
-    outcomes: Iterable[Outcome],
-    split: str = "test",
-    seed: int = 0,
-    parser: str = "vseam",
-    statistics: str = "image_clustered",
-) -> list[dict[str, Any]]:
-    """Report rows per benchmark: POPE metrics per POPE split, else accuracy overall + per category (+ per level).
-
-    Rows count the images behind their questions and, by default, use image-clustered statistics (`report`)."""
-    by_bench: dict[str, list[Outcome]] = defaultdict(list)
+def benchmark_accuracy(outcomes: Sequence[Outcome]) -> dict[str, dict[str, float]]:
+    """``{benchmark: {system: accuracy}}`` for each system evaluated on that benchmark (validation's numbers)."""
+    correct: dict[str, dict[str, list[bool]]] = defaultdict(lambda: {s: [] for s in SYSTEMS})
     for o in outcomes:
-        by_bench[o.benchmark].append(o)
-    rows: list[dict[str, Any]] = []
-    for bench in sorted(by_bench):
-        os_ = by_bench[bench]
-        has_mod = os_[0].modulated is not None
-        if bench == "pope":
-            rows += pope_rows(
-                [o.answer for o in os_],
-                [o.baseline for o in os_],
-                [o.modulated for o in os_] if has_mod else None,
-                splits=[o.group for o in os_],
-                benchmark=bench,
-                seed=seed,
-                parser=parser,
-                images=[o.image_id for o in os_],
-                statistics=statistics,
-            )
-            continue
-        base = [o.baseline_correct for o in os_]
-        mod = [o.modulated_correct for o in os_] if has_mod else None
-        images = [o.image_id for o in os_]
-        rows += compare_rows(
-            bench,
-            split,
-            base,
-            mod,
-            groups=[o.group for o in os_],
-            seed=seed,
-            images=images,
-            statistics=statistics,
-        )
-        levels = [o.level for o in os_]
-        if all(levels) and len(set(levels)) > 1:
-            rows += compare_rows(
-                bench,
-                split,
-                base,
-                mod,
-                groups=[f"level={lv}" for lv in levels],
-                seed=seed,
-                images=images,
-                statistics=statistics,
-            )[1:]
-    return rows
+        for system, ok in zip(SYSTEMS, (o.baseline_correct, o.modulated_correct), strict=True):
+            if ok is not None:
+                correct[o.benchmark][system].append(ok)
+    return {
+        bench: {system: sum(oks) / len(oks) for system, oks in by_system.items() if oks}
+        for bench, by_system in sorted(correct.items())
+    }

@@ -3,11 +3,13 @@ modulation scales.
 
 Fit minimises the answer cross-entropy (plus an optional L2 pull of the scales toward 1). Validation logs accuracy per
 benchmark for the modulated model and, once, for the unmodulated baseline. Test evaluates baseline *and* modulated on
-the same examples and leaves the paired report rows in `test_rows` (gathered over DDP ranks).
+the same examples and leaves the paired report rows in `test_rows`. Both update `vseam_pl.metrics.PairedOutcomes`
+(`val_paired`, `test_paired`), which torchmetrics synchronises over DDP ranks; the numbers come from its states.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,10 +21,11 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from .context import PromptTooLongError
 from .data import Batch
-from .evaluation import Outcome, gather_outcomes, make_outcomes, outcome_rows
+from .evaluation import Outcome, benchmark_accuracy
+from .metrics import PairedOutcomes
 from .modulation import HeadModulation, nonfinite_scales, unmodulated
 from .prompts import DEFAULT_INSTRUCTION, build_prompts
-from .report import STATISTICS
+from .report import STATISTICS, outcome_rows
 from .resume import CHECKPOINT_KEY, check_checkpoint
 from .scoring import answer_loss, predict
 from .text import check_parser
@@ -43,6 +46,14 @@ def headline_metrics(rows: list[dict[str, Any]]) -> dict[str, float]:
             if row.get(key) is not None:
                 out[f"test/{row['benchmark']}/{row['metric']}/{key}"] = float(row[key])
     return out
+
+
+def synced_outcomes(metric: PairedOutcomes) -> list[Outcome]:
+    """`metric.compute()` on every rank (torchmetrics gathers all ranks' states); a rank, or a whole epoch, without
+    examples is expected (sanity checks, uneven shards), so torchmetrics' compute-before-update warning is muted."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*was called before the ``update`` method.*")
+        return metric.compute()
 
 
 @contextmanager
@@ -122,8 +133,9 @@ class HeadModulationModule(LightningModule):
         self.strict_loading = False
         self._baseline_done = False
         self._baseline_acc: dict[str, float] = {}
-        self._val: dict[str, dict[str, list[bool]]] = {}
-        self._test: list[Outcome] = []
+        # What validation and test update (torchmetrics syncs them over DDP ranks) and the report is built from.
+        self.val_paired = PairedOutcomes(parser=self.answer_parser)
+        self.test_paired = PairedOutcomes(parser=self.answer_parser)
         self.test_rows: list[dict[str, Any]] = []
         self.test_outcomes: list[Outcome] = []
 
@@ -230,7 +242,7 @@ class HeadModulationModule(LightningModule):
 
     # -- validation ------------------------------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:
-        self._val = {}
+        self.val_paired.reset()
 
     def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         if not batch.examples:
@@ -240,40 +252,23 @@ class HeadModulationModule(LightningModule):
         if self.hparams.eval_baseline and not self._baseline_done:
             with self.unmodulated():
                 _, baseline = self.answer(batch)
-        parser = self.answer_parser
-        for o in (
-            make_outcomes(records, preds, None, parser)
-            if baseline is None
-            else make_outcomes(records, baseline, preds, parser)
-        ):
-            acc = self._val.setdefault(o.benchmark, {"modulated": [], "baseline": []})
-            if baseline is None:
-                acc["modulated"].append(o.baseline_correct)
-            else:
-                acc["modulated"].append(bool(o.modulated_correct))
-                acc["baseline"].append(o.baseline_correct)
+        self.val_paired.update(records, baseline, preds)
 
     def on_validation_epoch_end(self) -> None:
-        for bench, acc in sorted(self._val.items()):
-            self._log_value(f"val/{bench}/accuracy", self._mean(acc["modulated"]))
-            if acc["baseline"]:
-                self._baseline_acc[bench] = self._mean(acc["baseline"])
-            if (
-                bench in self._baseline_acc
-            ):  # every epoch, so the baseline draws as a line beside the accuracy
+        outcomes = synced_outcomes(self.val_paired)  # every rank: torchmetrics gathers the ranks' states
+        for bench, acc in benchmark_accuracy(outcomes).items():
+            self._log_value(f"val/{bench}/accuracy", acc["modulated"])
+            if "baseline" in acc:
+                self._baseline_acc[bench] = acc["baseline"]
+            # every epoch, so the baseline draws as a line beside the accuracy
+            if bench in self._baseline_acc:
                 self._log_value(f"val/{bench}/baseline_accuracy", self._baseline_acc[bench])
-        if self._val and not self.trainer.sanity_checking:
+        if outcomes and not self.trainer.sanity_checking:
             self._baseline_done = True
         s = self.modulation.scales.detach()
         self.log_dict(
             {"scales/mean": s.mean(), "scales/std": s.std(), "scales/min": s.min(), "scales/max": s.max()}
         )
-
-    def _mean(self, values: list[bool]) -> float:
-        """Fraction of True over all ranks (every rank must call it)."""
-        t = torch.tensor([float(sum(values)), float(len(values))], device=self.device)
-        t = self.all_gather(t).reshape(-1, 2).sum(0) if self.trainer.world_size > 1 else t
-        return float(t[0] / t[1].clamp(min=1))
 
     def _log_value(self, name: str, value: float) -> None:
         # Same arguments every epoch: Lightning refuses a key logged with different options in one hook.
@@ -281,7 +276,7 @@ class HeadModulationModule(LightningModule):
 
     # -- test: paired baseline vs modulated ------------------------------------------------------------------
     def on_test_epoch_start(self) -> None:
-        self._test = []
+        self.test_paired.reset()
 
     def test_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         """Baseline (unmodulated) always; modulated too when scales are attached (evaluate.py without --scales
@@ -291,10 +286,10 @@ class HeadModulationModule(LightningModule):
         modulated = self.answer(batch)[1] if self.intervention_active else None
         with self.unmodulated():
             records, baseline = self.answer(batch)
-        self._test += make_outcomes(records, baseline, modulated, self.answer_parser)
+        self.test_paired.update(records, baseline, modulated)
 
     def on_test_epoch_end(self) -> None:
-        self.test_outcomes = gather_outcomes(self._test)
+        self.test_outcomes = synced_outcomes(self.test_paired)
         self.test_rows = outcome_rows(
             self.test_outcomes,
             parser=self.answer_parser,

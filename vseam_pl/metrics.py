@@ -1,13 +1,15 @@
-"""DDP-safe evaluation metrics (torchmetrics): VQA exact-match accuracy, POPE, and paired per-example correctness.
+"""DDP-safe evaluation metrics (torchmetrics): VQA exact-match accuracy, POPE, and the paired per-example outcomes
+the LightningModule updates in validation and test and the report is built from.
 
-Strings cannot be metric states, so group and split names are fixed at construction and stored as indices; every
-state has a `dist_reduce_fx`, so `compute()` gives the same numbers on 1 or N processes.
+Strings cannot be metric states, so group and split names are fixed at construction and stored as indices (or, for
+`PairedOutcomes`, carried as bytes); every state has a `dist_reduce_fx`, so `compute()` gives the same numbers on 1
+or N processes.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
-from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -15,6 +17,8 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
 
+from .evaluation import SYSTEMS, Outcome, make_outcomes
+from .records import QARecord
 from .text import answers_match, check_parser, normalize_answer, parse_yes_no
 
 POPE_SPLITS: tuple[str, ...] = ("random", "popular", "adversarial")
@@ -202,88 +206,109 @@ def _pope_cell(pred: str, target: str, parser: str = "vseam") -> int:
     return FN if gold == "yes" else TN
 
 
-class PairedResult(NamedTuple):
-    """Per-example correctness of two systems on the same examples, sorted by example index (numpy arrays)."""
+#: States of `PairedOutcomes`, each a list concatenated across ranks, with the dtype an empty rank stands in with.
+_OUTCOME_STATES: dict[str, torch.dtype] = {
+    "key": torch.long,
+    "baseline": torch.long,
+    "modulated": torch.long,
+    "text": torch.uint8,
+    "text_len": torch.long,
+}
+#: The string fields of an `Outcome`, carried as JSON in the byte state.
+_TEXT_FIELDS: tuple[str, ...] = (
+    "benchmark",
+    "question_id",
+    "level",
+    "group",
+    "answer",
+    "baseline",
+    "modulated",
+    "image_id",
+    "source",
+)
+_NOT_RUN = -1  # a system's correctness when it was not evaluated
 
-    index: np.ndarray  # int64, unique
-    baseline: np.ndarray  # bool
-    modulated: np.ndarray | None  # bool; None when only a baseline was evaluated
-    groups: list[str] | None  # per-example group name when the metric was built with groups
+
+def _flags(values: Sequence[bool | None]) -> Tensor:
+    return torch.tensor([_NOT_RUN if v is None else int(v) for v in values], dtype=torch.long)
 
 
-_PAIRED_STATES = ("index", "baseline", "modulated", "group")
+class PairedOutcomes(Metric):
+    """Per-example outcomes of a baseline and a modulated model on the same examples: what `HeadModulationModule`
+    updates in validation and test, and what the paired report (`vseam_pl.report.outcome_rows`) is built from.
 
-
-class PairedCorrectness(Metric):
-    """Collects per-example correctness of a baseline and a modulated model, for paired tests after DDP gathering.
-
-    States are concatenated across ranks (`dist_reduce_fx="cat"`); `compute()` sorts by example index and drops
-    duplicates, which `DistributedSampler` adds to even out the last batch. Pass ``modulated=None`` on every update
-    for a baseline-only evaluation.
+    Paired tests and image-clustered statistics need every example, not sums, so every state is a list
+    concatenated across ranks (``dist_reduce_fx="cat"``): the example keys and each system's correctness (1/0, -1
+    when that system was not run) as integer tensors, and each example's strings (benchmark, question id, level,
+    group, gold answer, replies, image id, source) as JSON in UTF-8 bytes with one length per example.
+    `compute()` returns one `vseam_pl.evaluation.Outcome` per example key, sorted by key: DistributedSampler repeats
+    examples to even out ranks, and a repeat counts once.
     """
 
     full_state_update = False
 
-    def __init__(self, groups: Sequence[str] | None = None, **kwargs) -> None:
+    def __init__(self, parser: str = "vseam", **kwargs) -> None:
         super().__init__(**kwargs)
-        self.groups = tuple(groups or ())
-        self._group_index = {g: i for i, g in enumerate(self.groups)}
-        for name in _PAIRED_STATES:
+        self.parser = check_parser(parser)
+        for name in _OUTCOME_STATES:
             self.add_state(name, [], dist_reduce_fx="cat")
 
     def update(
         self,
-        index: Sequence[int] | Tensor,
-        baseline: Sequence[bool] | Tensor,
-        modulated: Sequence[bool] | Tensor | None = None,
-        groups: Sequence[str] | str | None = None,
+        records: Sequence[QARecord],
+        baseline: Sequence[str] | None = None,
+        modulated: Sequence[str] | None = None,
     ) -> None:
-        index = torch.as_tensor(index, dtype=torch.long).flatten()
-        n = len(index)
-        base = torch.as_tensor(baseline).flatten().to(torch.long)
-        mod = (
-            torch.full((n,), -1, dtype=torch.long)
-            if modulated is None
-            else torch.as_tensor(modulated).flatten().long()
-        )
-        if len(base) != n or len(mod) != n:
-            raise ValueError(
-                f"index, baseline and modulated must have one entry per example, got {n}, {len(base)}, {len(mod)}"
-            )
-        idx = _group_indices(groups, n, self._group_index, "group")
-        group = torch.full((n,), -1, dtype=torch.long) if idx is None else idx
-        device = self.device
-        self.index.append(index.to(device))
-        self.baseline.append(base.to(device))
-        self.modulated.append(mod.to(device))
-        self.group.append(group.to(device))
+        """Score each system's replies to `records` under the metric's parser (None: that system was not run)."""
+        outcomes = make_outcomes(records, baseline, modulated, self.parser)
+        if not outcomes:
+            return
+        text = [json.dumps([getattr(o, f) for f in _TEXT_FIELDS]).encode() for o in outcomes]
+        states = {
+            "key": torch.tensor([o.key for o in outcomes], dtype=torch.long),
+            "baseline": _flags([o.baseline_correct for o in outcomes]),
+            "modulated": _flags([o.modulated_correct for o in outcomes]),
+            "text": torch.frombuffer(bytearray(b"".join(text)), dtype=torch.uint8),
+            "text_len": torch.tensor([len(t) for t in text], dtype=torch.long),
+        }
+        for name, value in states.items():
+            getattr(self, name).append(value.to(self.device))
 
     def _sync_dist(self, *args, **kwargs) -> None:
-        # torchmetrics stands in a float32 tensor for a rank that saw no examples; concatenated with the long states
-        # of the other ranks that aborts the gloo gather, so give empty ranks correctly typed empty states instead.
-        for name in _PAIRED_STATES:
+        # torchmetrics stands in a float32 tensor for a rank that saw no examples; concatenated with the integer
+        # states of the other ranks that aborts the gloo gather, so give empty ranks correctly typed empty states.
+        for name, dtype in _OUTCOME_STATES.items():
             if isinstance(getattr(self, name), list) and not getattr(self, name):
-                setattr(self, name, [torch.empty(0, dtype=torch.long, device=self.device)])
+                setattr(self, name, [torch.empty(0, dtype=dtype, device=self.device)])
         super()._sync_dist(*args, **kwargs)
 
-    def compute(self) -> PairedResult:
-        if isinstance(self.index, list) and not self.index:  # after a DDP sync the lists are one tensor
-            raise RuntimeError("PairedCorrectness.compute() called before any update")
-        index, base, mod, group = (
-            dim_zero_cat(s).cpu().numpy() for s in (self.index, self.baseline, self.modulated, self.group)
-        )
-        index, first = np.unique(
-            index.astype(np.int64), return_index=True
-        )  # sorted, first occurrence of each duplicate
-        base, mod, group = base[first], mod[first], group[first]
-        missing = mod < 0
-        if missing.any() and not missing.all():
-            raise ValueError(
-                "some updates had modulated correctness and some did not; pass it always or never"
+    def _state(self, name: str) -> Tensor:
+        value = getattr(self, name)
+        if isinstance(value, list) and not value:
+            return torch.empty(0, dtype=_OUTCOME_STATES[name])
+        return dim_zero_cat(value).cpu()
+
+    def compute(self) -> list[Outcome]:
+        key, base, mod, text, lengths = (self._state(name) for name in _OUTCOME_STATES)
+        blob = text.numpy().tobytes()
+        ends = np.cumsum(lengths.numpy())
+        starts = ends - lengths.numpy()
+        unique: dict[int, Outcome] = {}
+        for i, k in enumerate(key.tolist()):
+            if k in unique:
+                continue
+            fields = json.loads(blob[starts[i] : ends[i]])
+            unique[k] = Outcome(
+                key=k,
+                **dict(zip(_TEXT_FIELDS, fields, strict=True)),
+                baseline_correct=None if base[i] == _NOT_RUN else bool(base[i]),
+                modulated_correct=None if mod[i] == _NOT_RUN else bool(mod[i]),
             )
-        return PairedResult(
-            index=index,
-            baseline=base.astype(bool),
-            modulated=None if missing.all() else mod.astype(bool),
-            groups=[self.groups[g] for g in group] if self.groups else None,
-        )
+        outcomes = [unique[k] for k in sorted(unique)]
+        for system in SYSTEMS:
+            run = [getattr(o, f"{system}_correct") is not None for o in outcomes]
+            if any(run) and not all(run):
+                raise ValueError(
+                    f"some updates had {system} replies and some did not; pass them always or never"
+                )
+        return outcomes

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,9 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from .argparsing import ArgumentParser
+from .evaluation import Outcome, warn_duplicate_ids
 from .io import read_json, write_json
-from .metrics import POPE_SPLITS, TN, TP, PairedResult, POPEMetrics, pope_cells
+from .metrics import POPE_SPLITS, TN, TP, POPEMetrics, pope_cells
 from .stats import bootstrap_ci, cluster_bootstrap_ci, cluster_count, cluster_permutation_test, mcnemar_exact
 
 #: Keys every row is written with, in order.
@@ -171,15 +173,6 @@ def compare_rows(
     return rows
 
 
-def paired_rows(
-    benchmark: str, split: str, result: PairedResult, seed: int = 0, n_resamples: int = 2000
-) -> list[dict[str, Any]]:
-    """`compare_rows` from a gathered `vseam_pl.metrics.PairedCorrectness` result."""
-    return compare_rows(
-        benchmark, split, result.baseline, result.modulated, result.groups, seed=seed, n_resamples=n_resamples
-    )
-
-
 def pope_rows(
     targets: Sequence[str],
     preds_baseline: Sequence[str],
@@ -248,6 +241,69 @@ def pope_rows(
                 continue
             mod_value = scores["modulated"][f"{split}/{m}"] if "modulated" in scores else None
             rows.append(_row(benchmark, split, m, n, scores["baseline"][f"{split}/{m}"], mod_value, n_images))
+    return rows
+
+
+def outcome_rows(
+    outcomes: Iterable[Outcome],
+    split: str = "test",
+    seed: int = 0,
+    parser: str = "vseam",
+    statistics: str = "image_clustered",
+) -> list[dict[str, Any]]:
+    """Report rows per benchmark from paired outcomes (`vseam_pl.metrics.PairedOutcomes.compute()`): POPE metrics
+    per POPE split, else accuracy overall + per category (+ per level).
+
+    Rows count the images behind their questions and, by default, use image-clustered statistics. Question ids
+    shared by several records are warned about (each record counts)."""
+    by_bench: dict[str, list[Outcome]] = defaultdict(list)
+    for o in outcomes:
+        by_bench[o.benchmark].append(o)
+    warn_duplicate_ids([o for os_ in by_bench.values() for o in os_])
+    rows: list[dict[str, Any]] = []
+    for bench in sorted(by_bench):
+        os_ = by_bench[bench]
+        if any(o.baseline is None for o in os_):
+            raise ValueError(f"{bench}: the paired report needs the baseline's replies for every example")
+        has_mod = os_[0].modulated is not None
+        images = [o.image_id for o in os_]
+        if bench == "pope":
+            rows += pope_rows(
+                [o.answer for o in os_],
+                [o.baseline for o in os_],
+                [o.modulated for o in os_] if has_mod else None,
+                splits=[o.group for o in os_],
+                benchmark=bench,
+                seed=seed,
+                parser=parser,
+                images=images,
+                statistics=statistics,
+            )
+            continue
+        base = [o.baseline_correct for o in os_]
+        mod = [o.modulated_correct for o in os_] if has_mod else None
+        rows += compare_rows(
+            bench,
+            split,
+            base,
+            mod,
+            groups=[o.group for o in os_],
+            seed=seed,
+            images=images,
+            statistics=statistics,
+        )
+        levels = [o.level for o in os_]
+        if all(levels) and len(set(levels)) > 1:
+            rows += compare_rows(
+                bench,
+                split,
+                base,
+                mod,
+                groups=[f"level={lv}" for lv in levels],
+                seed=seed,
+                images=images,
+                statistics=statistics,
+            )[1:]
     return rows
 
 
