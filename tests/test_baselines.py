@@ -15,6 +15,7 @@ from vseam_pl.baselines import (
     HeadShiftModule,
     PeftAdapterModule,
     RandomHeadsModule,
+    SelectedHeadsModule,
     build_method,
     discovery_head_count,
     random_head_mask,
@@ -161,7 +162,12 @@ def test_peft_rejects_unknown_adapter(tiny_llava_dir):
 def test_build_method_sets_up_each_method(tiny_llava_dir):
     signed = torch.linspace(-1, 1, 16).view(4, 4)
     scales = init_scales_from_scores(scores_with(signed), rule="closed_form")
-    kwargs = {"model": str(tiny_llava_dir), "discovery_scales": scales, "num_random_heads": 4}
+    kwargs = {
+        "model": str(tiny_llava_dir),
+        "discovery_scales": scales,
+        "num_random_heads": 4,
+        "selected_heads": [(0, 0), (1, 2), (3, 3)],
+    }
 
     zero = build_method("zero_shot", **kwargs)
     assert not zero.intervention_active and trainable_count(zero) == 0
@@ -181,6 +187,7 @@ def test_build_method_sets_up_each_method(tiny_llava_dir):
         "learned_ones": (HeadModulationModule, 16),
         "learned_discovery": (HeadModulationModule, 16),
         "random_heads": (RandomHeadsModule, 4),
+        "discovered_heads": (SelectedHeadsModule, 3),
         "ia3": (PeftAdapterModule, None),
         "lora": (PeftAdapterModule, None),
         "iti_mass_mean": (HeadShiftModule, 0),
