@@ -15,10 +15,10 @@ import time
 import torch
 
 from .argparsing import ArgumentParser
-from .pairs import ManifestError, PairError, read_pairs
+from .pairs import ManifestError, PairError, read_pairs, select_pairs
 from .prompts import DEFAULT_INSTRUCTION
 from .tracing.aggregate import CI_METHODS
-from .tracing.runner import ANALYSES, parse_analyses, run_tracing, select_pairs
+from .tracing.runner import ANALYSES, parse_analyses, run_tracing
 
 
 def build_parser() -> ArgumentParser:
