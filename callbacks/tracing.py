@@ -76,7 +76,7 @@ class CausalTracing(Callback):
 
     def load(self) -> list[ImagePair]:
         source = read_pairs(self.pairs) if isinstance(self.pairs, (str, os.PathLike)) else self.pairs
-        return select_pairs(source, self.levels, self.limit)
+        return select_pairs(source, self.levels, limit=self.limit)
 
     def run_dir(self, trainer: Trainer, stage: str) -> Path:
         root = self.out_dir or Path(trainer.log_dir or trainer.default_root_dir) / "tracing"

@@ -141,6 +141,7 @@ def safe_id(pair_id: str) -> str:
 def select_pairs(
     pairs: Iterable[ImagePair],
     levels: Sequence[str] | None = None,
+    *,
     categories: Sequence[str] | None = None,
     limit: int | None = None,
 ) -> list[ImagePair]:
@@ -174,11 +175,12 @@ def select_pairs(
 def load_pairs(
     manifest: str | os.PathLike,
     levels: Sequence[str] | None = None,
+    *,
     categories: Sequence[str] | None = None,
     limit: int | None = None,
 ) -> list[ImagePair]:
     """Read a `pairs.jsonl` (file or folder) and :func:`select_pairs` from it; an empty selection is an error."""
-    out = select_pairs(read_pairs(manifest), levels, categories, limit)
+    out = select_pairs(read_pairs(manifest), levels, categories=categories, limit=limit)
     if not out:
         raise ValueError(f"{manifest}: no pairs left after selecting levels={levels} categories={categories}")
     return out

@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         levels = [s.strip() for s in args.levels.split(",") if s.strip()] if args.levels else None
         if args.batch_size < 1 or (args.limit is not None and args.limit < 1):
             raise ValueError("--batch-size and --limit must be positive")
-        pairs = select_pairs(read_pairs(args.pairs), levels, args.limit)
+        pairs = select_pairs(read_pairs(args.pairs), levels, limit=args.limit)
         if not pairs:
             raise ValueError(f"{args.pairs}: no pairs selected (levels={levels}, limit={args.limit})")
         from .vlm import load_vlm  # heavy import only once the arguments are known to be valid
