@@ -257,8 +257,8 @@ def prepare_pairs(
         cands = candidates_of(pair)
         if cands is None:
             raise PairError(
-                f"{where}: field 'candidates' is missing and 'edited_answer' is unknown; discovery "
-                'needs a closed answer set (e.g. ["yes", "no"])'
+                f"{where}: field 'candidates' is missing and 'edited_answer' is unknown; scoring "
+                'a pair needs a closed answer set (e.g. ["yes", "no"])'
             )
         correct = _find(cands, pair.answer)
         if correct is None:
@@ -285,7 +285,7 @@ def prepare_pairs(
                 if owner.setdefault(t[0], ci) != ci:
                     raise PairError(
                         f"{where}: candidates {cands[owner[t[0]]]!r} and {cand!r} start with the same "
-                        "token; discovery scores the first answer token only"
+                        "token; discovery and tracing score the first answer token only"
                     )
                 ids.append(t[0])
             if not ids:
