@@ -23,7 +23,6 @@ from pathlib import Path
 
 from PIL import Image
 
-from .data.images import ImageLoadError, load_rgb
 from .io import write_atomic
 from .levels import LEVELS, level_of
 from .prompts import DEFAULT_INSTRUCTION, build_prompt
@@ -309,6 +308,9 @@ def prepare_pairs(
 def open_image(path: str, source: str, field: str, max_pixels: int | None = None) -> Image.Image:
     """Decode an RGB image with the package's one loader (`vseam_pl.data.images.load_rgb`), naming the pair and the
     field on failure."""
+    # imported here: `vseam_pl.data` imports Lightning, which the manifest writers (synth, edit) do not need
+    from .data.images import ImageLoadError, load_rgb
+
     p = Path(path)
     if not p.is_file():
         raise PairError(f"{source}: field {field!r}: image file not found: {p}")
