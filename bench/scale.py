@@ -50,8 +50,8 @@ import discovery as discovery_bench  # noqa: E402  (bench/discovery.py)
 import training as training_bench  # noqa: E402  (bench/training.py)
 
 from vseam_pl.discovery import DiscoveryConfig, load_pairs, prepare_pairs, run_discovery  # noqa: E402
-from vseam_pl.discovery.data import images_of  # noqa: E402
 from vseam_pl.encoding import encode  # noqa: E402
+from vseam_pl.pairs import images_of  # noqa: E402
 from vseam_pl.vlm import VLM, wrap_vlm  # noqa: E402
 
 

@@ -18,11 +18,11 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from vseam_pl.modulation import unmodulated
-from vseam_pl.pairs import read_pairs
+from vseam_pl.pairs import read_pairs, select_pairs
 from vseam_pl.prompts import DEFAULT_INSTRUCTION
 from vseam_pl.records import ImagePair
 from vseam_pl.tracing.layer_patching import GROUPS
-from vseam_pl.tracing.runner import ANALYSES, TraceResult, parse_analyses, run_tracing, select_pairs
+from vseam_pl.tracing.runner import ANALYSES, TraceResult, parse_analyses, run_tracing
 
 STAGES: tuple[str, ...] = ("fit_start", "fit_end")
 
@@ -76,7 +76,7 @@ class CausalTracing(Callback):
 
     def load(self) -> list[ImagePair]:
         source = read_pairs(self.pairs) if isinstance(self.pairs, (str, os.PathLike)) else self.pairs
-        return select_pairs(source, self.levels, self.limit)
+        return select_pairs(source, self.levels, limit=self.limit)
 
     def run_dir(self, trainer: Trainer, stage: str) -> Path:
         root = self.out_dir or Path(trainer.log_dir or trainer.default_root_dir) / "tracing"

@@ -16,7 +16,7 @@ from vseam_pl.discovery import DiscoveryConfig, prepare_pairs, run_discovery
 from vseam_pl.discovery.atp import QKV, atp_star_stats, capture_qkv, effective_deltas, verify_top
 from vseam_pl.discovery.data import CandidateIndex
 from vseam_pl.discovery.patching import answer_indices, encode_pair
-from vseam_pl.discovery.replay import capture, run_rows
+from vseam_pl.interventions import capture, run_rows
 from vseam_pl.vlm import UnsupportedModelError, load_vlm
 
 

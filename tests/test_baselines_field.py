@@ -137,8 +137,8 @@ def test_top_heads_lofit_and_iti_selection_by_hand():
 
 def test_mass_mean_directions_by_hand(tiny_vlm, tiny_world):
     from vseam_pl.discovery import load_pairs
-    from vseam_pl.discovery.data import images_of, prepare_pairs
     from vseam_pl.encoding import encode
+    from vseam_pl.pairs import images_of, prepare_pairs
 
     items = prepare_pairs(tiny_vlm, load_pairs(tiny_world / "train" / "pairs" / "pairs.jsonl", limit=5))
     direction, sigma = mass_mean_directions(tiny_vlm, items, batch_size=2)

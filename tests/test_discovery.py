@@ -27,13 +27,12 @@ from vseam_pl.discovery import (
     prepare_pairs,
     run_discovery,
 )
-from vseam_pl.discovery.data import CandidateIndex, images_of
+from vseam_pl.discovery.data import CandidateIndex
 from vseam_pl.discovery.patching import answer_indices, encode_pair
-from vseam_pl.discovery.replay import capture, run_rows
 from vseam_pl.encoding import encode
-from vseam_pl.hooks import head_hooks
+from vseam_pl.interventions import capture, hooks, run_rows
 from vseam_pl.modulation import HeadModulation
-from vseam_pl.pairs import edited_index, write_pairs
+from vseam_pl.pairs import edited_index, images_of, write_pairs
 from vseam_pl.records import ImagePair
 from vseam_pl.scoring import forward_logits, predict
 from vseam_pl.vlm import load_vlm
@@ -155,7 +154,7 @@ def test_batched_patching_equals_per_head_loop(vlm, pairs):
         return (lp.gather(1, clean[:, None]) - lp.gather(1, edited[:, None])).squeeze(1).double()
 
     cache: dict[int, torch.Tensor] = {}
-    with head_hooks(vlm, lambda layer, z: cache.__setitem__(layer, z.clone())):
+    with hooks(vlm, "head", lambda layer, z: cache.__setitem__(layer, z.clone())):
         ld_c = ld(enc_c)
     ld_e = ld(enc_e)
     num = torch.zeros(vlm.num_layers, vlm.num_heads, dtype=torch.float64)
@@ -167,7 +166,7 @@ def test_batched_patching_equals_per_head_loop(vlm, pairs):
                 z[:, :, head] = cache[lay][:, :, head]
                 return z
 
-            with head_hooks(vlm, patch, layers=[layer]):
+            with hooks(vlm, "head", patch, [layer]):
                 num[layer, head] = (ld(enc_e) - ld_e).sum()
     ref = num / (ld_c - ld_e).sum()
     got = run_discovery(vlm, pairs[:2], DiscoveryConfig(method="patching", batch_size=5)).scores
@@ -203,7 +202,7 @@ def test_instructblip_patching_equals_hook_loop_on_one_head(tiny_instructblip_di
         lp = cands.logprobs(forward_logits(model, enc)[torch.arange(2), enc.last_prompt_positions()])
         return (lp.gather(1, clean[:, None]) - lp.gather(1, edited[:, None])).squeeze(1).double()
 
-    with head_hooks(model, lambda layer, z: cache.__setitem__(layer, z.clone())):
+    with hooks(model, "head", lambda layer, z: cache.__setitem__(layer, z.clone())):
         ld_c = ld(enc_c)
     ld_e = ld(enc_e)
     layer, head = 2, 1
@@ -213,7 +212,7 @@ def test_instructblip_patching_equals_hook_loop_on_one_head(tiny_instructblip_di
         z[:, :, head] = cache[lay][:, :, head]
         return z
 
-    with head_hooks(model, patch, layers=[layer]):
+    with hooks(model, "head", patch, [layer]):
         expected = float((ld(enc_e) - ld_e).sum() / (ld_c - ld_e).sum())
     assert float(got[layer, head]) == pytest.approx(expected, abs=1e-4, rel=1e-4)
     assert got.abs().max() > 0

@@ -259,7 +259,7 @@ def test_c_modulation_attach_fold_unfold(vlm):
 
 # ------------------------------------------------------------------------------------------------------ d. discovery
 def make_pairs(vlm: VLM, root: Path):
-    from vseam_pl.discovery.data import prepare_pairs
+    from vseam_pl.pairs import prepare_pairs
     from vseam_pl.records import ImagePair
 
     pairs = []
@@ -311,7 +311,7 @@ def replace_head(layer: int, head: int, value=None):
 def reference_effects(vlm: VLM, item) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Zero-ablation, clean->edited patching and attribution effects `[L, H]` of one example, through the full
     model run on that example alone (ablation/patching only at :func:`CHECKED_HEADS`)."""
-    from vseam_pl.discovery.data import images_of
+    from vseam_pl.pairs import images_of
 
     L, H = vlm.num_layers, vlm.num_heads
     abl, patch, attr = (torch.zeros(L, H, dtype=torch.float64) for _ in range(3))
@@ -377,7 +377,7 @@ def test_d_discovery_effects_equal_full_model_references(vlm, tmp_path):
 # ------------------------------------------------------------------------------------------------------ e. tracing
 @pytest.mark.parametrize("vlm", SUPPORTED, indirect=True)
 def test_e_tracing_positions_are_where_image_features_merge(vlm, tmp_path):
-    from vseam_pl.discovery.data import images_of
+    from vseam_pl.pairs import images_of
     from vseam_pl.tracing import layer_patching, logit_lens, token_patching
     from vseam_pl.tracing.pair import trace_pair
 

@@ -13,7 +13,7 @@ from test_data_support import make_root
 
 from vseam_pl.data import BadRecordError, POPEDataModule
 from vseam_pl.data.images import ENV_MAX_PIXELS, ImageLoadError, decode_image, load_rgb
-from vseam_pl.discovery.data import PairError, open_image
+from vseam_pl.pairs import PairError, open_image
 from vseam_pl.records import QARecord
 
 

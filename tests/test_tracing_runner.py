@@ -15,10 +15,10 @@ from torch.utils.data import DataLoader
 
 from callbacks.tracing import CausalTracing
 from vseam_pl.modulation import HeadModulation
-from vseam_pl.pairs import read_pairs, write_pairs
+from vseam_pl.pairs import read_pairs, select_pairs, write_pairs
 from vseam_pl.trace import main as trace_main
 from vseam_pl.tracing.pair import trace_pair
-from vseam_pl.tracing.runner import run_tracing, select_pairs
+from vseam_pl.tracing.runner import run_tracing
 from vseam_pl.vlm import load_vlm
 
 ALL_PAIRS = -float("inf")  # min_gap that keeps every pair (random models barely separate the answers)

@@ -1,7 +1,6 @@
 """vseam-pl: V-SEAM (visual semantic editing and attention modulating) for frozen VLMs, in PyTorch Lightning."""
 
-from .ablation import ablate_heads, head_output_means
-from .modulation import HeadModulation
+from .interventions import HeadModulation, ablate_heads, head_output_means
 from .records import Example, ImagePair, QARecord
 from .scoring import predict, score_candidates
 from .vlm import VLM, load_vlm

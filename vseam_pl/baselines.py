@@ -34,11 +34,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from .discovery.data import PairItem
 from .discovery.scores import HeadScores, apply_init_scales, init_scales_from_scores
-from .hooks import add_head_hook, cache_head_outputs
+from .interventions import add_hook, cache
 from .io import write_json
 from .lit_module import HeadModulationModule
+from .pairs import PairItem
 from .scoring import forward_logits
 from .vlm import VLM
 
@@ -281,7 +281,7 @@ class HeadShift(nn.Module):
             delta = delta.index_add(0, heads, self.shifts[ks].to(dtype=z.dtype, device=z.device))
             return z + delta
 
-        self._handles = [add_head_hook(vlm, layer, shift) for layer in sorted(rows)]
+        self._handles = [add_hook(vlm, "head", layer, shift) for layer in sorted(rows)]
         return self
 
     def detach(self) -> HeadShift:  # noqa: D401 - mirrors attach()
@@ -385,12 +385,13 @@ def mass_mean_directions(
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
         for which, enc in zip(("clean", "edited"), encode_pair(vlm, chunk), strict=True):
-            with cache_head_outputs(vlm) as cache:
+            with cache(vlm, ("head",)) as cached:
                 forward_logits(vlm, enc)
+            heads = cached["head"]
             pos = enc.last_prompt_positions()
             rows = torch.arange(len(chunk))
             z = torch.stack(
-                [cache[lay][rows, pos.to(cache[lay].device)].float().cpu() for lay in range(vlm.num_layers)],
+                [heads[lay][rows, pos.to(heads[lay].device)].float().cpu() for lay in range(vlm.num_layers)],
                 1,
             )
             sums[which] = sums[which] + z.sum(0)  # [L, H, D]

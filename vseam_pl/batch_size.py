@@ -106,10 +106,9 @@ def discovery_batch_size(vlm: VLM, pairs: Sequence, upper: int = 4096, instructi
     """Intervened rows per forward for exact ablation/patching: a trial replays the whole decoder (the worst case,
     start layer 0) on `b` rows of the longest of `pairs`, with one head ablated per row and patching's cached
     source head outputs held alongside."""
-    from .discovery.data import images_of, prepare_pairs
-    from .discovery.interventions import Jobs, ablation_value, per_row_hook
-    from .discovery.replay import capture, run_rows
     from .encoding import encode
+    from .interventions import Jobs, ablation_value, capture, per_row_hook, run_rows
+    from .pairs import images_of, prepare_pairs
     from .prompts import DEFAULT_INSTRUCTION
 
     items = prepare_pairs(vlm, pairs, instruction if instruction is not None else DEFAULT_INSTRUCTION)

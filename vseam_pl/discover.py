@@ -23,7 +23,6 @@ from .ablation import ABLATION_MODES
 from .argparsing import ArgumentParser
 from .batch_size import BatchSizeError, discovery_batch_size, resolve
 from .discovery.atp import NODES, format_verify, verify_top
-from .discovery.data import load_pairs
 from .discovery.patching import DIRECTIONS, NORMALIZATIONS
 from .discovery.release import PROTOCOLS
 from .discovery.runner import METHODS, DiscoveryConfig, run_discovery
@@ -31,7 +30,7 @@ from .discovery.scores import HeadScores, apply_init_scales, init_scales_from_sc
 from .discovery.set_ablation import SET_MODES, SetAblationConfig, run_set_ablation
 from .io import write_json
 from .levels import LEVELS
-from .pairs import ManifestError, PairError
+from .pairs import ManifestError, PairError, load_pairs
 
 
 def parser() -> ArgumentParser:

@@ -1,19 +1,34 @@
-"""The `pairs.jsonl` manifest of clean/edited image pairs (written by the synthetic world and by
-`vseam_pl.edit`, read by head discovery and causal tracing).
+"""Clean/edited image pairs, the one API head discovery and causal tracing share: read, write, select, prepare.
 
-One JSON object per line with the fields of :class:`~vseam_pl.records.ImagePair`; `clean_image` and `edited_image`
-are paths relative to the manifest's folder (absolute paths are kept as they are).
+- **read / write**: the `pairs.jsonl` manifest (written by the synthetic world and by `vseam_pl.edit`), one JSON
+  object per line with the fields of :class:`~vseam_pl.records.ImagePair`; `clean_image` and `edited_image` are
+  paths relative to the manifest's folder (absolute paths are kept as they are): :func:`read_pairs`,
+  :func:`write_pairs`, :func:`append_pair`;
+- **select**: pairs of some levels / categories, at most `limit`, with unique ids: :func:`select_pairs`, and
+  :func:`load_pairs` (read + select, refusing an empty selection);
+- **prepare**: prompts, candidate first tokens and answer indices for scoring at the last prompt position
+  (:func:`prepare_pairs` -> :class:`PairItem`), and the images (:func:`images_of`).
+
+The answer on the edited image is `edited_answer`, else the other of exactly two candidates (:func:`edited_index`).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+from PIL import Image
+
 from .io import write_atomic
+from .levels import LEVELS, level_of
+from .prompts import DEFAULT_INSTRUCTION, build_prompt
 from .records import ImagePair
+from .scoring import case_variants, variant_token_ids
+from .vlm import VLM
 
 REQUIRED = ("pair_id", "question", "clean_image", "edited_image", "answer")
 
@@ -107,3 +122,207 @@ def append_pair(path: str | os.PathLike, pair: ImagePair) -> None:
         fh.write(json.dumps(d) + "\n")
         fh.flush()
         os.fsync(fh.fileno())
+
+
+# -- select ---------------------------------------------------------------------------------------------------
+
+
+def pair_level(pair: ImagePair) -> str:
+    """A pair's semantic level: its `level`, else its category's, else `unknown`."""
+    return pair.level or level_of(pair.category) or "unknown"
+
+
+def safe_id(pair_id: str) -> str:
+    """The pair id as a file name (results are stored per pair); two ids with the same safe form collide."""
+    return re.sub(r"[^\w.-]", "_", pair_id)
+
+
+def select_pairs(
+    pairs: Iterable[ImagePair],
+    levels: Sequence[str] | None = None,
+    *,
+    categories: Sequence[str] | None = None,
+    limit: int | None = None,
+) -> list[ImagePair]:
+    """Pairs of the given levels (see :func:`pair_level`) and categories (case-insensitive), at most `limit`, in
+    manifest order. Pair ids must be unique (also as file names, :func:`safe_id`) among the pairs read."""
+    unknown = sorted(set(levels or ()) - {*LEVELS, "unknown"})
+    if unknown:
+        raise ValueError(f"unknown level(s) {unknown}; expected some of {[*LEVELS, 'unknown']}")
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be a positive number of pairs, got {limit}")
+    wanted_cats = {c.lower() for c in categories} if categories else None
+    out: list[ImagePair] = []
+    seen: dict[str, str] = {}
+    for pair in pairs:
+        key = safe_id(pair.pair_id)
+        if key in seen:
+            raise ValueError(
+                f"{pair.source}: pair_id {pair.pair_id!r} repeats (or collides with) {seen[key]}"
+            )
+        seen[key] = pair.source or pair.pair_id
+        if levels and pair_level(pair) not in levels:
+            continue
+        if wanted_cats is not None and (pair.category or "").lower() not in wanted_cats:
+            continue
+        out.append(pair)
+        if limit is not None and len(out) >= limit:
+            break
+    return out
+
+
+def load_pairs(
+    manifest: str | os.PathLike,
+    levels: Sequence[str] | None = None,
+    *,
+    categories: Sequence[str] | None = None,
+    limit: int | None = None,
+) -> list[ImagePair]:
+    """Read a `pairs.jsonl` (file or folder) and :func:`select_pairs` from it; an empty selection is an error."""
+    out = select_pairs(read_pairs(manifest), levels, categories=categories, limit=limit)
+    if not out:
+        raise ValueError(f"{manifest}: no pairs left after selecting levels={levels} categories={categories}")
+    return out
+
+
+# -- prepare --------------------------------------------------------------------------------------------------
+
+
+def candidates_of(pair: ImagePair) -> tuple[str, ...] | None:
+    """The pair's closed answer set: `candidates`, else (answer, edited_answer), else None (unknown)."""
+    if pair.candidates:
+        return tuple(pair.candidates)
+    return None if pair.edited_answer is None else (pair.answer, pair.edited_answer)
+
+
+@dataclass(frozen=True)
+class PairItem:
+    """One pair ready for scoring. `index` is its position in the full list (stable across shards and resumes)."""
+
+    pair: ImagePair
+    index: int
+    prompt: str
+    level: str | None
+    category: str | None
+    candidate_tokens: tuple[
+        tuple[int, ...], ...
+    ]  # per candidate: distinct first-token ids of its case variants
+    correct: int  # candidate index of `answer`
+    edited: int | None  # candidate index of the answer on the edited image (None when unknown)
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        return groups_of(self.level, self.category)
+
+    @property
+    def candidates(self) -> tuple[str, ...]:
+        """The candidate answers `candidate_tokens` belong to."""
+        cands = candidates_of(self.pair)
+        assert cands is not None  # prepare_pairs refuses pairs without an answer set
+        return cands
+
+
+def groups_of(level: str | None, category: str | None) -> tuple[str, ...]:
+    """Score groups a pair contributes to: everything, its level, its category."""
+    keys = ["all"]
+    if level:
+        keys.append(f"level:{level}")
+    if category:
+        keys.append(f"category:{category}")
+    return tuple(keys)
+
+
+def _find(candidates: Sequence[str], answer: str) -> int | None:
+    a = answer.strip().lower()
+    for i, c in enumerate(candidates):
+        if c.strip().lower() == a:
+            return i
+    return None
+
+
+def prepare_pairs(
+    vlm: VLM, pairs: Iterable[ImagePair], instruction: str | None = DEFAULT_INSTRUCTION
+) -> list[PairItem]:
+    """Validate pairs and tokenize their candidates. Pairs without `candidates` use (answer, edited_answer).
+
+    Answers are scored at the last prompt position from the next-token distribution, so every candidate is
+    represented by the *first* token of each of its case variants (`yes`/`Yes`/`YES`, pooled with logsumexp as in
+    :func:`vseam_pl.scoring.score_candidates`). For single-token answers this is exact; two candidates that share
+    a first token are rejected because one forward cannot tell them apart.
+    """
+    items = []
+    for index, pair in enumerate(pairs):
+        where = pair.source or f"pair {pair.pair_id}"
+        cands = candidates_of(pair)
+        if cands is None:
+            raise PairError(
+                f"{where}: field 'candidates' is missing and 'edited_answer' is unknown; scoring "
+                'a pair needs a closed answer set (e.g. ["yes", "no"])'
+            )
+        correct = _find(cands, pair.answer)
+        if correct is None:
+            raise PairError(
+                f"{where}: field 'answer' {pair.answer!r} is not one of the candidates {list(cands)}"
+            )
+        edited = None
+        if pair.edited_answer is not None:
+            edited = _find(cands, pair.edited_answer)
+            if edited is None:
+                raise PairError(
+                    f"{where}: field 'edited_answer' {pair.edited_answer!r} is not one of the "
+                    f"candidates {list(cands)}"
+                )
+        prompt = build_prompt(vlm, pair.question, instruction)
+        tokens: list[tuple[int, ...]] = []
+        owner: dict[int, int] = {}
+        for ci, cand in enumerate(cands):
+            ids = []
+            for variant in case_variants(cand):
+                t = variant_token_ids(vlm, prompt, variant)
+                if not t:
+                    continue
+                if owner.setdefault(t[0], ci) != ci:
+                    raise PairError(
+                        f"{where}: candidates {cands[owner[t[0]]]!r} and {cand!r} start with the same "
+                        "token; discovery and tracing score the first answer token only"
+                    )
+                ids.append(t[0])
+            if not ids:
+                raise PairError(f"{where}: candidate {cand!r} tokenizes to nothing")
+            tokens.append(tuple(dict.fromkeys(ids)))
+        items.append(
+            PairItem(
+                pair,
+                index,
+                prompt,
+                pair.level or level_of(pair.category),
+                pair.category,
+                tuple(tokens),
+                correct,
+                edited,
+            )
+        )
+    return items
+
+
+def open_image(path: str, source: str, field: str, max_pixels: int | None = None) -> Image.Image:
+    """Decode an RGB image with the package's one loader (`vseam_pl.data.images.load_rgb`), naming the pair and the
+    field on failure."""
+    # imported here: `vseam_pl.data` imports Lightning, which the manifest writers (synth, edit) do not need
+    from .data.images import ImageLoadError, load_rgb
+
+    p = Path(path)
+    if not p.is_file():
+        raise PairError(f"{source}: field {field!r}: image file not found: {p}")
+    try:
+        return load_rgb(p, str(p), max_pixels)
+    except ImageLoadError as e:
+        raise PairError(f"{source}: field {field!r}: {e}") from e
+
+
+def images_of(items: Sequence[PairItem], which: str) -> list[Image.Image]:
+    """The clean or edited images of `items`."""
+    if which not in ("clean", "edited"):
+        raise ValueError(f"which must be 'clean' or 'edited', got {which!r}")
+    field = f"{which}_image"
+    return [open_image(getattr(it.pair, field), it.pair.source or it.pair.pair_id, field) for it in items]

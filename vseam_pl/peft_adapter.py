@@ -23,7 +23,7 @@ from .vlm import VLM
 if TYPE_CHECKING:
     from peft import IA3Config, PeftModel
 
-    from .modulation import HeadModulation
+    from .interventions.modulation import HeadModulation
 
 IA3_KEY = "ia3_l"
 #: peft prefixes saved adapter weights with the wrapper's attribute path.

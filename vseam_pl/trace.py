@@ -15,10 +15,10 @@ import time
 import torch
 
 from .argparsing import ArgumentParser
-from .pairs import ManifestError, PairError, read_pairs
+from .pairs import ManifestError, PairError, read_pairs, select_pairs
 from .prompts import DEFAULT_INSTRUCTION
 from .tracing.aggregate import CI_METHODS
-from .tracing.runner import ANALYSES, parse_analyses, run_tracing, select_pairs
+from .tracing.runner import ANALYSES, parse_analyses, run_tracing
 
 
 def build_parser() -> ArgumentParser:
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         levels = [s.strip() for s in args.levels.split(",") if s.strip()] if args.levels else None
         if args.batch_size < 1 or (args.limit is not None and args.limit < 1):
             raise ValueError("--batch-size and --limit must be positive")
-        pairs = select_pairs(read_pairs(args.pairs), levels, args.limit)
+        pairs = select_pairs(read_pairs(args.pairs), levels, limit=args.limit)
         if not pairs:
             raise ValueError(f"{args.pairs}: no pairs selected (levels={levels}, limit={args.limit})")
         from .vlm import load_vlm  # heavy import only once the arguments are known to be valid

@@ -1,8 +1,11 @@
 """Causal head discovery from clean/edited image pairs: ablation, activation patching and attribution patching
 scores per (layer, head), per semantic level and category (vseam-pl's protocol, or the V-SEAM release's for
-ablation), set ablation of the top heads against random sets, and modulation scales initialised from them."""
+ablation), set ablation of the top heads against random sets, and modulation scales initialised from them.
 
-from .data import PairError, PairItem, load_pairs, prepare_pairs
+The pair API (`load_pairs`, `prepare_pairs`, ...) lives in :mod:`vseam_pl.pairs` and the interventions in
+:mod:`vseam_pl.interventions`; the pair names are re-exported here for existing users."""
+
+from ..pairs import PairError, PairItem, load_pairs, prepare_pairs
 from .overlap import jaccard, overlap_analysis
 from .release import PROTOCOLS
 from .runner import (

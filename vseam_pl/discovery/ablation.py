@@ -30,11 +30,11 @@ from collections.abc import Sequence
 import torch
 
 from ..encoding import encode
+from ..interventions import DecoderRun, Jobs, ablation_value, capture, run_jobs
+from ..pairs import PairItem, images_of
 from ..vlm import VLM
-from .data import CandidateIndex, PairItem, images_of
-from .interventions import Jobs, ablation_value, per_row_hook
+from .data import CandidateIndex
 from .release import AnswerScorer, ReleaseItem, release_scorer
-from .replay import DecoderRun, capture, run_rows
 from .scores import ChunkStats
 
 Item = PairItem | ReleaseItem
@@ -78,9 +78,8 @@ def single_head_effects(
     n = run.embeds.shape[0]
     p_base, correct = score(run.logits, torch.arange(n))
     d = torch.zeros(n, vlm.num_layers, vlm.num_heads, dtype=torch.float64)
-    value = ablation_value(mode, means)
-    for b in Jobs.grid(n, vlm.num_layers, vlm.num_heads).batches(batch_size):
-        logits = run_rows(vlm, run, b.example, b.start if prefix else 0, per_row_hook(b, value), b.layers())
+    jobs = Jobs.grid(n, vlm.num_layers, vlm.num_heads)
+    for b, logits in run_jobs(vlm, run, jobs, ablation_value(mode, means), batch_size, prefix):
         p, _ = score(logits, b.example)
         d[b.example, b.layer, b.head] = p_base[b.example] - p
     return correct, d

@@ -43,12 +43,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..interventions import DecoderRun, run_rows
+from ..pairs import PairItem, prepare_pairs
 from ..records import ImagePair
 from ..vlm import VLM, UnsupportedModelError
 from .attribution import pair_runs
-from .data import PairItem, prepare_pairs
 from .patching import patching_stats
-from .replay import DecoderRun, run_rows
 from .scores import ChunkStats, HeadScores
 
 #: `head`: one node per head output (its own softmax is evaluated exactly in both runs, so the QK fix holds by

@@ -14,10 +14,11 @@ from dataclasses import dataclass
 
 import torch
 
+from ..interventions import DecoderRun, capture, run_rows
+from ..pairs import PairItem
 from ..vlm import VLM
-from .data import CandidateIndex, PairItem
+from .data import CandidateIndex
 from .patching import DIRECTIONS, answer_indices, encode_pair, logit_diff
-from .replay import DecoderRun, capture, run_rows
 from .scores import ChunkStats
 
 

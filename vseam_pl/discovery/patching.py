@@ -24,11 +24,10 @@ from collections.abc import Sequence
 import torch
 
 from ..encoding import Encoded, encode
-from ..pairs import PairError, edited_index
+from ..interventions import Jobs, capture, patch_value, run_jobs
+from ..pairs import PairError, PairItem, edited_index, images_of
 from ..vlm import VLM
-from .data import CandidateIndex, PairItem, images_of
-from .interventions import Jobs, patch_value, per_row_hook
-from .replay import capture, run_rows
+from .data import CandidateIndex
 from .scores import ChunkStats
 
 DIRECTIONS: tuple[str, ...] = ("clean_to_edited", "edited_to_clean")
@@ -110,9 +109,7 @@ def patching_stats(
         if heads is None
         else Jobs.for_heads(len(items), heads)
     )
-    for b in jobs.batches(batch_size):
-        hook = per_row_hook(b, patch_value(source.heads, b.example))
-        logits = run_rows(vlm, target, b.example, b.start if prefix else 0, hook, b.layers())
+    for b, logits in run_jobs(vlm, target, jobs, patch_value(source.heads), batch_size, prefix):
         ld = logit_diff(cands, logits, clean, edited, b.example)
         effect[b.example, b.layer, b.head] = ld - ld_e[b.example] if into_edited else ld_c[b.example] - ld
     return {"signed": (effect, ld_c - ld_e, torch.ones(len(items), dtype=torch.bool))}

@@ -17,11 +17,10 @@ from dataclasses import dataclass
 import torch
 
 from ..levels import level_of
-from ..pairs import PairError
+from ..pairs import PairError, groups_of
 from ..prompts import release_prompt
 from ..records import ImagePair
 from ..vlm import VLM
-from .data import groups_of
 
 PROTOCOLS: tuple[str, ...] = ("default", "release")
 

@@ -20,10 +20,11 @@ from typing import Any
 
 import torch
 
-from ..ablation import ABLATION_MODES, head_output_means
 from ..distributed import all_reduce_sum, dist_info
 from ..encoding import encode
+from ..interventions import ABLATION_MODES, capture, check_replay, head_output_means
 from ..io import write_atomic, write_json
+from ..pairs import PairItem, images_of, prepare_pairs
 from ..plotting import save_png
 from ..prompts import DEFAULT_INSTRUCTION
 from ..records import ImagePair
@@ -31,7 +32,7 @@ from ..vlm import VLM, UnsupportedModelError
 from .ablation import ablation_stats
 from .atp import NODES, atp_star_stats
 from .attribution import attribution_stats
-from .data import CandidateIndex, PairItem, group_keys, images_of, prepare_pairs
+from .data import CandidateIndex, group_keys
 from .overlap import overlap_analysis
 from .patching import (
     DIRECTIONS,
@@ -43,7 +44,6 @@ from .patching import (
 )
 from .plots import heatmap, layer_profiles, overlap_plot, profile_plot
 from .release import PROTOCOLS, ReleaseItem, prepare_release
-from .replay import capture, check_replay
 from .scores import Accumulator, ChunkStats, HeadScores
 
 METHODS: tuple[str, ...] = ("ablation", "patching", "attribution", "atp_star")

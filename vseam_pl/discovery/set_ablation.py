@@ -24,16 +24,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..ablation import ablate_heads
 from ..distributed import dist_info
 from ..encoding import encode
+from ..interventions import ablate_heads, capture, run_rows
 from ..io import write_json
+from ..pairs import images_of
 from ..records import ImagePair
 from ..stats import bootstrap_ci, mcnemar_exact, paired_permutation_test
 from ..vlm import VLM
 from .ablation import Item, scorer_for
-from .data import images_of
-from .replay import capture, run_rows
 from .scores import HeadScores
 
 SET_MODES: tuple[str, ...] = ("zero", "mean_others")

@@ -44,10 +44,10 @@ from ..baselines import (
     trainable_count,
 )
 from ..data import GQADataModule
-from ..discovery import DiscoveryConfig, HeadScores, init_scales_from_scores, load_pairs, run_discovery
-from ..discovery.data import prepare_pairs
+from ..discovery import DiscoveryConfig, HeadScores, init_scales_from_scores, run_discovery
 from ..io import read_cached, write_json, write_text
 from ..levels import LEVELS
+from ..pairs import load_pairs, prepare_pairs
 from ..stats import cluster_count, cluster_permutation_test, mcnemar_exact
 from ..vlm import load_vlm, model_display_name
 

@@ -4,15 +4,19 @@
 - :mod:`.token_patching`: attention / MLP output patching per (layer, text position);
 - :mod:`.logit_lens`: the answer read from every layer's residual stream;
 - :mod:`.runner`: the batched, resumable driver (results as safetensors + JSON, aggregated bands, figures).
+
+Patches run on the hook sites and batched engine of :mod:`vseam_pl.interventions`; pairs are selected with
+:func:`vseam_pl.pairs.select_pairs` (re-exported here for existing users).
 """
 
+from ..pairs import PairError, select_pairs
 from .aggregate import Band, aggregate, mean_band
 from .layer_patching import layer_patching
 from .logit_lens import logit_lens
-from .pair import PairError, TracedPair, UntraceablePairError, trace_pair
-from .patching import PatchSpec, Scores, cache_sites, normalised_recovery, run_patches, site_hooks
+from .pair import TracedPair, UntraceablePairError, trace_pair
+from .patching import PatchSpec, Scores, normalised_recovery, run_patches
 from .positions import TokenGroups, concept_words, image_positions, token_groups
-from .runner import ANALYSES, ResultStore, TraceResult, parse_analyses, run_tracing, select_pairs
+from .runner import ANALYSES, ResultStore, TraceResult, parse_analyses, run_tracing
 from .token_patching import token_patching
 
 __all__ = [
@@ -27,7 +31,6 @@ __all__ = [
     "TracedPair",
     "UntraceablePairError",
     "aggregate",
-    "cache_sites",
     "concept_words",
     "image_positions",
     "layer_patching",
@@ -38,7 +41,6 @@ __all__ = [
     "run_patches",
     "run_tracing",
     "select_pairs",
-    "site_hooks",
     "token_groups",
     "token_patching",
     "trace_pair",

@@ -2,8 +2,8 @@
 
 Both images are encoded with the same prompt, so the two rows have identical token ids and every position means
 the same thing in both runs — the precondition for copying activations between them. Prompts and answer tokens come
-from discovery's pair preparation, and the decoder capture/replay from :mod:`vseam_pl.discovery.replay`, so tracing
-and head discovery score an answer the same way.
+from the pairs module's preparation (:func:`vseam_pl.pairs.prepare_pairs`), and the decoder capture/replay from
+:mod:`vseam_pl.interventions.replay`, as in head discovery, so both score an answer the same way.
 """
 
 from __future__ import annotations
@@ -13,14 +13,13 @@ from dataclasses import dataclass
 
 import torch
 
-from ..discovery.data import PairItem, images_of, prepare_pairs
-from ..discovery.replay import DecoderRun, capture, check_replay
 from ..encoding import encode
-from ..pairs import PairError, edited_index
+from ..interventions import DecoderRun, cache, capture, check_replay, stack_layers
+from ..pairs import PairError, PairItem, edited_index, images_of, prepare_pairs
 from ..prompts import DEFAULT_INSTRUCTION
 from ..records import ImagePair
 from ..vlm import VLM
-from .patching import AnswerTokens, Scores, cache_sites, stack_layers
+from .patching import AnswerTokens, Scores
 from .positions import TokenGroups, concept_words, token_groups
 
 
@@ -37,10 +36,9 @@ def answer_tokens(item: PairItem) -> tuple[AnswerTokens, str]:
             f"{item.pair.source or item.pair.pair_id}: the edited answer is unknown or equals "
             "the clean answer; the logit difference needs two different answers"
         )
-    cands = item.pair.candidates or (item.pair.answer, item.pair.edited_answer)
     return AnswerTokens(
         list(item.candidate_tokens[item.correct]), list(item.candidate_tokens[edited])
-    ), cands[edited]
+    ), item.candidates[edited]
 
 
 @dataclass
@@ -115,7 +113,7 @@ def trace_pair(
         )
     except ValueError as e:
         raise PairError(f"{where}: {e}") from None
-    with cache_sites(vlm, sites) as cache:
+    with cache(vlm, sites) as cached:
         run = capture(vlm, enc, residuals=True)
     tol = 1e-3 if vlm.dtype == torch.float32 else 2e-2
     if not check_replay(vlm, run, atol=tol):
@@ -124,8 +122,8 @@ def trace_pair(
         )
     from_layer = check_replay(vlm, run, starts=(vlm.num_layers // 2,), atol=tol)
     baseline = Scores(*(lp.cpu() for lp in answers.logps(run.logits)))
-    clean = {s: stack_layers(cache[s], 0) for s in sites}
-    edited = {s: stack_layers(cache[s], 1) for s in sites}
+    clean = {s: stack_layers(cached[s], 0) for s in sites}
+    edited = {s: stack_layers(cached[s], 1) for s in sites}
     return TracedPair(
         pair, item.prompt, run, groups, answers, edited_answer, baseline, clean, edited, from_layer
     )

@@ -16,9 +16,8 @@ A restarted run (`resume=True`) skips every (pair, analysis) whose JSON exists.
 from __future__ import annotations
 
 import json
-import re
 import shutil
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from matplotlib.figure import Figure
 from safetensors.torch import load_file, save_file
 
 from ..io import atomic_path, write_json
-from ..levels import LEVELS
+from ..pairs import safe_id
 from ..plotting import save_png
 from ..prompts import DEFAULT_INSTRUCTION
 from ..records import ImagePair
@@ -67,34 +66,6 @@ def parse_analyses(spec: str | Sequence[str]) -> tuple[str, ...]:
             f"unknown analyses {unknown or names}; expected a comma-separated subset of {list(ANALYSES)}"
         )
     return tuple(a for a in ANALYSES if a in names)
-
-
-def select_pairs(
-    pairs: Iterable[ImagePair], levels: Sequence[str] | None = None, limit: int | None = None
-) -> list[ImagePair]:
-    """Pairs of the given levels (by `level`, else category), at most `limit`, manifest order; ids must be unique."""
-    unknown = sorted(set(levels or ()) - {*LEVELS, "unknown"})
-    if unknown:
-        raise ValueError(f"unknown level(s) {unknown}; expected some of {[*LEVELS, 'unknown']}")
-    out: list[ImagePair] = []
-    seen: dict[str, str] = {}
-    for pair in pairs:
-        key = safe_id(pair.pair_id)
-        if key in seen:
-            raise ValueError(
-                f"{pair.source}: pair_id {pair.pair_id!r} repeats (or collides with) {seen[key]}"
-            )
-        seen[key] = pair.source or pair.pair_id
-        if levels and level_key({"level": pair.level, "category": pair.category}) not in levels:
-            continue
-        if limit is not None and len(out) >= limit:
-            break
-        out.append(pair)
-    return out
-
-
-def safe_id(pair_id: str) -> str:
-    return re.sub(r"[^\w.-]", "_", pair_id)
 
 
 class ResultStore:

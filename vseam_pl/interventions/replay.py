@@ -1,7 +1,7 @@
-"""Re-running only the language decoder, from any layer, on rows drawn from an already-encoded chunk.
+"""Decoder replay: re-running only the language decoder, from any layer, on rows drawn from an already-encoded chunk.
 
-A head intervention at layer `l` cannot change anything before layer `l`, so discovery runs the full VLM once per
-chunk (vision tower, projector, embedding merge), records what its decoder received (`inputs_embeds`,
+An intervention at layer `l` cannot change anything before layer `l`, so discovery and tracing run the full VLM once
+per chunk (vision tower, projector, embedding merge), records what its decoder received (`inputs_embeds`,
 `attention_mask`) and the residual stream entering every layer, and then runs each batch of intervened rows from the
 first layer it touches: the decoder with its layer list temporarily cut to `layers[start:]`, fed the cached residual
 as `inputs_embeds`. Only the logits at the last prompt position are computed.
@@ -9,7 +9,7 @@ as `inputs_embeds`. Only the logits at the last prompt position are computed.
 The decoder is replayed with the model's *own* keyword arguments (:data:`DecoderRun.kwargs`): the 3-D M-RoPE
 `position_ids` Qwen2-VL computes from the image grid, PaliGemma's prefix-LM mask, Gemma 3's dict of sliding/global
 masks. Without them a replay silently attends with the wrong positions or mask. :func:`check_replay` verifies a
-replay against the full forward on real data; discovery falls back to full decoder runs (start 0) when a mid-layer
+replay against the full forward on real data; callers fall back to full decoder runs (start 0) when a mid-layer
 start does not reproduce it (Gemma scales its input embeddings inside the decoder).
 """
 
@@ -24,8 +24,8 @@ import torch
 from torch import nn
 
 from ..encoding import Encoded
-from ..hooks import HeadFn, head_hooks
 from ..vlm import VLM, UnsupportedModelError
+from .sites import HookFn, hooks
 
 
 @dataclass
@@ -88,7 +88,7 @@ def select_rows(key: str, value: Any, rows: torch.Tensor, batch: int) -> Any:
         return value
     raise UnsupportedModelError(
         f"decoder argument {key!r} of shape {tuple(value.shape)} is not batch-first for {batch} examples; "
-        "head discovery cannot replay this decoder"
+        "discovery and tracing cannot replay this decoder"
     )
 
 
@@ -103,8 +103,8 @@ def capture(vlm: VLM, enc: Encoded, residuals: bool = True, heads: bool = False)
     def grab_decoder(_m: nn.Module, args: tuple, kwargs: dict) -> None:
         if kwargs.get("inputs_embeds") is None:
             raise UnsupportedModelError(
-                f"{vlm.name}: its decoder was not called with inputs_embeds; head discovery "
-                "replays the decoder from its input embeddings"
+                f"{vlm.name}: its decoder was not called with inputs_embeds; discovery and tracing "
+                "replay the decoder from its input embeddings"
             )
         seen["embeds"] = kwargs["inputs_embeds"].detach()
         seen["kwargs"] = {k: v for k, v in kwargs.items() if k not in NOT_REPLAYED and v is not None}
@@ -127,7 +127,7 @@ def capture(vlm: VLM, enc: Encoded, residuals: bool = True, heads: bool = False)
             ]
         stack.callback(lambda: [h.remove() for h in handles])
         if heads:
-            stack.enter_context(head_hooks(vlm, grab_heads))
+            stack.enter_context(hooks(vlm, "head", grab_heads))
         logits = vlm.model(**moved.inputs).logits
     last = enc.last_prompt_positions().to(vlm.device)
     rows = torch.arange(len(last), device=vlm.device)
@@ -160,18 +160,18 @@ def run_rows(
     run: DecoderRun,
     examples: torch.Tensor,
     start: int = 0,
-    fn: HeadFn | None = None,
+    fn: HookFn | None = None,
     layers: list[int] | None = None,
 ) -> torch.Tensor:
     """Last-position logits `[R, V]` for rows of `run` (`examples [R]` = example index of each row), started at
-    layer `start` from the cached residual, with the head function `fn` applied at `layers` (absolute indices)."""
+    layer `start` from the cached residual, with `fn` applied at the `head` site of `layers` (absolute indices)."""
     examples = examples.to(vlm.device)
     if start > 0 and run.residuals is None:
         raise ValueError("run_rows(start>0) needs a DecoderRun captured with residuals=True")
     hidden = run.embeds[examples] if start == 0 else run.residuals[start][examples]
     with ExitStack() as stack:
         if fn is not None:  # hooks first: they locate o_proj through vlm.layers, which the cut below shortens
-            stack.enter_context(head_hooks(vlm, fn, layers=layers))
+            stack.enter_context(hooks(vlm, "head", fn, layers))
         stack.enter_context(decoder_from(vlm, start))
         batch = run.embeds.shape[0]
         kwargs = {k: select_rows(k, v, examples, batch) for k, v in run.kwargs.items()}
