@@ -8,6 +8,7 @@ long option as well, so the documented spelling (underscores) works everywhere a
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 
@@ -46,3 +47,18 @@ def with_underscore_aliases(names: tuple[Any, ...]) -> tuple[Any, ...]:
                 out.append(alias)
         out.append(name)
     return tuple(out)
+
+
+def underscore_flags(argv: list[str] | None) -> list[str]:
+    """The jsonargparse tools' (train, evaluate, export) command line with hyphenated long flags spelled with
+    underscores (`--trainer.max-epochs 2` -> `--trainer.max_epochs 2`, `--push-to-hub=x` -> `--push_to_hub=x`):
+    their keys are Python names, so this is the one spelling, and the hyphenated one stays an alias. Values are
+    left alone. `None` reads `sys.argv`."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    out = []
+    for arg in args:
+        if arg.startswith("--") and len(arg) > 2:
+            key, eq, value = arg[2:].partition("=")
+            arg = "--" + key.replace("-", "_") + eq + value
+        out.append(arg)
+    return out

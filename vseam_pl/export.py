@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from pathlib import Path
 
+from .argparsing import underscore_flags
 from .io import write_json
 from .model_card import HEATMAP, build_card, save_heatmap
 from .modulation import HeadModulation
@@ -167,20 +167,11 @@ def export_merged(
     )
 
 
-def _underscored(arg: str) -> str:
-    if not arg.startswith("--"):
-        return arg
-    key, eq, value = arg[2:].partition("=")
-    return "--" + key.replace("-", "_") + eq + value
-
-
 def main(argv: list[str] | None = None) -> None:
     from jsonargparse import CLI
 
-    args = list(sys.argv[1:] if argv is None else argv)
     # `--push-to-hub` (the huggingface_hub spelling) is accepted as well as `--push_to_hub`.
-    args = [_underscored(a) for a in args]
-    path = CLI(export, args=args, as_positional=False)
+    path = CLI(export, args=underscore_flags(argv), as_positional=False)
     fmt = "peft adapter" if (path / "adapter_config.json").exists() else "merged model"
     print(f"{fmt}: {path}")
 
