@@ -150,7 +150,7 @@ def test_benchmarks_reuse_the_configured_data_settings(tiny_world):
     g, p, c = multi.datamodules
     assert (type(g), type(p), type(c)) == (GQADataModule, POPEDataModule, COCOQADataModule)
     for dm in multi.datamodules:
-        assert (dm.root, dm.batch_size, dm.num_workers, dm.limit, dm.splitting) == (tiny_world, 3, 0, 5, "hash")
+        assert (dm.root, dm.batch_size, dm.limit, dm.splitting) == (tiny_world, 3, 5, "hash")
     assert g.levels == ["relation"] and p.splits is None and c.types is None
     manifest = json.loads((tiny_world / "manifest.json").read_text())
     assert c.image_pattern == manifest["conventions"]["cocoqa_image_pattern"]  # the synthetic world's names
