@@ -196,3 +196,30 @@ def test_a_run_is_evaluated_from_its_config_with_scales_or_checkpoint(
     assert read_metrics_json(tmp_path / "c.json")["scales"] == str(ckpt)
     with pytest.raises(SystemExit):
         evaluate_main([*common, "--scales", str(scales), "--ckpt_path", str(ckpt)])
+
+
+def test_the_tree_keys_give_what_the_flat_python_arguments_give(
+    tiny_llava_dir, tiny_world, tmp_path, one_thread
+):
+    """The documented translation of the old flat flags (docs/guides/evaluation.md), checked on the same questions:
+    the rows match to the last digit."""
+    import evaluate
+
+    flat = evaluate.evaluate(
+        model=str(tiny_llava_dir),
+        benchmarks="gqa,pope,cocoqa",
+        data_root=str(tiny_world),
+        limit=4,
+        num_workers=0,
+        instruction="Reply with one word.",
+        output=str(tmp_path / "flat.json"),
+    )
+    tree = evaluate_main(
+        [
+            *("--model.model", str(tiny_llava_dir), "--model.instruction", "Reply with one word."),
+            *("--benchmarks", "gqa,pope,cocoqa", "--data.root", str(tiny_world), "--synth_root", "null"),
+            *("--data.limit", "4", "--data.num_workers", "0", "--output", str(tmp_path / "tree.json")),
+            *("--trainer.enable_progress_bar", "false"),
+        ]
+    )
+    assert {r["benchmark"] for r in tree} == {"gqa", "pope", "cocoqa"} and tree == flat
