@@ -223,3 +223,13 @@ def test_the_tree_keys_give_what_the_flat_python_arguments_give(
         ]
     )
     assert {r["benchmark"] for r in tree} == {"gqa", "pope", "cocoqa"} and tree == flat
+
+
+def test_ckpt_path_last_without_a_checkpoint_is_an_error(tiny_llava_dir, tmp_path):
+    with pytest.raises(FileNotFoundError, match="--ckpt_path last: no last"):
+        evaluate_cli(
+            [
+                *("--model.model", str(tiny_llava_dir), "--synth_root", "null", "--ckpt_path", "last"),
+                *("--trainer.default_root_dir", str(tmp_path)),
+            ]
+        )

@@ -30,6 +30,7 @@ from vseam_pl.batch_size import datamodule_batch_size, resolve
 from vseam_pl.cli import (
     DEFAULT_CONFIG,
     VSeamCLI,
+    checkpoint_roots,
     ensure_synthetic,
     gather_skipped,
     synthetic_conventions,
@@ -227,6 +228,17 @@ class EvaluateCLI(VSeamCLI):
             default=False,
             help="replace data.batch_size by the largest that fits on the GPU (no-op on CPU)",
         )
+
+    def instantiate_classes(self) -> None:
+        asked = self.config.get("ckpt_path")
+        super().instantiate_classes()
+        if (
+            asked == "last" and self.config.get("ckpt_path") is None
+        ):  # training starts afresh; evaluation cannot
+            raise FileNotFoundError(
+                f"--ckpt_path last: no last*.ckpt of {self.model.vlm.name} under "
+                f"{', '.join(map(str, checkpoint_roots(self.trainer)))}"
+            )
 
     def before_instantiate_classes(self) -> None:
         trainer = self.config["trainer"]
