@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from vseam_pl.argparsing import ArgumentParser, with_underscore_aliases
+from vseam_pl.argparsing import ArgumentParser, underscore_flags, with_underscore_aliases
 from vseam_pl.commands import COMMANDS, main, resolve
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,11 +35,62 @@ def test_unknown_command_is_an_error(capsys):
 
 
 @pytest.mark.parametrize("name", sorted(DESIGN))
-def test_each_subcommand_has_help(name, capsys):
+def test_each_subcommand_has_help_and_takes_a_config_file(name, capsys):
     with pytest.raises(SystemExit) as exit_:
         main([name, "--help"])
     assert exit_.value.code == 0
-    assert "--" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "-c CONFIG, --config CONFIG" in text or "--config CONFIG" in text  # export: --config is the card's
+    assert "--print_config" in text
+
+
+def test_a_config_file_is_the_flags_written_as_yaml(tmp_path):
+    from vseam_pl.discover import parser
+
+    (tmp_path / "d.yaml").write_text(
+        "model: m\npairs: p\nout: o\nbatch-size: 8\ntop_k: 3\nlevels: [object, relation]\n"
+        "init_clip: [0.5, 2]\ninit_normalize: false\nfilter: true\n"
+    )
+    flags = [*("--model", "m", "--pairs", "p", "--out", "o", "--batch_size", "8", "--top_k", "5"), "--filter"]
+    flags += [*("--levels", "object", "relation", "--init_clip", "0.5", "2"), "--no-init_normalize"]
+    by_file = vars(parser().parse_args(["-c", str(tmp_path / "d.yaml"), "--top-k", "5"]))  # the flag wins
+    assert by_file == vars(parser().parse_args(flags))
+    assert by_file["batch_size"] == "8"  # a string, as on the command line (discover reads "auto" too)
+    assert (by_file["top_k"], by_file["init_clip"], by_file["init_normalize"]) == (5, [0.5, 2.0], False)
+    assert "config" not in by_file  # settings recorded by the studies hold values, not file names
+
+
+def test_an_unknown_config_key_fails_naming_it(tmp_path, capsys):
+    from vseam_pl.trace import build_parser
+
+    (tmp_path / "t.yaml").write_text("model: m\npairs: p\nout: o\nmin_gapp: 0.1\n")
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(["-c", str(tmp_path / "t.yaml")])
+    assert exit_.value.code == 2 and "'min_gapp' is not accepted" in capsys.readouterr().err
+
+
+def test_print_config_round_trips(tmp_path, capsys):
+    from vseam_pl.studies.sweep import parse_args
+
+    flags = ["--fractions", "0.1", "0.5", "--seeds", "3", "--data-root", "w", "--lr", "0.1"]
+    with pytest.raises(SystemExit):
+        parse_args([*flags, "--print_config"])
+    (tmp_path / "s.yaml").write_text(capsys.readouterr().out)
+    assert vars(parse_args(["-c", str(tmp_path / "s.yaml")])) == vars(parse_args(flags))
+
+
+def test_jsonargparse_tools_take_hyphenated_aliases():
+    assert underscore_flags(
+        ["--trainer.max-epochs", "2", "--push-to-hub=a-b", "-c", "x-y.yaml", "--", "--a-b"]
+    ) == [
+        "--trainer.max_epochs",
+        "2",
+        "--push_to_hub=a-b",
+        "-c",
+        "x-y.yaml",
+        "--",
+        "--a_b",
+    ]
 
 
 def test_argparse_tools_take_underscores_and_hyphens(capsys):
@@ -66,7 +117,8 @@ def test_prefixes_of_flags_are_refused():
 def test_alias_rule():
     assert with_underscore_aliases(("--n-val",)) == ("--n_val", "--n-val")
     assert with_underscore_aliases(("--out", "-o")) == ("--out", "-o")
-    assert with_underscore_aliases(("--data_root",)) == ("--data_root",)
+    assert with_underscore_aliases(("--data_root",)) == ("--data_root", "--data-root")
+    assert with_underscore_aliases(("--init_clip", "--init-clip")) == ("--init_clip", "--init-clip")
 
 
 def test_vseam_synth_writes_the_world(tmp_path, capsys):

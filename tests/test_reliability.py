@@ -271,28 +271,16 @@ def test_a_killed_write_leaves_no_temporary_behind_the_next_write(tmp_path):
 
 @pytest.mark.slow
 def test_evaluate_under_two_process_ddp_reports_pope_n_and_every_ranks_skips(tiny_llava_dir, tmp_path):
-    """`evaluate.py --devices 2 --strategy ddp` with bad images on both ranks' shards: POPE rows have the
+    """`evaluate.py --trainer.devices 2 --trainer.strategy ddp` with bad images on both ranks' shards: POPE rows have the
     one-process n, and `skipped_records` counts the bad records of both ranks."""
     root = make_root(tmp_path / "r", n_pope=10, n_images=5)
     for i in (1, 2):  # POPE questions i, i+5 of each split: rank 0 and rank 1 shards both meet one
         (root / "images" / f"COCO_val2014_{i:012d}.jpg").unlink()
     args = [
-        "--model",
-        str(tiny_llava_dir),
-        "--data_root",
-        str(root),
-        "--splitting",
-        "all",
-        "--benchmarks",
-        "pope",
-        "--on_bad_record",
-        "skip",
-        "--num_workers",
-        "0",
-        "--batch_size",
-        "4",
-        "--accelerator",
-        "cpu",
+        *("--model.model", str(tiny_llava_dir), "--synth_root", "null"),
+        *("--data", "vseam_pl.data.POPEDataModule", "--data.root", str(root), "--data.splitting", "all"),
+        *("--data.on_bad_record", "skip", "--data.num_workers", "0", "--data.batch_size", "4"),
+        *("--trainer.accelerator", "cpu"),
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     ddp = subprocess.run(
@@ -300,9 +288,9 @@ def test_evaluate_under_two_process_ddp_reports_pope_n_and_every_ranks_skips(tin
             sys.executable,
             "evaluate.py",
             *args,
-            "--devices",
+            "--trainer.devices",
             "2",
-            "--strategy",
+            "--trainer.strategy",
             "ddp",
             "--output",
             str(tmp_path / "ddp.json"),

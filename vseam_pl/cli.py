@@ -6,9 +6,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 
+from .argparsing import underscore_flags
 from .distributed import all_gather_object
 from .io import write_text
 from .report import format_table, write_metrics_json
@@ -46,6 +48,14 @@ class VSeamCLI(LightningCLI):
         # argparse would accept a prefix of a key (`--trainer.max_epoch` for max_epochs): an unknown key must fail.
         kwargs.setdefault("allow_abbrev", False)
         return super().init_parser(**kwargs)
+
+    def parse_arguments(self, parser: Any, args: Any) -> None:
+        """Hyphenated long flags are aliases of the underscore keys (`underscore_flags`); `args=None` reads
+        `sys.argv` (no warning when `vseam` passes the same list)."""
+        if isinstance(args, dict | Namespace):
+            self.config = parser.parse_object(args)
+        else:
+            self.config = parser.parse_args(underscore_flags(args))
 
     def add_arguments_to_parser(self, parser: Any) -> None:
         parser.add_argument(

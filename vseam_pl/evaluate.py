@@ -1,32 +1,42 @@
-"""`vseam evaluate` (= `python evaluate.py`): evaluate a frozen VLM — and, with `--scales`, the same VLM with learned head scales — on GQA, POPE and COCO-QA.
+"""`vseam evaluate` (= `python evaluate.py`): evaluate a frozen VLM — and, with `--scales` or `--ckpt_path`, the same
+VLM with learned head scales — on GQA, POPE and COCO-QA.
 
-    python evaluate.py                                             # tiny LLaVA, synthetic test split, 3 benchmarks
-    python evaluate.py --model checkpoints/tiny-llava --scales runs/.../head_scales.safetensors
-    python evaluate.py --model llava-hf/llava-1.5-7b-hf --data_root ../shared/data/vseam --splitting all \
-        --image_dir /data/coco/val2014 --benchmarks pope --precision bf16-mixed --devices 2 --strategy ddp
+It reads train's configuration tree (`model.*`, `data.*`, `trainer.*`, `seed_everything`; default
+`configs/default.yaml`), so one recipe serves both and a training run is evaluated from its own `config.yaml`:
+
+    python evaluate.py                                                   # tiny LLaVA, synthetic test split
+    python evaluate.py --benchmarks gqa,pope,cocoqa --scales runs/.../head_scales.safetensors
+    python evaluate.py -c runs/lightning_logs/version_0/config.yaml --ckpt_path last
+    python evaluate.py -c configs/llava-1.5-7b.yaml --benchmarks pope --trainer.devices 2 --trainer.strategy ddp
 
 Baseline and modulated answers are computed on the *same* examples; each row of the printed table and of
-`metrics.json` gives both accuracies, the difference with a 95% bootstrap CI and McNemar's exact p-value.
+`metrics.json` gives both accuracies, the difference with a 95% CI and a paired p-value. Training-only keys of a
+recipe (`trainer.max_epochs`, `trainer.callbacks`, `model.lr`, ...) are accepted and unused: evaluation writes no
+logs or checkpoints and runs no callbacks.
 """
 
 from __future__ import annotations
 
+import inspect
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
-from jsonargparse import CLI
 from jsonargparse.typing import PositiveInt
-from lightning.pytorch import Trainer, seed_everything
+from lightning.pytorch import LightningDataModule, Trainer, seed_everything
 
 from vseam_pl.batch_size import datamodule_batch_size, resolve
 from vseam_pl.cli import (
+    DEFAULT_CONFIG,
+    VSeamCLI,
+    checkpoint_roots,
     ensure_synthetic,
     gather_skipped,
     synthetic_conventions,
     write_outputs,
 )
-from vseam_pl.data import build_datamodule
+from vseam_pl.data import MultiBenchmarkDataModule, QADataModule, build_datamodule
 from vseam_pl.distributed import release_process_group
 from vseam_pl.lit_module import HeadModulationModule
 from vseam_pl.prompts import DEFAULT_INSTRUCTION
@@ -130,14 +140,7 @@ def evaluate(
     if scales is None:
         module.modulation.detach()
     if size is None:
-        if accelerator != "cpu" and torch.cuda.is_available():
-            module.vlm.model.to("cuda")
-            size = datamodule_batch_size(
-                module.vlm, data, instruction=instruction, max_new_tokens=max_new_tokens
-            )
-            print(f"--batch_size auto: {size} questions per batch", file=sys.stderr)
-        else:
-            print("--batch_size auto: no GPU to size against; using 32", file=sys.stderr)
+        auto_batch_size(module, data, accelerator)
     trainer = Trainer(
         accelerator=accelerator,
         devices=devices,
@@ -147,8 +150,37 @@ def evaluate(
         enable_checkpointing=False,
         enable_model_summary=False,
     )
-    trainer.test(module, datamodule=data, verbose=False)
-    out = Path(output) if output else (Path(scales).parent if scales else Path("runs/eval")) / "metrics.json"
+    return run_test(trainer, module, data, scales, output)
+
+
+def auto_batch_size(module: HeadModulationModule, data: LightningDataModule, accelerator: str) -> None:
+    """Batch size `auto`: the largest that fits on the GPU, written into `data` (on CPU the configured one stays)."""
+    if accelerator != "cpu" and torch.cuda.is_available():
+        module.vlm.model.to("cuda")
+        hp = module.hparams
+        size = datamodule_batch_size(
+            module.vlm, data, instruction=hp.instruction, max_new_tokens=hp.max_new_tokens
+        )
+        print(f"batch size auto: {size} questions per batch", file=sys.stderr)
+    else:
+        print(f"batch size auto: no GPU to size against; using {data.batch_size}", file=sys.stderr)
+
+
+def run_test(
+    trainer: Trainer,
+    module: HeadModulationModule,
+    data: LightningDataModule,
+    scales: str | None,
+    output: str | None,
+    ckpt_path: str | None = None,
+) -> list[dict]:
+    """Test `module` on `data` and write metrics.json (default: beside the scales or checkpoint, else
+    runs/eval/metrics.json) and the table; the rows."""
+    trainer.test(module, datamodule=data, verbose=False, ckpt_path=ckpt_path)
+    learned = scales or ckpt_path
+    out = (
+        Path(output) if output else (Path(learned).parent if learned else Path("runs/eval")) / "metrics.json"
+    )
     skipped = gather_skipped(getattr(data, "skipped", []))
     write_outputs(
         out.parent,
@@ -157,15 +189,140 @@ def evaluate(
         None,
         {"skipped_records": len(skipped), **module.answer_settings()},
         metrics_name=out.name,
-        scales_path=scales,
+        scales_path=learned,
     )
     release_process_group()
     return module.test_rows
 
 
+# -- the command line: train's configuration tree plus what only evaluation needs ------------------------------
+class EvaluateCLI(VSeamCLI):
+    """`train.py`'s LightningCLI keys (so a recipe or a run's `config.yaml` configures both) plus `--scales`,
+    `--benchmarks`, `--output` and `--auto_batch_size`. The Trainer runs the test loop only: no logger, no
+    checkpointing, none of the recipe's (training) callbacks."""
+
+    def add_arguments_to_parser(self, parser: Any) -> None:
+        super().add_arguments_to_parser(parser)
+        parser.add_argument(
+            "--scales",
+            type=str | None,
+            default=None,
+            help="head_scales.safetensors to evaluate (or --ckpt_path); without either: the baseline alone",
+        )
+        parser.add_argument(
+            "--benchmarks",
+            type=str | None,
+            default=None,
+            help="comma list of gqa,pope,cocoqa: test these with the data settings of `data` "
+            "(default: the benchmarks `data` configures)",
+        )
+        parser.add_argument(
+            "--output",
+            type=str | None,
+            default=None,
+            help="metrics.json path (default: beside --scales / --ckpt_path, else runs/eval/metrics.json)",
+        )
+        parser.add_argument(
+            "--auto_batch_size",
+            type=bool,
+            default=False,
+            help="replace data.batch_size by the largest that fits on the GPU (no-op on CPU)",
+        )
+
+    def instantiate_classes(self) -> None:
+        asked = self.config.get("ckpt_path")
+        super().instantiate_classes()
+        if (
+            asked == "last" and self.config.get("ckpt_path") is None
+        ):  # training starts afresh; evaluation cannot
+            raise FileNotFoundError(
+                f"--ckpt_path last: no last*.ckpt of {self.model.vlm.name} under "
+                f"{', '.join(map(str, checkpoint_roots(self.trainer)))}"
+            )
+
+    def before_instantiate_classes(self) -> None:
+        trainer = self.config["trainer"]
+        trainer["logger"] = False
+        trainer["callbacks"] = None
+        trainer["enable_checkpointing"] = False
+        trainer["enable_model_summary"] = False
+
+
+def build_cli(argv: list[str] | None = None) -> EvaluateCLI:
+    """Parse and instantiate (model, data, trainer) from the shared configuration tree; nothing is run."""
+    return EvaluateCLI(
+        HeadModulationModule,
+        datamodule_class=None,
+        subclass_mode_data=True,
+        save_config_callback=None,
+        run=False,
+        args=argv,
+        parser_kwargs={"default_config_files": [str(DEFAULT_CONFIG)]},
+    )
+
+
+def for_benchmarks(
+    data: LightningDataModule, data_config: Any, benchmarks: str | None
+) -> LightningDataModule:
+    """The test data for `--benchmarks`: `data` itself when None; the named children of a multi-benchmark `data`;
+    for one benchmark's `data`, a module per named benchmark with its shared settings (root, image_dir, splitting,
+    batch_size, limit, ...; `data_config` is its `class_path`/`init_args`)."""
+    if benchmarks is None:
+        return data
+    names = [b.strip().lower() for b in benchmarks.split(",") if b.strip()]
+    if not names:
+        raise ValueError("--benchmarks: give at least one of gqa,pope,cocoqa")
+    if isinstance(data, MultiBenchmarkDataModule):
+        missing = [n for n in names if n not in data.names]
+        if missing:
+            raise ValueError(
+                f"--benchmarks {missing}: not in the configured data (it has {data.names}); "
+                "add their datamodules to data.init_args.datamodules"
+            )
+        chosen = {n: data.datamodules[data.names.index(n)] for n in names}
+        if len(chosen) == 1:
+            return next(iter(chosen.values()))
+        return MultiBenchmarkDataModule(
+            chosen, data.train_mode, data.batch_size, data.num_workers, data.collate_fn
+        )
+    if not isinstance(data, QADataModule):
+        raise ValueError(
+            f"--benchmarks needs a vseam_pl.data QA or multi-benchmark DataModule, got {type(data).__name__}"
+        )
+    if names == [data.benchmark]:
+        return data
+    own = dict(data_config["init_args"] or {})
+    if own.get("hf_dataset"):
+        raise ValueError(
+            f"--benchmarks {names}: data.hf_dataset {own['hf_dataset']!r} is one benchmark's dataset; configure a "
+            "vseam_pl.data.MultiBenchmarkDataModule with one datamodule per benchmark instead"
+        )
+    shared = set(inspect.signature(QADataModule.__init__).parameters) - {"self"}
+    common = {k: v for k, v in own.items() if k in shared}
+    per: dict[str, dict[str, Any]] = {data.benchmark: own}
+    pattern = synthetic_conventions(own["root"]).get("cocoqa_image_pattern") if own.get("root") else None
+    if pattern and data.benchmark != "cocoqa":
+        per["cocoqa"] = {"image_pattern": pattern}
+    return build_datamodule(names, per_benchmark=per, **common)
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
-    """The command line: every argument of `evaluate` as a `--flag`."""
-    return CLI(evaluate, as_positional=False, args=argv)
+    """`vseam evaluate`: the configured model on the configured test data, baseline vs learned scales."""
+    cli = build_cli(argv)
+    cfg = cli.config
+    scales, ckpt_path = cfg.get("scales"), cfg.get("ckpt_path")
+    if scales and ckpt_path:
+        cli.parser.error("give --scales or --ckpt_path, not both")
+    ensure_synthetic(cfg.get("synth_root"), cfg.get("synth_seed", 0))
+    module: HeadModulationModule = cli.model
+    data = for_benchmarks(cli.datamodule, cfg["data"], cfg.get("benchmarks"))
+    if scales:
+        module.load_scales(scales)
+    elif not ckpt_path:
+        module.modulation.detach()
+    if cfg.get("auto_batch_size"):
+        auto_batch_size(module, data, str(cfg["trainer"]["accelerator"]))
+    return run_test(cli.trainer, module, data, scales, cfg.get("output"), ckpt_path)
 
 
 if __name__ == "__main__":

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from pathlib import Path
 
+from .argparsing import ArgumentParser, underscore_flags
 from .io import write_json
 from .model_card import HEATMAP, build_card, save_heatmap
 from .modulation import HeadModulation
@@ -44,7 +44,7 @@ def export(
     format: str = "merged",
     dtype: str = "float32",
     metrics: str | None = None,
-    config: str | None = None,
+    train_config: str | None = None,
     push_to_hub: str | None = None,
     private: bool = False,
     check_model: bool = True,
@@ -60,7 +60,7 @@ def export(
         format: `merged` (a full Transformers model) or `peft` (an IA3 adapter folder).
         dtype: dtype the model is loaded, folded and saved in (`float32` for exactness, `bfloat16` to halve size).
         metrics: metrics.json for the card's evaluation table (default: `metrics.json` beside the scales, if any).
-        config: training config for the card (default: `config.yaml` beside the scales, if any).
+        train_config: training config for the card (default: `config.yaml` beside the scales, if any).
         push_to_hub: upload the finished folder to this Hub model repo (created if missing).
         private: create the Hub repo private.
         check_model: refuse scales learned for another model name (same grid) unless False.
@@ -69,7 +69,7 @@ def export(
         raise ValueError(f"--format must be one of {FORMATS}, got {format!r}")
     scales, out = Path(scales), Path(out)
     metrics_path = Path(metrics) if metrics else _sibling(scales, "metrics.json")
-    config_path = Path(config) if config else _sibling(scales, "config.yaml")
+    config_path = Path(train_config) if train_config else _sibling(scales, "config.yaml")
     for what, path in (("metrics", metrics_path), ("config", config_path)):
         if path is not None and not path.is_file():
             raise FileNotFoundError(f"--{what} {path}: no such file")
@@ -167,20 +167,12 @@ def export_merged(
     )
 
 
-def _underscored(arg: str) -> str:
-    if not arg.startswith("--"):
-        return arg
-    key, eq, value = arg[2:].partition("=")
-    return "--" + key.replace("-", "_") + eq + value
-
-
 def main(argv: list[str] | None = None) -> None:
-    from jsonargparse import CLI
-
-    args = list(sys.argv[1:] if argv is None else argv)
-    # `--push-to-hub` (the huggingface_hub spelling) is accepted as well as `--push_to_hub`.
-    args = [_underscored(a) for a in args]
-    path = CLI(export, args=args, as_positional=False)
+    """Every argument of `export` as a flag, `-c/--config` YAML too; `--push-to-hub` (the huggingface_hub
+    spelling) is accepted as well as `--push_to_hub`."""
+    parser = ArgumentParser(prog="python -m vseam_pl.export", description=__doc__)
+    parser.add_function_arguments(export, as_group=False)
+    path = export(**parser.parse_args(underscore_flags(argv)).as_dict())
     fmt = "peft adapter" if (path / "adapter_config.json").exists() else "merged model"
     print(f"{fmt}: {path}")
 

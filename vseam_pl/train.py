@@ -26,8 +26,9 @@ from vseam_pl.distributed import release_process_group
 from vseam_pl.lit_module import HeadModulationModule
 
 
-def main(args: list[str] | None = None) -> None:
-    cli = VSeamCLI(
+def build_cli(args: list[str] | None = None) -> VSeamCLI:
+    """Parse and instantiate (model, data, trainer); nothing is run. `vseam evaluate` reads the same keys."""
+    return VSeamCLI(
         HeadModulationModule,
         datamodule_class=None,
         subclass_mode_data=True,
@@ -36,6 +37,10 @@ def main(args: list[str] | None = None) -> None:
         save_config_kwargs={"overwrite": True},
         parser_kwargs={"default_config_files": [str(DEFAULT_CONFIG)]},
     )
+
+
+def main(args: list[str] | None = None) -> None:
+    cli = build_cli(args)
     cfg = cli.config
     ensure_synthetic(cfg.get("synth_root"), cfg.get("synth_seed", 0))
     trainer, module, data = cli.trainer, cli.model, cli.datamodule
