@@ -1,4 +1,4 @@
-"""Run the family matrix (tests/test_families.py) and write its outcome as the supported-families table of
+"""Run the family matrix (tests/models/test_families.py) and write its outcome as the supported-families table of
 docs/families.md, between the `<!-- families-table -->` markers, so the table never claims more than the tests show.
 
     python scripts/families_table.py                       # this interpreter
@@ -19,7 +19,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "tests" / "models"))
 from families import FAMILIES  # noqa: E402
 
 STEPS = {
@@ -44,7 +44,7 @@ def run_matrix(python: str, xml_path: Path) -> None:
         "-p",
         "no:cacheprovider",
         f"--junitxml={xml_path}",
-        str(REPO / "tests" / "test_families.py"),
+        str(REPO / "tests" / "models" / "test_families.py"),
     ]
     subprocess.run(cmd, cwd=REPO, check=False)
 

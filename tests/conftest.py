@@ -75,13 +75,3 @@ def tiny_vlm(tiny_llava_dir):
     from vseam_pl.vlm import load_vlm
 
     return load_vlm(str(tiny_llava_dir))
-
-
-def make_images(n: int, size: int = 64, seed: int = 0):
-    from PIL import Image
-
-    g = torch.Generator().manual_seed(seed)
-    return [
-        Image.fromarray((torch.rand(size, size, 3, generator=g) * 255).to(torch.uint8).numpy(), "RGB")
-        for _ in range(n)
-    ]

@@ -15,10 +15,10 @@ import torch
 from jsonargparse import CLI
 from reliability_ddp_support import ddp_report_worker
 from safetensors.torch import save_file
-from test_data_support import make_root
 
 import evaluate
 import train
+from tests.data.test_data_support import make_root
 from vseam_pl.context import PromptTooLongError
 from vseam_pl.data import Batch, GQADataModule
 from vseam_pl.io import write_json
