@@ -94,6 +94,22 @@ def claim1(model: str, runs: Path, args: argparse.Namespace) -> dict[str, Any]:
     return {"benchmarks": per, "reproduced": reproduced}
 
 
+def discover_cmd(model: str, args: argparse.Namespace, method: str, out: Path, *extra: str) -> list[str]:
+    """`vseam discover` on the first `--pairs` test pairs, top-K as for every claim."""
+    pairs = f"{args.data_root}/test/pairs/pairs.jsonl"
+    return vseam(
+        *("discover", "--model", model, "--pairs", pairs, "--method", method, *extra),
+        *("--limit", str(args.pairs), "--top_k", str(args.top_k), "--out", str(out)),
+    )
+
+
+def discovery_on_test_pairs(model: str, runs: Path, args: argparse.Namespace) -> Path:
+    """Ablation discovery on the test pairs: the scores the set ablation ranks (claim 2) and the overlap (claim 4)."""
+    folder = runs / "discovery-test"
+    run(discover_cmd(model, args, "ablation", folder), folder / "overlap.json")
+    return folder
+
+
 def claim2(model: str, runs: Path, args: argparse.Namespace) -> dict[str, Any]:
     compare_out = runs / "claim2-compare"
     run(
@@ -120,45 +136,10 @@ def claim2(model: str, runs: Path, args: argparse.Namespace) -> dict[str, Any]:
     by = {(r["method"], r["seed"]): r for r in rows}
     discovered = by[("discovered_heads", None)]
     randoms = [r for (m, _), r in by.items() if m == "random_heads"]
-    disc = runs / "discovery-test"
-    pairs = f"{args.data_root}/test/pairs/pairs.jsonl"
-    run(
-        vseam(
-            "discover",
-            "--model",
-            model,
-            "--pairs",
-            pairs,
-            "--method",
-            "ablation",
-            "--limit",
-            str(args.pairs),
-            "--top_k",
-            str(args.top_k),
-            "--out",
-            str(disc),
-        ),
-        disc / "overlap.json",
-    )
+    disc = discovery_on_test_pairs(model, runs, args)
     sets = runs / "set-ablation"
     run(
-        vseam(
-            "discover",
-            "--model",
-            model,
-            "--pairs",
-            pairs,
-            "--method",
-            "set_ablation",
-            "--scores",
-            str(disc),
-            "--limit",
-            str(args.pairs),
-            "--top_k",
-            str(args.top_k),
-            "--out",
-            str(sets),
-        ),
+        discover_cmd(model, args, "set_ablation", sets, "--scores", str(disc)),
         sets / "set_ablation.json",
     )
     set_summary = json.loads((sets / "set_ablation.json").read_text())
@@ -219,7 +200,7 @@ def claim3(model: str, runs: Path, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def claim4(model: str, runs: Path, args: argparse.Namespace) -> dict[str, Any]:
-    overlap = json.loads((runs / "discovery-test" / "overlap.json").read_text())
+    overlap = json.loads((discovery_on_test_pairs(model, runs, args) / "overlap.json").read_text())
     pos, neg = overlap["positive"], overlap["negative"]
     result = {
         "k": overlap["k"],
