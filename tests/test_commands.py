@@ -13,7 +13,7 @@ from vseam_pl.argparsing import ArgumentParser, underscore_flags, with_underscor
 from vseam_pl.commands import COMMANDS, main, resolve
 
 REPO = Path(__file__).resolve().parents[1]
-DESIGN = {"train", "evaluate", "discover", "trace", "edit", "synth", "export", "compare", "sweep"}
+DESIGN = {"train", "evaluate", "discover", "trace", "edit", "synth", "export", "compare", "sweep", "headroom"}
 
 
 def test_every_stage_is_a_subcommand_with_a_docs_page():

@@ -64,6 +64,11 @@ COMMANDS: dict[str, Command] = {
     "sweep": Command(
         "vseam_pl.studies.sweep:main", "low-data ablation: training fractions x seeds", "docs/results.md"
     ),
+    "headroom": Command(
+        "vseam_pl.studies.headroom:main",
+        "is the answer in the frozen model? AUROC and best-threshold accuracy of its yes/no margin",
+        "docs/results.md",
+    ),
 }
 
 
