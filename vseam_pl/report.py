@@ -54,6 +54,8 @@ P_TESTS: tuple[str, ...] = ("image_permutation", "mcnemar_exact")
 TOP_KEYS: tuple[str, ...] = ("model", "scales", "rows")
 POPE_REPORTED: tuple[str, ...] = ("accuracy", "f1", "precision", "recall", "yes_ratio")
 POPE_AVERAGE = "avg"
+#: POPE accuracy over every question of every split, with one paired test (the splits alone may be small).
+POPE_POOLED = "all"
 
 
 def _row(
@@ -185,7 +187,8 @@ def pope_rows(
     images: Sequence[str] | None = None,
     statistics: str = "image_clustered",
 ) -> list[dict[str, Any]]:
-    """POPE rows (accuracy, f1, precision, recall, yes_ratio) per split and averaged over splits (split ``avg``).
+    """POPE rows (accuracy, f1, precision, recall, yes_ratio) per split and averaged over splits (split ``avg``), and
+    with several splits the accuracy over all their questions (split ``all``, paired-tested like a split).
 
     Predictions are free-form replies or candidate strings read with `parser` (`vseam_pl.text.ANSWER_PARSERS`;
     `vseam_pl.metrics.POPEMetrics` conventions; yes_ratio is the share of predicted "yes"). Per-split accuracy rows get a McNemar p-value and a bootstrap CI; the other
@@ -241,6 +244,21 @@ def pope_rows(
                 continue
             mod_value = scores["modulated"][f"{split}/{m}"] if "modulated" in scores else None
             rows.append(_row(benchmark, split, m, n, scores["baseline"][f"{split}/{m}"], mod_value, n_images))
+    if len(present) > 1:
+        mod = correct.get("modulated")
+        rows.append(
+            _paired_row(
+                benchmark,
+                POPE_POOLED,
+                "accuracy",
+                correct["baseline"],
+                mod,
+                seed,
+                n_resamples,
+                imgs,
+                statistics,
+            )
+        )
     return rows
 
 

@@ -101,7 +101,12 @@ def test_pope_rows():
     modulated = ["yes", "no", "no", "no", "yes", "no"]
     rows = pope_rows(targets, baseline, modulated, splits)
     by = {(r["split"], r["metric"]): r for r in rows}
-    assert [r["split"] for r in rows[::5]] == ["random", "adversarial", "avg"]  # POPE order, then the average
+    assert [r["split"] for r in rows[::5]] == [
+        "random",
+        "adversarial",
+        "avg",
+        "all",
+    ]  # POPE order, average, pooled
     assert {m for _, m in by} == {"accuracy", "f1", "precision", "recall", "yes_ratio"}
     assert by["random", "accuracy"]["baseline"] == 0.5 and by["random", "accuracy"]["modulated"] == 0.75
     assert by["random", "accuracy"]["p_value"] == 1.0  # one discordant pair
@@ -113,6 +118,14 @@ def test_pope_rows():
     assert by["random", "f1"]["p_value"] is None and by["random", "f1"]["ci95"] is None
     assert by["avg", "accuracy"]["n"] == 6
     assert by["avg", "accuracy"]["modulated"] == pytest.approx((0.75 + 1.0) / 2)  # mean over splits
+    pooled = by[
+        "all", "accuracy"
+    ]  # every question: baseline [1, 0, 1, 0, 1, 0], modulated [1, 1, 0, 1, 1, 1]
+    assert (pooled["n"], pooled["baseline"], pooled["modulated"]) == (6, 0.5, pytest.approx(5 / 6))
+    assert pooled["p_value"] == pytest.approx(0.625)  # exact McNemar: 3 discordant wins against 1 loss
+    assert (
+        len(pope_rows(targets[:4], baseline[:4], modulated[:4], splits[:4])) == 10
+    )  # one split: no pooled row
     only_base = pope_rows(targets, baseline, None, splits)
     assert all(r["modulated"] is None and r["p_value"] is None for r in only_base)
 
