@@ -23,7 +23,7 @@ from typing import Any, ClassVar, Literal
 
 from jsonargparse.typing import PositiveInt
 from lightning.pytorch import LightningDataModule
-from lightning.pytorch.utilities import CombinedLoader
+from lightning.pytorch.utilities import CombinedLoader, rank_zero_warn
 
 from ..distributed import dist_info
 from ..levels import CATEGORY_LEVEL
@@ -70,7 +70,8 @@ class QADataModule(LightningDataModule):
         splitting: "auto" | "folders" | "hash" | "all" (whole source for every stage).
         on_bad_record: "error" raises naming file, record and field; "skip" leaves the record out, counts it in
             ``skipped`` and warns.
-        limit: at most this many records per split (quick runs).
+        limit: at most this many records per split (quick runs), or per split name (``{train: 9600, test: 2048}``;
+            a split left out is whole). A limit that cuts the test split warns: the report is then not the split.
         shuffle_buffer: size of the training shuffle buffer (0: file order, round-robin over files).
         rank, world_size: DDP shard of this process; default from ``torch.distributed`` when initialised.
         collate_fn: replaces the default `Batch` collate; receives ``list[Example]``.
@@ -98,7 +99,7 @@ class QADataModule(LightningDataModule):
         split_salt: str = "vseam",
         splitting: Splitting = "auto",
         on_bad_record: OnBadRecord = "error",
-        limit: PositiveInt | None = None,
+        limit: PositiveInt | dict[str, PositiveInt] | None = None,
         shuffle_buffer: int = 1000,
         rank: int | None = None,
         world_size: int | None = None,
@@ -110,8 +111,13 @@ class QADataModule(LightningDataModule):
             raise ValueError(f"{type(self).__name__}: give a data root or hf_dataset")
         if not 0 < fraction <= 1:
             raise ValueError(f"fraction must be in (0, 1], got {fraction}")
-        if limit is not None and limit < 1:
-            raise ValueError(f"limit must be a positive number of records (or None for all), got {limit}")
+        for split, n in limit.items() if isinstance(limit, dict) else [("every split", limit)]:
+            if split != "every split" and split not in SPLITS:
+                raise ValueError(f"limit: unknown split {split!r}; expected some of {list(SPLITS)}")
+            if n is not None and n < 1:
+                raise ValueError(
+                    f"limit must be a positive number of records (or None for all), got {n} for {split}"
+                )
         if max_image_pixels is not None and max_image_pixels < 0:
             raise ValueError(f"max_image_pixels must be >= 0 (0: no limit), got {max_image_pixels}")
         if on_bad_record not in ("error", "skip"):
@@ -184,6 +190,10 @@ class QADataModule(LightningDataModule):
         image_dir = Path(self.image_dir) if self.image_dir is not None else Path("images")
         return self.file_source(files, str(image_dir if image_dir.is_absolute() else split_root / image_dir))
 
+    def split_limit(self, split: str) -> int | None:
+        """The record limit of one split (None: the whole split)."""
+        return self.limit.get(split) if isinstance(self.limit, dict) else self.limit
+
     def base_plan(self, split: str) -> SplitPlan:
         """The split before subsampling and limit."""
         mode = self.mode()
@@ -219,14 +229,20 @@ class QADataModule(LightningDataModule):
             if split == "train" and self.fraction < 1:
                 selected = stratified_sample(strata, self.fraction, self.seed)
                 counts[split] = len(selected)
-            if self.limit is not None:
-                counts[split] = min(counts[split], self.limit)
+            limit = self.split_limit(split)
+            if limit is not None and counts[split] > limit:
+                if split == "test":
+                    rank_zero_warn(
+                        f"{self.benchmark}: data limit {limit} keeps {limit} of the test split's {counts[split]} "
+                        "questions; set the limit to null (or leave `test` out of it) to test every question"
+                    )
+                counts[split] = limit
             if counts[split] == 0:
                 raise ValueError(
                     f"{self.benchmark}: the {split} split is empty after filtering ({plan.source.name}, "
-                    f"splitting={self.mode()!r}, filter={plan.keep}, fraction={self.fraction}, limit={self.limit})"
+                    f"splitting={self.mode()!r}, filter={plan.keep}, fraction={self.fraction}, limit={limit})"
                 )
-            self._plans[split] = replace(plan, selected=selected, limit=self.limit)
+            self._plans[split] = replace(plan, selected=selected, limit=limit)
             self.counts[split] = counts[split]
 
     def plan(self, split: str) -> SplitPlan:
