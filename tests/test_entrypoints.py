@@ -36,6 +36,8 @@ def test_train_then_evaluate(tiny_llava_dir, tiny_world, tmp_path, capsys):
             str(tiny_llava_dir),
             "--model.lr",
             "0.05",
+            "--data",
+            "vseam_pl.data.GQADataModule",
             "--data.root",
             str(tiny_world),
             "--data.batch_size",

@@ -30,6 +30,8 @@ def common(model: Path, world: Path) -> list[str]:
     return [
         "--model.model",
         str(model),
+        "--data",
+        "vseam_pl.data.GQADataModule",
         "--data.root",
         str(world),
         "--data.batch_size",

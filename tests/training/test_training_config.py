@@ -71,7 +71,7 @@ def hardware(path: str) -> str:
 def test_recipe_parses_and_prints_resolved_config(recipe):
     cfg = printed("-c", recipe, "--print_config")
     raw = yaml.safe_load((REPO / recipe).read_text())
-    assert cfg["model"]["model"] == raw.get("model", {}).get("model", "checkpoints/tiny-llava")
+    assert cfg["model"]["model"] == raw.get("model", {}).get("model", "checkpoints/tiny-instructblip")
     trainer = cfg["trainer"]
     if "GPU" in hardware(recipe):  # the header's promise matches what the resolved config asks for
         assert trainer["accelerator"] == "gpu" and trainer["precision"] == "bf16-mixed"
@@ -115,7 +115,37 @@ def test_print_config_first_validates_and_prints_the_recipe_layer(recipe):
 def test_low_data_recipe_subsamples_training_only():
     cfg = printed("-c", "configs/low_data.yaml", "--print_config")
     assert cfg["data"]["init_args"]["fraction"] == 0.1
-    assert cfg["model"]["model"] == "checkpoints/tiny-llava" and cfg["synth_root"] == "data/synth"
+    assert cfg["model"]["model"] == "checkpoints/tiny-instructblip" and cfg["synth_root"] == "data/synth"
+    default = printed("--print_config")
+    assert (
+        cfg["data"]["class_path"] == default["data"]["class_path"]
+    )  # the default's benchmark, a tenth of it
+    limit = cfg["data"]["init_args"]["limit"]  # the same validation and test questions
+    assert (limit["val"], limit["test"]) == (default["data"]["init_args"]["limit"]["val"], 2048)
+
+
+def data_limits(node) -> list:
+    """Every `limit` set anywhere under a resolved `data` section (nested datamodules included)."""
+    if isinstance(node, dict):
+        own = [node["limit"]] if node.get("limit") is not None else []
+        return own + [x for k, v in node.items() if k != "limit" for x in data_limits(v)]
+    if isinstance(node, list):
+        return [x for v in node for x in data_limits(v)]
+    return []
+
+
+@pytest.mark.parametrize(
+    "recipe", [r for r in RECIPES if r not in ("configs/default.yaml", "configs/low_data.yaml")]
+)
+def test_the_embedded_defaults_caps_stay_its_own(recipe):
+    """default.yaml is every recipe's base; its per-split caps (minutes on a CPU) must not shorten another recipe's
+    run, nor may trainer batch caps (an int `limit_train_batches` also moves Lightning's end-of-epoch validation)."""
+    default = printed("--print_config")
+    assert data_limits(default["data"]) == [{"train": 9600, "val": 1024, "test": 2048}]
+    cfg = printed("-c", recipe, "--print_config")
+    assert default["data"]["init_args"]["limit"] not in data_limits(cfg["data"]), recipe
+    for c in (default, cfg):
+        assert [c["trainer"].get(f"limit_{s}_batches") for s in ("train", "val", "test")] == [None] * 3
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)

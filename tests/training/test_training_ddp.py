@@ -29,6 +29,8 @@ def args_for(model: Path, synth: Path, root: Path, batch: int) -> list[str]:
         str(model),
         "--synth_root",
         "null",
+        "--data",
+        "vseam_pl.data.GQADataModule",
         "--data.init_args.root",
         str(synth),
         "--data.init_args.batch_size",

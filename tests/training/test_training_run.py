@@ -17,7 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 import train
-from vseam_pl.data import GQADataModule
+from vseam_pl.data import GQADataModule, POPEDataModule
 from vseam_pl.modulation import HeadModulation
 from vseam_pl.report import ROW_KEYS, read_metrics_json
 from vseam_pl.synth import generate_benchmarks
@@ -62,14 +62,17 @@ def run_train(
     *extra: str,
     recipe: str = "configs/default.yaml",
     limit: int | None = LIMIT,
+    data_class: str | None = "vseam_pl.data.GQADataModule",
 ) -> str:
     """train.main with the tiny model/data overrides; returns what it printed. File order (no shuffle buffer) unless
-    the caller overrides it."""
+    the caller overrides it. GQA-style questions (the default recipe's own are POPE's) unless `data_class` is None:
+    then the recipe's."""
     args = [
         "-c",
         recipe,
         "-c",
         str(world["overlay"]),
+        *(["--data", data_class] if data_class else []),
         "--model.model",
         str(world["model"]),
         "--synth_root",
@@ -180,21 +183,31 @@ def test_tensorboard_events(default_run):
 
 
 def test_low_data_recipe_end_to_end(world, tmp_path):
-    full = GQADataModule(root=str(world["synth"]))
+    """The recipe's own benchmark (POPE-style, as the default's), a stratified tenth of its training split."""
+    full = POPEDataModule(root=str(world["synth"]))
     full.setup("fit")
-    low = GQADataModule(root=str(world["synth"]), fraction=0.1)
+    low = POPEDataModule(root=str(world["synth"]), fraction=0.1)
     low.setup("fit")
     assert 0 < low.counts["train"] < full.counts["train"] // 5
-    run_train(world, tmp_path, "--trainer.max_epochs", "1", recipe="configs/low_data.yaml", limit=None)
+    run_train(
+        world,
+        tmp_path,
+        "--trainer.max_epochs",
+        "1",
+        recipe="configs/low_data.yaml",
+        limit=None,
+        data_class=None,
+    )
     run = version_dir(tmp_path)
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
     assert ckpt["global_step"] == -(-low.counts["train"] // BATCH)  # the 10% subsample, not the full split
     report = read_metrics_json(run / "metrics.json")
-    assert [r["n"] for r in report["rows"] if r["split"] == "test"] == [_count(world, "test")]
+    pooled = [r["n"] for r in report["rows"] if r["benchmark"] == "pope" and r["split"] == "all"]
+    assert pooled == [_count(world, "test", POPEDataModule)]
 
 
-def _count(world, split: str) -> int:
-    dm = GQADataModule(root=str(world["synth"]))
+def _count(world, split: str, data_class: type = GQADataModule) -> int:
+    dm = data_class(root=str(world["synth"]))
     dm.setup("test")
     return dm.counts[split]
 

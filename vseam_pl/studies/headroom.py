@@ -12,8 +12,9 @@ scoring thresholds at 0) and reports, per group (GQA level, POPE split):
 - **best-threshold accuracy**: the accuracy of the best single threshold on these same questions, i.e. what undoing
   the model's yes/no prior alone could reach (optimistic: the threshold is chosen on the questions it is scored on).
 
-An AUROC near 0.5 says a group is out of reach of any readout change; a best-threshold accuracy far above the accuracy
-says a prior (e.g. a yes-bias) hides information that is there. Writes ``<out>/headroom.json`` and
+An AUROC near 0.5 says the answers carry nothing to recalibrate: a rescaling of heads could then only help if the
+model computed the answer inside and lost it before the output. A best-threshold accuracy far above the accuracy says
+a prior (e.g. a yes-bias) hides information that is there. Writes ``<out>/headroom.json`` and
 ``<out>/headroom.md``.
 """
 
@@ -121,8 +122,8 @@ def markdown(rows: list[dict[str, Any]], command: str, split: str) -> str:
         f"```bash\n{command}\n```",
         "",
         f"Every yes/no question of the {split} split, scored by the frozen model's margin log p(yes) − log p(no). "
-        "AUROC 0.5: the margin says nothing about the answer, so no rescaling of how the model reads its heads can "
-        "recover it. Best-threshold accuracy: what removing the model's yes/no prior alone would reach (the threshold "
+        "AUROC 0.5: the margin says nothing about the answer, so there is nothing to recalibrate (a rescaling of heads "
+        "could only help if the answer were computed inside and lost before the output). Best-threshold accuracy: what removing the model's yes/no prior alone would reach (the threshold "
         "is chosen on the same questions, so it is an optimistic bound).",
         "",
         "| model | benchmark | group | n | accuracy % | yes-rate % (truth) | AUROC | best-threshold accuracy % |",

@@ -82,6 +82,8 @@ def train_args(args: argparse.Namespace, model: str, fraction: float, seed: int,
         str(args.lr),
         "--seed_everything",
         str(seed),
+        "--data",
+        "vseam_pl.data.GQADataModule",  # explicit: the default recipe trains on another benchmark
         "--data.root",
         args.data_root,
         "--data.fraction",
