@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from vseam_pl.studies.headroom import best_threshold_accuracy, main, readout_stats, yes_no_index
+from vseam_pl.studies.headroom import (
+    best_threshold_accuracy,
+    last_token_residuals,
+    main,
+    probe_auroc,
+    readout_stats,
+    yes_no_index,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -67,10 +74,15 @@ def test_headroom_run_agrees_with_evaluation_answers(tiny_llava_dir, tiny_world,
     from vseam_pl.scoring import predict
     from vseam_pl.vlm import load_vlm
 
-    rows = main(["--models", str(tiny_llava_dir), "--data_root", str(tiny_world), "--out", str(tmp_path)])
+    rows = main(
+        ["--models", str(tiny_llava_dir), "--data_root", str(tiny_world), "--out", str(tmp_path), "--probe"]
+    )
+    assert all(r["probe_auroc"] is None or 0 <= r["probe_auroc"] <= 1 for r in rows)
+    assert any(r["probe_layer"] is not None for r in rows)
     saved = json.loads((tmp_path / "headroom.json").read_text())
     assert saved["rows"] == json.loads(json.dumps(rows)) and saved["split"] == "test"
     assert "| gqa | object |" in (tmp_path / "headroom.md").read_text()
+    assert "probe AUROC (layer)" in (tmp_path / "headroom.md").read_text()
 
     vlm = load_vlm(str(tiny_llava_dir), attn_implementation="eager")
     for bench in ("gqa", "pope"):
@@ -94,3 +106,40 @@ def test_headroom_run_agrees_with_evaluation_answers(tiny_llava_dir, tiny_world,
         groups = [r for r in rows if r["benchmark"] == bench and r["group"] != "all"]
         assert sum(r["n"] for r in groups) == len(examples)
         assert all(r["accuracy"] <= r["best_threshold_accuracy"] for r in rows)
+
+
+def test_probe_finds_a_planted_direction_and_not_noise():
+    g = torch.Generator().manual_seed(0)
+
+    def split(n: int, signal: float) -> tuple[torch.Tensor, torch.Tensor]:
+        y = torch.rand(n, generator=g) < 0.5
+        x = torch.randn(n, 3, 8, generator=g)  # 3 layers, 8 features
+        x[:, 2, 5] += signal * (y.float() * 2 - 1)  # the answer written along one direction of layer 2 only
+        return x, y
+
+    found = probe_auroc(split(200, 3.0), split(100, 3.0), split(200, 3.0))
+    assert found["probe_layer"] == 2 and found["probe_auroc"] > 0.95
+    noise = probe_auroc(split(200, 0.0), split(100, 0.0), split(200, 0.0))
+    assert 0.35 < noise["probe_auroc"] < 0.65
+
+
+def test_residuals_are_the_decoder_layer_outputs_at_the_last_prompt_token(tiny_llava_dir):
+    from tests.helpers import make_images
+    from vseam_pl.encoding import encode
+    from vseam_pl.prompts import build_prompts
+    from vseam_pl.vlm import load_vlm
+
+    vlm = load_vlm(str(tiny_llava_dir), attn_implementation="eager")
+    prompts = build_prompts(
+        vlm, ["Is there a dog?", "Is the cat on the left of the very large red box?"], None
+    )
+    images = make_images(2, seed=4)
+    got = last_token_residuals(vlm, prompts, images)
+    enc = encode(vlm, prompts, images)
+    with torch.no_grad():  # reference: transformers' own hidden states (index 0 is the embeddings)
+        out = vlm.model(**enc.to(vlm.device, vlm.model.dtype).inputs, output_hidden_states=True)
+    pos = enc.last_prompt_positions()
+    want = torch.stack([h[torch.arange(2), pos] for h in out.hidden_states[1:]], dim=1)
+    assert got.shape == (2, vlm.num_layers, want.shape[-1])
+    # the last hidden state is after the final norm in some families; compare the layers before it
+    torch.testing.assert_close(got[:, :-1], want[:, :-1].float(), atol=1e-5, rtol=1e-5)

@@ -13,8 +13,10 @@ scoring thresholds at 0) and reports, per group (GQA level, POPE split):
   the model's yes/no prior alone could reach (optimistic: the threshold is chosen on the questions it is scored on).
 
 An AUROC near 0.5 says the answers carry nothing to recalibrate: a rescaling of heads could then only help if the
-model computed the answer inside and lost it before the output. A best-threshold accuracy far above the accuracy says
-a prior (e.g. a yes-bias) hides information that is there. Writes ``<out>/headroom.json`` and
+model computed the answer inside and lost it before the output. ``--probe`` checks that too: per group, a logistic
+probe on the residual stream at the last prompt token (site ``resid`` of every decoder layer), fitted on the train
+split's questions, its layer chosen on the val split, scored (AUROC) on the reported split. A best-threshold accuracy
+far above the accuracy says a prior (e.g. a yes-bias) hides information that is there. Writes ``<out>/headroom.json`` and
 ``<out>/headroom.md``.
 """
 
@@ -32,10 +34,12 @@ from torchmetrics.functional.classification import binary_auroc
 
 from ..argparsing import ArgumentParser
 from ..data import build_datamodule
+from ..encoding import encode
+from ..interventions import cache
 from ..io import write_json, write_text
 from ..prompts import DEFAULT_INSTRUCTION, build_prompts
-from ..scoring import score_candidates
-from ..vlm import load_vlm, model_display_name
+from ..scoring import forward_logits, score_candidates
+from ..vlm import VLM, load_vlm, model_display_name
 
 #: Benchmarks with yes/no questions (COCO-QA has none).
 BENCHMARKS = ("gqa", "pope")
@@ -79,41 +83,149 @@ def yes_no_index(candidates: tuple[str, ...] | None) -> tuple[int, int] | None:
     return lower.index("yes"), lower.index("no")
 
 
+def fit_probe(x: torch.Tensor, y: torch.Tensor, l2: float = 1e-2, steps: int = 200) -> torch.nn.Module:
+    """An L2-regularised logistic probe on standardised features (LBFGS): `probe(x)` gives logits."""
+    mean, std = x.mean(0), x.std(0) + 1e-6
+    linear = torch.nn.Linear(x.shape[1], 1)
+    torch.nn.init.zeros_(linear.weight), torch.nn.init.zeros_(linear.bias)
+    opt = torch.optim.LBFGS(linear.parameters(), max_iter=steps)
+    target = y.float()
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        logits = linear((x - mean) / std).squeeze(-1)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
+        loss = loss + l2 * linear.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return torch.nn.Sequential(_Standardise(mean, std), linear, torch.nn.Flatten(0))
+
+
+class _Standardise(torch.nn.Module):
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        super().__init__()
+        self.mean, self.std = mean, std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def _auroc(scores: torch.Tensor, y: torch.Tensor) -> float | None:
+    return float(binary_auroc(scores, y.long())) if bool(y.any() and (~y).any()) else None
+
+
 @torch.no_grad()
-def margins_of(
-    model: str, benchmark: str, args: argparse.Namespace
-) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Per group: (margins, is_yes) of the yes/no questions of one benchmark's split."""
-    vlm = load_vlm(model, attn_implementation="eager")
+def probe_auroc(
+    train: tuple[torch.Tensor, torch.Tensor],
+    val: tuple[torch.Tensor, torch.Tensor],
+    test: tuple[torch.Tensor, torch.Tensor],
+) -> dict[str, Any]:
+    """Per layer a probe fitted on `train` ([N, L, D] features, labels); the layer with the best val AUROC, and the
+    test AUROC of its probe."""
+    (xtr, ytr), (xva, yva), (xte, yte) = train, val, test
+    if _auroc(torch.zeros(len(ytr)), ytr) is None or _auroc(torch.zeros(len(yva)), yva) is None:
+        return {"probe_layer": None, "probe_auroc": None}
+    per_layer = []
+    for layer in range(xtr.shape[1]):
+        with torch.enable_grad():
+            probe = fit_probe(xtr[:, layer], ytr)
+        per_layer.append((_auroc(probe(xva[:, layer]), yva) or 0.0, layer, probe))
+    _, layer, probe = max(per_layer, key=lambda t: t[0])
+    return {"probe_layer": layer, "probe_auroc": _auroc(probe(xte[:, layer]), yte)}
+
+
+def last_token_residuals(vlm: VLM, prompts: list[str], images: list) -> torch.Tensor:
+    """[B, L, D]: the residual stream after each decoder layer at each row's last prompt token."""
+    enc = encode(vlm, prompts, images)
+    with cache(vlm, ("resid",)) as store:
+        forward_logits(vlm, enc)
+    rows = torch.arange(enc.batch_size)
+    positions = enc.last_prompt_positions()
+    resid = store["resid"]
+    return torch.stack([resid[layer][rows, positions].float().cpu() for layer in sorted(resid)], dim=1)
+
+
+@torch.no_grad()
+def collect(
+    vlm: VLM, benchmark: str, split: str, args: argparse.Namespace, residuals: bool = False
+) -> dict[str, dict[str, torch.Tensor]]:
+    """Per group: `margin`, `is_yes` (and `resid`, [N, L, D]) of the yes/no questions of one benchmark's split."""
     kwargs: dict[str, Any] = {"root": args.data_root, "batch_size": args.batch_size, "num_workers": 0}
     if args.limit:
         kwargs["limit"] = args.limit
     dm = build_datamodule(benchmark, **kwargs)
-    stage = {"val": "validate", "test": "test"}[args.split]
-    dm.setup(stage)
-    loader = dm.val_dataloader() if args.split == "val" else dm.test_dataloader()
-    groups: dict[str, tuple[list[float], list[bool]]] = defaultdict(lambda: ([], []))
+    dm.setup({"train": "fit", "val": "validate", "test": "test"}[split])
+    loader = {"train": dm.train_dataloader, "val": dm.val_dataloader, "test": dm.test_dataloader}[split]()
+    groups: dict[str, dict[str, list]] = defaultdict(lambda: {"margin": [], "is_yes": [], "resid": []})
     for batch in loader:
         rows = [(ex, yes_no_index(ex.record.candidates)) for ex in batch.examples]
         rows = [(ex, idx) for ex, idx in rows if idx is not None]
         if not rows:
             continue
         records = [ex.record for ex, _ in rows]
+        images = [ex.image for ex, _ in rows]
         prompts = build_prompts(vlm, [r.question for r in records], DEFAULT_INSTRUCTION)
-        scores = score_candidates(vlm, prompts, [ex.image for ex, _ in rows], [r.candidates for r in records])
-        for (ex, (yes, no)), s in zip(rows, scores, strict=True):
+        scores = score_candidates(vlm, prompts, images, [r.candidates for r in records])
+        resid = last_token_residuals(vlm, prompts, images) if residuals else None
+        for i, ((ex, (yes, no)), s) in enumerate(zip(rows, scores, strict=True)):
             key = ex.record.level or ex.record.category or benchmark
             for group in (key, "all"):
-                groups[group][0].append(float(s[yes] - s[no]))
-                groups[group][1].append(ex.record.answer.strip().lower() == "yes")
-    return {g: (torch.tensor(m), torch.tensor(y)) for g, (m, y) in groups.items()}
+                groups[group]["margin"].append(float(s[yes] - s[no]))
+                groups[group]["is_yes"].append(ex.record.answer.strip().lower() == "yes")
+                if resid is not None:
+                    groups[group]["resid"].append(resid[i])
+    return {
+        g: {
+            "margin": torch.tensor(v["margin"]),
+            "is_yes": torch.tensor(v["is_yes"]),
+            **({"resid": torch.stack(v["resid"])} if v["resid"] else {}),
+        }
+        for g, v in groups.items()
+    }
+
+
+def model_rows(model: str, benchmark: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The report rows of one model on one benchmark (groups, then "all")."""
+    vlm = load_vlm(model, attn_implementation="eager")
+    reported = collect(vlm, benchmark, args.split, args, residuals=args.probe)
+    if args.probe:
+        fit, choose = (collect(vlm, benchmark, s, args, residuals=True) for s in ("train", "val"))
+    rows = []
+    for group, got in sorted(reported.items(), key=lambda kv: kv[0] == "all"):
+        row = {"model": model_display_name(model), "benchmark": benchmark, "group": group}
+        row.update(readout_stats(got["margin"], got["is_yes"]))
+        if args.probe:
+            parts = [(d[group]["resid"], d[group]["is_yes"]) for d in (fit, choose) if group in d]
+            row.update(
+                probe_auroc(parts[0], parts[1], (got["resid"], got["is_yes"]))
+                if len(parts) == 2
+                else {"probe_layer": None, "probe_auroc": None}
+            )
+        rows.append(row)
+        print(f"[headroom] {row['model']} {benchmark} {group}: {_summary(row)}", flush=True)
+    return rows
+
+
+def _summary(row: dict[str, Any]) -> str:
+    return ", ".join(
+        f"{k}={row[k]:.3f}" if isinstance(row[k], float) else f"{k}={row[k]}"
+        for k in row
+        if k not in ("model", "benchmark", "group")
+    )
 
 
 def _pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.1f}"
 
 
+def _num(x: float | None) -> str:
+    return "–" if x is None else f"{x:.3f}"
+
+
 def markdown(rows: list[dict[str, Any]], command: str, split: str) -> str:
+    probed = any("probe_auroc" in r for r in rows)
     lines = [
         "# Readout headroom of the frozen models",
         "",
@@ -124,17 +236,28 @@ def markdown(rows: list[dict[str, Any]], command: str, split: str) -> str:
         f"Every yes/no question of the {split} split, scored by the frozen model's margin log p(yes) − log p(no). "
         "AUROC 0.5: the margin says nothing about the answer, so there is nothing to recalibrate (a rescaling of heads "
         "could only help if the answer were computed inside and lost before the output). Best-threshold accuracy: what removing the model's yes/no prior alone would reach (the threshold "
-        "is chosen on the same questions, so it is an optimistic bound).",
+        "is chosen on the same questions, so it is an optimistic bound)."
+        + (
+            " Probe AUROC: a logistic probe on the residual stream at the last prompt token, fitted on the train "
+            "split, its layer (n: the output of decoder layer n) chosen on the val split: is the answer computed anywhere "
+            "the output could read it from?"
+            if probed
+            else ""
+        ),
         "",
-        "| model | benchmark | group | n | accuracy % | yes-rate % (truth) | AUROC | best-threshold accuracy % |",
-        "|---|---|---|---:|---:|---:|---:|---:|",
+        "| model | benchmark | group | n | accuracy % | yes-rate % (truth) | AUROC | best-threshold accuracy % |"
+        + (" probe AUROC (layer) |" if probed else ""),
+        "|---|---|---|---:|---:|---:|---:|---:|" + ("---:|" if probed else ""),
     ]
     for r in rows:
-        auroc = "–" if r["auroc"] is None else f"{r['auroc']:.3f}"
-        lines.append(
+        line = (
             f"| {r['model']} | {r['benchmark']} | {r['group']} | {r['n']} | {_pct(r['accuracy'])} | "
-            f"{_pct(r['yes_rate'])} ({_pct(r['truth_yes_rate'])}) | {auroc} | {_pct(r['best_threshold_accuracy'])} |"
+            f"{_pct(r['yes_rate'])} ({_pct(r['truth_yes_rate'])}) | {_num(r['auroc'])} | "
+            f"{_pct(r['best_threshold_accuracy'])} |"
         )
+        if probed:
+            line += f" {_num(r.get('probe_auroc'))} ({r.get('probe_layer')}) |"
+        lines.append(line)
     return "\n".join(lines) + "\n"
 
 
@@ -146,6 +269,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--data_root", default="data/synth")
     p.add_argument("--limit", type=int, default=None, help="at most this many records per benchmark split")
     p.add_argument("--batch_size", type=int, default=64)
+    p.add_argument(
+        "--probe",
+        action="store_true",
+        help="also fit a linear probe per layer on the residual stream (train split; layer chosen on val)",
+    )
     p.add_argument("--out", default="docs", help="where headroom.json and headroom.md go")
     return p.parse_args(argv)
 
@@ -154,19 +282,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args = parse_args(argv)
     argv = sys.argv[1:] if argv is None else argv
     command = shlex.join(["vseam", "headroom", *argv])
-    rows = []
-    for model in args.models:
-        for bench in args.benchmarks:
-            for group, (m, y) in sorted(
-                margins_of(model, bench, args).items(), key=lambda kv: kv[0] == "all"
-            ):
-                row = {"model": model_display_name(model), "benchmark": bench, "group": group}
-                rows.append({**row, **readout_stats(m, y)})
-                print(
-                    f"[headroom] {row['model']} {bench} {group}: n={len(m)} acc={_pct(rows[-1]['accuracy'])} "
-                    f"auroc={rows[-1]['auroc']}",
-                    flush=True,
-                )
+    rows = [
+        row for model in args.models for bench in args.benchmarks for row in model_rows(model, bench, args)
+    ]
     out = Path(args.out)
     write_json(out / "headroom.json", {"command": command, "split": args.split, "rows": rows})
     write_text(out / "headroom.md", markdown(rows, command, args.split))
