@@ -35,11 +35,10 @@ import torch
 from torch import nn
 
 from .discovery.scores import HeadScores, apply_init_scales, init_scales_from_scores
-from .interventions import add_hook, cache
+from .interventions import add_hook, last_prompt_activations
 from .io import write_json
 from .lit_module import HeadModulationModule
 from .pairs import PairItem
-from .scoring import forward_logits
 from .vlm import VLM
 
 METHODS: tuple[str, ...] = (
@@ -385,15 +384,7 @@ def mass_mean_directions(
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
         for which, enc in zip(("clean", "edited"), encode_pair(vlm, chunk), strict=True):
-            with cache(vlm, ("head",)) as cached:
-                forward_logits(vlm, enc)
-            heads = cached["head"]
-            pos = enc.last_prompt_positions()
-            rows = torch.arange(len(chunk))
-            z = torch.stack(
-                [heads[lay][rows, pos.to(heads[lay].device)].float().cpu() for lay in range(vlm.num_layers)],
-                1,
-            )
+            z = last_prompt_activations(vlm, enc, "head")  # [B, L, H, D]
             sums[which] = sums[which] + z.sum(0)  # [L, H, D]
             acts.append(z)
     n = len(items)

@@ -11,7 +11,6 @@ import torch
 
 from vseam_pl.studies.headroom import (
     best_threshold_accuracy,
-    last_token_residuals,
     main,
     probe_auroc,
     readout_stats,
@@ -126,6 +125,7 @@ def test_probe_finds_a_planted_direction_and_not_noise():
 def test_residuals_are_the_decoder_layer_outputs_at_the_last_prompt_token(tiny_llava_dir):
     from tests.helpers import make_images
     from vseam_pl.encoding import encode
+    from vseam_pl.interventions import last_prompt_activations
     from vseam_pl.prompts import build_prompts
     from vseam_pl.vlm import load_vlm
 
@@ -134,8 +134,8 @@ def test_residuals_are_the_decoder_layer_outputs_at_the_last_prompt_token(tiny_l
         vlm, ["Is there a dog?", "Is the cat on the left of the very large red box?"], None
     )
     images = make_images(2, seed=4)
-    got = last_token_residuals(vlm, prompts, images)
     enc = encode(vlm, prompts, images)
+    got = last_prompt_activations(vlm, enc, "resid")
     with torch.no_grad():  # reference: transformers' own hidden states (index 0 is the embeddings)
         out = vlm.model(**enc.to(vlm.device, vlm.model.dtype).inputs, output_hidden_states=True)
     pos = enc.last_prompt_positions()

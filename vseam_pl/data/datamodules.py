@@ -111,12 +111,13 @@ class QADataModule(LightningDataModule):
             raise ValueError(f"{type(self).__name__}: give a data root or hf_dataset")
         if not 0 < fraction <= 1:
             raise ValueError(f"fraction must be in (0, 1], got {fraction}")
-        for split, n in limit.items() if isinstance(limit, dict) else [("every split", limit)]:
-            if split != "every split" and split not in SPLITS:
+        for split, n in limit.items() if isinstance(limit, dict) else [(None, limit)]:
+            if split is not None and split not in SPLITS:
                 raise ValueError(f"limit: unknown split {split!r}; expected some of {list(SPLITS)}")
             if n is not None and n < 1:
+                where = f" for {split}" if split else ""
                 raise ValueError(
-                    f"limit must be a positive number of records (or None for all), got {n} for {split}"
+                    f"limit must be a positive number of records (or None for all), got {n}{where}"
                 )
         if max_image_pixels is not None and max_image_pixels < 0:
             raise ValueError(f"max_image_pixels must be >= 0 (0: no limit), got {max_image_pixels}")

@@ -24,7 +24,7 @@ from .batched import (
 )
 from .modulation import SCALES_FORMAT, HeadModulation, ScalesMismatchError, nonfinite_scales, unmodulated
 from .replay import DecoderRun, capture, check_replay, decoder_from, run_rows
-from .sites import SITES, HookFn, add_hook, cache, hooks, stack_layers
+from .sites import SITES, HookFn, add_hook, cache, hooks, last_prompt_activations, stack_layers
 
 __all__ = [
     "ABLATION_MODES",
@@ -47,6 +47,7 @@ __all__ = [
     "decoder_from",
     "head_output_means",
     "hooks",
+    "last_prompt_activations",
     "nonfinite_scales",
     "patch_value",
     "patched_metrics",

@@ -35,10 +35,10 @@ from torchmetrics.functional.classification import binary_auroc
 from ..argparsing import ArgumentParser
 from ..data import build_datamodule
 from ..encoding import encode
-from ..interventions import cache
+from ..interventions import last_prompt_activations
 from ..io import write_json, write_text
 from ..prompts import DEFAULT_INSTRUCTION, build_prompts
-from ..scoring import forward_logits, score_candidates
+from ..scoring import score_candidates
 from ..vlm import VLM, load_vlm, model_display_name
 
 #: Benchmarks with yes/no questions (COCO-QA has none).
@@ -59,16 +59,24 @@ def best_threshold_accuracy(margins: torch.Tensor, is_yes: torch.Tensor) -> floa
     return max(total_yes, int(correct.max())) / n
 
 
+def _both_answers(is_yes: torch.Tensor) -> bool:
+    return bool(is_yes.any() and (~is_yes).any())
+
+
+def _auroc(scores: torch.Tensor, is_yes: torch.Tensor) -> float | None:
+    """AUROC of `scores` against the truth; None when only one answer occurs (it is undefined)."""
+    return float(binary_auroc(scores, is_yes.long())) if _both_answers(is_yes) else None
+
+
 def readout_stats(margins: torch.Tensor, is_yes: torch.Tensor) -> dict[str, Any]:
     """Accuracy and yes-rate at threshold 0, AUROC and best-threshold accuracy of one group's margins."""
     said_yes, n = margins > 0, len(margins)
-    both_answers = bool(is_yes.any() and (~is_yes).any())
     return {
         "n": n,
         "accuracy": int((said_yes == is_yes).sum()) / n,
         "yes_rate": int(said_yes.sum()) / n,
         "truth_yes_rate": int(is_yes.sum()) / n,
-        "auroc": float(binary_auroc(margins, is_yes.long())) if both_answers else None,
+        "auroc": _auroc(margins, is_yes),
         "best_threshold_accuracy": best_threshold_accuracy(margins, is_yes),
     }
 
@@ -112,10 +120,6 @@ class _Standardise(torch.nn.Module):
         return (x - self.mean) / self.std
 
 
-def _auroc(scores: torch.Tensor, y: torch.Tensor) -> float | None:
-    return float(binary_auroc(scores, y.long())) if bool(y.any() and (~y).any()) else None
-
-
 @torch.no_grad()
 def probe_auroc(
     train: tuple[torch.Tensor, torch.Tensor],
@@ -125,7 +129,7 @@ def probe_auroc(
     """Per layer a probe fitted on `train` ([N, L, D] features, labels); the layer with the best val AUROC, and the
     test AUROC of its probe."""
     (xtr, ytr), (xva, yva), (xte, yte) = train, val, test
-    if _auroc(torch.zeros(len(ytr)), ytr) is None or _auroc(torch.zeros(len(yva)), yva) is None:
+    if not (_both_answers(ytr) and _both_answers(yva)):
         return {"probe_layer": None, "probe_auroc": None}
     per_layer = []
     for layer in range(xtr.shape[1]):
@@ -136,22 +140,17 @@ def probe_auroc(
     return {"probe_layer": layer, "probe_auroc": _auroc(probe(xte[:, layer]), yte)}
 
 
-def last_token_residuals(vlm: VLM, prompts: list[str], images: list) -> torch.Tensor:
-    """[B, L, D]: the residual stream after each decoder layer at each row's last prompt token."""
-    enc = encode(vlm, prompts, images)
-    with cache(vlm, ("resid",)) as store:
-        forward_logits(vlm, enc)
-    rows = torch.arange(enc.batch_size)
-    positions = enc.last_prompt_positions()
-    resid = store["resid"]
-    return torch.stack([resid[layer][rows, positions].float().cpu() for layer in sorted(resid)], dim=1)
-
-
 @torch.no_grad()
 def collect(
-    vlm: VLM, benchmark: str, split: str, args: argparse.Namespace, residuals: bool = False
+    vlm: VLM,
+    benchmark: str,
+    split: str,
+    args: argparse.Namespace,
+    margins: bool = True,
+    residuals: bool = False,
 ) -> dict[str, dict[str, torch.Tensor]]:
-    """Per group: `margin`, `is_yes` (and `resid`, [N, L, D]) of the yes/no questions of one benchmark's split."""
+    """Per group: `is_yes`, and `margin` and/or `resid` ([N, L, D]), of the yes/no questions of one benchmark's
+    split (the probe's train and val splits need no margins: no candidate scoring there)."""
     kwargs: dict[str, Any] = {"root": args.data_root, "batch_size": args.batch_size, "num_workers": 0}
     if args.limit:
         kwargs["limit"] = args.limit
@@ -167,31 +166,33 @@ def collect(
         records = [ex.record for ex, _ in rows]
         images = [ex.image for ex, _ in rows]
         prompts = build_prompts(vlm, [r.question for r in records], DEFAULT_INSTRUCTION)
-        scores = score_candidates(vlm, prompts, images, [r.candidates for r in records])
-        resid = last_token_residuals(vlm, prompts, images) if residuals else None
-        for i, ((ex, (yes, no)), s) in enumerate(zip(rows, scores, strict=True)):
+        scores = score_candidates(vlm, prompts, images, [r.candidates for r in records]) if margins else None
+        resid = last_prompt_activations(vlm, encode(vlm, prompts, images), "resid") if residuals else None
+        for i, (ex, (yes, no)) in enumerate(rows):
             key = ex.record.level or ex.record.category or benchmark
             for group in (key, "all"):
-                groups[group]["margin"].append(float(s[yes] - s[no]))
                 groups[group]["is_yes"].append(ex.record.answer.strip().lower() == "yes")
+                if scores is not None:
+                    groups[group]["margin"].append(float(scores[i][yes] - scores[i][no]))
                 if resid is not None:
                     groups[group]["resid"].append(resid[i])
     return {
         g: {
-            "margin": torch.tensor(v["margin"]),
             "is_yes": torch.tensor(v["is_yes"]),
-            **({"resid": torch.stack(v["resid"])} if v["resid"] else {}),
+            **({"margin": torch.tensor(v["margin"])} if margins else {}),
+            **({"resid": torch.stack(v["resid"])} if residuals else {}),
         }
         for g, v in groups.items()
     }
 
 
-def model_rows(model: str, benchmark: str, args: argparse.Namespace) -> list[dict[str, Any]]:
-    """The report rows of one model on one benchmark (groups, then "all")."""
-    vlm = load_vlm(model, attn_implementation="eager")
+def model_rows(vlm: VLM, model: str, benchmark: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The report rows of one loaded model on one benchmark (groups, then "all")."""
     reported = collect(vlm, benchmark, args.split, args, residuals=args.probe)
     if args.probe:
-        fit, choose = (collect(vlm, benchmark, s, args, residuals=True) for s in ("train", "val"))
+        fit, choose = (
+            collect(vlm, benchmark, s, args, margins=False, residuals=True) for s in ("train", "val")
+        )
     rows = []
     for group, got in sorted(reported.items(), key=lambda kv: kv[0] == "all"):
         row = {"model": model_display_name(model), "benchmark": benchmark, "group": group}
@@ -282,9 +283,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args = parse_args(argv)
     argv = sys.argv[1:] if argv is None else argv
     command = shlex.join(["vseam", "headroom", *argv])
-    rows = [
-        row for model in args.models for bench in args.benchmarks for row in model_rows(model, bench, args)
-    ]
+    rows = []
+    for model in args.models:
+        vlm = load_vlm(model, attn_implementation="eager")  # once per model, for every benchmark
+        rows += [row for bench in args.benchmarks for row in model_rows(vlm, model, bench, args)]
     out = Path(args.out)
     write_json(out / "headroom.json", {"command": command, "split": args.split, "rows": rows})
     write_text(out / "headroom.md", markdown(rows, command, args.split))
