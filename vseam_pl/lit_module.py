@@ -1,9 +1,12 @@
 """`HeadModulationModule`: a LightningModule over a frozen VLM whose only trainable parameters are the per-head
 modulation scales.
 
-Fit minimises the answer cross-entropy (plus an optional L2 pull of the scales toward 1). Validation logs accuracy per
-benchmark for the modulated model and, once, for the unmodulated baseline. Test evaluates baseline *and* modulated on
-the same examples and leaves the paired report rows in `test_rows`. Both update `vseam_pl.metrics.PairedOutcomes`
+Fit minimises the answer cross-entropy plus an L2 pull of the scales toward 1, with the scales projected into
+`scale_bounds` ([0, 2] by default, as the release's closed form) after every optimizer step. Validation logs accuracy
+per benchmark for the modulated model and, once, for the unmodulated baseline; every full validation pass is a
+candidate of `vseam_pl.selection.ValidationSelection`, and at the end of fit the module holds the best candidate if
+it beats the identity on validation, else the identity (`decision` says which and why). Test evaluates baseline
+*and* modulated on the same examples and leaves the paired report rows in `test_rows`. Both update `vseam_pl.metrics.PairedOutcomes`
 (`val_paired`, `test_paired`), which torchmetrics synchronises over DDP ranks; the numbers come from its states.
 """
 
@@ -18,6 +21,7 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from .context import PromptTooLongError
 from .data import Batch
@@ -27,24 +31,29 @@ from .modulation import HeadModulation, nonfinite_scales, unmodulated
 from .prompts import DEFAULT_INSTRUCTION, build_prompts
 from .report import STATISTICS, outcome_rows
 from .resume import CHECKPOINT_KEY, check_checkpoint
-from .scoring import answer_loss, predict
+from .scoring import answer_token_losses, predict
+from .selection import Decision, ValidationSelection
 from .text import check_parser
 from .vlm import load_vlm
+
+#: Where a checkpoint keeps the validation candidates, so that a resumed fit selects among all of them.
+SELECTION_KEY = "vseam_selection"
 
 #: How questions are answered: closed sets by candidate log-probability (default), or everything generated.
 ANSWER_SCORING: tuple[str, ...] = ("closed_set_logprob", "generate")
 
 
 def headline_metrics(rows: list[dict[str, Any]]) -> dict[str, float]:
-    """`test/<benchmark>/<metric>/{baseline,modulated,delta,p_value}` of the overall test rows (not the per-group
-    ones), as numbers for TensorBoard's HParams tab."""
+    """`test/<benchmark>[/<split>]/<metric>/{baseline,modulated,delta,p_value}` of every report row, as numbers
+    for TensorBoard: GQA's overall `test` row (no split part) and its groups (`test/gqa/Animal/accuracy/...`),
+    POPE's `random`/`popular`/`adversarial`/`avg`/`all` rows (`test/pope/all/accuracy/...`), and so on."""
     out: dict[str, float] = {}
     for row in rows:
-        if row["split"] != "test":
-            continue
+        split = row["split"].removeprefix("test").strip("/")
+        name = "/".join(part for part in ("test", row["benchmark"], split, row["metric"]) if part)
         for key in ("baseline", "modulated", "delta", "p_value"):
             if row.get(key) is not None:
-                out[f"test/{row['benchmark']}/{row['metric']}/{key}"] = float(row[key])
+                out[f"{name}/{key}"] = float(row[key])
     return out
 
 
@@ -76,8 +85,17 @@ class HeadModulationModule(LightningModule):
         dtype: dtype the frozen model is loaded in (`bfloat16`/`float16` halve its memory; scales stay fp32).
         attn_implementation: `eager` (exact, best for tiny models on CPU), `sdpa`, `flash_attention_2`.
         instruction: appended to every question (None: the bare question).
-        lr, weight_decay: AdamW on the scales.
-        scale_l2: weight of `mean((scales - 1)^2)` added to the loss.
+        lr: AdamW's learning rate (the default was chosen by a validation sweep, docs/results.md).
+        weight_decay: decoupled decay of the scales toward 1 (never toward 0, which would switch heads off);
+            other trainable parameters (adapters, shifts) get AdamW's usual decay toward 0.
+        scale_l2: weight of `mean((scales - 1)^2)` added to the loss (on by default: scales move only where the
+            data asks, so a result is a few readable heads rather than every head nudged).
+        scale_bounds: `(lo, hi)` the scales are projected into after every optimizer step (default `[0, 2]`: a
+            head is at most switched off, never sign-flipped); None for unbounded; a negative `lo` only if asked.
+        select_on_val: report the best validation candidate (not the last step) and check it against the identity.
+        harm_alpha, harm_min_gain: the do-no-harm check of `vseam_pl.selection`: the selected scales are kept only
+            if they beat the identity on validation by more than `harm_min_gain` with image-clustered permutation
+            p < `harm_alpha` (None: no check).
         init_scales: `ones`, or a `head_scales.safetensors` file to start from (discovery callbacks can also
             initialise the scales at fit start).
         eval_baseline: also evaluate the unmodulated model once in validation (for the comparison line).
@@ -101,7 +119,11 @@ class HeadModulationModule(LightningModule):
         instruction: str | None = DEFAULT_INSTRUCTION,
         lr: float = 0.02,
         weight_decay: float = 0.0,
-        scale_l2: float = 0.0,
+        scale_l2: float = 1.0,
+        scale_bounds: tuple[float, float] | None = (0.0, 2.0),
+        select_on_val: bool = True,
+        harm_alpha: float | None = 0.05,
+        harm_min_gain: float = 0.0,
         init_scales: str = "ones",
         eval_baseline: bool = True,
         max_new_tokens: int = 8,
@@ -117,6 +139,10 @@ class HeadModulationModule(LightningModule):
         if answer_scoring not in ANSWER_SCORING:
             raise ValueError(f"answer_scoring must be one of {ANSWER_SCORING}, got {answer_scoring!r}")
         check_parser(answer_parser)
+        if scale_bounds is not None and not scale_bounds[0] < scale_bounds[1]:
+            raise ValueError(f"scale_bounds must be (lo, hi) with lo < hi, got {scale_bounds}")
+        if weight_decay < 0 or scale_l2 < 0:
+            raise ValueError(f"weight_decay and scale_l2 must be >= 0, got {weight_decay} and {scale_l2}")
         self.save_hyperparameters()
         self.vlm = load_vlm(
             model, dtype=dtype, attn_implementation=attn_implementation, trust_remote_code=trust_remote_code
@@ -129,7 +155,12 @@ class HeadModulationModule(LightningModule):
         self.modulation = HeadModulation.for_vlm(self.vlm)
         if init_scales != "ones":
             self.load_scales(init_scales)
+            self.project_scales(f"initial scales {init_scales}")
         self.modulation.attach(self.vlm)
+        self.selection = ValidationSelection(harm_alpha, harm_min_gain) if select_on_val else None
+        self.decision: Decision | None = None
+        self.rejected_state: list[torch.Tensor] | None = None
+        self._loss_ema: float | None = None
         self.strict_loading = False
         self._baseline_done = False
         self._baseline_acc: dict[str, float] = {}
@@ -170,9 +201,36 @@ class HeadModulationModule(LightningModule):
                     module.training = True
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(
-            self.trainable_parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
-        )
+        params = self.trainable_parameters()
+        scales = [p for p in params if p is self.modulation.scales]
+        others = [p for p in params if p is not self.modulation.scales]
+        groups = [{"params": scales, "weight_decay": 0.0}] if scales else []  # decayed toward 1 below
+        if others:
+            groups.append({"params": others, "weight_decay": self.hparams.weight_decay})
+        return torch.optim.AdamW(groups, lr=self.hparams.lr)
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        """AdamW's step, then the scales' decay toward 1 and their projection into `scale_bounds`."""
+        super().optimizer_step(*args, **kwargs)
+        optimizer = args[2] if len(args) > 2 else kwargs["optimizer"]
+        with torch.no_grad():
+            s = self.modulation.scales
+            if self.hparams.weight_decay and s.requires_grad:
+                lr = next(g["lr"] for g in optimizer.param_groups if any(p is s for p in g["params"]))
+                s.sub_(lr * self.hparams.weight_decay * (s - 1))
+        self.project_scales()
+
+    @torch.no_grad()
+    def project_scales(self, what: str | None = None) -> None:
+        """Clamp the scales into `scale_bounds` (`what`: name them in a warning when any was outside)."""
+        bounds = self.hparams.get("scale_bounds")
+        if bounds is None:
+            return
+        s = self.modulation.scales
+        lo, hi = float(bounds[0]), float(bounds[1])
+        if what is not None and bool(((s < lo) | (s > hi)).any()):
+            rank_zero_warn(f"{what}: scales outside scale_bounds [{lo}, {hi}] are clipped into them")
+        s.clamp_(lo, hi)
 
     def _inputs(self, batch: Batch) -> tuple[list, list, list]:
         records = [ex.record for ex in batch.examples]
@@ -187,14 +245,20 @@ class HeadModulationModule(LightningModule):
             return None
         records, prompts, images = self._inputs(batch)
         with naming_records(records):
-            loss = answer_loss(self.vlm, prompts, images, [r.answer for r in records])
+            ce, is_eos = answer_token_losses(self.vlm, prompts, images, [r.answer for r in records])
+        loss = ce.mean()  # the objective: the answer's tokens and the end-of-sequence token
         if not torch.isfinite(loss.detach()):
             raise FloatingPointError(
                 f"training loss is {loss.item()} at step {self.global_step} (epoch "
                 f"{self.current_epoch}, first record {records[0].source}); stopping. The last "
                 "checkpoint holds the scales from before; lower the lr or check the inputs"
             )
-        self.log("train/answer_loss", loss, batch_size=len(records))
+        # What is watched: the cross-entropy of the answer's own tokens (the end-of-sequence token's is ~0 after a
+        # one-word answer and would halve it), and its moving average.
+        answer_ce = float(ce.detach()[~is_eos].mean()) if bool((~is_eos).any()) else float(loss.detach())
+        self._loss_ema = answer_ce if self._loss_ema is None else 0.9 * self._loss_ema + 0.1 * answer_ce
+        self.log("train/answer_ce", answer_ce, batch_size=len(records))
+        self.log("train/answer_ce_ema", self._loss_ema, batch_size=len(records))
         if self.hparams.scale_l2:
             loss = loss + self.hparams.scale_l2 * (self.modulation.scales - 1).pow(2).mean()
         self.log("train/loss", loss, prog_bar=True, batch_size=len(records))
@@ -254,25 +318,91 @@ class HeadModulationModule(LightningModule):
                 _, baseline = self.answer(batch)
         self.val_paired.update(records, baseline, preds)
 
+    @property
+    def full_sanity_pass(self) -> bool:
+        """Whether the running sanity check validates the whole validation set (`num_sanity_val_steps: -1`): then
+        it is the step-0 candidate (the initial scales) and evaluates the baseline."""
+        return bool(self.trainer.sanity_checking) and self.trainer.num_sanity_val_steps == float("inf")
+
     def on_validation_epoch_end(self) -> None:
         outcomes = synced_outcomes(self.val_paired)  # every rank: torchmetrics gathers the ranks' states
+        if self.trainer.sanity_checking and not self.full_sanity_pass:
+            return
+        values: dict[str, float] = {}
         for bench, acc in benchmark_accuracy(outcomes).items():
-            self._log_value(f"val/{bench}/accuracy", acc["modulated"])
+            values[f"val/{bench}/accuracy"] = acc["modulated"]
             if "baseline" in acc:
                 self._baseline_acc[bench] = acc["baseline"]
-            # every epoch, so the baseline draws as a line beside the accuracy
+            # every pass, so the baseline draws as a line beside the accuracy
             if bench in self._baseline_acc:
-                self._log_value(f"val/{bench}/baseline_accuracy", self._baseline_acc[bench])
-        if outcomes and not self.trainer.sanity_checking:
+                values[f"val/{bench}/baseline_accuracy"] = self._baseline_acc[bench]
+        mod = [o.modulated_correct for o in outcomes if o.modulated_correct is not None]
+        if mod:
+            values["val/accuracy"] = sum(mod) / len(
+                mod
+            )  # what selection, checkpoints and early stopping watch
+        if outcomes:
             self._baseline_done = True
         s = self.modulation.scales.detach()
-        self.log_dict(
-            {"scales/mean": s.mean(), "scales/std": s.std(), "scales/min": s.min(), "scales/max": s.max()}
+        values.update(
+            {
+                "scales/mean": float(s.mean()),
+                "scales/min": float(s.min()),
+                "scales/max": float(s.max()),
+                "scales/moved": float(((s - 1).abs() > 0.1).sum()),
+            }
         )
+        if self.trainer.sanity_checking:  # Lightning drops what is logged during the sanity check
+            for logger in self.loggers if self.trainer.is_global_zero else []:
+                logger.log_metrics(values, step=self.global_step)
+        else:
+            for name, value in values.items():
+                # Same arguments every pass: Lightning refuses a key logged with different options in one hook.
+                self.log(name, value, prog_bar=name == "val/accuracy", rank_zero_only=True)
+        if self.selection is not None and mod:
+            self.selection.observe(self.global_step, outcomes, self.trainable_state())
 
-    def _log_value(self, name: str, value: float) -> None:
-        # Same arguments every epoch: Lightning refuses a key logged with different options in one hook.
-        self.log(name, value, prog_bar=name.endswith("/accuracy"), rank_zero_only=True)
+    # -- selection: the best validation candidate, if it beats the identity ------------------------------------
+    def trainable_state(self) -> list[torch.Tensor]:
+        return [p.detach().clone() for p in self.trainable_parameters()]
+
+    @torch.no_grad()
+    def load_trainable_state(self, state: list[torch.Tensor]) -> None:
+        params = self.trainable_parameters()
+        if len(params) != len(state):
+            raise ValueError(f"state has {len(state)} tensors, the module trains {len(params)}")
+        for p, v in zip(params, state, strict=True):
+            p.copy_(v.to(p))
+
+    def identity_state(self) -> list[torch.Tensor]:
+        """The trainable values that make the intervention a no-op (every scale 1; subclasses override)."""
+        return [torch.ones_like(self.modulation.scales)]
+
+    def on_fit_end(self) -> None:
+        """Hold the selected parameters (or the identity, saying so loudly) before test and export."""
+        if self.selection is None:
+            return
+        self.decision = decision = self.selection.decide()
+        best = self.selection.best
+        if decision.used == "last":
+            rank_zero_warn(f"scales: {decision.reason}")
+        elif decision.used == "selected" and best is not None:
+            self.load_trainable_state(best.state)
+            rank_zero_info(
+                f"scales: the step-{decision.selected_step} validation candidate ({decision.reason})"
+            )
+        elif decision.used == "identity":
+            self.rejected_state = best.state if best is not None else self.trainable_state()
+            self.load_trainable_state(self.identity_state())
+            rank_zero_warn(
+                "\n"
+                + "!" * 100
+                + f"\nNO GAIN: the learned scales are NOT used. The best validation candidate "
+                f"(step {decision.selected_step}) {decision.reason}.\nThe result is the identity (every scale 1, "
+                "the frozen model); the learned scales are kept as learned_head_scales.safetensors.\n"
+                + "!"
+                * 100
+            )
 
     # -- test: paired baseline vs modulated ------------------------------------------------------------------
     def on_test_epoch_start(self) -> None:
@@ -296,6 +426,8 @@ class HeadModulationModule(LightningModule):
             statistics=self.hparams.get("statistics", "image_clustered"),
         )
         self._log_hparams(headline_metrics(self.test_rows))
+        for logger in self.loggers if self.trainer.is_global_zero else []:
+            logger.log_metrics(headline_metrics(self.test_rows), step=self.trainer.global_step)
 
     # -- TensorBoard hparams: logged at fit start without metrics, at the end with the test headline numbers ----
     def on_fit_start(self) -> None:
@@ -333,9 +465,13 @@ class HeadModulationModule(LightningModule):
         keep = self._trained_keys()
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
         checkpoint[CHECKPOINT_KEY] = {"name": self.vlm.name, "grid": list(self.head_grid)}
+        if self.selection is not None:
+            checkpoint[SELECTION_KEY] = self.selection.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         check_checkpoint(checkpoint, self.vlm.name, self.head_grid)
+        if self.selection is not None and SELECTION_KEY in checkpoint:
+            self.selection.load_state_dict(checkpoint[SELECTION_KEY])
         keep = self._trained_keys()
         unexpected = [k for k in checkpoint["state_dict"] if k not in keep]
         if unexpected:

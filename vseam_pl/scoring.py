@@ -57,22 +57,35 @@ def answer_loss(
     `reduction="token"` averages over all answer tokens of the batch; `"example"` averages each example's tokens
     first, so long answers (captions) weigh no more than one-word ones.
     """
+    if reduction == "token":
+        return answer_token_losses(vlm, prompts, images, answers)[0].mean()
+    if reduction == "example":
+        enc = encode(vlm, prompts, images, answers, add_eos=True)
+        return (-continuation_logprobs(forward_logits(vlm, enc), enc, reduce="mean")).mean()
+    raise ValueError(f"reduction must be 'token' or 'example', got {reduction!r}")
+
+
+def answer_token_losses(
+    vlm: VLM,
+    prompts: Sequence[str],
+    images: Sequence[Image.Image],
+    answers: Sequence[str],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token cross-entropy of every `answer + eos` token of the batch (`[N]`, float32) and which of them is the
+    end-of-sequence token (`[N]` bool): training minimises the mean of all, and logs the answer tokens' alone."""
     enc = encode(vlm, prompts, images, answers, add_eos=True)
     logits = forward_logits(vlm, enc)
     ids = enc.input_ids.to(logits.device)
-    labels = ids.clone()
     positions = torch.arange(ids.shape[1], device=ids.device)[None, :]
-    answer_span = (positions >= enc.prompt_lengths.to(ids.device)[:, None]) & (
-        positions < enc.lengths.to(ids.device)[:, None]
+    ends = enc.lengths.to(ids.device)[:, None]
+    answer_span = (positions >= enc.prompt_lengths.to(ids.device)[:, None]) & (positions < ends)
+    targets = answer_span[:, 1:]
+    ce = F.cross_entropy(logits[:, :-1][targets].float(), ids[:, 1:][targets], reduction="none")
+    eos_id = vlm.tokenizer.eos_token_id
+    last = (positions == ends - 1) & (
+        ids == eos_id if eos_id is not None else torch.zeros_like(ids, dtype=bool)
     )
-    labels[~answer_span] = -100
-    if reduction == "token":
-        return F.cross_entropy(
-            logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100
-        )
-    if reduction == "example":
-        return (-continuation_logprobs(logits, enc, reduce="mean")).mean()
-    raise ValueError(f"reduction must be 'token' or 'example', got {reduction!r}")
+    return ce, last[:, 1:][targets]
 
 
 def case_variants(answer: str) -> list[str]:

@@ -23,6 +23,7 @@ from vseam_pl.cli import (
     write_outputs,
 )
 from vseam_pl.distributed import release_process_group
+from vseam_pl.interventions import HeadModulation
 from vseam_pl.lit_module import HeadModulationModule
 
 
@@ -52,11 +53,30 @@ def main(args: list[str] | None = None) -> None:
         "trainable_parameters": module.modulation.scales.numel(),
         "skipped_records": len(skipped),
         **module.answer_settings(),
+        **selection_report(module),
     }
-    write_outputs(
-        run_dir(trainer, cfg.get("output_dir")), module.vlm.name, module.test_rows, module.modulation, extra
-    )
+    out = run_dir(trainer, cfg.get("output_dir"))
+    write_outputs(out, module.vlm.name, module.test_rows, module.modulation, extra)
+    if module.rejected_state is not None and trainer.is_global_zero:
+        rejected = HeadModulation.for_vlm(module.vlm)
+        rejected.scales.data.copy_(module.rejected_state[0])
+        print(f"rejected: {rejected.save(out / REJECTED_SCALES)} (learned, not used: see metrics.json)")
     release_process_group()
+
+
+#: Where a run keeps learned scales that the do-no-harm check rejected (the run's result is then the identity).
+REJECTED_SCALES = "learned_head_scales.safetensors"
+
+
+def selection_report(module: HeadModulationModule) -> dict:
+    """metrics.json's `scales_used` (`selected`, `identity` or `last`) and why, with the validation numbers."""
+    decision = module.decision
+    if decision is None:
+        return {
+            "scales_used": "last",
+            "selection": {"reason": "select_on_val is off: the last step's scales"},
+        }
+    return {"scales_used": decision.used, "selection": decision.to_dict()}
 
 
 if __name__ == "__main__":

@@ -95,6 +95,11 @@ def run_train(
         "false",
         "--trainer.log_every_n_steps",
         "1",
+        "--trainer.val_check_interval",
+        str(LIMIT // BATCH),  # once an epoch
+        # plumbing tests follow the last step's scales; selection and the do-no-harm check: test_selection.py
+        "--model.select_on_val",
+        "false",
     ]
     if limit is not None:
         args += ["--data.init_args.limit", str(limit)]
@@ -106,6 +111,20 @@ def run_train(
     finally:
         sys.argv = argv
     return out.getvalue()
+
+
+def test_learning_that_does_not_beat_the_identity_reports_the_identity(world, tmp_path):
+    """lr 0: every validation candidate is the frozen model, so nothing beats it; the run says so, writes the
+    identity as its scales, keeps the learned ones under another name and records why in metrics.json."""
+    printed = run_train(world, tmp_path, "--model.select_on_val", "true", "--model.lr", "0")
+    out = version_dir(tmp_path)
+    report = read_metrics_json(out / "metrics.json")
+    assert (
+        report["scales_used"] == "identity" and "does not beat the identity" in report["selection"]["reason"]
+    )
+    assert report["selection"]["delta"] == 0.0
+    assert torch.equal(HeadModulation.load(out / "head_scales.safetensors").scales, torch.ones(4, 4))
+    assert (out / "learned_head_scales.safetensors").exists() and "rejected:" in printed
 
 
 def version_dir(root: Path, version: int = 0) -> Path:
@@ -154,20 +173,25 @@ def test_tensorboard_events(default_run):
     scalars = set(tags["scalars"])
     assert {
         "train/loss",
-        "train/answer_loss",
+        "train/answer_ce",
+        "train/answer_ce_ema",
+        "val/accuracy",
         "val/gqa/accuracy",
         "val/gqa/baseline_accuracy",
         "scales/mean",
-        "scales/std",
+        "scales/moved",
         "scales/min",
         "scales/max",
     } <= scalars
     assert len(ea.Scalars("train/loss")) == EPOCHS * LIMIT // BATCH
     baseline = ea.Scalars("val/gqa/baseline_accuracy")
-    assert (
-        len(baseline) == EPOCHS and len({e.value for e in baseline}) == 1
-    )  # a flat line, one point per epoch
-    assert len(ea.Scalars("val/gqa/accuracy")) == EPOCHS
+    # a flat line, one point per validation pass: the full sanity pass before training (step 0) and each epoch
+    assert len(baseline) == EPOCHS + 1 and len({e.value for e in baseline}) == 1
+    assert [e.step for e in ea.Scalars("val/accuracy")][0] == 0 and len(
+        ea.Scalars("val/accuracy")
+    ) == EPOCHS + 1
+    # every test row's headline numbers, GQA's groups included
+    assert {"test/gqa/accuracy/modulated", "test/gqa/level=object/accuracy/delta"} <= scalars
     assert (
         "scales/heatmap" in tags["images"] and len(ea.Images("scales/heatmap")) == EPOCHS + 1
     )  # + fit start
@@ -194,6 +218,8 @@ def test_low_data_recipe_end_to_end(world, tmp_path):
         tmp_path,
         "--trainer.max_epochs",
         "1",
+        "--trainer.val_check_interval",
+        "1",  # validation (and so last.ckpt) at every step, the last one included
         recipe="configs/low_data.yaml",
         limit=None,
         data_class=None,

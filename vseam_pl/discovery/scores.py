@@ -30,13 +30,19 @@ SCORES_FORMAT = "vseam-head-scores/1"
 SCORES_FILE = "head_scores.safetensors"
 SCORES_JSON = "head_scores.json"
 
-#: Which statistic ranks the positive / negative heads, per method (falls back to `signed` when it has no examples).
-RANKING: dict[str, tuple[str, str]] = {
-    "ablation": ("positive", "negative"),
-    "patching": ("signed", "signed"),
-    "attribution": ("signed", "signed"),
-    "atp_star": ("signed", "signed"),
-}
+#: Which statistic ranks the positive / negative heads: the signed effect over all examples (positive: the heads
+#: the answer relies on; negative: the heads whose removal helps it), so the two lists are disjoint by construction.
+#: The release's ablation lists are the exception (`RELEASE_RANKING`): its `positive` averages the gain of ablating
+#: over correctly answered examples and its `negative` over wrongly answered ones, so an important head can be on
+#: both (docs/fidelity.md). Falls back to `signed` when a statistic has no examples.
+RANKING: tuple[str, str] = ("signed", "signed")
+RELEASE_RANKING: tuple[str, str] = ("positive", "negative")
+
+
+def ranking_stats(method: str, protocol: str) -> tuple[str, str]:
+    """The statistics that rank (positive, negative) heads for a method under a protocol."""
+    return RELEASE_RANKING if gain_negative(method, protocol) else RANKING
+
 
 #: Closed-form scale constants per protocol: the release's (`Attention_Head_Rescaling.py`: raw score, lambda 1, clip
 #: [0, 2], no threshold) and vseam-pl's default (score divided by max|score| so that methods on different scales
@@ -172,7 +178,7 @@ class HeadScores:
     def _ranking(self, group: str, which: int) -> tuple[torch.Tensor, bool]:
         """The score ranking positive (which=0) or negative (1) heads, and whether larger means more negative
         (the release's `negative` gain; falls back to `signed`, where smaller is, when the stat has no examples)."""
-        stat = RANKING.get(self.method, ("signed", "signed"))[which]
+        stat = ranking_stats(self.method, self.protocol)[which]
         if stat in self.scores[group] and not torch.isnan(self.scores[group][stat]).all():
             return self.scores[group][stat], which == 1 and stat == "negative" and self.negative_is_gain
         return self.signed(group), False
