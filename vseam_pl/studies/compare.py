@@ -465,8 +465,8 @@ def write_report(models: list[dict[str, Any]], args: argparse.Namespace, command
             f"{args.lofit_l1} for half the steps, then vectors for the other half; vectors lr {args.shift_lr}). "
             "p: exact McNemar test of each method against the zero-shot model on the same examples "
             "(`vseam_pl.stats.mcnemar_exact`); image-clustered p: the paired permutation test that swaps the two "
-            "systems' answers per image (`vseam_pl.stats.cluster_permutation_test`), since one image has several "
-            "questions. Trainable params: the scalars the optimizer changes (random heads: the "
+            "systems' answers per image (`vseam_pl.stats.cluster_permutation_test`; exact up to 30 images with a "
+            "non-zero difference, 10,000 random sign patterns beyond), since one image has several questions. Trainable params: the scalars the optimizer changes (random heads: the "
             "K heads' scales; LoFiT: all scales of its selection step plus the K vectors; ITI mass-mean: none).",
             "",
             "Runs are resumable and cached per run under `--runs_dir`: running the same command once per model (e.g. in "
