@@ -28,7 +28,7 @@ from .prompts import DEFAULT_INSTRUCTION, build_prompts
 from .report import STATISTICS, outcome_rows
 from .resume import CHECKPOINT_KEY, check_checkpoint
 from .scoring import answer_loss, predict
-from .text import check_parser
+from .text import batch_generation, generation_settings
 from .vlm import load_vlm
 
 #: How questions are answered: closed sets by candidate log-probability (default), or everything generated.
@@ -89,6 +89,8 @@ class HeadModulationModule(LightningModule):
             lmms-eval / VLMEvalKit / LLaVA's scripts do).
         answer_parser: how generated replies are read (`vseam_pl.text.ANSWER_PARSERS`: vseam, lmms_eval, llava,
             vlmevalkit); recorded in metrics.json.
+        generation: `vseam` (default: `max_new_tokens`, first line of the reply) or `toolkit` (the parser's
+            toolkit's own generation per benchmark, whole reply: `vseam_pl.text.TOOLKIT_GENERATION`).
         statistics: `image_clustered` (default: p-values and CIs resample images) or `per_question` (McNemar and a
             per-question bootstrap); each row's `p_test` says which was used.
     """
@@ -110,13 +112,14 @@ class HeadModulationModule(LightningModule):
         answer_scoring: str = "closed_set_logprob",
         answer_parser: str = "vseam",
         statistics: str = "image_clustered",
+        generation: str = "vseam",
     ) -> None:
         super().__init__()
         if statistics not in STATISTICS:
             raise ValueError(f"statistics must be one of {STATISTICS}, got {statistics!r}")
         if answer_scoring not in ANSWER_SCORING:
             raise ValueError(f"answer_scoring must be one of {ANSWER_SCORING}, got {answer_scoring!r}")
-        check_parser(answer_parser)
+        generation_settings(generation, answer_parser, None, max_new_tokens)  # refuses bad settings early
         self.save_hyperparameters()
         self.vlm = load_vlm(
             model, dtype=dtype, attn_implementation=attn_implementation, trust_remote_code=trust_remote_code
@@ -223,11 +226,18 @@ class HeadModulationModule(LightningModule):
         return {
             "answer_scoring": self.answer_scoring,
             "answer_parser": self.answer_parser,
+            "answer_generation": self.hparams.get("generation", "vseam"),
         }
 
     def answer(self, batch: Batch) -> tuple[list, list[str]]:
         records = [ex.record for ex in batch.examples]
         closed = self.answer_scoring == "closed_set_logprob"
+        gen = batch_generation(
+            self.hparams.get("generation", "vseam"),
+            self.answer_parser,
+            [r.benchmark for r in records],
+            self.hparams.max_new_tokens,
+        )
         with naming_records(records):
             preds = predict(
                 self.vlm,
@@ -236,7 +246,9 @@ class HeadModulationModule(LightningModule):
                 [r.candidates if closed else None for r in records],
                 instruction=self.hparams.instruction,
                 batch_size=len(records),
-                max_new_tokens=self.hparams.max_new_tokens,
+                max_new_tokens=gen.max_new_tokens,
+                first_line=gen.first_line,
+                fit_context=gen.fit_context,
             )
         return records, preds
 

@@ -198,7 +198,8 @@ def build_card(
             + ("; ".join(f"`{t}`: {_P_TESTS.get(t, t)}" for t in tests) or "no paired rows")
             + ").",
             f"Answers: `{report.get('answer_scoring', 'closed_set_logprob')}` scoring, "
-            f"`{report.get('answer_parser', 'vseam')}` parser.",
+            f"`{report.get('answer_parser', 'vseam')}` parser, "
+            f"`{report.get('answer_generation', 'vseam')}` generation settings.",
             "",
             to_markdown(report["rows"]),
         ]
