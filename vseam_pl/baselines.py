@@ -12,8 +12,10 @@ output before `o_proj`):
 * ITI (Li et al., 2023, "Inference-Time Intervention"), as honest_llama implements it (`vseam_pl.iti`): heads
   ranked by the validation accuracy of a linear probe per head on "is this answer true" (activations at the
   answer's last token), shifted by ``alpha * std * unit(center-of-mass direction)`` at the last token of every
-  forward; `iti_mass_mean` uses those vectors untrained (K heads and alpha chosen on the validation split),
-  `iti_learned` learns vectors from 0 on the probe-selected heads with the answer loss.
+  forward; `iti_mass_mean` uses those vectors untrained (K heads and alpha chosen on the validation split).
+  `iti_learned` (our variant; ITI trains nothing) learns vectors from 0 on the probe-selected heads with the answer
+  loss, added at every position like LoFiT's biases (a shift on the last token of a teacher-forced answer would get
+  no gradient).
 * LoFiT (Yin et al., 2024, "LoFiT: Localized Fine-tuning on LLM Representations", github.com/fc2869/lo-fit):
   first learn a scaling *vector* per head (``z * (1 + A)``, L1 on A: `LoFiTScalingModule`), take the K heads whose
   vectors have the largest norm (`lofit_heads`), then learn bias vectors on those K heads only.
@@ -532,7 +534,9 @@ def build_method(
                 f"method {method!r} needs shift_kwargs with shift_heads (see iti_shifts / lofit_heads)"
             )
         learn = method != "iti_mass_mean"
-        where = "all" if method == "lofit" else "last"  # ITI shifts each forward's last token
+        # ITI shifts each forward's last token; the learned variants shift every position (a shift on the last
+        # token of a teacher-forced answer gets no gradient: nothing after it is predicted)
+        where = "last" if method == "iti_mass_mean" else "all"
         settings = {"shift_positions": where, **shift_kwargs, "learn_shifts": learn}
         return HeadShiftModule(**settings, **module_kwargs)
     if method in ("closed_form", "learned_discovery") and discovery_scales is None:

@@ -105,6 +105,11 @@ def test_learned_shifts_are_the_only_trained_parameters(tiny_llava_dir, tiny_wor
         shift_kwargs={"shift_heads": heads, "shift_init": torch.ones(2, 16)},
     )
     assert trainable_count(fixed) == 0 and fixed.trainable_parameters() == []
+    assert fixed.shift.positions == "last"  # honest_llama's ITI_Intervener: each forward's last token
+    learned = build_method("iti_learned", model=str(tiny_llava_dir), shift_kwargs={"shift_heads": heads})
+    assert (
+        learned.shift.positions == "all"
+    )  # trained: a last-token shift of a teacher-forced answer gets no gradient
     assert torch.equal(fixed.shift.shifts.detach(), torch.ones(2, 16))
     lofit = build_method(
         "lofit", model=str(tiny_llava_dir), shift_kwargs={"shift_heads": heads, "extra_trained": 16}

@@ -7,7 +7,7 @@ training); scales learned from ones; scales learned from the discovery initialis
 (K = heads the discovery top-K selects; several seeds); peft IA3 and LoRA on the language decoder;
 ITI as honest_llama implements it (probe-selected heads, center-of-mass shifts at the last token; `iti_mass_mean`:
 the vectors untrained, K and alpha chosen on the validation split; `iti_learned`: vectors learned from 0 on the
-probe-selected heads); LoFiT as lo-fit implements it (`lofit`: half the steps learn a scaling vector per head with an
+probe-selected heads, at every position); LoFiT as lo-fit implements it (`lofit`: half the steps learn a scaling vector per head with an
 L1 on it, the heads of largest vector norm then get bias vectors for the other half). Every
 trained method gets the same data (training fraction and data seed), batches and number of optimizer steps.
 
@@ -597,7 +597,7 @@ def write_report(models: list[dict[str, Any]], args: argparse.Namespace, command
             "token), heads ranked by probe accuracy on held-out questions, shifts alpha * std * unit(true mean - "
             "false mean) added at the last token of every forward; `iti_mass_mean` takes K and alpha from a sweep "
             f"on the validation split (K in {args.iti_ks}, alpha in {args.iti_alphas}, {args.val_batches or 'all'} "
-            "validation batches), `iti_learned` learns the vectors from 0. LoFiT follows lo-fit: scaling vectors "
+            "validation batches), `iti_learned` learns vectors from 0 on as many probe-selected heads, at every position. LoFiT follows lo-fit: scaling vectors "
             f"z * (1 + A) for every head with L1 weight {args.lofit_l1} on sum |A| for half the steps, the heads of "
             f"largest |A| then get bias vectors for the other half (vectors lr {args.shift_lr}). "
             "p: exact McNemar test of each method against the zero-shot model on the same examples "
