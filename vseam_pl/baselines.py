@@ -525,13 +525,13 @@ def build_method(
     rule="closed_form")`) is needed by `closed_form` and `learned_discovery`, `num_random_heads` by `random_heads`,
     `selected_heads` (`discovery_heads(scores, k)`) by `discovered_heads`,
     `shift_kwargs` (`HeadShiftModule` arguments: heads, initial vectors) by `iti_mass_mean` / `iti_learned` and
-    by the second step of `lofit` (whose first step is `L1ScalesModule`, built by `lofit_select`)."""
+    by the second step of `lofit` (whose first step is `LoFiTScalingModule`, see `vseam_pl.studies.compare.shift_setup`)."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
     if method in ("iti_mass_mean", "iti_learned", "lofit"):
         if not shift_kwargs or not shift_kwargs.get("shift_heads"):
             raise ValueError(
-                f"method {method!r} needs shift_kwargs with shift_heads (see iti_shifts / lofit_heads)"
+                f"method {method!r} needs shift_kwargs with shift_heads (see vseam_pl.iti.select_iti / lofit_heads)"
             )
         learn = method != "iti_mass_mean"
         # ITI shifts each forward's last token; the learned variants shift every position (a shift on the last
