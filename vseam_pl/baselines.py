@@ -9,13 +9,16 @@ the parameter-efficient fine-tuning baselines `ia3` and `lora` (`peft` adapters 
 the head scales detached and frozen), and two steering methods from the field at the same hook site (each head's
 output before `o_proj`):
 
-* ITI-style additive head shifts (Li et al., 2023, "Inference-Time Intervention"): a vector added to each of the
-  top-K heads' outputs at every position. `iti_mass_mean` sets it to ``alpha * sigma * unit(mass-mean
-  direction)``, the direction being mean(z | clean image) - mean(z | edited image) at the answer position of the
-  training pairs and the K heads those directions separate best (|direction| / sigma); nothing is trained.
-  `iti_learned` learns the K vectors (from 0) with the answer loss instead.
-* LoFiT-style (Yin et al., 2024, "LoFiT: Localized Fine-tuning on LLM Representations"): first learn all head scales
-  with an L1 pull toward 1, take the K heads whose scales moved most, then learn bias vectors on those K heads only.
+* ITI (Li et al., 2023, "Inference-Time Intervention"), as honest_llama implements it (`vseam_pl.iti`): heads
+  ranked by the validation accuracy of a linear probe per head on "is this answer true" (activations at the
+  answer's last token), shifted by ``alpha * std * unit(center-of-mass direction)`` at the last token of every
+  forward; `iti_mass_mean` uses those vectors untrained (K heads and alpha chosen on the validation split).
+  `iti_learned` (our variant; ITI trains nothing) learns vectors from 0 on the probe-selected heads with the answer
+  loss, added at every position like LoFiT's biases (a shift on the last token of a teacher-forced answer would get
+  no gradient).
+* LoFiT (Yin et al., 2024, "LoFiT: Localized Fine-tuning on LLM Representations", github.com/fc2869/lo-fit):
+  first learn a scaling *vector* per head (``z * (1 + A)``, L1 on A: `LoFiTScalingModule`), take the K heads whose
+  vectors have the largest norm (`lofit_heads`), then learn bias vectors on those K heads only.
 
 All of them answer the *same* test examples through the same `test_step`, so their correctness can be paired with
 the zero-shot model's.
@@ -35,10 +38,9 @@ import torch
 from torch import nn
 
 from .discovery.scores import HeadScores, apply_init_scales, init_scales_from_scores
-from .interventions import add_hook, last_prompt_activations
+from .interventions import add_hook
 from .io import write_json
 from .lit_module import HeadModulationModule
-from .pairs import PairItem
 from .vlm import VLM
 
 METHODS: tuple[str, ...] = (
@@ -239,13 +241,67 @@ class PeftAdapterModule(HeadModulationModule):
 Head = tuple[int, int]
 
 
-class HeadShift(nn.Module):
-    """`shifts: nn.Parameter[K, head_dim]` added to the outputs of `heads` (K (layer, head) pairs) at every position."""
+POSITIONS: tuple[str, ...] = ("all", "last")
 
-    def __init__(self, heads: list[Head], head_dim: int, init: torch.Tensor | None = None) -> None:
+
+class LastTokens:
+    """Each row's last non-padding token in the decoder's current forward, read from the `attention_mask` the
+    decoder is called with (left or right padding); a cached generation step (one new token) is its own last."""
+
+    def __init__(self) -> None:
+        self.index: torch.Tensor | None = None
+        self._handle = None
+
+    def attach(self, vlm: VLM) -> None:
+        def pre_hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            mask = kwargs.get("attention_mask")
+            if isinstance(mask, torch.Tensor) and mask.dim() == 2:
+                seen = mask.flip(1).ne(0).int().argmax(1)
+                self.index = mask.shape[1] - 1 - seen
+            else:
+                self.index = None
+
+        self._handle = vlm.decoder.register_forward_pre_hook(pre_hook, with_kwargs=True)
+
+    def detach(self) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+
+    def positions(self, z: torch.Tensor) -> torch.Tensor:
+        """`[B]` positions in `z [B, T, ...]` to shift."""
+        batch, length = z.shape[0], z.shape[1]
+        if length == 1:
+            return torch.zeros(batch, dtype=torch.long, device=z.device)
+        if self.index is None:
+            return torch.full((batch,), length - 1, dtype=torch.long, device=z.device)
+        if self.index.shape[0] != batch or int(self.index.max()) >= length:
+            raise RuntimeError(
+                f"attention mask of {tuple(self.index.shape)} rows does not match head outputs of shape "
+                f"{tuple(z.shape[:2])}: cannot find each row's last token"
+            )
+        return self.index.to(z.device)
+
+
+class HeadShift(nn.Module):
+    """`shifts: nn.Parameter[K, head_dim]` added to the outputs of `heads` (K (layer, head) pairs): at every
+    position (`positions="all"`, LoFiT's bias vectors) or at each row's last token of every forward
+    (`positions="last"`, honest_llama's ``ITI_Intervener``: the position predicting the next token)."""
+
+    def __init__(
+        self,
+        heads: list[Head],
+        head_dim: int,
+        init: torch.Tensor | None = None,
+        positions: str = "all",
+    ) -> None:
         super().__init__()
         if not heads or len(set(map(tuple, heads))) != len(heads):
             raise ValueError(f"heads must be a non-empty list of distinct (layer, head) pairs, got {heads}")
+        if positions not in POSITIONS:
+            raise ValueError(f"positions must be one of {POSITIONS}, got {positions!r}")
+        self.positions = positions
+        self._last = LastTokens()
         self.heads = [(int(lay), int(h)) for lay, h in heads]
         shape = (len(self.heads), head_dim)
         if init is not None and tuple(init.shape) != shape:
@@ -278,12 +334,58 @@ class HeadShift(nn.Module):
             heads = torch.tensor([self.heads[k][1] for k in ks], device=z.device)
             delta = torch.zeros(z.shape[-2], z.shape[-1], dtype=z.dtype, device=z.device)
             delta = delta.index_add(0, heads, self.shifts[ks].to(dtype=z.dtype, device=z.device))
-            return z + delta
+            if self.positions == "all":
+                return z + delta
+            where = torch.zeros(z.shape[0], z.shape[1], 1, 1, dtype=z.dtype, device=z.device)
+            where[torch.arange(z.shape[0], device=z.device), self._last.positions(z)] = 1
+            return z + where * delta
 
+        if self.positions == "last":
+            self._last.attach(vlm)
         self._handles = [add_hook(vlm, "head", layer, shift) for layer in sorted(rows)]
         return self
 
     def detach(self) -> HeadShift:  # noqa: D401 - mirrors attach()
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+        self._last.detach()
+        return self
+
+
+class HeadScaleVectors(nn.Module):
+    """LoFiT's scaling vectors (``models/modeling_llama.py``: ``attn_A``): `A [L, H, head_dim]` multiplying each
+    head's output elementwise by ``1 + A`` at every position, initialised ``normal(0, 1e-3)`` as
+    ``lofit_trainer.py`` does."""
+
+    def __init__(
+        self, num_layers: int, num_heads: int, head_dim: int, seed: int = 0, std: float = 1e-3
+    ) -> None:
+        super().__init__()
+        init = (
+            torch.randn(num_layers, num_heads, head_dim, generator=torch.Generator().manual_seed(seed)) * std
+        )
+        self.vectors = nn.Parameter(init)
+        self._handles: list = []
+
+    @property
+    def attached(self) -> bool:
+        return bool(self._handles)
+
+    def attach(self, vlm: VLM) -> HeadScaleVectors:
+        if tuple(self.vectors.shape) != (vlm.num_layers, vlm.num_heads, vlm.head_dim):
+            raise ValueError(
+                f"scaling vectors {tuple(self.vectors.shape)} do not fit {vlm.name}'s "
+                f"{vlm.num_layers}x{vlm.num_heads} heads of {vlm.head_dim}"
+            )
+
+        def scale(layer: int, z: torch.Tensor) -> torch.Tensor:
+            return z * (1 + self.vectors[layer].to(dtype=z.dtype, device=z.device))
+
+        self._handles = [add_hook(vlm, "head", layer, scale) for layer in range(vlm.num_layers)]
+        return self
+
+    def detach(self) -> HeadScaleVectors:  # noqa: D401 - mirrors attach()
         for h in self._handles:
             h.remove()
         self._handles = []
@@ -296,8 +398,9 @@ class HeadShiftModule(HeadModulationModule):
     Args:
         shift_heads: the (layer, head) pairs that get a vector.
         shift_init: `[K, head_dim]` initial vectors (default 0, i.e. the frozen model).
-        learn_shifts: train the vectors (False: evaluate `shift_init` as given, e.g. ITI's mass-mean shifts).
-        extra_trained: parameters trained before this module (LoFiT's selection scales), for the parameter count.
+        learn_shifts: train the vectors (False: evaluate `shift_init` as given, e.g. ITI's vectors).
+        extra_trained: parameters trained before this module (LoFiT's scaling vectors), for the parameter count.
+        shift_positions: `all` (LoFiT's bias vectors) or `last` (ITI: each forward's last token).
     """
 
     def __init__(
@@ -306,12 +409,15 @@ class HeadShiftModule(HeadModulationModule):
         shift_init: torch.Tensor | None = None,
         learn_shifts: bool = True,
         extra_trained: int = 0,
+        shift_positions: str = "all",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.modulation.detach()
         self.modulation.scales.requires_grad_(False)
-        self.shift = HeadShift([tuple(h) for h in shift_heads or []], self.vlm.head_dim, shift_init)
+        self.shift = HeadShift(
+            [tuple(h) for h in shift_heads or []], self.vlm.head_dim, shift_init, positions=shift_positions
+        )
         self.shift.shifts.requires_grad_(learn_shifts)
         self.shift.attach(self.vlm)
         self._extra_trained = int(extra_trained)
@@ -338,17 +444,46 @@ class HeadShiftModule(HeadModulationModule):
                 self.shift.attach(self.vlm)
 
 
-class L1ScalesModule(HeadModulationModule):
-    """LoFiT's selection step: all head scales learned with `scale_l1 * mean(|scales - 1|)` added to the loss."""
+class LoFiTScalingModule(HeadModulationModule):
+    """LoFiT's selection step (``lofit_trainer.py --lofit_component A``): per-head scaling *vectors*
+    (`HeadScaleVectors`, the head scales detached and frozen) learned with ``l1 * sum |A|`` added to the loss
+    (``utils/trainers.py``: the L1 of every trainable parameter)."""
 
-    def __init__(self, scale_l1: float = 0.05, **kwargs: Any) -> None:
+    def __init__(self, lofit_l1: float = 5e-3, vector_seed: int = 0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.modulation.detach()
+        self.modulation.scales.requires_grad_(False)
+        self.scaling = HeadScaleVectors(
+            self.vlm.num_layers, self.vlm.num_heads, self.vlm.head_dim, vector_seed
+        )
+        self.scaling.attach(self.vlm)
+
+    @property
+    def num_trainable(self) -> int:
+        return self.scaling.vectors.numel()
+
+    @property
+    def intervention_active(self) -> bool:
+        return self.scaling.attached
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [self.scaling.vectors]
+
+    @contextmanager
+    def unmodulated(self) -> Iterator[None]:
+        was = self.scaling.attached
+        self.scaling.detach()
+        try:
+            yield
+        finally:
+            if was:
+                self.scaling.attach(self.vlm)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:
         loss = super().training_step(batch, batch_idx)
         if loss is None:
             return None
-        return loss + self.hparams.scale_l1 * (self.modulation.scales - 1).abs().mean()
+        return loss + self.hparams.lofit_l1 * self.scaling.vectors.abs().sum()
 
 
 def top_heads(score: torch.Tensor, k: int) -> list[Head]:
@@ -361,53 +496,19 @@ def top_heads(score: torch.Tensor, k: int) -> list[Head]:
     return [(int(i) // heads, int(i) % heads) for i in order]
 
 
-def lofit_heads(scales: torch.Tensor, k: int) -> list[Head]:
-    """LoFiT's selection: the `k` heads whose learned scales moved furthest from 1 (the L1 keeps the rest near 1)."""
-    return top_heads((scales.detach() - 1).abs(), k)
+def lofit_heads(vectors: torch.Tensor, k: int) -> list[Head]:
+    """LoFiT's selection (``lofit_trainer.py``): the `k` heads whose learned scaling vectors `[L, H, D]` have the
+    largest norm ``|A|`` (the L1 keeps the others near 0)."""
+    if vectors.dim() != 3:
+        raise ValueError(
+            f"LoFiT selects heads by the norm of [layers, heads, head_dim] vectors, got {tuple(vectors.shape)}"
+        )
+    return top_heads(vectors.detach().norm(dim=-1), k)
 
 
-@torch.no_grad()
-def mass_mean_directions(
-    vlm: VLM, items: list[PairItem], batch_size: int = 8
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """ITI's mass-mean statistics per head at the answer position of clean/edited pairs.
-
-    Returns `direction [L, H, D]` = mean z(clean) - mean z(edited), and `sigma [L, H]` = the standard deviation of
-    all 2N activations projected on the unit direction (ITI scales its shift by it).
-    """
-    from .discovery.patching import encode_pair
-
-    if not items:
-        raise ValueError("mass-mean directions need at least one clean/edited pair")
-    sums = {"clean": 0.0, "edited": 0.0}
-    acts = []
-    for start in range(0, len(items), batch_size):
-        chunk = items[start : start + batch_size]
-        for which, enc in zip(("clean", "edited"), encode_pair(vlm, chunk), strict=True):
-            z = last_prompt_activations(vlm, enc, "head")  # [B, L, H, D]
-            sums[which] = sums[which] + z.sum(0)  # [L, H, D]
-            acts.append(z)
-    n = len(items)
-    direction = sums["clean"] / n - sums["edited"] / n
-    unit = direction / direction.norm(dim=-1, keepdim=True).clamp(min=1e-12)
-    proj = (torch.cat(acts) * unit).sum(-1)  # [2N, L, H]
-    return direction, proj.std(0, unbiased=True) if proj.shape[0] > 1 else torch.zeros_like(proj[0])
-
-
-def iti_shifts(
-    direction: torch.Tensor, sigma: torch.Tensor, k: int, alpha: float
-) -> tuple[list[Head], torch.Tensor]:
-    """ITI: the `k` heads whose mass-mean directions separate clean from edited best (|direction| / sigma), and
-    their shifts `alpha * sigma * unit(direction)` (`[k, D]`)."""
-    separation = direction.norm(dim=-1) / sigma.clamp(min=1e-12)
-    heads = top_heads(separation, k)
-    vecs = torch.stack(
-        [
-            direction[lay, h] / direction[lay, h].norm().clamp(min=1e-12) * sigma[lay, h] * alpha
-            for lay, h in heads
-        ]
-    )
-    return heads, vecs
+def lofit_bias_init(k: int, head_dim: int, seed: int = 0, std: float = 1e-3) -> torch.Tensor:
+    """LoFiT's bias vectors start at ``normal(0, 1e-3)`` (``lofit_trainer.py --lofit_component v``)."""
+    return torch.randn(k, head_dim, generator=torch.Generator().manual_seed(seed)) * std
 
 
 def build_method(
@@ -424,16 +525,20 @@ def build_method(
     rule="closed_form")`) is needed by `closed_form` and `learned_discovery`, `num_random_heads` by `random_heads`,
     `selected_heads` (`discovery_heads(scores, k)`) by `discovered_heads`,
     `shift_kwargs` (`HeadShiftModule` arguments: heads, initial vectors) by `iti_mass_mean` / `iti_learned` and
-    by the second step of `lofit` (whose first step is `L1ScalesModule`, built by `lofit_select`)."""
+    by the second step of `lofit` (whose first step is `LoFiTScalingModule`, see `vseam_pl.studies.compare.shift_setup`)."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
     if method in ("iti_mass_mean", "iti_learned", "lofit"):
         if not shift_kwargs or not shift_kwargs.get("shift_heads"):
             raise ValueError(
-                f"method {method!r} needs shift_kwargs with shift_heads (see iti_shifts / lofit_heads)"
+                f"method {method!r} needs shift_kwargs with shift_heads (see vseam_pl.iti.select_iti / lofit_heads)"
             )
         learn = method != "iti_mass_mean"
-        return HeadShiftModule(**{**shift_kwargs, "learn_shifts": learn}, **module_kwargs)
+        # ITI shifts each forward's last token; the learned variants shift every position (a shift on the last
+        # token of a teacher-forced answer gets no gradient: nothing after it is predicted)
+        where = "last" if method == "iti_mass_mean" else "all"
+        settings = {"shift_positions": where, **shift_kwargs, "learn_shifts": learn}
+        return HeadShiftModule(**settings, **module_kwargs)
     if method in ("closed_form", "learned_discovery") and discovery_scales is None:
         raise ValueError(f"method {method!r} needs discovery_scales (from init_scales_from_scores)")
     if method == "random_heads":
@@ -503,10 +608,10 @@ __all__ = [
     "TRAINED",
     "HeadShift",
     "HeadShiftModule",
-    "L1ScalesModule",
-    "iti_shifts",
+    "HeadScaleVectors",
+    "LoFiTScalingModule",
+    "lofit_bias_init",
     "lofit_heads",
-    "mass_mean_directions",
     "top_heads",
     "PeftAdapterModule",
     "RandomHeadsModule",

@@ -67,6 +67,7 @@ def evaluate(
     max_new_tokens: int = 8,
     answer_scoring: str = "closed_set_logprob",
     answer_parser: str = "vseam",
+    generation: str = "vseam",
     statistics: str = "image_clustered",
     accelerator: str = "auto",
     devices: int | str = 1,
@@ -96,6 +97,8 @@ def evaluate(
         answer_scoring: closed_set_logprob (closed sets scored by candidate log-probability; the default) or
             generate (every question answered by greedy generation, as lmms-eval / VLMEvalKit do).
         answer_parser: how generated replies are read: vseam | lmms_eval | llava | vlmevalkit (docs/evaluation.md).
+        generation: vseam (max_new_tokens, first line) or toolkit (the answer parser's toolkit's generation per
+            benchmark, whole reply; `vseam_pl.text.TOOLKIT_GENERATION`).
         statistics: image_clustered (p-values and CIs resample images; the default) or per_question (McNemar).
         accelerator, devices, strategy, precision: Lightning Trainer settings (e.g. 2 devices with ddp).
         seed: seeds the bootstrap CIs.
@@ -135,6 +138,7 @@ def evaluate(
         init_scales=scales or "ones",
         answer_scoring=answer_scoring,
         answer_parser=answer_parser,
+        generation=generation,
         statistics=statistics,
     )
     if scales is None:

@@ -48,7 +48,7 @@ def is_correct(record: QARecord, pred: str, parser: str = "vseam") -> bool:
     """POPE replies are read as yes/no with `parser` (as the POPE metrics read them); other answers exact-match."""
     if record.benchmark == "pope":
         return parse_yes_no(pred, parser) == normalize_answer(record.answer)
-    return answers_match(pred, record.answer, parser)
+    return answers_match(pred, record.answer, parser, record.benchmark)
 
 
 def make_outcomes(

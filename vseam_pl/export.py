@@ -24,7 +24,7 @@ from pathlib import Path
 
 from .argparsing import ArgumentParser, underscore_flags
 from .io import write_json
-from .model_card import HEATMAP, build_card, save_heatmap
+from .model_card import HEATMAP, build_card, provenance_of, resolve_base_model, save_heatmap
 from .modulation import HeadModulation
 from .vlm import load_vlm
 
@@ -49,11 +49,13 @@ def export(
     private: bool = False,
     check_model: bool = True,
     trust_remote_code: bool = False,
+    base_model_id: str | None = None,
+    scales_provenance: str | None = None,
 ) -> Path:
     """Write `scales` for `model` to the folder `out` as a merged model or a peft adapter, with a model card.
 
     Args:
-        model: hub id or local folder the scales were learned on (recorded as the card's / adapter's base model).
+        model: hub id or local folder the scales were learned on.
         scales: a `head_scales.safetensors` file (checked against the model's head grid and name).
         out: the folder to write (written into a temporary sibling and renamed, so a killed export leaves no
             half-written folder behind).
@@ -64,6 +66,11 @@ def export(
         push_to_hub: upload the finished folder to this Hub model repo (created if missing).
         private: create the Hub repo private.
         check_model: refuse scales learned for another model name (same grid) unless False.
+        base_model_id: Hub id recorded as the card's `base_model` and the adapter's `base_model_name_or_path`
+            (default: `model` when it is a Hub id, else the id behind a local folder; see
+            `vseam_pl.model_card.resolve_base_model`, which refuses to record a local path).
+        scales_provenance: how the scales were made, for the card (default: what the files say, see
+            `vseam_pl.model_card.provenance_of`).
     """
     if format not in FORMATS:
         raise ValueError(f"--format must be one of {FORMATS}, got {format!r}")
@@ -73,6 +80,7 @@ def export(
     for what, path in (("metrics", metrics_path), ("config", config_path)):
         if path is not None and not path.is_file():
             raise FileNotFoundError(f"--{what} {path}: no such file")
+    base_id = resolve_base_model(model, base_model_id)  # before loading: a bad id fails fast
     vlm = load_vlm(model, dtype=dtype, trust_remote_code=trust_remote_code)
     modulation = HeadModulation.load(scales, vlm, check_model=check_model)
     tmp = out.with_name(f".{out.name}.tmp")
@@ -86,38 +94,49 @@ def export(
     else:
         from .peft_adapter import save_peft
 
-        save_peft(modulation, vlm, tmp, base_model=model)
+        save_peft(modulation, vlm, tmp, base_model=base_id)
         folded = "peft IA3 adapter on every decoder o_proj input (feedforward_modules), head_dim values tied"
     shutil.copyfile(scales, tmp / "head_scales.safetensors")
     save_heatmap(modulation.scales, tmp / HEATMAP)
     if metrics_path is not None:
         shutil.copyfile(metrics_path, tmp / "metrics.json")
     config_text = config_path.read_text() if config_path is not None else None
+    # No local paths in what is shared: the base as its Hub id, the scales and folder by name (both in the folder).
     command = [
         "python",
         "-m",
         "vseam_pl.export",
         "--model",
-        model,
+        base_id,
         "--scales",
-        str(scales),
+        scales.name,
         "--out",
-        str(out),
+        out.name,
         "--format",
         format,
         "--dtype",
         dtype,
     ]
     command += ["--push_to_hub", push_to_hub] if push_to_hub else []
+    provenance = provenance_of(scales, config_text is not None, scales_provenance)
     card = build_card(
-        model, format, modulation.scales, scales, metrics_path, config_text, repo=push_to_hub, command=command
+        base_id,
+        format,
+        modulation.scales,
+        scales,
+        metrics_path,
+        config_text,
+        repo=push_to_hub,
+        command=command,
+        provenance=provenance,
     )
     card.save(str(tmp / "README.md"))  # replaces peft's template card
     write_json(
         tmp / EXPORT_INFO,
         {
-            "base_model": model,
-            "scales": str(scales),
+            "base_model": base_id,
+            "scales": scales.name,
+            "scales_provenance": provenance,
             "dtype": dtype,
             "format": format,
             "folded_into": folded,
@@ -154,6 +173,7 @@ def export_merged(
     dtype: str = "float32",
     check_model: bool = True,
     trust_remote_code: bool = False,
+    base_model_id: str | None = None,
 ) -> Path:
     """`export(..., format="merged")`: fold `scales` into `model`'s `o_proj` weights and save model + processor."""
     return export(
@@ -164,6 +184,7 @@ def export_merged(
         dtype=dtype,
         check_model=check_model,
         trust_remote_code=trust_remote_code,
+        base_model_id=base_model_id,
     )
 
 

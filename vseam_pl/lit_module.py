@@ -33,7 +33,7 @@ from .report import STATISTICS, outcome_rows
 from .resume import CHECKPOINT_KEY, check_checkpoint
 from .scoring import answer_token_losses, predict
 from .selection import Decision, ValidationSelection
-from .text import check_parser
+from .text import batch_generation, generation_settings
 from .vlm import load_vlm
 
 #: Where a checkpoint keeps the validation candidates, so that a resumed fit selects among all of them.
@@ -107,6 +107,8 @@ class HeadModulationModule(LightningModule):
             lmms-eval / VLMEvalKit / LLaVA's scripts do).
         answer_parser: how generated replies are read (`vseam_pl.text.ANSWER_PARSERS`: vseam, lmms_eval, llava,
             vlmevalkit); recorded in metrics.json.
+        generation: `vseam` (default: `max_new_tokens`, first line of the reply) or `toolkit` (the parser's
+            toolkit's own generation per benchmark, whole reply: `vseam_pl.text.TOOLKIT_GENERATION`).
         statistics: `image_clustered` (default: p-values and CIs resample images) or `per_question` (McNemar and a
             per-question bootstrap); each row's `p_test` says which was used.
     """
@@ -132,13 +134,14 @@ class HeadModulationModule(LightningModule):
         answer_scoring: str = "closed_set_logprob",
         answer_parser: str = "vseam",
         statistics: str = "image_clustered",
+        generation: str = "vseam",
     ) -> None:
         super().__init__()
         if statistics not in STATISTICS:
             raise ValueError(f"statistics must be one of {STATISTICS}, got {statistics!r}")
         if answer_scoring not in ANSWER_SCORING:
             raise ValueError(f"answer_scoring must be one of {ANSWER_SCORING}, got {answer_scoring!r}")
-        check_parser(answer_parser)
+        generation_settings(generation, answer_parser, None, max_new_tokens)  # refuses bad settings early
         if scale_bounds is not None and not scale_bounds[0] < scale_bounds[1]:
             raise ValueError(f"scale_bounds must be (lo, hi) with lo < hi, got {scale_bounds}")
         if weight_decay < 0 or scale_l2 < 0:
@@ -287,11 +290,18 @@ class HeadModulationModule(LightningModule):
         return {
             "answer_scoring": self.answer_scoring,
             "answer_parser": self.answer_parser,
+            "answer_generation": self.hparams.get("generation", "vseam"),
         }
 
     def answer(self, batch: Batch) -> tuple[list, list[str]]:
         records = [ex.record for ex in batch.examples]
         closed = self.answer_scoring == "closed_set_logprob"
+        gen = batch_generation(
+            self.hparams.get("generation", "vseam"),
+            self.answer_parser,
+            [r.benchmark for r in records],
+            self.hparams.max_new_tokens,
+        )
         with naming_records(records):
             preds = predict(
                 self.vlm,
@@ -300,7 +310,9 @@ class HeadModulationModule(LightningModule):
                 [r.candidates if closed else None for r in records],
                 instruction=self.hparams.instruction,
                 batch_size=len(records),
-                max_new_tokens=self.hparams.max_new_tokens,
+                max_new_tokens=gen.max_new_tokens,
+                first_line=gen.first_line,
+                fit_context=gen.fit_context,
             )
         return records, preds
 

@@ -62,7 +62,8 @@ def _check_lengths(preds: Sequence[str], targets: Sequence[str]) -> None:
 
 
 class VQAAccuracy(Metric):
-    """Exact-match accuracy after lmms-eval normalisation (`vseam_pl.text.answers_match`), overall and per group.
+    """Exact-match accuracy of open answers under `parser` (`vseam_pl.text.answers_match`; `benchmark` tells the
+    vlmevalkit parser which of its scoring rules applies), overall and per group.
 
     `compute()` returns ``{"accuracy": ..., "accuracy/<group>": ...}`` (NaN for a group with no examples, so the
     keys are stable for logging). Groups are e.g. GQA categories or levels, or COCO-QA types.
@@ -71,9 +72,16 @@ class VQAAccuracy(Metric):
     full_state_update = False
     higher_is_better = True
 
-    def __init__(self, groups: Sequence[str] | None = None, parser: str = "vseam", **kwargs) -> None:
+    def __init__(
+        self,
+        groups: Sequence[str] | None = None,
+        parser: str = "vseam",
+        benchmark: str | None = None,
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         self.parser = check_parser(parser)
+        self.benchmark = benchmark  # the vlmevalkit parser scores each benchmark its own way
         self.groups = tuple(groups or ())
         if len(set(self.groups)) != len(self.groups):
             raise ValueError(f"duplicate group names in {list(self.groups)}")
@@ -90,7 +98,8 @@ class VQAAccuracy(Metric):
         _check_lengths(preds, targets)
         idx = _group_indices(groups, len(preds), self._group_index, "group")
         correct = torch.tensor(
-            [answers_match(p, t, self.parser) for p, t in zip(preds, targets, strict=True)], dtype=torch.long
+            [answers_match(p, t, self.parser, self.benchmark) for p, t in zip(preds, targets, strict=True)],
+            dtype=torch.long,
         )
         self.correct += correct.sum().to(self.correct.device)
         self.total += len(preds)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -66,7 +67,14 @@ def to_peft(modulation: HeadModulation, vlm: VLM, base_model: str | None = None)
     modulation.check_fits(vlm)
     if modulation.attached:
         raise RuntimeError("detach() the scales first: the IA3 adapter would apply them a second time")
-    peft_model = get_peft_model(vlm.model, ia3_config(vlm, base_model))
+    config = ia3_config(vlm, base_model)
+    base = config.base_model_name_or_path
+    # get_peft_model overwrites the base with the model's own `name_or_path` (the folder it was loaded from, with
+    # a warning); the adapter must name the base given here, e.g. the Hub id from `model_card.resolve_base_model`.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*base_model_name_or_path. was renamed")
+        peft_model = get_peft_model(vlm.model, config)
+    peft_model.peft_config["default"].base_model_name_or_path = base
     with torch.no_grad():
         for layer in range(vlm.num_layers):
             vector = vlm.o_proj(layer).ia3_l["default"]  # the peft layer replaced the Linear; o_proj finds it

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .context import check_context
+from .context import check_context, max_context
 from .encoding import Encoded, encode, join_continuation, run_processor, suffix_convention
 from .prompts import DEFAULT_INSTRUCTION, build_prompts
 from .vlm import VLM
@@ -164,12 +164,23 @@ def score_candidates(
 
 @torch.no_grad()
 def generate_answers(
-    vlm: VLM, prompts: Sequence[str], images: Sequence[Image.Image], max_new_tokens: int = 8
+    vlm: VLM,
+    prompts: Sequence[str],
+    images: Sequence[Image.Image],
+    max_new_tokens: int = 8,
+    first_line: bool = True,
+    fit_context: bool = False,
 ) -> list[str]:
-    """Greedy short answers (left-padded batch), first line only, stripped."""
+    """Greedy answers (left-padded batch), stripped; only the first line with `first_line` (vseam-pl's short
+    answers), else the whole reply (what lmms-eval, LLaVA and VLMEvalKit parse). With `fit_context`,
+    `max_new_tokens` is cut to what the model's context leaves after the longest prompt of the batch."""
     batch = run_processor(vlm, prompts, images, "left")
     inputs = {k: v.to(vlm.device) for k, v in batch.items()}
-    check_context(vlm, inputs["attention_mask"].sum(dim=1).cpu(), list(prompts), extra=max_new_tokens)
+    lengths = inputs["attention_mask"].sum(dim=1).cpu()
+    limit = max_context(vlm)
+    if fit_context and limit is not None:
+        max_new_tokens = max(1, min(max_new_tokens, limit - int(lengths.max())))
+    check_context(vlm, lengths, list(prompts), extra=max_new_tokens)
     if "pixel_values" in inputs:
         inputs["pixel_values"] = inputs["pixel_values"].to(vlm.model.dtype)
     tok = vlm.tokenizer
@@ -181,8 +192,8 @@ def generate_answers(
         eos_token_id=tok.eos_token_id,
     )
     new = out[:, inputs["input_ids"].shape[1] :]
-    texts = tok.batch_decode(new, skip_special_tokens=True)
-    return [t.strip().split("\n")[0].strip() for t in texts]
+    texts = [t.strip() for t in tok.batch_decode(new, skip_special_tokens=True)]
+    return [t.split("\n")[0].strip() for t in texts] if first_line else texts
 
 
 @torch.no_grad()
@@ -194,8 +205,11 @@ def predict(
     instruction: str | None = DEFAULT_INSTRUCTION,
     batch_size: int = 16,
     max_new_tokens: int = 8,
+    first_line: bool = True,
+    fit_context: bool = False,
 ) -> list[str]:
-    """One answer per question: the best candidate for closed sets, a greedy generation for open questions."""
+    """One answer per question: the best candidate for closed sets, a greedy generation for open questions
+    (`generate_answers`; `first_line` and `fit_context` as there)."""
     answers: list[str | None] = [None] * len(questions)
     prompts = build_prompts(vlm, list(questions), instruction)
     closed = [i for i, c in enumerate(candidates) if c]
@@ -209,7 +223,9 @@ def predict(
             answers[i] = candidates[i][int(s.argmax())]
     for start in range(0, len(open_), batch_size):
         idx = open_[start : start + batch_size]
-        gen = generate_answers(vlm, [prompts[i] for i in idx], [images[i] for i in idx], max_new_tokens)
+        gen = generate_answers(
+            vlm, [prompts[i] for i in idx], [images[i] for i in idx], max_new_tokens, first_line, fit_context
+        )
         for i, g in zip(idx, gen, strict=True):
             answers[i] = g
     return [a if a is not None else "" for a in answers]

@@ -13,6 +13,10 @@ from numpy.typing import ArrayLike
 from scipy.stats import binom
 
 _CHUNK_CELLS = 4_000_000  # resamples x examples drawn at once, bounding memory (~32 MB of float64)
+EXACT_MAX_FLIPS = (
+    30  # sign-flip tests enumerate all 2^n patterns up to this many non-zero differences/clusters
+)
+_EXACT_HARD_MAX = 40  # beyond this even a large n_resamples does not buy enumeration (2 x 1M sums)
 
 
 def _paired(a: ArrayLike, b: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
@@ -53,17 +57,25 @@ def mcnemar_exact(a_correct: ArrayLike, b_correct: ArrayLike) -> float:
 def paired_permutation_test(a: ArrayLike, b: ArrayLike, n_resamples: int = 10_000, seed: int = 0) -> float:
     """Two-sided sign-flip permutation test of mean(a - b) = 0.
 
-    Under the null each per-example difference is equally likely to have either sign. The p-value counts the
-    observed statistic as one of the resamples, ``(1 + #{|resampled| >= |observed|}) / (1 + n_resamples)``, so it is
-    never 0 and is exactly 1.0 when the systems agree on every example.
+    Under the null each per-example difference is equally likely to have either sign. With at most
+    `EXACT_MAX_FLIPS` non-zero differences (or ``2^n <= n_resamples``) every sign pattern is enumerated and the
+    p-value is exact (`exact_sign_flip_p`); otherwise `n_resamples` random patterns give
+    ``(1 + #{|resampled| >= |observed|}) / (1 + n_resamples)``, never 0. Exactly 1.0 when the systems agree on
+    every example.
     """
     a, b = _paired(a, b)
     if n_resamples < 1:
         raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
-    d = a - b
+    return _sign_flip_p(a - b, n_resamples, seed)
+
+
+def _sign_flip_p(d: np.ndarray, n_resamples: int, seed: int) -> float:
+    """Sign-flip p-value of |sum(d)|: exact up to `EXACT_MAX_FLIPS` non-zero terms, Monte Carlo beyond."""
     d = d[d != 0]  # zero differences do not change under a sign flip
     if d.size == 0:
         return 1.0
+    if d.size <= EXACT_MAX_FLIPS or (d.size <= _EXACT_HARD_MAX and 2**d.size <= n_resamples):
+        return exact_sign_flip_p(d)
     observed = abs(d.sum())
     tol = 1e-9 * np.abs(d).sum()  # float round-off must not turn a tie into a miss
     rng = np.random.default_rng(seed)
@@ -72,6 +84,41 @@ def paired_permutation_test(a: ArrayLike, b: ArrayLike, n_resamples: int = 10_00
         signs = rng.integers(0, 2, size=(size, d.size), dtype=np.int8) * 2 - 1
         hits += int(np.count_nonzero(np.abs(signs @ d) >= observed - tol))
     return (1 + hits) / (1 + n_resamples)
+
+
+def _half_sums(d: np.ndarray) -> np.ndarray:
+    """All 2^len(d) signed sums of `d`, built by doubling (len(d) <= 20 here: at most 1M values)."""
+    sums = np.zeros(1)
+    for x in d:
+        sums = np.concatenate([sums + x, sums - x])
+    return sums
+
+
+def exact_sign_flip_p(d: ArrayLike) -> float:
+    """Exact two-sided sign-flip p-value: the share of all 2^n sign patterns s with |s . d| >= |sum(d)|.
+
+    Meet in the middle: the signed sums of each half of `d` are enumerated (2^(n/2) each), one half sorted, and for
+    each sum x of the other half the matching partners y with |x + y| >= observed are counted by binary search, so
+    30 clusters cost ~2 x 32k values instead of 2^30 patterns. Ties within 1e-9 of the total |d| count as hits, so
+    float round-off cannot turn a tie into a miss. The observed pattern (all +1) is one of the 2^n, so p >= 2^-n.
+    """
+    d = np.asarray(d, dtype=np.float64).ravel()
+    d = d[d != 0]
+    if d.size == 0:
+        return 1.0
+    if d.size > _EXACT_HARD_MAX:
+        raise ValueError(f"exact enumeration is limited to {_EXACT_HARD_MAX} non-zero terms, got {d.size}")
+    observed = abs(d.sum())
+    tol = 1e-9 * np.abs(d).sum()
+    threshold = observed - tol
+    if threshold <= 0:  # observed sum is 0: every pattern reaches it
+        return 1.0
+    left, right = _half_sums(d[: d.size // 2]), np.sort(_half_sums(d[d.size // 2 :]))
+    # |x + y| >= t  <=>  y >= t - x  or  y <= -t - x (disjoint since t > 0)
+    upper = right.size - np.searchsorted(right, threshold - left, side="left")
+    lower = np.searchsorted(right, -threshold - left, side="right")
+    hits = int(upper.sum() + lower.sum())
+    return hits / 2.0**d.size
 
 
 def bootstrap_ci(
@@ -123,22 +170,15 @@ def cluster_permutation_test(
 
     Questions about the same image are not independent (POPE asks ~6 per image, GQA many more), so under the null
     the whole image's answers of A and B are exchangeable: each cluster's summed difference flips sign as a unit.
-    With at most `n_resamples` sign patterns (2^clusters with a nonzero sum) every pattern is enumerated and the
-    p-value is exact; otherwise `n_resamples` random patterns give ``(1 + hits) / (1 + n_resamples)``. With one
-    question per cluster this is the sign-flip test of `paired_permutation_test`.
+    With at most `EXACT_MAX_FLIPS` clusters whose sum is non-zero every one of the 2^clusters sign patterns is
+    enumerated and the p-value is exact (`exact_sign_flip_p`); beyond, `n_resamples` random patterns give
+    ``(1 + hits) / (1 + n_resamples)``. With one question per cluster this is the sign-flip test of
+    `paired_permutation_test`.
     """
     if n_resamples < 1:
         raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
     sums, _ = _cluster_sums(a, b, clusters)
-    d = sums[sums != 0]
-    if d.size == 0:
-        return 1.0
-    observed = abs(d.sum())
-    tol = 1e-9 * np.abs(d).sum()
-    if d.size <= 20 and 2**d.size <= n_resamples:
-        patterns = ((np.arange(2**d.size)[:, None] >> np.arange(d.size)[None, :]) & 1) * 2 - 1
-        return float(np.count_nonzero(np.abs(patterns @ d) >= observed - tol) / 2**d.size)
-    return paired_permutation_test(d, np.zeros_like(d), n_resamples=n_resamples, seed=seed)
+    return _sign_flip_p(sums, n_resamples, seed)
 
 
 def cluster_bootstrap_ci(

@@ -7,10 +7,16 @@ from __future__ import annotations
 import pytest
 
 from vseam_pl.evaluation import make_outcomes
-from vseam_pl.metrics import POPEMetrics
+from vseam_pl.metrics import POPEMetrics, VQAAccuracy
 from vseam_pl.records import QARecord
 from vseam_pl.report import pope_rows
-from vseam_pl.text import ANSWER_PARSERS, answers_match, parse_yes_no
+from vseam_pl.text import (
+    _VLMEVALKIT_CONTRACTIONS,
+    ANSWER_PARSERS,
+    answers_match,
+    parse_yes_no,
+    vlmevalkit_process_answer,
+)
 
 # reply: (vseam, lmms_eval, llava, vlmevalkit)
 YES_NO_TABLE = {
@@ -28,6 +34,9 @@ YES_NO_TABLE = {
     "no,": ("no", None, "no", "no"),
     "<think>maybe no</think> Yes": ("yes", None, "yes", None),  # only vseam-pl strips a reasoning trace
     "": (None, None, "yes", None),
+    # A whole reply (toolkit generation): only VLMEvalKit's word split reads it; LLaVA splits on " " only.
+    "The answer is:\nNo": (None, None, "yes", "no"),
+    "The answer is:": (None, None, "yes", None),  # its first line, all that vseam generation keeps
 }
 
 
@@ -37,28 +46,66 @@ def test_yes_no_table(reply):
     assert got == YES_NO_TABLE[reply], dict(zip(ANSWER_PARSERS, got, strict=True))
 
 
-# (prediction, gold): (vseam, lmms_eval, llava, vlmevalkit)
+# GQA (prediction, gold): (vseam, lmms_eval, llava, vlmevalkit). VLMEvalKit scores GQA by `process_line(...,
+# method="accuracy")` in vlmeval/dataset/utils/vqa_eval.py: `strip().lower()` of both sides, nothing else.
 OPEN_TABLE = {
-    ("Red.", "red"): (True, True, True, True),
-    ("the red one", "red one"): (True, False, False, True),  # VQA normalisation drops articles
-    ("Two", "2"): (True, False, False, True),  # ... and maps number words
-    ("left-side", "left side"): (
-        True,
-        False,
-        False,
-        True,
-    ),  # VQA turns the lone "-" into a space; lmms-eval deletes
-    ("leftside", "left-side"): (False, True, False, False),
+    ("Red.", "red"): (True, True, True, False),
+    ("Yes.", "yes"): (True, True, True, False),
+    ("the red one", "red one"): (True, False, False, False),  # VQA normalisation drops articles
+    ("Two", "2"): (True, False, False, False),  # ... and maps number words
+    ("left-side", "left side"): (True, False, False, False),  # VQA turns the lone "-" into a space
+    ("leftside", "left-side"): (False, True, False, False),  # lmms-eval deletes it
     ("  red", "red"): (True, False, False, True),  # lmms-eval's exact match keeps whitespace
-    ("RED...", "red"): (True, True, True, True),
-    ("red!", "red"): (True, True, False, True),  # LLaVA strips trailing periods only
+    ("RED...", "red"): (True, True, True, False),
+    ("red!", "red"): (True, True, False, False),  # LLaVA strips trailing periods only
+    (" Red ", "red"): (True, False, False, True),
 }
 
 
 @pytest.mark.parametrize("pair", list(OPEN_TABLE))
-def test_open_answer_table(pair):
-    got = tuple(answers_match(*pair, parser=p) for p in ANSWER_PARSERS)
+def test_open_answer_table_gqa(pair):
+    got = tuple(answers_match(*pair, parser=p, benchmark="gqa") for p in ANSWER_PARSERS)
     assert got == OPEN_TABLE[pair], dict(zip(ANSWER_PARSERS, got, strict=True))
+
+
+# A benchmark VLMEvalKit names no method for (COCO-QA): its default branch, `process_answer` on both sides. Its
+# own punctuation and contraction rules differ from the MMF normaliser's (vseam column).
+VLMEVALKIT_DEFAULT_TABLE = {
+    ("Red.", "red"): (True, True),
+    ("Two", "2"): (True, True),
+    ("3.", "3"): (True, False),  # its period rule is a real look-behind: a period after a digit stays
+    ("dont", "don't"): (True, False),  # its contraction table has only words with two apostrophes
+    ("a,b", "a b"): (False, True),  # MMF removes every comma first; VLMEvalKit turns a lone "," into a space
+    ("shouldnt've", "shouldn't've"): (True, True),
+}
+
+
+@pytest.mark.parametrize("pair", list(VLMEVALKIT_DEFAULT_TABLE))
+def test_vlmevalkit_default_branch(pair):
+    got = (
+        answers_match(*pair, parser="vseam"),
+        answers_match(*pair, parser="vlmevalkit", benchmark="cocoqa"),
+    )
+    assert got == VLMEVALKIT_DEFAULT_TABLE[pair]
+
+
+def test_vlmevalkit_contraction_table_is_its_own():
+    # Every key of VLMEvalKit's `_process_digit_article` table that a lowercased word can reach (its "Im", "Ive",
+    # "Id've", "I'dve" keys are capitalised; "let's" and "she's" map to themselves), written out from the file.
+    expected = set(
+        "couldn'tve couldnt've hadnt've hadn'tve hed've he'dve itd've it'dve mightnt've mightn'tve ow's'at 'ows'at "
+        "'ow'sat shed've she'dve shouldnt've shouldn'tve somebody'd somebodyd've somebody'dve someoned've "
+        "someone'dve somethingd've something'dve thered've there'dve theyd've they'dve wed've we'dve whod've "
+        "who'dve wouldnt've wouldn'tve yall'll y'allll yall'd've y'alld've y'all'dve youd've you'dve".split()
+    )
+    assert set(_VLMEVALKIT_CONTRACTIONS) == expected
+    assert vlmevalkit_process_answer("  The Two  dogs\n") == "2 dogs"
+
+
+def test_vlmevalkit_needs_the_benchmark():
+    with pytest.raises(ValueError, match="pass benchmark="):
+        answers_match("red", "red", parser="vlmevalkit")
+    assert VQAAccuracy(parser="vlmevalkit", benchmark="gqa").update(["Red."], ["red"]) is None
 
 
 def test_unknown_parser_is_refused():
@@ -98,5 +145,5 @@ def test_outcomes_use_the_parser_for_pope_and_open_questions():
         "vseam": [True, True],
         "lmms_eval": [False, False],
         "llava": [True, False],
-        "vlmevalkit": [True, True],
+        "vlmevalkit": [True, False],  # GQA: "the red." is not "red" after strip().lower()
     }

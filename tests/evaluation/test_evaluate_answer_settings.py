@@ -41,6 +41,19 @@ def test_answer_scoring_and_parser_are_recorded(tiny_llava_dir, tiny_world, tmp_
     # LLaVA's rule reads every reply as yes or no, so precision and recall come from 6 read answers; the rows exist.
     assert {r["metric"] for r in report["rows"]} >= {"accuracy", "recall"}
 
+    assert report["answer_generation"] == "vseam" and default["answer_generation"] == "vseam"
+
+    evaluate.evaluate(
+        output=str(tmp_path / "lmms.json"),
+        answer_scoring="generate",
+        answer_parser="lmms_eval",
+        generation="toolkit",
+        **common,
+    )
+    lmms = read_metrics_json(tmp_path / "lmms.json")
+    assert (lmms["answer_parser"], lmms["answer_generation"]) == ("lmms_eval", "toolkit")
+    with pytest.raises(ValueError, match="generation must be one of"):
+        evaluate.evaluate(output=str(tmp_path / "x.json"), generation="lmms_eval", **common)
     with pytest.raises(ValueError, match="unknown answer parser"):
         evaluate.evaluate(output=str(tmp_path / "x.json"), answer_parser="lmms-eval", **common)
     with pytest.raises(ValueError, match="answer_scoring must be one of"):

@@ -74,3 +74,57 @@ def test_answer_loss_is_mean_answer_token_nll(tiny_vlm):
     enc = encode(tiny_vlm, prompts, images, ["yes"], add_eos=True)
     nll = -continuation_logprobs(forward_logits(tiny_vlm, enc), enc, reduce="mean")
     torch.testing.assert_close(loss, nll[0], atol=1e-5, rtol=1e-5)
+
+
+def test_toolkit_generation_keeps_the_whole_reply_and_fits_the_context(tiny_vlm, monkeypatch):
+    from vseam_pl.context import max_context
+    from vseam_pl.scoring import generate_answers
+    from vseam_pl.text import generation_settings, parse_yes_no
+
+    asked = []
+
+    def fake_generate(input_ids, max_new_tokens, **kwargs):  # the tiny tokenizer has no newline token
+        asked.append(max_new_tokens)
+        return torch.cat([input_ids, input_ids[:, -3:]], dim=1)
+
+    monkeypatch.setattr(tiny_vlm.model, "generate", fake_generate)
+    monkeypatch.setattr(
+        tiny_vlm.tokenizer, "batch_decode", lambda new, **kw: [" The answer is:\nNo \n"] * len(new)
+    )
+    prompts, images = build_prompts(tiny_vlm, ["is there a dog?"]), make_images(1)
+    vseam = generation_settings("vseam", "vlmevalkit", "pope", 8)
+    short = generate_answers(
+        tiny_vlm, prompts, images, vseam.max_new_tokens, vseam.first_line, vseam.fit_context
+    )
+    toolkit = generation_settings("toolkit", "vlmevalkit", "pope")
+    whole = generate_answers(
+        tiny_vlm, prompts, images, toolkit.max_new_tokens, toolkit.first_line, toolkit.fit_context
+    )
+    assert short == ["The answer is:"] and whole == ["The answer is:\nNo"]
+    assert parse_yes_no(short[0], "vlmevalkit") is None and parse_yes_no(whole[0], "vlmevalkit") == "no"
+    # VLMEvalKit's 2048 new tokens do not fit the tiny model's 512 positions: cut to what the prompt leaves.
+    prompt_len = int(
+        tiny_vlm.processor(images=images, text=prompts, return_tensors="pt")["input_ids"].shape[1]
+    )
+    assert asked == [8, max_context(tiny_vlm) - prompt_len]
+    # Without fit_context the same request is refused, as before.
+    with pytest.raises(ValueError, match="to generate"):
+        generate_answers(tiny_vlm, prompts, images, 2048)
+
+
+def test_toolkit_generation_settings_per_benchmark():
+    from vseam_pl.text import batch_generation, generation_settings
+
+    assert generation_settings("toolkit", "lmms_eval", "pope").max_new_tokens == 128  # pope.yaml
+    assert generation_settings("toolkit", "lmms_eval", "gqa").max_new_tokens == 16  # gqa.yaml
+    assert generation_settings("toolkit", "llava", "gqa").max_new_tokens == 128  # model_vqa_loader.py
+    assert generation_settings("toolkit", "vlmevalkit", "cocoqa").max_new_tokens == 2048  # llava.py kwargs
+    assert not generation_settings("toolkit", "llava", "pope").first_line
+    assert generation_settings("toolkit", "vseam", "pope", 8) == generation_settings(
+        "vseam", "llava", "pope", 8
+    )
+    with pytest.raises(ValueError, match="generation must be one of"):
+        generation_settings("lmms", "llava", "pope")
+    with pytest.raises(ValueError, match="mixes benchmarks"):
+        batch_generation("toolkit", "lmms_eval", ["pope", "gqa"])
+    assert batch_generation("toolkit", "llava", ["pope", "gqa"]).max_new_tokens == 128

@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 
 from vseam_pl.report import compare_rows, pope_rows, validate_report
-from vseam_pl.stats import bootstrap_ci, cluster_bootstrap_ci, cluster_permutation_test, mcnemar_exact
+from vseam_pl.stats import (
+    EXACT_MAX_FLIPS,
+    bootstrap_ci,
+    cluster_bootstrap_ci,
+    cluster_permutation_test,
+    exact_sign_flip_p,
+    mcnemar_exact,
+)
 
 
 def test_exhaustive_cluster_permutation_by_hand():
@@ -132,3 +139,67 @@ def test_report_rows_count_images_and_name_the_test():
     report = {"model": "m", "scales": None, "rows": [dict(rows[0], n_images=7)]}
     with pytest.raises(ValueError, match=r"rows\[0\]\.n_images: expected null or an integer in \[1, n=6\]"):
         validate_report(report)
+
+
+def _brute_force_sign_flip(d) -> float:
+    d = [v for v in d if v != 0]
+    obs = abs(sum(d))
+    hits = sum(
+        abs(sum(s * v for s, v in zip(signs, d, strict=True))) >= obs - 1e-9
+        for signs in itertools.product((1, -1), repeat=len(d))
+    )
+    return hits / 2 ** len(d)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 8, 11, 12])
+def test_exact_sign_flip_matches_brute_force(n):
+    rng = np.random.default_rng(n)
+    ints = rng.integers(-3, 4, n).astype(float)  # ties between patterns are common with small integers
+    reals = rng.normal(size=n)
+    for d in (ints, reals, np.r_[ints, 0.0, 0.0]):
+        assert exact_sign_flip_p(d) == pytest.approx(_brute_force_sign_flip(d), abs=1e-12)
+
+
+def _sign_flip_p_by_convolution(d) -> float:
+    """Reference for integer differences: the exact null distribution of sum(s * d) by polynomial convolution."""
+    d = [int(v) for v in d if v != 0]
+    offset = sum(abs(v) for v in d)
+    dist = np.zeros(2 * offset + 1)
+    dist[offset] = 1.0
+    for v in d:
+        dist = 0.5 * (np.roll(dist, v) + np.roll(dist, -v))
+    obs = abs(sum(d))
+    values = np.arange(-offset, offset + 1)
+    return float(dist[np.abs(values) >= obs].sum())
+
+
+def test_exact_cluster_permutation_up_to_thirty_clusters_by_default():
+    # 20 images, each with one more question right under A: the only patterns as extreme are all-+ and all--.
+    images = [str(i) for i in range(20)]
+    p = cluster_permutation_test([1] * 20, [0] * 20, images)  # default n_resamples=10_000 < 2^20
+    assert p == 2 / 2**20  # Monte Carlo could not go below 1 / 10_001
+    rng = np.random.default_rng(11)
+    for n in (17, 24, 30):
+        sums = rng.integers(-4, 6, n)
+        sums[sums == 0] = 1
+        images = np.repeat(np.arange(n), np.abs(sums)).astype(str)
+        a = np.repeat((sums > 0).astype(int), np.abs(sums))
+        b = 1 - a
+        assert cluster_permutation_test(a, b, images) == pytest.approx(
+            _sign_flip_p_by_convolution(sums), rel=1e-9
+        )
+    # +-1 differences: the exact sign-flip test is the exact binomial (McNemar) test, here at 20 discordant pairs.
+    a2, b2 = np.r_[np.ones(18), np.zeros(2)], np.r_[np.zeros(18), np.ones(2)]
+    singles = [str(i) for i in range(20)]
+    assert cluster_permutation_test(a2, b2, singles) == pytest.approx(mcnemar_exact(a2, b2), rel=1e-12)
+    assert mcnemar_exact(a2, b2) == pytest.approx(2 * (1 + 20 + 190) / 2**20)  # 4.02e-4, by hand
+
+
+def test_exact_sign_flip_limits():
+    assert exact_sign_flip_p([0.0, 0.0]) == 1.0
+    assert exact_sign_flip_p([1.0, -1.0]) == 1.0  # observed sum 0: every pattern reaches it
+    with pytest.raises(ValueError, match="limited to 40"):
+        exact_sign_flip_p(np.ones(41))
+    # Beyond EXACT_MAX_FLIPS the test is Monte Carlo: never below 1 / (1 + n_resamples).
+    n = EXACT_MAX_FLIPS + 1
+    assert cluster_permutation_test([1] * n, [0] * n, [str(i) for i in range(n)], n_resamples=999) == 1 / 1000

@@ -56,6 +56,16 @@ def compared(tiny_llava_dir, tiny_world, tmp_path_factory):
         "0.3",
         "--lora_lr",
         "0.05",
+        "--iti_ks",
+        "2",
+        "48",
+        "--iti_alphas",
+        "1",
+        "15",
+        "--iti_questions",
+        "12",
+        "--val_batches",
+        "1",
     ]
     return tmp, args, compare.main(args)
 
@@ -96,7 +106,7 @@ def test_comparison_schema_counts_and_p_values(compared, tiny_llava_dir):
         "lora": 4 * 2 * (4 * 64 + 64 * 4),
         "iti_mass_mean": 0,
         "iti_learned": k * 16,
-        "lofit": 16 + k * 16,
+        "lofit": 4 * 4 * 16 + k * 16,  # every head's scaling vector (selection), then k bias vectors
     }
     steps = {r["method"]: r["train_steps"] for r in rows}
     assert steps["zero_shot"] == steps["closed_form"] == steps["iti_mass_mean"] == 0
@@ -132,7 +142,18 @@ def test_comparison_schema_counts_and_p_values(compared, tiny_llava_dir):
         assert r["method_only"] == sum(a and not b for a, b in zip(mine, ref, strict=True))
         assert set(r["levels"]) == {"object", "attribute", "relation"}
 
+    # ITI: K and alpha chosen on validation from the swept grid (K capped at the 16 heads), the best setting's
+    # validation accuracy; LoFiT: k heads by the norm of their scaling vectors.
+    iti = next(r for r in rows if r["method"] == "iti_mass_mean")["selection"]
+    assert [(g["k"], g["alpha"]) for g in iti["sweep"]] == [(2, 1.0), (2, 15.0), (16, 1.0), (16, 15.0)]
+    assert iti["chosen"] == max(iti["sweep"], key=lambda g: g["val_accuracy"])
+    assert 0.0 <= iti["probe_val_accuracy_top"] <= 1.0
+    lofit = next(r for r in rows if r["method"] == "lofit")["selection"]
+    assert len(lofit["vector_norms_top"]) == k and lofit["vector_norms_top"] == sorted(
+        lofit["vector_norms_top"], reverse=True
+    )
     md = (tmp / "docs" / "comparison.md").read_text()
+    assert f"K={iti['chosen']['k']}, alpha={iti['chosen']['alpha']:g}" in md
     assert (
         saved["command"] in md
         and "| random_heads (mean ± std, 2 seeds) |" in md

@@ -17,6 +17,7 @@ from transformers import AutoModelForImageTextToText
 from tests.helpers import make_images
 from vseam_pl.export import export, main
 from vseam_pl.io import write_json
+from vseam_pl.model_card import BaseModelError, provenance_of, resolve_base_model
 from vseam_pl.modulation import HeadModulation
 from vseam_pl.peft_adapter import PeftAdapterError
 from vseam_pl.prompts import build_prompts
@@ -44,9 +45,16 @@ def logits(model, processor, prompts, images) -> torch.Tensor:
 def test_peft_adapter_loads_in_plain_peft_with_modulated_logits(
     tiny_llava_dir, scales_file, tmp_path, one_thread
 ):
-    out = export(str(tiny_llava_dir), scales_file, tmp_path / "adapter", format="peft")
+    out = export(
+        str(tiny_llava_dir),
+        scales_file,
+        tmp_path / "adapter",
+        format="peft",
+        base_model_id="someone/tiny-llava",
+    )
     config = json.loads((out / "adapter_config.json").read_text())
-    assert config["peft_type"] == "IA3" and config["base_model_name_or_path"] == str(tiny_llava_dir)
+    # The Hub id, not the local folder: AutoPeftModel resolves it from any directory.
+    assert config["peft_type"] == "IA3" and config["base_model_name_or_path"] == "someone/tiny-llava"
     assert sorted(config["target_modules"]) == sorted(config["feedforward_modules"])
     assert len(config["target_modules"]) == 4 and all(
         t.endswith("self_attn.o_proj") for t in config["target_modules"]
@@ -84,7 +92,7 @@ def test_peft_adapter_loads_in_plain_peft_with_modulated_logits(
 
 
 def test_from_peft_refuses_untied_and_foreign_adapters(tiny_llava_dir, scales_file, tmp_path):
-    out = export(str(tiny_llava_dir), scales_file, tmp_path / "adapter", format="peft")
+    out = export(str(tiny_llava_dir), scales_file, tmp_path / "adapter", format="peft", base_model_id="a/b")
     vlm = load_vlm(str(tiny_llava_dir))
     weights_path = out / "adapter_model.safetensors"
     weights = load_file(weights_path)
@@ -143,6 +151,8 @@ def test_model_card_and_push_to_hub_upload_call(tiny_llava_dir, scales_file, tmp
             "peft",
             "--push-to-hub",
             "someone/tiny-vseam",
+            "--base_model_id",
+            "someone/tiny-llava",
             "--private",
             "true",
         ]
@@ -166,8 +176,13 @@ def test_model_card_and_push_to_hub_upload_call(tiny_llava_dir, scales_file, tmp
     assert (out / "scales_heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     card = ModelCard.load(out / "README.md")
-    assert card.data.base_model == str(tiny_llava_dir) and card.data.library_name == "peft"
+    assert card.data.base_model == "someone/tiny-llava" and card.data.library_name == "peft"
     text = card.text
+    # No local path anywhere in what is uploaded: not the model folder, not the scales file, not the output.
+    for name in ("README.md", "vseam_export.json", "adapter_config.json"):
+        assert str(tmp_path) not in (out / name).read_text(), name
+    assert "--model someone/tiny-llava --scales head_scales.safetensors --out exp" in text
+    assert "learned by `vseam train`" in text  # config.yaml beside the scales: a training run
     assert 'PeftModel.from_pretrained(base, "someone/tiny-vseam")' in text and "merge_and_unload" in text
     assert "(scales_heatmap.png)" in text and "fraction: 0.25" in text and "--format peft" in text
     # The metrics table with p-value and CI of the one row: 66.67 -> 83.33, +16.67 points.
@@ -176,9 +191,44 @@ def test_model_card_and_push_to_hub_upload_call(tiny_llava_dir, scales_file, tmp
 
 
 def test_merged_export_gets_a_card_too(tiny_llava_dir, scales_file, tmp_path):
-    out = export(str(tiny_llava_dir), scales_file, tmp_path / "merged")
+    out = export(str(tiny_llava_dir), scales_file, tmp_path / "merged", base_model_id="someone/tiny-llava")
     card = ModelCard.load(out / "README.md")
     assert card.data.library_name == "transformers" and "No metrics.json" in card.text
+    assert card.data.base_model == "someone/tiny-llava"
     assert (
         "AutoModelForImageTextToText.from_pretrained" in card.text and (out / "scales_heatmap.png").exists()
     )
+    # No config.yaml beside the scales: the card does not claim they were learned.
+    assert "not recorded" in card.text and "learned by" not in card.text and "One learned" not in card.text
+    info = json.loads((out / "vseam_export.json").read_text())
+    assert info["scales"] == "head_scales.safetensors" and info["base_model"] == "someone/tiny-llava"
+
+
+def test_base_model_resolves_to_a_hub_id_or_is_refused(tiny_llava_dir, tmp_path, monkeypatch):
+    assert resolve_base_model("llava-hf/llava-1.5-7b-hf") == "llava-hf/llava-1.5-7b-hf"
+    snapshot = tmp_path / "hub" / "models--llava-hf--llava-1.5-7b-hf" / "snapshots" / "0123abc"
+    snapshot.mkdir(parents=True)
+    assert resolve_base_model(snapshot) == "llava-hf/llava-1.5-7b-hf"  # a Hugging Face cache folder
+    named = tmp_path / "named"
+    named.mkdir()
+    (named / "config.json").write_text(json.dumps({"_name_or_path": "Salesforce/instructblip-vicuna-7b"}))
+    assert resolve_base_model(named) == "Salesforce/instructblip-vicuna-7b"
+    # A relative local folder (the reported case: `checkpoints/tiny-llava`) has no id: refused, naming the fix.
+    monkeypatch.chdir(tiny_llava_dir.parent)
+    with pytest.raises(BaseModelError, match="local folder and names no Hub id.*--base_model_id"):
+        resolve_base_model(tiny_llava_dir.name)
+    with pytest.raises(BaseModelError, match="not a local path"):
+        resolve_base_model(tiny_llava_dir.name, base_model_id=tiny_llava_dir.name)
+    with pytest.raises(BaseModelError, match="expected a Hub model id"):
+        resolve_base_model(tiny_llava_dir.name, base_model_id="/abs/path")
+    assert resolve_base_model(tiny_llava_dir.name, base_model_id="me/tiny") == "me/tiny"
+    with pytest.raises(BaseModelError, match="local folder"):
+        export(tiny_llava_dir.name, tmp_path / "none.safetensors", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_scales_provenance_is_what_the_files_say():
+    assert "learned" in provenance_of("run/head_scales.safetensors", config_found=True)
+    assert "discover --init-scales" in provenance_of("d/init_scales.safetensors", config_found=False)
+    assert provenance_of("x.safetensors", config_found=False).startswith("not recorded")
+    assert provenance_of("x.safetensors", True, "hand-set: head 3.1 x 2") == "hand-set: head 3.1 x 2"

@@ -544,14 +544,12 @@ class EditPlanner:
         kind, verb, core = self._analyse(phrase)
         notes: list[str] = []
         sobj, oobj = self._relation_objects(record, objects, step, subject, obj, notes)
-        if kind == "spatial":
+        on_ground = self._on_ground(phrase, subject, obj)
+        if on_ground is not None:
+            group, options = on_ground
+            canonical = phrase.lower()
+        elif kind == "spatial":
             assert core is not None
-            if core.canonical in ("on", "on top of") and self._is_surface(obj):
-                raise Unresolved(
-                    "no sensible opposite",
-                    f"'{subject} {phrase} the {obj}': nothing can be under a ground surface, so 'on' has no "
-                    "physically sensible opposite here",
-                )
             group, canonical = core.group, core.canonical
             options = [f"{verb} {o}".strip() for o in self.vocab.substitutes(core)]
         else:
@@ -601,6 +599,34 @@ class EditPlanner:
 
     def _is_surface(self, noun: str) -> bool:
         return bool(set(self.vocab.singulars(noun)) & self.vocab.surfaces)
+
+    def _on_ground(self, phrase: str, subject: str, obj: str) -> tuple[str, list[str]] | None:
+        """(group, substitutes) for '[posture] on / on top of' a ground surface, which has no opposite 'under'
+        (`ground_relations` in the vocabulary): a posture becomes another posture on the same surface ("standing
+        on the sidewalk" -> "sitting on" / "lying on"); anything else leaves the surface: off a floor into the air
+        ("jumping above the ground"), off another surface beside it (the subject's generic relation: "parked next
+        to the street"). None when the phrase is not 'on' a ground surface, or is an action the vocabulary lists
+        with its own substitutes ("parked on" -> "driving on")."""
+        if not self._is_surface(obj):
+            return None
+        low = " ".join(phrase.lower().split())
+        verb, _, rest = low.partition(" ")
+        on = self.vocab.find(rest, "relation") if rest else None
+        if on is None or on.canonical not in ("on", "on top of"):
+            verb, rest, on = "", low, self.vocab.find(low, "relation")
+            if on is None or on.canonical not in ("on", "on top of"):
+                return None
+        rules = self.vocab.ground_relations
+        swaps = rules.get("postures", {})
+        if verb in swaps:
+            return "action", [f"{p} {rest}" for p in swaps[verb]]
+        whole = self.vocab.find(low, "relation")
+        if whole is not None and whole.group == "action":
+            return None
+        if set(self.vocab.singulars(obj)) & set(rules.get("floors", ())):
+            leave = rules.get("leave_floor", {})
+            return "spatial", [leave.get(self.vocab.object_class(subject) or "*", leave.get("*", "above"))]
+        return "spatial", [self.vocab.generic_relation(subject)]
 
     def _asked_relation(self, record: QARecord) -> tuple[str, tuple[int, int] | None, ProgramRelation | None]:
         """The relation the question asks about: the longest relation phrase of a program step found in the question

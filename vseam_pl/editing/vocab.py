@@ -307,3 +307,8 @@ class EditVocab:
     @property
     def surfaces(self) -> frozenset[str]:
         return frozenset(self.data.get("surfaces", ()))
+
+    @property
+    def ground_relations(self) -> dict[str, Any]:
+        """How 'on' a ground surface is edited (no 'under' there): posture swaps, floors, leaving the floor."""
+        return self._table("ground_relations")

@@ -4,10 +4,11 @@
 
 Methods (`vseam_pl.baselines.METHODS`): zero-shot frozen model; closed-form scales from discovery scores (no
 training); scales learned from ones; scales learned from the discovery initialisation; K random heads learned
-(K = heads the discovery top-K selects; several seeds); peft IA3 and LoRA on the language decoder; ITI-style
-additive shifts on the K heads whose clean-vs-edited mass-mean directions separate best (`iti_mass_mean`: the
-mass-mean vectors, untrained; `iti_learned`: vectors learned from 0); LoFiT-style (`lofit`: half the steps learn
-all scales with an L1 pull toward 1, the K heads that moved most then get bias vectors for the other half). Every
+(K = heads the discovery top-K selects; several seeds); peft IA3 and LoRA on the language decoder;
+ITI as honest_llama implements it (probe-selected heads, center-of-mass shifts at the last token; `iti_mass_mean`:
+the vectors untrained, K and alpha chosen on the validation split; `iti_learned`: vectors learned from 0 on the
+probe-selected heads, at every position); LoFiT as lo-fit implements it (`lofit`: half the steps learn a scaling vector per head with an
+L1 on it, the heads of largest vector norm then get bias vectors for the other half). Every
 trained method gets the same data (training fraction and data seed), batches and number of optimizer steps.
 
 Discovery runs once per model on the *train* split's clean/edited pairs (`DATA/train/pairs/pairs.jsonl`). Each
@@ -33,21 +34,24 @@ from ..argparsing import ArgumentParser
 from ..baselines import (
     METHODS,
     TRAINED,
-    L1ScalesModule,
+    HeadShift,
+    HeadShiftModule,
+    LoFiTScalingModule,
     build_method,
     claim_run_dir,
     discovery_head_count,
     discovery_heads,
-    iti_shifts,
+    lofit_bias_init,
     lofit_heads,
-    mass_mean_directions,
     trainable_count,
 )
 from ..data import GQADataModule
 from ..discovery import DiscoveryConfig, HeadScores, init_scales_from_scores, run_discovery
+from ..evaluation import is_correct
 from ..io import read_cached, write_json, write_text
+from ..iti import DEFAULT_ALPHA, DEFAULT_K, ITISelection, answer_activations, select_iti
 from ..levels import LEVELS
-from ..pairs import load_pairs, prepare_pairs
+from ..pairs import load_pairs
 from ..stats import cluster_count, cluster_permutation_test, mcnemar_exact
 from ..vlm import load_vlm, model_display_name
 
@@ -66,6 +70,7 @@ ROW_KEYS = (
     "zero_shot_only",
     "train_steps",
     "seconds",
+    "selection",
 )
 
 
@@ -105,10 +110,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--shift_lr", type=float, default=0.01, help="learning rate of the ITI / LoFiT shift vectors"
     )
     p.add_argument(
-        "--iti_alpha", type=float, default=5.0, help="ITI strength: shift = alpha * sigma * direction"
+        "--iti_alphas",
+        type=float,
+        nargs="+",
+        default=[1.0, 5.0, 10.0, DEFAULT_ALPHA, 20.0],
+        help="ITI strengths swept on the validation split (honest_llama's default: 15)",
     )
     p.add_argument(
-        "--lofit_l1", type=float, default=0.05, help="LoFiT selection step: weight of mean |scale - 1|"
+        "--iti_ks",
+        type=int,
+        nargs="+",
+        default=[8, 16, 32, DEFAULT_K],
+        help="ITI head counts swept on the validation split (honest_llama's default: 48; capped at all heads)",
+    )
+    p.add_argument(
+        "--iti_questions", type=int, default=256, help="train questions whose answers the ITI probes read"
+    )
+    p.add_argument(
+        "--val_batches", type=int, default=4, help="validation batches the ITI sweep scores (0: all)"
+    )
+    p.add_argument(
+        "--lofit_l1",
+        type=float,
+        default=5e-3,
+        help="LoFiT selection step: weight of sum |A| (lo-fit's train_script_clutrr.sh: 5e-3)",
     )
     p.add_argument("--num_workers", type=int, default=1)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
@@ -154,7 +179,10 @@ RESULT_SETTINGS = (
     "lora_lr",
     "lora_r",
     "shift_lr",
-    "iti_alpha",
+    "iti_alphas",
+    "iti_ks",
+    "iti_questions",
+    "val_batches",
     "lofit_l1",
 )
 
@@ -197,25 +225,98 @@ def fit_steps(module: Any, args: argparse.Namespace, steps: int) -> int:
     return trainer.global_step
 
 
-def iti_selection(model: str, k: int, args: argparse.Namespace) -> tuple[list, Any]:
-    """ITI heads and mass-mean shifts from the discovery pairs of the train split (the data discovery sees)."""
+def iti_selection(model: str, args: argparse.Namespace) -> ITISelection:
+    """honest_llama's probes on the train split: every candidate answer of `--iti_questions` train questions, read
+    at its last token and labelled by its truth; heads ranked by probe accuracy on held-out questions."""
     vlm = load_vlm(model)
-    manifest = Path(args.data_root) / "train" / "pairs" / "pairs.jsonl"
-    items = prepare_pairs(vlm, load_pairs(manifest, limit=args.discovery_pairs))
-    direction, sigma = mass_mean_directions(vlm, items)
-    return iti_shifts(direction, sigma, k, args.iti_alpha)
+    data = datamodule(args)
+    data.setup("fit")
+    questions, images, candidates, answers = [], [], [], []
+    for batch in data.train_dataloader():
+        for ex in batch.examples:
+            if ex.record.candidates and len(questions) < args.iti_questions:
+                questions.append(ex.record.question)
+                images.append(ex.image)
+                candidates.append(list(ex.record.candidates))
+                answers.append(ex.record.answer)
+        if len(questions) >= args.iti_questions:
+            break
+    if len(questions) < 2:
+        raise ValueError(
+            f"{args.data_root}: ITI needs closed (candidate) train questions; found {len(questions)}"
+        )
+    acts = answer_activations(vlm, questions, images, candidates, answers, batch_size=args.batch_size)
+    return select_iti(acts, seed=args.data_seed)
 
 
-def shift_setup(model: str, method: str, k: int, args: argparse.Namespace) -> tuple[dict[str, Any], int]:
-    """`shift_kwargs` of an ITI / LoFiT method and the optimizer steps its selection took (LoFiT's first half)."""
+def val_accuracy(module: Any, args: argparse.Namespace) -> float:
+    """Accuracy of `module` (its intervention attached) on the first `--val_batches` validation batches."""
+    data = datamodule(args)
+    data.setup("validate")
+    correct = []
+    for i, batch in enumerate(data.val_dataloader()):
+        if args.val_batches and i >= args.val_batches:
+            break
+        if batch.examples:
+            records, preds = module.answer(batch)
+            correct += [is_correct(r, p, module.answer_parser) for r, p in zip(records, preds, strict=True)]
+    if not correct:
+        raise ValueError(f"{args.data_root}: no validation examples to choose ITI's alpha and K on")
+    return float(np.mean(correct))
+
+
+def iti_sweep(
+    model: str, selection: ITISelection, args: argparse.Namespace
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Choose ITI's K and alpha on the validation split, as honest_llama sweeps them: every (K, alpha) of the
+    grid shifts the last token of the frozen model; the best validation accuracy wins (ties: the earlier setting,
+    K then alpha in the order given)."""
+    heads, vecs = selection.shifts(1, 1.0)
+    module = HeadShiftModule(
+        shift_heads=heads, shift_init=vecs, learn_shifts=False, shift_positions="last", model=model
+    )
+    grid = []
+    for k in dict.fromkeys(min(k, len(selection.ranked)) for k in args.iti_ks):
+        for alpha in args.iti_alphas:
+            heads, vecs = selection.shifts(k, alpha)
+            module.shift.detach()
+            module.shift = HeadShift(heads, module.vlm.head_dim, vecs, positions="last").attach(module.vlm)
+            grid.append({"k": k, "alpha": alpha, "val_accuracy": val_accuracy(module, args)})
+            print(
+                f"[compare] ITI K={k} alpha={alpha}: val accuracy {grid[-1]['val_accuracy']:.4f}", flush=True
+            )
+    best = max(grid, key=lambda g: g["val_accuracy"])  # max keeps the first of equal accuracies
+    heads, vecs = selection.shifts(best["k"], best["alpha"])
+    return {"shift_heads": heads, "shift_init": vecs}, {"chosen": best, "sweep": grid}
+
+
+def shift_setup(
+    model: str, method: str, k: int, args: argparse.Namespace
+) -> tuple[dict[str, Any], int, dict[str, Any]]:
+    """`shift_kwargs` of an ITI / LoFiT method, the optimizer steps its selection took (LoFiT's first half) and
+    what the selection chose (recorded with the result)."""
     if method in ("iti_mass_mean", "iti_learned"):
-        heads, vecs = iti_selection(model, k, args)
-        return {"shift_heads": heads, "shift_init": vecs if method == "iti_mass_mean" else None}, 0
+        selection = iti_selection(model, args)
+        probe = {"probe_val_accuracy_top": float(selection.accuracy.max())}
+        if (
+            method == "iti_learned"
+        ):  # vectors learned from 0 on as many probe-selected heads as discovery selects
+            return {"shift_heads": selection.ranked[:k]}, 0, probe
+        kwargs, chosen = iti_sweep(model, selection, args)
+        return kwargs, 0, {**probe, **chosen}
     seed_everything(args.data_seed, verbose=False)
-    selector = L1ScalesModule(scale_l1=args.lofit_l1, model=model, lr=args.lr)
+    selector = LoFiTScalingModule(
+        lofit_l1=args.lofit_l1, vector_seed=args.data_seed, model=model, lr=args.shift_lr
+    )
     taken = fit_steps(selector, args, max(1, args.steps // 2))
-    heads = lofit_heads(selector.modulation.scales, k)
-    return {"shift_heads": heads, "extra_trained": selector.modulation.scales.numel()}, taken
+    vectors = selector.scaling.vectors.detach()
+    heads = lofit_heads(vectors, k)
+    kwargs = {
+        "shift_heads": heads,
+        "shift_init": lofit_bias_init(len(heads), vectors.shape[-1], args.data_seed),
+        "extra_trained": vectors.numel(),
+    }
+    return kwargs, taken, {"vector_norms_top": [float(vectors[lay, h].norm()) for lay, h in heads]}
 
 
 def run_method(
@@ -224,9 +325,9 @@ def run_method(
     """Build, train (when the method trains) and test one method; return its per-example correctness."""
     start = time.perf_counter()
     k = discovery_head_count(scores, args.top_k)
-    shift_kwargs, steps = (None, 0)
+    shift_kwargs, steps, selection = (None, 0, None)
     if method in ("iti_mass_mean", "iti_learned", "lofit"):
-        shift_kwargs, steps = shift_setup(model, method, k, args)
+        shift_kwargs, steps, selection = shift_setup(model, method, k, args)
     seed_everything(args.data_seed, verbose=False)  # identical data order and initial state for every method
     lr = {"lora": args.lora_lr, "iti_learned": args.shift_lr, "lofit": args.shift_lr}.get(method, args.lr)
     kwargs: dict[str, Any] = {"model": model, "lr": lr}
@@ -265,6 +366,7 @@ def run_method(
         "trainable_params": trainable_count(module),
         "train_steps": steps,
         "seconds": round(time.perf_counter() - start, 1),
+        **({"selection": selection} if selection is not None else {}),
         "outcomes": outcomes,
     }
 
@@ -345,6 +447,7 @@ def method_row(result: dict, reference: dict[int, bool]) -> dict[str, Any]:
         "zero_shot_only": int((~correct & zero).sum()),
         "train_steps": result["train_steps"],
         "seconds": result["seconds"],
+        "selection": result.get("selection"),  # what ITI / LoFiT selected; None for the other methods
     }
 
 
@@ -416,6 +519,34 @@ def markdown_table(models: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def selection_lines(models: list[dict[str, Any]]) -> list[str]:
+    """What ITI chose on the validation split (K, alpha) and how well its best head's probe reads the answer's
+    truth; LoFiT's selected heads' vector norms."""
+    out = []
+    for m in models:
+        for r in m["rows"]:
+            sel = r.get("selection") or {}
+            if "chosen" in sel:
+                c = sel["chosen"]
+                out.append(
+                    f"- {model_display_name(m['model'])} `{r['method']}`: K={c['k']}, alpha={c['alpha']:g} "
+                    f"(validation accuracy {_pct(c['val_accuracy'])}% of {len(sel['sweep'])} settings swept; best "
+                    f"head probe validation accuracy {_pct(sel['probe_val_accuracy_top'])}%)"
+                )
+            elif "probe_val_accuracy_top" in sel:
+                out.append(
+                    f"- {model_display_name(m['model'])} `{r['method']}`: probe-selected heads, best head probe "
+                    f"validation accuracy {_pct(sel['probe_val_accuracy_top'])}%"
+                )
+            elif "vector_norms_top" in sel:
+                norms = sel["vector_norms_top"]
+                out.append(
+                    f"- {model_display_name(m['model'])} `{r['method']}`: {len(norms)} heads by scaling-vector norm "
+                    f"(|A| {max(norms):.3g} to {min(norms):.3g})"
+                )
+    return out
+
+
 def summary_lines(models: list[dict[str, Any]]) -> list[str]:
     """Plain statements of the result per model (best method, V-SEAM vs the adapters), computed, not written."""
     out = []
@@ -460,20 +591,32 @@ def write_report(models: list[dict[str, Any]], args: argparse.Namespace, command
             f"and {args.steps} optimizer steps; scales and IA3 use lr {args.lr}, LoRA (rank {args.lora_r}) lr "
             f"{args.lora_lr}. Discovery: `{args.discovery_method}` on {args.discovery_pairs} train pairs; the "
             f'closed-form scales are `init_scales_from_scores(scores, rule="closed_form")`; random heads learn as many '
-            f"heads as the top-{args.top_k} positive + negative discovery heads, and so many heads get ITI / LoFiT "
-            f"vectors (ITI: mass-mean directions of the discovery pairs, alpha {args.iti_alpha}; LoFiT: L1 weight "
-            f"{args.lofit_l1} for half the steps, then vectors for the other half; vectors lr {args.shift_lr}). "
+            f"heads as the top-{args.top_k} positive + negative discovery heads, and so many heads get learned ITI / "
+            "LoFiT vectors. ITI follows honest_llama (`vseam_pl.iti`): a logistic probe per head on whether each "
+            f"candidate answer of {args.iti_questions} train questions is true (activations at the answer's last "
+            "token), heads ranked by probe accuracy on held-out questions, shifts alpha * std * unit(true mean - "
+            "false mean) added at the last token of every forward; `iti_mass_mean` takes K and alpha from a sweep "
+            f"on the validation split (K in {args.iti_ks}, alpha in {args.iti_alphas}, {args.val_batches or 'all'} "
+            "validation batches), `iti_learned` learns vectors from 0 on as many probe-selected heads, at every position. LoFiT follows lo-fit: scaling vectors "
+            f"z * (1 + A) for every head with L1 weight {args.lofit_l1} on sum |A| for half the steps, the heads of "
+            f"largest |A| then get bias vectors for the other half (vectors lr {args.shift_lr}). "
             "p: exact McNemar test of each method against the zero-shot model on the same examples "
             "(`vseam_pl.stats.mcnemar_exact`); image-clustered p: the paired permutation test that swaps the two "
-            "systems' answers per image (`vseam_pl.stats.cluster_permutation_test`), since one image has several "
-            "questions. Trainable params: the scalars the optimizer changes (random heads: the "
-            "K heads' scales; LoFiT: all scales of its selection step plus the K vectors; ITI mass-mean: none).",
+            "systems' answers per image (`vseam_pl.stats.cluster_permutation_test`; exact up to 30 images with a "
+            "non-zero difference, 10,000 random sign patterns beyond), since one image has several questions. Trainable params: the scalars the optimizer changes (random heads: the "
+            "K heads' scales; LoFiT: all scaling vectors of its selection step plus the K bias vectors; ITI mass-mean: "
+            "none).",
             "",
             "Runs are resumable and cached per run under `--runs_dir`: running the same command once per model (e.g. in "
             "parallel processes) and then once with every model only aggregates, and gives the same files.",
             "",
             markdown_table(models),
             "",
+            *(
+                ["What ITI and LoFiT selected:", "", *selection_lines(models), ""]
+                if selection_lines(models)
+                else []
+            ),
             "## Summary",
             "",
             *summary_lines(models),
