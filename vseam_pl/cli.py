@@ -15,6 +15,7 @@ from .distributed import all_gather_object
 from .io import write_text
 from .report import format_table, write_metrics_json
 from .resume import check_checkpoint, read_checkpoint, same_model
+from .signals import track
 from .synth import generate_benchmarks
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -80,6 +81,7 @@ class VSeamCLI(LightningCLI):
 
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
+        track(self.trainer)  # a SIGTERM report names its last checkpoint (vseam_pl.signals)
         vlm = getattr(self.model, "vlm", None)
         model = (vlm.name, (vlm.num_layers, vlm.num_heads, vlm.head_dim)) if vlm is not None else None
         if self.config.get("ckpt_path") == "last":
