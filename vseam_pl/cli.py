@@ -17,6 +17,7 @@ from .report import format_table, write_metrics_json
 from .resume import check_checkpoint, read_checkpoint, same_model
 from .signals import track
 from .synth import generate_benchmarks
+from .versions import exclusive_versions
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "default.yaml"
@@ -82,6 +83,7 @@ class VSeamCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
         track(self.trainer)  # a SIGTERM report names its last checkpoint (vseam_pl.signals)
+        exclusive_versions(self.trainer.loggers)  # concurrent runs under one root never share version_N
         vlm = getattr(self.model, "vlm", None)
         model = (vlm.name, (vlm.num_layers, vlm.num_heads, vlm.head_dim)) if vlm is not None else None
         if self.config.get("ckpt_path") == "last":
