@@ -14,6 +14,7 @@ The answer on the edited image is `edited_answer`, else the other of exactly two
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -122,6 +123,27 @@ def append_pair(path: str | os.PathLike, pair: ImagePair) -> None:
         fh.write(json.dumps(d) + "\n")
         fh.flush()
         os.fsync(fh.fileno())
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes ("missing" when it cannot be read: the run reports that file itself)."""
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    except OSError:
+        return "missing"
+    return h.hexdigest()
+
+
+def pair_digest(pair: ImagePair) -> str:
+    """A digest of everything a pair's results depend on: all its fields (question, answers, candidates, image
+    paths, ...) and the bytes of both images. Resumed results are reused only when it is unchanged: the same ids with
+    swapped images or answers are other inputs."""
+    fields = json.dumps(pair.to_json(), sort_keys=True, default=str)
+    images = [file_digest(pair.clean_image), file_digest(pair.edited_image)]
+    return hashlib.sha256(json.dumps([fields, images]).encode()).hexdigest()
 
 
 # -- select ---------------------------------------------------------------------------------------------------
