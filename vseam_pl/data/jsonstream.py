@@ -23,7 +23,8 @@ class JSONStreamError(ValueError):
 class _Scanner:
     def __init__(self, path: Path, chunk_size: int) -> None:
         self.path = path
-        self.file = open(path, encoding="utf-8")  # noqa: SIM115 - closed by iter_json_items
+        # bytes that are not UTF-8 become lone surrogates: the reader names the record holding them
+        self.file = open(path, encoding="utf-8", errors="surrogateescape")  # noqa: SIM115 - closed below
         self.chunk_size = chunk_size
         self.buf = ""
         self.pos = 0
@@ -71,6 +72,16 @@ class _Scanner:
             self.pos = end
             return obj
 
+    def end_of_document(self) -> None:
+        """Only whitespace may follow the closing bracket: a second list (two files concatenated) or trailing
+        garbage would otherwise be dropped without a word."""
+        c = self.peek()
+        if c:
+            self.fail(
+                f"unexpected {c!r} after the end of the document (a second JSON value, e.g. two files "
+                "concatenated, or trailing data); the records after it would be lost"
+            )
+
     def fail(self, msg: str, offset: int | None = None) -> None:
         at = self.consumed + (self.pos if offset is None else offset)
         raise JSONStreamError(f"{self.path}: malformed JSON at character {at}: {msg}")
@@ -83,6 +94,8 @@ def iter_json_items(path: str | Path, chunk_size: int = 1 << 20) -> Iterator[tup
         opener = sc.expect("[{", "at the start of the document (a list or an object of records)")
         closer = "]" if opener == "[" else "}"
         if sc.peek() == closer:
+            sc.pos += 1
+            sc.end_of_document()
             return
         index = 0
         while True:
@@ -98,6 +111,7 @@ def iter_json_items(path: str | Path, chunk_size: int = 1 << 20) -> Iterator[tup
             yield key, sc.value(where)
             index += 1
             if sc.expect("," + closer, f"after record {key!r}") == closer:
+                sc.end_of_document()
                 return
     finally:
         sc.file.close()
