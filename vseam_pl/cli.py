@@ -58,6 +58,9 @@ class VSeamCLI(LightningCLI):
             self.config = parser.parse_object(args)
         else:
             self.config = parser.parse_args(underscore_flags(args))
+        model = self.config.get("model")
+        if model is not None and isinstance(model.get("model"), str):
+            model["model"] = package_path(model["model"])
 
     def add_arguments_to_parser(self, parser: Any) -> None:
         parser.add_argument(
@@ -92,6 +95,17 @@ class VSeamCLI(LightningCLI):
             check_checkpoint(
                 read_checkpoint(self.config["ckpt_path"]), *model, where=self.config["ckpt_path"]
             )
+
+
+def package_path(value: str) -> str:
+    """A relative path of the embedded recipes (``checkpoints/tiny-instructblip``) that does not exist in the
+    working directory but does in the package's repository: that folder, absolute. Run from another folder, the
+    default recipe's relative model path otherwise reached the hub as a repo id ("couldn't connect" offline)."""
+    path = Path(value).expanduser()
+    if path.is_absolute() or path.exists() or not (REPO_ROOT / path).exists():
+        return value
+    rank_zero_info(f"{value}: not in the working directory; using the package's {REPO_ROOT / path}")
+    return str(REPO_ROOT / path)
 
 
 def checkpoint_roots(trainer: Any) -> list[Path]:

@@ -29,6 +29,11 @@ def _umask() -> int:
     return umask
 
 
+def folder_mode() -> int:
+    """The permissions the user's umask gives a new folder (`tempfile.mkdtemp` makes 0700 ones)."""
+    return 0o777 & ~_umask()
+
+
 @contextmanager
 def staging_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a new empty folder beside `path`, unique to this process (``.<name>.<host>-<pid>.<random>.tmp``), with
@@ -40,7 +45,7 @@ def staging_dir(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(
         tempfile.mkdtemp(prefix=f".{path.name}.{_host()}-{os.getpid()}.", suffix=".tmp", dir=path.parent)
     )
-    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 folders
+    os.chmod(tmp, folder_mode())
     try:
         yield tmp
     finally:

@@ -37,3 +37,19 @@ def test_two_training_clis_under_one_root_get_two_run_folders(tiny_llava_dir, tm
     first, second = build_cli(args + ["--model.lr", "0.02"]), build_cli(args + ["--model.lr", "0.05"])
     assert first.trainer.log_dir != second.trainer.log_dir
     assert {Path(first.trainer.log_dir).name, Path(second.trainer.log_dir).name} == {"version_0", "version_1"}
+
+
+def test_the_default_recipes_model_is_found_from_another_folder(tmp_path, monkeypatch):
+    """`checkpoints/tiny-instructblip` is relative to the package; from another folder it reached the hub."""
+    from vseam_pl.cli import REPO_ROOT, package_path
+
+    monkeypatch.chdir(tmp_path)
+    assert package_path("checkpoints/tiny-instructblip") == str(
+        REPO_ROOT / "checkpoints" / "tiny-instructblip"
+    )
+    (tmp_path / "checkpoints" / "tiny-instructblip").mkdir(parents=True)  # the working directory's one wins
+    assert package_path("checkpoints/tiny-instructblip") == "checkpoints/tiny-instructblip"
+    assert package_path("llava-hf/llava-1.5-7b-hf") == "llava-hf/llava-1.5-7b-hf"
+    (tmp_path / "checkpoints" / "tiny-instructblip").rmdir()
+    cli = build_cli(["--synth_root", "null", "--trainer.callbacks", "[]", "--trainer.logger", "false"])
+    assert cli.model.vlm.name == "tiny-instructblip" and Path(cli.config["model"]["model"]).is_absolute()
