@@ -144,18 +144,19 @@ def export(
     for what, path in (("metrics", metrics_path), ("config", config_path)):
         if path is not None and not path.is_file():
             raise FileNotFoundError(f"--{what} {path}: no such file")
-    replace = check_out(out, format, overwrite)
+    target = Path(os.path.abspath(out))  # `--out .` or `exports/..` must name a folder, not stage inside it
+    replace = check_out(target, format, overwrite)
     vlm = load_vlm(model, dtype=dtype, trust_remote_code=trust_remote_code)
     modulation = HeadModulation.load(scales, vlm, check_model=check_model)
-    with staging_dir(out) as tmp:
+    with staging_dir(target) as tmp:
         _write(
             tmp, vlm, modulation, model, scales, out, format, dtype, metrics_path, config_path, push_to_hub
         )
         apply_umask(tmp)
-        _move_into_place(tmp, out, format, replace)
+        _move_into_place(tmp, target, format, replace)
     if push_to_hub:
-        upload(out, push_to_hub, private=private)
-    return out
+        upload(target, push_to_hub, private=private)
+    return target
 
 
 def _write(

@@ -113,3 +113,14 @@ def test_export_files_get_the_users_umask(tiny_llava_dir, scales_file, tmp_path)
     assert modes[out.name] == 0o755, modes
     assert {name: oct(m) for name, m in modes.items() if name != out.name and m != 0o644} == {}
     assert (out / EXPORT_INFO).exists() and Path(out).is_dir()
+
+
+def test_out_given_as_dot_is_checked_as_the_folder_itself(tiny_llava_dir, scales_file, tmp_path, monkeypatch):
+    here = tmp_path / "empty"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    export(str(tiny_llava_dir), scales_file, ".", format="peft")
+    assert (here / "adapter_model.safetensors").exists() and export_module.previous_export(here)[
+        "format"
+    ] == "peft"
+    assert not [p for p in here.iterdir() if p.name.startswith(".")]
