@@ -180,3 +180,15 @@ def test_pairs_manifest_valid_lines_and_non_utf8(tmp_path):
     )
     with pytest.raises(ManifestError, match=r"pairs\.jsonl:2: not UTF-8"):
         list(read_pairs(manifest))
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 64, 1 << 20])
+def test_the_record_holding_a_non_utf8_byte_is_flagged_whatever_the_chunking(tmp_path, chunk):
+    rows = gqa_rows(4, 2, "Animal")
+    rows[2]["question"] = "Is the caf\u00e9 open?"
+    p = tmp_path / "Animal.json"
+    p.write_bytes(json.dumps(rows, ensure_ascii=False).encode("latin-1"))
+    seen: dict[str, bool] = {}
+    for index, record in iter_json_items(p, chunk_size=chunk, seen=seen):
+        if index == 2:
+            assert seen["undecodable"] and "\udce9" in record["question"]

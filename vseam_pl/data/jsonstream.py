@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 _WS = re.compile(r"\s*")
+_UNDECODABLE = re.compile("[\udc80-\udcff]")  # bytes that are not UTF-8, as `surrogateescape` reads them
 
 
 class JSONStreamError(ValueError):
@@ -30,12 +31,17 @@ class _Scanner:
         self.pos = 0
         self.consumed = 0  # characters dropped from the front of `buf`
         self.eof = False
+        self.undecodable = (
+            False  # a byte that is not UTF-8 was read (cheap to track; records are checked after)
+        )
         self.decoder = json.JSONDecoder()
 
     def fill(self) -> None:
         chunk = self.file.read(self.chunk_size)
         if not chunk:
             self.eof = True
+        elif not self.undecodable and _UNDECODABLE.search(chunk):
+            self.undecodable = True
         self.consumed += self.pos
         self.buf = self.buf[self.pos :] + chunk
         self.pos = 0
@@ -87,9 +93,15 @@ class _Scanner:
         raise JSONStreamError(f"{self.path}: malformed JSON at character {at}: {msg}")
 
 
-def iter_json_items(path: str | Path, chunk_size: int = 1 << 20) -> Iterator[tuple[int | str, Any]]:
-    """Yield ``(index, record)`` from a top-level JSON list, or ``(key, record)`` from a top-level JSON object."""
+def iter_json_items(
+    path: str | Path, chunk_size: int = 1 << 20, seen: dict[str, bool] | None = None
+) -> Iterator[tuple[int | str, Any]]:
+    """Yield ``(index, record)`` from a top-level JSON list, or ``(key, record)`` from a top-level JSON object.
+
+    Bytes that are not UTF-8 are read as lone surrogates (``errors="surrogateescape"``); once one has been read,
+    ``seen["undecodable"]`` is True when a record is yielded, so the caller checks records only from then on."""
     sc = _Scanner(Path(path), chunk_size)
+    seen = {} if seen is None else seen
     try:
         opener = sc.expect("[{", "at the start of the document (a list or an object of records)")
         closer = "]" if opener == "[" else "}"
@@ -108,7 +120,9 @@ def iter_json_items(path: str | Path, chunk_size: int = 1 << 20) -> Iterator[tup
                     sc.fail(f"expected a string key for record {index}")
                 sc.expect(":", f"after key {key!r}")
                 where = f"in record {key!r}"
-            yield key, sc.value(where)
+            value = sc.value(where)
+            seen["undecodable"] = sc.undecodable
+            yield key, value
             index += 1
             if sc.expect("," + closer, f"after record {key!r}") == closer:
                 sc.end_of_document()

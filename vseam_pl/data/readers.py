@@ -171,7 +171,8 @@ def cocoqa_image_name(image_id: str, pattern: str, source: str) -> str:
 def read_gqa(path: str | Path, image_dir: str | None, on_bad: OnBad = None) -> Iterator[QARecord]:
     """GQA questions from a JSON list or a JSON object keyed by question id (streamed, see `jsonstream`)."""
     category = readable(Path(path).stem)
-    items = iter_json_items(path)
+    seen: dict[str, bool] = {}
+    items = iter_json_items(path, seen=seen)
     while True:
         try:
             key, obj = next(items)
@@ -181,7 +182,8 @@ def read_gqa(path: str | Path, image_dir: str | None, on_bad: OnBad = None) -> I
             raise BadRecordError(str(path), f"{e} (a malformed JSON document cannot be skipped)") from e
         source = f"{readable(path)}:{readable(key)}"
         try:
-            check_utf8(json.dumps([key, obj], ensure_ascii=False), source, "record")
+            if seen.get("undecodable"):  # only then: re-encoding every record would double the reading time
+                check_utf8(json.dumps([key, obj], ensure_ascii=False), source, "record")
             yield gqa_record(obj, source, category, image_dir, key=key if isinstance(key, str) else None)
         except BadRecordError as e:
             handle_bad(e, on_bad)
