@@ -5,7 +5,10 @@ python train.py -c configs/<recipe>.yaml --trainer.max_epochs 2 --data.fraction 
 python train.py --print_config                    # the resolved configuration
 """
 
+from vseam_pl.signals import stop_on_sigterm
 from vseam_pl.train import main
+
+main = stop_on_sigterm(main, "train.py")  # SIGTERM: exit 143 naming the last checkpoint, never 0
 
 if __name__ == "__main__":
     main()

@@ -15,7 +15,9 @@ from .distributed import all_gather_object
 from .io import write_text
 from .report import format_table, write_metrics_json
 from .resume import check_checkpoint, read_checkpoint, same_model
+from .signals import track
 from .synth import generate_benchmarks
+from .versions import exclusive_versions
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "default.yaml"
@@ -56,6 +58,9 @@ class VSeamCLI(LightningCLI):
             self.config = parser.parse_object(args)
         else:
             self.config = parser.parse_args(underscore_flags(args))
+        model = self.config.get("model")
+        if model is not None and isinstance(model.get("model"), str):
+            model["model"] = package_path(model["model"])
 
     def add_arguments_to_parser(self, parser: Any) -> None:
         parser.add_argument(
@@ -80,6 +85,8 @@ class VSeamCLI(LightningCLI):
 
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
+        track(self.trainer)  # a SIGTERM report names its last checkpoint (vseam_pl.signals)
+        exclusive_versions(self.trainer.loggers)  # concurrent runs under one root never share version_N
         vlm = getattr(self.model, "vlm", None)
         model = (vlm.name, (vlm.num_layers, vlm.num_heads, vlm.head_dim)) if vlm is not None else None
         if self.config.get("ckpt_path") == "last":
@@ -88,6 +95,17 @@ class VSeamCLI(LightningCLI):
             check_checkpoint(
                 read_checkpoint(self.config["ckpt_path"]), *model, where=self.config["ckpt_path"]
             )
+
+
+def package_path(value: str) -> str:
+    """A relative path of the embedded recipes (``checkpoints/tiny-instructblip``) that does not exist in the
+    working directory but does in the package's repository: that folder, absolute. Run from another folder, the
+    default recipe's relative model path otherwise reached the hub as a repo id ("couldn't connect" offline)."""
+    path = Path(value).expanduser()
+    if path.is_absolute() or path.exists() or not (REPO_ROOT / path).exists():
+        return value
+    rank_zero_info(f"{value}: not in the working directory; using the package's {REPO_ROOT / path}")
+    return str(REPO_ROOT / path)
 
 
 def checkpoint_roots(trainer: Any) -> list[Path]:

@@ -97,7 +97,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vseam: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
     sys.argv = [f"vseam {name}", *rest]  # so each tool's --help and errors name the command
-    result = resolve(name)(rest)
+    run = resolve(name)
+    if name == "train":  # SIGTERM: exit 143 naming the last checkpoint, never 0 (evaluate wraps itself)
+        from .signals import stop_on_sigterm
+
+        run = stop_on_sigterm(run, "vseam train")
+    result = run(rest)
     return result if isinstance(result, int) else 0
 
 

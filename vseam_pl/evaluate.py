@@ -40,6 +40,7 @@ from vseam_pl.data import MultiBenchmarkDataModule, QADataModule, build_datamodu
 from vseam_pl.distributed import release_process_group
 from vseam_pl.lit_module import HeadModulationModule
 from vseam_pl.prompts import DEFAULT_INSTRUCTION
+from vseam_pl.signals import stop_on_sigterm
 
 
 def evaluate(
@@ -310,7 +311,7 @@ def for_benchmarks(
     return build_datamodule(names, per_benchmark=per, **common)
 
 
-def main(argv: list[str] | None = None) -> list[dict]:
+def _main(argv: list[str] | None = None) -> list[dict]:
     """`vseam evaluate`: the configured model on the configured test data, baseline vs learned scales."""
     cli = build_cli(argv)
     cfg = cli.config
@@ -327,6 +328,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if cfg.get("auto_batch_size"):
         auto_batch_size(module, data, str(cfg["trainer"]["accelerator"]))
     return run_test(cli.trainer, module, data, scales, cfg.get("output"), ckpt_path)
+
+
+# SIGTERM: exit 143 at once (an evaluation keeps no partial results to finish writing), never 0
+main = stop_on_sigterm(_main, "evaluate.py", outputs="metrics.json was", graceful=False)
 
 
 if __name__ == "__main__":

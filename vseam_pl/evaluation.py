@@ -21,7 +21,8 @@ def example_key(record: QARecord) -> int:
     """A stable 63-bit id of an example (benchmark, question id, image, source record) for de-duplicating gathered
     results. The source ("file:line") is part of it, so two records that share a question id are both kept."""
     text = f"{record.benchmark}\0{record.question_id}\0{record.image_id}\0{record.source}"
-    digest = hashlib.blake2b(text.encode(), digest_size=8)
+    # surrogateescape: a file or folder name with bytes that are not UTF-8 reaches here as lone surrogates
+    digest = hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=8)
     return int.from_bytes(digest.digest(), "big") >> 1
 
 

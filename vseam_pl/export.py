@@ -18,12 +18,14 @@ Both write a `README.md` model card (`vseam_pl.model_card`), the scales heatmap 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import uuid
 from pathlib import Path
 
 from .argparsing import ArgumentParser, underscore_flags
-from .io import write_json
+from .io import apply_umask, staging_dir, write_json
 from .model_card import HEATMAP, build_card, provenance_of, resolve_base_model, save_heatmap
 from .modulation import HeadModulation
 from .vlm import load_vlm
@@ -35,6 +37,72 @@ FORMATS = ("merged", "peft")
 def _sibling(scales: Path, name: str) -> Path | None:
     path = scales.parent / name
     return path if path.is_file() else None
+
+
+class ExportOutError(FileExistsError):
+    """`--out` names something an export must not delete: a file, a folder of other files, another kind of export."""
+
+
+def previous_export(out: Path) -> dict | None:
+    """The `vseam_export.json` of a folder written by `export`, or None when `out` is not one."""
+    try:
+        info = json.loads((out / EXPORT_INFO).read_text())
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) and info.get("format") in FORMATS else None
+
+
+def check_out(out: Path, format: str, overwrite: bool) -> bool:
+    """Refuse, before any work, an `out` whose contents the export would delete without being asked: a file, a
+    non-empty folder that is not a previous export of this `format` (never replaced), a previous export holding files
+    it did not write, or a previous export without `overwrite`. Returns whether `out` holds an export to replace."""
+    if out.exists() and not out.is_dir():
+        raise ExportOutError(f"--out {out}: is a file, not a folder; nothing was written")
+    if not out.is_dir() or not any(out.iterdir()):
+        return False
+    info = previous_export(out)
+    if info is None:
+        raise ExportOutError(
+            f"--out {out}: a non-empty folder that is not a vseam export (no valid {EXPORT_INFO}); an export never "
+            "deletes other files. Name a new or empty folder; nothing was written"
+        )
+    if info["format"] != format:
+        raise ExportOutError(
+            f"--out {out}: holds a {info['format']} export, not {format}; name another folder (or remove it "
+            "yourself); nothing was written"
+        )
+    written = info.get("files")
+    foreign = sorted(p.name for p in out.iterdir() if written is not None and p.name not in written)
+    if foreign:
+        raise ExportOutError(
+            f"--out {out}: holds files this export did not write ({', '.join(foreign[:5])}); they would be deleted. "
+            "Move them away or name another folder; nothing was written"
+        )
+    if not overwrite:
+        raise ExportOutError(
+            f"--out {out}: already holds a {format} export; pass --overwrite true to replace it; nothing was written"
+        )
+    return True
+
+
+def _move_into_place(staged: Path, out: Path, format: str, replace: bool) -> None:
+    """Rename the finished `staged` folder to `out`. A previous export is moved aside first and removed only once the
+    new one is in place; an `out` that another process filled meanwhile is an error (its files stay)."""
+    old = None
+    if replace and check_out(out, format, overwrite=True):  # checked again: it may have changed meanwhile
+        old = out.with_name(f".{out.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.old")
+        os.rename(out, old)
+    try:
+        os.rename(staged, out)  # onto a missing or empty folder only; a non-empty one raises
+    except OSError as e:
+        if old is not None and not out.exists():
+            os.rename(old, out)
+        raise ExportOutError(
+            f"--out {out}: was written by another process while this export ran ({e.strerror}); it was left as is "
+            "and this export discarded"
+        ) from None
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def export(
@@ -51,14 +119,16 @@ def export(
     trust_remote_code: bool = False,
     base_model_id: str | None = None,
     scales_provenance: str | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write `scales` for `model` to the folder `out` as a merged model or a peft adapter, with a model card.
 
     Args:
         model: hub id or local folder the scales were learned on.
         scales: a `head_scales.safetensors` file (checked against the model's head grid and name).
-        out: the folder to write (written into a temporary sibling and renamed, so a killed export leaves no
-            half-written folder behind).
+        out: the folder to write: new, empty, or (with `overwrite`) a previous export of the same format. It is
+            written into a staging sibling unique to this process and renamed, so a killed export leaves no
+            half-written folder behind and two exports to one `out` never mix (the second one fails).
         format: `merged` (a full Transformers model) or `peft` (an IA3 adapter folder).
         dtype: dtype the model is loaded, folded and saved in (`float32` for exactness, `bfloat16` to halve size).
         metrics: metrics.json for the card's evaluation table (default: `metrics.json` beside the scales, if any).
@@ -71,6 +141,7 @@ def export(
             `vseam_pl.model_card.resolve_base_model`, which refuses to record a local path).
         scales_provenance: how the scales were made, for the card (default: what the files say, see
             `vseam_pl.model_card.provenance_of`).
+        overwrite: replace a previous export of the same format at `out` (anything else there is never deleted).
     """
     if format not in FORMATS:
         raise ValueError(f"--format must be one of {FORMATS}, got {format!r}")
@@ -81,11 +152,37 @@ def export(
         if path is not None and not path.is_file():
             raise FileNotFoundError(f"--{what} {path}: no such file")
     base_id = resolve_base_model(model, base_model_id)  # before loading: a bad id fails fast
+    target = Path(os.path.abspath(out))  # `--out .` or `exports/..` must name a folder, not stage inside it
+    replace = check_out(target, format, overwrite)
     vlm = load_vlm(model, dtype=dtype, trust_remote_code=trust_remote_code)
     modulation = HeadModulation.load(scales, vlm, check_model=check_model)
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    with staging_dir(target) as tmp:
+        _write(
+            tmp, vlm, modulation, scales, out, format, dtype, metrics_path, config_path, push_to_hub, base_id,
+            scales_provenance,
+        )  # fmt: skip
+        apply_umask(tmp)
+        _move_into_place(tmp, target, format, replace)
+    if push_to_hub:
+        upload(target, push_to_hub, private=private)
+    return target
+
+
+def _write(
+    tmp: Path,
+    vlm,
+    modulation: HeadModulation,
+    scales: Path,
+    out: Path,
+    format: str,
+    dtype: str,
+    metrics_path: Path | None,
+    config_path: Path | None,
+    push_to_hub: str | None,
+    base_id: str,
+    scales_provenance: str | None,
+) -> None:
+    """Write the export's files into the staging folder `tmp`."""
     if format == "merged":
         modulation.fold(vlm)
         vlm.model.save_pretrained(tmp)
@@ -141,14 +238,9 @@ def export(
             "format": format,
             "folded_into": folded,
             "grid": [modulation.num_layers, modulation.num_heads],
+            "files": sorted([p.name for p in tmp.iterdir()] + [EXPORT_INFO]),
         },
     )
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
-    if push_to_hub:
-        upload(out, push_to_hub, private=private)
-    return out
 
 
 def upload(folder: str | os.PathLike, repo_id: str, private: bool = False) -> str:

@@ -10,6 +10,7 @@ import glob
 import json
 import os
 import re
+import shutil
 import socket
 import tempfile
 from collections.abc import Callable, Iterator
@@ -18,20 +19,61 @@ from pathlib import Path
 from typing import Any
 
 
+def _host() -> str:
+    return re.sub(r"[^\w.-]", "_", socket.gethostname())
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def folder_mode() -> int:
+    """The permissions the user's umask gives a new folder (`tempfile.mkdtemp` makes 0700 ones)."""
+    return 0o777 & ~_umask()
+
+
+@contextmanager
+def staging_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a new empty folder beside `path`, unique to this process (``.<name>.<host>-<pid>.<random>.tmp``), with
+    the user's usual folder permissions; it is removed if the block fails and must be moved away by the block on
+    success. Two processes writing one output never share it; a killed process's leftover is removed by the next."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
+    tmp = Path(
+        tempfile.mkdtemp(prefix=f".{path.name}.{_host()}-{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    )
+    os.chmod(tmp, folder_mode())
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def apply_umask(folder: str | os.PathLike) -> None:
+    """Give the files and folders under `folder` the permissions the user's umask gives new ones (libraries that
+    stage writes with `mkstemp`, e.g. Transformers' `save_pretrained` of safetensors, leave files 0600)."""
+    umask = _umask()
+    for p in [Path(folder), *Path(folder).rglob("*")]:
+        if not p.is_symlink():
+            os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~umask)
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it is renamed over `path` in one step."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)
-    host = re.sub(r"[^\w.-]", "_", socket.gethostname())
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{host}-{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.{_host()}-{os.getpid()}.", suffix=".tmp", dir=path.parent
+    )
     os.close(fd)
     try:
         yield Path(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; outputs get the usual permissions
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; outputs get the usual permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -49,16 +91,19 @@ def _alive(pid: int) -> bool:
 
 
 def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
-    """Remove ``.<name>.<host>-<pid>.*.tmp`` files left beside `path` by processes of this host that no longer run
-    (a write interrupted by SIGKILL); returns what was removed. Temporaries of live or other-host processes stay."""
+    """Remove ``.<name>.<host>-<pid>.*.tmp`` files (and `staging_dir` folders) left beside `path` by processes of
+    this host that no longer run (a write interrupted by SIGKILL); returns what was removed. Temporaries of live or
+    other-host processes stay."""
     path = Path(path)
-    host = re.sub(r"[^\w.-]", "_", socket.gethostname())
-    pattern = re.compile(re.escape(f".{path.name}.{host}-") + r"(\d+)\..*\.tmp")
+    pattern = re.compile(re.escape(f".{path.name}.{_host()}-") + r"(\d+)\..*\.tmp")
     removed = []
     for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
         m = pattern.fullmatch(tmp.name)
         if m and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
-            tmp.unlink(missing_ok=True)
+            if tmp.is_dir() and not tmp.is_symlink():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink(missing_ok=True)
             removed.append(tmp)
     return removed
 

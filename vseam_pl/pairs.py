@@ -14,6 +14,7 @@ The answer on the edited image is `edited_answer`, else the other of exactly two
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -31,6 +32,18 @@ from .scoring import case_variants, variant_token_ids
 from .vlm import VLM
 
 REQUIRED = ("pair_id", "question", "clean_image", "edited_image", "answer")
+#: The JSON type of each optional field (None is always allowed); the required ones are non-empty strings.
+OPTIONAL_TYPES: dict[str, tuple[type, ...]] = {
+    "edited_answer": (str,),
+    "level": (str,),
+    "category": (str,),
+    "candidates": (list,),
+    "question_id": (str, int),
+    "edit": (dict,),
+    "mask_box": (list,),
+    "seed": (int,),
+    "model_id": (str,),
+}
 
 
 class ManifestError(ValueError):
@@ -62,28 +75,72 @@ def read_pairs(path: str | os.PathLike, resolve: bool = True) -> Iterator[ImageP
             f"{path}: no pairs manifest (expected a pairs.jsonl written by vseam_pl.synth or vseam_pl.edit)"
         )
     root = path.parent
-    with path.open() as fh:
+    with path.open(encoding="utf-8", errors="surrogateescape") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
             where = f"{path}:{lineno}"
             try:
+                line.encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise ManifestError(
+                    f"{where}: not UTF-8 text (character {e.start + 1}); re-encode the file"
+                ) from None
+            try:
                 d = json.loads(line)
             except json.JSONDecodeError as e:
                 raise ManifestError(f"{where}: not valid JSON ({e.msg})") from None
-            missing = [k for k in REQUIRED if k not in d]
-            if missing:
-                raise ManifestError(f"{where}: missing field(s) {missing}; a pair needs {list(REQUIRED)}")
-            known = {f for f in ImagePair.__dataclass_fields__ if f != "source"}
-            kw = {k: v for k, v in d.items() if k in known}
+            kw = _checked_fields(d, where)
             if resolve:
                 for key in ("clean_image", "edited_image"):
                     kw[key] = str(root / kw[key]) if not os.path.isabs(kw[key]) else kw[key]
-            if kw.get("candidates") is not None:
-                kw["candidates"] = tuple(kw["candidates"])
-            if kw.get("mask_box") is not None:
-                kw["mask_box"] = tuple(int(v) for v in kw["mask_box"])
             yield ImagePair(**kw, source=where)
+
+
+def _kind(value: object) -> str:
+    names = {dict: "an object", list: "a list", bool: "a boolean", int: "an integer", float: "a number"}
+    return f"{names.get(type(value), type(value).__name__)} {value!r:.60}"
+
+
+def _checked_fields(d: object, where: str) -> dict:
+    """The `ImagePair` fields of one manifest line, each of the JSON type it must have; a `ManifestError` naming the
+    line and the field otherwise (nothing is turned into its string form)."""
+    if not isinstance(d, dict):
+        raise ManifestError(f"{where}: expected a JSON object (one pair), got {_kind(d)}")
+    missing = [k for k in REQUIRED if d.get(k) is None]
+    if missing:
+        raise ManifestError(f"{where}: missing field(s) {missing}; a pair needs {list(REQUIRED)}")
+    for key in REQUIRED:
+        if not isinstance(d[key], str) or not d[key].strip():
+            raise ManifestError(f"{where}: field '{key}' must be a non-empty string, got {_kind(d[key])}")
+    known = {f for f in ImagePair.__dataclass_fields__ if f != "source"}
+    kw = {k: v for k, v in d.items() if k in known and v is not None}
+    for key, kinds in OPTIONAL_TYPES.items():
+        value = kw.get(key)
+        if value is not None and (not isinstance(value, kinds) or isinstance(value, bool)):
+            expected = " or ".join(_kind_name(k) for k in kinds)
+            raise ManifestError(f"{where}: field '{key}' must be {expected} (or null), got {_kind(value)}")
+    if "candidates" in kw:
+        if not kw["candidates"] or not all(isinstance(c, str) and c.strip() for c in kw["candidates"]):
+            got = repr(kw["candidates"])[:80]
+            raise ManifestError(f"{where}: field 'candidates' must be a list of non-empty strings, got {got}")
+        kw["candidates"] = tuple(kw["candidates"])
+    if "mask_box" in kw:
+        box = kw["mask_box"]
+        whole = all(
+            isinstance(v, int | float) and not isinstance(v, bool) and float(v).is_integer() for v in box
+        )
+        if len(box) != 4 or not whole or min(box) < 0 or box[2] == 0 or box[3] == 0:
+            raise ManifestError(
+                f"{where}: field 'mask_box' must be [x, y, width, height]: four whole numbers >= 0, width and "
+                f"height > 0; got {box!r:.80}"
+            )
+        kw["mask_box"] = tuple(int(v) for v in box)
+    return kw
+
+
+def _kind_name(kind: type) -> str:
+    return {str: "a string", int: "an integer", list: "a list", dict: "an object"}[kind]
 
 
 def write_pairs(path: str | os.PathLike, pairs: Iterable[ImagePair]) -> Path:
@@ -122,6 +179,27 @@ def append_pair(path: str | os.PathLike, pair: ImagePair) -> None:
         fh.write(json.dumps(d) + "\n")
         fh.flush()
         os.fsync(fh.fileno())
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes ("missing" when it cannot be read: the run reports that file itself)."""
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    except OSError:
+        return "missing"
+    return h.hexdigest()
+
+
+def pair_digest(pair: ImagePair) -> str:
+    """A digest of everything a pair's results depend on: all its fields (question, answers, candidates, image
+    paths, ...) and the bytes of both images. Resumed results are reused only when it is unchanged: the same ids with
+    swapped images or answers are other inputs."""
+    fields = json.dumps(pair.to_json(), sort_keys=True, default=str)
+    images = [file_digest(pair.clean_image), file_digest(pair.edited_image)]
+    return hashlib.sha256(json.dumps([fields, images]).encode()).hexdigest()
 
 
 # -- select ---------------------------------------------------------------------------------------------------

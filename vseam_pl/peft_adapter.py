@@ -132,11 +132,24 @@ def scales_from_peft(adapter_dir: str | os.PathLike, vlm: VLM) -> torch.Tensor:
     folder = Path(adapter_dir)
     if not (folder / "adapter_config.json").exists():
         raise FileNotFoundError(f"{folder}: no adapter_config.json (not a peft adapter folder)")
-    config = PeftConfig.from_pretrained(str(folder))
+    try:
+        config = PeftConfig.from_pretrained(str(folder))
+    except Exception as e:  # noqa: BLE001 - json, TypeError (unknown keys), ValueError (bad values)
+        raise PeftAdapterError(
+            f"{folder}/adapter_config.json: not a valid peft adapter config ({type(e).__name__}: {e})"
+        ) from None
     peft_type = str(getattr(config.peft_type, "value", config.peft_type))
     if peft_type != "IA3":
         raise PeftAdapterError(f"{folder}/adapter_config.json: peft_type {peft_type!r}, expected 'IA3'")
-    weights = load_peft_weights(str(folder), device="cpu")
+    weights_file = folder / "adapter_model.safetensors"
+    if not weights_file.is_file() and not (folder / "adapter_model.bin").is_file():
+        raise FileNotFoundError(
+            f"{folder}: no {weights_file.name} (the adapter's weights; the folder is incomplete)"
+        )
+    try:
+        weights = load_peft_weights(str(folder), device="cpu")
+    except Exception as e:  # noqa: BLE001 - safetensors and torch raise several types for a damaged file
+        raise PeftAdapterError(f"{folder}: unreadable adapter weights ({type(e).__name__}: {e})") from None
     names = decoder_o_proj_names(vlm)
     expected = {f"{PEFT_PREFIX}{name}.{IA3_KEY}": layer for layer, name in enumerate(names)}
     extra = sorted(set(weights) - set(expected))

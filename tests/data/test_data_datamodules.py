@@ -442,3 +442,16 @@ def test_constructor_arguments_work_as_cli_keys(tmp_path: Path) -> None:
     )
     with pytest.raises(SystemExit):
         parser.parse_args(["--data.root", "x", "--data.on_bad_record", "ignore"])
+
+
+def test_a_batch_size_above_the_split_is_capped_and_a_bad_one_refused(tmp_path: Path) -> None:
+    """`--data.batch_size 1000000000` on 8 records: the DataLoader allocated a billion indices per batch (>13 GB)."""
+    root = make_root(tmp_path / "r", n_gqa=8)
+    dm = GQADataModule(root=str(root), batch_size=1_000_000_000, splitting="all", categories=["Animal"])
+    dm.setup("test")
+    loader = dm.test_dataloader()
+    assert loader.batch_size == dm.counts["test"] == 8
+    assert [len(b) for b in loader] == [8]
+    for bad in (0, -3, True):
+        with pytest.raises(ValueError, match="batch_size must be a positive number"):
+            GQADataModule(root=str(root), batch_size=bad)

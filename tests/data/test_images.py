@@ -120,3 +120,27 @@ def test_bomb_is_a_bad_record_skippable_in_the_datamodule(tmp_path: Path) -> Non
     assert all("exceeds the limit of 1,000" in r for _, r in skipped)
     with pytest.raises(ValueError, match="max_image_pixels must be >= 0"):
         POPEDataModule(**kw, max_image_pixels=-1)
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P"])
+def test_transparent_pixels_are_composited_on_white_as_the_processor_does(tmp_path: Path, mode: str) -> None:
+    """`convert("RGB")` dropped alpha and showed the hidden colour of transparent pixels (here: black, 50% of them)."""
+    from transformers.image_transforms import convert_to_rgb
+
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    alpha = np.where(np.arange(32)[None, :] < 16, 0, rng.integers(1, 256, (32, 32))).astype(np.uint8)
+    rgb[alpha == 0] = 0  # the colour a transparent pixel hides
+    im = Image.fromarray(np.dstack([rgb, alpha]), "RGBA")
+    if mode == "LA":
+        im = im.convert("LA")
+    elif mode == "P":  # a palette image with one transparent index
+        im = Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE, colors=64)
+        im.info["transparency"] = int(np.asarray(im)[0, 0])
+    path = tmp_path / f"t_{mode}.png"
+    im.save(path, **({"transparency": im.info["transparency"]} if mode == "P" else {}))
+    loaded = np.asarray(load_rgb(path))
+    expected = convert_to_rgb(Image.open(path), return_numpy=True)
+    assert np.array_equal(loaded, expected)
+    assert (loaded[:, :16] == 255).all() or mode == "P"  # fully transparent -> white, not the hidden black
+    assert not np.array_equal(loaded, np.asarray(Image.open(path).convert("RGB")))

@@ -331,8 +331,38 @@ def test_resume_after_interruption_gives_identical_scores(vlm, pairs, tmp_path):
             assert torch.equal(
                 full.scores.get(g, stat).nan_to_num(7.0), resumed.scores.get(g, stat).nan_to_num(7.0)
             )
-    with pytest.raises(ValueError, match="partial results were computed with another"):
+    with pytest.raises(ValueError, match="partial results were computed from other inputs"):
         run_discovery(vlm, pairs[:5], cfg, out_dir=tmp_path / "run", resume=True)
+
+
+def test_resume_refuses_partial_results_of_changed_pairs(vlm, tmp_path):
+    """Same pair ids, other inputs: the partial results are not reused, and the error says which pair changed."""
+    from dataclasses import replace
+
+    pairs = load_pairs(write_pair_manifest(tmp_path / "pairs", n=4))
+    cfg = DiscoveryConfig(method="ablation", batch_size=32, pair_batch=2)
+    out = tmp_path / "run"
+    with pytest.raises(DiscoveryInterrupted):
+        run_discovery(vlm, pairs, cfg, out_dir=out, stop_after_chunks=1, plots=False)
+    swapped = [
+        replace(p, clean_image=p.edited_image, edited_image=p.clean_image, answer=p.edited_answer,
+                edited_answer=p.answer)
+        for p in pairs
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="pair 'p0' changed"):
+        run_discovery(vlm, swapped, cfg, out_dir=out, resume=True, plots=False)
+    edited = Path(pairs[3].edited_image)
+    saved = edited.read_bytes()
+    make_images(1, seed=9)[0].save(edited)  # the same paths and fields, other pixels
+    with pytest.raises(ValueError, match="pair 'p3' changed .*image bytes"):
+        run_discovery(vlm, pairs, cfg, out_dir=out, resume=True, plots=False)
+    edited.write_bytes(saved)
+    assert run_discovery(vlm, pairs, cfg, out_dir=out, resume=True, plots=False).chunks_computed == 1
+
+    state = out / "partial" / "rank0-of-1.pt"
+    state.write_bytes(state.read_bytes()[:100])  # truncated
+    with pytest.raises(ValueError, match=f"{state}: unreadable partial discovery results"):
+        run_discovery(vlm, pairs, cfg, out_dir=out, resume=True, plots=False)
 
 
 def test_outputs_on_disk(vlm, pairs, tmp_path):

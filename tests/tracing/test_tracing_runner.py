@@ -137,6 +137,34 @@ def test_interrupted_run_resumes_without_redoing_finished_pairs(llava, manifest,
         )
 
 
+def test_resume_recomputes_pairs_whose_inputs_changed(llava, manifest, tmp_path):
+    """Same pair ids with swapped images and answers, or an emptied result file: recomputed, and the log says so."""
+    from dataclasses import replace
+
+    pairs = list(read_pairs(manifest))
+    quiet = {"analyses": "lens", "min_gap": ALL_PAIRS, "log": lambda m: None}
+    run_tracing(llava, pairs, tmp_path, **quiet)
+    swapped = [replace(p, clean_image=p.edited_image, edited_image=p.clean_image, answer=p.edited_answer,
+                       edited_answer=p.answer) for p in pairs[:2]] + pairs[2:]  # fmt: skip
+    said = []
+    res = run_tracing(llava, swapped, tmp_path, resume=True, **{**quiet, "log": said.append})
+    assert (res.traced, res.reused) == (2, 1) and sorted(res.stale) == ["p0", "p1"]
+    assert any("p0: not reusing its saved results" in m and "other inputs" in m for m in said)
+    fresh = run_tracing(llava, swapped, tmp_path / "fresh", **quiet)
+    for pid in ("p0", "p1"):  # the results are those of the new inputs
+        for name, t in load_file(str(tmp_path / "fresh" / "pairs" / pid / "lens.safetensors")).items():
+            torch.testing.assert_close(load_file(str(tmp_path / "pairs" / pid / "lens.safetensors"))[name], t)
+    assert fresh.traced == 3
+
+    (tmp_path / "pairs" / "p2" / "lens.json").write_text("")  # an empty result file
+    res = run_tracing(llava, swapped, tmp_path, resume=True, **{**quiet, "log": said.append})
+    assert (
+        (res.traced, res.reused) == (1, 2)
+        and "unreadable" in res.stale["p2"]
+        and "lens.json" in res.stale["p2"]
+    )
+
+
 def test_untraceable_pairs_are_recorded_and_skipped_on_resume(llava, manifest, tmp_path):
     pairs = list(read_pairs(manifest))
     p = pairs[0]

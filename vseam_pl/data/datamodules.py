@@ -119,6 +119,8 @@ class QADataModule(LightningDataModule):
                 raise ValueError(
                     f"limit must be a positive number of records (or None for all), got {n}{where}"
                 )
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive number of questions, got {batch_size!r}")
         if max_image_pixels is not None and max_image_pixels < 0:
             raise ValueError(f"max_image_pixels must be >= 0 (0: no limit), got {max_image_pixels}")
         if on_bad_record not in ("error", "skip"):
@@ -279,11 +281,13 @@ class QADataModule(LightningDataModule):
             max_pixels=self.max_image_pixels,
         )
 
-    def loader(self, dataset: Any, train: bool = False) -> StreamLoader:
+    def loader(self, dataset: Any, train: bool = False, rows: int | None = None) -> StreamLoader:
+        """A loader of `dataset`; its batch size is capped at the split's `rows` (the DataLoader allocates a list of
+        `batch_size` indices per batch: `--data.batch_size 1000000000` grew past 13 GB for 8 questions)."""
         progress = (lambda: trainer_pass_progress(self.trainer)) if train else None
         return StreamLoader(
             dataset,
-            batch_size=self.batch_size,
+            batch_size=capped_batch_size(self.batch_size, rows),
             num_workers=self.num_workers,
             collate_fn=Collate(self.collate_fn),
             worker_init_fn=init_worker,
@@ -292,16 +296,21 @@ class QADataModule(LightningDataModule):
         )
 
     def train_dataloader(self) -> StreamLoader:
-        return self.loader(self.stream("train"), train=True)
+        return self.loader(self.stream("train"), train=True, rows=self.counts.get("train"))
 
     def val_dataloader(self) -> StreamLoader:
-        return self.loader(self.stream("val"))
+        return self.loader(self.stream("val"), rows=self.counts.get("val"))
 
     def test_dataloader(self) -> StreamLoader:
-        return self.loader(self.stream("test"))
+        return self.loader(self.stream("test"), rows=self.counts.get("test"))
 
     def predict_dataloader(self) -> StreamLoader:
-        return self.loader(self.stream("test"))
+        return self.loader(self.stream("test"), rows=self.counts.get("test"))
+
+
+def capped_batch_size(batch_size: int, rows: int | None) -> int:
+    """`batch_size`, at most `rows` (the number of questions in the split, when known)."""
+    return max(1, min(batch_size, rows)) if rows else batch_size
 
 
 class GQADataModule(QADataModule):
@@ -470,7 +479,9 @@ class MultiBenchmarkDataModule(LightningDataModule):
             streams = InterleavedStream([dm.stream("train") for dm in self.datamodules])
             return StreamLoader(
                 streams,
-                batch_size=self.batch_size,
+                batch_size=capped_batch_size(
+                    self.batch_size, sum(dm.counts.get("train", 0) for dm in self.datamodules) or None
+                ),
                 num_workers=self.num_workers,
                 collate_fn=Collate(self.collate_fn),
                 worker_init_fn=init_worker,

@@ -21,7 +21,7 @@ from typing import Any
 
 from ..records import YES_NO, Example, QARecord
 from .images import decode_image
-from .readers import BadRecordError, OnBad, gqa_record, handle_bad, require
+from .readers import ID, BadRecordError, OnBad, gqa_record, handle_bad, require
 from .sources import RecordSource, Row, Skipped
 
 
@@ -51,11 +51,11 @@ def iter_rows(ds: Any, batch_size: int = 256) -> Iterator[dict[str, Any]]:
 def pope_row_record(row: dict[str, Any], source: str) -> QARecord:
     """One lmms-eval POPE row as a `QARecord` (same ids and fields as the JSON Lines reader produces)."""
     category = str(require(row, "category", source)).strip().lower()
-    raw_qid = require(row, "question_id", source)
+    raw_qid = require(row, "question_id", source, ID)
     answer = str(require(row, "answer", source)).strip().lower()
     if answer not in YES_NO:
         raise BadRecordError(source, f"field 'answer' must be 'yes' or 'no', got {answer!r}")
-    image_id = str(require(row, "image_source", source))
+    image_id = str(require(row, "image_source", source, ID))
     extra = {
         k: v
         for k, v in row.items()

@@ -6,6 +6,9 @@ Every path that reads an image (benchmark loaders, discovery/tracing pairs, the 
 * EXIF orientation is applied (a phone photo stored sideways is seen upright, as a viewer shows it);
 * 16-bit and 32-bit modes (``I;16``, ``I;16B``, ``I``, ``F``) are scaled to 8 bits, not clipped to white by
   ``convert("RGB")``;
+* transparency (an alpha band, or a palette / grey image's transparent colour) is composited onto white, as
+  Transformers' processors do (`transformers.image_transforms.convert_to_rgb`); ``convert("RGB")`` would drop
+  alpha and show whatever colour the transparent pixels happen to hold;
 * images above a pixel limit (decompression bombs) are refused with an error naming the file, before decoding.
   The limit is ``max_pixels``, else the ``VSEAM_MAX_IMAGE_PIXELS`` environment variable (reaches DataLoader workers
   and DDP ranks), else `DEFAULT_MAX_PIXELS` (PIL's own error threshold); ``0`` turns it off.
@@ -118,6 +121,9 @@ def load_rgb(
 def _rgb(im: Image.Image, what: str) -> Image.Image:
     if im.mode in ("I", "F") or im.mode.startswith("I;16"):
         im = _to_8bit(im, what)
+    if "A" in im.getbands() or "a" in im.getbands() or im.info.get("transparency") is not None:
+        rgba = im.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", im.size, (255, 255, 255, 255)), rgba).convert("RGB")
     return im.convert("RGB")
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 _WS = re.compile(r"\s*")
+_UNDECODABLE = re.compile("[\udc80-\udcff]")  # bytes that are not UTF-8, as `surrogateescape` reads them
 
 
 class JSONStreamError(ValueError):
@@ -23,18 +24,24 @@ class JSONStreamError(ValueError):
 class _Scanner:
     def __init__(self, path: Path, chunk_size: int) -> None:
         self.path = path
-        self.file = open(path, encoding="utf-8")  # noqa: SIM115 - closed by iter_json_items
+        # bytes that are not UTF-8 become lone surrogates: the reader names the record holding them
+        self.file = open(path, encoding="utf-8", errors="surrogateescape")  # noqa: SIM115 - closed below
         self.chunk_size = chunk_size
         self.buf = ""
         self.pos = 0
         self.consumed = 0  # characters dropped from the front of `buf`
         self.eof = False
+        self.undecodable = (
+            False  # a byte that is not UTF-8 was read (cheap to track; records are checked after)
+        )
         self.decoder = json.JSONDecoder()
 
     def fill(self) -> None:
         chunk = self.file.read(self.chunk_size)
         if not chunk:
             self.eof = True
+        elif not self.undecodable and _UNDECODABLE.search(chunk):
+            self.undecodable = True
         self.consumed += self.pos
         self.buf = self.buf[self.pos :] + chunk
         self.pos = 0
@@ -71,18 +78,36 @@ class _Scanner:
             self.pos = end
             return obj
 
+    def end_of_document(self) -> None:
+        """Only whitespace may follow the closing bracket: a second list (two files concatenated) or trailing
+        garbage would otherwise be dropped without a word."""
+        c = self.peek()
+        if c:
+            self.fail(
+                f"unexpected {c!r} after the end of the document (a second JSON value, e.g. two files "
+                "concatenated, or trailing data); the records after it would be lost"
+            )
+
     def fail(self, msg: str, offset: int | None = None) -> None:
         at = self.consumed + (self.pos if offset is None else offset)
         raise JSONStreamError(f"{self.path}: malformed JSON at character {at}: {msg}")
 
 
-def iter_json_items(path: str | Path, chunk_size: int = 1 << 20) -> Iterator[tuple[int | str, Any]]:
-    """Yield ``(index, record)`` from a top-level JSON list, or ``(key, record)`` from a top-level JSON object."""
+def iter_json_items(
+    path: str | Path, chunk_size: int = 1 << 20, seen: dict[str, bool] | None = None
+) -> Iterator[tuple[int | str, Any]]:
+    """Yield ``(index, record)`` from a top-level JSON list, or ``(key, record)`` from a top-level JSON object.
+
+    Bytes that are not UTF-8 are read as lone surrogates (``errors="surrogateescape"``); once one has been read,
+    ``seen["undecodable"]`` is True when a record is yielded, so the caller checks records only from then on."""
     sc = _Scanner(Path(path), chunk_size)
+    seen = {} if seen is None else seen
     try:
         opener = sc.expect("[{", "at the start of the document (a list or an object of records)")
         closer = "]" if opener == "[" else "}"
         if sc.peek() == closer:
+            sc.pos += 1
+            sc.end_of_document()
             return
         index = 0
         while True:
@@ -95,9 +120,12 @@ def iter_json_items(path: str | Path, chunk_size: int = 1 << 20) -> Iterator[tup
                     sc.fail(f"expected a string key for record {index}")
                 sc.expect(":", f"after key {key!r}")
                 where = f"in record {key!r}"
-            yield key, sc.value(where)
+            value = sc.value(where)
+            seen["undecodable"] = sc.undecodable
+            yield key, value
             index += 1
             if sc.expect("," + closer, f"after record {key!r}") == closer:
+                sc.end_of_document()
                 return
     finally:
         sc.file.close()

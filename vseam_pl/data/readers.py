@@ -8,7 +8,9 @@
   (the file-name prefix: color/count/location); images ``image_pattern.format(id=...)``.
 
 Every record carries ``source`` = ``"file:line"`` or ``"file:record"`` so any later error can point at it. A bad
-record raises `BadRecordError`, or is passed to ``on_bad`` (skip mode) and left out.
+record raises `BadRecordError`, or is passed to ``on_bad`` (skip mode) and left out. A record holding bytes that are
+not UTF-8 (e.g. a Latin-1 ``é``) is a bad record too, named by file and line. File names may hold any bytes: labels
+and sources taken from them show undecodable bytes as ``\\xNN`` (`readable`), image paths keep them.
 """
 
 from __future__ import annotations
@@ -41,19 +43,54 @@ class BadRecordError(ValueError):
 OnBad = Callable[[BadRecordError], None] | None
 
 
+def readable(path: str | Path) -> str:
+    """`path` as printable text: bytes of a file name that are not UTF-8 (kept by Python as lone surrogates, which
+    cannot be printed or written as UTF-8) shown as ``\\xNN``."""
+    return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def check_utf8(text: str, source: str, what: str = "line") -> None:
+    """A `BadRecordError` when `text` (read with ``errors="surrogateescape"``) held bytes that are not UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        byte = ord(text[e.start]) - 0xDC00 if "\udc80" <= text[e.start] <= "\udcff" else ord(text[e.start])
+        raise BadRecordError(
+            source,
+            f"the {what} is not UTF-8 text (byte 0x{byte:02x} at character {e.start + 1}); "
+            "re-encode the file as UTF-8",
+        ) from None
+
+
 def handle_bad(err: BadRecordError, on_bad: OnBad) -> None:
     if on_bad is None:
         raise err
     on_bad(err)
 
 
-def require(obj: Any, field: str, source: str) -> Any:
-    """``obj[field]``, or a `BadRecordError` naming the record and the field."""
+#: JSON value types a field may hold, by name (an int id is common in question files; a bool is never an id)
+TEXT, ID = (str,), (str, int)
+
+
+def _type_name(value: Any) -> str:
+    return {dict: "an object", list: "a list", bool: "a boolean", int: "a number", float: "a number"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def require(obj: Any, field: str, source: str, kinds: tuple[type, ...] = TEXT) -> Any:
+    """``obj[field]``, or a `BadRecordError` naming the record and the field when it is missing, empty or of another
+    JSON type than `kinds` (a list or an object is never turned into its string form)."""
     if not isinstance(obj, dict):
-        raise BadRecordError(source, f"expected a JSON object, got {type(obj).__name__}")
+        raise BadRecordError(source, f"expected a JSON object, got {_type_name(obj)}")
     value = obj.get(field)
     if value is None or (isinstance(value, str) and not value.strip()):
         raise BadRecordError(source, f"missing required field '{field}'")
+    if not isinstance(value, kinds) or isinstance(value, bool):
+        expected = "a string" if kinds == TEXT else "a string or an integer"
+        raise BadRecordError(
+            source, f"field '{field}' must be {expected}, got {_type_name(value)} {value!r:.60}"
+        )
     return value
 
 
@@ -65,10 +102,11 @@ def gqa_record(
     obj: Any, source: str, category: str | None, image_dir: str | None, key: str | None = None
 ) -> QARecord:
     """One GQA question (file record or lmms-eval ``*_instructions`` row) as a `QARecord`."""
-    question = str(require(obj, "question", source))
-    answer = str(require(obj, "answer", source)).strip().lower()
-    image_id = str(require(obj, "imageId", source))
-    qid = obj.get("question_id") or obj.get("id") or key
+    question = require(obj, "question", source)
+    answer = require(obj, "answer", source).strip().lower()
+    image_id = str(require(obj, "imageId", source, ID))
+    id_field = next((f for f in ("question_id", "id") if obj.get(f) not in (None, "")), None)
+    qid = require(obj, id_field, source, ID) if id_field else key
     if not qid:
         raise BadRecordError(source, "missing required field 'question_id' (or 'id', or a dict key)")
     semantic = (obj.get("types") or {}).get("semantic") if isinstance(obj.get("types"), dict) else None
@@ -95,9 +133,9 @@ def pope_split_of(path: str | Path) -> str:
 
 
 def pope_record(obj: Any, source: str, category: str, image_dir: str) -> QARecord:
-    raw_qid = require(obj, "question_id", source)
-    image = str(require(obj, "image", source))
-    label = str(require(obj, "label", source)).strip().lower()
+    raw_qid = require(obj, "question_id", source, ID)
+    image = require(obj, "image", source)
+    label = require(obj, "label", source).strip().lower()
     if label not in YES_NO:
         raise BadRecordError(source, f"field 'label' must be 'yes' or 'no', got {label!r}")
     extra = {k: v for k, v in obj.items() if k not in ("question_id", "image", "text", "label")}
@@ -105,7 +143,7 @@ def pope_record(obj: Any, source: str, category: str, image_dir: str) -> QARecor
     return QARecord(
         benchmark="pope",
         question_id=f"{category}-{raw_qid}",
-        question=str(require(obj, "text", source)),
+        question=require(obj, "text", source),
         answer=label,
         image_id=Path(image).stem,
         image_path=str(Path(image_dir) / image),
@@ -132,8 +170,9 @@ def cocoqa_image_name(image_id: str, pattern: str, source: str) -> str:
 
 def read_gqa(path: str | Path, image_dir: str | None, on_bad: OnBad = None) -> Iterator[QARecord]:
     """GQA questions from a JSON list or a JSON object keyed by question id (streamed, see `jsonstream`)."""
-    category = Path(path).stem
-    items = iter_json_items(path)
+    category = readable(Path(path).stem)
+    seen: dict[str, bool] = {}
+    items = iter_json_items(path, seen=seen)
     while True:
         try:
             key, obj = next(items)
@@ -141,8 +180,10 @@ def read_gqa(path: str | Path, image_dir: str | None, on_bad: OnBad = None) -> I
             return
         except JSONStreamError as e:  # the document cannot be resynchronised: always fatal
             raise BadRecordError(str(path), f"{e} (a malformed JSON document cannot be skipped)") from e
-        source = f"{path}:{key}"
+        source = f"{readable(path)}:{readable(key)}"
         try:
+            if seen.get("undecodable"):  # only then: re-encoding every record would double the reading time
+                check_utf8(json.dumps([key, obj], ensure_ascii=False), source, "record")
             yield gqa_record(obj, source, category, image_dir, key=key if isinstance(key, str) else None)
         except BadRecordError as e:
             handle_bad(e, on_bad)
@@ -150,13 +191,14 @@ def read_gqa(path: str | Path, image_dir: str | None, on_bad: OnBad = None) -> I
 
 def read_pope(path: str | Path, image_dir: str, on_bad: OnBad = None) -> Iterator[QARecord]:
     """POPE questions from a JSON Lines file."""
-    category = pope_split_of(path)
-    with open(path, encoding="utf-8") as f:
+    category = readable(pope_split_of(path))
+    with open(path, encoding="utf-8", errors="surrogateescape") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
-            source = f"{path}:{lineno}"
+            source = f"{readable(path)}:{lineno}"
             try:
+                check_utf8(line, source)
                 try:
                     obj = json.loads(line)
                 except json.JSONDecodeError as e:
@@ -170,17 +212,19 @@ def read_cocoqa(
     path: str | Path, image_dir: str, pattern: str = DEFAULT_COCOQA_PATTERN, on_bad: OnBad = None
 ) -> Iterator[QARecord]:
     """COCO-QA questions from a CSV file (index, COCO image id, question, one-word answer)."""
-    qtype = cocoqa_type_of(path)
-    with open(path, encoding="utf-8", newline="") as f:
+    qtype = readable(cocoqa_type_of(path))
+    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as f:
         reader = csv.reader(f)
         header = next(reader, None)
         if header is None or tuple(h.strip() for h in header) != COCOQA_HEADER:
             raise BadRecordError(
-                f"{path}:1", f"expected the COCO-QA header {','.join(COCOQA_HEADER)!r}, got {header!r}"
+                f"{readable(path)}:1",
+                f"expected the COCO-QA header {','.join(COCOQA_HEADER)!r}, got {header!r}",
             )
         for row in reader:
-            source = f"{path}:{reader.line_num}"
+            source = f"{readable(path)}:{reader.line_num}"
             try:
+                check_utf8(",".join(row), source)
                 if len(row) != 4:
                     raise BadRecordError(
                         source, f"expected 4 columns (index, image id, question, answer), got {len(row)}"

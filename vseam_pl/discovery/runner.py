@@ -24,7 +24,7 @@ from ..distributed import all_reduce_sum, dist_info
 from ..encoding import encode
 from ..interventions import ABLATION_MODES, capture, check_replay, head_output_means
 from ..io import write_atomic, write_json
-from ..pairs import PairItem, images_of, prepare_pairs
+from ..pairs import PairItem, images_of, pair_digest, prepare_pairs
 from ..plotting import save_png
 from ..prompts import DEFAULT_INSTRUCTION
 from ..records import ImagePair
@@ -224,14 +224,42 @@ def score_chunk(
     return attribution_stats(vlm, chunk, cfg.direction)
 
 
-def fingerprint(vlm: VLM, items: Sequence[PairItem], cfg: DiscoveryConfig, rank: int, world: int) -> str:
-    """What must match for partial results to be resumed (batch_size only changes float rounding: not included)."""
+def fingerprint(
+    vlm: VLM, items: Sequence[PairItem], cfg: DiscoveryConfig, rank: int, world: int
+) -> dict[str, Any]:
+    """What must match for partial results to be resumed, by part (so a mismatch can say what changed): the model,
+    the method's settings (batch_size only changes float rounding: not included), the sharding, and a digest of
+    every pair's contents and image bytes (`pair_digest`), in order."""
     semantic = {k: v for k, v in asdict(cfg).items() if k not in ("batch_size", "top_k")}
-    if cfg.method != "atp_star":  # keeps partial results written before the option existed resumable
+    if cfg.method != "atp_star":
         semantic.pop("atp_nodes")
-    ids = [it.pair.pair_id for it in items]
-    blob = json.dumps([vlm.name, vlm.num_layers, vlm.num_heads, semantic, ids, rank, world], sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
+    return {
+        "model": [vlm.name, vlm.num_layers, vlm.num_heads],
+        "settings": semantic,
+        "shard": [rank, world],
+        "pairs": [[it.pair.pair_id, pair_digest(it.pair)] for it in items],
+    }
+
+
+def _mismatch(saved: dict[str, Any], now: dict[str, Any]) -> str:
+    """What differs between two fingerprints, in words."""
+    if saved.get("model") != now["model"]:
+        return f"model {saved.get('model')} != {now['model']}"
+    if saved.get("settings") != now["settings"]:
+        keys = sorted(k for k in {**saved.get("settings", {}), **now["settings"]} if
+                      saved.get("settings", {}).get(k) != now["settings"].get(k))  # fmt: skip
+        return f"settings {keys} differ"
+    if saved.get("shard") != now["shard"]:
+        return f"rank/world size {saved.get('shard')} != {now['shard']}"
+    old, new = saved.get("pairs") or [], now["pairs"]
+    if len(old) != len(new):
+        return f"{len(old)} pairs then, {len(new)} now"
+    for i, (a, b) in enumerate(zip(old, new, strict=True)):
+        if a[0] != b[0]:
+            return f"pair {i} was {a[0]!r}, is now {b[0]!r}"
+        if a[1] != b[1]:
+            return f"pair {b[0]!r} changed (its fields or image bytes)"
+    return "unknown difference"
 
 
 def run_discovery(
@@ -258,7 +286,7 @@ def run_discovery(
     groups = group_keys(items)
     shard = items[rank::world]
     state_path = Path(out_dir) / "partial" / f"rank{rank}-of-{world}.pt" if out_dir is not None else None
-    fp = fingerprint(vlm, items, cfg, rank, world)
+    fp = fingerprint(vlm, items, cfg, rank, world) if state_path is not None else {}
     acc = Accumulator(groups, STATS[cfg.method], vlm.num_layers, vlm.num_heads, small=cfg.min_edit_effect)
     state = _load_state(state_path, fp) if resume and state_path is not None else None
     start = time.perf_counter()
@@ -331,14 +359,15 @@ def run_discovery(
 
 def _save_state(
     path: Path,
-    fp: str,
+    fp: dict[str, Any],
     kept: Sequence[PairItem],
     filter_counts: torch.Tensor | None,
     acc: Accumulator,
     done: int,
 ) -> None:
     state = {
-        "fingerprint": fp,
+        "fingerprint": _hash(fp),
+        "inputs": json.dumps(fp),
         "kept": [it.index for it in kept],
         "filter_counts": filter_counts,
         "acc": acc.state_dict(),
@@ -347,14 +376,31 @@ def _save_state(
     write_atomic(path, lambda tmp: torch.save(state, tmp))
 
 
-def _load_state(path: Path, fp: str) -> dict[str, Any] | None:
+def _hash(fp: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()
+
+
+def _load_state(path: Path, fp: dict[str, Any]) -> dict[str, Any] | None:
+    """The partial results at `path` when they were computed from the same inputs (`fingerprint`), else an error
+    saying what changed; None when there are none."""
     if not path.exists():
         return None
-    state = torch.load(path, weights_only=True)
-    if state.get("fingerprint") != fp:
+    try:
+        state = torch.load(path, weights_only=True)
+        if not isinstance(state, dict) or not {"fingerprint", "kept", "acc", "done"} <= set(state):
+            raise ValueError("not a discovery state")
+    except Exception as e:  # noqa: BLE001 - torch raises many types for a truncated or foreign file
         raise ValueError(
-            f"{path}: partial results were computed with another model, pair list, configuration or "
-            "world size; delete the folder or run without --resume"
+            f"{path}: unreadable partial discovery results ({type(e).__name__}: {e}); delete it (or the "
+            "folder) or run without --resume"
+        ) from None
+    if state["fingerprint"] != _hash(fp):
+        why = _mismatch(json.loads(state["inputs"]), fp) if isinstance(state.get("inputs"), str) else (
+            "they were saved by an older version that did not record the pairs' contents"
+        )  # fmt: skip
+        raise ValueError(
+            f"{path}: partial results were computed from other inputs ({why}); they are not reused. Delete the "
+            "folder or run without --resume"
         )
     return state
 

@@ -171,7 +171,12 @@ class HeadModulation(nn.Module):
         bad = nonfinite_scales(scales)
         if bad:
             raise ScalesMismatchError(f"{path}: {bad}; refusing to load them")
-        head_dim = int(meta.get("head_dim", 0))
+        try:
+            head_dim = int(meta.get("head_dim", 0))
+        except ValueError:
+            raise ScalesMismatchError(
+                f"{path}: metadata head_dim {meta['head_dim']!r} is not an integer"
+            ) from None
         mod = cls(scales.shape[0], scales.shape[1], head_dim, model_name=meta.get("model") or None)
         with torch.no_grad():
             mod.scales.copy_(scales.float())

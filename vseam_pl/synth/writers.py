@@ -23,7 +23,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from vseam_pl.io import read_json, write_json, write_text
+from vseam_pl.io import folder_mode, read_json, write_json, write_text
 from vseam_pl.pairs import write_pairs
 from vseam_pl.records import YES_NO, ImagePair
 
@@ -157,6 +157,9 @@ def _ensure_split(out: Path, split: str, config: dict[str, Any], world: SceneWor
         )
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".synth-{split}-", suffix=".tmp", dir=out))
+    os.chmod(
+        tmp, folder_mode()
+    )  # renamed into place as the split folder: the user's usual permissions, not 0700
     try:
         counts = write_split(
             tmp, split, config["seed"], config["n_images"][split], world, config["gqa_per_image"]

@@ -10,7 +10,9 @@ Layout under `out_dir`::
     plots/<analysis>.png, plots/pairs/*.png
     summary.json
 
-A restarted run (`resume=True`) skips every (pair, analysis) whose JSON exists.
+A restarted run (`resume=True`) skips every (pair, analysis) whose JSON exists and records the same inputs: each
+JSON holds the pair's `input_digest` (its fields and both images' bytes, `vseam_pl.pairs.pair_digest`); a pair whose
+digest changed (same id, other images or answers) or whose files are unreadable is recomputed, and the run says so.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from matplotlib.figure import Figure
 from safetensors.torch import load_file, save_file
 
 from ..io import atomic_path, write_json
-from ..pairs import safe_id
+from ..pairs import pair_digest, safe_id
 from ..plotting import save_png
 from ..prompts import DEFAULT_INSTRUCTION
 from ..records import ImagePair
@@ -93,10 +95,45 @@ class ResultStore:
 
     def load(self, pair_id: str, analysis: str) -> tuple[dict, dict[str, torch.Tensor]]:
         d = self.pair_dir(pair_id)
-        return json.loads((d / f"{analysis}.json").read_text()), load_file(str(d / f"{analysis}.safetensors"))
+        try:
+            return json.loads((d / f"{analysis}.json").read_text()), load_file(
+                str(d / f"{analysis}.safetensors")
+            )
+        except Exception as e:  # noqa: BLE001 - json and safetensors raise several types
+            raise ValueError(
+                f"{d}: unreadable {analysis} results ({type(e).__name__}: {e}); delete it and run with --resume"
+            ) from None
 
-    def mark_skipped(self, pair_id: str, reason: str) -> None:
-        write_json(self.pair_dir(pair_id) / "skipped.json", {"pair_id": pair_id, "reason": reason})
+    def mark_skipped(self, pair_id: str, reason: str, digest: str | None = None) -> None:
+        write_json(
+            self.pair_dir(pair_id) / "skipped.json",
+            {"pair_id": pair_id, "reason": reason, "input_digest": digest},
+        )
+
+    def check_inputs(self, pair_id: str, digest: str) -> str | None:
+        """None when the pair's stored results (if any) were computed from inputs with `digest`; otherwise removes
+        them (they are recomputed) and says why."""
+        d = self.pair_dir(pair_id)
+        if not d.is_dir():
+            return None
+        why = None
+        for path in sorted(d.glob("*.json")):
+            try:
+                info = json.loads(path.read_text())
+            except (OSError, ValueError) as e:
+                why = f"{path} is unreadable ({e})"
+                break
+            saved = info.get("input_digest") if isinstance(info, dict) else None
+            if saved != digest:
+                why = (
+                    f"{path} was computed from other inputs (the pair's fields or image bytes changed)"
+                    if saved
+                    else f"{path} does not record the inputs it was computed from"
+                )
+                break
+        if why is not None:
+            shutil.rmtree(d)
+        return why
 
     def check_config(self, config: dict, resume: bool, overwrite: bool) -> None:
         """Start fresh (`overwrite`), continue matching results (`resume`), or refuse to mix runs."""
@@ -129,6 +166,7 @@ class TraceResult:
     traced: int = 0  # pairs computed in this call
     reused: int = 0  # pairs whose results were already on disk
     skipped: dict[str, str] = field(default_factory=dict)
+    stale: dict[str, str] = field(default_factory=dict)  # pairs whose saved results were not reused, and why
 
 
 def _analyse(vlm: VLM, analysis: str, tp, batch_size: int) -> tuple[dict[str, torch.Tensor], dict]:
@@ -207,6 +245,10 @@ def run_tracing(
     result = TraceResult(Path(out_dir))
     for i, pair in enumerate(pairs):
         pid = pair.pair_id
+        digest = pair_digest(pair)
+        if (why := store.check_inputs(pid, digest)) is not None:
+            result.stale[pid] = why
+            log(f"{pid}: not reusing its saved results: {why}; recomputing")
         if (reason := store.skipped(pid)) is not None:
             result.skipped[pid] = reason
             continue
@@ -218,13 +260,13 @@ def run_tracing(
         try:
             tp = trace_pair(vlm, pair, sites, instruction)
         except UntraceablePairError as e:
-            store.mark_skipped(pid, str(e))
+            store.mark_skipped(pid, str(e), digest)
             result.skipped[pid] = str(e)
             log(f"skip {pid}: {e}")
             continue
         for analysis in todo:
             tensors, labels = _analyse(vlm, analysis, tp, batch_size)
-            store.save(pid, analysis, tensors, {**tp.summary(), **labels})
+            store.save(pid, analysis, tensors, {**tp.summary(), **labels, "input_digest": digest})
         result.traced += 1
         log(
             f"[{i + 1}/{len(pairs)}] {pid}: {', '.join(todo)} (LD clean {tp.ld_clean:.3f}, edited {tp.ld_edited:.3f})"
