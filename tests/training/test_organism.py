@@ -29,7 +29,9 @@ def defect() -> dict:
 def world(tmp_path_factory):
     from vseam_pl.synth import generate_benchmarks
 
-    return generate_benchmarks(tmp_path_factory.mktemp("world") / "synth", seed=5, n_train=48, n_val=4, n_test=4)
+    return generate_benchmarks(
+        tmp_path_factory.mktemp("world") / "synth", seed=5, n_train=48, n_val=4, n_test=4
+    )
 
 
 def test_the_organism_is_its_source_with_one_head_amplified(defect):
