@@ -56,15 +56,17 @@ def release_process_group() -> None:
         dist.destroy_process_group()
 
 
-def frozen_wrap_policy(model: torch.nn.Module, layer_classes: set[type[torch.nn.Module]]) -> Any:
+def frozen_wrap_policy(
+    model: torch.nn.Module, layer_classes: set[type[torch.nn.Module]], sharding_strategy: Any = None
+) -> Any:
     """An FSDP1 wrap policy under which no unit mixes the frozen weights with the trainable parameters.
 
     Why: FSDP1 flattens each unit's parameters into one tensor of a single dtype. With only the layer classes
     wrapped, the root unit holds the frozen embeddings, norms, projector and head (bf16/fp16) beside the fp32 scales
     ("Must flatten tensors with uniform dtype"). Here each layer is a unit, and so is every other module whose own
     parameters are all frozen; the root then holds the trainable parameters alone, which stay fp32 and get their
-    gradients reduced by FSDP. (Keeping the scales out of FSDP with `ignored_states` trains, but torch 2.13's FSDP1
-    then drops the decoder layers from the full state dict after a backward.)
+    gradients reduced by FSDP. The units it makes take `sharding_strategy` (when given), so the root may use
+    another one (`FrozenFSDPStrategy` keeps it `NO_SHARD`: the scales whole on every rank).
     """
     from torch.distributed.fsdp.wrap import CustomPolicy
 
@@ -72,14 +74,17 @@ def frozen_wrap_policy(model: torch.nn.Module, layer_classes: set[type[torch.nn.
     inside = {
         id(sub) for m in model.modules() if isinstance(m, classes) for sub in m.modules() if sub is not m
     }
+    wrapped: bool | dict[str, Any] = (
+        True if sharding_strategy is None else {"sharding_strategy": sharding_strategy}
+    )
 
-    def wrap(module: torch.nn.Module) -> bool:
+    def wrap(module: torch.nn.Module) -> bool | dict[str, Any]:
         if module is model or id(module) in inside:
             return False
         if isinstance(module, classes):
-            return True
+            return wrapped
         own = list(module.parameters(recurse=False))
-        return bool(own) and not any(p.requires_grad for p in own)
+        return wrapped if own and not any(p.requires_grad for p in own) else False
 
     return CustomPolicy(wrap)
 
@@ -115,7 +120,8 @@ class FrozenFSDPStrategy(FSDPStrategy):
     """Lightning's FSDP strategy (FSDP1) for a frozen model in bf16/fp16 with fp32 trainable scales.
 
     `auto_wrap_policy` names the layer classes as for Lightning's strategy; they become `frozen_wrap_policy` when
-    the model is wrapped, so the scales sit alone in the root unit. Batches pass the mixed-precision plugin
+    the model is wrapped, so the scales sit alone in the root unit, which is `NO_SHARD` (`sharding_strategy` applies
+    to the frozen units). Batches pass the mixed-precision plugin
     untouched (`BatchFSDPPrecision`). Everything else (sharding, mixed precision, state-dict type) is Lightning's.
     Lightning refuses a CPU accelerator only when `type(strategy) is FSDPStrategy`, so this subclass also runs on
     CPU with the gloo backend (how the tests exercise it).
@@ -150,22 +156,26 @@ class FrozenFSDPStrategy(FSDPStrategy):
             restore_parameter_views(self.model)
 
     def _setup_model(self, model: torch.nn.Module) -> torch.nn.Module:
-        from torch.distributed.fsdp import FullyShardedDataParallel
-
-        if not any(isinstance(m, FullyShardedDataParallel) for m in model.modules()):
-            self.kwargs["auto_wrap_policy"] = frozen_wrap_policy(model, self._layer_classes)
-        if self.root_device.type != "cpu":
-            return super()._setup_model(model)
-        # Lightning passes device_id=root_device.index, None on CPU, and FSDP then looks for an accelerator
+        """Lightning's wrapping, except: the policy is `frozen_wrap_policy` (the frozen units take the configured
+        sharding), the root unit (the scales alone) is `NO_SHARD`, so the scales stay whole on every rank outside
+        the forward too (logging, `nonfinite_scales`, `head_scales.safetensors`), and on CPU FSDP is given the CPU
+        as its device (Lightning passes `root_device.index`, None there, and FSDP then looks for an accelerator)."""
+        from lightning.fabric.strategies.fsdp import _move_torchmetrics_to_device
         from lightning.pytorch.strategies.fsdp import _setup_activation_checkpointing
+        from torch.distributed.fsdp import FullyShardedDataParallel, ShardingStrategy
 
+        if any(isinstance(m, FullyShardedDataParallel) for m in model.modules()):
+            return super()._setup_model(model)  # wrapped by the user: Lightning's handling
+        kwargs = dict(self.kwargs)
+        kwargs["auto_wrap_policy"] = frozen_wrap_policy(model, self._layer_classes, self.sharding_strategy)
         model = FullyShardedDataParallel(
             module=model,
             cpu_offload=self.cpu_offload,
             mixed_precision=self.mixed_precision_config,
-            sharding_strategy=self.sharding_strategy,
-            device_id=self.root_device,
-            **self.kwargs,
+            sharding_strategy=ShardingStrategy.NO_SHARD,
+            device_id=self.root_device if self.root_device.type == "cpu" else self.root_device.index,
+            **kwargs,
         )
+        _move_torchmetrics_to_device(model, self.root_device)
         _setup_activation_checkpointing(model, self._activation_checkpointing_kwargs)
         return model

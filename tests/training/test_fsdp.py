@@ -134,7 +134,11 @@ ROWS = {0: [0, 1], 1: [2, 3]}
 
 
 def _fsdp1_rank(step: nn.Module):
-    return fsdp1(step, frozen_wrap_policy(step, layer_classes()))
+    """As `FrozenFSDPStrategy` wraps: the frozen units FULL_SHARD, the root (the scales alone) NO_SHARD."""
+    from torch.distributed.fsdp import ShardingStrategy
+
+    policy = frozen_wrap_policy(step, layer_classes(), ShardingStrategy.FULL_SHARD)
+    return fsdp1(step, policy, sharding="NO_SHARD")
 
 
 def _fsdp2_rank(step: nn.Module):
@@ -167,6 +171,15 @@ def _worker(rank: int, kind: str, model_dir: str, root: str) -> None:
             grad = scales.grad.full_tensor()
             dtype = scales.dtype
         torch.optim.SGD([scales], lr=1.0).step()
+        sharded = None
+        if kind == "fsdp1":
+            from torch.distributed.fsdp import FullyShardedDataParallel
+
+            units = [u for u in FullyShardedDataParallel.fsdp_modules(wrapped) if u._handle is not None]
+            sharded = [u._handle.uses_sharded_strategy for u in units]
+        outside = (
+            scales.detach().float().clone() if kind == "fsdp1" else scales.full_tensor().detach().float()
+        )
         state = _full_state(wrapped, kind)
         torch.save(
             {
@@ -175,6 +188,8 @@ def _worker(rank: int, kind: str, model_dir: str, root: str) -> None:
                 "dtype": dtype,
                 "keys": sorted(state),
                 "scales": state.get("s"),
+                "outside_forward": outside,  # what logging and head_scales.safetensors read
+                "sharded": sharded,
             },
             Path(root) / f"{kind}-{rank}.pt",
         )
@@ -223,6 +238,11 @@ def test_two_ranks_match_one_process(tiny_llava_dir, tmp_path, kind):
         )
         torch.testing.assert_close(res["scales"], (scales - mean_grad).detach(), atol=1e-3, rtol=1e-3)
         assert len(res["keys"]) > 100 and "lit.modulation.scales" in res["keys"]
+        torch.testing.assert_close(
+            res["outside_forward"], (scales - mean_grad).detach(), atol=1e-3, rtol=1e-3
+        )
+        if kind == "fsdp1":  # the root (first) unit replicated, every frozen unit sharded
+            assert res["sharded"][0] is False and all(res["sharded"][1:]) and len(res["sharded"]) > 9
 
 
 def test_strategy_file_instantiates_the_layer_classes():
