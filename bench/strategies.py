@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _env  # noqa: E402
 
 from vseam_pl.data import GQADataModule  # noqa: E402
+from vseam_pl.distributed import release_process_group  # noqa: E402
 from vseam_pl.lit_module import HeadModulationModule  # noqa: E402
 
 
@@ -261,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
                 except Exception as e:  # reported as a failed leg; the next legs still run
                     traceback.print_exc()
                     results.append({"strategy": name, "error": f"{type(e).__name__}: {e}"[:2000]})
+                finally:  # Lightning leaves FSDP's process group behind: the next leg (or caller) starts clean
+                    release_process_group()
             report(finished=False)
     rows = report(finished=True)
     print(json.dumps(rows, indent=2))

@@ -121,21 +121,27 @@ class FrozenFSDPStrategy(FSDPStrategy):
 
     `auto_wrap_policy` names the layer classes as for Lightning's strategy; they become `frozen_wrap_policy` when
     the model is wrapped, so the scales sit alone in the root unit, which is `NO_SHARD` (`sharding_strategy` applies
-    to the frozen units). Batches pass the mixed-precision plugin
-    untouched (`BatchFSDPPrecision`). Everything else (sharding, mixed precision, state-dict type) is Lightning's.
+    to the frozen units). Batches pass the mixed-precision plugin untouched (`BatchFSDPPrecision`), and unsharded
+    units get their parameters back after each backward (`restore_parameter_views`). Everything else (mixed
+    precision, state-dict type, activation checkpointing) is Lightning's.
     Lightning refuses a CPU accelerator only when `type(strategy) is FSDPStrategy`, so this subclass also runs on
     CPU with the gloo backend (how the tests exercise it).
     """
 
-    def __init__(self, auto_wrap_policy: set[type[torch.nn.Module]] | None = None, **kwargs: Any) -> None:
-        if not (
-            isinstance(auto_wrap_policy, (set, list, tuple)) and auto_wrap_policy
-        ):  # a list from YAML too
+    def __init__(
+        self,
+        auto_wrap_policy: set[type[torch.nn.Module]] | None = None,
+        sharding_strategy: str = "FULL_SHARD",
+        state_dict_type: str = "full",
+        **kwargs: Any,
+    ) -> None:
+        # from YAML the classes come as a list
+        if not (isinstance(auto_wrap_policy, (set, list, tuple)) and auto_wrap_policy):
             raise ValueError(
                 "FrozenFSDPStrategy: auto_wrap_policy must list the layer classes to wrap (e.g. "
                 f"transformers.models.llama.modeling_llama.LlamaDecoderLayer), got {auto_wrap_policy!r}"
             )
-        super().__init__(**kwargs)
+        super().__init__(sharding_strategy=sharding_strategy, state_dict_type=state_dict_type, **kwargs)
         self._layer_classes = set(auto_wrap_policy)
 
     @property

@@ -70,6 +70,9 @@ def test_single_device_and_fsdp_bf16_on_cpu(tiny_llava_dir, tmp_path, capsys):
         assert row["checkpoint_keys"] == ["modulation.scales"], row
     assert rows["fsdp"]["loss_matches_single"] and rows["fsdp"]["max_scale_diff_vs_single"] < 0.01
     assert "CUDA" in rows["deepspeed_stage_2"]["skipped"]
+    assert (
+        not torch.distributed.is_initialized()
+    )  # the FSDP leg's process group is released for what runs next
 
 
 def test_a_leg_that_raises_keeps_the_earlier_rows(tiny_llava_dir, tmp_path, monkeypatch):
