@@ -7,7 +7,8 @@ For each model, single-head ablation (`mean_others`, clean image, no filter) on 
 `--protocol default` and `--protocol release`, then: Spearman rank correlation over all heads of the positive
 scores, and of the negative scores (default's signed `negative` negated, so larger = more negative head under both);
 the Jaccard overlap of the top-K positive (negative) heads; accuracy under each protocol's correctness rule. Then
-release-protocol set ablation (top-K positive / negative vs 20 random K-sets, `zero`). Prints JSON.
+release-protocol set ablation (top-K positive / negative vs 20 random K-sets, `zero`). Prints JSON: `environment`
+(torch threads, load average at the start), `load_average_at_end` and `models` (one entry per model).
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from scipy.stats import spearmanr
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script: import this checkout's vseam_pl
     sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+import _env  # noqa: E402  (bench/_env.py)
 
 from vseam_pl.discovery import DiscoveryConfig, jaccard, load_pairs, run_discovery  # noqa: E402
 from vseam_pl.discovery.set_ablation import SetAblationConfig, run_set_ablation  # noqa: E402
@@ -85,10 +89,16 @@ def main(argv: list[str] | None = None) -> int:
         root = generate_benchmarks(tempfile.mkdtemp(), seed=123, n_train=1, n_val=1, n_test=args.n_pairs)
         manifest = root / "test" / "pairs" / "pairs.jsonl"
     pairs = load_pairs(manifest, limit=args.n_pairs)
+    env = _env.environment()
     results = [compare(m, pairs, args.k) for m in args.models]
-    print(json.dumps(results, indent=1))
+    report = {
+        "environment": env,
+        "load_average_at_end": _env.environment()["load_average"],
+        "models": results,
+    }
+    print(json.dumps(report, indent=1))
     if args.out:
-        write_json(args.out, results)
+        write_json(args.out, report)
     return 0
 
 

@@ -46,6 +46,7 @@ sys.path[:0] = [
     str(Path(__file__).resolve().parents[1]),
     str(Path(__file__).resolve().parent),
 ]  # this checkout
+import _env  # noqa: E402  (bench/_env.py)
 import discovery as discovery_bench  # noqa: E402  (bench/discovery.py)
 import training as training_bench  # noqa: E402  (bench/training.py)
 
@@ -352,32 +353,41 @@ def bench_training(
 ) -> dict[str, Any]:
     batch = training_bench.load_batch(vlm, p.train_batch)
     forward = training_bench.frozen_forward(vlm, batch)
-    t_fwd, m_fwd = (
-        training_bench.median_ms(forward, p.repeats, device),
-        training_bench.peak_memory_mb(forward, device),
-    )
-    rows = {"frozen_forward": {"trainable": 0, "ms": t_fwd, "peak_memory": m_fwd}}
+    m_fwd = training_bench.peak_memory_mb(forward, device)
     mod = training_bench.random_scales(vlm).to(device).attach(vlm)
     step = training_bench.training_step(vlm, [mod.scales], batch)
-    rows["scales"] = {
-        "trainable": mod.scales.numel(),
-        "ms": training_bench.median_ms(step, p.repeats, device),
-        "peak_memory": training_bench.peak_memory_mb(step, device),
+    m_step = training_bench.peak_memory_mb(step, device)
+    # the forward and the scales step in turns (the hooks are a no-op on a no-grad forward's cost: scales attached)
+    timed = training_bench.alternated_ms({"frozen_forward": forward, "scales": step}, p.repeats, device)
+    t_fwd = timed["frozen_forward"]["median_ms"]
+    rows = {
+        "frozen_forward": {
+            "trainable": 0,
+            "ms": t_fwd,
+            "peak_memory": m_fwd,
+            "times": timed["frozen_forward"],
+        },
+        "scales": {
+            "trainable": mod.scales.numel(),
+            "ms": timed["scales"]["median_ms"],
+            "peak_memory": m_step,
+            "times": timed["scales"],
+        },
     }
     mod.detach()
     del step
     free(device)
-    t_none, t_att, t_fold, loss_att, loss_fold = training_bench.inference_times(
-        vlm, mod, batch, p.repeats, device
-    )
+    spread = training_bench.inference_spread(vlm, mod, batch, p.repeats, device)
+    t_none, t_att, t_fold = (spread[k]["median_ms"] for k in ("none", "attached", "folded"))
     inference = {
         "unmodulated_ms": t_none,
         "attached_ms": t_att,
         "folded_ms": t_fold,
         "attached_vs_unmodulated": t_att / t_none,
         "folded_vs_unmodulated": t_fold / t_none,
-        "attached_loss": loss_att,
-        "folded_loss": loss_fold,
+        "attached_loss": spread["attached_loss"],
+        "folded_loss": spread["folded_loss"],
+        "alternated": spread,
     }
     for kind in ("ia3", "lora"):
         fresh = build_vlm(name, words, device, dtype)
@@ -526,11 +536,23 @@ def summary(r: dict[str, Any]) -> str:
             f"{s['peak_memory']:.0f} | {mem} |"
         )
     inf = tr["inference"]
+    alt = inf.get("alternated")
+    per_round = (
+        f" (per-round ranges {alt['attached']['vs_none_per_round'][0]:.2f}-{alt['attached']['vs_none_per_round'][1]:.2f}"
+        f" and {alt['folded']['vs_none_per_round'][0]:.2f}-{alt['folded']['vs_none_per_round'][1]:.2f},"
+        f" {alt['repeats']} alternated rounds)"
+        if alt
+        else ""
+    )
+    env = r.get("environment") or {}
     lines += [
         "",
         f"inference: attached {inf['attached_vs_unmodulated']:.3f}x, folded {inf['folded_vs_unmodulated']:.3f}x "
-        f"unmodulated ({inf['unmodulated_ms']:.1f} ms); folded vs attached loss {inf['folded_loss']:.5f} vs "
-        f"{inf['attached_loss']:.5f}",
+        f"unmodulated ({inf['unmodulated_ms']:.1f} ms){per_round}; folded vs attached loss "
+        f"{inf['folded_loss']:.5f} vs {inf['attached_loss']:.5f}",
+        "",
+        f"torch threads {env.get('torch_threads')}, load average at start {env.get('load_average')}, at end "
+        f"{r.get('load_average_at_end')}",
         "",
         "| evaluation | batch | questions/s | peak memory (MB) |",
         "|---|---:|---:|---:|",
@@ -594,6 +616,7 @@ def run(
                 "prompt_tokens": int(enc.input_ids.shape[1]),
             },
         }
+        result["environment"] = _env.environment()
         bs = batch_sizes or list(p.batch_sizes)
         save(result)
         start = time.perf_counter()
@@ -610,6 +633,7 @@ def run(
         result["training"] = bench_training(preset, vlm, words, p, device, dtype)
         say("training")
     result["targets"] = targets(result)
+    result["load_average_at_end"] = _env.environment()["load_average"]
     return result
 
 

@@ -10,11 +10,15 @@ For each strategy, on the same synthetic-world GQA batches (no shuffling):
 2. the per-step training losses match the single-device (`auto`) run (same batches, same scales updates);
 3. the checkpoint (`trainer.save_checkpoint`) holds only `modulation.scales`, and the learned scales match.
 
-FSDP on one device exercises the wrapping (each decoder layer its own unit, the scales in the root unit with
-`use_orig_params`), sharded forward/backward and the full-state-dict checkpoint. Lightning 2.6 refuses FSDP with
-`accelerator='cpu'` (a ValueError at Trainer construction, whatever the process group backend), so on CPU only the
-single-device run happens and FSDP is reported `skipped`. DeepSpeed needs CUDA and `pip install deepspeed`: it is
-reported `skipped` where it does not import or there is no GPU. Exit status 1 when any check fails.
+FSDP is `vseam_pl.distributed.FrozenFSDPStrategy` (configs/strategies/fsdp.yaml): each decoder/vision layer its
+own FSDP1 unit, every other frozen module too, the scales alone in the root unit, so bf16/fp16 weights and fp32
+scales wrap. On one device it exercises the wrapping, forward/backward and the full-state-dict checkpoint; it also
+runs on CPU (gloo), where Lightning's own FSDPStrategy is refused. DeepSpeed needs CUDA and `pip install deepspeed`:
+it is reported `skipped` where it does not import or there is no GPU.
+
+The JSON (`--json`) is rewritten after every leg: `environment` (torch threads, load average), `args`, `rows` (one
+per leg run so far: its checks, `skipped` with the reason, or `error` with the exception) and `finished` (false
+until every leg ran). Exit status 1 when any check fails or a leg raised.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import argparse
 import json
 import sys
 import tempfile
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +35,11 @@ import torch
 from lightning.pytorch import Callback, Trainer, seed_everything
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's vseam_pl, not an installed one
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _env  # noqa: E402
+
 from vseam_pl.data import GQADataModule  # noqa: E402
+from vseam_pl.distributed import release_process_group  # noqa: E402
 from vseam_pl.lit_module import HeadModulationModule  # noqa: E402
 
 
@@ -54,14 +63,17 @@ class Probe(Callback):
 
 
 def strategy_for(name: str) -> Any:
-    """`auto`, `fsdp` (each Llama/CLIP layer its own unit, full state dict) or a Lightning strategy name."""
+    """`auto`, `fsdp` (`vseam_pl.distributed.FrozenFSDPStrategy`, as configs/strategies/fsdp.yaml: each Llama/CLIP
+    layer its own unit, every other frozen module too, the scales alone in the root unit; full state dict) or a
+    Lightning strategy name."""
     if name != "fsdp":
         return name
-    from lightning.pytorch.strategies import FSDPStrategy
     from transformers.models.clip.modeling_clip import CLIPEncoderLayer
     from transformers.models.llama.modeling_llama import LlamaDecoderLayer
 
-    return FSDPStrategy(
+    from vseam_pl.distributed import FrozenFSDPStrategy
+
+    return FrozenFSDPStrategy(
         auto_wrap_policy={LlamaDecoderLayer, CLIPEncoderLayer},
         state_dict_type="full",
         sharding_strategy="FULL_SHARD",
@@ -70,8 +82,6 @@ def strategy_for(name: str) -> Any:
 
 def unavailable(name: str, accelerator: str) -> str | None:
     """Why a strategy cannot run here (None when it can)."""
-    if name == "fsdp" and (accelerator == "cpu" or not torch.cuda.is_available()):
-        return "Lightning's FSDPStrategy requires a GPU accelerator (it refuses accelerator='cpu')"
     if name.startswith("deepspeed"):
         if accelerator == "cpu" or not torch.cuda.is_available():
             return "DeepSpeed needs CUDA"
@@ -140,11 +150,14 @@ def _size(path: Path) -> int:
 
 def check(results: list[dict[str, Any]], atol: float) -> list[dict[str, Any]]:
     """The three checks of the module docstring, per strategy, against the `auto` run."""
-    ref = next(r for r in results if r["strategy"] == "auto")
+    ref = next((r for r in results if r["strategy"] == "auto" and "losses" in r), None)
     rows = []
     for r in results:
-        if "skipped" in r:
-            rows.append({"strategy": r["strategy"], "skipped": r["skipped"]})
+        if "skipped" in r or "error" in r:
+            rows.append({k: r[k] for k in ("strategy", "skipped", "error") if k in r})
+            continue
+        if ref is None:
+            rows.append({"strategy": r["strategy"], "error": "no single-device run to compare with"})
             continue
         diff = (
             max(abs(a - b) for a, b in zip(r["losses"], ref["losses"], strict=True))
@@ -207,39 +220,61 @@ def main(argv: list[str] | None = None) -> int:
         args.strategies = ["auto", *args.strategies]
     from vseam_pl.synth import generate_benchmarks
 
+    env = _env.environment()
+    results: list[dict[str, Any]] = []
+
+    def report(finished: bool) -> list[dict[str, Any]]:
+        """The checks of the legs run so far, written to --json after every leg (a later leg that crashes the
+        process cannot lose them)."""
+        rows = check(results, args.atol)
+        if args.json:
+            from vseam_pl.io import write_json
+
+            write_json(
+                args.json,
+                {"environment": env, "args": vars(args), "finished": finished, "rows": rows},
+            )
+        return rows
+
     with tempfile.TemporaryDirectory() as tmp:
         root = generate_benchmarks(Path(tmp) / "synth", n_train=args.steps * args.batch, n_val=2, n_test=2)
         if args.preset:
             args.model = save_preset(args.preset, args.dtype, Path(tmp) / "model")
-        results = []
         for name in args.strategies:
             why = unavailable(name, args.accelerator)
             if why:
                 results.append({"strategy": name, "skipped": why})
-                continue
-            results.append(
-                run_one(
-                    name,
-                    args.model,
-                    root,
-                    Path(tmp) / name,
-                    args.steps,
-                    args.batch,
-                    args.accelerator,
-                    args.precision,
-                    args.dtype,
-                )
-            )
-    rows = check(results, args.atol)
-    text = json.dumps(rows, indent=2)
-    print(text)
-    if args.json:
-        from vseam_pl.io import write_text
-
-        write_text(args.json, text + "\n")
+            else:
+                try:
+                    results.append(
+                        run_one(
+                            name,
+                            args.model,
+                            root,
+                            Path(tmp) / name,
+                            args.steps,
+                            args.batch,
+                            args.accelerator,
+                            args.precision,
+                            args.dtype,
+                        )
+                    )
+                except Exception as e:  # reported as a failed leg; the next legs still run
+                    traceback.print_exc()
+                    results.append({"strategy": name, "error": f"{type(e).__name__}: {e}"[:2000]})
+                finally:  # Lightning leaves FSDP's process group behind: the next leg (or caller) starts clean
+                    release_process_group()
+            report(finished=False)
+    rows = report(finished=True)
+    print(json.dumps(rows, indent=2))
     ok = all(
         "skipped" in r
-        or (r["only_scales_get_grad"] and r["loss_matches_single"] and r["checkpoint_only_scales"])
+        or (
+            "error" not in r
+            and r["only_scales_get_grad"]
+            and r["loss_matches_single"]
+            and r["checkpoint_only_scales"]
+        )
         for r in rows
     )
     return 0 if ok else 1

@@ -27,14 +27,18 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from vseam_pl.data import GQADataModule
-from vseam_pl.modulation import HeadModulation
-from vseam_pl.prompts import build_prompts
-from vseam_pl.scoring import answer_loss
-from vseam_pl.vlm import VLM, load_vlm
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _env  # noqa: E402  (bench/_env.py)
+
+from vseam_pl.data import GQADataModule  # noqa: E402
+from vseam_pl.modulation import HeadModulation  # noqa: E402
+from vseam_pl.prompts import build_prompts  # noqa: E402
+from vseam_pl.scoring import answer_loss  # noqa: E402
+from vseam_pl.vlm import VLM, load_vlm  # noqa: E402
 
 LANGUAGE = r".*language_model.*\."
 
@@ -151,9 +155,26 @@ def random_scales(vlm: VLM) -> HeadModulation:
 def inference_times(
     vlm: VLM, mod: HeadModulation, batch: tuple, repeats: int, device: torch.device
 ) -> tuple[float, float, float, float, float]:
-    """Median no-grad forward ms with no modulation, scales attached as hooks and scales folded into `o_proj`,
-    timed in alternation so load drift on shared machines hits all three alike; and the attached and folded
-    losses (checked equal: folding is the same computation)."""
+    """Median no-grad forward ms with no modulation, scales attached as hooks and scales folded into `o_proj`, and
+    the attached and folded losses: `inference_spread` without the spread."""
+    r = inference_spread(vlm, mod, batch, repeats, device)
+    return (
+        r["none"]["median_ms"],
+        r["attached"]["median_ms"],
+        r["folded"]["median_ms"],
+        r["attached_loss"],
+        r["folded_loss"],
+    )
+
+
+def inference_spread(
+    vlm: VLM, mod: HeadModulation, batch: tuple, repeats: int, device: torch.device
+) -> dict[str, Any]:
+    """No-grad forward times with no modulation, scales attached as hooks and scales folded into `o_proj`, timed in
+    alternation (none, attached, folded, none, ...) after one untimed round, so load drift on shared machines hits
+    all three alike. Per variant: every time, the median, min and max; per modulated variant, the ratio of medians
+    to `none` and the range of the per-round ratios; and the attached and folded losses (checked equal: folding is
+    the same computation)."""
     forward = frozen_forward(vlm, batch)
     times: dict[str, list[float]] = {"none": [], "attached": [], "folded": []}
     losses: dict[str, float] = {}
@@ -166,32 +187,67 @@ def inference_times(
             with torch.no_grad():
                 losses[name] = float(answer_loss(vlm, *batch))
             teardowns[name]()
-    t_none, t_attached, t_folded = (statistics.median(times[k][1:]) for k in ("none", "attached", "folded"))
     attached_loss, folded_loss = losses["attached"], losses["folded"]
     tol = 1e-3 if vlm.dtype == torch.float32 else 2e-2  # bf16 weights: folding rounds the scaled columns
     if abs(attached_loss - folded_loss) > tol * max(1.0, abs(attached_loss)):
         raise AssertionError(f"folded loss {folded_loss} != attached loss {attached_loss}")
-    return t_none, t_attached, t_folded, attached_loss, folded_loss
+    out: dict[str, Any] = {"repeats": repeats, "attached_loss": attached_loss, "folded_loss": folded_loss}
+    kept = {name: ts[1:] for name, ts in times.items()}  # the first round warms up
+    for name, ts in kept.items():
+        out[name] = spread(ts)
+    for name in ("attached", "folded"):
+        rounds = [t / b for t, b in zip(kept[name], kept["none"], strict=True)]
+        out[name]["vs_none"] = statistics.median(kept[name]) / statistics.median(kept["none"])
+        out[name]["vs_none_per_round"] = [min(rounds), max(rounds)]
+    return out
+
+
+def spread(ms: list[float]) -> dict[str, Any]:
+    """Every time (ms), its median, min and max."""
+    return {
+        "ms": [round(t, 3) for t in ms],
+        "median_ms": statistics.median(ms),
+        "min_ms": min(ms),
+        "max_ms": max(ms),
+    }
+
+
+def alternated_ms(
+    fns: dict[str, Callable[[], object]], repeats: int, device: torch.device
+) -> dict[str, dict]:
+    """`spread` of each callable's times, timed in turns (a, b, a, b, ...) after one untimed call of each, so load
+    drift on a shared machine hits every variant alike."""
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            t = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            times[name].append((time.perf_counter() - t) * 1000)
+    return {name: spread(ts) for name, ts in times.items()}
 
 
 # -- the report ---------------------------------------------------------------------------------------------------
 def run(model_dir: str, batch_size: int, repeats: int, device: torch.device) -> str:
     vlm = load_vlm(model_dir, device=device)
     batch = load_batch(vlm, batch_size)
+    load_start = _env.environment()["load_average"]
     forward = frozen_forward(vlm, batch)
-    rows = [
-        ("frozen forward (no grad)", 0, median_ms(forward, repeats, device), peak_memory_mb(forward, device))
-    ]
-
     mod = random_scales(vlm).to(device).attach(vlm)
     step = training_step(vlm, [mod.scales], batch)
+    timed = alternated_ms({"forward": forward, "step": step}, repeats, device)  # in turns: same load for both
+    mod.detach()
+    rows = [
+        ("frozen forward (no grad)", 0, timed["forward"]["median_ms"], peak_memory_mb(forward, device)),
+    ]
+    mod.attach(vlm)
     rows.append(
-        (
-            "V-SEAM scales step",
-            mod.scales.numel(),
-            median_ms(step, repeats, device),
-            peak_memory_mb(step, device),
-        )
+        ("V-SEAM scales step", mod.scales.numel(), timed["step"]["median_ms"], peak_memory_mb(step, device))
     )
     mod.detach()
 
@@ -202,9 +258,9 @@ def run(model_dir: str, batch_size: int, repeats: int, device: torch.device) -> 
         rows.append((label, n, median_ms(step, repeats, device), peak_memory_mb(step, device)))
         del peft_vlm, params, step
 
-    t_none, t_attached, t_folded, attached_loss, folded_loss = inference_times(
-        vlm, mod, batch, repeats, device
-    )
+    inf = inference_spread(vlm, mod, batch, repeats, device)
+    t_none, t_attached, t_folded = (inf[k]["median_ms"] for k in ("none", "attached", "folded"))
+    attached_loss, folded_loss = inf["attached_loss"], inf["folded_loss"]
 
     base_t, base_m = rows[0][2], rows[0][3]
     mem_kind = "torch.cuda.max_memory_allocated" if device.type == "cuda" else "peak RSS rise (VmHWM)"
@@ -227,7 +283,13 @@ def run(model_dir: str, batch_size: int, repeats: int, device: torch.device) -> 
         f"| scales attached (hooks) | {t_attached:.1f} | {t_attached / t_none:.2f} |",
         f"| scales folded into o_proj | {t_folded:.1f} | {t_folded / t_none:.2f} |",
         "",
+        f"inference timed in {repeats} alternated rounds; per-round ratio to none: attached "
+        f"{inf['attached']['vs_none_per_round'][0]:.2f}-{inf['attached']['vs_none_per_round'][1]:.2f}, folded "
+        f"{inf['folded']['vs_none_per_round'][0]:.2f}-{inf['folded']['vs_none_per_round'][1]:.2f}; frozen forward "
+        f"{timed['forward']['min_ms']:.1f}-{timed['forward']['max_ms']:.1f} ms and scales step "
+        f"{timed['step']['min_ms']:.1f}-{timed['step']['max_ms']:.1f} ms over {repeats} alternated rounds",
         f"folded vs attached loss: {folded_loss:.6f} vs {attached_loss:.6f}",
+        f"load average at start {load_start}, at end {_env.environment()['load_average']}",
     ]
     return "\n".join(lines)
 

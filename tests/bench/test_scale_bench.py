@@ -74,6 +74,13 @@ def test_tiny_preset_end_to_end(tmp_path, capsys):
     assert steps["frozen_forward"]["time_vs_forward"] == 1.0
     inf = r["training"]["inference"]
     assert inf["folded_loss"] == pytest.approx(inf["attached_loss"], rel=1e-4)
+    alt = inf["alternated"]
+    assert len(alt["none"]["ms"]) == len(alt["folded"]["ms"]) == alt["repeats"] > 1
+    lo, hi = alt["folded"]["vs_none_per_round"]
+    assert lo <= hi and alt["folded"]["min_ms"] <= alt["folded"]["median_ms"] <= alt["folded"]["max_ms"]
+    assert len(steps["scales"]["times"]["ms"]) == len(steps["frozen_forward"]["times"]["ms"])
+    assert r["environment"]["torch_threads"] == 1 and len(r["environment"]["load_average"]) == 3
+    assert len(r["load_average_at_end"]) == 3
     assert {(e["mode"], e["batch_size"]) for e in r["evaluation"]} == {("closed_set", 2), ("generation", 2)}
     assert all(e["questions_per_s"] > 0 and "peak_memory" in e for e in r["evaluation"])
     assert set(r["targets"]) == {

@@ -1,5 +1,7 @@
-"""bench/strategies.py on CPU: the single-device run passes every check (only the scales get gradients, the
-checkpoint holds only them); FSDP is reported skipped because Lightning refuses it on CPU, which is checked too."""
+"""bench/strategies.py on CPU: with bf16 frozen weights under bf16-mixed, the single-device run and FSDP
+(`FrozenFSDPStrategy`, gloo, one process) pass every check (only the scales get gradients, the losses match, the
+checkpoint holds only the scales); Lightning's own FSDPStrategy is refused on CPU, which is checked too. The JSON is
+written after every leg, so a leg that raises keeps the rows of the legs before it."""
 
 from __future__ import annotations
 
@@ -23,15 +25,16 @@ def load_strategies():
 
 
 def test_lightning_refuses_fsdp_on_cpu():
-    """Why the FSDP path cannot be exercised on CPU here (if Lightning starts allowing it, this test says so)."""
+    """Why the bench uses vseam_pl's subclass on CPU (if Lightning starts allowing it, this test says so)."""
     from lightning.pytorch import Trainer
+    from lightning.pytorch.strategies import FSDPStrategy
 
-    bench = load_strategies()
     with pytest.raises(ValueError, match="requires a GPU accelerator"):
-        Trainer(accelerator="cpu", devices=1, strategy=bench.strategy_for("fsdp"), logger=False)
+        Trainer(accelerator="cpu", devices=1, strategy=FSDPStrategy(), logger=False)
+    Trainer(accelerator="cpu", devices=1, strategy=load_strategies().strategy_for("fsdp"), logger=False)
 
 
-def test_single_device_checks_and_skips_on_cpu(tiny_llava_dir, tmp_path, capsys):
+def test_single_device_and_fsdp_bf16_on_cpu(tiny_llava_dir, tmp_path, capsys):
     torch.set_num_threads(1)
     out = tmp_path / "strategies.json"
     code = load_strategies().main(
@@ -42,6 +45,12 @@ def test_single_device_checks_and_skips_on_cpu(tiny_llava_dir, tmp_path, capsys)
             "2",
             "--accelerator",
             "cpu",
+            "--dtype",
+            "bfloat16",
+            "--precision",
+            "bf16-mixed",
+            "--atol",
+            "5e-3",
             "--strategies",
             "auto",
             "fsdp",
@@ -50,13 +59,40 @@ def test_single_device_checks_and_skips_on_cpu(tiny_llava_dir, tmp_path, capsys)
             str(out),
         ]
     )
-    rows = {r["strategy"]: r for r in json.loads(out.read_text())}
+    report = json.loads(out.read_text())
+    rows = {r["strategy"]: r for r in report["rows"]}
     assert code == 0, capsys.readouterr().out[-2000:]
-    auto = rows["auto"]
+    assert report["finished"] and report["environment"]["torch_threads"] == 1
+    assert len(report["environment"]["load_average"]) == 3
+    for name in ("auto", "fsdp"):
+        row = rows[name]
+        assert row["steps"] == 2 and row["params_with_grad"] == ["modulation.scales"], row
+        assert row["checkpoint_keys"] == ["modulation.scales"], row
+    assert rows["fsdp"]["loss_matches_single"] and rows["fsdp"]["max_scale_diff_vs_single"] < 0.01
+    assert "CUDA" in rows["deepspeed_stage_2"]["skipped"]
     assert (
-        auto["steps"] == 2
-        and auto["only_scales_get_grad"]
-        and auto["params_with_grad"] == ["modulation.scales"]
-    )
-    assert auto["checkpoint_only_scales"] and auto["checkpoint_keys"] == ["modulation.scales"]
-    assert "requires a GPU" in rows["fsdp"]["skipped"] and "CUDA" in rows["deepspeed_stage_2"]["skipped"]
+        not torch.distributed.is_initialized()
+    )  # the FSDP leg's process group is released for what runs next
+
+
+def test_a_leg_that_raises_keeps_the_earlier_rows(tiny_llava_dir, tmp_path, monkeypatch):
+    """Each leg's row is written as it finishes: a failing leg is an `error` row, the others stay, exit 1."""
+    torch.set_num_threads(1)
+    bench = load_strategies()
+    real = bench.run_one
+
+    def run_one(name, *args, **kwargs):
+        if name == "fsdp":
+            raise RuntimeError("boom in the FSDP leg")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(bench, "run_one", run_one)
+    out = tmp_path / "strategies.json"
+    args = ["--model", str(tiny_llava_dir), "--steps", "1", "--accelerator", "cpu", "--json", str(out)]
+    code = bench.main([*args, "--strategies", "auto", "fsdp"])
+    rows = {r["strategy"]: r for r in json.loads(out.read_text())["rows"]}
+    assert code == 1
+    assert rows["auto"]["checkpoint_only_scales"] and rows["fsdp"] == {
+        "strategy": "fsdp",
+        "error": "RuntimeError: boom in the FSDP leg",
+    }

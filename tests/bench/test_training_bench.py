@@ -48,3 +48,32 @@ def test_bench_table(tiny_llava_dir, tmp_path, capsys):
         assert re.search(rf"^\| {re.escape(row)} \| [\d.]+ \| [\d.]+ \|$", table, flags=re.M), row
     attached, folded = re.search(r"folded vs attached loss: ([\d.]+) vs ([\d.]+)", table).groups()
     assert abs(float(attached) - float(folded)) < 1e-4
+    assert "inference timed in 1 alternated rounds; per-round ratio to none: attached" in table
+    assert re.search(r"^load average at start \[[\d., ]+\], at end \[[\d., ]+\]$", table, flags=re.M)
+
+
+def test_variants_are_timed_in_turns_with_every_repeat_kept():
+    """A B A B ...: a load change during the run hits both variants, and the spread shows it."""
+    bench = load_bench()
+    calls: list[str] = []
+    out = bench.alternated_ms(
+        {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 3, torch.device("cpu")
+    )
+    assert calls == ["a", "b"] * 4  # one untimed call each, then 3 rounds
+    assert len(out["a"]["ms"]) == len(out["b"]["ms"]) == 3
+    assert out["a"]["min_ms"] <= out["a"]["median_ms"] <= out["a"]["max_ms"]
+
+
+def test_environment_records_threads_and_load():
+    import sys
+
+    sys.path.insert(0, str(REPO / "bench"))
+    import _env
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        env = _env.environment()
+    finally:
+        torch.set_num_threads(threads)
+    assert env["torch_threads"] == 1 and len(env["load_average"]) == 3 and env["cpu_count"] >= 1

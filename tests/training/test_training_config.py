@@ -166,7 +166,7 @@ def test_ddp_strategy_leaves_find_unused_parameters_unset():
 def test_fsdp_wraps_decoder_layers():
     cfg = printed("-c", "configs/llava-1.5-13b.yaml", "-c", "configs/strategies/fsdp.yaml", "--print_config")
     strategy = cfg["trainer"]["strategy"]
-    assert strategy["class_path"] == "lightning.pytorch.strategies.FSDPStrategy"
+    assert strategy["class_path"] == "vseam_pl.distributed.FrozenFSDPStrategy"
     assert "transformers.models.llama.modeling_llama.LlamaDecoderLayer" in str(
         strategy["init_args"]["auto_wrap_policy"]
     )
