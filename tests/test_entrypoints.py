@@ -59,7 +59,14 @@ def test_train_then_evaluate(tiny_llava_dir, tiny_world, tmp_path, capsys):
         ]
     )
     printed = capsys.readouterr().out.strip().splitlines()
-    assert printed[-1].strip().startswith("table:") and "metrics:" in printed[-2] and "scales:" in printed[-3]
+    last_blank = len(printed) - 1 - printed[::-1].index("")
+    paths = dict(line.strip().split(": ", 1) for line in printed[last_blank + 1 :])
+    assert list(paths)[:3] == ["scales", "metrics", "table"] and set(paths) <= {
+        "scales",
+        "metrics",
+        "table",
+        "samples",
+    }
 
     scales = HeadModulation.load(out / "head_scales.safetensors")
     assert scales.scales.shape == (4, 4) and not torch.allclose(scales.scales, torch.ones(4, 4))  # it learned

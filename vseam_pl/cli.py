@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +13,12 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zer
 
 from .argparsing import underscore_flags
 from .distributed import all_gather_object
+from .evaluation import Outcome
 from .io import write_text
+from .outputs import METRICS_NAME, SCALES_NAME, OutputPaths, check_folder, check_writable, derive
 from .report import format_table, write_metrics_json
 from .resume import check_checkpoint, read_checkpoint, same_model
+from .samples import write_samples
 from .synth import generate_benchmarks
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -78,6 +82,18 @@ class VSeamCLI(LightningCLI):
             help="where head_scales.safetensors and metrics.json go (default: the logger's run dir)",
         )
 
+    def before_instantiate_classes(self) -> None:
+        """Fail on an unwritable destination before the model is loaded and trained (not after), in one
+        `error:` line."""
+        try:
+            if self.config.get("output_dir"):
+                check_writable(derive(Path(self.config["output_dir"]) / METRICS_NAME, True), "--output_dir")
+            else:
+                root = self.config["trainer"].get("default_root_dir") or "."
+                check_folder(root, "--trainer.default_root_dir")
+        except (OSError, ValueError) as e:
+            self.parser.error(str(e))
+
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
         vlm = getattr(self.model, "vlm", None)
@@ -129,24 +145,35 @@ def run_dir(trainer: Any, output_dir: str | None) -> Path:
 
 @rank_zero_only
 def write_outputs(
-    out: Path,
+    out: Path | OutputPaths,
     model_name: str,
     rows: list[dict],
     modulation: Any | None,
     extra: dict | None = None,
-    metrics_name: str = "metrics.json",
+    metrics_name: str = METRICS_NAME,
     scales_path: str | None = None,
+    outcomes: Sequence[Outcome] | None = None,
 ) -> dict[str, Path]:
-    """Write head_scales.safetensors (when `modulation` is given), metrics.json and metrics.txt; print the table
-    and, last, the paths."""
-    out.mkdir(parents=True, exist_ok=True)
+    """Write head_scales.safetensors (when `modulation` is given), metrics.json, metrics.txt and, with `outcomes`
+    (the module's `test_outcomes`), the per-question samples `metrics.samples.jsonl`; print the table and, last,
+    the paths. `out` is a folder (the files get `metrics_name`'s stem) or the `OutputPaths` checked before the run."""
+    paths_out = (
+        out if isinstance(out, OutputPaths) else derive(Path(out) / metrics_name, modulation is not None)
+    )
+    paths_out.folder.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
     if modulation is not None:
-        paths["scales"] = modulation.save(out / "head_scales.safetensors")
+        paths["scales"] = modulation.save(paths_out.scales or paths_out.folder / SCALES_NAME)
         scales_path = str(paths["scales"])
+    extra = dict(extra or {})
+    if outcomes is not None:
+        parser = extra.get("answer_parser", "vseam")
+        paths["samples"] = write_samples(paths_out.samples, outcomes, parser)
+        extra["samples"] = paths_out.samples.name
     table = format_table(rows)
-    paths["metrics"] = write_metrics_json(out / metrics_name, model_name, scales_path, rows, extra)
-    paths["table"] = write_text(out / (Path(metrics_name).stem + ".txt"), table + "\n")
+    paths["metrics"] = write_metrics_json(paths_out.metrics, model_name, scales_path, rows, extra)
+    paths["table"] = write_text(paths_out.table, table + "\n")
+    paths = {k: paths[k] for k in ("scales", "metrics", "table", "samples") if k in paths}
     print()
     print(table)
     print()

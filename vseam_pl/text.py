@@ -215,3 +215,16 @@ def answers_match(pred: str, gold: str, parser: str = "vseam") -> bool:
     if parser == "llava":
         return _llava_gqa(pred) == gold.lower()
     return normalize_answer(pred) == normalize_answer(gold)
+
+
+def parsed_answer(pred: str, benchmark: str, parser: str = "vseam") -> str | None:
+    """What `parser` reads from a reply before comparing it with the gold answer: POPE's yes/no (None: neither),
+    else the normalised text `answers_match` compares (the raw reply lowercased, for ``llava``)."""
+    check_parser(parser)
+    if benchmark == "pope":
+        return parse_yes_no(pred, parser)
+    if parser == "lmms_eval":
+        return _lmms_eval_exact(pred)
+    if parser == "llava":
+        return _llava_gqa(pred)
+    return normalize_answer(pred)

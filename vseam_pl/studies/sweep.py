@@ -1,6 +1,7 @@
 """Low-data ablation: learn head scales on fractions of the training split, several seeds each, with `train.py`.
 
-    vseam sweep --models checkpoints/tiny-llava checkpoints/tiny-instructblip --out docs
+    vseam sweep --models checkpoints/tiny-llava checkpoints/tiny-instructblip    # runs/ablation/ablation.*
+    vseam sweep ... --out docs                                                    # the shipped docs/ablation.*
 
 Every (model, fraction, seed) run is one `train.main([...])` call with `--data.fraction F --data.seed S
 --seed_everything S` (the stratified subsample and the shuffle both follow the seed) and the same number of epochs,
@@ -59,7 +60,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--num_workers", type=int, default=1)
     p.add_argument("--runs_dir", default="runs/ablation", help="one folder per run (the resume state)")
-    p.add_argument("--out", default="docs", help="where ablation.json, ablation.md and ablation.png go")
+    p.add_argument(
+        "--out",
+        default="runs/ablation",
+        help="where ablation.json, ablation.md and ablation.png go (docs/ ships the reference)",
+    )
     p.add_argument(
         "--train_args",
         nargs=argparse.REMAINDER,
