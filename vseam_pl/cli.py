@@ -82,9 +82,23 @@ class VSeamCLI(LightningCLI):
             help="where head_scales.safetensors and metrics.json go (default: the logger's run dir)",
         )
 
+    def input_files(self) -> list[tuple[str, str]]:
+        """(flag, path) of the files the command line names and the run reads."""
+        init = self.config.get("model.init_scales")
+        ckpt = self.config.get("ckpt_path")
+        named = [("--ckpt_path", None if ckpt == "last" else ckpt), ("--model.init_scales", init)]
+        return [(flag, path) for flag, path in named if path and path != "ones"]
+
+    def check_inputs(self) -> None:
+        """A named input file that does not exist is one `error:` line, before the model is loaded."""
+        for flag, path in self.input_files():
+            if not Path(path).is_file():
+                self.parser.error(f"{flag} {path}: no such file")
+
     def before_instantiate_classes(self) -> None:
-        """Fail on an unwritable destination before the model is loaded and trained (not after), in one
-        `error:` line."""
+        """Fail on a missing input or an unwritable destination before the model is loaded and trained (not
+        after), in one `error:` line."""
+        self.check_inputs()
         try:
             if self.config.get("output_dir"):
                 check_writable(derive(Path(self.config["output_dir"]) / METRICS_NAME, True), "--output_dir")

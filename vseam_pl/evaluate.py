@@ -241,6 +241,10 @@ class EvaluateCLI(VSeamCLI):
 
     outputs: OutputPaths | None = None
 
+    def input_files(self) -> list[tuple[str, str]]:
+        scales = self.config.get("scales")
+        return [*(super().input_files()), *([("--scales", scales)] if scales else [])]
+
     def instantiate_classes(self) -> None:
         asked = self.config.get("ckpt_path")
         super().instantiate_classes()
@@ -270,9 +274,7 @@ class EvaluateCLI(VSeamCLI):
         scales, ckpt_path = cfg.get("scales"), cfg.get("ckpt_path")
         if scales and ckpt_path:
             self.parser.error("give --scales or --ckpt_path, not both")
-        for flag, path in (("--scales", scales), ("--ckpt_path", ckpt_path)):
-            if path and path != "last" and not Path(path).is_file():
-                self.parser.error(f"{flag} {path}: no such file")
+        self.check_inputs()
         if ckpt_path != "last":
             self.outputs = self._checked(lambda: evaluation_outputs(cfg.get("output"), scales or ckpt_path))
         trainer = self.config["trainer"]

@@ -107,12 +107,21 @@ def test_evaluate_checks_the_output_before_loading_the_model(
     assert message in capsys.readouterr().err
 
 
-def test_evaluate_checks_scales_and_checkpoint_before_loading_the_model(tmp_path, no_model, capsys):
-    for flag in ("--scales", "--ckpt_path"):
-        with pytest.raises(SystemExit):
-            evaluate_main([flag, str(tmp_path / "missing.file")])
-        err = capsys.readouterr().err
-        assert f"error: {flag} {tmp_path / 'missing.file'}: no such file" in err and "Traceback" not in err
+@pytest.mark.parametrize(
+    "main, flag",
+    [
+        (evaluate_main, "--scales"),
+        (evaluate_main, "--ckpt_path"),
+        (evaluate_main, "--model.init_scales"),
+        (train_main, "--ckpt_path"),
+        (train_main, "--model.init_scales"),
+    ],
+)
+def test_missing_scales_and_checkpoints_fail_before_loading_the_model(main, flag, tmp_path, no_model, capsys):
+    with pytest.raises(SystemExit):
+        main([flag, str(tmp_path / "missing.file")])
+    err = capsys.readouterr().err
+    assert f"error: {flag} {tmp_path / 'missing.file'}: no such file" in err and "Traceback" not in err
 
 
 def test_train_checks_output_dir_before_loading_the_model(tiny_llava_dir, tmp_path, no_model, capsys):
