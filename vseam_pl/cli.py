@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 
 from .argparsing import underscore_flags
+from .cli_help import full_help_argv, short_help, wants_short_help
 from .distributed import all_gather_object
 from .evaluation import Outcome
 from .io import write_text
@@ -58,8 +60,21 @@ class VSeamCLI(LightningCLI):
         `sys.argv` (no warning when `vseam` passes the same list)."""
         if isinstance(args, dict | Namespace):
             self.config = parser.parse_object(args)
-        else:
-            self.config = parser.parse_args(underscore_flags(args))
+            return
+        argv = list(sys.argv[1:] if args is None else args)
+        if wants_short_help(argv):  # LightningCLI's own help is ~600 lines: that is `--help_all`
+            print(short_help(parser, parser.prog, self.help_summary()), end="")
+            raise SystemExit(0)
+        self.config = parser.parse_args(underscore_flags(full_help_argv(argv)))
+
+    def help_summary(self) -> str:
+        """The first line of `--help`: the subcommand's summary and guide when run as `vseam <name>`."""
+        from .commands import COMMANDS
+
+        name = sys.argv[0].removeprefix("vseam ")
+        if name in COMMANDS:
+            return f"{COMMANDS[name].summary} (guide: {COMMANDS[name].guide})"
+        return (self.parser.description or "").strip().split("\n")[0] if hasattr(self, "parser") else ""
 
     def add_arguments_to_parser(self, parser: Any) -> None:
         parser.add_argument(
