@@ -45,7 +45,8 @@ class ArgumentParser(jsonargparse.ArgumentParser):
         # a prefix of a flag (`--batch` for `--batch_size`) must fail, as LightningCLI's keys do
         kwargs.setdefault("allow_abbrev", False)
         kwargs.setdefault("formatter_class", _HelpFormatter)
-        if sys.argv[0].startswith("vseam "):  # run as `vseam synth`: usage and errors name that, not the module
+        # run as `vseam synth`: usage and errors name that, not the module
+        if sys.argv[0].startswith("vseam "):
             kwargs["prog"] = sys.argv[0]
         super().__init__(*args, **kwargs)
         super().add_argument(

@@ -225,7 +225,8 @@ def cli(argv: list[str] | None = None) -> int:
             print(plan_table(argv[1:]), end="")
             return 0
         main(argv)
-    except Exception as e:  # not `except input_errors()`: that would import the editing stack for --help's exit
+    # not `except input_errors()`: evaluating it would import the editing stack for --help's SystemExit
+    except Exception as e:
         if not isinstance(e, input_errors()):
             raise
         print(f"error: {e}", file=sys.stderr)
