@@ -277,3 +277,24 @@ def test_scales_of_another_model_fail_the_readme_example(workdir, monkeypatch):
     assert torch.is_tensor(
         HeadModulation.load("runs/lightning_logs/version_0/head_scales.safetensors").scales
     )
+
+
+def test_readme_and_getting_started_commands_are_limited():
+    """Issue 30.6: the first commands a reader runs finish in about a minute: tracing, discovery and evaluation
+    there name a limit (all 1,985 pairs, or 3 x 2,048 questions, take far longer)."""
+    limits = {"trace": "--limit", "discover": "--limit", "evaluate": "--data.limit"}
+    seen = 0
+    for block, cmds in PAGE_COMMANDS.items():
+        if block.page.name not in ("README.md", "getting-started.md"):
+            continue
+        for cmd in cmds:
+            flag = limits.get(cmd.argv[0])
+            if (
+                flag
+                and "--print_config" not in cmd.argv
+                and "-c" not in cmd.argv
+                and "--model.model" not in cmd.argv
+            ):
+                assert flag in cmd.argv, f"{block.where}: `vseam {' '.join(cmd.argv)}` has no {flag}"
+                seen += 1
+    assert seen >= 4

@@ -96,7 +96,7 @@ def evaluate(
         instruction, max_new_tokens: prompting and open-question generation length.
         answer_scoring: closed_set_logprob (closed sets scored by candidate log-probability; the default) or
             generate (every question answered by greedy generation, as lmms-eval / VLMEvalKit do).
-        answer_parser: how generated replies are read: vseam | lmms_eval | llava | vlmevalkit (docs/evaluation.md).
+        answer_parser: how generated replies are read: vseam | lmms_eval | llava | vlmevalkit (docs/statistics.md).
         statistics: image_clustered (p-values and CIs resample images; the default) or per_question (McNemar).
         accelerator, devices, strategy, precision: Lightning Trainer settings (e.g. 2 devices with ddp).
         seed: seeds the bootstrap CIs.
