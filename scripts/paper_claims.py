@@ -1,6 +1,6 @@
 """Measure V-SEAM's four claims on the embedded models and write one table (test split, paired tests, seeds).
 
-    python scripts/paper_claims.py --models checkpoints/tiny-llava checkpoints/tiny-instructblip --out docs/claims
+    python scripts/paper_claims.py --models checkpoints/tiny-llava checkpoints/tiny-instructblip --out docs
 
 Per model, each step a package command whose outputs are kept under `--runs_dir` (a finished step is not redone, so
 an interrupted run resumes):
@@ -329,7 +329,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--models", nargs="+", default=["checkpoints/tiny-llava", "checkpoints/tiny-instructblip"])
     p.add_argument("--data_root", default="data/synth")
     p.add_argument("--runs_dir", default="runs/claims")
-    p.add_argument("--out", default="docs/claims")
+    p.add_argument(
+        "--out", default="runs/claims", help="where claims.json and claims.md go (docs: the shipped ones)"
+    )
     p.add_argument("--pairs", type=int, default=96, help="test pairs for discovery and set ablation")
     p.add_argument("--top_k", type=int, default=8)
     p.add_argument("--readme", help="also write the compact table into this README's claims-table markers")

@@ -27,7 +27,14 @@ _text.__name__ = "str"
 
 
 class _HelpFormatter(jsonargparse.DefaultHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Descriptions (the tools' docstrings) keep their line breaks."""
+    """Descriptions (the tools' docstrings) keep their line breaks; an untyped option shows `type: str` (not the
+    converter's repr), and argparse's `%%` escape shows as `%` (jsonargparse does not expand it)."""
+
+    def _get_type_str(self, action: argparse.Action) -> str | None:
+        return "str" if action.type is _text else super()._get_type_str(action)
+
+    def _expand_help(self, action: argparse.Action) -> str:
+        return super()._expand_help(action).replace("%%", "%")
 
 
 class ArgumentParser(jsonargparse.ArgumentParser):
@@ -38,6 +45,9 @@ class ArgumentParser(jsonargparse.ArgumentParser):
         # a prefix of a flag (`--batch` for `--batch_size`) must fail, as LightningCLI's keys do
         kwargs.setdefault("allow_abbrev", False)
         kwargs.setdefault("formatter_class", _HelpFormatter)
+        # run as `vseam synth`: usage and errors name that, not the module
+        if sys.argv[0].startswith("vseam "):
+            kwargs["prog"] = sys.argv[0]
         super().__init__(*args, **kwargs)
         super().add_argument(
             "-c",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +13,14 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 
 from .argparsing import underscore_flags
+from .cli_help import full_help_argv, short_help, wants_short_help
 from .distributed import all_gather_object
+from .evaluation import Outcome
 from .io import write_text
+from .outputs import METRICS_NAME, SCALES_NAME, OutputPaths, check_folder, check_writable, derive
 from .report import format_table, write_metrics_json
 from .resume import check_checkpoint, read_checkpoint, same_model
+from .samples import write_samples
 from .signals import track
 from .synth import generate_benchmarks
 from .versions import exclusive_versions
@@ -57,10 +63,23 @@ class VSeamCLI(LightningCLI):
         if isinstance(args, dict | Namespace):
             self.config = parser.parse_object(args)
         else:
-            self.config = parser.parse_args(underscore_flags(args))
+            argv = list(sys.argv[1:] if args is None else args)
+            if wants_short_help(argv):  # LightningCLI's own help is ~600 lines: that is `--help_all`
+                print(short_help(parser, parser.prog, self.help_summary()), end="")
+                raise SystemExit(0)
+            self.config = parser.parse_args(underscore_flags(full_help_argv(argv)))
         model = self.config.get("model")
         if model is not None and isinstance(model.get("model"), str):
             model["model"] = package_path(model["model"])
+
+    def help_summary(self) -> str:
+        """The first line of `--help`: the subcommand's summary and guide when run as `vseam <name>`."""
+        from .commands import COMMANDS
+
+        name = sys.argv[0].removeprefix("vseam ")
+        if name in COMMANDS:
+            return f"{COMMANDS[name].summary} (guide: {COMMANDS[name].guide})"
+        return (self.parser.description or "").strip().split("\n")[0] if hasattr(self, "parser") else ""
 
     def add_arguments_to_parser(self, parser: Any) -> None:
         parser.add_argument(
@@ -82,6 +101,32 @@ class VSeamCLI(LightningCLI):
             default=None,
             help="where head_scales.safetensors and metrics.json go (default: the logger's run dir)",
         )
+
+    def input_files(self) -> list[tuple[str, str]]:
+        """(flag, path) of the files the command line names and the run reads."""
+        init = self.config.get("model.init_scales")
+        ckpt = self.config.get("ckpt_path")
+        named = [("--ckpt_path", None if ckpt == "last" else ckpt), ("--model.init_scales", init)]
+        return [(flag, path) for flag, path in named if path and path != "ones"]
+
+    def check_inputs(self) -> None:
+        """A named input file that does not exist is one `error:` line, before the model is loaded."""
+        for flag, path in self.input_files():
+            if not Path(path).is_file():
+                self.parser.error(f"{flag} {path}: no such file")
+
+    def before_instantiate_classes(self) -> None:
+        """Fail on a missing input or an unwritable destination before the model is loaded and trained (not
+        after), in one `error:` line."""
+        self.check_inputs()
+        try:
+            if self.config.get("output_dir"):
+                check_writable(derive(Path(self.config["output_dir"]) / METRICS_NAME, True), "--output_dir")
+            else:
+                root = self.config["trainer"].get("default_root_dir") or "."
+                check_folder(root, "--trainer.default_root_dir")
+        except (OSError, ValueError) as e:
+            self.parser.error(str(e))
 
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
@@ -147,24 +192,35 @@ def run_dir(trainer: Any, output_dir: str | None) -> Path:
 
 @rank_zero_only
 def write_outputs(
-    out: Path,
+    out: Path | OutputPaths,
     model_name: str,
     rows: list[dict],
     modulation: Any | None,
     extra: dict | None = None,
-    metrics_name: str = "metrics.json",
+    metrics_name: str = METRICS_NAME,
     scales_path: str | None = None,
+    outcomes: Sequence[Outcome] | None = None,
 ) -> dict[str, Path]:
-    """Write head_scales.safetensors (when `modulation` is given), metrics.json and metrics.txt; print the table
-    and, last, the paths."""
-    out.mkdir(parents=True, exist_ok=True)
+    """Write head_scales.safetensors (when `modulation` is given), metrics.json, metrics.txt and, with `outcomes`
+    (the module's `test_outcomes`), the per-question samples `metrics.samples.jsonl`; print the table and, last,
+    the paths. `out` is a folder (the files get `metrics_name`'s stem) or the `OutputPaths` checked before the run."""
+    paths_out = (
+        out if isinstance(out, OutputPaths) else derive(Path(out) / metrics_name, modulation is not None)
+    )
+    paths_out.folder.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
     if modulation is not None:
-        paths["scales"] = modulation.save(out / "head_scales.safetensors")
+        paths["scales"] = modulation.save(paths_out.scales or paths_out.folder / SCALES_NAME)
         scales_path = str(paths["scales"])
+    extra = dict(extra or {})
+    if outcomes is not None:
+        parser = extra.get("answer_parser", "vseam")
+        paths["samples"] = write_samples(paths_out.samples, outcomes, parser)
+        extra["samples"] = paths_out.samples.name
     table = format_table(rows)
-    paths["metrics"] = write_metrics_json(out / metrics_name, model_name, scales_path, rows, extra)
-    paths["table"] = write_text(out / (Path(metrics_name).stem + ".txt"), table + "\n")
+    paths["metrics"] = write_metrics_json(paths_out.metrics, model_name, scales_path, rows, extra)
+    paths["table"] = write_text(paths_out.table, table + "\n")
+    paths = {k: paths[k] for k in ("scales", "metrics", "table", "samples") if k in paths}
     print()
     print(table)
     print()

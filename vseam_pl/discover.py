@@ -18,6 +18,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from .ablation import ABLATION_MODES
 from .argparsing import ArgumentParser
@@ -234,8 +235,54 @@ def main(argv: list[str] | None = None) -> int:
         )
         summary["verify_top"] = str(write_json(Path(args.out) / "verify_top.json", rows))
         print(format_verify(rows), file=sys.stderr)
+    print(summary_legend(args.method, scores.protocol, ranks_by_gain(scores)), file=sys.stderr)
     print(json.dumps(summary))
     return 0
+
+
+def ranks_by_gain(scores: Any) -> bool:
+    """Whether `negative_heads` ranks by the release's non-negative gain: release ablation, and at least one pair
+    answered wrongly (otherwise the gain is undefined and the ranking falls back to the signed scores)."""
+    if not scores.negative_is_gain:
+        return False
+    try:
+        return not bool(scores.get("all", "negative").isnan().all())
+    except KeyError:
+        return False
+
+
+def summary_legend(method: str, protocol: str, negative_is_gain: bool) -> str:
+    """What the summary's `positive` / `negative` lists of `[layer, head, score]` measure, for this method and
+    protocol (printed above the JSON line)."""
+    if method in ("ablation", "set_ablation"):
+        positive = (
+            "positive: heads whose ablation lowers the answer's probability most (score: mean p_base - p_ablated "
+            "over pairs answered correctly; larger = the head helps the answer more)"
+        )
+        if negative_is_gain:
+            negative = (
+                "negative (--protocol release): the release's gain, mean max(0, p_ablated - p_base) over pairs "
+                "answered wrongly, so it is >= 0 by construction and drawn red like the positive scores; larger = "
+                "ablating the head helps more, i.e. the head works against the answer more"
+            )
+        elif protocol == "release":
+            negative = (
+                "negative (--protocol release): no pair was answered wrongly, so the release's gain is undefined; "
+                "listed instead: the most negative signed scores (mean p_base - p_ablated over all pairs, < 0 = "
+                "ablating the head raises the answer's probability)"
+            )
+        else:
+            negative = (
+                "negative: heads whose ablation raises the answer's probability most (mean p_base - p_ablated "
+                "over pairs answered wrongly, < 0; more negative = the head works against the answer more)"
+            )
+    else:
+        positive = (
+            "positive: heads whose clean activation, patched into the edited run, moves the answer back toward the "
+            f"clean one most ({method} score, normalised by the pair's edit effect; larger = more causal)"
+        )
+        negative = "negative: heads whose clean activation moves the answer further away (score < 0)"
+    return f"{positive}\n{negative}\n(protocol {protocol}; docs/guides/discovery.md, docs/fidelity.md)"
 
 
 if __name__ == "__main__":

@@ -16,17 +16,17 @@ import json
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .argparsing import ArgumentParser
-from .data.readers import BadRecordError
-from .editing.gqa import GQAFormatError, read_gqa_questions, read_scene_graphs
-from .editing.inpaint import DTYPES, Inpainter, load_inpaint_pipeline
-from .editing.pipeline import EditReport, EditSettings, run_edits
-from .editing.planner import EditPlanner
-from .editing.quality import AnswerFn
-from .editing.vocab import EditVocab, VocabError
 from .levels import LEVELS
-from .pairs import ManifestError
+
+if TYPE_CHECKING:  # the editing stack imports diffusers, transformers and Lightning: not for `--help`
+    from .editing.pipeline import EditReport
+    from .editing.quality import AnswerFn
+
+#: `--dtype` choices: the keys of `vseam_pl.editing.inpaint.DTYPES` (a test keeps them equal).
+DTYPE_NAMES: tuple[str, ...] = ("bfloat16", "float16", "float32")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gen.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda when available)")
     gen.add_argument(
-        "--dtype", choices=sorted(DTYPES), default=None, help="default: float16 on GPU, else float32"
+        "--dtype", choices=DTYPE_NAMES, default=None, help="default: float16 on GPU, else float32"
     )
     flt = p.add_argument_group("quality filters")
     flt.add_argument(
@@ -100,6 +100,12 @@ def vlm_answer_fn(model: str, device: str, dtype: str, batch_size: int) -> Answe
 def main(argv: list[str] | None = None) -> EditReport:
     args = build_parser().parse_args(argv)
     import torch
+
+    from .editing.gqa import read_gqa_questions, read_scene_graphs
+    from .editing.inpaint import Inpainter, load_inpaint_pipeline
+    from .editing.pipeline import EditSettings, run_edits
+    from .editing.planner import EditPlanner
+    from .editing.vocab import EditVocab
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = args.dtype or ("float16" if device.startswith("cuda") else "float32")
@@ -167,6 +173,10 @@ def plan_table(argv: list[str]) -> str:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--rows", type=int, default=10)
     args = p.parse_args(argv)
+    from .editing.gqa import read_gqa_questions, read_scene_graphs
+    from .editing.planner import EditPlanner
+    from .editing.vocab import EditVocab
+
     planner = EditPlanner(
         EditVocab.load(args.vocab),
         seed=args.seed,
@@ -197,8 +207,14 @@ def plan_table(argv: list[str]) -> str:
     return "\n".join(lines) + "\n" + "\n".join(tables) + "\n"
 
 
-#: Bad inputs whose messages already name the file, record and field: shown without a traceback.
-INPUT_ERRORS = (BadRecordError, GQAFormatError, VocabError, ManifestError, FileNotFoundError)
+def input_errors() -> tuple[type[Exception], ...]:
+    """Bad inputs whose messages already name the file, record and field: shown without a traceback."""
+    from .data.readers import BadRecordError
+    from .editing.gqa import GQAFormatError
+    from .editing.vocab import VocabError
+    from .pairs import ManifestError
+
+    return (BadRecordError, GQAFormatError, VocabError, ManifestError, FileNotFoundError)
 
 
 def cli(argv: list[str] | None = None) -> int:
@@ -209,7 +225,10 @@ def cli(argv: list[str] | None = None) -> int:
             print(plan_table(argv[1:]), end="")
             return 0
         main(argv)
-    except INPUT_ERRORS as e:
+    # not `except input_errors()`: evaluating it would import the editing stack for --help's SystemExit
+    except Exception as e:
+        if not isinstance(e, input_errors()):
+            raise
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -39,6 +39,7 @@ from vseam_pl.cli import (
 from vseam_pl.data import MultiBenchmarkDataModule, QADataModule, build_datamodule
 from vseam_pl.distributed import release_process_group
 from vseam_pl.lit_module import HeadModulationModule
+from vseam_pl.outputs import OutputPaths, resolve_metrics_path
 from vseam_pl.prompts import DEFAULT_INSTRUCTION
 from vseam_pl.signals import stop_on_sigterm
 
@@ -97,7 +98,7 @@ def evaluate(
         instruction, max_new_tokens: prompting and open-question generation length.
         answer_scoring: closed_set_logprob (closed sets scored by candidate log-probability; the default) or
             generate (every question answered by greedy generation, as lmms-eval / VLMEvalKit do).
-        answer_parser: how generated replies are read: vseam | lmms_eval | llava | vlmevalkit (docs/evaluation.md).
+        answer_parser: how generated replies are read: vseam | lmms_eval | llava | vlmevalkit (docs/statistics.md).
         generation: vseam (max_new_tokens, first line) or toolkit (the answer parser's toolkit's generation per
             benchmark, whole reply; `vseam_pl.text.TOOLKIT_GENERATION`).
         statistics: image_clustered (p-values and CIs resample images; the default) or per_question (McNemar).
@@ -105,6 +106,7 @@ def evaluate(
         seed: seeds the bootstrap CIs.
     """
     seed_everything(seed, verbose=False)
+    outputs = evaluation_outputs(output, scales)  # checked before any work
     if hf_dataset is None and data_root == "data/synth":
         ensure_synthetic(data_root)
     conventions = synthetic_conventions(data_root) if hf_dataset is None else {}
@@ -155,7 +157,15 @@ def evaluate(
         enable_checkpointing=False,
         enable_model_summary=False,
     )
-    return run_test(trainer, module, data, scales, output)
+    return run_test(trainer, module, data, scales, output, outputs=outputs)
+
+
+def evaluation_outputs(output: str | None, learned: str | None) -> OutputPaths:
+    """Where an evaluation writes, checked now: `--output` as given (a folder gets a free `metrics[-n].json`);
+    by default a free name beside the scales or checkpoint, else in runs/eval — never over an existing file
+    (beside a run's scales, that run's own metrics.json)."""
+    default = Path(learned).parent if learned else Path("runs/eval")
+    return resolve_metrics_path(output, default)
 
 
 def auto_batch_size(module: HeadModulationModule, data: LightningDataModule, accelerator: str) -> None:
@@ -178,23 +188,22 @@ def run_test(
     scales: str | None,
     output: str | None,
     ckpt_path: str | None = None,
+    outputs: OutputPaths | None = None,
 ) -> list[dict]:
-    """Test `module` on `data` and write metrics.json (default: beside the scales or checkpoint, else
-    runs/eval/metrics.json) and the table; the rows."""
-    trainer.test(module, datamodule=data, verbose=False, ckpt_path=ckpt_path)
+    """Test `module` on `data` and write metrics.json, the table and the per-question samples (to `outputs`, else
+    to `evaluation_outputs(output, ...)`); the rows."""
     learned = scales or ckpt_path
-    out = (
-        Path(output) if output else (Path(learned).parent if learned else Path("runs/eval")) / "metrics.json"
-    )
+    outputs = outputs or evaluation_outputs(output, learned)
+    trainer.test(module, datamodule=data, verbose=False, ckpt_path=ckpt_path)
     skipped = gather_skipped(getattr(data, "skipped", []))
     write_outputs(
-        out.parent,
+        outputs,
         module.vlm.name,
         module.test_rows,
         None,
         {"skipped_records": len(skipped), **module.answer_settings()},
-        metrics_name=out.name,
         scales_path=learned,
+        outcomes=module.test_outcomes,
     )
     release_process_group()
     return module.test_rows
@@ -225,7 +234,8 @@ class EvaluateCLI(VSeamCLI):
             "--output",
             type=str | None,
             default=None,
-            help="metrics.json path (default: beside --scales / --ckpt_path, else runs/eval/metrics.json)",
+            help="metrics file, or a folder for metrics.json (default: a new metrics[-n].json beside --scales / "
+            "--ckpt_path, else in runs/eval; an existing file is never replaced unless named here)",
         )
         parser.add_argument(
             "--auto_batch_size",
@@ -233,6 +243,12 @@ class EvaluateCLI(VSeamCLI):
             default=False,
             help="replace data.batch_size by the largest that fits on the GPU (no-op on CPU)",
         )
+
+    outputs: OutputPaths | None = None
+
+    def input_files(self) -> list[tuple[str, str]]:
+        scales = self.config.get("scales")
+        return [*(super().input_files()), *([("--scales", scales)] if scales else [])]
 
     def instantiate_classes(self) -> None:
         asked = self.config.get("ckpt_path")
@@ -244,8 +260,28 @@ class EvaluateCLI(VSeamCLI):
                 f"--ckpt_path last: no last*.ckpt of {self.model.vlm.name} under "
                 f"{', '.join(map(str, checkpoint_roots(self.trainer)))}"
             )
+        if self.outputs is None:  # `--ckpt_path last`: the destination is known now
+            self.outputs = self._checked(
+                lambda: evaluation_outputs(self.config.get("output"), self.config["ckpt_path"])
+            )
+
+    def _checked(self, check: Any) -> Any:
+        """`check()`, its error as one `error:` line of the parser."""
+        try:
+            return check()
+        except (OSError, ValueError) as e:
+            self.parser.error(str(e))
 
     def before_instantiate_classes(self) -> None:
+        """Inputs and outputs are checked before the model is loaded: a missing `--scales` or checkpoint, both
+        given, or an unwritable `--output` is one `error:` line, in a second."""
+        cfg = self.config
+        scales, ckpt_path = cfg.get("scales"), cfg.get("ckpt_path")
+        if scales and ckpt_path:
+            self.parser.error("give --scales or --ckpt_path, not both")
+        self.check_inputs()
+        if ckpt_path != "last":
+            self.outputs = self._checked(lambda: evaluation_outputs(cfg.get("output"), scales or ckpt_path))
         trainer = self.config["trainer"]
         trainer["logger"] = False
         trainer["callbacks"] = None
@@ -316,8 +352,6 @@ def _main(argv: list[str] | None = None) -> list[dict]:
     cli = build_cli(argv)
     cfg = cli.config
     scales, ckpt_path = cfg.get("scales"), cfg.get("ckpt_path")
-    if scales and ckpt_path:
-        cli.parser.error("give --scales or --ckpt_path, not both")
     ensure_synthetic(cfg.get("synth_root"), cfg.get("synth_seed", 0))
     module: HeadModulationModule = cli.model
     data = for_benchmarks(cli.datamodule, cfg["data"], cfg.get("benchmarks"))
@@ -327,7 +361,7 @@ def _main(argv: list[str] | None = None) -> list[dict]:
         module.modulation.detach()
     if cfg.get("auto_batch_size"):
         auto_batch_size(module, data, str(cfg["trainer"]["accelerator"]))
-    return run_test(cli.trainer, module, data, scales, cfg.get("output"), ckpt_path)
+    return run_test(cli.trainer, module, data, scales, cfg.get("output"), ckpt_path, cli.outputs)
 
 
 # SIGTERM: exit 143 at once (an evaluation keeps no partial results to finish writing), never 0

@@ -276,6 +276,23 @@ def answers_match(pred: str, gold: str, parser: str = "vseam", benchmark: str | 
     return normalize_answer(pred) == normalize_answer(gold)
 
 
+def parsed_answer(pred: str, benchmark: str, parser: str = "vseam") -> str | None:
+    """What `parser` reads from a reply before comparing it with the gold answer (the side of `answers_match` that
+    the reply goes through): POPE's yes/no (None: neither), else the text that is compared."""
+    check_parser(parser)
+    if benchmark == "pope":
+        return parse_yes_no(pred, parser)
+    if parser == "lmms_eval":
+        return _lmms_eval_exact(pred)
+    if parser == "llava":
+        return _llava_gqa(pred)
+    if parser == "vlmevalkit":
+        if VLMEVALKIT_METHOD.get(benchmark) == "accuracy":
+            return pred.strip().lower()
+        return vlmevalkit_process_answer(pred)
+    return normalize_answer(pred)
+
+
 # ---------------------------------------------------------------- how each toolkit generates the reply it parses
 
 

@@ -25,6 +25,7 @@ from vseam_pl.cli import (
 from vseam_pl.distributed import release_process_group
 from vseam_pl.interventions import HeadModulation
 from vseam_pl.lit_module import HeadModulationModule
+from vseam_pl.signals import stop_on_sigterm
 
 
 def build_cli(args: list[str] | None = None) -> VSeamCLI:
@@ -56,13 +57,18 @@ def main(args: list[str] | None = None) -> None:
         **selection_report(module),
     }
     out = run_dir(trainer, cfg.get("output_dir"))
-    write_outputs(out, module.vlm.name, module.test_rows, module.modulation, extra)
+    write_outputs(
+        out, module.vlm.name, module.test_rows, module.modulation, extra, outcomes=module.test_outcomes
+    )
     if module.rejected_state is not None and trainer.is_global_zero:
         rejected = HeadModulation.for_vlm(module.vlm)
         rejected.scales.data.copy_(module.rejected_state[0])
         print(f"rejected: {rejected.save(out / REJECTED_SCALES)} (learned, not used: see metrics.json)")
     release_process_group()
 
+
+# SIGTERM: exit 143 naming the last checkpoint, never 0 (`python train.py` and `vseam train` wrap it too; harmless)
+main = stop_on_sigterm(main, "vseam train")
 
 #: Where a run keeps learned scales that the do-no-harm check rejected (the run's result is then the identity).
 REJECTED_SCALES = "learned_head_scales.safetensors"

@@ -233,9 +233,16 @@ def test_cli_release_protocol_writes_release_scores_and_scales(models, synth_pai
         )
         == 0
     )
-    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    printed = capsys.readouterr()
+    summary = json.loads(printed.out.strip().splitlines()[-1])
     scores = HeadScores.load(out)
     assert summary["protocol"] == scores.protocol == "release"
+    # issue 30.10: the console says what the lists measure, and why release "negative" scores are >= 0
+    assert "negative (--protocol release)" in printed.err
+    if ">= 0 by construction" in printed.err:  # some pair answered wrongly: the release's gain
+        assert all(score >= 0 for _, _, score in summary["negative"])
+    else:  # none: the signed fallback, said so
+        assert "gain is undefined" in printed.err
     assert json.loads((out / "head_scores.json").read_text())["negative_sign"].startswith("gain")
     expected = (1 + scores.signed().double()).clamp(0, 2).float()
     torch.testing.assert_close(HeadModulation.load(out / "init_scales.safetensors").scales.detach(), expected)
@@ -401,3 +408,16 @@ def test_callback_release_protocol_closed_form_and_set_ablation(synth_pairs, tmp
     torch.testing.assert_close(module.modulation.scales.detach(), (1 + scores.signed()).clamp(0, 2))
     summary = json.loads((tmp_path / "run" / "set_ablation.json").read_text())
     assert summary["settings"]["protocol"] == "release" and len(summary["sets"]) == 4
+
+
+def test_summary_legend_says_what_each_list_measures():
+    from vseam_pl.discover import summary_legend
+
+    default = summary_legend("ablation", "default", negative_is_gain=False)
+    assert "positive: heads whose ablation lowers" in default and "< 0" in default and ">= 0" not in default
+    release = summary_legend("ablation", "release", negative_is_gain=True)
+    assert ">= 0 by construction" in release and "red" in release
+    fallback = summary_legend("ablation", "release", negative_is_gain=False)
+    assert "gain is undefined" in fallback and ">= 0" not in fallback
+    patching = summary_legend("patching", "default", negative_is_gain=False)
+    assert "patched into the edited run" in patching and "score < 0" in patching

@@ -62,7 +62,8 @@ def _param(f: Family):
         marks.append(
             pytest.mark.skip(
                 reason=f"{f.name}: transformers 5.x builds its processor with torchvision, "
-                "which is not installed (pip install 'vseam-pl[families]')"
+                "which is not installed: pip install torch==2.14.1 torchvision==0.29.1 (a matching pair, "
+                "docs/families.md), then pip install 'vseam-pl[families]'"
             )
         )
     return pytest.param(f, id=f.name, marks=marks)

@@ -72,7 +72,7 @@ def test_fraction_runs_use_expected_records_and_resume(tiny_llava_dir, tiny_worl
     saved = json.loads((docs / "ablation.json").read_text())
     assert saved["summary"] == result["summary"] and saved["command"].startswith("vseam sweep ")
     assert [s["fraction"] for s in saved["summary"]] == [0.1, 1.0]
-    assert all(s["std"] == 0.0 and s["seeds"] == [0] for s in saved["summary"])
+    assert all(s["std"] is None and s["seeds"] == [0] for s in saved["summary"])
     assert (docs / "ablation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = (docs / "ablation.md").read_text()
     assert saved["command"] in md and "| 0.1 |" in md and "ablation.png" in md
@@ -119,3 +119,30 @@ def test_a_run_capped_below_its_epoch_is_an_error(tiny_llava_dir, tiny_world, tm
     capped[capped.index("--fractions") + 1 : capped.index("--seeds")] = ["1.0"]
     with pytest.raises(ValueError, match=r"the run made 1 optimizer steps, not \d+ \(\d+ questions, batch 8"):
         ablate_fraction.main(capped)
+
+
+def test_one_seed_has_no_spread_to_print():
+    """Issue 30.10: a one-seed sweep printed "± 0.00", a spread it never measured."""
+    one = {"mean": 0.612, "std": None}
+    three = {"mean": 0.612, "std": 0.0035}
+    assert ablate_fraction.mean_std(one) == "61.20 (1 seed)"
+    assert ablate_fraction.mean_std(three) == "61.20 ± 0.35"
+    runs = [
+        {
+            "model": "m",
+            "fraction": f,
+            "seed": 0,
+            "accuracy": 0.6,
+            "train_records": 5,
+            "n": 10,
+            "zero_shot": 0.5,
+            "levels": {},
+            "p_value": 0.5,
+        }
+        for f in (0.1, 1.0)
+    ]
+    summary = ablate_fraction.aggregate(runs)
+    assert [s["std"] for s in summary] == [None, None]
+    args = ablate_fraction.parse_args([])
+    text = ablate_fraction.markdown(summary, runs, args, "vseam sweep")
+    assert "± 0.00" not in text and "60.00 (1 seed)" in text

@@ -1,6 +1,7 @@
 """Compare V-SEAM head modulation with baselines on the same GQA test examples, per model.
 
-    vseam compare --models checkpoints/tiny-llava checkpoints/tiny-instructblip --out docs
+    vseam compare --models checkpoints/tiny-llava checkpoints/tiny-instructblip    # runs/compare/comparison.*
+    vseam compare ... --out docs                                                    # the shipped docs/comparison.*
 
 Methods (`vseam_pl.baselines.METHODS`): zero-shot frozen model; closed-form scales from discovery scores (no
 training); scales learned from ones; scales learned from the discovery initialisation; K random heads learned
@@ -78,7 +79,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = ArgumentParser(description=__doc__)
     p.add_argument("--models", nargs="+", default=["checkpoints/tiny-llava", "checkpoints/tiny-instructblip"])
     p.add_argument("--data_root", default="data/synth", help="synthetic world (train/ val/ test/ folders)")
-    p.add_argument("--out", default="docs", help="where comparison.json and comparison.md go")
+    p.add_argument(
+        "--out",
+        default="runs/compare",
+        help="where comparison.json and comparison.md go (docs/ ships the reference)",
+    )
     p.add_argument("--runs_dir", default="runs/compare", help="per-method results (the resume state)")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument(

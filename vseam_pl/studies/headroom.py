@@ -1,6 +1,7 @@
 """Readout headroom: is the answer in the frozen model at all, or only misread?
 
-    vseam headroom --models checkpoints/tiny-llava checkpoints/tiny-instructblip --benchmarks gqa pope --out docs
+    vseam headroom --models checkpoints/tiny-llava checkpoints/tiny-instructblip --benchmarks gqa pope
+    vseam headroom --limit 3000 --probe --out docs      # the shipped docs/headroom.* (default: runs/headroom)
 
 A per-head rescaling changes how a frozen model reads what it has computed; it cannot add what it never computed.
 For every yes/no question this scores the frozen model's margin ``log p(yes) - log p(no)`` (the quantity closed-set
@@ -275,7 +276,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="also fit a linear probe per layer on the residual stream (train split; layer chosen on val)",
     )
-    p.add_argument("--out", default="docs", help="where headroom.json and headroom.md go")
+    p.add_argument(
+        "--out",
+        default="runs/headroom",
+        help="where headroom.json and headroom.md go (docs/ ships the reference)",
+    )
     return p.parse_args(argv)
 
 

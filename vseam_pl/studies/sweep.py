@@ -1,6 +1,7 @@
 """Low-data ablation: learn head scales on fractions of the training split, several seeds each, with `train.py`.
 
-    vseam sweep --models checkpoints/tiny-llava checkpoints/tiny-instructblip --out docs
+    vseam sweep --models checkpoints/tiny-llava checkpoints/tiny-instructblip    # runs/ablation/ablation.*
+    vseam sweep ... --out docs                                                    # the shipped docs/ablation.*
 
 Every (model, fraction, seed) run is one `train.main([...])` call with `--data.fraction F --data.seed S
 --seed_everything S` (the stratified subsample and the shuffle both follow the seed) and the same number of epochs,
@@ -59,7 +60,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--num_workers", type=int, default=1)
     p.add_argument("--runs_dir", default="runs/ablation", help="one folder per run (the resume state)")
-    p.add_argument("--out", default="docs", help="where ablation.json, ablation.md and ablation.png go")
+    p.add_argument(
+        "--out",
+        default="runs/ablation",
+        help="where ablation.json, ablation.md and ablation.png go (docs/ ships the reference)",
+    )
     p.add_argument(
         "--train_args",
         nargs=argparse.REMAINDER,
@@ -196,7 +201,8 @@ def run_one(args: argparse.Namespace, model: str, fraction: float, seed: int) ->
 
 
 def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean and sample std (ddof=1; 0 for one seed) of the test accuracy per (model, fraction)."""
+    """Mean and sample std (ddof=1; None for one seed, which has no spread to show) of the test accuracy per
+    (model, fraction)."""
     out = []
     for model in dict.fromkeys(r["model"] for r in runs):
         for fraction in sorted({r["fraction"] for r in runs if r["model"] == model}):
@@ -215,7 +221,7 @@ def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "train_records": group[0]["train_records"],
                     "n_test": group[0]["n"],
                     "mean": float(acc.mean()),
-                    "std": float(acc.std(ddof=1)) if acc.size > 1 else 0.0,
+                    "std": float(acc.std(ddof=1)) if acc.size > 1 else None,
                     "zero_shot": group[0]["zero_shot"],
                     "levels_mean": levels,
                 }
@@ -236,7 +242,7 @@ def plot(summary: list[dict[str, Any]], path: Path) -> Path:
         ax.errorbar(
             [s["fraction"] for s in rows],
             [100 * s["mean"] for s in rows],
-            yerr=[100 * s["std"] for s in rows],
+            yerr=[100 * (s["std"] or 0.0) for s in rows],
             marker="o",
             capsize=4,
             color=color,
@@ -267,6 +273,11 @@ def _pct(x: float) -> str:
     return f"{100 * x:.2f}"
 
 
+def mean_std(s: dict[str, Any]) -> str:
+    """`61.20 ± 0.35`, or `61.20 (1 seed)`: one seed has no spread, and `± 0.00` would claim one."""
+    return f"{_pct(s['mean'])} ± {_pct(s['std'])}" if s["std"] is not None else f"{_pct(s['mean'])} (1 seed)"
+
+
 def markdown(
     summary: list[dict[str, Any]], runs: list[dict[str, Any]], args: argparse.Namespace, command: str
 ) -> str:
@@ -288,7 +299,7 @@ def markdown(
             str(s["train_records"]),
             str(len(s["seeds"])),
             str(s["n_test"]),
-            f"{_pct(s['mean'])} ± {_pct(s['std'])}",
+            mean_std(s),
             *[_pct(s["levels_mean"][lv]) if lv in s["levels_mean"] else "-" for lv in LEVELS],
             _pct(s["zero_shot"]),
         ]
@@ -310,8 +321,8 @@ def markdown(
                     f"10% of the data recovers {100 * gain_tenth / gain_full:.0f}% of the full-data gain"
                 )
             findings.append(
-                f"- **{model_display_name(model)}**: 10% of the data {_pct(tenth['mean'])} ± "
-                f"{_pct(tenth['std'])}% vs full data {_pct(full['mean'])} ± {_pct(full['std'])}% "
+                f"- **{model_display_name(model)}**: 10% of the data {mean_std(tenth)}% vs full data "
+                f"{mean_std(full)}% "
                 f"(zero-shot {_pct(zero)}%): {verdict}. Smallest McNemar p of any run against "
                 f"zero-shot: {min_p:.3f}."
             )

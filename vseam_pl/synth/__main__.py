@@ -1,4 +1,4 @@
-"""CLI: ``python -m vseam_pl.synth --out DIR [--seed N] [--n-images N] [--n-val N] [--n-test N] [--overwrite]``."""
+"""CLI: ``vseam synth --out DIR [--seed N] [--n_images N] [--n_val N] [--n_test N] [--overwrite]`` (= ``python -m vseam_pl.synth``)."""
 
 from __future__ import annotations
 

@@ -138,4 +138,16 @@ def pair_token_figure(
         axes[s].set_title(site)
     fig.colorbar(im, ax=axes, shrink=0.8, label=LABELS[metric])
     fig.suptitle(title)
+    fig.supxlabel(role_legend(roles), fontsize=7)  # constrained layout keeps it clear of the axes
     return fig
+
+
+def role_legend(roles: list[str]) -> str:
+    """What the `[q]`, `[c]`, `[f]` after each token label mean (only the roles present)."""
+    meaning = {
+        "question": "question token",
+        "concept": "the edited concept's word",
+        "final": "final position (where the answer is predicted)",
+    }
+    present = [r for r in meaning if r in roles]
+    return "   ".join(f"[{r[0]}] {meaning[r]}" for r in present)
