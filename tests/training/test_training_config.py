@@ -141,7 +141,7 @@ def test_the_embedded_defaults_caps_stay_its_own(recipe):
     """default.yaml is every recipe's base; its per-split caps (minutes on a CPU) must not shorten another recipe's
     run, nor may trainer batch caps (an int `limit_train_batches` also moves Lightning's end-of-epoch validation)."""
     default = printed("--print_config")
-    assert data_limits(default["data"]) == [{"train": 9600, "val": 1024, "test": 2048}]
+    assert data_limits(default["data"]) == [{"train": 3200, "val": 1024, "test": 2048}]
     cfg = printed("-c", recipe, "--print_config")
     assert default["data"]["init_args"]["limit"] not in data_limits(cfg["data"]), recipe
     for c in (default, cfg):
