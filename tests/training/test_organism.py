@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 from tests.conftest import REPO
 from tests.helpers import fit
 from vseam_pl.discovery.runner import DiscoveryConfig, run_discovery
+from vseam_pl.interventions import HeadModulation
 from vseam_pl.lit_module import HeadModulationModule
 from vseam_pl.organism import plant, read_defect, weights_digest
 from vseam_pl.pairs import load_pairs
@@ -82,3 +83,38 @@ def test_learning_damps_the_planted_head_most(defect, world, one_thread):
     s = module.modulation.scales.detach()
     planted = float(s[defect["layer"], defect["head"]])
     assert planted == float(s.min()) and planted < 0.8  # toward the fix (1 / factor), the lowest of all heads
+
+
+@pytest.mark.slow
+def test_the_default_recipe_recovers_the_planted_defect(defect, tmp_path):
+    """The full organism through `train.py`'s default recipe (discovery, closed-form start, selection, the
+    do-no-harm check) on the synthetic world, with a smaller run: 20 steps, 512 validation and 1,024 test questions."""
+    import train
+    from vseam_pl.report import read_metrics_json
+
+    train.main(
+        [
+            "--model.model",
+            str(ORGANISM),
+            "--synth_root",
+            str(REPO / "data" / "synth"),
+            "--data.init_args.root",
+            str(REPO / "data" / "synth"),
+            "--data.init_args.limit",
+            "{train: 640, val: 512, test: 1024}",
+            "--trainer.val_check_interval",
+            "10",
+            "--trainer.default_root_dir",
+            str(tmp_path),
+            "--trainer.enable_progress_bar",
+            "false",
+        ]
+    )
+    run = next(tmp_path.rglob("metrics.json")).parent
+    report = read_metrics_json(run / "metrics.json")
+    assert report["scales_used"] == "selected", report["selection"]
+    pooled = next(r for r in report["rows"] if r["split"] == "all" and r["metric"] == "accuracy")
+    assert pooled["delta"] >= 0.05 and pooled["p_value"] < 0.001, pooled
+    scales = HeadModulation.load(run / "head_scales.safetensors").scales.detach()
+    planted = float(scales[defect["layer"], defect["head"]])
+    assert planted == float(scales.min()) and planted <= 0.5
