@@ -5,8 +5,9 @@ validation accuracies (the test split is never touched).
         --lrs 0.005 0.02 0.05 --out docs/lr_sweep
 
 Each (model, lr) fit keeps its record in `<runs_dir>/<model>-lr<lr>.json` (a finished one is not redone). Writes
-`<out>.json` and `<out>.md`: per run the identity's and the selected candidate's validation accuracy, the step it
-was taken at, whether the do-no-harm check kept it, and how many heads moved by more than 0.1.
+`<out>.json` and `<out>.md`: per run the identity's validation accuracy, every validation pass (step 0 is the start,
+discovery's closed-form scales), the selected candidate and its step, whether the do-no-harm check kept it, and how
+many heads the selected scales moved by more than 0.1.
 """
 
 from __future__ import annotations
@@ -63,14 +64,15 @@ def main(
                 write_json(record, fit_once(model, lr, record.with_suffix(""), list(extra or [])))
             records.append(json.loads(record.read_text()))
     lines = [
-        "| model | lr | identity (val) | selected (val) | step | kept | p | heads moved > 0.1 |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | lr | identity (val) | every pass (step: val) | selected (val) | step | kept | p | heads moved > 0.1 |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in records:
         d = r["decision"]
         p = "-" if d["p_value"] is None else f"{d['p_value']:.2g}"
+        passes = ", ".join(f"{step}: {100 * acc:.2f}" for step, acc in r["history"])
         lines.append(
-            f"| {r['model']} | {r['lr']:g} | {_pct(d['val_identity'])} | {_pct(d['val_selected'])} | "
+            f"| {r['model']} | {r['lr']:g} | {_pct(d['val_identity'])} | {passes} | {_pct(d['val_selected'])} | "
             f"{d['selected_step']} | {d['used']} | {p} | {r['heads_moved']} |"
         )
     write_json(Path(out + ".json"), records)
