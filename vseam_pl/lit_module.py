@@ -438,8 +438,6 @@ class HeadModulationModule(LightningModule):
             statistics=self.hparams.get("statistics", "image_clustered"),
         )
         self._log_hparams(headline_metrics(self.test_rows))
-        for logger in self.loggers if self.trainer.is_global_zero else []:
-            logger.log_metrics(headline_metrics(self.test_rows), step=self.trainer.global_step)
 
     # -- TensorBoard hparams: logged at fit start without metrics, at the end with the test headline numbers ----
     def on_fit_start(self) -> None:
