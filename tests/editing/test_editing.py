@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
+from tests.release_files import release_file
 from vseam_pl.data.readers import BadRecordError
 from vseam_pl.edit import cli as edit_cli
 from vseam_pl.edit import main as edit_main
@@ -38,7 +39,6 @@ from vseam_pl.editing.tiny_pipeline import main as tiny_main
 from vseam_pl.pairs import read_pairs
 from vseam_pl.records import ImagePair
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "vseam"
 SIZE = 64
 
 
@@ -157,9 +157,7 @@ def gqa(tmp_path) -> dict:
 # ---------------------------------------------------------------------------------------------------- planning
 @pytest.mark.parametrize("category", ["Animal", "Material", "Spatial"])
 def test_prompt_generation_on_every_shared_record(category):
-    path = SHARED / "GQA" / f"{category}.json"
-    if not path.exists():
-        pytest.skip(f"{path} not present")
+    path = release_file("GQA", f"{category}.json")
     records = read_gqa_questions(path)
     planner = EditPlanner(EditVocab.load(), seed=0)
     plans, unresolved = planner.plan_all(records)
@@ -266,9 +264,7 @@ def test_edit_prompts_for_categories_without_a_shared_file(tmp_path):
 
 
 def test_scene_graph_gives_boxes_attributes_and_excludes_present_objects(tmp_path):
-    path = SHARED / "GQA" / "scene_graph_example.json"
-    if not path.exists():
-        pytest.skip(f"{path} not present")
+    path = release_file("GQA", "scene_graph_example.json")
     graphs = read_scene_graphs(path)
     questions = [
         _record(

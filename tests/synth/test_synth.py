@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.release_files import SHARED_DATA as SHARED
 from vseam_pl.pairs import read_pairs
 from vseam_pl.synth import (
     CLASSES,
@@ -31,7 +32,6 @@ from vseam_pl.synth.render import glyph_mask
 from vseam_pl.synth.scene import PLURALS
 from vseam_pl.synth.writers import SPLITS, write_split
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "vseam"
 SIZES = {"n_train": 30, "n_val": 12, "n_test": 48}
 
 
@@ -289,7 +289,7 @@ def test_cocoqa_answers_match_scenes(out):
                 assert re.fullmatch(r"where is the (\w+)", question) and answer == scene.place
 
 
-@pytest.mark.skipif(not SHARED.exists(), reason="real V-SEAM files not available")
+@pytest.mark.usefixtures("shared_data")
 def test_files_have_the_real_formats(out):
     root = out / "test"
     real_keys = {
