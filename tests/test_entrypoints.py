@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vseam_pl.modulation import HeadModulation
+from vseam_pl.interventions.modulation import HeadModulation
 from vseam_pl.report import read_metrics_json
 
 REPO = Path(__file__).resolve().parents[1]

@@ -9,7 +9,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from test_discovery import write_pair_manifest
 
-from vseam_pl.discovery import DiscoveryConfig, load_pairs, run_discovery
+from vseam_pl.discovery import DiscoveryConfig, run_discovery
+from vseam_pl.pairs import load_pairs
 from vseam_pl.vlm import load_vlm
 
 CONFIGS = {

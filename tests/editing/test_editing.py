@@ -860,15 +860,3 @@ def test_cli_vseam_filter_with_tiny_llava(gqa, tiny_pipeline_dir, tiny_llava_dir
     assert sorted(written + [x["pair_id"] for x in rejected]) == ["a1", "m1", "m2"]
     again = edit_main(argv)  # judged pairs, kept or rejected, are not redone
     assert (again.generated, again.resumed) == (0, 3)
-
-
-def test_old_module_name_still_runs_the_tiny_pipeline_cli(monkeypatch, capsys):
-    """`python -m vseam_pl.editing.tiny` (documented before the rename to tiny_pipeline) runs the same CLI."""
-    import runpy
-    import sys
-
-    monkeypatch.setattr(sys, "argv", ["tiny", "--help"])
-    with pytest.raises(SystemExit) as exit_info:
-        runpy.run_module("vseam_pl.editing.tiny", run_name="__main__")
-    assert exit_info.value.code == 0
-    assert "usage: python -m vseam_pl.editing.tiny_pipeline" in capsys.readouterr().out

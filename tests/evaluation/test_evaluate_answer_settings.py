@@ -63,7 +63,7 @@ def test_answer_scoring_and_parser_are_recorded(tiny_llava_dir, tiny_world, tmp_
 def test_statistics_choice_reaches_the_rows(tiny_llava_dir, tiny_world, tmp_path, one_thread):
     import torch
 
-    from vseam_pl.modulation import HeadModulation
+    from vseam_pl.interventions.modulation import HeadModulation
     from vseam_pl.vlm import load_vlm
 
     mod = HeadModulation.for_vlm(load_vlm(str(tiny_llava_dir)))

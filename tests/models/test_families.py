@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from families import FAMILIES, HAS_TORCHVISION, Family, save_family  # noqa: E402
 
 from vseam_pl.encoding import encode  # noqa: E402
-from vseam_pl.modulation import HeadModulation  # noqa: E402
+from vseam_pl.interventions.modulation import HeadModulation  # noqa: E402
 from vseam_pl.prompts import build_prompt  # noqa: E402
 from vseam_pl.scoring import answer_loss, predict, score_candidates  # noqa: E402
 from vseam_pl.vlm import VLM, UnsupportedModelError, load_vlm  # noqa: E402

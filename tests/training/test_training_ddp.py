@@ -15,7 +15,7 @@ import torch
 
 import train
 from vseam_pl.data import GQADataModule
-from vseam_pl.modulation import HeadModulation
+from vseam_pl.interventions.modulation import HeadModulation
 from vseam_pl.report import read_metrics_json
 from vseam_pl.synth import generate_benchmarks
 
