@@ -299,7 +299,6 @@ def test_evaluate_under_two_process_ddp_reports_pope_n_and_every_ranks_skips(tin
         env=env,
         capture_output=True,
         text=True,
-        timeout=600,
     )
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     report = json.loads((tmp_path / "ddp.json").read_text())

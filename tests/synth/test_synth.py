@@ -3,12 +3,13 @@ the CLI and idempotent/conflicting reruns."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import random
 import re
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from vseam_pl.synth import (
     generate_benchmarks,
     tokenize,
 )
+from vseam_pl.synth.__main__ import main as synth_main
 from vseam_pl.synth.labels import PATCH_LABELS, patch_label_shares
 from vseam_pl.synth.render import glyph_mask
 from vseam_pl.synth.scene import PLURALS
@@ -369,9 +371,11 @@ def test_default_test_split_meets_the_size_targets(tmp_path):
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "vseam_pl.synth", *args], capture_output=True, text=True, timeout=120
-    )
+    """`python -m vseam_pl.synth ARGS`, in-process (its `main` is what `-m` runs): exit status and stderr."""
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        returncode = synth_main(list(args))
+    return subprocess.CompletedProcess(args, returncode, stderr=err.getvalue())
 
 
 def test_cli_rerun_is_a_noop_and_a_conflict_errors(tmp_path):
