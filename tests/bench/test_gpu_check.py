@@ -4,6 +4,7 @@ both steps with `python3` alone on PATH."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -55,9 +56,9 @@ def test_box_venv_lacks_what_the_box_lacks(box_python):
 
 
 def test_box_packages_list_names_the_essentials():
-    sys.path.insert(0, str(REPO / "scripts"))
-    import box_env
-
+    spec = importlib.util.spec_from_file_location("box_env", REPO / "scripts" / "box_env.py")
+    box_env = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(box_env)
     names = set(box_env.box_packages())
     assert {"torch", "lightning", "transformers", "peft", "pip"} <= names
     assert "jsonargparse" not in names  # what the carried wheel is for

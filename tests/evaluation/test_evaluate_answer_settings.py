@@ -3,17 +3,12 @@ by default, generation with a toolkit's parser on request (tiny model, tiny synt
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
+import evaluate
 from vseam_pl.report import read_metrics_json
-
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
-
-import evaluate  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,6 @@ from vseam_pl.lit_module import HeadModulationModule
 from vseam_pl.signals import SIGTERM_STATUS, stop_on_sigterm
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
 
 
 @pytest.fixture(scope="module")
