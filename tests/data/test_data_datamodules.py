@@ -433,7 +433,7 @@ def test_constructor_arguments_work_as_cli_keys(tmp_path: Path) -> None:
             "4",
         ]
     )
-    dm = parser.instantiate_classes(cfg).data
+    dm = parser.instantiate(cfg).data
     assert isinstance(dm, GQADataModule)
     assert (dm.categories, dm.fraction, dm.on_bad_record, dm.batch_size) == (
         ["Animal", "Spatial"],
