@@ -24,11 +24,11 @@ from pathlib import Path
 import torch
 from scipy.stats import spearmanr
 
-from vseam_pl.ablation import ablate_heads
-from vseam_pl.discovery import DiscoveryConfig, load_pairs, prepare_pairs, run_discovery
+from vseam_pl.discovery import DiscoveryConfig, run_discovery
 from vseam_pl.discovery.data import CandidateIndex
 from vseam_pl.encoding import encode
-from vseam_pl.pairs import images_of
+from vseam_pl.interventions.ablation import ablate_heads
+from vseam_pl.pairs import images_of, load_pairs, prepare_pairs
 from vseam_pl.scoring import forward_logits
 from vseam_pl.tiny import TinySizes, build_tiny_llava
 from vseam_pl.vlm import VLM, load_vlm

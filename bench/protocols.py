@@ -30,9 +30,10 @@ sys.path.insert(0, str(REPO / "bench"))
 
 import _env  # noqa: E402  (bench/_env.py)
 
-from vseam_pl.discovery import DiscoveryConfig, jaccard, load_pairs, run_discovery  # noqa: E402
+from vseam_pl.discovery import DiscoveryConfig, jaccard, run_discovery  # noqa: E402
 from vseam_pl.discovery.set_ablation import SetAblationConfig, run_set_ablation  # noqa: E402
 from vseam_pl.io import write_json  # noqa: E402
+from vseam_pl.pairs import load_pairs  # noqa: E402
 from vseam_pl.vlm import load_vlm  # noqa: E402
 
 

@@ -50,9 +50,9 @@ import _env  # noqa: E402  (bench/_env.py)
 import discovery as discovery_bench  # noqa: E402  (bench/discovery.py)
 import training as training_bench  # noqa: E402  (bench/training.py)
 
-from vseam_pl.discovery import DiscoveryConfig, load_pairs, prepare_pairs, run_discovery  # noqa: E402
+from vseam_pl.discovery import DiscoveryConfig, run_discovery  # noqa: E402
 from vseam_pl.encoding import encode  # noqa: E402
-from vseam_pl.pairs import images_of  # noqa: E402
+from vseam_pl.pairs import images_of, load_pairs, prepare_pairs  # noqa: E402
 from vseam_pl.vlm import VLM, wrap_vlm  # noqa: E402
 
 

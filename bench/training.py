@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _env  # noqa: E402  (bench/_env.py)
 
 from vseam_pl.data import GQADataModule  # noqa: E402
-from vseam_pl.modulation import HeadModulation  # noqa: E402
+from vseam_pl.interventions.modulation import HeadModulation  # noqa: E402
 from vseam_pl.prompts import build_prompts  # noqa: E402
 from vseam_pl.scoring import answer_loss  # noqa: E402
 from vseam_pl.vlm import VLM, load_vlm  # noqa: E402

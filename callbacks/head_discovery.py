@@ -20,7 +20,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from vseam_pl.discovery.runner import DiscoveryConfig, DiscoveryResult, run_discovery
 from vseam_pl.discovery.scores import apply_init_scales, init_scales_from_scores
 from vseam_pl.discovery.set_ablation import SetAblationConfig, SetAblationResult, run_set_ablation
-from vseam_pl.modulation import unmodulated
+from vseam_pl.interventions.modulation import unmodulated
 from vseam_pl.pairs import load_pairs
 from vseam_pl.records import ImagePair
 from vseam_pl.vlm import VLM

@@ -17,7 +17,7 @@ from pathlib import Path
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from vseam_pl.modulation import unmodulated
+from vseam_pl.interventions.modulation import unmodulated
 from vseam_pl.pairs import read_pairs, select_pairs
 from vseam_pl.prompts import DEFAULT_INSTRUCTION
 from vseam_pl.records import ImagePair

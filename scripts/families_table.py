@@ -18,9 +18,9 @@ import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from vseam_pl.tiny.families import FAMILIES
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "models"))
-from families import FAMILIES  # noqa: E402
 
 STEPS = {
     "a": "load",

@@ -14,7 +14,6 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data" / "vseam"
 TINY_WORDS = (
     "is there a dog cat bird car bus in the image yes no red blue green what color left right of to".split()
 )
@@ -31,9 +30,10 @@ def one_thread():
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    if not SHARED_DATA.exists():
-        pytest.fail(f"{SHARED_DATA} is missing: the V-SEAM question files must sit in ../shared/data/vseam")
-    return SHARED_DATA
+    """The V-SEAM release's question files; skips when absent (fails under VSEAM_REQUIRE_SHARED_DATA=1)."""
+    from tests.release_files import release_file
+
+    return release_file()
 
 
 def _save_tiny(root: Path, builder, **sizes) -> Path:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import subprocess
+import runpy
 import sys
 from pathlib import Path
 
@@ -130,15 +130,12 @@ def test_vseam_synth_writes_the_world(tmp_path, capsys):
     assert (tmp_path / "w" / "test" / "pairs" / "pairs.jsonl").is_file()
 
 
-def test_module_alias_runs_the_dispatcher():
-    done = subprocess.run(
-        [sys.executable, "-m", "vseam_pl.commands", "--help"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0 and "sweep" in done.stdout
+def test_module_alias_runs_the_dispatcher(monkeypatch, capsys):
+    """`python -m vseam_pl.commands --help`, run in-process as `-m` runs it (a subprocess adds only an import)."""
+    monkeypatch.setattr(sys, "argv", ["vseam_pl.commands", "--help"])
+    with pytest.raises(SystemExit) as done:
+        runpy.run_module("vseam_pl.commands", run_name="__main__")
+    assert done.value.code == 0 and "sweep" in capsys.readouterr().out
 
 
 def test_vseam_edit_plan_table_on_the_release_files(shared_data, capsys):

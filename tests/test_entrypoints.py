@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from vseam_pl.modulation import HeadModulation
+import evaluate
+import train
+from vseam_pl.interventions.modulation import HeadModulation
 from vseam_pl.report import read_metrics_json
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-import evaluate  # noqa: E402
-import train  # noqa: E402
 
 
 @pytest.fixture(scope="module")

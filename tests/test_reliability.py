@@ -21,10 +21,10 @@ import train
 from tests.data.test_data_support import make_root
 from vseam_pl.context import PromptTooLongError
 from vseam_pl.data import Batch, GQADataModule
+from vseam_pl.interventions.modulation import SCALES_FORMAT, HeadModulation, ScalesMismatchError
 from vseam_pl.io import write_json
 from vseam_pl.lit_module import HeadModulationModule
 from vseam_pl.metrics import PairedOutcomes
-from vseam_pl.modulation import SCALES_FORMAT, HeadModulation, ScalesMismatchError
 from vseam_pl.records import QARecord
 from vseam_pl.report import outcome_rows
 from vseam_pl.resume import CheckpointMismatchError, read_checkpoint
@@ -299,7 +299,6 @@ def test_evaluate_under_two_process_ddp_reports_pope_n_and_every_ranks_skips(tin
         env=env,
         capture_output=True,
         text=True,
-        timeout=600,
     )
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     report = json.loads((tmp_path / "ddp.json").read_text())

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 from vseam_pl.export import export
-from vseam_pl.modulation import HeadModulation, ScalesMismatchError
+from vseam_pl.interventions.modulation import HeadModulation, ScalesMismatchError
 from vseam_pl.peft_adapter import PeftAdapterError
 from vseam_pl.vlm import load_vlm
 

@@ -20,7 +20,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .ablation import ABLATION_MODES
 from .argparsing import ArgumentParser
 from .batch_size import BatchSizeError, discovery_batch_size, resolve
 from .discovery.atp import NODES, format_verify, verify_top
@@ -29,6 +28,7 @@ from .discovery.release import PROTOCOLS
 from .discovery.runner import METHODS, DiscoveryConfig, run_discovery
 from .discovery.scores import HeadScores, apply_init_scales, init_scales_from_scores
 from .discovery.set_ablation import SET_MODES, SetAblationConfig, run_set_ablation
+from .interventions.ablation import ABLATION_MODES
 from .io import write_json
 from .levels import LEVELS
 from .pairs import ManifestError, PairError, load_pairs
@@ -116,7 +116,7 @@ def parser() -> ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from .modulation import HeadModulation
+    from .interventions.modulation import HeadModulation
     from .vlm import load_vlm
 
     say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731

@@ -25,9 +25,9 @@ import uuid
 from pathlib import Path
 
 from .argparsing import ArgumentParser, underscore_flags
+from .interventions.modulation import HeadModulation
 from .io import apply_umask, staging_dir, write_json
 from .model_card import HEATMAP, build_card, provenance_of, resolve_base_model, save_heatmap
-from .modulation import HeadModulation
 from .vlm import load_vlm
 
 EXPORT_INFO = "vseam_export.json"

@@ -26,8 +26,8 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from .context import PromptTooLongError
 from .data import Batch
 from .evaluation import Outcome, benchmark_accuracy
+from .interventions.modulation import HeadModulation, nonfinite_scales, unmodulated
 from .metrics import PairedOutcomes
-from .modulation import HeadModulation, nonfinite_scales, unmodulated
 from .prompts import DEFAULT_INSTRUCTION, build_prompts
 from .report import STATISTICS, outcome_rows
 from .resume import CHECKPOINT_KEY, check_checkpoint

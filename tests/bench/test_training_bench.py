@@ -11,8 +11,9 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 
 
-def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_training", REPO / "bench" / "training.py")
+def load_bench(name: str = "training"):
+    """bench/NAME.py as a module, without putting bench/ on sys.path."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "bench" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -65,11 +66,7 @@ def test_variants_are_timed_in_turns_with_every_repeat_kept():
 
 
 def test_environment_records_threads_and_load():
-    import sys
-
-    sys.path.insert(0, str(REPO / "bench"))
-    import _env
-
+    _env = load_bench("_env")
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)

@@ -11,8 +11,9 @@ import jsonargparse
 import lightning.pytorch as pl
 import pytest
 import torch
-from test_data_support import SHARED, make_root, write_images
+from test_data_support import make_root, write_images
 
+from tests.release_files import SHARED_DATA as SHARED
 from vseam_pl.data import (
     BadRecordError,
     Batch,
@@ -25,7 +26,7 @@ from vseam_pl.data import (
 )
 from vseam_pl.records import Example
 
-needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="shared V-SEAM question files not present")
+needs_shared = pytest.mark.usefixtures("shared_data")
 
 
 def drain(loader) -> tuple[list[Example], list[tuple[str, str]]]:
@@ -432,7 +433,7 @@ def test_constructor_arguments_work_as_cli_keys(tmp_path: Path) -> None:
             "4",
         ]
     )
-    dm = parser.instantiate_classes(cfg).data
+    dm = parser.instantiate(cfg).data
     assert isinstance(dm, GQADataModule)
     assert (dm.categories, dm.fraction, dm.on_bad_record, dm.batch_size) == (
         ["Animal", "Spatial"],

@@ -7,15 +7,18 @@ import json
 from collections import Counter
 
 import pytest
-from test_data_support import SHARED, gqa_rows
+from test_data_support import gqa_rows
 
+from tests.release_files import SHARED_DATA as SHARED
 from vseam_pl.data import BadRecordError, iter_records
 from vseam_pl.data.jsonstream import JSONStreamError, iter_json_items
 from vseam_pl.data.readers import read_cocoqa, read_gqa, read_pope
 
-pytestmark = pytest.mark.skipif(not SHARED.is_dir(), reason="shared V-SEAM question files not present")
+# Only the tests that read the release files need them; the rest build their inputs in tmp_path.
+needs_shared = pytest.mark.usefixtures("shared_data")
 
 
+@needs_shared
 @pytest.mark.parametrize("category,n", [("Animal", 1000), ("Material", 1115), ("Spatial", 1000)])
 def test_gqa_release_files(category: str, n: int) -> None:
     raw = json.loads((SHARED / "GQA" / f"{category}.json").read_text())
@@ -31,6 +34,7 @@ def test_gqa_release_files(category: str, n: int) -> None:
     assert r.source.endswith(f"{category}.json:5")
 
 
+@needs_shared
 @pytest.mark.parametrize(
     "split,n,yes", [("random", 2910, 1500), ("popular", 3000, 1500), ("adversarial", 3000, 1500)]
 )
@@ -45,6 +49,7 @@ def test_pope_release_files(split: str, n: int, yes: int) -> None:
     assert r.image_path.endswith(first["image"]) and r.source.endswith(f"coco_pope_{split}.json:1")
 
 
+@needs_shared
 @pytest.mark.parametrize("qtype,n", [("color", 13113), ("count", 5711), ("location", 4799)])
 def test_cocoqa_release_files(qtype: str, n: int) -> None:
     with open(SHARED / "COCOQA" / f"{qtype}_coco_qa.csv", newline="") as f:
@@ -58,6 +63,7 @@ def test_cocoqa_release_files(qtype: str, n: int) -> None:
     assert r.source.endswith(f"{qtype}_coco_qa.csv:3")  # header is line 1
 
 
+@needs_shared
 def test_gqa_scene_graph_file_is_not_read_as_questions() -> None:
     cats = Counter(r.category for r in iter_records("gqa", str(SHARED)))
     assert cats == {"Animal": 1000, "Material": 1115, "Spatial": 1000}

@@ -10,8 +10,6 @@ from pathlib import Path
 
 from PIL import Image
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "vseam"
-
 _CACHE: dict[str, bytes] = {}
 
 

@@ -12,11 +12,12 @@ import torch
 from test_discovery import manifest, one_thread, pairs, vlm  # noqa: F401
 
 from vseam_pl.discover import main as discover_main
-from vseam_pl.discovery import DiscoveryConfig, prepare_pairs, run_discovery
+from vseam_pl.discovery import DiscoveryConfig, run_discovery
 from vseam_pl.discovery.atp import QKV, atp_star_stats, capture_qkv, effective_deltas, verify_top
 from vseam_pl.discovery.data import CandidateIndex
 from vseam_pl.discovery.patching import answer_indices, encode_pair
 from vseam_pl.interventions import capture, run_rows
+from vseam_pl.pairs import prepare_pairs
 from vseam_pl.vlm import UnsupportedModelError, load_vlm
 
 

@@ -13,26 +13,23 @@ from PIL import Image
 from scipy.stats import spearmanr
 
 from tests.helpers import make_images
-from vseam_pl.ablation import ablate_heads, head_output_means
 from vseam_pl.discovery import (
     DiscoveryConfig,
     DiscoveryInterrupted,
     HeadScores,
-    PairError,
     apply_init_scales,
     init_scales_from_scores,
     jaccard,
-    load_pairs,
     overlap_analysis,
-    prepare_pairs,
     run_discovery,
 )
 from vseam_pl.discovery.data import CandidateIndex
 from vseam_pl.discovery.patching import answer_indices, encode_pair
 from vseam_pl.encoding import encode
 from vseam_pl.interventions import capture, hooks, run_rows
-from vseam_pl.modulation import HeadModulation
-from vseam_pl.pairs import edited_index, images_of, write_pairs
+from vseam_pl.interventions.ablation import ablate_heads, head_output_means
+from vseam_pl.interventions.modulation import HeadModulation
+from vseam_pl.pairs import PairError, edited_index, images_of, load_pairs, prepare_pairs, write_pairs
 from vseam_pl.records import ImagePair
 from vseam_pl.scoring import forward_logits, predict
 from vseam_pl.vlm import load_vlm

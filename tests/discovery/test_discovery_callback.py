@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from callbacks.head_discovery import HeadDiscovery
 from vseam_pl.discovery import HeadScores, init_scales_from_scores
-from vseam_pl.modulation import HeadModulation
+from vseam_pl.interventions.modulation import HeadModulation
 from vseam_pl.vlm import load_vlm
 
 

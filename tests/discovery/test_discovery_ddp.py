@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from test_discovery import write_pair_manifest
 
-from vseam_pl.discovery import DiscoveryConfig, load_pairs, run_discovery
+from vseam_pl.discovery import DiscoveryConfig, run_discovery
+from vseam_pl.pairs import load_pairs
 from vseam_pl.vlm import load_vlm
 
 CONFIGS = {
@@ -33,6 +35,7 @@ def _worker(rank: int, world: int, model_dir: str, manifest: str, root: str) -> 
         dist.destroy_process_group()
 
 
+@pytest.mark.slow  # two spawned processes that each import torch and load the model
 def test_two_processes_equal_one(tiny_llava_dir, tmp_path):
     manifest = write_pair_manifest(tmp_path / "pairs", n=7)  # odd: the shards differ in size
     mp.spawn(_worker, args=(2, str(tiny_llava_dir), str(manifest), str(tmp_path)), nprocs=2, join=True)

@@ -17,12 +17,12 @@ from PIL import Image
 from scipy.stats import binomtest
 
 from callbacks.head_discovery import HeadDiscovery
-from vseam_pl.ablation import ablate_heads
-from vseam_pl.discovery import DiscoveryConfig, HeadScores, init_scales_from_scores, load_pairs, run_discovery
+from vseam_pl.discovery import DiscoveryConfig, HeadScores, init_scales_from_scores, run_discovery
 from vseam_pl.discovery.patching import EditEffectWarning
 from vseam_pl.discovery.set_ablation import SetAblationConfig, head_sets, run_set_ablation
-from vseam_pl.modulation import HeadModulation
-from vseam_pl.pairs import write_pairs
+from vseam_pl.interventions.ablation import ablate_heads
+from vseam_pl.interventions.modulation import HeadModulation
+from vseam_pl.pairs import load_pairs, write_pairs
 from vseam_pl.prompts import release_prompt
 from vseam_pl.vlm import load_vlm
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
+from tests.release_files import release_file
 from vseam_pl.data.readers import BadRecordError
 from vseam_pl.edit import cli as edit_cli
 from vseam_pl.edit import main as edit_main
@@ -38,7 +39,6 @@ from vseam_pl.editing.tiny_pipeline import main as tiny_main
 from vseam_pl.pairs import read_pairs
 from vseam_pl.records import ImagePair
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "vseam"
 SIZE = 64
 
 
@@ -157,9 +157,7 @@ def gqa(tmp_path) -> dict:
 # ---------------------------------------------------------------------------------------------------- planning
 @pytest.mark.parametrize("category", ["Animal", "Material", "Spatial"])
 def test_prompt_generation_on_every_shared_record(category):
-    path = SHARED / "GQA" / f"{category}.json"
-    if not path.exists():
-        pytest.skip(f"{path} not present")
+    path = release_file("GQA", f"{category}.json")
     records = read_gqa_questions(path)
     planner = EditPlanner(EditVocab.load(), seed=0)
     plans, unresolved = planner.plan_all(records)
@@ -266,9 +264,7 @@ def test_edit_prompts_for_categories_without_a_shared_file(tmp_path):
 
 
 def test_scene_graph_gives_boxes_attributes_and_excludes_present_objects(tmp_path):
-    path = SHARED / "GQA" / "scene_graph_example.json"
-    if not path.exists():
-        pytest.skip(f"{path} not present")
+    path = release_file("GQA", "scene_graph_example.json")
     graphs = read_scene_graphs(path)
     questions = [
         _record(
@@ -864,15 +860,3 @@ def test_cli_vseam_filter_with_tiny_llava(gqa, tiny_pipeline_dir, tiny_llava_dir
     assert sorted(written + [x["pair_id"] for x in rejected]) == ["a1", "m1", "m2"]
     again = edit_main(argv)  # judged pairs, kept or rejected, are not redone
     assert (again.generated, again.resumed) == (0, 3)
-
-
-def test_old_module_name_still_runs_the_tiny_pipeline_cli(monkeypatch, capsys):
-    """`python -m vseam_pl.editing.tiny` (documented before the rename to tiny_pipeline) runs the same CLI."""
-    import runpy
-    import sys
-
-    monkeypatch.setattr(sys, "argv", ["tiny", "--help"])
-    with pytest.raises(SystemExit) as exit_info:
-        runpy.run_module("vseam_pl.editing.tiny", run_name="__main__")
-    assert exit_info.value.code == 0
-    assert "usage: python -m vseam_pl.editing.tiny_pipeline" in capsys.readouterr().out

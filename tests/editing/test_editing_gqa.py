@@ -10,17 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.release_files import release_file
 from vseam_pl.editing import EditPlanner, EditVocab, english, read_gqa_questions, read_scene_graphs, run_edits
 from vseam_pl.editing.gqa import GQAFormatError, program_boxes, program_relations
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "vseam" / "GQA"
-
 
 def _shared(name: str) -> Path:
-    path = SHARED / name
-    if not path.exists():
-        pytest.skip(f"{path} not present")
-    return path
+    return release_file("GQA", name)
 
 
 @pytest.fixture(scope="module")

@@ -3,17 +3,12 @@ by default, generation with a toolkit's parser on request (tiny model, tiny synt
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
+import evaluate
 from vseam_pl.report import read_metrics_json
-
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
-
-import evaluate  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +58,7 @@ def test_answer_scoring_and_parser_are_recorded(tiny_llava_dir, tiny_world, tmp_
 def test_statistics_choice_reaches_the_rows(tiny_llava_dir, tiny_world, tmp_path, one_thread):
     import torch
 
-    from vseam_pl.modulation import HeadModulation
+    from vseam_pl.interventions.modulation import HeadModulation
     from vseam_pl.vlm import load_vlm
 
     mod = HeadModulation.for_vlm(load_vlm(str(tiny_llava_dir)))

@@ -4,7 +4,6 @@ mistyped key fails naming it (tiny model, tiny synthetic world)."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,9 +18,6 @@ from vseam_pl.evaluate import for_benchmarks
 from vseam_pl.evaluate import main as evaluate_main
 from vseam_pl.report import read_metrics_json
 from vseam_pl.train import build_cli as train_cli
-
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
 
 
 @pytest.fixture(scope="module")

@@ -220,6 +220,7 @@ def _ddp_worker(rank: int, init_file: str, out_file: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow  # two spawned processes that each import torch and torchmetrics
 def test_ddp_two_processes_equal_single_process(tmp_path):
     out_file = tmp_path / "ddp.pt"
     mp.spawn(_ddp_worker, args=(str(tmp_path / "init"), str(out_file)), nprocs=2, join=True)

@@ -1,12 +1,10 @@
 import csv
 import json
-from pathlib import Path
 
 import pytest
 
+from tests.release_files import SHARED_DATA as DATA
 from vseam_pl.text import answers_match, is_yes_no, normalize_answer, parse_yes_no
-
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "vseam"
 
 
 @pytest.mark.parametrize(
@@ -90,7 +88,7 @@ def test_parse_yes_no_reads_the_first_word(reply, expected):
     assert parse_yes_no(reply) == expected
 
 
-@pytest.mark.skipif(not DATA.exists(), reason="shared V-SEAM data not present")
+@pytest.mark.usefixtures("shared_data")
 def test_real_answers_normalise_as_expected():
     with open(DATA / "COCOQA" / "count_coco_qa.csv", newline="") as f:
         counts = [row[3] for row in list(csv.reader(f))[1:]]

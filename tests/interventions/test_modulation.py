@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from tests.helpers import make_images
-from vseam_pl.ablation import ablate_heads, head_output_means
 from vseam_pl.encoding import encode
-from vseam_pl.modulation import HeadModulation, ScalesMismatchError, unmodulated
+from vseam_pl.interventions.ablation import ablate_heads, head_output_means
+from vseam_pl.interventions.modulation import HeadModulation, ScalesMismatchError, unmodulated
 from vseam_pl.prompts import build_prompts
 from vseam_pl.scoring import answer_loss, forward_logits
 from vseam_pl.vlm import load_vlm

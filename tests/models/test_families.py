@@ -18,21 +18,18 @@ f. two training steps: loss = a hand-computed cross-entropy, finite; only the sc
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).parent))
-from families import FAMILIES, HAS_TORCHVISION, Family, save_family  # noqa: E402
-
-from vseam_pl.encoding import encode  # noqa: E402
-from vseam_pl.modulation import HeadModulation  # noqa: E402
-from vseam_pl.prompts import build_prompt  # noqa: E402
-from vseam_pl.scoring import answer_loss, predict, score_candidates  # noqa: E402
-from vseam_pl.vlm import VLM, UnsupportedModelError, load_vlm  # noqa: E402
+from vseam_pl.encoding import encode
+from vseam_pl.interventions.modulation import HeadModulation
+from vseam_pl.prompts import build_prompt
+from vseam_pl.scoring import answer_loss, predict, score_candidates
+from vseam_pl.tiny.families import FAMILIES, HAS_TORCHVISION, Family, save_family
+from vseam_pl.vlm import VLM, UnsupportedModelError, load_vlm
 
 #: What each family's processor writes between the prompt and the answer (hand-written from the chat templates:
 #: "ASSISTANT:" / "[/INST]" / "Assistant:" take a space, templates ending in "\n" take none). None: PaliGemma's

@@ -3,12 +3,13 @@ the CLI and idempotent/conflicting reruns."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import random
 import re
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.release_files import SHARED_DATA as SHARED
 from vseam_pl.pairs import read_pairs
 from vseam_pl.synth import (
     CLASSES,
@@ -26,12 +28,12 @@ from vseam_pl.synth import (
     generate_benchmarks,
     tokenize,
 )
+from vseam_pl.synth.__main__ import main as synth_main
 from vseam_pl.synth.labels import PATCH_LABELS, patch_label_shares
 from vseam_pl.synth.render import glyph_mask
 from vseam_pl.synth.scene import PLURALS
 from vseam_pl.synth.writers import SPLITS, write_split
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "vseam"
 SIZES = {"n_train": 30, "n_val": 12, "n_test": 48}
 
 
@@ -289,7 +291,7 @@ def test_cocoqa_answers_match_scenes(out):
                 assert re.fullmatch(r"where is the (\w+)", question) and answer == scene.place
 
 
-@pytest.mark.skipif(not SHARED.exists(), reason="real V-SEAM files not available")
+@pytest.mark.usefixtures("shared_data")
 def test_files_have_the_real_formats(out):
     root = out / "test"
     real_keys = {
@@ -369,9 +371,11 @@ def test_default_test_split_meets_the_size_targets(tmp_path):
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "vseam_pl.synth", *args], capture_output=True, text=True, timeout=120
-    )
+    """`python -m vseam_pl.synth ARGS`, in-process (its `main` is what `-m` runs): exit status and stderr."""
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        returncode = synth_main(list(args))
+    return subprocess.CompletedProcess(args, returncode, stderr=err.getvalue())
 
 
 def test_cli_rerun_is_a_noop_and_a_conflict_errors(tmp_path):

@@ -14,7 +14,7 @@ from test_tracing import make_pairs
 from torch.utils.data import DataLoader
 
 from callbacks.tracing import CausalTracing
-from vseam_pl.modulation import HeadModulation
+from vseam_pl.interventions.modulation import HeadModulation
 from vseam_pl.pairs import read_pairs, select_pairs, write_pairs
 from vseam_pl.trace import main as trace_main
 from vseam_pl.tracing.pair import trace_pair

@@ -13,7 +13,7 @@ import torch
 
 import vseam_pl.export as export_module
 from vseam_pl.export import EXPORT_INFO, ExportOutError, export, main
-from vseam_pl.modulation import HeadModulation
+from vseam_pl.interventions.modulation import HeadModulation
 from vseam_pl.vlm import load_vlm
 
 BASE = "test-org/tiny-llava"  # the Hub id a card must record (a local folder names none)

@@ -4,17 +4,12 @@ extra is installed, W&B in offline mode (nothing leaves the machine)."""
 from __future__ import annotations
 
 import csv
-import sys
 from pathlib import Path
 
 import pytest
 
+import train
 from vseam_pl.report import read_metrics_json
-
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
-
-import train  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
 """`scripts/pretrain_tiny.py` end to end on a few steps: the vision stage, the language stage, a continuation stage,
-and a folder that `load_vlm` reads like a hub model."""
+and a folder that `load_vlm` reads like a hub model. Each test runs the script in a subprocess for tens of seconds,
+so they are slow tests (CI runs them in its `-m slow` step)."""
 
 from __future__ import annotations
 
@@ -28,8 +29,11 @@ FEW = [
 
 
 def pretrain(*args: str) -> None:
-    done = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+pytestmark = pytest.mark.slow
 
 
 @pytest.mark.parametrize("arch", ["llava", "instructblip"])
@@ -66,7 +70,7 @@ def test_thread_benchmark_times_both_stages_of_both_architectures(tiny_llava_dir
     bench = SCRIPT.parents[1] / "bench" / "pretraining.py"
     models = [str(tiny_llava_dir), str(tiny_instructblip_dir)]
     args = ["--models", *models, "--threads", "1", "2", "--steps", "1", "--warmup", "0"]
-    done = subprocess.run([sys.executable, str(bench), *args], capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, str(bench), *args], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = [
         line.split(" | ")

@@ -17,7 +17,6 @@ from vseam_pl.lit_module import HeadModulationModule
 from vseam_pl.signals import SIGTERM_STATUS, stop_on_sigterm
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
 
 
 @pytest.fixture(scope="module")
@@ -62,15 +61,12 @@ def test_sigterm_to_a_training_process_exits_143_naming_the_checkpoint(tiny_llav
         [sys.executable, "train.py", *args], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     try:
-        for _ in range(
-            1200
-        ):  # wait until it has checkpointed (not a timing assertion: it fails only on a hang)
-            if list((tmp_path / "runs").rglob("last.ckpt")) or proc.poll() is not None:
-                break
+        # wait until it has checkpointed, however loaded the machine (no deadline: it can only hang, never trip)
+        while not list((tmp_path / "runs").rglob("last.ckpt")) and proc.poll() is None:
             time.sleep(0.25)
         assert proc.poll() is None, proc.communicate()[1].decode()[-3000:]
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=300)
+        _, err = proc.communicate()
     finally:
         proc.kill()
     err = err.decode()

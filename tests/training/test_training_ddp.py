@@ -11,11 +11,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 import train
 from vseam_pl.data import GQADataModule
-from vseam_pl.modulation import HeadModulation
+from vseam_pl.interventions.modulation import HeadModulation
 from vseam_pl.report import read_metrics_json
 from vseam_pl.synth import generate_benchmarks
 
@@ -54,6 +55,7 @@ def args_for(model: Path, synth: Path, root: Path, batch: int) -> list[str]:
     ]
 
 
+@pytest.mark.slow  # two spawned processes that each import Lightning, then the same run in-process
 def test_two_process_ddp_equals_one_process_with_the_same_global_batch(tiny_llava_dir, tmp_path):
     torch.set_num_threads(1)
     synth = generate_benchmarks(tmp_path / "synth", n_train=8, n_val=2, n_test=4)
@@ -70,7 +72,6 @@ def test_two_process_ddp_equals_one_process_with_the_same_global_batch(tiny_llav
         env=env,
         capture_output=True,
         text=True,
-        timeout=600,
     )
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     argv, sys.argv = sys.argv, ["train.py"]

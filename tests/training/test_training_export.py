@@ -11,7 +11,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from tests.helpers import make_images
 from vseam_pl.export import EXPORT_INFO, export_merged, main
-from vseam_pl.modulation import HeadModulation, ScalesMismatchError
+from vseam_pl.interventions.modulation import HeadModulation, ScalesMismatchError
 from vseam_pl.prompts import build_prompts
 from vseam_pl.vlm import load_vlm
 

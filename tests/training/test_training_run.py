@@ -18,7 +18,7 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 
 import train
 from vseam_pl.data import GQADataModule, POPEDataModule
-from vseam_pl.modulation import HeadModulation
+from vseam_pl.interventions.modulation import HeadModulation
 from vseam_pl.report import ROW_KEYS, read_metrics_json
 from vseam_pl.synth import generate_benchmarks
 

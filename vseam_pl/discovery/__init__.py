@@ -3,9 +3,8 @@ scores per (layer, head), per semantic level and category (vseam-pl's protocol, 
 ablation), set ablation of the top heads against random sets, and modulation scales initialised from them.
 
 The pair API (`load_pairs`, `prepare_pairs`, ...) lives in :mod:`vseam_pl.pairs` and the interventions in
-:mod:`vseam_pl.interventions`; the pair names are re-exported here for existing users."""
+:mod:`vseam_pl.interventions`."""
 
-from ..pairs import PairError, PairItem, load_pairs, prepare_pairs
 from .overlap import jaccard, overlap_analysis
 from .release import PROTOCOLS
 from .runner import (
@@ -27,16 +26,12 @@ __all__ = [
     "DiscoveryInterrupted",
     "DiscoveryResult",
     "HeadScores",
-    "PairError",
-    "PairItem",
     "SetAblationConfig",
     "SetAblationResult",
     "apply_init_scales",
     "init_scales_from_scores",
     "jaccard",
-    "load_pairs",
     "overlap_analysis",
-    "prepare_pairs",
     "run_discovery",
     "run_set_ablation",
     "write_outputs",

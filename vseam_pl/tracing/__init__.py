@@ -6,10 +6,9 @@
 - :mod:`.runner`: the batched, resumable driver (results as safetensors + JSON, aggregated bands, figures).
 
 Patches run on the hook sites and batched engine of :mod:`vseam_pl.interventions`; pairs are selected with
-:func:`vseam_pl.pairs.select_pairs` (re-exported here for existing users).
+:func:`vseam_pl.pairs.select_pairs`.
 """
 
-from ..pairs import PairError, select_pairs
 from .aggregate import Band, aggregate, mean_band
 from .layer_patching import layer_patching
 from .logit_lens import logit_lens
@@ -22,7 +21,6 @@ from .token_patching import token_patching
 __all__ = [
     "ANALYSES",
     "Band",
-    "PairError",
     "PatchSpec",
     "ResultStore",
     "Scores",
@@ -40,7 +38,6 @@ __all__ = [
     "parse_analyses",
     "run_patches",
     "run_tracing",
-    "select_pairs",
     "token_groups",
     "token_patching",
     "trace_pair",

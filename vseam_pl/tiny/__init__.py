@@ -27,7 +27,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from .prompts import DEFAULT_INSTRUCTION
+from ..prompts import DEFAULT_INSTRUCTION
 
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>", "<image>"]
 PAD, BOS, EOS, UNK, IMAGE = range(5)
