@@ -28,7 +28,9 @@ def test_scales_with_malformed_metadata_name_the_file(tmp_path):
 def test_incomplete_or_invalid_peft_folders_name_the_file(tiny_llava_dir, tmp_path):
     vlm = load_vlm(str(tiny_llava_dir))
     scales = HeadModulation.for_vlm(vlm).save(tmp_path / "run" / "head_scales.safetensors")
-    out = export(str(tiny_llava_dir), scales, tmp_path / "adapter", format="peft")
+    out = export(
+        str(tiny_llava_dir), scales, tmp_path / "adapter", format="peft", base_model_id="test-org/tiny"
+    )
     config = (out / "adapter_config.json").read_text()
     (out / "adapter_config.json").write_text("{not json")
     with pytest.raises(PeftAdapterError, match=r"adapter_config\.json: not a valid peft adapter config"):

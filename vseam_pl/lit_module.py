@@ -215,6 +215,8 @@ class HeadModulationModule(LightningModule):
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         """AdamW's step, then the scales' decay toward 1 and their projection into `scale_bounds`."""
         super().optimizer_step(*args, **kwargs)
+        # before the projection, which would hide an infinite step as a bound (Lightning counts the step after this)
+        self.stop_on_nonfinite_scales(self.global_step + 1)
         optimizer = args[2] if len(args) > 2 else kwargs["optimizer"]
         with torch.no_grad():
             s = self.modulation.scales
@@ -269,10 +271,13 @@ class HeadModulationModule(LightningModule):
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         """Stop before a non-finite scale can be checkpointed or saved."""
+        self.stop_on_nonfinite_scales(self.global_step)
+
+    def stop_on_nonfinite_scales(self, step: int) -> None:
         bad = nonfinite_scales(self.modulation.scales)
         if bad:
             raise FloatingPointError(
-                f"after optimizer step {self.global_step} (epoch {self.current_epoch}): {bad}; "
+                f"after optimizer step {step} (epoch {self.current_epoch}): {bad}; "
                 "stopping. The last checkpoint holds the scales from before; lower the lr"
             )
 

@@ -26,6 +26,8 @@ B, LIMIT = 2, 8
 
 def args_for(model: Path, synth: Path, root: Path, batch: int) -> list[str]:
     return [
+        "--model.select_on_val",  # the last step's scales on both sides: the equivalence under test
+        "false",
         "--model.model",
         str(model),
         "--synth_root",
