@@ -227,6 +227,20 @@ class PeftAdapterModule(HeadModulationModule):
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
 
+    def identity_state(self) -> list[torch.Tensor]:
+        """The adapter as a no-op: IA3 vectors at 1, LoRA's B at 0 (A kept: B = 0 already cancels it)."""
+        names = {id(p): n for n, p in self.model.named_parameters()}
+        out = []
+        for p in self.trainable_parameters():
+            name = names[id(p)]
+            if "ia3_" in name:
+                out.append(torch.ones_like(p))
+            elif "lora_B" in name:
+                out.append(torch.zeros_like(p))
+            else:
+                out.append(p.detach().clone())
+        return out
+
     @contextmanager
     def unmodulated(self) -> Iterator[None]:
         was_on = self._adapter_on
@@ -433,6 +447,9 @@ class HeadShiftModule(HeadModulationModule):
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [self.shift.shifts] if self.hparams.learn_shifts else []
 
+    def identity_state(self) -> list[torch.Tensor]:
+        return [torch.zeros_like(p) for p in self.trainable_parameters()]  # no shift
+
     @contextmanager
     def unmodulated(self) -> Iterator[None]:
         was = self.shift.attached
@@ -468,6 +485,9 @@ class LoFiTScalingModule(HeadModulationModule):
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [self.scaling.vectors]
+
+    def identity_state(self) -> list[torch.Tensor]:
+        return [torch.zeros_like(self.scaling.vectors)]  # 1 + A = 1
 
     @contextmanager
     def unmodulated(self) -> Iterator[None]:

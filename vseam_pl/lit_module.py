@@ -212,12 +212,13 @@ class HeadModulationModule(LightningModule):
             groups.append({"params": others, "weight_decay": self.hparams.weight_decay})
         return torch.optim.AdamW(groups, lr=self.hparams.lr)
 
-    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+    def optimizer_step(
+        self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None
+    ) -> None:
         """AdamW's step, then the scales' decay toward 1 and their projection into `scale_bounds`."""
-        super().optimizer_step(*args, **kwargs)
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
         # before the projection, which would hide an infinite step as a bound (Lightning counts the step after this)
         self.stop_on_nonfinite_scales(self.global_step + 1)
-        optimizer = args[2] if len(args) > 2 else kwargs["optimizer"]
         with torch.no_grad():
             s = self.modulation.scales
             if self.hparams.weight_decay and s.requires_grad:

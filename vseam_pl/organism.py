@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from pathlib import Path
 
 import torch
 from jsonargparse import CLI
 
-from vseam_pl.io import write_json
+from vseam_pl.io import apply_umask, write_json
 from vseam_pl.vlm import load_vlm
 
 DEFECT_FILE = "planted_defect.json"
@@ -35,12 +34,6 @@ def weights_digest(folder: Path) -> str:
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def read_defect(folder: str | Path) -> dict:
@@ -72,8 +65,9 @@ def plant(source: str, out: str, layer: int, head: int, factor: float = 8.0, ove
         vlm.o_proj(layer).weight[:, head * d : (head + 1) * d] *= factor
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns("*.safetensors", "pretraining.json", DEFECT_FILE))
     vlm.model.save_pretrained(dst)
-    for weights in dst.glob("*.safetensors"):  # as the copied files: readable per the user's umask, not 0600
-        weights.chmod(0o666 & ~_umask())
+    apply_umask(
+        dst
+    )  # save_pretrained stages weights with mkstemp (0600); the user's umask, as the copied files
     write_json(
         dst / DEFECT_FILE,
         {

@@ -164,3 +164,33 @@ def test_negative_bounds_only_when_asked_and_bad_bounds_are_refused(tiny_llava_d
     module = HeadModulationModule(model=str(tiny_llava_dir), scale_bounds=(-1.0, 2.0))
     assert module.hparams.scale_bounds == (-1.0, 2.0)
     assert HeadModulationModule(model=str(tiny_llava_dir)).hparams.scale_bounds == (0.0, 2.0)
+
+
+@pytest.mark.parametrize("method", ["scales", "ia3", "lora", "shift", "lofit"])
+def test_every_methods_identity_state_is_the_frozen_model(method, tiny_llava_dir, one_thread):
+    """What the do-no-harm check writes when learning did not help must be a no-op for every trainable method:
+    after random training values, loading `identity_state()` gives the frozen model's loss exactly."""
+    from tests.helpers import make_images
+    from vseam_pl.baselines import HeadShiftModule, LoFiTScalingModule, PeftAdapterModule
+    from vseam_pl.prompts import build_prompts
+    from vseam_pl.scoring import answer_loss
+
+    model = str(tiny_llava_dir)
+    module = {
+        "scales": lambda: HeadModulationModule(model=model),
+        "ia3": lambda: PeftAdapterModule(adapter="ia3", model=model),
+        "lora": lambda: PeftAdapterModule(adapter="lora", model=model),
+        "shift": lambda: HeadShiftModule(shift_heads=[(0, 1), (2, 3)], model=model),
+        "lofit": lambda: LoFiTScalingModule(model=model),
+    }[method]()
+    prompts, images = build_prompts(module.vlm, ["is there a dog?"]), make_images(1)
+    with module.unmodulated():
+        frozen = answer_loss(module.vlm, prompts, images, ["yes"])
+    with torch.no_grad():
+        for p in module.trainable_parameters():
+            p.add_(torch.randn_like(p))
+    assert not torch.allclose(answer_loss(module.vlm, prompts, images, ["yes"]), frozen)  # really perturbed
+    module.load_trainable_state(module.identity_state())
+    torch.testing.assert_close(
+        answer_loss(module.vlm, prompts, images, ["yes"]), frozen, rtol=1e-5, atol=1e-6
+    )
