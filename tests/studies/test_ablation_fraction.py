@@ -146,3 +146,15 @@ def test_one_seed_has_no_spread_to_print():
     args = ablate_fraction.parse_args([])
     text = ablate_fraction.markdown(summary, runs, args, "vseam sweep")
     assert "± 0.00" not in text and "60.00 (1 seed)" in text
+
+
+def test_sweep_runs_train_on_the_whole_split_not_the_default_recipes_caps(
+    tiny_llava_dir, tiny_world, tmp_path
+):
+    """jsonargparse carries the default recipe's `data.init_args` over to the GQA DataModule a sweep run names; its
+    per-split caps (3,200 training questions) must not cut the sweep's training split."""
+    from vseam_pl.train import build_cli
+
+    args = ablate_fraction.parse_args(argv(tiny_llava_dir, tiny_world, tmp_path))
+    cli = build_cli(ablate_fraction.train_args(args, str(tiny_llava_dir), 1.0, 0, tmp_path / "run"))
+    assert cli.datamodule.limit is None

@@ -91,6 +91,8 @@ def train_args(args: argparse.Namespace, model: str, fraction: float, seed: int,
         "vseam_pl.data.GQADataModule",  # explicit: the default recipe trains on another benchmark
         "--data.root",
         args.data_root,
+        "--data.limit",
+        "null",  # the whole split: the default recipe's per-split caps are its own
         "--data.fraction",
         str(fraction),
         "--data.seed",
