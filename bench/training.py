@@ -71,18 +71,20 @@ def peak_memory_mb(fn: Callable[[], object], device: torch.device) -> float:
     return (_rss_kb("VmHWM") - before) / 1024
 
 
+def elapsed_ms(fn: Callable[[], object], device: torch.device) -> float:
+    """One call of `fn` in milliseconds (a CUDA device is synchronised on both sides)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return (time.perf_counter() - t) * 1000
+
+
 def median_ms(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
     fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append((time.perf_counter() - t) * 1000)
-    return statistics.median(times)
+    return statistics.median(elapsed_ms(fn, device) for _ in range(repeats))
 
 
 # -- what is measured ---------------------------------------------------------------------------------------------
@@ -222,13 +224,7 @@ def alternated_ms(
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            t = time.perf_counter()
-            fn()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            times[name].append((time.perf_counter() - t) * 1000)
+            times[name].append(elapsed_ms(fn, device))
     return {name: spread(ts) for name, ts in times.items()}
 
 

@@ -75,3 +75,16 @@ def tiny_vlm(tiny_llava_dir):
     from vseam_pl.vlm import load_vlm
 
     return load_vlm(str(tiny_llava_dir))
+
+
+@pytest.fixture()
+def scales_file(tiny_llava_dir, tmp_path):
+    """Random scales (seeded) for the tiny LLaVA in a run-like folder `tmp_path/run` (export looks beside them)."""
+    from vseam_pl.interventions.modulation import HeadModulation
+    from vseam_pl.vlm import load_vlm
+
+    vlm = load_vlm(str(tiny_llava_dir))
+    mod = HeadModulation.for_vlm(vlm)
+    with torch.no_grad():
+        mod.scales.copy_(torch.rand(mod.scales.shape, generator=torch.Generator().manual_seed(3)) * 2)
+    return mod.save(tmp_path / "run" / "head_scales.safetensors")

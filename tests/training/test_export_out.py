@@ -9,23 +9,11 @@ import stat
 from pathlib import Path
 
 import pytest
-import torch
 
 import vseam_pl.export as export_module
 from vseam_pl.export import EXPORT_INFO, ExportOutError, export, main
-from vseam_pl.interventions.modulation import HeadModulation
-from vseam_pl.vlm import load_vlm
 
 BASE = "test-org/tiny-llava"  # the Hub id a card must record (a local folder names none)
-
-
-@pytest.fixture()
-def scales_file(tiny_llava_dir, tmp_path):
-    vlm = load_vlm(str(tiny_llava_dir))
-    mod = HeadModulation.for_vlm(vlm)
-    with torch.no_grad():
-        mod.scales.copy_(torch.rand(mod.scales.shape, generator=torch.Generator().manual_seed(3)) * 2)
-    return mod.save(tmp_path / "run" / "head_scales.safetensors")
 
 
 def _no_model(*args, **kwargs):
