@@ -35,9 +35,8 @@ import torch
 from PIL import Image
 
 from .encoding import encode
-from .interventions import cache
+from .interventions import cache, forward_logits
 from .prompts import DEFAULT_INSTRUCTION, build_prompts
-from .scoring import forward_logits
 from .text import normalize_answer
 from .vlm import VLM
 

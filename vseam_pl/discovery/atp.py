@@ -45,9 +45,11 @@ from torch import nn
 
 from ..interventions import DecoderRun, run_rows
 from ..pairs import PairItem, prepare_pairs
+from ..prompts import DEFAULT_INSTRUCTION
 from ..records import ImagePair
 from ..vlm import VLM, UnsupportedModelError
 from .attribution import pair_runs
+from .items import vseam_filter
 from .patching import patching_stats
 from .scores import ChunkStats, HeadScores
 
@@ -316,9 +318,6 @@ def verify_top(
     have it, else the signed score), side by side with their estimates: rows `{rank, layer, head, attribution, exact}` (plus `magnitude` for AtP*), normalised like the
     scores (summed effects over the summed edit effect). `pairs` and `filter_` must be those the scores used.
     """
-    from ..prompts import DEFAULT_INSTRUCTION
-    from .runner import vseam_filter
-
     stat = stat or ("magnitude" if "magnitude" in scores.scores.get("all", {}) else "signed")
     heads = top_heads(scores, k, stat)
     items = prepare_pairs(vlm, pairs, instruction if instruction is not None else DEFAULT_INSTRUCTION)

@@ -21,18 +21,17 @@ from typing import Any
 import torch
 
 from ..distributed import all_reduce_sum, dist_info
-from ..encoding import encode
-from ..interventions import ABLATION_MODES, capture, check_replay, head_output_means
+from ..interventions import ABLATION_MODES
 from ..io import write_atomic, write_json
-from ..pairs import PairItem, images_of, pair_digest, prepare_pairs
+from ..pairs import PairItem, pair_digest
 from ..plotting import save_png
-from ..prompts import DEFAULT_INSTRUCTION
 from ..records import ImagePair
-from ..vlm import VLM, UnsupportedModelError
+from ..vlm import VLM
 from .ablation import ablation_stats
 from .atp import NODES, atp_star_stats
 from .attribution import attribution_stats
-from .data import CandidateIndex, group_keys
+from .data import group_keys
+from .items import chunks, dataset_means, prepare_items, replay_prefix_ok, vseam_filter
 from .overlap import overlap_analysis
 from .patching import (
     DIRECTIONS,
@@ -43,7 +42,7 @@ from .patching import (
     patching_stats,
 )
 from .plots import heatmap, layer_profiles, overlap_plot, profile_plot
-from .release import PROTOCOLS, ReleaseItem, prepare_release
+from .release import PROTOCOLS
 from .scores import Accumulator, ChunkStats, HeadScores
 
 METHODS: tuple[str, ...] = ("ablation", "patching", "attribution", "atp_star")
@@ -132,82 +131,6 @@ class DiscoveryResult:
     filter_report: dict[str, Any] | None
     chunks_computed: int  # by this process in this call (0 when everything was resumed)
     outputs: dict[str, Path] = field(default_factory=dict)
-
-
-def chunks(items: Sequence[PairItem], size: int) -> list[list[PairItem]]:
-    return [list(items[s : s + size]) for s in range(0, len(items), size)]
-
-
-def prepare_items(
-    vlm: VLM, pairs: Sequence[ImagePair], protocol: str = "default", instruction: str | None = None
-) -> list[PairItem] | list[ReleaseItem]:
-    """Pairs ready for scoring under `protocol` (`instruction`: None = the protocol's own, "" = none)."""
-    if protocol == "release":
-        return prepare_release(vlm, pairs, instruction)
-    return prepare_pairs(vlm, pairs, DEFAULT_INSTRUCTION if instruction is None else (instruction or None))
-
-
-# -- the V-SEAM filter -------------------------------------------------------------------------------------------
-@torch.no_grad()
-def predictions(vlm: VLM, items: Sequence[PairItem], which: str, pair_batch: int) -> torch.Tensor:
-    """Index of the highest-scoring candidate on the clean or edited image, per item."""
-    out = []
-    for chunk in chunks(items, pair_batch):
-        run = capture(vlm, encode(vlm, [it.prompt for it in chunk], images_of(chunk, which)), residuals=False)
-        out.append(CandidateIndex.of(chunk).logprobs(run.logits).argmax(dim=1).cpu())
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
-
-
-def vseam_filter(vlm: VLM, items: Sequence[PairItem], pair_batch: int) -> tuple[list[PairItem], torch.Tensor]:
-    """Keep pairs the model answers right on the clean image and wrong on the edited one.
-
-    "Wrong on edited" is `prediction != edited_answer` when the manifest knows it, else "still gives the clean
-    answer" (the edit was meant to change it). Returns the kept items and counts `[total, right_on_clean,
-    wrong_on_edited, kept]`.
-    """
-    if not items:
-        return [], torch.zeros(4, dtype=torch.float64)
-    clean = predictions(vlm, items, "clean", pair_batch)
-    edited = predictions(vlm, items, "edited", pair_batch)
-    right = torch.tensor([int(c) == it.correct for c, it in zip(clean, items, strict=True)])
-    wrong = torch.tensor(
-        [
-            int(e) != it.edited if it.edited is not None else int(e) == it.correct
-            for e, it in zip(edited, items, strict=True)
-        ]
-    )
-    keep = right & wrong
-    kept = [it for it, k in zip(items, keep.tolist(), strict=True) if k]
-    counts = torch.tensor(
-        [len(items), int(right.sum()), int(wrong.sum()), int(keep.sum())], dtype=torch.float64
-    )
-    return kept, counts
-
-
-# -- scoring ------------------------------------------------------------------------------------------------------
-def dataset_means(vlm: VLM, items: Sequence[PairItem], which: str, pair_batch: int) -> torch.Tensor:
-    """Mean head outputs `[L, H, D]` over the images of all pairs (every rank computes the same)."""
-
-    def batches():
-        for chunk in chunks(items, pair_batch):
-            enc = encode(vlm, [it.prompt for it in chunk], images_of(chunk, which))
-            yield enc.to(vlm.device, vlm.model.dtype).inputs
-
-    return head_output_means(vlm, batches()).to(vlm.device)
-
-
-def replay_prefix_ok(vlm: VLM, items: Sequence[PairItem], which: str, middle: bool = True) -> bool:
-    """Whether this decoder can be replayed from a middle layer (else intervened rows run from layer 0). The replay
-    from the input embeddings is always checked; `middle=False` (methods that only replay from layer 0) skips the
-    middle-layer check and returns False."""
-    chunk = list(items[:2])
-    run = capture(vlm, encode(vlm, [it.prompt for it in chunk], images_of(chunk, which)), residuals=True)
-    if not check_replay(vlm, run, starts=(0,)):
-        raise UnsupportedModelError(
-            f"{vlm.name}: re-running its decoder from the input embeddings does not reproduce "
-            "the model's logits; head discovery cannot batch interventions for it"
-        )
-    return middle and check_replay(vlm, run, starts=(vlm.num_layers // 2,))
 
 
 def score_chunk(
