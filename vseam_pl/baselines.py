@@ -41,6 +41,7 @@ from .discovery.scores import HeadScores, apply_init_scales, init_scales_from_sc
 from .interventions import add_hook
 from .io import write_json
 from .lit_module import HeadModulationModule
+from .ranking import rank_heads
 from .vlm import VLM
 
 METHODS: tuple[str, ...] = (
@@ -506,16 +507,6 @@ class LoFiTScalingModule(HeadModulationModule):
         return loss + self.hparams.lofit_l1 * self.scaling.vectors.abs().sum()
 
 
-def top_heads(score: torch.Tensor, k: int) -> list[Head]:
-    """The `k` (layer, head) pairs of largest `score` (`[L, H]`), best first; ties broken by position."""
-    flat = score.flatten().float().nan_to_num(float("-inf"))
-    if not 0 < k <= flat.numel():
-        raise ValueError(f"k must be in [1, {flat.numel()}], got {k}")
-    order = torch.argsort(-flat, stable=True)[:k]
-    heads = score.shape[1]
-    return [(int(i) // heads, int(i) % heads) for i in order]
-
-
 def lofit_heads(vectors: torch.Tensor, k: int) -> list[Head]:
     """LoFiT's selection (``lofit_trainer.py``): the `k` heads whose learned scaling vectors `[L, H, D]` have the
     largest norm ``|A|`` (the L1 keeps the others near 0)."""
@@ -523,7 +514,9 @@ def lofit_heads(vectors: torch.Tensor, k: int) -> list[Head]:
         raise ValueError(
             f"LoFiT selects heads by the norm of [layers, heads, head_dim] vectors, got {tuple(vectors.shape)}"
         )
-    return top_heads(vectors.detach().norm(dim=-1), k)
+    if not 0 < k <= vectors.shape[0] * vectors.shape[1]:
+        raise ValueError(f"k must be in [1, {vectors.shape[0] * vectors.shape[1]}] (the head grid), got {k}")
+    return [(layer, head) for layer, head, _ in rank_heads(vectors.detach().norm(dim=-1), k)]
 
 
 def lofit_bias_init(k: int, head_dim: int, seed: int = 0, std: float = 1e-3) -> torch.Tensor:
@@ -632,7 +625,6 @@ __all__ = [
     "LoFiTScalingModule",
     "lofit_bias_init",
     "lofit_heads",
-    "top_heads",
     "PeftAdapterModule",
     "RandomHeadsModule",
     "SelectedHeadsModule",

@@ -46,6 +46,7 @@ from torch import nn
 from ..interventions import DecoderRun, run_rows
 from ..pairs import PairItem, prepare_pairs
 from ..prompts import DEFAULT_INSTRUCTION
+from ..ranking import rank_heads
 from ..records import ImagePair
 from ..vlm import VLM, UnsupportedModelError
 from .attribution import pair_runs
@@ -294,14 +295,6 @@ def atp_star_stats(
 
 
 # -- verifying the top-K heads with exact patching -----------------------------------------------------------
-def top_heads(scores: HeadScores, k: int, stat: str = "signed", group: str = "all") -> list[tuple[int, int]]:
-    """The K heads with the largest |score| (ties broken by position)."""
-    flat = scores.get(group, stat).flatten().nan_to_num(0.0).abs()
-    order = torch.argsort(flat, descending=True, stable=True)[:k]
-    width = scores.shape[1]
-    return [(int(i) // width, int(i) % width) for i in order]
-
-
 def verify_top(
     vlm: VLM,
     pairs: Sequence[ImagePair],
@@ -319,7 +312,7 @@ def verify_top(
     scores (summed effects over the summed edit effect). `pairs` and `filter_` must be those the scores used.
     """
     stat = stat or ("magnitude" if "magnitude" in scores.scores.get("all", {}) else "signed")
-    heads = top_heads(scores, k, stat)
+    heads = [(layer, head) for layer, head, _ in rank_heads(scores.get("all", stat), k, "abs")]
     items = prepare_pairs(vlm, pairs, instruction if instruction is not None else DEFAULT_INSTRUCTION)
     if filter_:
         items, _ = vseam_filter(vlm, items, pair_batch)
@@ -361,4 +354,4 @@ def format_verify(rows: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["atp_star_stats", "capture_qkv", "effective_deltas", "format_verify", "top_heads", "verify_top"]
+__all__ = ["atp_star_stats", "capture_qkv", "effective_deltas", "format_verify", "verify_top"]
