@@ -44,6 +44,7 @@ import torch
 from torch import nn
 
 from ..interventions import DecoderRun, run_rows
+from ..logit_diff import logit_diff, over_candidates
 from ..pairs import PairItem, prepare_pairs
 from ..prompts import DEFAULT_INSTRUCTION
 from ..ranking import rank_heads
@@ -270,7 +271,7 @@ def atp_star_stats(
             _drop_hooks(vlm, state, stack)
         logits = run_rows(vlm, target, rows, 0, lambda layer, z: z + leaves[layer])
         lp = cands.logprobs(logits)
-        ld = (lp.gather(1, clean.to(lp.device)[:, None]) - lp.gather(1, edited.to(lp.device)[:, None])).sum()
+        ld = logit_diff(over_candidates(lp, clean.to(lp.device), edited.to(lp.device))).sum()
         params = [leaves[layer] for layer in range(vlm.num_layers)]
         signed = estimate(torch.autograd.grad(ld, params, retain_graph=graddrop))
         stats: ChunkStats = {"signed": (signed, ld_c - ld_e, torch.ones(len(items), dtype=torch.bool))}

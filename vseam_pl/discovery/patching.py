@@ -1,7 +1,7 @@
 """Exact activation patching across a clean/edited pair, batched one head per row.
 
-With `LD = log p(clean answer) - log p(edited answer)` (candidate-normalised log-probs at the last prompt position;
-the normaliser cancels), `LD_c` / `LD_e` on the clean / edited image:
+With `LD = log p(clean answer) - log p(edited answer)` (candidate-normalised log-probs at the last prompt position,
+:func:`vseam_pl.logit_diff.over_candidates`; the normaliser cancels), `LD_c` / `LD_e` on the clean / edited image:
 
 - `clean_to_edited` (default, "denoising"): run the edited image, put head (l, h)'s output from the clean run in its
   place: `effect = LD_patched - LD_e`, how much of the clean answer that single head restores;
@@ -66,19 +66,6 @@ def encode_pair(vlm: VLM, items: Sequence[PairItem]) -> tuple[Encoded, Encoded]:
     return enc_c, enc_e
 
 
-def logit_diff(
-    cands: CandidateIndex,
-    logits: torch.Tensor,
-    clean: torch.Tensor,
-    edited: torch.Tensor,
-    rows: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """LD per row (float64 on the CPU)."""
-    lp = cands.logprobs(logits, rows).cpu().double()
-    c, e = (clean, edited) if rows is None else (clean[rows], edited[rows])
-    return lp.gather(1, c[:, None]).squeeze(1) - lp.gather(1, e[:, None]).squeeze(1)
-
-
 @torch.no_grad()
 def patching_stats(
     vlm: VLM,
@@ -98,10 +85,7 @@ def patching_stats(
     into_edited = direction == "clean_to_edited"
     run_c = capture(vlm, enc_c, residuals=prefix and not into_edited, heads=into_edited)
     run_e = capture(vlm, enc_e, residuals=prefix and into_edited, heads=not into_edited)
-    ld_c, ld_e = (
-        logit_diff(cands, run_c.logits, clean, edited),
-        logit_diff(cands, run_e.logits, clean, edited),
-    )
+    ld_c, ld_e = cands.logit_diff(run_c.logits, clean, edited), cands.logit_diff(run_e.logits, clean, edited)
     target, source = (run_e, run_c) if into_edited else (run_c, run_e)
     effect = torch.zeros(len(items), vlm.num_layers, vlm.num_heads, dtype=torch.float64)
     jobs = (
@@ -110,7 +94,7 @@ def patching_stats(
         else Jobs.for_heads(len(items), heads)
     )
     for b, logits in run_jobs(vlm, target, jobs, patch_value(source.heads), batch_size, prefix):
-        ld = logit_diff(cands, logits, clean, edited, b.example)
+        ld = cands.logit_diff(logits, clean, edited, b.example)
         effect[b.example, b.layer, b.head] = ld - ld_e[b.example] if into_edited else ld_c[b.example] - ld
     return {"signed": (effect, ld_c - ld_e, torch.ones(len(items), dtype=torch.bool))}
 

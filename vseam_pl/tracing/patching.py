@@ -1,4 +1,5 @@
-"""Patched runs scored by the answer: the logit difference LD = log p(clean answer) - log p(edited answer).
+"""Patched runs scored by the answer: the logit difference LD = log p(clean answer) - log p(edited answer), over
+the full vocabulary (:func:`vseam_pl.logit_diff.over_vocabulary`).
 
 Tracing patches three sites of :mod:`vseam_pl.interventions.sites`: `resid` (the residual stream after a layer),
 `attn` (the `o_proj` output) and `mlp`. Many patches run in one forward through the core's batched engine
@@ -13,9 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from ..interventions import DecoderRun, PatchSpec, patched_metrics
+from ..logit_diff import AnswerLogps, logit_diff, over_vocabulary
 from ..vlm import VLM
 
 __all__ = ["AnswerTokens", "PatchSpec", "Scores", "normalised_recovery", "run_patches"]
@@ -28,10 +29,10 @@ class AnswerTokens:
     clean: list[int]
     edited: list[int]
 
-    def logps(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(log p(clean answer), log p(edited answer)) under the full next-token distribution of `logits` [..., V]."""
-        logp = F.log_softmax(logits.float(), dim=-1)
-        return logp[..., self.clean].logsumexp(-1), logp[..., self.edited].logsumexp(-1)
+    def logps(self, logits: torch.Tensor) -> AnswerLogps:
+        """(log p(clean answer), log p(edited answer)) under the full next-token distribution of `logits` [..., V]
+        (:func:`vseam_pl.logit_diff.over_vocabulary`)."""
+        return over_vocabulary(logits, self.clean, self.edited)
 
 
 @dataclass
@@ -44,7 +45,7 @@ class Scores:
     @property
     def ld(self) -> torch.Tensor:
         """Logit difference LD = log p(clean answer) - log p(edited answer)."""
-        return self.lp_clean - self.lp_edited
+        return logit_diff((self.lp_clean, self.lp_edited))
 
     @property
     def p_clean(self) -> torch.Tensor:
