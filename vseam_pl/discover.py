@@ -23,9 +23,10 @@ from typing import Any
 from .argparsing import ArgumentParser
 from .batch_size import BatchSizeError, discovery_batch_size, resolve
 from .discovery.atp import NODES, format_verify, verify_top
+from .discovery.methods import METHODS
 from .discovery.patching import DIRECTIONS, NORMALIZATIONS
 from .discovery.release import PROTOCOLS
-from .discovery.runner import METHODS, DiscoveryConfig, run_discovery
+from .discovery.runner import DiscoveryConfig, run_discovery
 from .discovery.scores import HeadScores, apply_init_scales, init_scales_from_scores
 from .discovery.set_ablation import SET_MODES, SetAblationConfig, run_set_ablation
 from .interventions.ablation import ABLATION_MODES
@@ -148,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             pair_batch=args.pair_batch,
         )
         cfg.validate()
-        if args.verify_top and args.method not in ("attribution", "atp_star"):
+        if args.verify_top and not (args.method in METHODS and METHODS[args.method].gradient):
             raise ValueError(f"--verify-top checks attribution estimates; --method is {args.method!r}")
         pairs = load_pairs(args.pairs, levels=args.levels, categories=args.categories, limit=args.limit)
         vlm = load_vlm(
@@ -254,7 +255,7 @@ def ranks_by_gain(scores: Any) -> bool:
 def summary_legend(method: str, protocol: str, negative_is_gain: bool) -> str:
     """What the summary's `positive` / `negative` lists of `[layer, head, score]` measure, for this method and
     protocol (printed above the JSON line)."""
-    if method in ("ablation", "set_ablation"):
+    if method == "set_ablation" or (method in METHODS and METHODS[method].ablates):
         positive = (
             "positive: heads whose ablation lowers the answer's probability most (score: mean p_base - p_ablated "
             "over pairs answered correctly; larger = the head helps the answer more)"

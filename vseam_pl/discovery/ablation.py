@@ -26,6 +26,7 @@ clean image, no filter; `mean_others` or `zero`:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -35,7 +36,10 @@ from ..pairs import PairItem, images_of
 from ..vlm import VLM
 from .data import CandidateIndex
 from .release import AnswerScorer, ReleaseItem, release_scorer
-from .scores import ChunkStats
+
+# scores.py imports the method registry (methods.py), which imports this module: types only
+if TYPE_CHECKING:
+    from .scores import ChunkStats
 
 Item = PairItem | ReleaseItem
 

@@ -39,6 +39,7 @@ import sys
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -53,7 +54,10 @@ from ..vlm import VLM, UnsupportedModelError
 from .attribution import pair_runs
 from .items import vseam_filter
 from .patching import patching_stats
-from .scores import ChunkStats, HeadScores
+
+# scores.py imports the method registry (methods.py), which imports this module: types only
+if TYPE_CHECKING:
+    from .scores import ChunkStats, HeadScores
 
 #: `head`: one node per head output (its own softmax is evaluated exactly in both runs, so the QK fix holds by
 #: construction); `qkv`: the paper's per-position query/key/value nodes with the QK fix, summed per head.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -20,7 +21,10 @@ from ..pairs import PairItem
 from ..vlm import VLM
 from .data import CandidateIndex
 from .patching import DIRECTIONS, answer_indices, encode_pair
-from .scores import ChunkStats
+
+# scores.py imports the method registry (methods.py), which imports this module: types only
+if TYPE_CHECKING:
+    from .scores import ChunkStats
 
 
 @dataclass

@@ -20,6 +20,7 @@ each pair's `effect_i / (LD_c,i - LD_e,i)`) and `none` (the unnormalised mean ef
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -28,7 +29,10 @@ from ..interventions import Jobs, capture, patch_value, run_jobs
 from ..pairs import PairError, PairItem, edited_index, images_of
 from ..vlm import VLM
 from .data import CandidateIndex
-from .scores import ChunkStats
+
+# scores.py imports the method registry (methods.py), which imports this module: types only
+if TYPE_CHECKING:
+    from .scores import ChunkStats
 
 DIRECTIONS: tuple[str, ...] = ("clean_to_edited", "edited_to_clean")
 NORMALIZATIONS: tuple[str, ...] = ("sum", "per_pair", "none")

@@ -27,11 +27,10 @@ from ..pairs import PairItem, pair_digest
 from ..plotting import save_png
 from ..records import ImagePair
 from ..vlm import VLM
-from .ablation import ablation_stats
-from .atp import NODES, atp_star_stats
-from .attribution import attribution_stats
+from .atp import NODES
 from .data import group_keys
 from .items import chunks, dataset_means, prepare_items, replay_prefix_ok, vseam_filter
+from .methods import METHODS, foreign_settings, get_method
 from .overlap import overlap_analysis
 from .patching import (
     DIRECTIONS,
@@ -39,21 +38,13 @@ from .patching import (
     EditEffectWarning,
     edit_effect_warnings,
     normalise,
-    patching_stats,
 )
 from .plots import heatmap, layer_profiles, overlap_plot, profile_plot
 from .release import PROTOCOLS
-from .scores import Accumulator, ChunkStats, HeadScores
+from .scores import Accumulator, HeadScores
 
-METHODS: tuple[str, ...] = ("ablation", "patching", "attribution", "atp_star")
 #: sink(tag, matplotlib figure), called for every figure written (e.g. to log it to TensorBoard).
 FigureSink = Callable[[str, Any], None]
-STATS: dict[str, tuple[str, ...]] = {
-    "ablation": ("signed", "positive", "negative"),
-    "patching": ("signed",),
-    "attribution": ("signed",),
-    "atp_star": ("signed", "magnitude"),
-}
 
 
 @dataclass
@@ -83,8 +74,7 @@ class DiscoveryConfig:
     atp_nodes: str = "head"  # atp_star only, see .atp.NODES
 
     def validate(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"unknown discovery method {self.method!r}; expected one of {METHODS}")
+        get_method(self.method)  # a registered method, or a ValueError naming them
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"unknown protocol {self.protocol!r}; expected one of {PROTOCOLS}")
         if self.patching_norm not in NORMALIZATIONS:
@@ -93,7 +83,7 @@ class DiscoveryConfig:
             )
         if self.protocol == "release":
             release_only = {
-                "method": ("ablation",),
+                "method": tuple(name for name, m in METHODS.items() if m.release),
                 "ablation_mode": ("mean_others", "zero"),
                 "ablation_image": ("clean",),
                 "filter": (False,),
@@ -133,29 +123,14 @@ class DiscoveryResult:
     outputs: dict[str, Path] = field(default_factory=dict)
 
 
-def score_chunk(
-    vlm: VLM, chunk: Sequence[PairItem], cfg: DiscoveryConfig, means: torch.Tensor | None, prefix: bool
-) -> ChunkStats:
-    if cfg.method == "ablation":
-        return ablation_stats(
-            vlm, chunk, cfg.ablation_mode, means, cfg.batch_size, cfg.ablation_image, prefix
-        )
-    if cfg.method == "patching":
-        return patching_stats(vlm, chunk, cfg.batch_size, cfg.direction, prefix)
-    if cfg.method == "atp_star":
-        return atp_star_stats(vlm, chunk, cfg.direction, cfg.atp_nodes)
-    return attribution_stats(vlm, chunk, cfg.direction)
-
-
 def fingerprint(
     vlm: VLM, items: Sequence[PairItem], cfg: DiscoveryConfig, rank: int, world: int
 ) -> dict[str, Any]:
     """What must match for partial results to be resumed, by part (so a mismatch can say what changed): the model,
     the method's settings (batch_size only changes float rounding: not included), the sharding, and a digest of
     every pair's contents and image bytes (`pair_digest`), in order."""
-    semantic = {k: v for k, v in asdict(cfg).items() if k not in ("batch_size", "top_k")}
-    if cfg.method != "atp_star":
-        semantic.pop("atp_nodes")
+    skip = {"batch_size", "top_k", *foreign_settings(cfg.method)}
+    semantic = {k: v for k, v in asdict(cfg).items() if k not in skip}
     return {
         "model": [vlm.name, vlm.num_layers, vlm.num_heads],
         "settings": semantic,
@@ -210,7 +185,8 @@ def run_discovery(
     shard = items[rank::world]
     state_path = Path(out_dir) / "partial" / f"rank{rank}-of-{world}.pt" if out_dir is not None else None
     fp = fingerprint(vlm, items, cfg, rank, world) if state_path is not None else {}
-    acc = Accumulator(groups, STATS[cfg.method], vlm.num_layers, vlm.num_heads, small=cfg.min_edit_effect)
+    m = get_method(cfg.method)
+    acc = Accumulator(groups, m.stats, vlm.num_layers, vlm.num_heads, small=cfg.min_edit_effect)
     state = _load_state(state_path, fp) if resume and state_path is not None else None
     start = time.perf_counter()
 
@@ -226,19 +202,19 @@ def run_discovery(
         done = 0
         if state_path is not None:  # the filter's verdicts are part of the state: a resume does not redo them
             _save_state(state_path, fp, kept, filter_counts, acc, done)
-    image = cfg.ablation_image if cfg.method == "ablation" else "edited"
+    image = cfg.ablation_image if m.ablates else "edited"
     means = None
-    if cfg.method == "ablation" and cfg.ablation_mode == "dataset_mean":
+    if m.ablates and cfg.ablation_mode == "dataset_mean":
         means = dataset_means(vlm, items, cfg.ablation_image, cfg.pair_batch)
     # every method checks the start-0 replay against the full forward; only the exact methods replay from a middle layer
-    prefix = replay_prefix_ok(vlm, items, image, middle=cfg.method in ("ablation", "patching"))
+    prefix = replay_prefix_ok(vlm, items, image, middle=m.exact)
 
     todo = chunks(kept, cfg.pair_batch)
     computed = 0
     for c in range(done, len(todo)):
         chunk = todo[c]
-        stats, edits = score_chunk(vlm, chunk, cfg, means, prefix), None
-        if cfg.method in ("patching", "attribution", "atp_star"):  # AtP*'s magnitude stays in LD units
+        stats, edits = m.score(vlm, chunk, cfg, means, prefix), None
+        if m.normalised:  # `signed` only: AtP*'s magnitude stays in LD units
             normed, edits = normalise({"signed": stats["signed"]}, cfg.patching_norm)
             stats = {**stats, **normed}
         acc.add([it.groups for it in chunk], stats, edits)
@@ -270,7 +246,7 @@ def run_discovery(
         "seconds": round(time.perf_counter() - start, 3),
     }
     scores = acc.scores(cfg.method, meta, protocol=cfg.protocol)
-    if cfg.method in ("patching", "attribution"):
+    if m.warns_edit_effect:
         scores.meta["warnings"] = edit_effect_warnings(scores.counts, cfg.patching_norm, cfg.min_edit_effect)
         for message in scores.meta["warnings"] if rank == 0 else []:
             warnings.warn(message, EditEffectWarning, stacklevel=2)

@@ -23,6 +23,7 @@ from safetensors.torch import save_file
 from ..distributed import all_reduce_sum, dist_info
 from ..io import write_atomic, write_json
 from ..ranking import RankedHead, rank_heads
+from .methods import METHODS
 
 #: stat name -> (num [E, L, H], den [E], include [E] bool) for one chunk of examples.
 ChunkStats = dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
@@ -55,9 +56,10 @@ CLOSED_FORM_DEFAULTS: dict[str, dict[str, Any]] = {
 
 
 def gain_negative(method: str, protocol: str) -> bool:
-    """Whether the `negative` statistic is a non-negative gain (release ablation: larger = more negative head)
-    rather than a signed effect (more negative = more negative head)."""
-    return method == "ablation" and protocol == "release"
+    """Whether the `negative` statistic is a non-negative gain (the release protocol of a method that runs under
+    it, i.e. ablation: larger = more negative head) rather than a signed effect (more negative = more negative
+    head)."""
+    return protocol == "release" and method in METHODS and METHODS[method].release
 
 
 class Accumulator:
