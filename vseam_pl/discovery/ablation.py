@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..encoding import encode
-from ..interventions import DecoderRun, Jobs, ablation_value, capture, run_jobs
+from ..interventions import DecoderRun, ablation_setter, capture, head_coords, head_grid, patched_logits
 from ..pairs import PairItem, images_of
 from ..vlm import VLM
 from .data import CandidateIndex
@@ -82,10 +82,11 @@ def single_head_effects(
     n = run.embeds.shape[0]
     p_base, correct = score(run.logits, torch.arange(n))
     d = torch.zeros(n, vlm.num_layers, vlm.num_heads, dtype=torch.float64)
-    jobs = Jobs.grid(n, vlm.num_layers, vlm.num_heads)
-    for b, logits in run_jobs(vlm, run, jobs, ablation_value(mode, means), batch_size, prefix):
-        p, _ = score(logits, b.example)
-        d[b.example, b.layer, b.head] = p_base[b.example] - p
+    patches = head_grid(n, vlm.num_layers, vlm.num_heads)
+    for idx, logits in patched_logits(vlm, run, patches, ablation_setter(mode, means), batch_size, prefix):
+        example, layer, head = head_coords([patches[i] for i in idx])
+        p, _ = score(logits, example)
+        d[example, layer, head] = p_base[example] - p
     return correct, d
 
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..encoding import Encoded, encode
-from ..interventions import Jobs, capture, patch_value, run_jobs
+from ..interventions import capture, head_coords, head_grid, head_patches, head_source_setter, patched_logits
 from ..pairs import PairError, PairItem, edited_index, images_of
 from ..vlm import VLM
 from .data import CandidateIndex
@@ -92,14 +92,17 @@ def patching_stats(
     ld_c, ld_e = cands.logit_diff(run_c.logits, clean, edited), cands.logit_diff(run_e.logits, clean, edited)
     target, source = (run_e, run_c) if into_edited else (run_c, run_e)
     effect = torch.zeros(len(items), vlm.num_layers, vlm.num_heads, dtype=torch.float64)
-    jobs = (
-        Jobs.grid(len(items), vlm.num_layers, vlm.num_heads)
+    patches = (
+        head_grid(len(items), vlm.num_layers, vlm.num_heads)
         if heads is None
-        else Jobs.for_heads(len(items), heads)
+        else head_patches(len(items), heads)
     )
-    for b, logits in run_jobs(vlm, target, jobs, patch_value(source.heads), batch_size, prefix):
-        ld = cands.logit_diff(logits, clean, edited, b.example)
-        effect[b.example, b.layer, b.head] = ld - ld_e[b.example] if into_edited else ld_c[b.example] - ld
+    for idx, logits in patched_logits(
+        vlm, target, patches, head_source_setter(source.heads), batch_size, prefix
+    ):
+        example, layer, head = head_coords([patches[i] for i in idx])
+        ld = cands.logit_diff(logits, clean, edited, example)
+        effect[example, layer, head] = ld - ld_e[example] if into_edited else ld_c[example] - ld
     return {"signed": (effect, ld_c - ld_e, torch.ones(len(items), dtype=torch.bool))}
 
 
