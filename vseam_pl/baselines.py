@@ -1,7 +1,8 @@
 """Baselines for the V-SEAM comparison table, as `HeadModulationModule` variants that train and test like it.
 
-Methods (`METHODS`, the keys of the `BASELINES` registry of `BaselineMethod`s): `zero_shot` (the frozen model), `closed_form` (closed-form scales from discovery scores, no
-training; the release's constants only for `protocol="release"` scores, docs/fidelity.md), `learned_ones` /
+Methods (`METHODS`, the keys of the `BASELINES` registry of `BaselineMethod`s): `zero_shot` (the frozen model),
+`closed_form` (closed-form scales from discovery scores, no training; the release's constants only for
+`protocol="release"` scores, docs/fidelity.md), `learned_ones` /
 `learned_discovery` (per-head scales learned from 1 / from the closed-form scales),
 `random_heads` (only K randomly chosen heads' scales learn; K = the number of heads the discovery top-K selects),
 `discovered_heads` (only those K discovered heads' scales learn, from 1: the control `random_heads` is matched to),
