@@ -1,6 +1,6 @@
 """Benchmark: batched exact head discovery vs the straightforward loop, and attribution vs exact patching.
 
-    python bench/discovery.py [--embedded checkpoints/tiny-llava] [--n-ref 4] [--n-patch 16] [--threads 1]
+    python -m bench.discovery [--embedded checkpoints/tiny-llava] [--n-ref 4] [--n-patch 16] [--threads 1]
 
 Two models, side by side: a random-weight LLaVA with LLaVA-1.5's decoder head grid (32 layers x 32 heads, hidden
 512, head_dim 16) and the embedded trained model. For each:

@@ -30,10 +30,9 @@ from pathlib import Path
 from statistics import mean
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from vseam_pl.io import write_json, write_text
 
-from vseam_pl.io import write_json, write_text  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 RULES = {
     "1": "delta > 0 with image-clustered p < 0.05 on the benchmark",
