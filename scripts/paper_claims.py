@@ -102,6 +102,11 @@ def discover_cmd(model: str, args: argparse.Namespace, method: str, out: Path, *
     )
 
 
+def study_cmd(study: str, model: str, out: Path, *options: str) -> list[str]:
+    """`vseam compare|sweep` on one model, its table under `out` and its training runs under `out/runs`."""
+    return vseam(study, "--models", model, *options, "--out", str(out), "--runs_dir", str(out / "runs"))
+
+
 def discovery_on_test_pairs(model: str, runs: Path, args: argparse.Namespace) -> Path:
     """Ablation discovery on the test pairs: the scores the set ablation ranks (claim 2) and the overlap (claim 4)."""
     folder = runs / "discovery-test"
@@ -112,22 +117,11 @@ def discovery_on_test_pairs(model: str, runs: Path, args: argparse.Namespace) ->
 def claim2(model: str, runs: Path, args: argparse.Namespace) -> dict[str, Any]:
     compare_out = runs / "claim2-compare"
     run(
-        vseam(
+        study_cmd(
             "compare",
-            "--models",
             model,
-            "--methods",
-            "zero_shot",
-            "discovered_heads",
-            "random_heads",
-            "--random_seeds",
-            "0",
-            "1",
-            "2",
-            "--out",
-            str(compare_out),
-            "--runs_dir",
-            str(compare_out / "runs"),
+            compare_out,
+            *("--methods", "zero_shot", "discovered_heads", "random_heads", "--random_seeds", "0", "1", "2"),
         ),
         compare_out / "comparison.json",
     )
@@ -167,23 +161,11 @@ def claim2(model: str, runs: Path, args: argparse.Namespace) -> dict[str, Any]:
 def claim3(model: str, runs: Path, args: argparse.Namespace) -> dict[str, Any]:
     out = runs / "claim3-sweep"
     run(
-        vseam(
+        study_cmd(
             "sweep",
-            "--models",
             model,
-            "--fractions",
-            "0.1",
-            "1.0",
-            "--seeds",
-            "0",
-            "1",
-            "2",
-            "--test_batches",
-            "32",
-            "--out",
-            str(out),
-            "--runs_dir",
-            str(out / "runs"),
+            out,
+            *("--fractions", "0.1", "1.0", "--seeds", "0", "1", "2", "--test_batches", "32"),
         ),
         out / "ablation.json",
     )
