@@ -102,9 +102,12 @@ def discover_cmd(model: str, args: argparse.Namespace, method: str, out: Path, *
     )
 
 
-def study_cmd(study: str, model: str, out: Path, *options: str) -> list[str]:
-    """`vseam compare|sweep` on one model, its table under `out` and its training runs under `out/runs`."""
-    return vseam(study, "--models", model, *options, "--out", str(out), "--runs_dir", str(out / "runs"))
+def run_study(study: str, model: str, out: Path, result: str, *options: str) -> dict[str, Any]:
+    """`vseam compare|sweep` on one model (table under `out`, training runs under `out/runs`) unless its `result`
+    file exists; that file's JSON."""
+    cmd = vseam(study, "--models", model, *options, "--out", str(out), "--runs_dir", str(out / "runs"))
+    run(cmd, out / result)
+    return json.loads((out / result).read_text())
 
 
 def discovery_on_test_pairs(model: str, runs: Path, args: argparse.Namespace) -> Path:
@@ -115,17 +118,9 @@ def discovery_on_test_pairs(model: str, runs: Path, args: argparse.Namespace) ->
 
 
 def claim2(model: str, runs: Path, args: argparse.Namespace) -> dict[str, Any]:
-    compare_out = runs / "claim2-compare"
-    run(
-        study_cmd(
-            "compare",
-            model,
-            compare_out,
-            *("--methods", "zero_shot", "discovered_heads", "random_heads", "--random_seeds", "0", "1", "2"),
-        ),
-        compare_out / "comparison.json",
-    )
-    rows = json.loads((compare_out / "comparison.json").read_text())["models"][0]["rows"]
+    methods = ("--methods", "zero_shot", "discovered_heads", "random_heads", "--random_seeds", "0", "1", "2")
+    comparison = run_study("compare", model, runs / "claim2-compare", "comparison.json", *methods)
+    rows = comparison["models"][0]["rows"]
     by = {(r["method"], r["seed"]): r for r in rows}
     discovered = by[("discovered_heads", None)]
     randoms = [r for (m, _), r in by.items() if m == "random_heads"]
@@ -159,17 +154,9 @@ def claim2(model: str, runs: Path, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def claim3(model: str, runs: Path, args: argparse.Namespace) -> dict[str, Any]:
-    out = runs / "claim3-sweep"
-    run(
-        study_cmd(
-            "sweep",
-            model,
-            out,
-            *("--fractions", "0.1", "1.0", "--seeds", "0", "1", "2", "--test_batches", "32"),
-        ),
-        out / "ablation.json",
-    )
-    summary = {s["fraction"]: s for s in json.loads((out / "ablation.json").read_text())["summary"]}
+    options = ("--fractions", "0.1", "1.0", "--seeds", "0", "1", "2", "--test_batches", "32")
+    ablation = run_study("sweep", model, runs / "claim3-sweep", "ablation.json", *options)
+    summary = {s["fraction"]: s for s in ablation["summary"]}
     low, full = summary[0.1], summary[1.0]
     return {
         "zero_shot": full["zero_shot"],
