@@ -70,18 +70,31 @@ class DiscoveryConfig:
     """
 
     method: str = "ablation"
-    ablation_mode: str = "mean_others"
-    ablation_image: str = "clean"
-    direction: str = "clean_to_edited"
+    """how heads are scored: ablation, patching, attribution or atp_star"""
+    ablation_mode: str = field(default="mean_others", metadata={"choices": ABLATION_MODES})
+    """ablation: what replaces the head's output"""
+    ablation_image: str = field(default="clean", metadata={"choices": ("clean", "edited")})
+    """ablation: which image of each pair is scored"""
+    direction: str = field(default="clean_to_edited", metadata={"choices": DIRECTIONS})
+    """patching direction"""
     batch_size: int = 64
+    """intervened rows per forward"""
     pair_batch: int = 4
+    """pairs per chunk (the checkpoint unit)"""
     top_k: int = 10
+    """heads listed (and, for init scales, moved) per sign"""
     filter: bool = False
+    """keep pairs right on clean and wrong on edited (V-SEAM)"""
     instruction: str | None = None
-    protocol: str = "default"
-    patching_norm: str = "sum"
+    """appended to each question ('' for none; default: the protocol's own)"""
+    protocol: str = field(default="default", metadata={"choices": PROTOCOLS})
+    """default: vseam-pl's scoring; release: the V-SEAM release's (ablation, set_ablation)"""
+    patching_norm: str = field(default="sum", metadata={"choices": NORMALIZATIONS})
+    """patching/attribution: sum (divide by the summed edit effect), per_pair, none (unnormalised)"""
     min_edit_effect: float = 0.1
-    atp_nodes: str = "head"  # atp_star only, see .atp.NODES
+    """warn when the mean edit effect LD_clean - LD_edited (nats) is below this"""
+    atp_nodes: str = field(default="head", metadata={"choices": NODES})
+    """atp_star: head outputs or q/k/v nodes"""
 
     def validate(self) -> None:
         if self.method not in METHODS:

@@ -1,0 +1,130 @@
+"""One declaration per concept (issue 26.1): the `vseam` flags, the callbacks' init args and the Python API's config
+objects are the same fields with the same defaults, and the recipes in configs/ parse against those signatures."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import inspect
+from pathlib import Path
+
+import pytest
+import yaml
+
+from callbacks.head_discovery import HeadDiscovery
+from vseam_pl.argparsing import command_options
+from vseam_pl.discovery.runner import DiscoveryConfig
+from vseam_pl.discovery.set_ablation import FROM_DISCOVERY, SetAblationConfig, set_ablation_config
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPES = sorted((REPO / "configs").glob("*.yaml"))
+
+
+def flag_defaults(fn) -> dict[str, object]:
+    """Every flag of command `fn` and its default, as its parser has them."""
+    from vseam_pl.argparsing import command_parser
+
+    return dict(command_parser(fn, "x").get_defaults().items())
+
+
+def defaults(cls) -> dict[str, object]:
+    return {f.name: getattr(cls(), f.name) for f in dataclasses.fields(cls)}
+
+
+def test_discover_flags_are_the_discovery_config():
+    from vseam_pl.discover import discover
+
+    flags = flag_defaults(discover)
+    assert {k: flags[k] for k in defaults(DiscoveryConfig)} == defaults(DiscoveryConfig)
+    # its help is the field's docstring, not a second copy
+    options = {o.name: o for _, _, opts in command_options(discover) for o in opts}
+    assert options["top_k"].help and options["pair_batch"].help == "pairs per chunk (the checkpoint unit)"
+
+
+def test_discover_set_ablation_flags_are_the_set_ablation_config():
+    from vseam_pl.discover import discover
+
+    flags = flag_defaults(discover)
+    renamed = {"mode": "set_mode", "group": "set_group", "k": "set_k"}
+    own = {k: v for k, v in defaults(SetAblationConfig).items() if k not in (*FROM_DISCOVERY, "n_resamples")}
+    assert {k: flags[renamed.get(k, k)] for k in own} == own
+    assert flags["set_k"] is None  # K follows --top_k (`set_ablation_config`)
+
+
+def test_the_callback_takes_the_discovery_config_and_the_cli_selection():
+    from vseam_pl.discover import discover
+
+    params = inspect.signature(HeadDiscovery).parameters
+    assert params["discovery"].annotation in ("DiscoveryConfig | None", DiscoveryConfig | None)
+    assert HeadDiscovery("p").config == DiscoveryConfig()
+    flags = flag_defaults(discover)
+    for shared in ("levels", "categories", "limit", "init_scales"):
+        assert params[shared].default == flags[shared], shared
+    # both build the set ablation the same way: K and pair_batch from the discovery settings unless given
+    cfg = DiscoveryConfig(top_k=3, pair_batch=2, protocol="release", instruction="")
+    assert HeadDiscovery("p", cfg, set_ablation={}).set_config == set_ablation_config(cfg)
+    assert set_ablation_config(cfg) == SetAblationConfig(
+        k=3, pair_batch=2, protocol="release", instruction=""
+    )
+    no_scoring_field = set(params) & {f.name for f in dataclasses.fields(DiscoveryConfig)}
+    assert not no_scoring_field, f"declared again beside DiscoveryConfig: {no_scoring_field}"
+
+
+def test_the_discover_cli_builds_the_config_its_flags_say(tmp_path):
+    from vseam_pl.argparsing import command_kwargs
+    from vseam_pl.discover import discover, parser
+
+    base = ["--model", "m", "--pairs", "p", "--out", "o"]
+    kwargs = command_kwargs(discover, parser().parse_args(base))
+    assert kwargs["config"] == DiscoveryConfig()
+    kwargs = command_kwargs(
+        discover, parser().parse_args([*base, "--top-k", "3", "--atp_nodes", "qkv", "--filter"])
+    )
+    assert kwargs["config"] == DiscoveryConfig(top_k=3, atp_nodes="qkv", filter=True)
+
+
+def callback_specs(recipe: Path) -> list[dict]:
+    trainer = yaml.safe_load(recipe.read_text()).get("trainer") or {}
+    return [
+        c for c in trainer.get("callbacks") or [] if str(c.get("class_path", "")).startswith("callbacks.")
+    ]
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
+def test_recipe_callbacks_parse_against_their_signatures(recipe):
+    """Each vseam callback a recipe configures is parsed and built by jsonargparse from its signature (the path
+    LightningCLI takes); a key that is not an init arg (or a DiscoveryConfig field) fails here."""
+    from jsonargparse import ArgumentParser
+    from lightning.pytorch import Callback
+
+    specs = callback_specs(recipe)
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_argument("--callbacks", type=list[Callback])
+    built = parser.instantiate(parser.parse_object({"callbacks": copy.deepcopy(specs)})).callbacks
+    assert [type(c).__name__ for c in built] == [s["class_path"].split(".")[-1] for s in specs]
+    for spec, callback in zip(specs, built, strict=True):
+        if isinstance(callback, HeadDiscovery):
+            given = spec["init_args"].get("discovery", {})
+            assert callback.config == DiscoveryConfig(**given)
+
+
+def test_the_default_recipe_discovers_with_its_settings():
+    (spec,) = [
+        s for s in callback_specs(REPO / "configs" / "default.yaml") if s["class_path"].endswith("Discovery")
+    ]
+    assert spec["init_args"]["discovery"] == {
+        "method": "ablation",
+        "ablation_mode": "mean_others",
+        "top_k": 8,
+    }
+
+
+def test_a_misplaced_discovery_key_in_a_recipe_fails_naming_it():
+    from jsonargparse import ArgumentParser
+    from lightning.pytorch import Callback
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_argument("--callbacks", type=list[Callback])
+    spec = {"class_path": "callbacks.HeadDiscovery", "init_args": {"pairs": "p", "top_k": 8}}
+    with pytest.raises(Exception, match="top_k"):
+        parser.parse_object({"callbacks": [spec]})
