@@ -128,3 +128,19 @@ def test_a_misplaced_discovery_key_in_a_recipe_fails_naming_it():
     spec = {"class_path": "callbacks.HeadDiscovery", "init_args": {"pairs": "p", "top_k": 8}}
     with pytest.raises(Exception, match="top_k"):
         parser.parse_object({"callbacks": [spec]})
+
+
+def test_trace_flags_and_callback_are_the_trace_config():
+    from callbacks.tracing import CausalTracing
+    from vseam_pl.trace import trace
+    from vseam_pl.tracing.runner import TraceConfig, run_tracing
+
+    flags = flag_defaults(trace)
+    assert {k: flags[k] for k in defaults(TraceConfig)} == defaults(TraceConfig)
+    params = inspect.signature(CausalTracing).parameters
+    assert CausalTracing("p").config == TraceConfig()
+    assert not set(params) & set(defaults(TraceConfig)), "a tracing setting declared again beside TraceConfig"
+    run = inspect.signature(run_tracing).parameters
+    assert not set(run) & set(defaults(TraceConfig)), "run_tracing takes the TraceConfig"
+    assert params["levels"].default is flags["levels"] is None
+    assert params["limit"].default == 32 and flags["limit"] is None  # the callback traces a sample by design
