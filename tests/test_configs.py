@@ -144,3 +144,14 @@ def test_trace_flags_and_callback_are_the_trace_config():
     assert not set(run) & set(defaults(TraceConfig)), "run_tracing takes the TraceConfig"
     assert params["levels"].default is flags["levels"] is None
     assert params["limit"].default == 32 and flags["limit"] is None  # the callback traces a sample by design
+
+
+def test_export_flags_are_the_export_signature():
+    from vseam_pl.export import export, parser
+
+    flags = dict(parser().get_defaults().items())
+    flags.pop("config")  # -c/--config: a YAML file of these flags
+    params = inspect.signature(export).parameters
+    required = {k for k, p in params.items() if p.default is inspect.Parameter.empty}
+    assert required == {"model", "scales", "out"} and all(flags.pop(k) is None for k in required)
+    assert flags == {k: p.default for k, p in params.items() if k not in required}
