@@ -155,3 +155,27 @@ def test_export_flags_are_the_export_signature():
     required = {k for k, p in params.items() if p.default is inspect.Parameter.empty}
     assert required == {"model", "scales", "out"} and all(flags.pop(k) is None for k in required)
     assert flags == {k: p.default for k, p in params.items() if k not in required}
+
+
+def test_evaluate_declares_no_setting_of_the_classes_it_configures():
+    """`evaluate()` takes the module's, the DataModules' and the Trainer's arguments as mappings (the CLI's tree),
+    so their defaults are theirs; the few evaluation changes are named once and differ from the classes'."""
+    from lightning.pytorch import Trainer
+
+    from vseam_pl.data import QADataModule
+    from vseam_pl.evaluate import DATA_DEFAULTS, TRAINER_DEFAULTS, evaluate
+    from vseam_pl.lit_module import HeadModulationModule
+
+    own = set(inspect.signature(evaluate).parameters)
+    classes = {
+        "module": HeadModulationModule,
+        "data": QADataModule,
+        "trainer": Trainer,
+    }
+    for cls in classes.values():
+        shared = own & set(inspect.signature(cls).parameters) - {"seed"}  # seed: the CIs' and the data's
+        assert not shared, f"evaluate() declares {shared} of {cls.__name__} again"
+    for changes, cls in ((DATA_DEFAULTS, QADataModule), (TRAINER_DEFAULTS, Trainer)):
+        params = inspect.signature(cls).parameters
+        for key, value in changes.items():
+            assert key in params and params[key].default != value, (cls.__name__, key)
