@@ -1,6 +1,6 @@
 """`python train.py` is `vseam train`: learn per-head scales of a frozen VLM, then test them (`vseam_pl/train.py`).
 
-python train.py                                   # embedded tiny LLaVA on the synthetic world (configs/default.yaml)
+python train.py                                   # embedded tiny InstructBLIP, synthetic POPE (configs/default.yaml)
 python train.py -c configs/<recipe>.yaml --trainer.max_epochs 2 --data.fraction 0.1
 python train.py --print_config                    # the resolved configuration
 """

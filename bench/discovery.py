@@ -1,6 +1,6 @@
 """Benchmark: batched exact head discovery vs the straightforward loop, and attribution vs exact patching.
 
-    python bench/discovery.py [--embedded checkpoints/tiny-llava] [--n-ref 4] [--n-patch 16] [--threads 1]
+    python -m bench.discovery [--embedded checkpoints/tiny-llava] [--n-ref 4] [--n-patch 16] [--threads 1]
 
 Two models, side by side: a random-weight LLaVA with LLaVA-1.5's decoder head grid (32 layers x 32 heads, hidden
 512, head_dim 16) and the embedded trained model. For each:
@@ -161,25 +161,21 @@ def bench_patching(name: str, vlm: VLM, pairs, n_patch: int, batch_size: int) ->
     rows = []
     grid = f"{vlm.num_layers}x{vlm.num_heads}"
     patch_pairs = pairs[:n_patch]
-    exact, t_exact = timed(
-        lambda: run_discovery(
-            vlm, patch_pairs, DiscoveryConfig(method="patching", batch_size=batch_size, pair_batch=4)
-        ).scores.signed()
-    )
-    approx, t_attr = timed(
-        lambda: run_discovery(
-            vlm, patch_pairs, DiscoveryConfig(method="attribution", pair_batch=4)
-        ).scores.signed()
-    )
+
+    def scores(**config):
+        """Discovery's scores on the patching pairs (4 pairs per forward), and the seconds it took."""
+        return timed(lambda: run_discovery(vlm, patch_pairs, DiscoveryConfig(pair_batch=4, **config)).scores)
+
+    exact, t_exact = scores(method="patching", batch_size=batch_size)
+    approx, t_attr = scores(method="attribution")
+    exact, approx = exact.signed(), approx.signed()
     rho = float(spearmanr(exact.flatten(), approx.flatten()).statistic)
     rows.append(
         f"| {name} | {grid} | patching: exact (batched) vs attribution | {n_patch} | {t_exact:.1f} s | "
         f"{t_attr:.2f} s | **{t_exact / t_attr:.1f}x** | Spearman rho {rho:.3f} |"
     )
     print(rows[-1], flush=True)
-    star, t_star = timed(
-        lambda: run_discovery(vlm, patch_pairs, DiscoveryConfig(method="atp_star", pair_batch=4)).scores
-    )
+    star, t_star = scores(method="atp_star")
     mag = star.get("all", "magnitude")
     rho_mag = float(spearmanr(exact.abs().flatten(), mag.flatten()).statistic)
     rho_abs = float(spearmanr(exact.abs().flatten(), approx.abs().flatten()).statistic)
@@ -191,11 +187,8 @@ def bench_patching(name: str, vlm: VLM, pairs, n_patch: int, batch_size: int) ->
         f"{recall(exact, approx, k):.2f} |"
     )
     print(rows[-1], flush=True)
-    qkv, t_qkv = timed(
-        lambda: run_discovery(
-            vlm, patch_pairs, DiscoveryConfig(method="atp_star", atp_nodes="qkv", pair_batch=4)
-        ).scores.signed()
-    )
+    qkv, t_qkv = scores(method="atp_star", atp_nodes="qkv")
+    qkv = qkv.signed()
     rho_qkv = float(spearmanr(exact.flatten(), qkv.flatten()).statistic)
     rows.append(
         f"| {name} | {grid} | patching: exact vs AtP* (q/k/v nodes, QK fix, + GradDrop) | {n_patch} | "

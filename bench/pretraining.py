@@ -1,6 +1,6 @@
 """Benchmark: a pretraining step of the embedded tiny VLMs at several torch thread counts, side by side in one run.
 
-    python bench/pretraining.py [--models checkpoints/tiny-llava checkpoints/tiny-instructblip] [--threads 1 2]
+    python -m bench.pretraining [--models checkpoints/tiny-llava checkpoints/tiny-instructblip] [--threads 1 2]
                                 [--steps 20] [--warmup 3]
 
 `scripts/pretrain_tiny.py` runs on the CPU; this says what its `--threads` buys and whether it changes the result.
@@ -16,14 +16,12 @@ from __future__ import annotations
 import argparse
 import copy
 import random
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-from pretrain_tiny import (  # noqa: E402  (scripts/ is not a package)
+from scripts.pretrain_tiny import (
     PatchHeads,
     optimizer_step,
     sample_batch,
@@ -32,9 +30,8 @@ from pretrain_tiny import (  # noqa: E402  (scripts/ is not a package)
     vision_features,
     vision_tower,
 )
-
-from vseam_pl.scoring import answer_loss  # noqa: E402
-from vseam_pl.synth import SceneWorld  # noqa: E402
+from vseam_pl.scoring import answer_loss
+from vseam_pl.synth import SceneWorld
 
 
 class Stage:

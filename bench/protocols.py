@@ -1,6 +1,6 @@
 """How far vseam-pl's default ablation protocol ranks heads from the V-SEAM release's (docs/fidelity.md).
 
-    python bench/protocols.py [--models checkpoints/tiny-llava checkpoints/tiny-instructblip] [--n-pairs 32]
+    python -m bench.protocols [--models checkpoints/tiny-llava checkpoints/tiny-instructblip] [--n-pairs 32]
         [--k 8] [--threads 1] [--out FILE.json]
 
 For each model, single-head ablation (`mean_others`, clean image, no filter) on the same synthetic-world pairs under
@@ -23,18 +23,12 @@ from pathlib import Path
 import torch
 from scipy.stats import spearmanr
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # run as a script: import this checkout's vseam_pl
-    sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
-
-import _env  # noqa: E402  (bench/_env.py)
-
-from vseam_pl.discovery import DiscoveryConfig, jaccard, run_discovery  # noqa: E402
-from vseam_pl.discovery.set_ablation import SetAblationConfig, run_set_ablation  # noqa: E402
-from vseam_pl.io import write_json  # noqa: E402
-from vseam_pl.pairs import load_pairs  # noqa: E402
-from vseam_pl.vlm import load_vlm  # noqa: E402
+from bench import _env
+from vseam_pl.discovery import DiscoveryConfig, jaccard, run_discovery
+from vseam_pl.discovery.set_ablation import SetAblationConfig, run_set_ablation
+from vseam_pl.io import write_json
+from vseam_pl.pairs import load_pairs
+from vseam_pl.vlm import load_vlm
 
 
 def compare(model: str, pairs: list, k: int) -> dict:

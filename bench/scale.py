@@ -1,8 +1,8 @@
 """Benchmark at the scale users run: the real LLaVA-1.5 / InstructBLIP architectures with random weights, every
 cost a user weighs, side by side in one run.
 
-    python bench/scale.py --preset tiny [--json FILE]                                  # CPU, ~2 minutes
-    python bench/scale.py --preset llava-1.5-7b --json docs/results/scale-llava-1.5-7b.json   # one GPU
+    python -m bench.scale --preset tiny [--json FILE]                                  # CPU, ~2 minutes
+    python -m bench.scale --preset llava-1.5-7b --json docs/results/scale-llava-1.5-7b.json   # one GPU
 
 Presets: `tiny` (an 8x8-head LLaVA, 16 image tokens, CPU float32), `llava-1.5-7b`, `llava-1.5-13b` (CLIP ViT-L/14 at
 336 px = 576 image tokens, Llama/Vicuna decoder 32x32 / 40x40 heads, vocabulary 32064) and `instructblip-vicuna-7b`
@@ -35,36 +35,28 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from scipy.stats import spearmanr
 
-sys.path[:0] = [
-    str(Path(__file__).resolve().parents[1]),
-    str(Path(__file__).resolve().parent),
-]  # this checkout
-import _env  # noqa: E402  (bench/_env.py)
-import discovery as discovery_bench  # noqa: E402  (bench/discovery.py)
-import training as training_bench  # noqa: E402  (bench/training.py)
-
-from vseam_pl.discovery import DiscoveryConfig, run_discovery  # noqa: E402
-from vseam_pl.encoding import encode  # noqa: E402
-from vseam_pl.pairs import images_of, load_pairs, prepare_pairs  # noqa: E402
-from vseam_pl.vlm import VLM, wrap_vlm  # noqa: E402
+from bench import _env
+from bench import discovery as discovery_bench
+from bench import training as training_bench
+from vseam_pl.discovery import DiscoveryConfig, run_discovery
+from vseam_pl.encoding import encode
+from vseam_pl.pairs import images_of, load_pairs, prepare_pairs
+from vseam_pl.tiny import TinySizes, build_tiny_instructblip, build_tiny_llava
+from vseam_pl.vlm import VLM, resolve_dtype, wrap_vlm
 
 
 # -- presets --------------------------------------------------------------------------------------------------------
 @dataclass
 class Preset:
     family: str  # llava | instructblip
-    text: dict[str, int]  # hidden, layers, heads, kv_heads, intermediate, vocab (0: the tokenizer's size)
-    vision: dict[str, int]  # hidden, layers, heads, intermediate, image_size, patch_size
-    qformer: dict[str, int] = field(
-        default_factory=dict
-    )  # hidden, layers, heads, intermediate, query_tokens, vocab
+    sizes: TinySizes  # the geometry vseam_pl.tiny builds (text_vocab None: the tokenizer's size)
     dtype: str = "bfloat16"
     attn: str = "sdpa"
     n_ref: int = 1  # pairs for the per-head loop and batched ablation
@@ -77,20 +69,33 @@ class Preset:
     repeats: int = 5
 
 
-LLAMA_7B = {"hidden": 4096, "layers": 32, "heads": 32, "kv_heads": 32, "intermediate": 11008}
-CLIP_L336 = {
-    "hidden": 1024,
-    "layers": 24,
-    "heads": 16,
-    "intermediate": 4096,
+LLAMA_7B = {
+    "text_hidden": 4096,
+    "text_layers": 32,
+    "text_heads": 32,
+    "text_kv_heads": 32,
+    "text_intermediate": 11008,
+    "text_max_positions": 4096,
+}
+LLAMA_13B = {
+    **LLAMA_7B,
+    "text_hidden": 5120,
+    "text_layers": 40,
+    "text_heads": 40,
+    "text_kv_heads": 40,
+    "text_intermediate": 13824,
+}
+CLIP_L336 = {  # MLP 4096 = 4 x hidden
+    "vision_hidden": 1024,
+    "vision_layers": 24,
+    "vision_heads": 16,
     "image_size": 336,
     "patch_size": 14,
 }
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(
         "llava",
-        {"hidden": 128, "layers": 8, "heads": 8, "kv_heads": 8, "intermediate": 384, "vocab": 0},
-        {"hidden": 64, "layers": 2, "heads": 4, "intermediate": 256, "image_size": 64, "patch_size": 16},
+        TinySizes(vision_layers=2, text_max_positions=4096),  # CLIP 64/2/4, Llama 128/8x8/384 at 64 px
         dtype="float32",
         attn="eager",
         n_ref=2,
@@ -102,133 +107,43 @@ PRESETS: dict[str, Preset] = {
         gen_tokens=2,
         repeats=3,
     ),
-    "llava-1.5-7b": Preset("llava", {**LLAMA_7B, "vocab": 32064}, CLIP_L336),
+    "llava-1.5-7b": Preset("llava", TinySizes(**CLIP_L336, **LLAMA_7B, text_vocab=32064)),
     "llava-1.5-13b": Preset(
         "llava",
-        {"hidden": 5120, "layers": 40, "heads": 40, "kv_heads": 40, "intermediate": 13824, "vocab": 32064},
-        CLIP_L336,
+        TinySizes(**CLIP_L336, **LLAMA_13B, text_vocab=32064),
         ref_heads=50,
     ),
     "instructblip-vicuna-7b": Preset(
         "instructblip",
-        {**LLAMA_7B, "vocab": 32001},
-        {
-            "hidden": 1408,
-            "layers": 39,
-            "heads": 16,
-            "intermediate": 6144,
-            "image_size": 224,
-            "patch_size": 14,
-        },
-        {"hidden": 768, "layers": 12, "heads": 12, "intermediate": 3072, "query_tokens": 32, "vocab": 30523},
+        TinySizes(
+            image_size=224,
+            patch_size=14,
+            vision_hidden=1408,
+            vision_layers=39,
+            vision_heads=16,
+            vision_intermediate=6144,
+            **LLAMA_7B,
+            text_vocab=32001,
+            num_query_tokens=32,
+            qformer_layers=12,
+            qformer_hidden=768,
+            qformer_heads=12,
+            qformer_intermediate=3072,
+            qformer_vocab=30523,
+        ),
     ),
 }
 
 
 def build_vlm(name: str, words: list[str], device: torch.device, dtype: str | None = None) -> VLM:
-    """The preset's architecture with random weights, created directly on `device` in its dtype, and a word-level
-    processor producing the real number of image tokens."""
-    from transformers import (
-        CLIPVisionConfig,
-        InstructBlipConfig,
-        InstructBlipForConditionalGeneration,
-        InstructBlipQFormerConfig,
-        InstructBlipVisionConfig,
-        LlamaConfig,
-        LlavaConfig,
-        LlavaForConditionalGeneration,
-    )
-
-    from vseam_pl.tiny import BOS, EOS, IMAGE, PAD, TinySizes, build_tiny_instructblip, build_tiny_llava
-    from vseam_pl.vlm import resolve_dtype
-
+    """The preset's architecture with random weights (seed 0), created directly on `device` in its dtype, and a
+    word-level processor producing the real number of image tokens."""
     p = PRESETS[name]
-    v, t = p.vision, p.text
-    shell = TinySizes(
-        image_size=v["image_size"],
-        patch_size=v["patch_size"],
-        vision_hidden=8,
-        vision_layers=1,
-        vision_heads=1,
-        text_hidden=8,
-        text_layers=1,
-        text_heads=1,
-        text_kv_heads=1,
-        text_intermediate=8,
-        num_query_tokens=p.qformer.get("query_tokens", 16),
-        qformer_layers=1,
-    )
     builder = build_tiny_llava if p.family == "llava" else build_tiny_instructblip
-    _, processor = builder(
-        words, shell
-    )  # the processor (tokenizer, image size, token counts); its model is dropped
-    tokenizer = processor.tokenizer
-    text = LlamaConfig(
-        vocab_size=t["vocab"] or len(tokenizer),
-        hidden_size=t["hidden"],
-        intermediate_size=t["intermediate"],
-        num_hidden_layers=t["layers"],
-        num_attention_heads=t["heads"],
-        num_key_value_heads=t["kv_heads"],
-        max_position_embeddings=4096,
-        pad_token_id=PAD,
-        bos_token_id=BOS,
-        eos_token_id=EOS,
-        tie_word_embeddings=False,
-    )
-    if text.vocab_size < len(tokenizer):
-        raise ValueError(f"preset {name}: vocabulary {text.vocab_size} < tokenizer size {len(tokenizer)}")
-    if p.family == "llava":
-        vision = CLIPVisionConfig(
-            hidden_size=v["hidden"],
-            intermediate_size=v["intermediate"],
-            num_hidden_layers=v["layers"],
-            num_attention_heads=v["heads"],
-            image_size=v["image_size"],
-            patch_size=v["patch_size"],
-        )
-        config = LlavaConfig(
-            vision_config=vision,
-            text_config=text,
-            image_token_index=IMAGE,
-            vision_feature_layer=-2,
-            vision_feature_select_strategy="default",
-            image_seq_length=(v["image_size"] // v["patch_size"]) ** 2,
-            projector_hidden_act="gelu",
-        )
-        cls: Any = LlavaForConditionalGeneration
-    else:
-        q = p.qformer
-        vision = InstructBlipVisionConfig(
-            hidden_size=v["hidden"],
-            intermediate_size=v["intermediate"],
-            num_hidden_layers=v["layers"],
-            num_attention_heads=v["heads"],
-            image_size=v["image_size"],
-            patch_size=v["patch_size"],
-            initializer_range=0.02,
-        )
-        qformer = InstructBlipQFormerConfig(
-            vocab_size=max(q["vocab"], len(processor.qformer_tokenizer)),
-            hidden_size=q["hidden"],
-            num_hidden_layers=q["layers"],
-            num_attention_heads=q["heads"],
-            intermediate_size=q["intermediate"],
-            encoder_hidden_size=v["hidden"],
-            pad_token_id=PAD,
-            max_position_embeddings=512,
-        )
-        config = InstructBlipConfig(
-            vision_config=vision.to_dict(),
-            qformer_config=qformer.to_dict(),
-            text_config=text.to_dict(),
-            num_query_tokens=q["query_tokens"],
-            image_token_index=IMAGE,
-        )
-        cls = InstructBlipForConditionalGeneration
     torch.manual_seed(0)
-    with torch.device(device):
-        model = cls._from_config(config, dtype=resolve_dtype(dtype or p.dtype), attn_implementation=p.attn)
+    model, processor = builder(
+        words, p.sizes, device=device, dtype=resolve_dtype(dtype or p.dtype), attn_implementation=p.attn
+    )
     return wrap_vlm(model, processor, name)
 
 
@@ -594,9 +509,9 @@ def run(
         item = prepare_pairs(vlm, pairs[:1])[0]
         enc = encode(vlm, [item.prompt], images_of([item], "clean"))
         n_image = (
-            p.qformer["query_tokens"]
+            p.sizes.num_query_tokens
             if p.family == "instructblip"
-            else (p.vision["image_size"] // p.vision["patch_size"]) ** 2
+            else (p.sizes.image_size // p.sizes.patch_size) ** 2
         )
         result: dict[str, Any] = {
             "preset": preset,
@@ -673,7 +588,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     torch.set_num_threads(args.threads)
-    command = "python bench/scale.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m bench.scale " + " ".join(argv if argv is not None else sys.argv[1:])
     from vseam_pl.io import write_json
 
     def save(result: dict[str, Any]) -> None:

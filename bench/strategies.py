@@ -1,7 +1,7 @@
 """Strategies for real: a few training steps of `HeadModulationModule` under single-device, FSDP and DeepSpeed
 ZeRO-2, checking what the strategy files promise.
 
-    python bench/strategies.py --model checkpoints/tiny-llava --steps 3 [--strategies auto fsdp deepspeed_stage_2]
+    python -m bench.strategies --model checkpoints/tiny-llava --steps 3 [--strategies auto fsdp deepspeed_stage_2]
                                [--accelerator cpu] [--precision 32-true] [--json FILE]
 
 For each strategy, on the same synthetic-world GQA batches (no shuffling):
@@ -34,13 +34,10 @@ from typing import Any
 import torch
 from lightning.pytorch import Callback, Trainer, seed_everything
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's vseam_pl, not an installed one
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _env  # noqa: E402
-
-from vseam_pl.data import GQADataModule  # noqa: E402
-from vseam_pl.distributed import release_process_group  # noqa: E402
-from vseam_pl.lit_module import HeadModulationModule  # noqa: E402
+from bench import _env
+from vseam_pl.data import GQADataModule
+from vseam_pl.distributed import release_process_group
+from vseam_pl.lit_module import HeadModulationModule
 
 
 class Probe(Callback):
@@ -186,8 +183,7 @@ def check(results: list[dict[str, Any]], atol: float) -> list[dict[str, Any]]:
 
 def save_preset(preset: str, dtype: str, folder: Path) -> str:
     """A bench/scale.py preset with random weights, saved as an ordinary model folder."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from scale import build_vlm, synthetic_words
+    from bench.scale import build_vlm, synthetic_words
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     vlm = build_vlm(preset, synthetic_words() + ["yes", "no"], device, dtype)

@@ -1,6 +1,6 @@
 """Benchmark: what training only the head scales costs, next to PEFT adapters, and what the scales cost at inference.
 
-    python bench/training.py [--model checkpoints/tiny-llava] [--batch 8] [--repeats 5] [--threads 1] [--out FILE]
+    python -m bench.training [--model checkpoints/tiny-llava] [--batch 8] [--repeats 5] [--threads 1] [--out FILE]
 
 One batch of synthetic-world GQA questions (teacher-forced answers, as in training), one model, in one run:
 
@@ -31,14 +31,12 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _env  # noqa: E402  (bench/_env.py)
-
-from vseam_pl.data import GQADataModule  # noqa: E402
-from vseam_pl.interventions.modulation import HeadModulation  # noqa: E402
-from vseam_pl.prompts import build_prompts  # noqa: E402
-from vseam_pl.scoring import answer_loss  # noqa: E402
-from vseam_pl.vlm import VLM, load_vlm  # noqa: E402
+from bench import _env
+from vseam_pl.data import GQADataModule
+from vseam_pl.interventions.modulation import HeadModulation
+from vseam_pl.prompts import build_prompts
+from vseam_pl.scoring import answer_loss
+from vseam_pl.vlm import VLM, load_vlm
 
 LANGUAGE = r".*language_model.*\."
 

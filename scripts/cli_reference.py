@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # this checkout's vseam_pl, not an installed one
 PAGE = REPO / "docs" / "reference" / "cli.md"
 WIDTH = "110"
 

@@ -9,9 +9,9 @@
 #    --only-binary=:all: -d bench/wheels NAME==VERSION`) are installed into a temporary folder on PYTHONPATH when
 #    one of them is not importable. Rehearse on CPU with `python3 scripts/box_env.py VENV` (a venv holding only the
 #    box's packages, bench/box-packages.txt) and `PYTHON=VENV/bin/python3 PRESET=tiny bash scripts/gpu_check.sh`.
-# 1. bench/scale.py --preset llava-1.5-7b (random weights, bf16, 576 image tokens) at discovery batch sizes 16/64/256
+# 1. python -m bench.scale --preset llava-1.5-7b (random weights, bf16, 576 image tokens) at discovery batch sizes 16/64/256
 #    and evaluation batch sizes 1/8/32: discovery, training step, folded inference, evaluation throughput, memory;
-# 2. bench/strategies.py: 3 training steps of the same 7B-shaped model single-device, with FSDP (FrozenFSDPStrategy)
+# 2. python -m bench.strategies: 3 training steps of the same 7B-shaped model single-device, with FSDP (FrozenFSDPStrategy)
 #    and with DeepSpeed ZeRO-2 (skipped, with the reason, where deepspeed does not import): only the scales get
 #    gradients, the loss matches the single-device run, the checkpoint holds only the scales.
 # Each step has its own timeout (300 s + 200 s by default: the whole check ends within 9 minutes, inside one
@@ -76,14 +76,14 @@ fi
 
 # 1. scale
 status=0
-timeout "$SCALE_TIMEOUT" "$PY" bench/scale.py --preset "$PRESET" "${SCALE_ARGS[@]}" \
+timeout "$SCALE_TIMEOUT" "$PY" -m bench.scale --preset "$PRESET" "${SCALE_ARGS[@]}" \
   --json "$OUT_DIR/scale-$PRESET.json" > "$OUT_DIR/scale-$PRESET.md" 2>> "$LOG" || status=$?
 cat "$OUT_DIR/scale-$PRESET.md"
 echo "== scale exit $status" | tee -a "$LOG"
 
 # 2. strategies
 s2=0
-timeout "$STRAT_TIMEOUT" "$PY" bench/strategies.py --preset "$PRESET" --steps 3 --batch 2 \
+timeout "$STRAT_TIMEOUT" "$PY" -m bench.strategies --preset "$PRESET" --steps 3 --batch 2 \
   --strategies auto fsdp deepspeed_stage_2 "${STRAT_ARGS[@]}" --json "$OUT_DIR/strategies-$PRESET.json" \
   > "$OUT_DIR/strategies-$PRESET.out" 2>> "$LOG" || s2=$?
 tail -n 80 "$OUT_DIR/strategies-$PRESET.out"

@@ -30,10 +30,9 @@ from pathlib import Path
 from statistics import mean
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from vseam_pl.io import write_json, write_text
 
-from vseam_pl.io import write_json, write_text  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 RULES = {
     "1": "delta > 0 with image-clustered p < 0.05 on the benchmark",
@@ -103,6 +102,14 @@ def discover_cmd(model: str, args: argparse.Namespace, method: str, out: Path, *
     )
 
 
+def run_study(study: str, model: str, out: Path, result: str, *options: str) -> dict[str, Any]:
+    """`vseam compare|sweep` on one model (table under `out`, training runs under `out/runs`) unless its `result`
+    file exists; that file's JSON."""
+    cmd = vseam(study, "--models", model, *options, "--out", str(out), "--runs_dir", str(out / "runs"))
+    run(cmd, out / result)
+    return json.loads((out / result).read_text())
+
+
 def discovery_on_test_pairs(model: str, runs: Path, args: argparse.Namespace) -> Path:
     """Ablation discovery on the test pairs: the scores the set ablation ranks (claim 2) and the overlap (claim 4)."""
     folder = runs / "discovery-test"
@@ -111,28 +118,9 @@ def discovery_on_test_pairs(model: str, runs: Path, args: argparse.Namespace) ->
 
 
 def claim2(model: str, runs: Path, args: argparse.Namespace) -> dict[str, Any]:
-    compare_out = runs / "claim2-compare"
-    run(
-        vseam(
-            "compare",
-            "--models",
-            model,
-            "--methods",
-            "zero_shot",
-            "discovered_heads",
-            "random_heads",
-            "--random_seeds",
-            "0",
-            "1",
-            "2",
-            "--out",
-            str(compare_out),
-            "--runs_dir",
-            str(compare_out / "runs"),
-        ),
-        compare_out / "comparison.json",
-    )
-    rows = json.loads((compare_out / "comparison.json").read_text())["models"][0]["rows"]
+    methods = ("--methods", "zero_shot", "discovered_heads", "random_heads", "--random_seeds", "0", "1", "2")
+    comparison = run_study("compare", model, runs / "claim2-compare", "comparison.json", *methods)
+    rows = comparison["models"][0]["rows"]
     by = {(r["method"], r["seed"]): r for r in rows}
     discovered = by[("discovered_heads", None)]
     randoms = [r for (m, _), r in by.items() if m == "random_heads"]
@@ -166,29 +154,9 @@ def claim2(model: str, runs: Path, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def claim3(model: str, runs: Path, args: argparse.Namespace) -> dict[str, Any]:
-    out = runs / "claim3-sweep"
-    run(
-        vseam(
-            "sweep",
-            "--models",
-            model,
-            "--fractions",
-            "0.1",
-            "1.0",
-            "--seeds",
-            "0",
-            "1",
-            "2",
-            "--test_batches",
-            "32",
-            "--out",
-            str(out),
-            "--runs_dir",
-            str(out / "runs"),
-        ),
-        out / "ablation.json",
-    )
-    summary = {s["fraction"]: s for s in json.loads((out / "ablation.json").read_text())["summary"]}
+    options = ("--fractions", "0.1", "1.0", "--seeds", "0", "1", "2", "--test_batches", "32")
+    ablation = run_study("sweep", model, runs / "claim3-sweep", "ablation.json", *options)
+    summary = {s["fraction"]: s for s in ablation["summary"]}
     low, full = summary[0.1], summary[1.0]
     return {
         "zero_shot": full["zero_shot"],

@@ -4,7 +4,7 @@ VLM with learned head scales — on GQA, POPE and COCO-QA.
 It reads train's configuration tree (`model.*`, `data.*`, `trainer.*`, `seed_everything`; default
 `configs/default.yaml`), so one recipe serves both and a training run is evaluated from its own `config.yaml`:
 
-    python evaluate.py                                                   # tiny LLaVA, synthetic test split
+    python evaluate.py                                                   # tiny InstructBLIP, synthetic POPE test split
     python evaluate.py --benchmarks gqa,pope,cocoqa --scales runs/.../head_scales.safetensors
     python evaluate.py -c runs/lightning_logs/version_0/config.yaml --ckpt_path last
     python evaluate.py -c configs/llava-1.5-7b.yaml --benchmarks pope --trainer.devices 2 --trainer.strategy ddp

@@ -81,7 +81,7 @@ class HeadModulationModule(LightningModule):
     """Learn one scale per (layer, head) of a frozen VLM.
 
     Args:
-        model: hub id or local folder (the embedded default: `checkpoints/tiny-llava`).
+        model: hub id or local folder (`configs/default.yaml` trains the embedded `checkpoints/tiny-instructblip`).
         dtype: dtype the frozen model is loaded in (`bfloat16`/`float16` halve its memory; scales stay fp32).
         attn_implementation: `eager` (exact, best for tiny models on CPU), `sdpa`, `flash_attention_2`.
         instruction: appended to every question (None: the bare question).

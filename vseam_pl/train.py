@@ -1,7 +1,7 @@
 """`vseam train` (= `python train.py`): learn per-head modulation scales of a frozen VLM, then evaluate baseline vs
 modulated on the held-out test split.
 
-    python train.py                                   # embedded tiny LLaVA on the synthetic world (configs/default.yaml)
+    python train.py                                   # embedded tiny InstructBLIP, synthetic POPE (configs/default.yaml)
     python train.py -c configs/<recipe>.yaml --trainer.max_epochs 2 --data.fraction 0.1
     python train.py --print_config                    # the resolved configuration
 

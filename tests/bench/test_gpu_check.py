@@ -49,7 +49,7 @@ def test_box_venv_lacks_what_the_box_lacks(box_python):
     )
     assert ok.returncode == 0, ok.stderr.decode()[-2000:]
     bench = subprocess.run(
-        ["python3", "bench/strategies.py", "--help"], cwd=REPO, env=env, capture_output=True, text=True
+        ["python3", "-m", "bench.strategies", "--help"], cwd=REPO, env=env, capture_output=True, text=True
     )
     assert bench.returncode != 0 and "No module named 'jsonargparse'" in bench.stderr
     assert subprocess.run(["sh", "-c", "command -v python"], env=env, capture_output=True).returncode != 0

@@ -1,26 +1,14 @@
-"""bench/scale.py: the big presets are the real architectures (built on the meta device, no memory), and the `tiny`
+"""bench.scale: the big presets are the real architectures (built on the meta device, no memory), and the `tiny`
 preset runs every part end to end and writes the JSON the GPU run will write."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def load_scale():
-    if "bench_scale" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("bench_scale", REPO / "bench" / "scale.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["bench_scale"] = module  # its dataclasses look their module up there
-        spec.loader.exec_module(module)
-    return sys.modules["bench_scale"]
+from bench import scale
 
 
 @pytest.mark.parametrize(
@@ -36,14 +24,14 @@ def load_scale():
     ],
 )
 def test_big_presets_are_the_real_architectures(preset, params, grid, rel):
-    vlm = load_scale().build_vlm(preset, ["dog", "cat"], torch.device("meta"))
+    vlm = scale.build_vlm(preset, ["dog", "cat"], torch.device("meta"))
     assert sum(p.numel() for p in vlm.model.parameters()) == pytest.approx(params, rel=rel)
     assert (vlm.num_layers, vlm.num_heads, vlm.hidden_size) == grid
     assert vlm.dtype == torch.bfloat16
 
 
 def test_big_presets_refuse_cpu(capsys):
-    assert load_scale().main(["--preset", "llava-1.5-7b", "--device", "cpu"]) == 2
+    assert scale.main(["--preset", "llava-1.5-7b", "--device", "cpu"]) == 2
     assert "needs a GPU" in capsys.readouterr().err
 
 
@@ -51,9 +39,7 @@ def test_big_presets_refuse_cpu(capsys):
 def test_tiny_preset_end_to_end(tmp_path, capsys):
     out = tmp_path / "scale.json"
     assert (
-        load_scale().main(
-            ["--preset", "tiny", "--batch-sizes", "16", "--eval-batch-sizes", "2", "--json", str(out)]
-        )
+        scale.main(["--preset", "tiny", "--batch-sizes", "16", "--eval-batch-sizes", "2", "--json", str(out)])
         == 0
     )
     printed = capsys.readouterr().out

@@ -1,27 +1,16 @@
-"""bench/strategies.py on CPU: with bf16 frozen weights under bf16-mixed, the single-device run and FSDP
+"""bench.strategies on CPU: with bf16 frozen weights under bf16-mixed, the single-device run and FSDP
 (`FrozenFSDPStrategy`, gloo, one process) pass every check (only the scales get gradients, the losses match, the
 checkpoint holds only the scales); Lightning's own FSDPStrategy is refused on CPU, which is checked too. The JSON is
 written after every leg, so a leg that raises keeps the rows of the legs before it."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def load_strategies():
-    spec = importlib.util.spec_from_file_location("bench_strategies", REPO / "bench" / "strategies.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_strategies"] = module
-    spec.loader.exec_module(module)
-    return module
+from bench import strategies
 
 
 def test_lightning_refuses_fsdp_on_cpu():
@@ -31,13 +20,13 @@ def test_lightning_refuses_fsdp_on_cpu():
 
     with pytest.raises(ValueError, match="requires a GPU accelerator"):
         Trainer(accelerator="cpu", devices=1, strategy=FSDPStrategy(), logger=False)
-    Trainer(accelerator="cpu", devices=1, strategy=load_strategies().strategy_for("fsdp"), logger=False)
+    Trainer(accelerator="cpu", devices=1, strategy=strategies.strategy_for("fsdp"), logger=False)
 
 
 def test_single_device_and_fsdp_bf16_on_cpu(tiny_llava_dir, tmp_path, capsys):
     torch.set_num_threads(1)
     out = tmp_path / "strategies.json"
-    code = load_strategies().main(
+    code = strategies.main(
         [
             "--model",
             str(tiny_llava_dir),
@@ -78,18 +67,17 @@ def test_single_device_and_fsdp_bf16_on_cpu(tiny_llava_dir, tmp_path, capsys):
 def test_a_leg_that_raises_keeps_the_earlier_rows(tiny_llava_dir, tmp_path, monkeypatch):
     """Each leg's row is written as it finishes: a failing leg is an `error` row, the others stay, exit 1."""
     torch.set_num_threads(1)
-    bench = load_strategies()
-    real = bench.run_one
+    real = strategies.run_one
 
     def run_one(name, *args, **kwargs):
         if name == "fsdp":
             raise RuntimeError("boom in the FSDP leg")
         return real(name, *args, **kwargs)
 
-    monkeypatch.setattr(bench, "run_one", run_one)
+    monkeypatch.setattr(strategies, "run_one", run_one)
     out = tmp_path / "strategies.json"
     args = ["--model", str(tiny_llava_dir), "--steps", "1", "--accelerator", "cpu", "--json", str(out)]
-    code = bench.main([*args, "--strategies", "auto", "fsdp"])
+    code = strategies.main([*args, "--strategies", "auto", "fsdp"])
     rows = {r["strategy"]: r for r in json.loads(out.read_text())["rows"]}
     assert code == 1
     assert rows["auto"]["checkpoint_only_scales"] and rows["fsdp"] == {

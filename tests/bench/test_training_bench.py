@@ -1,27 +1,17 @@
-"""bench/training.py runs on a tiny model and reports every mode, with folding checked to be the same computation."""
+"""bench.training runs on a tiny model and reports every mode, with folding checked to be the same computation."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
-from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def load_bench(name: str = "training"):
-    """bench/NAME.py as a module, without putting bench/ on sys.path."""
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "bench" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from bench import _env
+from bench import training as bench
 
 
 def test_bench_table(tiny_llava_dir, tmp_path, capsys):
     torch.set_num_threads(1)
-    bench = load_bench()
     assert (
         bench.main(
             [
@@ -55,7 +45,6 @@ def test_bench_table(tiny_llava_dir, tmp_path, capsys):
 
 def test_variants_are_timed_in_turns_with_every_repeat_kept():
     """A B A B ...: a load change during the run hits both variants, and the spread shows it."""
-    bench = load_bench()
     calls: list[str] = []
     out = bench.alternated_ms(
         {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 3, torch.device("cpu")
@@ -66,7 +55,6 @@ def test_variants_are_timed_in_turns_with_every_repeat_kept():
 
 
 def test_environment_records_threads_and_load():
-    _env = load_bench("_env")
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)

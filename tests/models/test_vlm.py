@@ -105,3 +105,43 @@ def test_tiny_instructblip_starts_with_distinct_queries_and_no_qformer_dropout()
     assert [m.p for m in model.qformer.modules() if isinstance(m, nn.Dropout)] and all(
         m.p == 0.0 for m in model.qformer.modules() if isinstance(m, nn.Dropout)
     )
+
+
+def test_builder_geometry_fields_reach_the_weights_on_the_requested_device():
+    """The fields bench/scale.py's full-size presets set (separate MLP, Q-Former and vocabulary sizes) shape the
+    weights; built on the meta device in bf16 with the asked attention, as the presets are."""
+    from vseam_pl.tiny import TinySizes, build_tiny_instructblip
+
+    sizes = TinySizes(
+        vision_layers=1,
+        vision_intermediate=96,
+        text_layers=1,
+        text_heads=2,
+        text_kv_heads=2,
+        text_vocab=300,
+        num_query_tokens=4,
+        qformer_layers=1,
+        qformer_hidden=32,
+        qformer_heads=2,
+        qformer_intermediate=40,
+        qformer_vocab=200,
+    )
+    model, processor = build_tiny_instructblip(
+        ["cat"], sizes, device="meta", dtype=torch.bfloat16, attn_implementation="eager"
+    )
+    shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
+    assert shapes["vision_model.encoder.layers.0.mlp.fc1.weight"] == (96, 64)
+    assert shapes["qformer.embeddings.word_embeddings.weight"] == (200, 32)
+    assert shapes["qformer.encoder.layer.0.intermediate_query.dense.weight"] == (40, 32)
+    assert shapes["query_tokens"] == (1, 4, 32)
+    assert shapes["language_model.model.embed_tokens.weight"] == (300, 128)
+    assert model.device.type == "meta" and model.dtype == torch.bfloat16
+    assert model.config.text_config._attn_implementation == "eager" and processor.num_query_tokens == 4
+
+
+@pytest.mark.parametrize("field", ["text_vocab", "qformer_vocab"])
+def test_a_vocabulary_smaller_than_the_tokenizer_is_refused(field):
+    from vseam_pl.tiny import TinySizes, build_tiny_instructblip
+
+    with pytest.raises(ValueError, match=rf"TinySizes\.{field}=3 is smaller than the tokenizer's \d+ tokens"):
+        build_tiny_instructblip(["cat"], TinySizes(**{field: 3}), device="meta")

@@ -62,6 +62,10 @@ def test_fraction_runs_use_expected_records_and_resume(tiny_llava_dir, tiny_worl
         assert r["steps"] == math.ceil(r["train_records"] / 8)
         assert r["n"] > 0 and 0 <= r["accuracy"] <= 1 and 0 <= r["p_value"] <= 1
         assert set(r["levels"]) == {"object", "attribute", "relation"}
+        # selected on validation (before training, after the epoch); the identity answers as the frozen model
+        assert r["scales_used"] in ("selected", "identity")
+        if r["scales_used"] == "identity":
+            assert r["accuracy"] == r["zero_shot"] and r["selected_step"] in (0, r["steps"])
         folder = ablate_fraction.run_folder(tmp_path / "runs", str(tiny_llava_dir), r["fraction"], 0)
         assert (folder / "metrics.json").exists() and (folder / "head_scales.safetensors").exists()
         assert not list(
@@ -76,6 +80,9 @@ def test_fraction_runs_use_expected_records_and_resume(tiny_llava_dir, tiny_worl
     assert (docs / "ablation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = (docs / "ablation.md").read_text()
     assert saved["command"] in md and "| 0.1 |" in md and "ablation.png" in md
+    assert [s["identity_runs"] for s in saved["summary"]] == [
+        int(runs[f]["scales_used"] == "identity") for f in (0.1, 1.0)
+    ]
 
     # a second call finds every run finished: nothing is retrained, the records are the same
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("metrics.json")}

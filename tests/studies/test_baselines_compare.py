@@ -66,6 +66,8 @@ def compared(tiny_llava_dir, tiny_world, tmp_path_factory):
         "12",
         "--val_batches",
         "1",
+        "--val_every",
+        "1",
     ]
     return tmp, args, compare.main(args)
 
@@ -124,10 +126,27 @@ def test_comparison_schema_counts_and_p_values(compared, tiny_llava_dir):
         )
     )
 
-    n = rows[0]["n"]
-    assert n > 10 and all(r["n"] == n for r in rows)  # the same test examples for every method
+    # Every trained method is selected on validation (before training and after each step): the tested values are
+    # the best pass if it beats the frozen model there, else the identity, whose answers are then the zero-shot's.
     runs = tmp / "runs" / Path(tiny_llava_dir).name
     zero = {o["key"]: o["correct"] for o in json.loads((runs / "zero_shot.json").read_text())["outcomes"]}
+    for r in rows:
+        decision = r["decision"]
+        if steps[r["method"]] == 0:
+            assert decision is None
+            continue
+        assert decision["used"] in ("selected", "identity") and decision["n"] > 0
+        assert decision["val_identity"] is not None and decision["p_value"] is not None
+        name = r["method"] if r["seed"] is None else f"{r['method']}_seed{r['seed']}"
+        outs = json.loads((runs / f"{name}.json").read_text())["outcomes"]
+        if decision["used"] == "identity":
+            assert all(o["correct"] == zero[o["key"]] for o in outs), r["method"]
+        else:
+            assert decision["selected_step"] in (0, 1, 2) and decision["delta"] > 0
+    assert "| tested values |" in (tmp / "docs" / "comparison.md").read_text()
+
+    n = rows[0]["n"]
+    assert n > 10 and all(r["n"] == n for r in rows)  # the same test examples for every method
     assert rows[0]["p_value"] == 1.0 and rows[0]["delta"] == 0.0
     for r in rows:
         name = r["method"] if r["seed"] is None else f"{r['method']}_seed{r['seed']}"

@@ -72,6 +72,7 @@ ROW_KEYS = (
     "train_steps",
     "seconds",
     "selection",
+    "decision",
 )
 
 
@@ -132,7 +133,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--iti_questions", type=int, default=256, help="train questions whose answers the ITI probes read"
     )
     p.add_argument(
-        "--val_batches", type=int, default=4, help="validation batches the ITI sweep scores (0: all)"
+        "--val_batches",
+        type=int,
+        default=0,
+        help="validation batches that every choice reads: the ITI sweep and each trained method's selection (0: all)",
+    )
+    p.add_argument(
+        "--val_every",
+        type=int,
+        default=13,
+        help="trained methods validate every N optimizer steps (and before the first); the best pass is kept if it "
+        "beats the frozen model on validation (vseam_pl.selection), else the identity",
     )
     p.add_argument(
         "--lofit_l1",
@@ -188,6 +199,7 @@ RESULT_SETTINGS = (
     "iti_ks",
     "iti_questions",
     "val_batches",
+    "val_every",
     "lofit_l1",
 )
 
@@ -221,11 +233,24 @@ TRAINER_KWARGS: dict[str, Any] = dict(
 )
 
 
-def fit_steps(module: Any, args: argparse.Namespace, steps: int) -> int:
-    """Train `module` for `steps` optimizer steps on the shared data; returns the steps taken."""
-    trainer = Trainer(
-        max_steps=steps, max_epochs=-1, limit_val_batches=0, num_sanity_val_steps=0, **TRAINER_KWARGS
+def fit_steps(module: Any, args: argparse.Namespace, steps: int, select: bool = True) -> int:
+    """Train `module` for `steps` optimizer steps on the shared data; returns the steps taken.
+
+    With `select`, the module validates before training and every `--val_every` steps, and at the end of fit holds
+    the best validation pass if it beats the frozen model there, else the identity (`module.decision` says which),
+    as `train.py` does. Without it (LoFiT's head-selection half, whose output is the vectors' norms, not a model),
+    the last step is what comes out."""
+    validation: dict[str, Any] = (
+        dict(
+            val_check_interval=args.val_every,
+            check_val_every_n_epoch=None,
+            limit_val_batches=args.val_batches or 1.0,
+            num_sanity_val_steps=-1,  # the whole (limited) validation set: the initial values are a candidate
+        )
+        if select
+        else dict(limit_val_batches=0, num_sanity_val_steps=0)
     )
+    trainer = Trainer(max_steps=steps, max_epochs=-1, **validation, **TRAINER_KWARGS)
     trainer.fit(module, datamodule=datamodule(args))
     return trainer.global_step
 
@@ -311,9 +336,13 @@ def shift_setup(
         return kwargs, 0, {**probe, **chosen}
     seed_everything(args.data_seed, verbose=False)
     selector = LoFiTScalingModule(
-        lofit_l1=args.lofit_l1, vector_seed=args.data_seed, model=model, lr=args.shift_lr
+        lofit_l1=args.lofit_l1,
+        vector_seed=args.data_seed,
+        model=model,
+        lr=args.shift_lr,
+        select_on_val=False,  # its output is the vectors' norms, not a model to report
     )
-    taken = fit_steps(selector, args, max(1, args.steps // 2))
+    taken = fit_steps(selector, args, max(1, args.steps // 2), select=False)
     vectors = selector.scaling.vectors.detach()
     heads = lofit_heads(vectors, k)
     kwargs = {
@@ -348,8 +377,10 @@ def run_method(
     )
     trainer_kwargs = TRAINER_KWARGS
     data = datamodule(args)
+    decision = None
     if method in TRAINED:
         steps += fit_steps(module, args, args.steps - steps)
+        decision = module.decision.to_dict()
     test = Trainer(limit_test_batches=args.test_batches or 1.0, **trainer_kwargs)
     test.test(module, datamodule=data, verbose=False)
     outcomes = [
@@ -372,6 +403,7 @@ def run_method(
         "train_steps": steps,
         "seconds": round(time.perf_counter() - start, 1),
         **({"selection": selection} if selection is not None else {}),
+        **({"decision": decision} if decision is not None else {}),
         "outcomes": outcomes,
     }
 
@@ -453,6 +485,9 @@ def method_row(result: dict, reference: dict[int, bool]) -> dict[str, Any]:
         "train_steps": result["train_steps"],
         "seconds": result["seconds"],
         "selection": result.get("selection"),  # what ITI / LoFiT selected; None for the other methods
+        "decision": result.get(
+            "decision"
+        ),  # which trained values were tested and why; None when nothing trains
     }
 
 
@@ -483,11 +518,22 @@ def _p(p: float | None) -> str:
     return "-" if p is None else (f"{p:.1e}" if p < 1e-3 else f"{p:.3f}")
 
 
+def used_cell(decision: dict[str, Any] | None) -> str:
+    """Which trained values were tested: the selected validation pass, the identity (no gain on validation) or the
+    last step (nothing validated); `-` for a method that does not train."""
+    if decision is None:
+        return "-"
+    if decision["used"] == "selected":
+        return f"step {decision['selected_step']}"
+    return decision["used"]
+
+
 def markdown_table(models: list[dict[str, Any]]) -> str:
     head = [
         "model",
         "method",
         "trainable params",
+        "tested values",
         "n",
         "accuracy %",
         *[f"{lv} %" for lv in LEVELS],
@@ -495,7 +541,10 @@ def markdown_table(models: list[dict[str, Any]]) -> str:
         "McNemar p vs zero-shot",
         "image-clustered p",
     ]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * (len(head) - 2)) + "|"]
+    lines = [
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join(["---"] * 2 + ["---:", "---"] + ["---:"] * (len(head) - 4)) + "|",
+    ]
     for m in models:
         name = model_display_name(m["model"])
         for r in m["rows"]:
@@ -504,6 +553,7 @@ def markdown_table(models: list[dict[str, Any]]) -> str:
                 name,
                 method,
                 str(r["trainable_params"]),
+                used_cell(r.get("decision")),
                 str(r["n"]),
                 _pct(r["accuracy"]),
                 *[_pct(r["levels"][lv]) if lv in r["levels"] else "-" for lv in LEVELS],
@@ -516,7 +566,7 @@ def markdown_table(models: list[dict[str, Any]]) -> str:
         if len(seeded) > 1:
             acc = np.array([r["accuracy"] for r in seeded])
             lines.append(
-                f"| {name} | random_heads (mean ± std, {len(seeded)} seeds) | {seeded[0]['trainable_params']} | "
+                f"| {name} | random_heads (mean ± std, {len(seeded)} seeds) | {seeded[0]['trainable_params']} | - | "
                 f"{seeded[0]['n']} | {_pct(acc.mean())} ± {_pct(acc.std(ddof=1))} | "
                 + " | ".join(["-"] * len(LEVELS))
                 + f" | {100 * np.mean([r['delta'] for r in seeded]):+.2f} | - | - |"
@@ -594,15 +644,18 @@ def write_report(models: list[dict[str, Any]], args: argparse.Namespace, command
             f"Every method answers the same {n_test} GQA test questions (`{args.data_root}/test`). Trained methods share "
             f"the data (training fraction {args.fraction}, data seed {args.data_seed}), batch size {args.batch_size} "
             f"and {args.steps} optimizer steps; scales and IA3 use lr {args.lr}, LoRA (rank {args.lora_r}) lr "
-            f"{args.lora_lr}. Discovery: `{args.discovery_method}` on {args.discovery_pairs} train pairs; the "
+            f"{args.lora_lr}. Every trained method is selected on the validation split as `train.py` selects "
+            f"(`vseam_pl.selection`): it is validated before training and every {args.val_every} steps on "
+            f"{args.val_batches or 'all'} validation batches, the best pass is tested if it beats the frozen model "
+            "there (image-clustered permutation p < 0.05), else the identity (the frozen model); the `tested values` "
+            "column says which. Discovery: `{args.discovery_method}` on {args.discovery_pairs} train pairs; the "
             f'closed-form scales are `init_scales_from_scores(scores, rule="closed_form")`; random heads learn as many '
             f"heads as the top-{args.top_k} positive + negative discovery heads, and so many heads get learned ITI / "
             "LoFiT vectors. ITI follows honest_llama (`vseam_pl.iti`): a logistic probe per head on whether each "
             f"candidate answer of {args.iti_questions} train questions is true (activations at the answer's last "
             "token), heads ranked by probe accuracy on held-out questions, shifts alpha * std * unit(true mean - "
             "false mean) added at the last token of every forward; `iti_mass_mean` takes K and alpha from a sweep "
-            f"on the validation split (K in {args.iti_ks}, alpha in {args.iti_alphas}, {args.val_batches or 'all'} "
-            "validation batches), `iti_learned` learns vectors from 0 on as many probe-selected heads, at every position. LoFiT follows lo-fit: scaling vectors "
+            f"on the validation split (K in {args.iti_ks}, alpha in {args.iti_alphas}, the same validation batches), `iti_learned` learns vectors from 0 on as many probe-selected heads, at every position. LoFiT follows lo-fit: scaling vectors "
             f"z * (1 + A) for every head with L1 weight {args.lofit_l1} on sum |A| for half the steps, the heads of "
             f"largest |A| then get bias vectors for the other half (vectors lr {args.shift_lr}). "
             "p: exact McNemar test of each method against the zero-shot model on the same examples "

@@ -1,11 +1,13 @@
-"""Tiny VLMs of the real architectures (LLaVA, InstructBLIP), built from scratch with a word-level tokenizer.
+"""VLMs of the real architectures (LLaVA, InstructBLIP), built from scratch with a word-level tokenizer.
 
-`scripts/pretrain_tiny.py` trains them on the synthetic world and saves ordinary Hugging Face folders under
-`checkpoints/`; tests build random-weight ones (including grouped-query attention variants) the same way.
+`scripts/pretrain_tiny.py` trains tiny ones on the synthetic world and saves ordinary Hugging Face folders under
+`checkpoints/`; tests build random-weight ones (including grouped-query attention variants) the same way, and
+`bench/scale.py` builds the full-size geometries (LLaVA-1.5-7B/13B, InstructBLIP-Vicuna-7B) with random weights.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -24,6 +26,8 @@ from transformers import (
     LlavaConfig,
     LlavaForConditionalGeneration,
     LlavaProcessor,
+    PretrainedConfig,
+    PreTrainedModel,
     PreTrainedTokenizerFast,
 )
 
@@ -72,20 +76,38 @@ def build_tokenizer(words: Iterable[str], image_token: bool = True) -> PreTraine
 
 @dataclass
 class TinySizes:
-    """Geometry of a tiny VLM. The decoder grid (layers x heads) is what discovery and modulation see."""
+    """Geometry of a VLM the builders make (tiny by default). The decoder grid (layers x heads) is what discovery
+    and modulation see. `None` fields follow the others: MLPs 4x their hidden size, the Q-Former as wide as the
+    vision tower, vocabularies the tokenizers' sizes (a larger table gives a real checkpoint's embedding shapes)."""
 
     image_size: int = 64
     patch_size: int = 16
     vision_hidden: int = 64
     vision_layers: int = 4
     vision_heads: int = 4
+    vision_intermediate: int | None = None
     text_hidden: int = 128
     text_layers: int = 8
     text_heads: int = 8
     text_kv_heads: int = 8
     text_intermediate: int = 384
+    text_vocab: int | None = None
+    text_max_positions: int = 512
     num_query_tokens: int = 16  # InstructBLIP
     qformer_layers: int = 2
+    qformer_hidden: int | None = None
+    qformer_heads: int | None = None
+    qformer_intermediate: int | None = None
+    qformer_vocab: int | None = None
+
+
+def _vocab(size: int | None, tokenizer: PreTrainedTokenizerFast, field: str) -> int:
+    """`size`, or the tokenizer's when None; a table smaller than the tokenizer is refused (ids would overflow)."""
+    if size is None:
+        return len(tokenizer)
+    if size < len(tokenizer):
+        raise ValueError(f"TinySizes.{field}={size} is smaller than the tokenizer's {len(tokenizer)} tokens")
+    return size
 
 
 def _llama_config(vocab_size: int, s: TinySizes) -> LlamaConfig:
@@ -96,7 +118,7 @@ def _llama_config(vocab_size: int, s: TinySizes) -> LlamaConfig:
         num_hidden_layers=s.text_layers,
         num_attention_heads=s.text_heads,
         num_key_value_heads=s.text_kv_heads,
-        max_position_embeddings=512,
+        max_position_embeddings=s.text_max_positions,
         pad_token_id=PAD,
         bos_token_id=BOS,
         eos_token_id=EOS,
@@ -104,15 +126,33 @@ def _llama_config(vocab_size: int, s: TinySizes) -> LlamaConfig:
     )
 
 
+def _instantiate(
+    cls: type[PreTrainedModel],
+    config: PretrainedConfig,
+    device: torch.device | str | None,
+    dtype: torch.dtype | None,
+    attn_implementation: str | None,
+) -> PreTrainedModel:
+    """Random weights created directly on `device` (the meta device builds a 7B geometry without memory)."""
+    with torch.device(device) if device is not None else contextlib.nullcontext():
+        return cls._from_config(config, dtype=dtype, attn_implementation=attn_implementation)
+
+
 def build_tiny_llava(
-    words: Iterable[str], sizes: TinySizes | None = None
+    words: Iterable[str],
+    sizes: TinySizes | None = None,
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+    attn_implementation: str | None = None,
 ) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
-    """A randomly initialised LLaVA-1.5-style model (CLIP tower, feature layer -2, CLS dropped) and its processor."""
+    """A randomly initialised LLaVA-1.5-style model (CLIP tower, feature layer -2, CLS dropped) and its processor;
+    `device`, `dtype` and `attn_implementation` as `from_pretrained` takes them (None: CPU, float32, default)."""
     s = sizes or TinySizes()
     tokenizer = build_tokenizer(words)
     vision = CLIPVisionConfig(
         hidden_size=s.vision_hidden,
-        intermediate_size=4 * s.vision_hidden,
+        intermediate_size=s.vision_intermediate or 4 * s.vision_hidden,
         num_hidden_layers=s.vision_layers,
         num_attention_heads=s.vision_heads,
         image_size=s.image_size,
@@ -122,14 +162,14 @@ def build_tiny_llava(
     n_patches = (s.image_size // s.patch_size) ** 2
     config = LlavaConfig(
         vision_config=vision,
-        text_config=_llama_config(len(tokenizer), s),
+        text_config=_llama_config(_vocab(s.text_vocab, tokenizer, "text_vocab"), s),
         image_token_index=IMAGE,
         vision_feature_layer=-2,
         vision_feature_select_strategy="default",
         image_seq_length=n_patches,
         projector_hidden_act="gelu",
     )
-    model = LlavaForConditionalGeneration(config)
+    model = _instantiate(LlavaForConditionalGeneration, config, device, dtype, attn_implementation)
     image_processor = CLIPImageProcessor(
         size={"shortest_edge": s.image_size},
         crop_size={"height": s.image_size, "width": s.image_size},
@@ -147,18 +187,25 @@ def build_tiny_llava(
 
 
 def build_tiny_instructblip(
-    words: Iterable[str], sizes: TinySizes | None = None
+    words: Iterable[str],
+    sizes: TinySizes | None = None,
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+    attn_implementation: str | None = None,
 ) -> tuple[InstructBlipForConditionalGeneration, InstructBlipProcessor]:
-    """A randomly initialised InstructBLIP (vision tower, Q-Former, Llama decoder) and its processor.
+    """A randomly initialised InstructBLIP (vision tower, Q-Former, Llama decoder) and its processor; `device`,
+    `dtype` and `attn_implementation` as in :func:`build_tiny_llava`.
 
     Like the Vicuna InstructBLIP checkpoints it ships no chat template: prompts use vseam-pl's fallback.
     """
     s = sizes or TinySizes()
     tokenizer = build_tokenizer(words, image_token=False)
     qformer_tokenizer = build_tokenizer(words, image_token=False)
+    qformer_hidden = s.qformer_hidden or s.vision_hidden
     vision = InstructBlipVisionConfig(
         hidden_size=s.vision_hidden,
-        intermediate_size=4 * s.vision_hidden,
+        intermediate_size=s.vision_intermediate or 4 * s.vision_hidden,
         num_hidden_layers=s.vision_layers,
         num_attention_heads=s.vision_heads,
         image_size=s.image_size,
@@ -166,11 +213,11 @@ def build_tiny_instructblip(
         initializer_range=0.02,  # the config's default (1e-10) leaves a from-scratch tower numerically dead
     )
     qformer = InstructBlipQFormerConfig(
-        vocab_size=len(qformer_tokenizer),
-        hidden_size=s.vision_hidden,
+        vocab_size=_vocab(s.qformer_vocab, qformer_tokenizer, "qformer_vocab"),
+        hidden_size=qformer_hidden,
         num_hidden_layers=s.qformer_layers,
-        num_attention_heads=s.vision_heads,
-        intermediate_size=4 * s.vision_hidden,
+        num_attention_heads=s.qformer_heads or s.vision_heads,
+        intermediate_size=s.qformer_intermediate or 4 * qformer_hidden,
         encoder_hidden_size=s.vision_hidden,
         pad_token_id=PAD,
         max_position_embeddings=512,
@@ -181,11 +228,11 @@ def build_tiny_instructblip(
     config = InstructBlipConfig(
         vision_config=vision.to_dict(),
         qformer_config=qformer.to_dict(),
-        text_config=_llama_config(len(tokenizer), s).to_dict(),
+        text_config=_llama_config(_vocab(s.text_vocab, tokenizer, "text_vocab"), s).to_dict(),
         num_query_tokens=s.num_query_tokens,
         image_token_index=IMAGE,
     )
-    model = InstructBlipForConditionalGeneration(config)
+    model = _instantiate(InstructBlipForConditionalGeneration, config, device, dtype, attn_implementation)
     # transformers zero-initialises the query tokens (pretrained ones overwrite them). From scratch, 16 identical
     # queries stay identical up to dropout noise, so the Q-Former hands the decoder one image token 16 times; BLIP-2
     # (LAVIS) draws them from N(0, initializer_range).
