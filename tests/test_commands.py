@@ -70,13 +70,13 @@ def test_an_unknown_config_key_fails_naming_it(tmp_path, capsys):
 
 
 def test_print_config_round_trips(tmp_path, capsys):
-    from vseam_pl.studies.sweep import parse_args
+    from vseam_pl.studies.sweep import parse_config
 
     flags = ["--fractions", "0.1", "0.5", "--seeds", "3", "--data-root", "w", "--lr", "0.1"]
     with pytest.raises(SystemExit):
-        parse_args([*flags, "--print_config"])
+        parse_config([*flags, "--print_config"])
     (tmp_path / "s.yaml").write_text(capsys.readouterr().out)
-    assert vars(parse_args(["-c", str(tmp_path / "s.yaml")])) == vars(parse_args(flags))
+    assert parse_config(["-c", str(tmp_path / "s.yaml")]) == parse_config(flags)
 
 
 def test_jsonargparse_tools_take_hyphenated_aliases():

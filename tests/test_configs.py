@@ -179,3 +179,34 @@ def test_evaluate_declares_no_setting_of_the_classes_it_configures():
         params = inspect.signature(cls).parameters
         for key, value in changes.items():
             assert key in params and params[key].default != value, (cls.__name__, key)
+
+
+def test_studies_flags_are_their_configs_and_share_the_modules_lr():
+    from vseam_pl.argparsing import config_parser, default_of
+    from vseam_pl.lit_module import HeadModulationModule
+    from vseam_pl.studies.compare import CompareConfig
+    from vseam_pl.studies.sweep import SweepConfig
+
+    for cls in (CompareConfig, SweepConfig):
+        flags = dict(config_parser(cls).get_defaults().items())
+        flags.pop("config")
+        assert flags == defaults(cls), cls.__name__
+        assert cls().lr == default_of(HeadModulationModule, "lr")
+    assert CompareConfig().top_k == DiscoveryConfig().top_k
+
+
+def test_sweep_runs_train_from_a_config_mapping_with_the_train_args_merged_in(tmp_path):
+    from vseam_pl.studies.sweep import SweepConfig, train_config
+
+    cfg = SweepConfig(
+        lr=0.1, train_args=["--trainer.precision", "bf16-mixed", "--data.limit=5", "--model.scale-l2", "0.5"]
+    )
+    run = train_config(cfg, "m", 0.5, 3, tmp_path)
+    assert run["model"] == {"model": "m", "lr": 0.1, "scale_l2": 0.5}
+    assert run["data"]["class_path"] == "vseam_pl.data.GQADataModule"
+    assert run["data"]["init_args"]["limit"] == 5 and run["data"]["init_args"]["fraction"] == 0.5
+    assert run["trainer"]["precision"] == "bf16-mixed" and run["trainer"]["max_epochs"] == 1
+    with pytest.raises(ValueError, match="needs a value"):
+        train_config(SweepConfig(train_args=["--trainer.precision"]), "m", 0.5, 3, tmp_path)
+    with pytest.raises(ValueError, match="expected train.py flags"):
+        train_config(SweepConfig(train_args=["precision"]), "m", 0.5, 3, tmp_path)

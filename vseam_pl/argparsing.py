@@ -1,7 +1,7 @@
 """One parser style for every `vseam` command: jsonargparse, one flag spelling (underscores), `-c/--config` YAML.
 
 `train` and `evaluate` are LightningCLIs. The other commands are functions whose signature is their flags
-(`command_parser` / `run_command`): each parameter is a flag with the parameter's type, default and docstring, and a
+(`command_parser`; a study's flags are one dataclass's fields, `config_parser`): each parameter is a flag with the parameter's type, default and docstring, and a
 parameter typed `Annotated[SomeConfig, Flat()]` contributes the dataclass's fields as flags of their own, so a
 setting and its default are declared once, in the dataclass or the signature, for the CLI, the callbacks and the
 Python API alike. `ArgumentParser` is a `jsonargparse.ArgumentParser` with what the LightningCLIs have:
@@ -141,10 +141,12 @@ class Flat:
 
 @dataclass(frozen=True)
 class Flag:
-    """Extras of one flag, `Annotated[type, Flag(...)]`: `metavar`, or `choices` the type does not spell."""
+    """Extras of one flag, `Annotated[type, Flag(...)]`: `metavar`, `choices` the type does not spell, or `nargs`
+    (`argparse.REMAINDER`: every later argument is a value)."""
 
     choices: Sequence[Any] | None = None
     metavar: Any = None
+    nargs: Any = None
 
 
 @dataclass(frozen=True)
@@ -156,6 +158,7 @@ class _Option:
     help: str | None
     choices: Sequence[Any] | None = None
     metavar: Any = None
+    nargs: Any = None
 
 
 def _docs(obj: Any) -> dict[str, str]:
@@ -182,6 +185,33 @@ def _field_default(f: dataclasses.Field) -> Any:
     return dataclasses.MISSING
 
 
+def config_options(cls: type, flat: Flat | None = None) -> list[_Option]:
+    """The flags of dataclass `cls`'s fields: types, defaults, docstrings and `metadata["choices"]`."""
+    flat = flat or Flat()
+    hints = typing.get_type_hints(cls, include_extras=True)
+    docs = _docs(cls)
+    options = []
+    for f in dataclasses.fields(cls):
+        if f.name in flat.skip:
+            continue
+        ftype, meta = _split(hints[f.name])
+        extra = next((m for m in meta if isinstance(m, Flag)), Flag())
+        default = _field_default(f)
+        options.append(
+            _Option(
+                flat.flag(f.name),
+                ftype,
+                default,
+                default is dataclasses.MISSING,
+                docs.get(f.name),
+                f.metadata.get("choices", extra.choices),
+                f.metadata.get("metavar", extra.metavar),
+                f.metadata.get("nargs", extra.nargs),
+            )
+        )
+    return options
+
+
 def command_options(fn: Callable) -> list[tuple[str, Any, list[_Option]]]:
     """The flags of command `fn`, per parameter: (parameter, its `Flat` dataclass or None, its options)."""
     hints = typing.get_type_hints(fn, include_extras=True)
@@ -192,27 +222,7 @@ def command_options(fn: Callable) -> list[tuple[str, Any, list[_Option]]]:
         flat = next((m for m in meta if isinstance(m, Flat)), None)
         if flat is not None:
             tp = next(a for a in typing.get_args(tp) or (tp,) if a is not type(None))  # `Config | None`
-            field_hints = typing.get_type_hints(tp, include_extras=True)
-            field_docs = _docs(tp)
-            options = []
-            for f in dataclasses.fields(tp):
-                if f.name in flat.skip:
-                    continue
-                ftype, fmeta = _split(field_hints[f.name])
-                extra = next((m for m in fmeta if isinstance(m, Flag)), Flag())
-                default = _field_default(f)
-                options.append(
-                    _Option(
-                        flat.flag(f.name),
-                        ftype,
-                        default,
-                        default is dataclasses.MISSING,
-                        field_docs.get(f.name),
-                        f.metadata.get("choices", extra.choices),
-                        f.metadata.get("metavar", extra.metavar),
-                    )
-                )
-            out.append((name, tp, options))
+            out.append((name, tp, config_options(tp, flat)))
             continue
         extra = next((m for m in meta if isinstance(m, Flag)), Flag())
         required = param.default is inspect.Parameter.empty
@@ -224,6 +234,7 @@ def command_options(fn: Callable) -> list[tuple[str, Any, list[_Option]]]:
             docs.get(name),
             extra.choices,
             extra.metavar,
+            extra.nargs,
         )
         out.append((name, None, [option]))
     return out
@@ -259,6 +270,10 @@ def _argument(option: _Option) -> tuple[tuple[str, ...], dict[str, Any]]:
         kwargs.pop("type", None)
     if option.metavar is not None:
         kwargs["metavar"] = option.metavar
+    if option.nargs is not None:
+        kwargs["nargs"] = option.nargs
+    if option.nargs == argparse.REMAINDER:  # every later argument, as text: no type to check a list against
+        kwargs.pop("type", None)
     return ("--" + option.name,), kwargs
 
 
@@ -270,6 +285,29 @@ def command_parser(fn: Callable, prog: str | None = None, description: str | Non
             names, kwargs = _argument(option)
             parser.add_argument(*names, **kwargs)
     return parser
+
+
+def default_of(fn: Callable, name: str) -> Any:
+    """The default of parameter `name` of `fn` (a class: of its `__init__`): for a setting that follows another's
+    declaration (a study's `lr` is the module's) instead of repeating its value."""
+    return inspect.signature(fn).parameters[name].default
+
+
+def config_parser(cls: type, prog: str | None = None, description: str | None = None) -> ArgumentParser:
+    """The parser of a command whose flags are the fields of dataclass `cls`."""
+    parser = ArgumentParser(prog=prog, description=description)
+    for option in config_options(cls):
+        names, kwargs = _argument(option)
+        parser.add_argument(*names, **kwargs)
+    return parser
+
+
+def parse_config(
+    cls: type, argv: list[str] | None, prog: str | None = None, description: str | None = None
+) -> Any:
+    """`cls` built from the command line `argv` (`config_parser`)."""
+    ns = config_parser(cls, prog, description).parse_args(argv)
+    return cls(**{f.name: ns[f.name] for f in dataclasses.fields(cls)})
 
 
 def command_kwargs(fn: Callable, ns: Any) -> dict[str, Any]:
@@ -287,9 +325,3 @@ def command_kwargs(fn: Callable, ns: Any) -> dict[str, Any]:
             **{f.name: values[flat.flag(f.name)] for f in dataclasses.fields(cls) if f.name not in flat.skip}
         )
     return kwargs
-
-
-def run_command(fn: Callable, argv: list[str] | None, prog: str, description: str | None = None) -> Any:
-    """Parse `argv` against `fn`'s signature and call it."""
-    ns = command_parser(fn, prog, description).parse_args(argv)
-    return fn(**command_kwargs(fn, ns))
