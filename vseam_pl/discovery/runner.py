@@ -44,7 +44,7 @@ from .patching import (
 )
 from .plots import heatmap, layer_profiles, overlap_plot, profile_plot
 from .release import PROTOCOLS, ReleaseItem, prepare_release
-from .scores import Accumulator, ChunkStats, HeadScores
+from .scores import TOP_K, Accumulator, ChunkStats, HeadScores
 
 METHODS: tuple[str, ...] = ("ablation", "patching", "attribution", "atp_star")
 #: sink(tag, matplotlib figure), called for every figure written (e.g. to log it to TensorBoard).
@@ -81,7 +81,7 @@ class DiscoveryConfig:
     """intervened rows per forward"""
     pair_batch: int = 4
     """pairs per chunk (the checkpoint unit)"""
-    top_k: int = 10
+    top_k: int = TOP_K
     """heads listed (and, for init scales, moved) per sign"""
     filter: bool = False
     """keep pairs right on clean and wrong on edited (V-SEAM)"""
@@ -424,7 +424,7 @@ def _load_state(path: Path, fp: dict[str, Any]) -> dict[str, Any] | None:
 def write_outputs(
     scores: HeadScores,
     out_dir: str | os.PathLike,
-    k: int = 10,
+    k: int = TOP_K,
     sink: FigureSink | None = None,
     plots: bool = True,
 ) -> dict[str, Path]:

@@ -33,7 +33,7 @@ from ..records import ImagePair
 from ..stats import bootstrap_ci, mcnemar_exact, paired_permutation_test
 from ..vlm import VLM
 from .ablation import Item, scorer_for
-from .scores import HeadScores
+from .scores import TOP_K, HeadScores
 
 SET_MODES: tuple[str, ...] = ("zero", "mean_others")
 SET_ABLATION_JSON = "set_ablation.json"
@@ -46,7 +46,7 @@ class SetAblationConfig:
     After a discovery run, :func:`set_ablation_config` fills `k`, `pair_batch`, `protocol` and `instruction` from
     its `DiscoveryConfig` (the CLI's `--method set_ablation` and `HeadDiscovery(set_ablation=...)` both do)."""
 
-    k: int = 10
+    k: int = TOP_K
     """set_ablation: heads per set"""
     random_sets: int = 20
     """set_ablation: number of random K-sets (R)"""
