@@ -210,3 +210,18 @@ def test_sweep_runs_train_from_a_config_mapping_with_the_train_args_merged_in(tm
         train_config(SweepConfig(train_args=["--trainer.precision"]), "m", 0.5, 3, tmp_path)
     with pytest.raises(ValueError, match="expected train.py flags"):
         train_config(SweepConfig(train_args=["precision"]), "m", 0.5, 3, tmp_path)
+
+
+def test_headroom_and_synth_flags_are_their_declarations():
+    from vseam_pl.argparsing import config_parser, default_of
+    from vseam_pl.studies.headroom import HeadroomConfig
+    from vseam_pl.synth.__main__ import synth
+    from vseam_pl.synth.writers import generate_benchmarks
+
+    flags = dict(config_parser(HeadroomConfig).get_defaults().items())
+    flags.pop("config")
+    assert flags == defaults(HeadroomConfig)
+    synth_flags = flag_defaults(synth)
+    renamed = {"n_images": "n_train"}
+    for name in ("seed", "n_images", "n_val", "n_test", "image_size", "gqa_per_image", "overwrite"):
+        assert synth_flags[name] == default_of(generate_benchmarks, renamed.get(name, name)), name

@@ -13,7 +13,7 @@ from vseam_pl.studies import compare, headroom, sweep
     [
         (compare.parse_config, "runs/compare"),
         (sweep.parse_config, "runs/ablation"),
-        (headroom.parse_args, "runs/headroom"),
+        (headroom.parse_config, "runs/headroom"),
     ],
 )
 def test_studies_write_under_runs_unless_asked(parse, default):
