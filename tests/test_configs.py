@@ -225,3 +225,16 @@ def test_headroom_and_synth_flags_are_their_declarations():
     renamed = {"n_images": "n_train"}
     for name in ("seed", "n_images", "n_val", "n_test", "image_size", "gqa_per_image", "overwrite"):
         assert synth_flags[name] == default_of(generate_benchmarks, renamed.get(name, name)), name
+
+
+def test_edit_flags_are_the_editing_settings():
+    from vseam_pl.edit import edit
+    from vseam_pl.editing.inpaint import Inpainter
+    from vseam_pl.editing.settings import EditSettings, Sampling
+
+    flags = flag_defaults(edit)
+    own = {k: v for k, v in defaults(EditSettings).items() if k != "model_id"}  # model_id: --pipeline
+    assert {k: flags[k] for k in own} == own
+    assert {k: flags[k] for k in defaults(Sampling)} == defaults(Sampling)
+    params = inspect.signature(Inpainter).parameters
+    assert {k: params[k].default for k in defaults(Sampling)} == defaults(Sampling)

@@ -185,6 +185,15 @@ def _field_default(f: dataclasses.Field) -> Any:
     return dataclasses.MISSING
 
 
+def _parameter_hints(fn: Callable) -> dict[str, Any]:
+    """The evaluated annotations of `fn`'s parameters (not its return: a command may return a type it imports only
+    for type checking, to keep `--help` light)."""
+    params = {k: v for k, v in fn.__annotations__.items() if k != "return"}
+    return typing.get_type_hints(
+        types.SimpleNamespace(__annotations__=params), fn.__globals__, include_extras=True
+    )
+
+
 def config_options(cls: type, flat: Flat | None = None) -> list[_Option]:
     """The flags of dataclass `cls`'s fields: types, defaults, docstrings and `metadata["choices"]`."""
     flat = flat or Flat()
@@ -214,7 +223,7 @@ def config_options(cls: type, flat: Flat | None = None) -> list[_Option]:
 
 def command_options(fn: Callable) -> list[tuple[str, Any, list[_Option]]]:
     """The flags of command `fn`, per parameter: (parameter, its `Flat` dataclass or None, its options)."""
-    hints = typing.get_type_hints(fn, include_extras=True)
+    hints = _parameter_hints(fn)
     docs = _docs(fn)
     out = []
     for name, param in inspect.signature(fn).parameters.items():
@@ -318,9 +327,7 @@ def command_kwargs(fn: Callable, ns: Any) -> dict[str, Any]:
         if cls is None:
             kwargs[name] = values[options[0].name]
             continue
-        flat = next(
-            m for m in _split(typing.get_type_hints(fn, include_extras=True)[name])[1] if isinstance(m, Flat)
-        )
+        flat = next(m for m in _split(_parameter_hints(fn)[name])[1] if isinstance(m, Flat))
         kwargs[name] = cls(
             **{f.name: values[flat.flag(f.name)] for f in dataclasses.fields(cls) if f.name not in flat.skip}
         )
