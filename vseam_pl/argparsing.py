@@ -141,12 +141,13 @@ class Flat:
 
 @dataclass(frozen=True)
 class Flag:
-    """Extras of one flag, `Annotated[type, Flag(...)]`: `metavar`, `choices` the type does not spell, or `nargs`
-    (`argparse.REMAINDER`: every later argument is a value)."""
+    """Extras of one flag, `Annotated[type, Flag(...)]`: `metavar`, `choices` the type does not spell, `nargs`
+    (`argparse.REMAINDER`: every later argument is a value), or `positional` (`vseam_pl.report PATH`)."""
 
     choices: Sequence[Any] | None = None
     metavar: Any = None
     nargs: Any = None
+    positional: bool = False
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,7 @@ class _Option:
     choices: Sequence[Any] | None = None
     metavar: Any = None
     nargs: Any = None
+    positional: bool = False
 
 
 def _docs(obj: Any) -> dict[str, str]:
@@ -244,6 +246,7 @@ def command_options(fn: Callable) -> list[tuple[str, Any, list[_Option]]]:
             extra.choices,
             extra.metavar,
             extra.nargs,
+            extra.positional,
         )
         out.append((name, None, [option]))
     return out
@@ -283,6 +286,9 @@ def _argument(option: _Option) -> tuple[tuple[str, ...], dict[str, Any]]:
         kwargs["nargs"] = option.nargs
     if option.nargs == argparse.REMAINDER:  # every later argument, as text: no type to check a list against
         kwargs.pop("type", None)
+    if option.positional:
+        del kwargs["required"]
+        return (option.name,), kwargs
     return ("--" + option.name,), kwargs
 
 
