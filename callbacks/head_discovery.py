@@ -17,6 +17,7 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from vseam_pl.discovery.methods import METHODS
 from vseam_pl.discovery.runner import DiscoveryConfig, DiscoveryResult, run_discovery
 from vseam_pl.discovery.scores import apply_init_scales, init_scales_from_scores
 from vseam_pl.discovery.set_ablation import SetAblationResult, run_set_ablation, set_ablation_config
@@ -67,7 +68,7 @@ class HeadDiscovery(pl.Callback):
         self.config.validate()
         self.set_config = None
         if set_ablation is not None:
-            if self.config.method != "ablation":
+            if not METHODS[self.config.method].ablates:
                 raise ValueError(
                     "set_ablation needs method='ablation' scores (it ablates the top positive/negative heads)"
                 )

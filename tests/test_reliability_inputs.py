@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 
 from vseam_pl.export import export
 from vseam_pl.interventions.modulation import HeadModulation, ScalesMismatchError
-from vseam_pl.peft_adapter import PeftAdapterError
+from vseam_pl.interventions.peft import PeftAdapterError
 from vseam_pl.vlm import load_vlm
 
 

@@ -1,7 +1,8 @@
 """Baselines for the V-SEAM comparison table, as `HeadModulationModule` variants that train and test like it.
 
-Methods (`METHODS`): `zero_shot` (the frozen model), `closed_form` (closed-form scales from discovery scores, no
-training; the release's constants only for `protocol="release"` scores, docs/fidelity.md), `learned_ones` /
+Methods (`METHODS`, the keys of the `BASELINES` registry of `BaselineMethod`s): `zero_shot` (the frozen model),
+`closed_form` (closed-form scales from discovery scores, no training; the release's constants only for
+`protocol="release"` scores, docs/fidelity.md), `learned_ones` /
 `learned_discovery` (per-head scales learned from 1 / from the closed-form scales),
 `random_heads` (only K randomly chosen heads' scales learn; K = the number of heads the discovery top-K selects),
 `discovered_heads` (only those K discovered heads' scales learn, from 1: the control `random_heads` is matched to),
@@ -29,8 +30,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,34 +43,9 @@ from .discovery.scores import HeadScores, apply_init_scales, init_scales_from_sc
 from .interventions import add_hook
 from .io import write_json
 from .lit_module import HeadModulationModule
+from .ranking import rank_heads
 from .vlm import VLM
 
-METHODS: tuple[str, ...] = (
-    "zero_shot",
-    "closed_form",
-    "learned_ones",
-    "learned_discovery",
-    "random_heads",
-    "discovered_heads",
-    "ia3",
-    "lora",
-    "iti_mass_mean",
-    "iti_learned",
-    "lofit",
-)
-#: Methods whose parameters are trained (the others are evaluated as built).
-TRAINED: frozenset[str] = frozenset(
-    {
-        "learned_ones",
-        "learned_discovery",
-        "random_heads",
-        "discovered_heads",
-        "ia3",
-        "lora",
-        "iti_learned",
-        "lofit",
-    }
-)
 ADAPTERS: tuple[str, ...] = ("ia3", "lora")
 
 
@@ -506,16 +483,6 @@ class LoFiTScalingModule(HeadModulationModule):
         return loss + self.hparams.lofit_l1 * self.scaling.vectors.abs().sum()
 
 
-def top_heads(score: torch.Tensor, k: int) -> list[Head]:
-    """The `k` (layer, head) pairs of largest `score` (`[L, H]`), best first; ties broken by position."""
-    flat = score.flatten().float().nan_to_num(float("-inf"))
-    if not 0 < k <= flat.numel():
-        raise ValueError(f"k must be in [1, {flat.numel()}], got {k}")
-    order = torch.argsort(-flat, stable=True)[:k]
-    heads = score.shape[1]
-    return [(int(i) // heads, int(i) % heads) for i in order]
-
-
 def lofit_heads(vectors: torch.Tensor, k: int) -> list[Head]:
     """LoFiT's selection (``lofit_trainer.py``): the `k` heads whose learned scaling vectors `[L, H, D]` have the
     largest norm ``|A|`` (the L1 keeps the others near 0)."""
@@ -523,12 +490,110 @@ def lofit_heads(vectors: torch.Tensor, k: int) -> list[Head]:
         raise ValueError(
             f"LoFiT selects heads by the norm of [layers, heads, head_dim] vectors, got {tuple(vectors.shape)}"
         )
-    return top_heads(vectors.detach().norm(dim=-1), k)
+    if not 0 < k <= vectors.shape[0] * vectors.shape[1]:
+        raise ValueError(f"k must be in [1, {vectors.shape[0] * vectors.shape[1]}] (the head grid), got {k}")
+    return [(layer, head) for layer, head, _ in rank_heads(vectors.detach().norm(dim=-1), k)]
 
 
 def lofit_bias_init(k: int, head_dim: int, seed: int = 0, std: float = 1e-3) -> torch.Tensor:
     """LoFiT's bias vectors start at ``normal(0, 1e-3)`` (``lofit_trainer.py --lofit_component v``)."""
     return torch.randn(k, head_dim, generator=torch.Generator().manual_seed(seed)) * std
+
+
+@dataclass(frozen=True)
+class BuildArgs:
+    """What `build_method` was given, for a method's builder (each checks what it needs)."""
+
+    discovery_scales: torch.Tensor | None
+    num_random_heads: int | None
+    head_seed: int
+    selected_heads: list[tuple[int, int]] | None
+    adapter_kwargs: dict[str, Any] | None
+    shift_kwargs: dict[str, Any] | None
+    module_kwargs: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class BaselineMethod:
+    """A comparison method: whether its parameters are trained (else it is evaluated as built) and how its module
+    is built from `build_method`'s arguments."""
+
+    name: str
+    trained: bool
+    build: Callable[[str, BuildArgs], HeadModulationModule]
+
+
+def _scales_module(freeze: bool = False, init: bool = False, detach: bool = False):
+    """Head scales from 1 (`init`: from the discovery scales; `freeze`: not trained; `detach`: not applied)."""
+
+    def build(name: str, a: BuildArgs) -> HeadModulationModule:
+        if init and a.discovery_scales is None:
+            raise ValueError(f"method {name!r} needs discovery_scales (from init_scales_from_scores)")
+        module = HeadModulationModule(**a.module_kwargs)
+        if detach:
+            module.modulation.detach()
+        if init:
+            apply_init_scales(module.modulation, a.discovery_scales)
+        if freeze:
+            module.modulation.scales.requires_grad_(False)
+        return module
+
+    return build
+
+
+def _random_heads(name: str, a: BuildArgs) -> HeadModulationModule:
+    if a.num_random_heads is None:
+        raise ValueError("method 'random_heads' needs num_random_heads (see discovery_head_count)")
+    return RandomHeadsModule(num_random_heads=a.num_random_heads, head_seed=a.head_seed, **a.module_kwargs)
+
+
+def _discovered_heads(name: str, a: BuildArgs) -> HeadModulationModule:
+    if not a.selected_heads:
+        raise ValueError("method 'discovered_heads' needs selected_heads (see discovery_heads)")
+    return SelectedHeadsModule(heads=a.selected_heads, **a.module_kwargs)
+
+
+def _adapter(name: str, a: BuildArgs) -> HeadModulationModule:
+    return PeftAdapterModule(adapter=name, **(a.adapter_kwargs or {}), **a.module_kwargs)
+
+
+def _shift(learn: bool):
+    """ITI shifts each forward's last token; the learned variants shift every position (a shift on the last token
+    of a teacher-forced answer gets no gradient: nothing after it is predicted)."""
+
+    def build(name: str, a: BuildArgs) -> HeadModulationModule:
+        if not a.shift_kwargs or not a.shift_kwargs.get("shift_heads"):
+            raise ValueError(
+                f"method {name!r} needs shift_kwargs with shift_heads (see vseam_pl.iti.select_iti / lofit_heads)"
+            )
+        where = "all" if learn else "last"
+        settings = {"shift_positions": where, **a.shift_kwargs, "learn_shifts": learn}
+        return HeadShiftModule(**settings, **a.module_kwargs)
+
+    return build
+
+
+#: The comparison methods by public name (`vseam compare --methods`), in the table's order.
+BASELINES: dict[str, BaselineMethod] = {
+    m.name: m
+    for m in (
+        BaselineMethod("zero_shot", False, _scales_module(freeze=True, detach=True)),
+        BaselineMethod("closed_form", False, _scales_module(freeze=True, init=True)),
+        BaselineMethod("learned_ones", True, _scales_module()),
+        BaselineMethod("learned_discovery", True, _scales_module(init=True)),
+        BaselineMethod("random_heads", True, _random_heads),
+        BaselineMethod("discovered_heads", True, _discovered_heads),
+        BaselineMethod("ia3", True, _adapter),
+        BaselineMethod("lora", True, _adapter),
+        BaselineMethod("iti_mass_mean", False, _shift(learn=False)),
+        BaselineMethod("iti_learned", True, _shift(learn=True)),
+        # the second step of lofit (its first, LoFiTScalingModule, is vseam_pl.studies.compare.shift_setup's)
+        BaselineMethod("lofit", True, _shift(learn=True)),
+    )
+}
+METHODS: tuple[str, ...] = tuple(BASELINES)
+#: Methods whose parameters are trained (the others are evaluated as built).
+TRAINED: frozenset[str] = frozenset(name for name, m in BASELINES.items() if m.trained)
 
 
 def build_method(
@@ -546,40 +611,18 @@ def build_method(
     `selected_heads` (`discovery_heads(scores, k)`) by `discovered_heads`,
     `shift_kwargs` (`HeadShiftModule` arguments: heads, initial vectors) by `iti_mass_mean` / `iti_learned` and
     by the second step of `lofit` (whose first step is `LoFiTScalingModule`, see `vseam_pl.studies.compare.shift_setup`)."""
-    if method not in METHODS:
+    if method not in BASELINES:
         raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
-    if method in ("iti_mass_mean", "iti_learned", "lofit"):
-        if not shift_kwargs or not shift_kwargs.get("shift_heads"):
-            raise ValueError(
-                f"method {method!r} needs shift_kwargs with shift_heads (see vseam_pl.iti.select_iti / lofit_heads)"
-            )
-        learn = method != "iti_mass_mean"
-        # ITI shifts each forward's last token; the learned variants shift every position (a shift on the last
-        # token of a teacher-forced answer gets no gradient: nothing after it is predicted)
-        where = "last" if method == "iti_mass_mean" else "all"
-        settings = {"shift_positions": where, **shift_kwargs, "learn_shifts": learn}
-        return HeadShiftModule(**settings, **module_kwargs)
-    if method in ("closed_form", "learned_discovery") and discovery_scales is None:
-        raise ValueError(f"method {method!r} needs discovery_scales (from init_scales_from_scores)")
-    if method == "random_heads":
-        if num_random_heads is None:
-            raise ValueError("method 'random_heads' needs num_random_heads (see discovery_head_count)")
-        return RandomHeadsModule(num_random_heads=num_random_heads, head_seed=head_seed, **module_kwargs)
-    if method == "discovered_heads":
-        if not selected_heads:
-            raise ValueError("method 'discovered_heads' needs selected_heads (see discovery_heads)")
-        return SelectedHeadsModule(heads=selected_heads, **module_kwargs)
-    if method in ADAPTERS:
-        return PeftAdapterModule(adapter=method, **(adapter_kwargs or {}), **module_kwargs)
-    module = HeadModulationModule(**module_kwargs)
-    if method == "zero_shot":
-        module.modulation.detach()
-        module.modulation.scales.requires_grad_(False)
-    elif method in ("closed_form", "learned_discovery"):
-        apply_init_scales(module.modulation, discovery_scales)
-    if method == "closed_form":
-        module.modulation.scales.requires_grad_(False)
-    return module
+    args = BuildArgs(
+        discovery_scales,
+        num_random_heads,
+        head_seed,
+        selected_heads,
+        adapter_kwargs,
+        shift_kwargs,
+        module_kwargs,
+    )
+    return BASELINES[method].build(method, args)
 
 
 # ---------------------------------------------------------------- run bookkeeping (resumable comparison jobs)
@@ -624,6 +667,8 @@ def claim_run_dir(run_dir: str | os.PathLike, model: str) -> str:
 
 __all__ = [
     "ADAPTERS",
+    "BASELINES",
+    "BaselineMethod",
     "METHODS",
     "TRAINED",
     "HeadShift",
@@ -632,7 +677,6 @@ __all__ = [
     "LoFiTScalingModule",
     "lofit_bias_init",
     "lofit_heads",
-    "top_heads",
     "PeftAdapterModule",
     "RandomHeadsModule",
     "SelectedHeadsModule",

@@ -107,7 +107,7 @@ def discovery_batch_size(vlm: VLM, pairs: Sequence, upper: int = 4096, instructi
     start layer 0) on `b` rows of the longest of `pairs`, with one head ablated per row and patching's cached
     source head outputs held alongside."""
     from .encoding import encode
-    from .interventions import Jobs, ablation_value, capture, per_row_hook, run_rows
+    from .interventions import Patch, Site, ablation_setter, capture, patched_logits
     from .pairs import images_of, prepare_pairs
     from .prompts import DEFAULT_INSTRUCTION
 
@@ -124,16 +124,12 @@ def discovery_batch_size(vlm: VLM, pairs: Sequence, upper: int = 4096, instructi
             f"{what}: even the unintervened forward of one example runs out of memory on "
             f"{memory_note(vlm.device)}; {ADVICE}"
         ) from e
-    value = ablation_value("mean_others")
+    value = ablation_setter("mean_others")
 
     @torch.no_grad()
     def trial(b: int) -> None:
-        jobs = Jobs(
-            torch.zeros(b, dtype=torch.long),
-            torch.arange(b) % vlm.num_heads,
-            torch.zeros(b, dtype=torch.long),
-        )
-        run_rows(vlm, run, jobs.example, 0, per_row_hook(jobs, value), [0])
+        patches = [Patch(0, Site("head", 0, h % vlm.num_heads)) for h in range(b)]
+        next(patched_logits(vlm, run, patches, value, b, from_layer=False))
 
     return largest_batch(trial, upper, what, vlm.device)
 

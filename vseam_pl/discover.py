@@ -24,7 +24,8 @@ from .argparsing import ArgumentParser, Flag, Flat, command_kwargs, command_pars
 from .batch_size import BatchSizeError, discovery_batch_size, resolve
 from .discovery.atp import format_verify
 from .discovery.atp import verify_top as verify_top_heads
-from .discovery.runner import METHODS, DiscoveryConfig, run_discovery
+from .discovery.methods import METHODS
+from .discovery.runner import DiscoveryConfig, run_discovery
 from .discovery.scores import HeadScores, apply_init_scales, init_scales_from_scores
 from .discovery.set_ablation import (
     FROM_DISCOVERY,
@@ -109,7 +110,7 @@ def discover(
         }
         set_cfg = set_ablation_config(cfg, **chosen, **({"k": set_k} if set_k else {}))
         cfg.validate()
-        if verify_top and method not in ("attribution", "atp_star"):
+        if verify_top and not (method in METHODS and METHODS[method].gradient):
             raise ValueError(f"--verify-top checks attribution estimates; --method is {method!r}")
         items = load_pairs(pairs, levels=levels, categories=categories, limit=limit)
         vlm = load_vlm(model, dtype=dtype, device=device, attn_implementation=attn_implementation)
@@ -222,7 +223,7 @@ def ranks_by_gain(scores: Any) -> bool:
 def summary_legend(method: str, protocol: str, negative_is_gain: bool) -> str:
     """What the summary's `positive` / `negative` lists of `[layer, head, score]` measure, for this method and
     protocol (printed above the JSON line)."""
-    if method in ("ablation", "set_ablation"):
+    if method == "set_ablation" or (method in METHODS and METHODS[method].ablates):
         positive = (
             "positive: heads whose ablation lowers the answer's probability most (score: mean p_base - p_ablated "
             "over pairs answered correctly; larger = the head helps the answer more)"

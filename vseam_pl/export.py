@@ -189,7 +189,7 @@ def _write(
         vlm.processor.save_pretrained(tmp)
         folded = "decoder layers' self_attn.o_proj weight columns (per head)"
     else:
-        from .peft_adapter import save_peft
+        from .interventions.peft import save_peft
 
         save_peft(modulation, vlm, tmp, base_model=base_id)
         folded = "peft IA3 adapter on every decoder o_proj input (feedforward_modules), head_dim values tied"

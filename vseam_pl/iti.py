@@ -35,9 +35,9 @@ import torch
 from PIL import Image
 
 from .encoding import encode
-from .interventions import cache
+from .interventions import cache, forward_logits
 from .prompts import DEFAULT_INSTRUCTION, build_prompts
-from .scoring import forward_logits
+from .ranking import rank_heads
 from .text import normalize_answer
 from .vlm import VLM
 
@@ -156,9 +156,7 @@ def probe_accuracies(data: AnswerActivations, train_q: torch.Tensor, val_q: torc
 
 def top_probe_heads(accuracy: torch.Tensor, k: int) -> list[tuple[int, int]]:
     """``get_top_heads``: the `k` heads of highest probe validation accuracy (ties: earlier position first)."""
-    from .baselines import top_heads
-
-    return top_heads(accuracy, min(k, accuracy.numel()))
+    return [(layer, head) for layer, head, _ in rank_heads(accuracy, k)]
 
 
 def com_directions(data: AnswerActivations) -> torch.Tensor:

@@ -16,14 +16,9 @@ from PIL import Image
 
 from .context import check_context, max_context
 from .encoding import Encoded, encode, join_continuation, run_processor, suffix_convention
+from .interventions.replay import forward_logits
 from .prompts import DEFAULT_INSTRUCTION, build_prompts
 from .vlm import VLM
-
-
-def forward_logits(vlm: VLM, enc: Encoded) -> torch.Tensor:
-    """Logits [B, T, V] for an encoded batch (moved to the model's device/dtype)."""
-    moved = enc.to(vlm.device, vlm.model.dtype if vlm.model.dtype.is_floating_point else None)
-    return vlm.model(**moved.inputs).logits
 
 
 def continuation_logprobs(logits: torch.Tensor, enc: Encoded, reduce: str = "sum") -> torch.Tensor:

@@ -143,7 +143,10 @@ def test_comparison_schema_counts_and_p_values(compared, tiny_llava_dir):
             assert all(o["correct"] == zero[o["key"]] for o in outs), r["method"]
         else:
             assert decision["selected_step"] in (0, 1, 2) and decision["delta"] > 0
-    assert "| tested values |" in (tmp / "docs" / "comparison.md").read_text()
+    md = (tmp / "docs" / "comparison.md").read_text()
+    assert "| tested values |" in md and "{" not in md.split("```")[2]  # every placeholder filled in
+    kept = sum(r["decision"] is not None and r["decision"]["used"] == "identity" for r in rows)
+    assert f"{kept} of {sum(r['decision'] is not None for r in rows)} trained runs" in md
 
     n = rows[0]["n"]
     assert n > 10 and all(r["n"] == n for r in rows)  # the same test examples for every method

@@ -15,7 +15,6 @@ from vseam_pl.baselines import (
     LoFiTScalingModule,
     build_method,
     lofit_heads,
-    top_heads,
     trainable_count,
 )
 from vseam_pl.iti import (
@@ -185,9 +184,7 @@ def test_lofit_scaling_vectors_and_l1(tiny_llava_dir, tiny_world, tiny_vlm):
     assert float(diff) == pytest.approx(0.5 * 1.0, rel=1e-5)  # lo-fit's l1_lambda * sum |A|
 
 
-def test_top_heads_and_lofit_selection_by_vector_norm():
-    score = torch.tensor([[0.1, 0.9], [0.5, 0.9]])
-    assert top_heads(score, 3) == [(0, 1), (1, 1), (1, 0)]  # ties: earlier position first
+def test_lofit_selection_by_vector_norm():
     vectors = torch.zeros(2, 2, 4)
     vectors[0, 0] = 0.3  # norm 0.6, largest element 0.3
     vectors[1, 1, 0] = 0.5  # norm 0.5, largest element 0.5: a scalar per head would pick this one first
@@ -195,6 +192,8 @@ def test_top_heads_and_lofit_selection_by_vector_norm():
     assert lofit_heads(vectors, 2) == [(0, 0), (1, 1)]
     with pytest.raises(ValueError, match="norm of"):
         lofit_heads(torch.ones(2, 2), 1)
+    with pytest.raises(ValueError, match=r"k must be in \[1, 4\]"):
+        lofit_heads(vectors, 5)
 
 
 def test_logistic_probe_solves_the_l2_objective():

@@ -12,6 +12,7 @@ from scipy import stats
 
 from tests.helpers import make_images
 from vseam_pl.encoding import encode
+from vseam_pl.interventions import Site
 from vseam_pl.pairs import write_pairs
 from vseam_pl.prompts import build_prompt
 from vseam_pl.records import ImagePair
@@ -19,7 +20,7 @@ from vseam_pl.tracing.aggregate import aggregate, mean_band
 from vseam_pl.tracing.layer_patching import layer_patching
 from vseam_pl.tracing.logit_lens import logit_lens
 from vseam_pl.tracing.pair import UntraceablePairError, trace_pair
-from vseam_pl.tracing.patching import PatchSpec, run_patches
+from vseam_pl.tracing.patching import run_patches
 from vseam_pl.tracing.positions import concept_words, image_token_id, token_groups
 from vseam_pl.tracing.token_patching import SITES, by_role, token_patching
 from vseam_pl.vlm import load_vlm
@@ -279,7 +280,7 @@ def test_planted_attention_output_zeroed_at_image_positions(llava, pairs):
     pair = pairs[0]
     tp0 = trace_pair(llava, pair, ("attn",))
     image = tp0.groups.image
-    specs = [PatchSpec("attn", layer, tuple(image)) for layer in range(llava.num_layers)]
+    specs = [Site("attn", layer, positions=tuple(image)) for layer in range(llava.num_layers)]
     free = run_patches(llava, tp0.run, tp0.clean, specs, tp0.answers).ld
     handle = llava.layers[PLANT].self_attn.register_forward_hook(_zero_at(image))
     try:

@@ -17,9 +17,9 @@ from transformers import AutoModelForImageTextToText
 from tests.helpers import make_images
 from vseam_pl.export import export, main
 from vseam_pl.interventions.modulation import HeadModulation
+from vseam_pl.interventions.peft import PeftAdapterError
 from vseam_pl.io import write_json
 from vseam_pl.model_card import BaseModelError, provenance_of, resolve_base_model
-from vseam_pl.peft_adapter import PeftAdapterError
 from vseam_pl.prompts import build_prompts
 from vseam_pl.report import compare_rows, write_metrics_json
 from vseam_pl.vlm import load_vlm

@@ -5,10 +5,10 @@ ablation), set ablation of the top heads against random sets, and modulation sca
 The pair API (`load_pairs`, `prepare_pairs`, ...) lives in :mod:`vseam_pl.pairs` and the interventions in
 :mod:`vseam_pl.interventions`."""
 
+from .methods import METHODS, DiscoveryMethod, get_method
 from .overlap import jaccard, overlap_analysis
 from .release import PROTOCOLS
 from .runner import (
-    METHODS,
     DiscoveryConfig,
     DiscoveryInterrupted,
     DiscoveryResult,
@@ -24,11 +24,13 @@ __all__ = [
     "PROTOCOLS",
     "DiscoveryConfig",
     "DiscoveryInterrupted",
+    "DiscoveryMethod",
     "DiscoveryResult",
     "HeadScores",
     "SetAblationConfig",
     "SetAblationResult",
     "apply_init_scales",
+    "get_method",
     "init_scales_from_scores",
     "jaccard",
     "overlap_analysis",

@@ -26,16 +26,20 @@ clean image, no filter; `mean_others` or `zero`:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..encoding import encode
-from ..interventions import DecoderRun, Jobs, ablation_value, capture, run_jobs
+from ..interventions import DecoderRun, ablation_setter, capture, head_coords, head_grid, patched_logits
 from ..pairs import PairItem, images_of
 from ..vlm import VLM
 from .data import CandidateIndex
 from .release import AnswerScorer, ReleaseItem, release_scorer
-from .scores import ChunkStats
+
+# scores.py imports the method registry (methods.py), which imports this module: types only
+if TYPE_CHECKING:
+    from .scores import ChunkStats
 
 Item = PairItem | ReleaseItem
 
@@ -78,10 +82,11 @@ def single_head_effects(
     n = run.embeds.shape[0]
     p_base, correct = score(run.logits, torch.arange(n))
     d = torch.zeros(n, vlm.num_layers, vlm.num_heads, dtype=torch.float64)
-    jobs = Jobs.grid(n, vlm.num_layers, vlm.num_heads)
-    for b, logits in run_jobs(vlm, run, jobs, ablation_value(mode, means), batch_size, prefix):
-        p, _ = score(logits, b.example)
-        d[b.example, b.layer, b.head] = p_base[b.example] - p
+    patches = head_grid(n, vlm.num_layers, vlm.num_heads)
+    for idx, logits in patched_logits(vlm, run, patches, ablation_setter(mode, means), batch_size, prefix):
+        example, layer, head = head_coords([patches[i] for i in idx])
+        p, _ = score(logits, example)
+        d[example, layer, head] = p_base[example] - p
     return correct, d
 
 

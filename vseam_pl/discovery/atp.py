@@ -39,17 +39,25 @@ import sys
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from ..interventions import DecoderRun, run_rows
+from ..logit_diff import logit_diff, over_candidates
 from ..pairs import PairItem, prepare_pairs
+from ..prompts import DEFAULT_INSTRUCTION
+from ..ranking import rank_heads
 from ..records import ImagePair
 from ..vlm import VLM, UnsupportedModelError
 from .attribution import pair_runs
+from .items import vseam_filter
 from .patching import patching_stats
-from .scores import ChunkStats, HeadScores
+
+# scores.py imports the method registry (methods.py), which imports this module: types only
+if TYPE_CHECKING:
+    from .scores import ChunkStats, HeadScores
 
 #: `head`: one node per head output (its own softmax is evaluated exactly in both runs, so the QK fix holds by
 #: construction); `qkv`: the paper's per-position query/key/value nodes with the QK fix, summed per head.
@@ -267,7 +275,7 @@ def atp_star_stats(
             _drop_hooks(vlm, state, stack)
         logits = run_rows(vlm, target, rows, 0, lambda layer, z: z + leaves[layer])
         lp = cands.logprobs(logits)
-        ld = (lp.gather(1, clean.to(lp.device)[:, None]) - lp.gather(1, edited.to(lp.device)[:, None])).sum()
+        ld = logit_diff(over_candidates(lp, clean.to(lp.device), edited.to(lp.device))).sum()
         params = [leaves[layer] for layer in range(vlm.num_layers)]
         signed = estimate(torch.autograd.grad(ld, params, retain_graph=graddrop))
         stats: ChunkStats = {"signed": (signed, ld_c - ld_e, torch.ones(len(items), dtype=torch.bool))}
@@ -292,14 +300,6 @@ def atp_star_stats(
 
 
 # -- verifying the top-K heads with exact patching -----------------------------------------------------------
-def top_heads(scores: HeadScores, k: int, stat: str = "signed", group: str = "all") -> list[tuple[int, int]]:
-    """The K heads with the largest |score| (ties broken by position)."""
-    flat = scores.get(group, stat).flatten().nan_to_num(0.0).abs()
-    order = torch.argsort(flat, descending=True, stable=True)[:k]
-    width = scores.shape[1]
-    return [(int(i) // width, int(i) % width) for i in order]
-
-
 def verify_top(
     vlm: VLM,
     pairs: Sequence[ImagePair],
@@ -316,11 +316,8 @@ def verify_top(
     have it, else the signed score), side by side with their estimates: rows `{rank, layer, head, attribution, exact}` (plus `magnitude` for AtP*), normalised like the
     scores (summed effects over the summed edit effect). `pairs` and `filter_` must be those the scores used.
     """
-    from ..prompts import DEFAULT_INSTRUCTION
-    from .runner import vseam_filter
-
     stat = stat or ("magnitude" if "magnitude" in scores.scores.get("all", {}) else "signed")
-    heads = top_heads(scores, k, stat)
+    heads = [(layer, head) for layer, head, _ in rank_heads(scores.get("all", stat), k, "abs")]
     items = prepare_pairs(vlm, pairs, instruction if instruction is not None else DEFAULT_INSTRUCTION)
     if filter_:
         items, _ = vseam_filter(vlm, items, pair_batch)
@@ -362,4 +359,4 @@ def format_verify(rows: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["atp_star_stats", "capture_qkv", "effective_deltas", "format_verify", "top_heads", "verify_top"]
+__all__ = ["atp_star_stats", "capture_qkv", "effective_deltas", "format_verify", "verify_top"]

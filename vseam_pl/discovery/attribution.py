@@ -11,15 +11,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..interventions import DecoderRun, capture, run_rows
+from ..logit_diff import logit_diff, over_candidates
 from ..pairs import PairItem
 from ..vlm import VLM
 from .data import CandidateIndex
-from .patching import DIRECTIONS, answer_indices, encode_pair, logit_diff
-from .scores import ChunkStats
+from .patching import DIRECTIONS, answer_indices, encode_pair
+
+# scores.py imports the method registry (methods.py), which imports this module: types only
+if TYPE_CHECKING:
+    from .scores import ChunkStats
 
 
 @dataclass
@@ -44,8 +49,8 @@ def pair_runs(vlm: VLM, items: Sequence[PairItem], direction: str) -> PairRuns:
     enc_c, enc_e = encode_pair(vlm, items)
     run_c = capture(vlm, enc_c, residuals=False, heads=True)
     run_e = capture(vlm, enc_e, residuals=False, heads=True)
-    ld_c = logit_diff(cands, run_c.logits, clean, edited)
-    ld_e = logit_diff(cands, run_e.logits, clean, edited)
+    ld_c = cands.logit_diff(run_c.logits, clean, edited)
+    ld_e = cands.logit_diff(run_e.logits, clean, edited)
     return PairRuns(cands, clean, edited, run_c, run_e, ld_c, ld_e)
 
 
@@ -60,7 +65,7 @@ def attribution_stats(vlm: VLM, items: Sequence[PairItem], direction: str = "cle
     with torch.enable_grad():
         logits = run_rows(vlm, target, rows, 0, lambda layer, z: z + deltas[layer])
         lp = cands.logprobs(logits)
-        ld = lp.gather(1, clean.to(lp.device)[:, None]) - lp.gather(1, edited.to(lp.device)[:, None])
+        ld = logit_diff(over_candidates(lp, clean.to(lp.device), edited.to(lp.device)))
         grads = torch.autograd.grad(ld.sum(), [deltas[layer] for layer in range(vlm.num_layers)])
     effect = (
         torch.stack(

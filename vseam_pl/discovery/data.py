@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from ..levels import LEVELS
+from ..logit_diff import logit_diff, over_candidates
 from ..pairs import PairItem
 
 
@@ -54,3 +55,16 @@ class CandidateIndex:
         picked = picked.masked_fill(~valid.to(logp.device), float("-inf"))
         per_cand = torch.logsumexp(picked, dim=-1)  # [R, C]
         return per_cand - torch.logsumexp(per_cand, dim=-1, keepdim=True)
+
+    def logit_diff(
+        self,
+        logits: torch.Tensor,
+        clean: torch.Tensor,
+        edited: torch.Tensor,
+        rows: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """LD per row over the candidates (float64 on the CPU): `clean` / `edited` `[E]` are each example's
+        answer candidates, `rows` as for :meth:`logprobs`."""
+        lp = self.logprobs(logits, rows).cpu().double()
+        c, e = (clean, edited) if rows is None else (clean[rows], edited[rows])
+        return logit_diff(over_candidates(lp, c, e))

@@ -1,7 +1,7 @@
 """Exact activation patching across a clean/edited pair, batched one head per row.
 
-With `LD = log p(clean answer) - log p(edited answer)` (candidate-normalised log-probs at the last prompt position;
-the normaliser cancels), `LD_c` / `LD_e` on the clean / edited image:
+With `LD = log p(clean answer) - log p(edited answer)` (candidate-normalised log-probs at the last prompt position,
+:func:`vseam_pl.logit_diff.over_candidates`; the normaliser cancels), `LD_c` / `LD_e` on the clean / edited image:
 
 - `clean_to_edited` (default, "denoising"): run the edited image, put head (l, h)'s output from the clean run in its
   place: `effect = LD_patched - LD_e`, how much of the clean answer that single head restores;
@@ -20,15 +20,19 @@ each pair's `effect_i / (LD_c,i - LD_e,i)`) and `none` (the unnormalised mean ef
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..encoding import Encoded, encode
-from ..interventions import Jobs, capture, patch_value, run_jobs
+from ..interventions import capture, head_coords, head_grid, head_patches, head_source_setter, patched_logits
 from ..pairs import PairError, PairItem, edited_index, images_of
 from ..vlm import VLM
 from .data import CandidateIndex
-from .scores import ChunkStats
+
+# scores.py imports the method registry (methods.py), which imports this module: types only
+if TYPE_CHECKING:
+    from .scores import ChunkStats
 
 DIRECTIONS: tuple[str, ...] = ("clean_to_edited", "edited_to_clean")
 NORMALIZATIONS: tuple[str, ...] = ("sum", "per_pair", "none")
@@ -66,19 +70,6 @@ def encode_pair(vlm: VLM, items: Sequence[PairItem]) -> tuple[Encoded, Encoded]:
     return enc_c, enc_e
 
 
-def logit_diff(
-    cands: CandidateIndex,
-    logits: torch.Tensor,
-    clean: torch.Tensor,
-    edited: torch.Tensor,
-    rows: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """LD per row (float64 on the CPU)."""
-    lp = cands.logprobs(logits, rows).cpu().double()
-    c, e = (clean, edited) if rows is None else (clean[rows], edited[rows])
-    return lp.gather(1, c[:, None]).squeeze(1) - lp.gather(1, e[:, None]).squeeze(1)
-
-
 @torch.no_grad()
 def patching_stats(
     vlm: VLM,
@@ -98,20 +89,20 @@ def patching_stats(
     into_edited = direction == "clean_to_edited"
     run_c = capture(vlm, enc_c, residuals=prefix and not into_edited, heads=into_edited)
     run_e = capture(vlm, enc_e, residuals=prefix and into_edited, heads=not into_edited)
-    ld_c, ld_e = (
-        logit_diff(cands, run_c.logits, clean, edited),
-        logit_diff(cands, run_e.logits, clean, edited),
-    )
+    ld_c, ld_e = cands.logit_diff(run_c.logits, clean, edited), cands.logit_diff(run_e.logits, clean, edited)
     target, source = (run_e, run_c) if into_edited else (run_c, run_e)
     effect = torch.zeros(len(items), vlm.num_layers, vlm.num_heads, dtype=torch.float64)
-    jobs = (
-        Jobs.grid(len(items), vlm.num_layers, vlm.num_heads)
+    patches = (
+        head_grid(len(items), vlm.num_layers, vlm.num_heads)
         if heads is None
-        else Jobs.for_heads(len(items), heads)
+        else head_patches(len(items), heads)
     )
-    for b, logits in run_jobs(vlm, target, jobs, patch_value(source.heads), batch_size, prefix):
-        ld = logit_diff(cands, logits, clean, edited, b.example)
-        effect[b.example, b.layer, b.head] = ld - ld_e[b.example] if into_edited else ld_c[b.example] - ld
+    for idx, logits in patched_logits(
+        vlm, target, patches, head_source_setter(source.heads), batch_size, prefix
+    ):
+        example, layer, head = head_coords([patches[i] for i in idx])
+        ld = cands.logit_diff(logits, clean, edited, example)
+        effect[example, layer, head] = ld - ld_e[example] if into_edited else ld_c[example] - ld
     return {"signed": (effect, ld_c - ld_e, torch.ones(len(items), dtype=torch.bool))}
 
 

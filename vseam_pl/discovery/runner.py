@@ -21,18 +21,16 @@ from typing import Any
 import torch
 
 from ..distributed import all_reduce_sum, dist_info
-from ..encoding import encode
-from ..interventions import ABLATION_MODES, capture, check_replay, head_output_means
+from ..interventions import ABLATION_MODES
 from ..io import write_atomic, write_json
-from ..pairs import PairItem, images_of, pair_digest, prepare_pairs
+from ..pairs import PairItem, pair_digest
 from ..plotting import save_png
-from ..prompts import DEFAULT_INSTRUCTION
 from ..records import ImagePair
-from ..vlm import VLM, UnsupportedModelError
-from .ablation import ablation_stats
-from .atp import NODES, atp_star_stats
-from .attribution import attribution_stats
-from .data import CandidateIndex, group_keys
+from ..vlm import VLM
+from .atp import NODES
+from .data import group_keys
+from .items import chunks, dataset_means, prepare_items, replay_prefix_ok, vseam_filter
+from .methods import METHODS, foreign_settings, get_method
 from .overlap import overlap_analysis
 from .patching import (
     DIRECTIONS,
@@ -40,21 +38,13 @@ from .patching import (
     EditEffectWarning,
     edit_effect_warnings,
     normalise,
-    patching_stats,
 )
 from .plots import heatmap, layer_profiles, overlap_plot, profile_plot
-from .release import PROTOCOLS, ReleaseItem, prepare_release
-from .scores import TOP_K, Accumulator, ChunkStats, HeadScores
+from .release import PROTOCOLS
+from .scores import TOP_K, Accumulator, HeadScores
 
-METHODS: tuple[str, ...] = ("ablation", "patching", "attribution", "atp_star")
 #: sink(tag, matplotlib figure), called for every figure written (e.g. to log it to TensorBoard).
 FigureSink = Callable[[str, Any], None]
-STATS: dict[str, tuple[str, ...]] = {
-    "ablation": ("signed", "positive", "negative"),
-    "patching": ("signed",),
-    "attribution": ("signed",),
-    "atp_star": ("signed", "magnitude"),
-}
 
 
 @dataclass
@@ -97,8 +87,7 @@ class DiscoveryConfig:
     """atp_star: head outputs or q/k/v nodes"""
 
     def validate(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"unknown discovery method {self.method!r}; expected one of {METHODS}")
+        get_method(self.method)  # a registered method, or a ValueError naming them
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"unknown protocol {self.protocol!r}; expected one of {PROTOCOLS}")
         if self.patching_norm not in NORMALIZATIONS:
@@ -107,7 +96,7 @@ class DiscoveryConfig:
             )
         if self.protocol == "release":
             release_only = {
-                "method": ("ablation",),
+                "method": tuple(name for name, m in METHODS.items() if m.release),
                 "ablation_mode": ("mean_others", "zero"),
                 "ablation_image": ("clean",),
                 "filter": (False,),
@@ -147,105 +136,14 @@ class DiscoveryResult:
     outputs: dict[str, Path] = field(default_factory=dict)
 
 
-def chunks(items: Sequence[PairItem], size: int) -> list[list[PairItem]]:
-    return [list(items[s : s + size]) for s in range(0, len(items), size)]
-
-
-def prepare_items(
-    vlm: VLM, pairs: Sequence[ImagePair], protocol: str = "default", instruction: str | None = None
-) -> list[PairItem] | list[ReleaseItem]:
-    """Pairs ready for scoring under `protocol` (`instruction`: None = the protocol's own, "" = none)."""
-    if protocol == "release":
-        return prepare_release(vlm, pairs, instruction)
-    return prepare_pairs(vlm, pairs, DEFAULT_INSTRUCTION if instruction is None else (instruction or None))
-
-
-# -- the V-SEAM filter -------------------------------------------------------------------------------------------
-@torch.no_grad()
-def predictions(vlm: VLM, items: Sequence[PairItem], which: str, pair_batch: int) -> torch.Tensor:
-    """Index of the highest-scoring candidate on the clean or edited image, per item."""
-    out = []
-    for chunk in chunks(items, pair_batch):
-        run = capture(vlm, encode(vlm, [it.prompt for it in chunk], images_of(chunk, which)), residuals=False)
-        out.append(CandidateIndex.of(chunk).logprobs(run.logits).argmax(dim=1).cpu())
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
-
-
-def vseam_filter(vlm: VLM, items: Sequence[PairItem], pair_batch: int) -> tuple[list[PairItem], torch.Tensor]:
-    """Keep pairs the model answers right on the clean image and wrong on the edited one.
-
-    "Wrong on edited" is `prediction != edited_answer` when the manifest knows it, else "still gives the clean
-    answer" (the edit was meant to change it). Returns the kept items and counts `[total, right_on_clean,
-    wrong_on_edited, kept]`.
-    """
-    if not items:
-        return [], torch.zeros(4, dtype=torch.float64)
-    clean = predictions(vlm, items, "clean", pair_batch)
-    edited = predictions(vlm, items, "edited", pair_batch)
-    right = torch.tensor([int(c) == it.correct for c, it in zip(clean, items, strict=True)])
-    wrong = torch.tensor(
-        [
-            int(e) != it.edited if it.edited is not None else int(e) == it.correct
-            for e, it in zip(edited, items, strict=True)
-        ]
-    )
-    keep = right & wrong
-    kept = [it for it, k in zip(items, keep.tolist(), strict=True) if k]
-    counts = torch.tensor(
-        [len(items), int(right.sum()), int(wrong.sum()), int(keep.sum())], dtype=torch.float64
-    )
-    return kept, counts
-
-
-# -- scoring ------------------------------------------------------------------------------------------------------
-def dataset_means(vlm: VLM, items: Sequence[PairItem], which: str, pair_batch: int) -> torch.Tensor:
-    """Mean head outputs `[L, H, D]` over the images of all pairs (every rank computes the same)."""
-
-    def batches():
-        for chunk in chunks(items, pair_batch):
-            enc = encode(vlm, [it.prompt for it in chunk], images_of(chunk, which))
-            yield enc.to(vlm.device, vlm.model.dtype).inputs
-
-    return head_output_means(vlm, batches()).to(vlm.device)
-
-
-def replay_prefix_ok(vlm: VLM, items: Sequence[PairItem], which: str, middle: bool = True) -> bool:
-    """Whether this decoder can be replayed from a middle layer (else intervened rows run from layer 0). The replay
-    from the input embeddings is always checked; `middle=False` (methods that only replay from layer 0) skips the
-    middle-layer check and returns False."""
-    chunk = list(items[:2])
-    run = capture(vlm, encode(vlm, [it.prompt for it in chunk], images_of(chunk, which)), residuals=True)
-    if not check_replay(vlm, run, starts=(0,)):
-        raise UnsupportedModelError(
-            f"{vlm.name}: re-running its decoder from the input embeddings does not reproduce "
-            "the model's logits; head discovery cannot batch interventions for it"
-        )
-    return middle and check_replay(vlm, run, starts=(vlm.num_layers // 2,))
-
-
-def score_chunk(
-    vlm: VLM, chunk: Sequence[PairItem], cfg: DiscoveryConfig, means: torch.Tensor | None, prefix: bool
-) -> ChunkStats:
-    if cfg.method == "ablation":
-        return ablation_stats(
-            vlm, chunk, cfg.ablation_mode, means, cfg.batch_size, cfg.ablation_image, prefix
-        )
-    if cfg.method == "patching":
-        return patching_stats(vlm, chunk, cfg.batch_size, cfg.direction, prefix)
-    if cfg.method == "atp_star":
-        return atp_star_stats(vlm, chunk, cfg.direction, cfg.atp_nodes)
-    return attribution_stats(vlm, chunk, cfg.direction)
-
-
 def fingerprint(
     vlm: VLM, items: Sequence[PairItem], cfg: DiscoveryConfig, rank: int, world: int
 ) -> dict[str, Any]:
     """What must match for partial results to be resumed, by part (so a mismatch can say what changed): the model,
     the method's settings (batch_size only changes float rounding: not included), the sharding, and a digest of
     every pair's contents and image bytes (`pair_digest`), in order."""
-    semantic = {k: v for k, v in asdict(cfg).items() if k not in ("batch_size", "top_k")}
-    if cfg.method != "atp_star":
-        semantic.pop("atp_nodes")
+    skip = {"batch_size", "top_k", *foreign_settings(cfg.method)}
+    semantic = {k: v for k, v in asdict(cfg).items() if k not in skip}
     return {
         "model": [vlm.name, vlm.num_layers, vlm.num_heads],
         "settings": semantic,
@@ -300,7 +198,8 @@ def run_discovery(
     shard = items[rank::world]
     state_path = Path(out_dir) / "partial" / f"rank{rank}-of-{world}.pt" if out_dir is not None else None
     fp = fingerprint(vlm, items, cfg, rank, world) if state_path is not None else {}
-    acc = Accumulator(groups, STATS[cfg.method], vlm.num_layers, vlm.num_heads, small=cfg.min_edit_effect)
+    m = get_method(cfg.method)
+    acc = Accumulator(groups, m.stats, vlm.num_layers, vlm.num_heads, small=cfg.min_edit_effect)
     state = _load_state(state_path, fp) if resume and state_path is not None else None
     start = time.perf_counter()
 
@@ -316,19 +215,19 @@ def run_discovery(
         done = 0
         if state_path is not None:  # the filter's verdicts are part of the state: a resume does not redo them
             _save_state(state_path, fp, kept, filter_counts, acc, done)
-    image = cfg.ablation_image if cfg.method == "ablation" else "edited"
+    image = cfg.ablation_image if m.ablates else "edited"
     means = None
-    if cfg.method == "ablation" and cfg.ablation_mode == "dataset_mean":
+    if m.ablates and cfg.ablation_mode == "dataset_mean":
         means = dataset_means(vlm, items, cfg.ablation_image, cfg.pair_batch)
     # every method checks the start-0 replay against the full forward; only the exact methods replay from a middle layer
-    prefix = replay_prefix_ok(vlm, items, image, middle=cfg.method in ("ablation", "patching"))
+    prefix = replay_prefix_ok(vlm, items, image, middle=m.exact)
 
     todo = chunks(kept, cfg.pair_batch)
     computed = 0
     for c in range(done, len(todo)):
         chunk = todo[c]
-        stats, edits = score_chunk(vlm, chunk, cfg, means, prefix), None
-        if cfg.method in ("patching", "attribution", "atp_star"):  # AtP*'s magnitude stays in LD units
+        stats, edits = m.score(vlm, chunk, cfg, means, prefix), None
+        if m.normalised:  # `signed` only: AtP*'s magnitude stays in LD units
             normed, edits = normalise({"signed": stats["signed"]}, cfg.patching_norm)
             stats = {**stats, **normed}
         acc.add([it.groups for it in chunk], stats, edits)
@@ -360,7 +259,7 @@ def run_discovery(
         "seconds": round(time.perf_counter() - start, 3),
     }
     scores = acc.scores(cfg.method, meta, protocol=cfg.protocol)
-    if cfg.method in ("patching", "attribution"):
+    if m.warns_edit_effect:
         scores.meta["warnings"] = edit_effect_warnings(scores.counts, cfg.patching_norm, cfg.min_edit_effect)
         for message in scores.meta["warnings"] if rank == 0 else []:
             warnings.warn(message, EditEffectWarning, stacklevel=2)

@@ -22,6 +22,8 @@ from safetensors.torch import save_file
 
 from ..distributed import all_reduce_sum, dist_info
 from ..io import write_atomic, write_json
+from ..ranking import RankedHead, rank_heads
+from .methods import METHODS
 
 #: stat name -> (num [E, L, H], den [E], include [E] bool) for one chunk of examples.
 ChunkStats = dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
@@ -56,9 +58,10 @@ CLOSED_FORM_DEFAULTS: dict[str, dict[str, Any]] = {
 
 
 def gain_negative(method: str, protocol: str) -> bool:
-    """Whether the `negative` statistic is a non-negative gain (release ablation: larger = more negative head)
-    rather than a signed effect (more negative = more negative head)."""
-    return method == "ablation" and protocol == "release"
+    """Whether the `negative` statistic is a non-negative gain (the release protocol of a method that runs under
+    it, i.e. ablation: larger = more negative head) rather than a signed effect (more negative = more negative
+    head)."""
+    return protocol == "release" and method in METHODS and METHODS[method].release
 
 
 class Accumulator:
@@ -185,29 +188,28 @@ class HeadScores:
             return self.scores[group][stat], which == 1 and stat == "negative" and self.negative_is_gain
         return self.signed(group), False
 
-    def positive_heads(self, group: str = "all", k: int = TOP_K) -> list[tuple[int, int, float]]:
+    def positive_heads(self, group: str = "all", k: int = TOP_K) -> list[RankedHead]:
         """The K heads with the largest positive scores, `(layer, head, score)`, best first."""
-        return _top(self._ranking(group, 0)[0], k, largest=True)
+        return rank_heads(self._ranking(group, 0)[0], k, "largest", signed=True)
 
-    def negative_heads(self, group: str = "all", k: int = TOP_K) -> list[tuple[int, int, float]]:
+    def negative_heads(self, group: str = "all", k: int = TOP_K) -> list[RankedHead]:
         """The K most negative heads, most negative first: the most negative signed scores, or under the release
         protocol's ablation the largest `negative` gains (reported as those non-negative gains)."""
         score, gain = self._ranking(group, 1)
-        return _top(score, k, largest=gain)
+        return rank_heads(score, k, "largest" if gain else "smallest", signed=True)
 
     @property
     def negative_is_gain(self) -> bool:
         return gain_negative(self.method, self.protocol)
 
-    def ranked_heads(
-        self, group: str = "all", kind: str = "positive", k: int = TOP_K
-    ) -> list[tuple[int, int, float]]:
+    def ranked_heads(self, group: str = "all", kind: str = "positive", k: int = TOP_K) -> list[RankedHead]:
         """Exactly K heads (fewer only when the grid is smaller) in ranking order, whatever their score's sign
-        (for fixed-size head sets; `positive_heads` / `negative_heads` stop at the first score of the wrong sign)."""
+        (for fixed-size head sets; `positive_heads` / `negative_heads` stop at the first score of the wrong sign).
+        Ties and NaN scores rank as :mod:`vseam_pl.ranking` says."""
         if kind not in ("positive", "negative"):
             raise ValueError(f"kind must be 'positive' or 'negative', got {kind!r}")
         score, gain = self._ranking(group, 0 if kind == "positive" else 1)
-        return _top(score, k, kind == "positive" or gain, signed_only=False)
+        return rank_heads(score, k, "largest" if kind == "positive" or gain else "smallest")
 
     # -- persistence -----------------------------------------------------------------------------------------
     def summary(self, k: int = TOP_K) -> dict[str, Any]:
@@ -275,20 +277,6 @@ class HeadScores:
         )
 
 
-def _top(
-    score: torch.Tensor, k: int, largest: bool, signed_only: bool = True
-) -> list[tuple[int, int, float]]:
-    flat = score.flatten().nan_to_num(0.0)
-    order = torch.argsort(flat, descending=largest, stable=True)
-    out = []
-    for idx in order.tolist():
-        v = float(flat[idx])
-        if len(out) >= k or (signed_only and (v <= 0 if largest else v >= 0)):
-            break
-        out.append((idx // score.shape[1], idx % score.shape[1], v))
-    return out
-
-
 def closed_form_settings(
     protocol: str = "default",
     lam: float | None = None,
@@ -342,7 +330,8 @@ def init_scales_from_scores(
         neg = scores.negative_heads(group, k)
     else:
         score = scores
-        pos, neg = _top(score, k, True), _top(score, k, False)
+        pos = rank_heads(score, k, "largest", signed=True)
+        neg = rank_heads(score, k, "smallest", signed=True)
     score = score.float().nan_to_num(0.0)
     if rule == "closed_form":
         c = closed_form_settings(protocol or "default", lam, clip, eps, normalize)

@@ -33,6 +33,7 @@ from ..records import ImagePair
 from ..stats import bootstrap_ci, mcnemar_exact, paired_permutation_test
 from ..vlm import VLM
 from .ablation import Item, scorer_for
+from .items import prepare_items, replay_prefix_ok
 from .scores import TOP_K, HeadScores
 
 SET_MODES: tuple[str, ...] = ("zero", "mean_others")
@@ -199,8 +200,6 @@ def run_set_ablation(
 
     Not sharded: under DDP every rank computes every set (cheap next to single-head scoring) and rank 0 writes.
     """
-    from .runner import prepare_items, replay_prefix_ok
-
     cfg = config or SetAblationConfig()
     if scores.shape != (vlm.num_layers, vlm.num_heads):
         raise ValueError(

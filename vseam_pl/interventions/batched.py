@@ -1,14 +1,15 @@
-"""The batched intervention engine: many interventions in one forward, one per batch row.
+"""The batched patching engine: many interventions in one forward, one per batch row, for discovery and tracing alike.
+
+An intervention is a :class:`Patch`: in example `example`'s run, overwrite a :class:`Site` — a named hook point of
+one decoder layer (`head`, `resid`, `attn`, `mlp`, :mod:`.sites`) and an index into its activation (a head, some
+positions) — with the value a :data:`Setter` gives (TransformerLens's hook name + index, pyvene's setter). Discovery
+patches or ablates one head per row (:func:`head_grid`, :func:`ablation_setter`, :func:`head_source_setter`),
+tracing copies the clean run's activation at some positions into the edited run (:func:`copy_setter`).
 
 Exact discovery needs one intervened forward per (layer, head, example), tracing one per (site, layer, positions).
-Instead of that many forwards at batch size 1, the interventions are laid out as the rows of large batches, ordered
-by layer so that each batch replays the decoder from the lowest layer it touches (:mod:`.replay`), and one hook per
-(site, layer) rewrites only the rows that target it (:func:`rows_hook`). Two layouts share that hook:
-
-- :class:`Jobs` (discovery): row i rewrites head `head[i]` of layer `layer[i]` for example `example[i]` with a
-  :data:`ValueFn` (:func:`ablation_value`, :func:`patch_value`); :func:`run_jobs` runs them;
-- :class:`PatchSpec` (tracing): row i copies another run's activation at (`site`, `layer`, `positions`) into one
-  example; :func:`patched_metrics` runs them and reduces each row's logits with a metric.
+Instead of that many forwards at batch size 1, :func:`patched_logits` lays the patches out as the rows of large
+batches, ordered by layer so that each batch replays the decoder from the lowest layer it touches (:mod:`.replay`),
+with one hook per (hook point, layer) rewriting only the rows that target it.
 """
 
 from __future__ import annotations
@@ -23,193 +24,158 @@ import torch
 from ..vlm import VLM
 from .ablation import replacement
 from .replay import DecoderRun, run_rows
-from .sites import HookFn, hooks
-
-#: edit(x) rewrites some rows of the (already cloned) activation x in place.
-RowEdit = Callable[[torch.Tensor], None]
-
-
-def rows_hook(plan: dict[int, list[RowEdit]]) -> HookFn:
-    """A hook function applying, at each layer of `plan`, its row edits to one copy of the activation."""
-
-    def fn(layer: int, x: torch.Tensor) -> torch.Tensor | None:
-        if layer not in plan:
-            return None
-        x = x.clone()
-        for edit in plan[layer]:
-            edit(x)
-        return x
-
-    return fn
-
-
-# -- head jobs (discovery) ------------------------------------------------------------------------------------
-
-
-@dataclass
-class Jobs:
-    """Row i intervenes on head `head[i]` of layer `layer[i]` for example `example[i]`."""
-
-    layer: torch.Tensor
-    head: torch.Tensor
-    example: torch.Tensor
-
-    def __len__(self) -> int:
-        return int(self.layer.numel())
-
-    @classmethod
-    def grid(cls, num_examples: int, num_layers: int, num_heads: int) -> Jobs:
-        """Every (layer, head) for every example, ordered by layer, then head, then example."""
-        layer, head, example = torch.meshgrid(
-            torch.arange(num_layers), torch.arange(num_heads), torch.arange(num_examples), indexing="ij"
-        )
-        return cls(layer.flatten(), head.flatten(), example.flatten())
-
-    @classmethod
-    def for_heads(cls, num_examples: int, heads: list[tuple[int, int]]) -> Jobs:
-        """Only the given (layer, head)s for every example, ordered like :meth:`grid`."""
-        rows = [(layer, head, e) for layer, head in sorted(set(heads)) for e in range(num_examples)]
-        layer, head, example = (torch.tensor(c, dtype=torch.long) for c in zip(*rows, strict=True))
-        return cls(layer, head, example)
-
-    def batches(self, batch_size: int) -> Iterator[Jobs]:
-        for s in range(0, len(self), batch_size):
-            yield Jobs(
-                self.layer[s : s + batch_size],
-                self.head[s : s + batch_size],
-                self.example[s : s + batch_size],
-            )
-
-    @property
-    def start(self) -> int:
-        """The first layer any row touches: nothing before it differs from the unintervened run."""
-        return int(self.layer.min())
-
-    def layers(self) -> list[int]:
-        return sorted(set(self.layer.tolist()))
-
-
-#: value(layer, head, z_rows, examples) -> the new output [n, T, D] of `head` for n rows, given their activations
-#: z_rows [n, T, H, D] and the example index of each row [n].
-ValueFn = Callable[[int, int, torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def per_row_hook(jobs: Jobs, value: ValueFn) -> HookFn:
-    """A `head`-site function that sets, in each row, its job's head to `value(...)` at its job's layer."""
-    plan: dict[int, list[RowEdit]] = defaultdict(list)
-    for layer in jobs.layers():
-        at_layer = jobs.layer == layer
-        for head in sorted(set(jobs.head[at_layer].tolist())):
-            rows = torch.nonzero(at_layer & (jobs.head == head)).flatten()
-            plan[layer].append(_head_edit(layer, head, rows, jobs.example[rows], value))
-    return rows_hook(plan)
-
-
-def _head_edit(layer: int, head: int, rows: torch.Tensor, examples: torch.Tensor, value: ValueFn) -> RowEdit:
-    def edit(z: torch.Tensor) -> None:
-        r = rows.to(z.device)
-        z[r, :, head, :] = value(layer, head, z[r], examples)
-
-    return edit
-
-
-def ablation_value(mode: str, means: torch.Tensor | None = None) -> ValueFn:
-    """Ablated head output via :func:`.ablation.replacement` (`means`: [L, H, D] for dataset_mean)."""
-
-    def value(layer: int, head: int, z: torch.Tensor, examples: torch.Tensor) -> torch.Tensor:
-        idx = torch.tensor([head], device=z.device)
-        return replacement(z, idx, mode, None if means is None else means[layer]).squeeze(-2)
-
-    return value
-
-
-def patch_value(source: dict[int, torch.Tensor]) -> ValueFn:
-    """The head's output in another run (`source[layer]`: [E, T, H, D]) of each row's example."""
-
-    def value(layer: int, head: int, z: torch.Tensor, examples: torch.Tensor) -> torch.Tensor:
-        return source[layer][examples.to(z.device), :, head, :].to(z.dtype)
-
-    return value
-
-
-def run_jobs(
-    vlm: VLM, run: DecoderRun, jobs: Jobs, value: ValueFn, batch_size: int, prefix: bool = True
-) -> Iterator[tuple[Jobs, torch.Tensor]]:
-    """Each batch of `jobs` and its last-position logits `[R, V]` on the rows of `run`, replayed from the batch's
-    first layer (`prefix`; else from layer 0, for decoders whose mid-layer replay is not exact)."""
-    for b in jobs.batches(batch_size):
-        yield b, run_rows(vlm, run, b.example, b.start if prefix else 0, per_row_hook(b, value), b.layers())
-
-
-# -- site patches (tracing) -----------------------------------------------------------------------------------
+from .sites import SITES, HookFn, hooks
 
 
 @dataclass(frozen=True)
-class PatchSpec:
-    """Copy the source run's activation at (`site`, `layer`, `positions`) into the target run."""
+class Site:
+    """Where a patch writes: hook point `hook` of decoder layer `layer`, at head `head` (the `head` hook's
+    `z[..., head, :]`; None = the whole activation) and sequence `positions` (None = every position)."""
 
-    site: str
+    hook: str
     layer: int
-    positions: tuple[int, ...]
+    head: int | None = None
+    positions: tuple[int, ...] | None = None
+
+    def index(self) -> tuple:
+        """The index of the patched part in a batch of activations `[n, T, ...]`."""
+        pos = slice(None) if self.positions is None else list(self.positions)
+        return (slice(None), pos) if self.head is None else (slice(None), pos, self.head)
 
 
-def _copy_edit(rows: torch.Tensor, mask: torch.Tensor, source: torch.Tensor) -> RowEdit:
-    """Rows `rows` take `source` [T, ...] where their mask [n, T] is set."""
+@dataclass(frozen=True)
+class Patch:
+    """One batch row: example `example` of the run, with `site` overwritten."""
 
-    def edit(x: torch.Tensor) -> None:
-        r, m = rows.to(x.device), mask.to(x.device)
-        m = m.view(*m.shape, *([1] * (x.dim() - 2)))
-        x[r] = torch.where(m, source.to(x).unsqueeze(0), x[r])
-
-    return edit
+    example: int
+    site: Site
 
 
-@torch.no_grad()
-def patched_metrics(
+#: set(site, x, examples) -> the new value of `x[site.index()]`, given the rows' activations `x [n, T, ...]` at the
+#: site's hook and layer and the example of each row `[n]` (all rows share the site).
+Setter = Callable[[Site, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def head_grid(num_examples: int, num_layers: int, num_heads: int) -> list[Patch]:
+    """Every (layer, head) at the `head` hook for every example, ordered by layer, then head, then example."""
+    return [
+        Patch(e, Site("head", layer, head))
+        for layer in range(num_layers)
+        for head in range(num_heads)
+        for e in range(num_examples)
+    ]
+
+
+def head_patches(num_examples: int, heads: Sequence[tuple[int, int]]) -> list[Patch]:
+    """Only the given (layer, head)s for every example, ordered like :func:`head_grid`."""
+    return [
+        Patch(e, Site("head", layer, head)) for layer, head in sorted(set(heads)) for e in range(num_examples)
+    ]
+
+
+def head_coords(patches: Sequence[Patch]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Example, layer and head `[R]` of each of a batch of `head`-hook patches (to scatter their results)."""
+    return (
+        torch.tensor([p.example for p in patches]),
+        torch.tensor([p.site.layer for p in patches]),
+        torch.tensor([p.site.head for p in patches]),
+    )
+
+
+def ablation_setter(mode: str, means: torch.Tensor | None = None) -> Setter:
+    """The ablated head output, :func:`.ablation.replacement` (`means`: [L, H, D] for dataset_mean)."""
+
+    def value(site: Site, z: torch.Tensor, examples: torch.Tensor) -> torch.Tensor:
+        idx = torch.tensor([site.head], device=z.device)
+        return replacement(z, idx, mode, None if means is None else means[site.layer]).squeeze(-2)
+
+    return value
+
+
+def head_source_setter(source: dict[int, torch.Tensor]) -> Setter:
+    """The head's output in another run of each row's example (`source[layer]`: [E, T, H, D])."""
+
+    def value(site: Site, z: torch.Tensor, examples: torch.Tensor) -> torch.Tensor:
+        return source[site.layer][examples.to(z.device), :, site.head, :].to(z.dtype)
+
+    return value
+
+
+def copy_setter(sources: dict[str, torch.Tensor]) -> Setter:
+    """One source example's activation (`sources[hook]`: [L, T, ...], e.g. the clean run's) at the site."""
+
+    def value(site: Site, x: torch.Tensor, examples: torch.Tensor) -> torch.Tensor:
+        if site.hook not in sources:
+            raise ValueError(f"no source activations cached for site {site.hook!r}")
+        return sources[site.hook][site.layer][site.index()[1:]].to(x)
+
+    return value
+
+
+def _check(site: Site, vlm: VLM, seq: int) -> None:
+    if site.hook not in SITES:
+        raise ValueError(f"unknown hook site {site.hook!r}; expected one of {SITES}")
+    if (site.head is None) == (site.hook == "head"):
+        raise ValueError(f"{site}: a head is given exactly for the 'head' hook")
+    if site.head is not None and not 0 <= site.head < vlm.num_heads:
+        raise IndexError(f"{site}: head outside {vlm.name}'s {vlm.num_heads} heads")
+    if site.positions is not None and not all(0 <= p < seq for p in site.positions):
+        raise IndexError(f"patch positions {site.positions} outside a {seq}-token sequence")
+
+
+def _plan(batch: Sequence[Patch], setter: Setter) -> dict[str, dict[int, HookFn]]:
+    """Per hook point and layer, a hook function that applies every row's patch at that layer to one copy."""
+    rows: dict[Site, list[int]] = defaultdict(list)
+    for r, patch in enumerate(batch):
+        rows[patch.site].append(r)
+    examples = torch.tensor([p.example for p in batch])
+    edits: dict[str, dict[int, list[tuple[Site, torch.Tensor]]]] = defaultdict(lambda: defaultdict(list))
+    for site, r in rows.items():
+        edits[site.hook][site.layer].append((site, torch.tensor(r)))
+
+    def at(hook: str) -> HookFn:
+        def fn(layer: int, x: torch.Tensor) -> torch.Tensor | None:
+            if layer not in edits[hook]:
+                return None
+            x = x.clone()
+            for site, r in edits[hook][layer]:
+                r = r.to(x.device)
+                part = x[r]
+                part[site.index()] = setter(site, part, examples[r.cpu()])
+                x[r] = part
+            return x
+
+        return fn
+
+    return {hook: at(hook) for hook in edits}
+
+
+def patched_logits(
     vlm: VLM,
     run: DecoderRun,
-    sources: dict[str, torch.Tensor],
-    specs: Sequence[PatchSpec],
-    metric: Callable[[torch.Tensor], torch.Tensor],
-    batch_size: int = 32,
-    row: int = 1,
+    patches: Sequence[Patch],
+    setter: Setter,
+    batch_size: int,
     from_layer: bool = True,
-) -> torch.Tensor:
-    """`metric` of every patch applied to row `row` of `run`, one batch row per spec: `[len(specs), ...]` (CPU).
+) -> Iterator[tuple[list[int], torch.Tensor]]:
+    """For each batch: the indices (into `patches`) of its rows and their last-position logits `[R, V]`.
 
-    `sources[site]` holds the source run's activations `[L, T, ...]` at that site; `metric` maps last-position
-    logits `[R, V]` to `[R, ...]`. Specs are run in layer order so each batch replays the decoder from its first
-    patched layer (`from_layer`; nothing before it can change).
+    Patches run in layer order (stable), so each batch replays the decoder from its first patched layer
+    (`from_layer`; else from layer 0, for decoders whose mid-layer replay is not exact): nothing before it changes.
     """
     seq = int(run.embeds.shape[1])
-    order = sorted(range(len(specs)), key=lambda i: specs[i].layer)
-    out: torch.Tensor | None = None
+    for patch in patches:
+        _check(patch.site, vlm, seq)
+    order = sorted(range(len(patches)), key=lambda i: patches[i].site.layer)
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        chunk = [specs[i] for i in idx]
-        by_site: dict[str, dict[int, list[tuple[int, tuple[int, ...]]]]] = defaultdict(
-            lambda: defaultdict(list)
-        )
-        for r, spec in enumerate(chunk):
-            if spec.site not in sources:
-                raise ValueError(f"no source activations cached for site {spec.site!r}")
-            if not all(0 <= p < seq for p in spec.positions):
-                raise IndexError(f"patch positions {spec.positions} outside a {seq}-token sequence")
-            by_site[spec.site][spec.layer].append((r, spec.positions))
+        batch = [patches[i] for i in idx]
+        plan = _plan(batch, setter)
         with ExitStack() as stack:  # hooks are registered before run_rows cuts the layer list
-            for site, by_layer in by_site.items():
-                plan: dict[int, list[RowEdit]] = {}
-                for layer, items in by_layer.items():
-                    mask = torch.zeros(len(items), seq, dtype=torch.bool)
-                    for i, (_, positions) in enumerate(items):
-                        mask[i, list(positions)] = True
-                    rows = torch.tensor([r for r, _ in items])
-                    plan[layer] = [_copy_edit(rows, mask, sources[site][layer])]
-                stack.enter_context(hooks(vlm, site, rows_hook(plan), sorted(plan)))
-            first = min(s.layer for s in chunk) if from_layer else 0
-            logits = run_rows(vlm, run, torch.full((len(chunk),), row, dtype=torch.long), start=first)
-        values = metric(logits).cpu()
-        if out is None:
-            out = torch.empty(len(specs), *values.shape[1:], dtype=values.dtype)
-        out[idx] = values
-    return out if out is not None else torch.zeros(0)
+            for hook, fn in plan.items():
+                layers = sorted({p.site.layer for p in batch if p.site.hook == hook})
+                stack.enter_context(hooks(vlm, hook, fn, layers))
+            first = min(p.site.layer for p in batch) if from_layer else 0
+            examples = torch.tensor([p.example for p in batch], dtype=torch.long)
+            logits = run_rows(vlm, run, examples, start=first)
+        yield idx, logits

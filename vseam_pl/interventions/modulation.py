@@ -194,9 +194,9 @@ class HeadModulation(nn.Module):
         """Read scales back from a peft IA3 adapter folder (`python -m vseam_pl.export --format peft`).
 
         Refuses adapters that are not IA3 on every decoder `o_proj` input, or whose values within a head differ
-        (a per-channel IA3 adapter has no per-head equivalent); see `vseam_pl.peft_adapter`.
+        (a per-channel IA3 adapter has no per-head equivalent); see :mod:`.peft`.
         """
-        from ..peft_adapter import scales_from_peft
+        from .peft import scales_from_peft
 
         mod = cls.for_vlm(vlm)
         with torch.no_grad():

@@ -18,14 +18,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from ..encoding import Encoded
 from ..vlm import VLM, UnsupportedModelError
-from .sites import HookFn, hooks
+from .sites import HookFn, cache, hooks
+
+# interventions import nothing above them (tests/test_layers.py): an Encoded is only a type hint here
+if TYPE_CHECKING:
+    from ..encoding import Encoded
 
 
 @dataclass
@@ -89,6 +92,24 @@ def select_rows(key: str, value: Any, rows: torch.Tensor, batch: int) -> Any:
     raise UnsupportedModelError(
         f"decoder argument {key!r} of shape {tuple(value.shape)} is not batch-first for {batch} examples; "
         "discovery and tracing cannot replay this decoder"
+    )
+
+
+def forward_logits(vlm: VLM, enc: Encoded) -> torch.Tensor:
+    """Logits [B, T, V] for an encoded batch (moved to the model's device/dtype)."""
+    moved = enc.to(vlm.device, vlm.model.dtype if vlm.model.dtype.is_floating_point else None)
+    return vlm.model(**moved.inputs).logits
+
+
+def last_prompt_activations(vlm: VLM, enc: Encoded, site: str) -> torch.Tensor:
+    """`site` of every decoder layer at each row's last prompt token (where the answer is predicted), from one
+    forward of `enc`: `[B, L, ...]`, float32 on the CPU."""
+    with cache(vlm, (site,)) as store:
+        forward_logits(vlm, enc)
+    acts = store[site]
+    rows, pos = torch.arange(enc.batch_size), enc.last_prompt_positions()
+    return torch.stack(
+        [acts[layer][rows, pos.to(acts[layer].device)].float().cpu() for layer in sorted(acts)], 1
     )
 
 

@@ -23,8 +23,6 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from ..encoding import Encoded
-from ..scoring import forward_logits
 from ..vlm import VLM
 
 SITES: tuple[str, ...] = ("head", "resid", "attn", "mlp")
@@ -107,15 +105,3 @@ def cache(
 def stack_layers(cached: dict[int, torch.Tensor], row: int) -> torch.Tensor:
     """`{layer: [B, T, ...]}` -> `[L, T, ...]` for one batch row."""
     return torch.stack([cached[layer][row] for layer in sorted(cached)])
-
-
-def last_prompt_activations(vlm: VLM, enc: Encoded, site: str) -> torch.Tensor:
-    """`site` of every decoder layer at each row's last prompt token (where the answer is predicted), from one
-    forward of `enc`: `[B, L, ...]`, float32 on the CPU."""
-    with cache(vlm, (site,)) as store:
-        forward_logits(vlm, enc)
-    acts = store[site]
-    rows, pos = torch.arange(enc.batch_size), enc.last_prompt_positions()
-    return torch.stack(
-        [acts[layer][rows, pos.to(acts[layer].device)].float().cpu() for layer in sorted(acts)], 1
-    )

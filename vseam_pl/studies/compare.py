@@ -603,6 +603,10 @@ def summary_lines(models: list[dict[str, Any]]) -> list[str]:
         line += (
             "; significantly different from zero-shot (p<0.05): " + (", ".join(sig) if sig else "none") + "."
         )
+        trained = [r for r in m["rows"] if r.get("decision")]
+        if trained:
+            kept = sum(r["decision"]["used"] == "identity" for r in trained)
+            line += f" {kept} of {len(trained)} trained runs did not beat the frozen model on validation and kept the identity."
         out.append(line)
     return out
 
@@ -634,7 +638,7 @@ def write_report(models: list[dict[str, Any]], cfg: CompareConfig, command: str)
             f"(`vseam_pl.selection`): it is validated before training and every {cfg.val_every} steps on "
             f"{cfg.val_batches or 'all'} validation batches, the best pass is tested if it beats the frozen model "
             "there (image-clustered permutation p < 0.05), else the identity (the frozen model); the `tested values` "
-            "column says which. Discovery: `{args.discovery_method}` on {args.discovery_pairs} train pairs; the "
+            f"column says which. Discovery: `{cfg.discovery_method}` on {cfg.discovery_pairs} train pairs; the "
             f'closed-form scales are `init_scales_from_scores(scores, rule="closed_form")`; random heads learn as many '
             f"heads as the top-{cfg.top_k} positive + negative discovery heads, and so many heads get learned ITI / "
             "LoFiT vectors. ITI follows honest_llama (`vseam_pl.iti`): a logistic probe per head on whether each "

@@ -13,7 +13,7 @@ from .aggregate import Band, aggregate, mean_band
 from .layer_patching import layer_patching
 from .logit_lens import logit_lens
 from .pair import TracedPair, UntraceablePairError, trace_pair
-from .patching import PatchSpec, Scores, normalised_recovery, run_patches
+from .patching import Scores, normalised_recovery, run_patches
 from .positions import TokenGroups, concept_words, image_positions, token_groups
 from .runner import ANALYSES, ResultStore, TraceResult, parse_analyses, run_tracing
 from .token_patching import token_patching
@@ -21,7 +21,6 @@ from .token_patching import token_patching
 __all__ = [
     "ANALYSES",
     "Band",
-    "PatchSpec",
     "ResultStore",
     "Scores",
     "TokenGroups",

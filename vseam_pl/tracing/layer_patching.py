@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import torch
 
+from ..interventions import Site
 from ..vlm import VLM
 from .pair import TracedPair
-from .patching import PatchSpec, normalised_recovery, run_patches
+from .patching import normalised_recovery, run_patches
 
 GROUPS: tuple[str, ...] = ("image", "text")
 SITES_NEEDED: tuple[str, ...] = ("resid",)
 
 
-def layer_specs(num_layers: int, tp: TracedPair) -> list[PatchSpec]:
+def layer_specs(num_layers: int, tp: TracedPair) -> list[Site]:
     """Row order: group-major, then layer (reshapes to [G, L])."""
     positions = {"image": tuple(tp.groups.image), "text": tuple(tp.groups.text)}
-    return [PatchSpec("resid", layer, positions[g]) for g in GROUPS for layer in range(num_layers)]
+    return [Site("resid", layer, positions=positions[g]) for g in GROUPS for layer in range(num_layers)]
 
 
 def layer_patching(vlm: VLM, tp: TracedPair, batch_size: int = 32) -> dict[str, torch.Tensor]:

@@ -1,9 +1,11 @@
-"""Patched runs scored by the answer: the logit difference LD = log p(clean answer) - log p(edited answer).
+"""Patched runs scored by the answer: the logit difference LD = log p(clean answer) - log p(edited answer), over
+the full vocabulary (:func:`vseam_pl.logit_diff.over_vocabulary`).
 
 Tracing patches three sites of :mod:`vseam_pl.interventions.sites`: `resid` (the residual stream after a layer),
 `attn` (the `o_proj` output) and `mlp`. Many patches run in one forward through the core's batched engine
-(:func:`vseam_pl.interventions.patched_metrics`): the edited run is repeated along the batch and each row gets its
-own (site, layer, positions) patch copied from the clean run's cached activations, replaying only the language
+(:func:`vseam_pl.interventions.patched_logits`): the edited run is repeated along the batch and each row gets its
+own :class:`~vseam_pl.interventions.Site` (hook point, layer, positions) set to the clean run's cached activation
+(:func:`~vseam_pl.interventions.copy_setter`), replaying only the language
 decoder from the first layer a batch patches; the answer is read through the model's own final norm and LM head.
 """
 
@@ -13,12 +15,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
-from ..interventions import DecoderRun, PatchSpec, patched_metrics
+from ..interventions import DecoderRun, Patch, Site, copy_setter, patched_logits
+from ..logit_diff import AnswerLogps, logit_diff, over_vocabulary
 from ..vlm import VLM
 
-__all__ = ["AnswerTokens", "PatchSpec", "Scores", "normalised_recovery", "run_patches"]
+__all__ = ["AnswerTokens", "Scores", "normalised_recovery", "run_patches"]
 
 
 @dataclass
@@ -28,10 +30,10 @@ class AnswerTokens:
     clean: list[int]
     edited: list[int]
 
-    def logps(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(log p(clean answer), log p(edited answer)) under the full next-token distribution of `logits` [..., V]."""
-        logp = F.log_softmax(logits.float(), dim=-1)
-        return logp[..., self.clean].logsumexp(-1), logp[..., self.edited].logsumexp(-1)
+    def logps(self, logits: torch.Tensor) -> AnswerLogps:
+        """(log p(clean answer), log p(edited answer)) under the full next-token distribution of `logits` [..., V]
+        (:func:`vseam_pl.logit_diff.over_vocabulary`)."""
+        return over_vocabulary(logits, self.clean, self.edited)
 
 
 @dataclass
@@ -44,7 +46,7 @@ class Scores:
     @property
     def ld(self) -> torch.Tensor:
         """Logit difference LD = log p(clean answer) - log p(edited answer)."""
-        return self.lp_clean - self.lp_edited
+        return logit_diff((self.lp_clean, self.lp_edited))
 
     @property
     def p_clean(self) -> torch.Tensor:
@@ -55,27 +57,21 @@ def run_patches(
     vlm: VLM,
     run: DecoderRun,
     clean: dict[str, torch.Tensor],
-    specs: Sequence[PatchSpec],
+    sites: Sequence[Site],
     answers: AnswerTokens,
     batch_size: int = 32,
     row: int = 1,
     from_layer: bool = True,
 ) -> Scores:
-    """Score every patch applied to row `row` of `run` (the edited run): one batch row per spec. `clean[site]`
-    holds the clean run's activations `[L, T, ...]` at that site."""
-    if not specs:
+    """Score the clean activation at each of `sites` copied into row `row` of `run` (the edited run): one batch row
+    per site. `clean[hook]` holds the clean run's activations `[L, T, ...]` at that hook point."""
+    if not sites:
         empty = torch.zeros(0)
         return Scores(empty, empty)
-    lps = patched_metrics(
-        vlm,
-        run,
-        clean,
-        specs,
-        lambda logits: torch.stack(answers.logps(logits), -1),
-        batch_size,
-        row,
-        from_layer,
-    )
+    patches = [Patch(row, site) for site in sites]
+    lps = torch.empty(len(sites), 2)
+    for idx, logits in patched_logits(vlm, run, patches, copy_setter(clean), batch_size, from_layer):
+        lps[idx] = torch.stack(answers.logps(logits), -1).cpu()
     return Scores(*lps.T.contiguous())
 
 

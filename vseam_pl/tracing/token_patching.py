@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import torch
 
+from ..interventions import Site
 from ..vlm import VLM
 from .pair import TracedPair
-from .patching import PatchSpec, normalised_recovery, run_patches
+from .patching import normalised_recovery, run_patches
 
 SITES: tuple[str, ...] = ("attn", "mlp")
 ROLES: tuple[str, ...] = ("question", "concept", "final")
 SITES_NEEDED = SITES
 
 
-def token_specs(num_layers: int, positions: list[int]) -> list[PatchSpec]:
+def token_specs(num_layers: int, positions: list[int]) -> list[Site]:
     """Row order: site, layer, position (reshapes to [S, L, P])."""
-    return [PatchSpec(site, layer, (p,)) for site in SITES for layer in range(num_layers) for p in positions]
+    return [
+        Site(site, layer, positions=(p,)) for site in SITES for layer in range(num_layers) for p in positions
+    ]
 
 
 def token_patching(vlm: VLM, tp: TracedPair, batch_size: int = 32) -> tuple[dict[str, torch.Tensor], dict]:

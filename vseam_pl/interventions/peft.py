@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .vlm import VLM
+from ..vlm import VLM
 
 if TYPE_CHECKING:
     from peft import IA3Config, PeftModel
 
-    from .interventions.modulation import HeadModulation
+    from .modulation import HeadModulation
 
 IA3_KEY = "ia3_l"
 #: peft prefixes saved adapter weights with the wrapper's attribute path.
