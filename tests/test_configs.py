@@ -3,16 +3,18 @@ objects are the same fields with the same defaults, and the recipes in configs/ 
 
 from __future__ import annotations
 
+import argparse
 import copy
 import dataclasses
 import inspect
 from pathlib import Path
+from typing import Annotated
 
 import pytest
 import yaml
 
 from callbacks.head_discovery import HeadDiscovery
-from vseam_pl.argparsing import command_options
+from vseam_pl.argparsing import Flag, Flat, command_kwargs, command_options, command_parser
 from vseam_pl.discovery.runner import DiscoveryConfig
 from vseam_pl.discovery.set_ablation import FROM_DISCOVERY, SetAblationConfig, set_ablation_config
 
@@ -238,3 +240,42 @@ def test_edit_flags_are_the_editing_settings():
     assert {k: flags[k] for k in defaults(Sampling)} == defaults(Sampling)
     params = inspect.signature(Inpainter).parameters
     assert {k: params[k].default for k in defaults(Sampling)} == defaults(Sampling)
+
+
+# -- the parser built from a signature ---------------------------------------------------------------------------
+@dataclasses.dataclass
+class _Settings:
+    k: int = 3
+    mode: str = dataclasses.field(default="a", metadata={"choices": ("a", "b")})
+    hidden: float = 0.5
+
+
+def _cmd(
+    path: Annotated[str, Flag(positional=True)],
+    settings: Annotated[_Settings | None, Flat(rename={"mode": "set_mode"}, skip=("hidden",))] = None,
+    levels: list[str] | None = None,
+    clip: tuple[float, float] | None = None,
+    fast: bool = False,
+    rest: Annotated[list[str], Flag(nargs=argparse.REMAINDER)] = (),
+) -> None:
+    """A command.
+
+    Args:
+        fast: go fast
+    """
+
+
+def test_command_parser_spells_typed_parameters_as_the_flags_always_were():
+    """Booleans are switches with a negation, lists take several values, a Flat dataclass's fields are flags of
+    their own (renamed or skipped as asked), REMAINDER keeps every later argument, a positional stays positional."""
+    parser = command_parser(_cmd, "x")
+    ns = parser.parse_args(["p", "--set-mode", "b", "--levels", "u", "v", "--clip", "1", "2", "--fast"])
+    kwargs = command_kwargs(_cmd, ns)
+    assert kwargs["settings"] == _Settings(k=3, mode="b") and kwargs["path"] == "p"
+    assert (kwargs["levels"], kwargs["clip"], kwargs["fast"]) == (["u", "v"], [1.0, 2.0], True)
+    assert command_kwargs(_cmd, parser.parse_args(["p", "--no-fast"]))["fast"] is False
+    assert command_kwargs(_cmd, parser.parse_args(["p", "--rest", "--a.b", "1"]))["rest"] == ["--a.b", "1"]
+    for bad in (["p", "--set_mode", "c"], ["p", "--hidden", "1"], ["p", "--k", "x"], []):
+        with pytest.raises(SystemExit):
+            parser.parse_args(bad)
+    assert "go fast" in parser.format_help()
