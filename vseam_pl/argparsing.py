@@ -167,7 +167,11 @@ def _docs(obj: Any) -> dict[str, str]:
     """Parameter (function) or attribute (dataclass) docstrings by name."""
     try:
         parsed = docstring_parser.parse_from_object(obj)
-    except (OSError, TypeError, docstring_parser.ParseError):  # no source (built interactively): no help texts
+    except (
+        OSError,
+        TypeError,
+        docstring_parser.ParseError,
+    ):  # no source (built interactively): no help texts
         return {}
     return {p.arg_name: " ".join((p.description or "").split()) for p in parsed.params if p.description}
 
