@@ -1,14 +1,17 @@
 """One parser style for every `vseam` command: jsonargparse, one flag spelling (underscores), `-c/--config` YAML.
 
-`train` and `evaluate` are LightningCLIs. The other commands are functions whose signature is their flags
-(`command_parser`; a study's flags are one dataclass's fields, `config_parser`): each parameter is a flag with the parameter's type, default and docstring, and a
-parameter typed `Annotated[SomeConfig, Flat()]` contributes the dataclass's fields as flags of their own, so a
-setting and its default are declared once, in the dataclass or the signature, for the CLI, the callbacks and the
-Python API alike. `ArgumentParser` is a `jsonargparse.ArgumentParser` with what the LightningCLIs have:
-`-c/--config FILE` (a YAML mapping of flag names to values; several files are merged in order and flags given on
-the command line win; an unknown key is an error naming it) and `--print_config`. Every hyphenated long option also
-gets its underscore spelling, which is the documented one (`--batch_size`), so older command lines
-(`--batch-size`) keep working; `underscore_flags` gives the LightningCLIs the same aliases.
+`train` and `evaluate` are LightningCLIs and `export` is `export()`'s signature (jsonargparse's own spelling). The
+other commands are functions whose signature is their flags (`command_parser`), or, for a study, the fields of one
+settings dataclass (`config_parser`): each parameter is a flag with its type, default and docstring, spelled as the
+flags always were (a bool is a switch, a list takes several values), and a parameter typed
+`Annotated[SomeConfig, Flat()]` contributes the dataclass's fields as flags of their own. So a setting and its
+default are declared once, in the dataclass or the signature, for the CLI, the callbacks and the Python API alike.
+
+`ArgumentParser` is a `jsonargparse.ArgumentParser` with what the LightningCLIs have: `-c/--config FILE` (a YAML
+mapping of flag names to values; several files are merged in order and flags given on the command line win; an
+unknown key is an error naming it) and `--print_config`. Every hyphenated long option also gets its underscore
+spelling, which is the documented one (`--batch_size`), so older command lines (`--batch-size`) keep working;
+`underscore_flags` gives the jsonargparse-spelled tools the same aliases.
 """
 
 from __future__ import annotations
