@@ -20,7 +20,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from vseam_pl.discovery.methods import METHODS
 from vseam_pl.discovery.runner import DiscoveryConfig, DiscoveryResult, run_discovery
 from vseam_pl.discovery.scores import apply_init_scales, init_scales_from_scores
-from vseam_pl.discovery.set_ablation import SetAblationConfig, SetAblationResult, run_set_ablation
+from vseam_pl.discovery.set_ablation import SetAblationResult, run_set_ablation, set_ablation_config
 from vseam_pl.interventions.modulation import unmodulated
 from vseam_pl.pairs import load_pairs
 from vseam_pl.records import ImagePair
@@ -32,19 +32,17 @@ class HeadDiscovery(pl.Callback):
 
     Args:
         pairs: a `pairs.jsonl` manifest (or its folder) or a list of :class:`ImagePair`.
-        method: `ablation`, `patching` or `attribution` (see :mod:`vseam_pl.discovery`).
-        protocol: `default` (vseam-pl's scoring) or `release` (the V-SEAM release's; ablation only, and the
-            release's closed-form constants for `init_scales="closed_form"`; see docs/fidelity.md).
-        instruction: appended to each question (None: the protocol's own, "": none).
-        patching_norm, min_edit_effect: patching/attribution normalisation (`sum`, `per_pair`, `none`) and the mean
-            edit effect (nats) below which it warns (see :mod:`vseam_pl.discovery.patching`).
+        discovery: how heads are scored, the same `DiscoveryConfig` as `vseam discover`'s flags (method, protocol,
+            top_k, batch_size, ...; in a YAML recipe a mapping of its fields); default: its defaults.
         out_dir: run folder; default `<trainer.log_dir>/head_discovery`.
+        levels, categories, limit: which pairs (see `load_pairs`).
+        set_ablation: also run set ablation after scoring, with these `SetAblationConfig` fields (k, random_sets,
+            seed, mode, group; K and pair_batch default to `discovery`'s, see `set_ablation_config`); `{}` for the
+            defaults, None to skip.
         init_scales: `None` (leave the scales alone), `"closed_form"` or `"topk"` (see `init_scales_from_scores`).
         init_group: which group's scores initialise the scales (`all`, `level:object`, `category:Color`, ...).
         init_kwargs: extra arguments of `init_scales_from_scores` (lam, clip, eps, normalize, up, down); constants
             left out take the protocol's defaults.
-        set_ablation: also run set ablation after scoring, with these `SetAblationConfig` fields (k, random_sets,
-            seed, mode, group); `{}` for the defaults, None to skip.
         resume: continue from the run folder's partial results (a restarted fit does not redo finished chunks).
         log_figures: log heatmaps, profiles and overlap matrices to a TensorBoardLogger.
     """
@@ -52,22 +50,11 @@ class HeadDiscovery(pl.Callback):
     def __init__(
         self,
         pairs: str | os.PathLike | Sequence[ImagePair],
-        method: str = "ablation",
+        discovery: DiscoveryConfig | None = None,
         out_dir: str | os.PathLike | None = None,
-        top_k: int = 10,
-        batch_size: int = 64,
-        pair_batch: int = 4,
         levels: Sequence[str] | None = None,
         categories: Sequence[str] | None = None,
-        filter: bool = False,
         limit: int | None = None,
-        ablation_mode: str = "mean_others",
-        ablation_image: str = "clean",
-        direction: str = "clean_to_edited",
-        protocol: str = "default",
-        instruction: str | None = None,
-        patching_norm: str = "sum",
-        min_edit_effect: float = 0.1,
         set_ablation: dict[str, Any] | None = None,
         init_scales: str | None = None,
         init_group: str = "all",
@@ -77,32 +64,15 @@ class HeadDiscovery(pl.Callback):
     ):
         if init_scales not in (None, "closed_form", "topk"):
             raise ValueError(f"init_scales must be None, 'closed_form' or 'topk', got {init_scales!r}")
-        self.config = DiscoveryConfig(
-            method=method,
-            ablation_mode=ablation_mode,
-            ablation_image=ablation_image,
-            direction=direction,
-            batch_size=batch_size,
-            pair_batch=pair_batch,
-            top_k=top_k,
-            filter=filter,
-            protocol=protocol,
-            instruction=instruction,
-            patching_norm=patching_norm,
-            min_edit_effect=min_edit_effect,
-        )
+        self.config = discovery if discovery is not None else DiscoveryConfig()
         self.config.validate()
         self.set_config = None
         if set_ablation is not None:
-            if not METHODS[method].ablates:
+            if not METHODS[self.config.method].ablates:
                 raise ValueError(
                     "set_ablation needs method='ablation' scores (it ablates the top positive/negative heads)"
                 )
-            self.set_config = SetAblationConfig(
-                **{"k": top_k, "pair_batch": pair_batch, **set_ablation},
-                protocol=protocol,
-                instruction=instruction,
-            )
+            self.set_config = set_ablation_config(self.config, **set_ablation)
         self.pairs, self.levels, self.categories, self.limit = pairs, levels, categories, limit
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.init_scales, self.init_group, self.init_kwargs = init_scales, init_group, dict(init_kwargs or {})

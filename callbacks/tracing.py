@@ -19,10 +19,9 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from vseam_pl.interventions.modulation import unmodulated
 from vseam_pl.pairs import read_pairs, select_pairs
-from vseam_pl.prompts import DEFAULT_INSTRUCTION
 from vseam_pl.records import ImagePair
 from vseam_pl.tracing.layer_patching import GROUPS
-from vseam_pl.tracing.runner import ANALYSES, TraceResult, parse_analyses, run_tracing
+from vseam_pl.tracing.runner import TraceConfig, TraceResult, parse_analyses, run_tracing
 
 STAGES: tuple[str, ...] = ("fit_start", "fit_end")
 
@@ -32,46 +31,37 @@ class CausalTracing(Callback):
 
     Args:
         pairs: a `pairs.jsonl` manifest (or its folder) or a list of :class:`ImagePair`.
+        trace: how pairs are traced, the same `TraceConfig` as `vseam trace`'s flags (analyses, batch_size,
+            min_gap, ci, instruction, pair_plots; in a YAML recipe a mapping of its fields); default: its defaults.
         out_dir: results folder; default `<trainer.log_dir>/tracing`. Each stage writes to `<out_dir>/<stage>`.
-        analyses: comma-separated subset of `layers,tokens,lens`.
         stages: when to run: `fit_start`, `fit_end`, or both.
         levels, limit: which pairs (see `select_pairs`).
-        batch_size: patched runs per forward.
-        min_gap, ci: aggregation (see `run_tracing`).
         modulated: trace with the modulation scales applied (default: the frozen model alone).
         resume: continue partial results found in the stage folder.
+        log_figures: log the figures to a TensorBoardLogger.
     """
 
     def __init__(
         self,
         pairs: str | os.PathLike | Sequence[ImagePair],
+        trace: TraceConfig | None = None,
         out_dir: str | os.PathLike | None = None,
-        analyses: str | Sequence[str] = ",".join(ANALYSES),
         stages: str | Sequence[str] = "fit_start",
         levels: Sequence[str] | None = None,
         limit: int | None = 32,
-        batch_size: int = 32,
-        min_gap: float = 0.5,
-        ci: str = "t",
         modulated: bool = False,
         resume: bool = True,
-        instruction: str | None = DEFAULT_INSTRUCTION,
         log_figures: bool = True,
     ) -> None:
         self.pairs, self.levels, self.limit = pairs, levels, limit
         self.out_dir = Path(out_dir) if out_dir is not None else None
-        self.analyses = parse_analyses(analyses)
+        self.config = trace if trace is not None else TraceConfig()
+        self.analyses = parse_analyses(self.config.analyses)
         self.stages = tuple(s.strip() for s in (stages.split(",") if isinstance(stages, str) else stages))
         bad = [s for s in self.stages if s not in STAGES]
         if bad or not self.stages:
             raise ValueError(f"unknown stages {bad or self.stages}; expected some of {list(STAGES)}")
-        self.batch_size, self.min_gap, self.ci = batch_size, min_gap, ci
-        self.modulated, self.resume, self.instruction, self.log_figures = (
-            modulated,
-            resume,
-            instruction,
-            log_figures,
-        )
+        self.modulated, self.resume, self.log_figures = modulated, resume, log_figures
         self.results: dict[str, TraceResult] = {}
 
     def load(self) -> list[ImagePair]:
@@ -110,13 +100,9 @@ class CausalTracing(Callback):
                 vlm,
                 self.load(),
                 self.run_dir(trainer, stage),
-                self.analyses,
-                batch_size=self.batch_size,
+                self.config,
                 resume=self.resume,
                 overwrite=not self.resume,
-                instruction=self.instruction,
-                min_gap=self.min_gap,
-                ci=self.ci,
                 variant=variant,
                 log=lambda msg: None,
             )

@@ -55,7 +55,7 @@ def test_a_config_file_is_the_flags_written_as_yaml(tmp_path):
     flags += [*("--levels", "object", "relation", "--init_clip", "0.5", "2"), "--no-init_normalize"]
     by_file = vars(parser().parse_args(["-c", str(tmp_path / "d.yaml"), "--top-k", "5"]))  # the flag wins
     assert by_file == vars(parser().parse_args(flags))
-    assert by_file["batch_size"] == "8"  # a string, as on the command line (discover reads "auto" too)
+    assert by_file["batch_size"] == 8  # a number, as on the command line (discover reads "auto" too)
     assert (by_file["top_k"], by_file["init_clip"], by_file["init_normalize"]) == (5, [0.5, 2.0], False)
     assert "config" not in by_file  # settings recorded by the studies hold values, not file names
 
@@ -70,13 +70,13 @@ def test_an_unknown_config_key_fails_naming_it(tmp_path, capsys):
 
 
 def test_print_config_round_trips(tmp_path, capsys):
-    from vseam_pl.studies.sweep import parse_args
+    from vseam_pl.studies.sweep import parse_config
 
     flags = ["--fractions", "0.1", "0.5", "--seeds", "3", "--data-root", "w", "--lr", "0.1"]
     with pytest.raises(SystemExit):
-        parse_args([*flags, "--print_config"])
+        parse_config([*flags, "--print_config"])
     (tmp_path / "s.yaml").write_text(capsys.readouterr().out)
-    assert vars(parse_args(["-c", str(tmp_path / "s.yaml")])) == vars(parse_args(flags))
+    assert parse_config(["-c", str(tmp_path / "s.yaml")]) == parse_config(flags)
 
 
 def test_jsonargparse_tools_take_hyphenated_aliases():
@@ -104,7 +104,7 @@ def test_argparse_tools_take_underscores_and_hyphens(capsys):
     under = parser().parse_args([*base, "--batch_size", "8", "--top_k", "3", "--min_edit_effect", "0.2"])
     hyphen = parser().parse_args([*base, "--batch-size", "8", "--top-k", "3", "--min-edit-effect", "0.2"])
     assert vars(under) == vars(hyphen)
-    assert (under.batch_size, under.top_k, under.min_edit_effect) == ("8", 3, 0.2)
+    assert (under.batch_size, under.top_k, under.min_edit_effect) == (8, 3, 0.2)
 
 
 def test_prefixes_of_flags_are_refused():

@@ -89,11 +89,9 @@ def workdir(tmp_path_factory) -> Path:
     from vseam_pl.evaluate import evaluate
 
     evaluate(
-        model=str(REPO / default["model"]["model"]),
+        module={"model": str(REPO / default["model"]["model"])},
+        data={"root": str(root / "data" / "synth"), "limit": 4, "num_workers": 0},
         benchmarks="pope",
-        data_root=str(root / "data" / "synth"),
-        limit=4,
-        num_workers=0,
         output=str(root / "runs" / "eval" / "metrics.json"),
     )
     return root

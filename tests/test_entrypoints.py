@@ -77,14 +77,11 @@ def test_train_then_evaluate(tiny_llava_dir, tiny_world, tmp_path, capsys):
     assert set(torch.load(ckpts[0], weights_only=True)["state_dict"]) == {"modulation.scales"}
 
     rows = evaluate.evaluate(
-        model=str(tiny_llava_dir),
+        module={"model": str(tiny_llava_dir)},
+        data={"root": str(tiny_world), "num_workers": 0, "batch_size": 8, "limit": 6},
         scales=str(out / "head_scales.safetensors"),
         output=str(tmp_path / "eval.json"),
         benchmarks="gqa,pope,cocoqa",
-        data_root=str(tiny_world),
-        num_workers=0,
-        batch_size=8,
-        limit=6,
     )
     saved = json.loads((tmp_path / "eval.json").read_text())
     assert saved["rows"] == rows and saved["scales"].endswith("head_scales.safetensors")
@@ -95,11 +92,9 @@ def test_train_then_evaluate(tiny_llava_dir, tiny_world, tmp_path, capsys):
 
 def test_evaluate_without_scales_reports_baseline_only(tiny_llava_dir, tiny_world, tmp_path):
     rows = evaluate.evaluate(
-        model=str(tiny_llava_dir),
+        module={"model": str(tiny_llava_dir)},
+        data={"root": str(tiny_world), "num_workers": 0, "limit": 5},
         output=str(tmp_path / "m.json"),
         benchmarks="gqa",
-        data_root=str(tiny_world),
-        num_workers=0,
-        limit=5,
     )
     assert rows and all(r["modulated"] is None and r["p_value"] is None for r in rows)

@@ -14,171 +14,130 @@ computed first by `--method ablation` into DIR) and writes `set_ablation.json` a
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from .argparsing import ArgumentParser
+from .argparsing import ArgumentParser, Flag, Flat, command_kwargs, command_parser
 from .batch_size import BatchSizeError, discovery_batch_size, resolve
-from .discovery.atp import NODES, format_verify, verify_top
+from .discovery.atp import format_verify
+from .discovery.atp import verify_top as verify_top_heads
 from .discovery.methods import METHODS
-from .discovery.patching import DIRECTIONS, NORMALIZATIONS
-from .discovery.release import PROTOCOLS
 from .discovery.runner import DiscoveryConfig, run_discovery
 from .discovery.scores import HeadScores, apply_init_scales, init_scales_from_scores
-from .discovery.set_ablation import SET_MODES, SetAblationConfig, run_set_ablation
-from .interventions.ablation import ABLATION_MODES
+from .discovery.set_ablation import (
+    FROM_DISCOVERY,
+    SetAblationConfig,
+    run_set_ablation,
+    set_ablation_config,
+)
 from .io import write_json
 from .levels import LEVELS
 from .pairs import ManifestError, PairError, load_pairs
 
 
-def parser() -> ArgumentParser:
-    p = ArgumentParser(prog="python -m vseam_pl.discover", description=__doc__)
-    p.add_argument("--model", required=True, help="hub id or local folder (e.g. checkpoints/tiny-llava)")
-    p.add_argument("--pairs", required=True, help="pairs.jsonl manifest (or its folder)")
-    p.add_argument("--method", choices=(*METHODS, "set_ablation"), default="ablation")
-    p.add_argument(
-        "--protocol",
-        choices=PROTOCOLS,
-        default="default",
-        help="default: vseam-pl's scoring; release: the V-SEAM release's (ablation, set_ablation)",
-    )
-    p.add_argument(
-        "--instruction", help="appended to each question ('' for none; default: the protocol's own)"
-    )
-    p.add_argument("--out", required=True, help="run folder for scores, plots and partial results")
-    p.add_argument("--levels", nargs="+", choices=LEVELS, help="keep only these semantic levels")
-    p.add_argument("--categories", nargs="+", help="keep only these categories")
-    p.add_argument("--top-k", type=int, default=10)
-    p.add_argument(
-        "--batch-size",
-        default="64",
-        help="intervened rows per forward, or 'auto': the largest that fits on the GPU (64 on CPU)",
-    )
-    p.add_argument("--atp-nodes", choices=NODES, default="head", help="atp_star: head outputs or q/k/v nodes")
-    p.add_argument(
-        "--verify-top",
-        type=int,
-        default=0,
-        metavar="K",
-        help="attribution/atp_star: exact patching of the top-K heads, side by side (verify_top.json)",
-    )
-    p.add_argument("--pair-batch", type=int, default=4, help="pairs per chunk (the checkpoint unit)")
-    p.add_argument(
-        "--filter", action="store_true", help="keep pairs right on clean and wrong on edited (V-SEAM)"
-    )
-    p.add_argument("--limit", type=int, help="use at most N pairs")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/partial instead of starting over")
-    p.add_argument("--ablation-mode", choices=ABLATION_MODES, default="mean_others")
-    p.add_argument("--ablation-image", choices=("clean", "edited"), default="clean")
-    p.add_argument("--direction", choices=DIRECTIONS, default="clean_to_edited", help="patching direction")
-    p.add_argument(
-        "--patching-norm",
-        choices=NORMALIZATIONS,
-        default="sum",
-        help="patching/attribution: sum (divide by the summed edit effect), per_pair, none (unnormalised)",
-    )
-    p.add_argument(
-        "--min-edit-effect",
-        type=float,
-        default=0.1,
-        help="warn when the mean edit effect LD_clean - LD_edited (nats) is below this",
-    )
-    p.add_argument(
-        "--init-scales", choices=("closed_form", "topk"), help="also write init_scales.safetensors"
-    )
-    closed = (
-        "closed_form constant (default: the protocol's; release: lambda 1, clip 0 2, eps 0, no normalisation)"
-    )
-    p.add_argument("--init-lambda", type=float, help=closed)
-    p.add_argument("--init-clip", type=float, nargs=2, metavar=("LO", "HI"), help=closed)
-    p.add_argument("--init-eps", type=float, help="heads with |score| < eps keep scale 1; " + closed)
-    p.add_argument(
-        "--init-normalize", action=argparse.BooleanOptionalAction, help="divide by max|score|; " + closed
-    )
-    p.add_argument("--scores", help="set_ablation: head_scores.safetensors (or its folder) choosing the sets")
-    p.add_argument("--set-k", type=int, help="set_ablation: heads per set (default: --top-k)")
-    p.add_argument("--random-sets", type=int, default=20, help="set_ablation: number of random K-sets (R)")
-    p.add_argument("--seed", type=int, default=0, help="set_ablation: seed of the random sets and the tests")
-    p.add_argument(
-        "--set-mode", choices=SET_MODES, default="zero", help="set_ablation: replacement (release: zero)"
-    )
-    p.add_argument(
-        "--set-group", default="all", help="set_ablation: whose scores choose the sets (all, level:...)"
-    )
-    p.add_argument("--dtype", default="float32")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--attn-implementation", default="eager")
-    return p
+def discover(
+    model: str,
+    pairs: str,
+    out: str,
+    method: Annotated[str, Flag(choices=(*METHODS, "set_ablation"))] = DiscoveryConfig.method,
+    config: Annotated[DiscoveryConfig | None, Flat(skip=("method", "batch_size"))] = None,
+    batch_size: int | str = DiscoveryConfig.batch_size,
+    levels: Annotated[list[str] | None, Flag(choices=LEVELS)] = None,
+    categories: list[str] | None = None,
+    limit: int | None = None,
+    resume: bool = False,
+    verify_top: Annotated[int, Flag(metavar="K")] = 0,
+    init_scales: Annotated[str | None, Flag(choices=("closed_form", "topk"))] = None,
+    init_lambda: float | None = None,
+    init_clip: Annotated[tuple[float, float] | None, Flag(metavar=("LO", "HI"))] = None,
+    init_eps: float | None = None,
+    init_normalize: bool | None = None,
+    scores: str | None = None,
+    set_k: int | None = None,
+    sets: Annotated[
+        SetAblationConfig | None,
+        Flat(rename={"mode": "set_mode", "group": "set_group"}, skip=(*FROM_DISCOVERY, "n_resamples")),
+    ] = None,
+    dtype: str = "float32",
+    device: str = "cpu",
+    attn_implementation: str = "eager",
+) -> int:
+    """`vseam discover`: score every head of `model` on the `pairs`, write the outputs to `out`, print a summary.
 
-
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    Args:
+        model: hub id or local folder (e.g. checkpoints/tiny-llava)
+        pairs: pairs.jsonl manifest (or its folder)
+        out: run folder for scores, plots and partial results
+        method: a discovery method, or set_ablation (ablation scores, then the sets)
+        config: the scoring settings (every field a flag of its own)
+        batch_size: intervened rows per forward, or 'auto': the largest that fits on the GPU (64 on CPU)
+        levels: keep only these semantic levels
+        categories: keep only these categories
+        limit: use at most N pairs
+        resume: continue from OUT/partial instead of starting over
+        verify_top: attribution/atp_star: exact patching of the top-K heads, side by side (verify_top.json)
+        init_scales: also write init_scales.safetensors
+        init_lambda: closed_form constant (default: the protocol's; release: lambda 1, clip 0 2, eps 0, no
+            normalisation)
+        init_clip: closed_form constant (default: the protocol's; release: lambda 1, clip 0 2, eps 0, no
+            normalisation)
+        init_eps: heads with |score| < eps keep scale 1; closed_form constant (default: the protocol's; release:
+            lambda 1, clip 0 2, eps 0, no normalisation)
+        init_normalize: divide by max|score|; closed_form constant (default: the protocol's; release: lambda 1,
+            clip 0 2, eps 0, no normalisation)
+        scores: set_ablation: head_scores.safetensors (or its folder) choosing the sets
+        set_k: set_ablation: heads per set (default: --top-k)
+        sets: the set ablation settings (fields a flag of their own; the rest follow `config`)
+        dtype: how the model is loaded
+        device: where the model runs
+        attn_implementation: the model's attention implementation
+    """
     from .interventions.modulation import HeadModulation
     from .vlm import load_vlm
 
     say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     try:
-        batch_size = resolve(args.batch_size)
-        cfg = DiscoveryConfig(
-            method="ablation" if args.method == "set_ablation" else args.method,
-            ablation_mode=args.ablation_mode,
-            ablation_image=args.ablation_image,
-            direction=args.direction,
-            batch_size=batch_size or 64,
-            pair_batch=args.pair_batch,
-            top_k=args.top_k,
-            filter=args.filter,
-            instruction=args.instruction,
-            protocol=args.protocol,
-            patching_norm=args.patching_norm,
-            min_edit_effect=args.min_edit_effect,
-            atp_nodes=args.atp_nodes,
-        )
-        set_cfg = SetAblationConfig(
-            k=args.set_k or args.top_k,
-            random_sets=args.random_sets,
-            seed=args.seed,
-            mode=args.set_mode,
-            group=args.set_group,
-            protocol=args.protocol,
-            instruction=args.instruction,
-            pair_batch=args.pair_batch,
-        )
+        size = resolve(batch_size)
+        base = "ablation" if method == "set_ablation" else method
+        cfg = dataclasses.replace(config or DiscoveryConfig(), method=base, batch_size=size or 64)
+        chosen = {
+            k: v
+            for k, v in dataclasses.asdict(sets or SetAblationConfig()).items()
+            if k not in FROM_DISCOVERY
+        }
+        set_cfg = set_ablation_config(cfg, **chosen, **({"k": set_k} if set_k else {}))
         cfg.validate()
-        if args.verify_top and not (args.method in METHODS and METHODS[args.method].gradient):
-            raise ValueError(f"--verify-top checks attribution estimates; --method is {args.method!r}")
-        pairs = load_pairs(args.pairs, levels=args.levels, categories=args.categories, limit=args.limit)
-        vlm = load_vlm(
-            args.model, dtype=args.dtype, device=args.device, attn_implementation=args.attn_implementation
-        )
-        if batch_size is None:
-            cfg.batch_size = discovery_batch_size(vlm, pairs) if vlm.device.type == "cuda" else 64
+        if verify_top and not (method in METHODS and METHODS[method].gradient):
+            raise ValueError(f"--verify-top checks attribution estimates; --method is {method!r}")
+        items = load_pairs(pairs, levels=levels, categories=categories, limit=limit)
+        vlm = load_vlm(model, dtype=dtype, device=device, attn_implementation=attn_implementation)
+        if size is None:
+            cfg.batch_size = discovery_batch_size(vlm, items) if vlm.device.type == "cuda" else 64
             say(
                 f"--batch-size auto: {cfg.batch_size} rows per forward"
                 + ("" if vlm.device.type == "cuda" else " (CPU: no memory probe, the default)")
             )
         result = None
-        if args.method == "set_ablation" and args.scores:
-            scores = HeadScores.load(args.scores)
+        if method == "set_ablation" and scores:
+            head_scores = HeadScores.load(scores)
         else:
-            result = run_discovery(vlm, pairs, cfg, out_dir=args.out, resume=args.resume, progress=say)
-            scores = result.scores
-        if args.method == "set_ablation":
-            sets = run_set_ablation(vlm, pairs, scores, set_cfg, out_dir=args.out).summary
+            result = run_discovery(vlm, items, cfg, out_dir=out, resume=resume, progress=say)
+            head_scores = result.scores
+        if method == "set_ablation":
+            ablated = run_set_ablation(vlm, items, head_scores, set_cfg, out_dir=out).summary
         scales = None
-        if args.init_scales:
+        if init_scales:
             scales = init_scales_from_scores(
-                scores,
-                args.init_scales,
-                lam=args.init_lambda,
-                clip=args.init_clip,
-                eps=args.init_eps,
-                normalize=args.init_normalize,
-                k=args.top_k,
+                head_scores,
+                init_scales,
+                lam=init_lambda,
+                clip=init_clip,
+                eps=init_eps,
+                normalize=init_normalize,
+                k=cfg.top_k,
             )
     except (
         OSError,
@@ -198,47 +157,56 @@ def main(argv: list[str] | None = None) -> int:
     if scales is not None:
         mod = HeadModulation.for_vlm(vlm)
         apply_init_scales(mod, scales)
-        mod.save(Path(args.out) / "init_scales.safetensors")
+        mod.save(Path(out) / "init_scales.safetensors")
     summary = {
-        "method": args.method,
-        "protocol": scores.protocol,
-        "pairs": int(scores.counts["all"]["signed"]["n"]),
-        "positive": scores.positive_heads("all", args.top_k),
-        "negative": scores.negative_heads("all", args.top_k),
-        "seconds": scores.meta.get("seconds"),
-        "out": str(args.out),
+        "method": method,
+        "protocol": head_scores.protocol,
+        "pairs": int(head_scores.counts["all"]["signed"]["n"]),
+        "positive": head_scores.positive_heads("all", cfg.top_k),
+        "negative": head_scores.negative_heads("all", cfg.top_k),
+        "seconds": head_scores.meta.get("seconds"),
+        "out": str(out),
     }
-    edit = scores.counts["all"].get("edit")
+    edit = head_scores.counts["all"].get("edit")
     if (
         edit
     ):  # patching/attribution normalise by the summed edit effect: near 0 means the model ignores the edits
         summary["mean_edit_effect"] = edit["sum"] / max(1.0, edit["n"])
-    if args.method == "set_ablation":
+    if method == "set_ablation":
         summary["set_ablation"] = {
-            "base": sets["base"],
-            "random": sets.get("random"),
-            "vs_random": sets.get("vs_random"),
+            "base": ablated["base"],
+            "random": ablated.get("random"),
+            "vs_random": ablated.get("vs_random"),
             **{
-                k: {m: sets["sets"][k][m] for m in ("accuracy", "mean_drop", "p_mcnemar_vs_base")}
+                k: {m: ablated["sets"][k][m] for m in ("accuracy", "mean_drop", "p_mcnemar_vs_base")}
                 for k in ("positive", "negative")
             },
         }
-    if args.verify_top:
-        rows = verify_top(
+    if verify_top:
+        rows = verify_top_heads(
             vlm,
-            pairs,
-            scores,
-            args.verify_top,
-            args.direction,
+            items,
+            head_scores,
+            verify_top,
+            cfg.direction,
             cfg.batch_size,
             cfg.pair_batch,
-            filter_=args.filter,
+            filter_=cfg.filter,
         )
-        summary["verify_top"] = str(write_json(Path(args.out) / "verify_top.json", rows))
+        summary["verify_top"] = str(write_json(Path(out) / "verify_top.json", rows))
         print(format_verify(rows), file=sys.stderr)
-    print(summary_legend(args.method, scores.protocol, ranks_by_gain(scores)), file=sys.stderr)
+    print(summary_legend(method, head_scores.protocol, ranks_by_gain(head_scores)), file=sys.stderr)
     print(json.dumps(summary))
     return 0
+
+
+def parser() -> ArgumentParser:
+    """`discover`'s signature as flags (`vseam discover --help`)."""
+    return command_parser(discover, "python -m vseam_pl.discover", __doc__)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return discover(**command_kwargs(discover, parser().parse_args(argv)))
 
 
 def ranks_by_gain(scores: Any) -> bool:

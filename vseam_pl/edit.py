@@ -11,14 +11,14 @@ many records get a plan, the refusals by kind, and a markdown table of planned e
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
-from .argparsing import ArgumentParser
+from .argparsing import ArgumentParser, Flag, Flat, command_kwargs, command_parser
+from .editing.settings import EditSettings, Sampling
 from .levels import LEVELS
 
 if TYPE_CHECKING:  # the editing stack imports diffusers, transformers and Lightning: not for `--help`
@@ -27,63 +27,6 @@ if TYPE_CHECKING:  # the editing stack imports diffusers, transformers and Light
 
 #: `--dtype` choices: the keys of `vseam_pl.editing.inpaint.DTYPES` (a test keeps them equal).
 DTYPE_NAMES: tuple[str, ...] = ("bfloat16", "float16", "float32")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(prog="python -m vseam_pl.edit", description=__doc__.split("\n")[0])
-    io = p.add_argument_group("data")
-    io.add_argument(
-        "--questions", nargs="+", required=True, help="GQA question file(s): JSON list or id-keyed object"
-    )
-    io.add_argument("--images", required=True, help="image folder with {imageId}.jpg|.png")
-    io.add_argument("--out", required=True, help="output folder (clean/, edited/, masks/, pairs.jsonl)")
-    io.add_argument("--scene-graphs", help="GQA scene graphs JSON, for object boxes and attributes")
-    io.add_argument(
-        "--masks", help="folder of user masks {question_id}.png (white = edit); they replace boxes"
-    )
-    io.add_argument("--levels", nargs="+", choices=LEVELS, help="edit only records of these levels")
-    io.add_argument("--limit", type=int, help="first N records (after --levels)")
-    io.add_argument("--vocab", help="user vocabulary JSON merged into the packaged edit_vocab.json")
-    gen = p.add_argument_group("inpainting")
-    gen.add_argument(
-        "--pipeline", required=True, help="diffusers inpainting pipeline: hub id or local folder"
-    )
-    gen.add_argument("--steps", type=int, default=30)
-    gen.add_argument("--guidance", type=float, default=7.5)
-    gen.add_argument("--seed", type=int, default=0, help="seeds substitute choice and sampling (per pair)")
-    gen.add_argument("--negative-prompt", help="replaces the vocabulary's negative prompt templates")
-    gen.add_argument("--resolution", type=int, default=512, help="longer side the model works at")
-    gen.add_argument("--dilate", type=int, default=8, help="mask dilation in px")
-    gen.add_argument("--feather", type=int, default=4, help="mask feathering (linear ramp) in px")
-    gen.add_argument(
-        "--relation-region",
-        choices=("union", "subject"),
-        default="union",
-        help="relation edits repaint both objects' boxes (union) or the subject's only",
-    )
-    gen.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda when available)")
-    gen.add_argument(
-        "--dtype", choices=DTYPE_NAMES, default=None, help="default: float16 on GPU, else float32"
-    )
-    flt = p.add_argument_group("quality filters")
-    flt.add_argument(
-        "--check-outside", action="store_true", help="reject pairs whose pixels outside the mask changed"
-    )
-    flt.add_argument("--max-outside-diff", type=int, default=0)
-    flt.add_argument(
-        "--min-inside-change",
-        type=float,
-        default=0.0,
-        help="reject pairs whose masked region changed less than this mean difference (0-255)",
-    )
-    flt.add_argument(
-        "--filter-model", help="VLM (path or hub id) for the V-SEAM filter: clean right, edited different"
-    )
-    flt.add_argument(
-        "--filter-batch-size", type=int, default=8, help="pairs judged per VLM call (each pair is 2 images)"
-    )
-    p.add_argument("--no-progress", action="store_true")
-    return p
 
 
 def vlm_answer_fn(model: str, device: str, dtype: str, batch_size: int) -> AnswerFn:
@@ -97,94 +40,135 @@ def vlm_answer_fn(model: str, device: str, dtype: str, batch_size: int) -> Answe
     )
 
 
-def main(argv: list[str] | None = None) -> EditReport:
-    args = build_parser().parse_args(argv)
+def edit(
+    questions: list[str],
+    images: str,
+    out: str,
+    pipeline: str,
+    scene_graphs: str | None = None,
+    levels: Annotated[list[str] | None, Flag(choices=LEVELS)] = None,
+    limit: int | None = None,
+    vocab: str | None = None,
+    sampling: Annotated[Sampling | None, Flat()] = None,
+    settings: Annotated[EditSettings | None, Flat(skip=("model_id",))] = None,
+    negative_prompt: str | None = None,
+    relation_region: Annotated[str, Flag(choices=("union", "subject"))] = "union",
+    device: str | None = None,
+    dtype: Annotated[str | None, Flag(choices=DTYPE_NAMES)] = None,
+    filter_model: str | None = None,
+    progress: bool = True,
+) -> EditReport:
+    """`vseam edit`: plan, inpaint, filter and write the clean/edited pairs of GQA `questions`.
+
+    Args:
+        questions: GQA question file(s): JSON list or id-keyed object
+        images: image folder with {imageId}.jpg|.png
+        out: output folder (clean/, edited/, masks/, pairs.jsonl)
+        pipeline: diffusers inpainting pipeline: hub id or local folder
+        scene_graphs: GQA scene graphs JSON, for object boxes and attributes
+        levels: edit only records of these levels
+        limit: first N records (after --levels)
+        vocab: user vocabulary JSON merged into the packaged edit_vocab.json
+        sampling: the inpainting model's sampling (every field a flag of its own)
+        settings: how pairs are rendered and checked (every field a flag of its own)
+        negative_prompt: replaces the vocabulary's negative prompt templates
+        relation_region: relation edits repaint both objects' boxes (union) or the subject's only
+        device: cpu | cuda | cuda:N (default: cuda when available)
+        dtype: default: float16 on GPU, else float32
+        filter_model: VLM (path or hub id) for the V-SEAM filter: clean right, edited different
+        progress: show a progress bar over pairs
+    """
+    import dataclasses
+
     import torch
 
     from .editing.gqa import read_gqa_questions, read_scene_graphs
     from .editing.inpaint import Inpainter, load_inpaint_pipeline
-    from .editing.pipeline import EditSettings, run_edits
+    from .editing.pipeline import run_edits
     from .editing.planner import EditPlanner
     from .editing.vocab import EditVocab
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = args.dtype or ("float16" if device.startswith("cuda") else "float32")
-    records = [r for path in args.questions for r in read_gqa_questions(path, args.images)]
-    if args.levels:
-        records = [r for r in records if r.level in args.levels]
-    if args.limit is not None:
-        records = records[: args.limit]
-    user_masks = {p.stem for p in Path(args.masks).glob("*.png")} if args.masks else set()
+    sampling = sampling if sampling is not None else Sampling()
+    settings = dataclasses.replace(settings if settings is not None else EditSettings(), model_id=pipeline)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = dtype or ("float16" if device.startswith("cuda") else "float32")
+    records = [r for path in questions for r in read_gqa_questions(path, images)]
+    if levels:
+        records = [r for r in records if r.level in levels]
+    if limit is not None:
+        records = records[:limit]
+    user_masks = {p.stem for p in Path(settings.masks).glob("*.png")} if settings.masks else set()
     planner = EditPlanner(
-        EditVocab.load(args.vocab),
-        seed=args.seed,
-        scene_graphs=read_scene_graphs(args.scene_graphs) if args.scene_graphs else None,
-        relation_region=args.relation_region,
-        negative_prompt=args.negative_prompt,
+        EditVocab.load(vocab),
+        seed=settings.seed,
+        scene_graphs=read_scene_graphs(scene_graphs) if scene_graphs else None,
+        relation_region=relation_region,
+        negative_prompt=negative_prompt,
         user_masks=user_masks,
     )
     plans, unresolved = planner.plan_all(records)
     answer_fn = (
-        vlm_answer_fn(args.filter_model, device, dtype, args.filter_batch_size) if args.filter_model else None
-    )
-    settings = EditSettings(
-        dilate=args.dilate,
-        feather=args.feather,
-        seed=args.seed,
-        masks=args.masks,
-        check_outside=args.check_outside,
-        max_outside_diff=args.max_outside_diff,
-        min_inside_change=args.min_inside_change,
-        filter_batch_size=args.filter_batch_size,
-        model_id=args.pipeline,
+        vlm_answer_fn(filter_model, device, dtype, settings.filter_batch_size) if filter_model else None
     )
 
     def inpainter() -> Inpainter:
-        pipe = load_inpaint_pipeline(args.pipeline, device=device, dtype=dtype)
-        return Inpainter(pipe, steps=args.steps, guidance=args.guidance, resolution=args.resolution)
+        pipe = load_inpaint_pipeline(pipeline, device=device, dtype=dtype)
+        return Inpainter(
+            pipe, steps=sampling.steps, guidance=sampling.guidance, resolution=sampling.resolution
+        )
 
     report = run_edits(
-        plans,
-        args.out,
-        inpainter,
-        settings,
-        answer_fn=answer_fn,
-        unresolved=unresolved,
-        progress=not args.no_progress,
+        plans, out, inpainter, settings, answer_fn=answer_fn, unresolved=unresolved, progress=progress
     )
     summary = report.summary()
     print(json.dumps(summary, indent=2))
     print(
         f"{len(records)} records: {report.written} pairs written, {report.resumed} already done, "
-        f"{summary['unresolved']} unresolved (see {Path(args.out) / 'unresolved.json'}), "
-        f"{summary['rejected']} rejected by filters (see {Path(args.out) / 'rejected.jsonl'})",
+        f"{summary['unresolved']} unresolved (see {Path(out) / 'unresolved.json'}), "
+        f"{summary['rejected']} rejected by filters (see {Path(out) / 'rejected.jsonl'})",
         file=sys.stderr,
     )
     return report
 
 
-def plan_table(argv: list[str]) -> str:
+def build_parser() -> ArgumentParser:
+    """`edit`'s signature as flags (`vseam edit --help`)."""
+    return command_parser(edit, "python -m vseam_pl.edit", __doc__.split("\n")[0])
+
+
+def main(argv: list[str] | None = None) -> EditReport:
+    return edit(**command_kwargs(edit, build_parser().parse_args(argv)))
+
+
+def plan_table(
+    questions: list[str],
+    scene_graphs: str | None = None,
+    vocab: str | None = None,
+    seed: int = EditSettings.seed,
+    rows: int = 10,
+) -> str:
     """Markdown: per question file, the coverage and refusals by kind, then `--rows` planned edits per level (evenly
-    spaced over the file, so the table is not just its first records)."""
-    p = ArgumentParser(prog="python -m vseam_pl.edit plan-table", description=plan_table.__doc__)
-    p.add_argument("--questions", nargs="+", required=True)
-    p.add_argument("--scene-graphs")
-    p.add_argument("--vocab")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--rows", type=int, default=10)
-    args = p.parse_args(argv)
+    spaced over the file, so the table is not just its first records).
+
+    Args:
+        questions: GQA question file(s)
+        scene_graphs: GQA scene graphs JSON, for object boxes and attributes
+        vocab: user vocabulary JSON merged into the packaged edit_vocab.json
+        seed: seeds the substitute choice
+        rows: planned edits shown per file
+    """
     from .editing.gqa import read_gqa_questions, read_scene_graphs
     from .editing.planner import EditPlanner
     from .editing.vocab import EditVocab
 
     planner = EditPlanner(
-        EditVocab.load(args.vocab),
-        seed=args.seed,
-        scene_graphs=read_scene_graphs(args.scene_graphs) if args.scene_graphs else None,
+        EditVocab.load(vocab),
+        seed=seed,
+        scene_graphs=read_scene_graphs(scene_graphs) if scene_graphs else None,
     )
     lines = ["| file | records | planned | refused (by kind) | notes |", "|---|---|---|---|---|"]
     tables = []
-    for path in args.questions:
+    for path in questions:
         records = read_gqa_questions(path)
         plans, refused = planner.plan_all(records)
         kinds = Counter(r.kind for r in refused)
@@ -193,17 +177,17 @@ def plan_table(argv: list[str]) -> str:
             f"| {Path(path).name} | {len(records)} | {len(plans)} ({len(plans) / max(len(records), 1):.1%}) | "
             f"{', '.join(f'{k}: {n}' for k, n in kinds.most_common()) or '-'} | {noted} |"
         )
-        step = max(len(plans) // max(args.rows, 1), 1)
-        rows = [
+        step = max(len(plans) // max(rows, 1), 1)
+        table = [
             "| level | question | target | substitute | edited question | prompt |",
             "|---|---|---|---|---|---|",
         ]
-        for pl in plans[::step][: args.rows]:
-            rows.append(
+        for pl in plans[::step][:rows]:
+            table.append(
                 f"| {pl.level} | {pl.record.question} | {pl.target} | {pl.substitute} | "
                 f"{pl.edited_question or '-'} | {pl.prompt} |"
             )
-        tables.append(f"\n**{Path(path).name}**\n\n" + "\n".join(rows))
+        tables.append(f"\n**{Path(path).name}**\n\n" + "\n".join(table))
     return "\n".join(lines) + "\n" + "\n".join(tables) + "\n"
 
 
@@ -222,7 +206,10 @@ def cli(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         if argv[:1] == ["plan-table"]:
-            print(plan_table(argv[1:]), end="")
+            parser = command_parser(
+                plan_table, "python -m vseam_pl.edit plan-table", plan_table.__doc__.split("\n\n")[0]
+            )
+            print(plan_table(**command_kwargs(plan_table, parser.parse_args(argv[1:]))), end="")
             return 0
         main(argv)
     # not `except input_errors()`: evaluating it would import the editing stack for --help's SystemExit

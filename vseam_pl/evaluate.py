@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import inspect
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from jsonargparse.typing import PositiveInt
 from lightning.pytorch import LightningDataModule, Trainer, seed_everything
 
 from vseam_pl.batch_size import datamodule_batch_size, resolve
@@ -40,124 +40,79 @@ from vseam_pl.data import MultiBenchmarkDataModule, QADataModule, build_datamodu
 from vseam_pl.distributed import release_process_group
 from vseam_pl.lit_module import HeadModulationModule
 from vseam_pl.outputs import OutputPaths, resolve_metrics_path
-from vseam_pl.prompts import DEFAULT_INSTRUCTION
 from vseam_pl.signals import stop_on_sigterm
+
+#: where `evaluate` differs from the DataModules' and the Trainer's own defaults (which are training's): the synthetic
+#: world, 32 questions a batch and one image-decoding worker, one device in full precision
+DATA_DEFAULTS: dict[str, Any] = {"root": "data/synth", "batch_size": 32, "num_workers": 1}
+TRAINER_DEFAULTS: dict[str, Any] = {"devices": 1, "precision": "32-true"}
+#: the per-benchmark keys of `evaluate`'s `data` (each a mapping of that benchmark's DataModule arguments)
+BENCHMARKS: tuple[str, ...] = ("gqa", "pope", "cocoqa")
 
 
 def evaluate(
-    model: str = "checkpoints/tiny-llava",
+    module: Mapping[str, Any] | None = None,
+    data: Mapping[str, Any] | None = None,
+    trainer: Mapping[str, Any] | None = None,
+    benchmarks: str = "gqa,pope,cocoqa",
     scales: str | None = None,
     output: str | None = None,
-    benchmarks: str = "gqa,pope,cocoqa",
-    data_root: str = "data/synth",
-    image_dir: str | None = None,
-    splitting: str = "auto",
-    levels: list[str] | None = None,
-    categories: list[str] | None = None,
-    pope_splits: list[str] | None = None,
-    cocoqa_types: list[str] | None = None,
-    cocoqa_image_pattern: str | None = None,
-    hf_dataset: str | None = None,
-    hf_config: str | None = None,
-    limit: PositiveInt | None = None,
-    on_bad_record: str = "error",
-    batch_size: int | str = 32,
-    num_workers: int = 1,
-    dtype: str = "float32",
-    attn_implementation: str | None = "eager",
-    instruction: str | None = DEFAULT_INSTRUCTION,
-    max_new_tokens: int = 8,
-    answer_scoring: str = "closed_set_logprob",
-    answer_parser: str = "vseam",
-    generation: str = "vseam",
-    statistics: str = "image_clustered",
-    accelerator: str = "auto",
-    devices: int | str = 1,
-    strategy: str = "auto",
-    precision: str = "32-true",
     seed: int = 0,
 ) -> list[dict]:
-    """Evaluate baseline (and modulated, with --scales) on the test split of each benchmark.
+    """Evaluate baseline (and modulated, with `scales`) on the test split of each benchmark.
+
+    The three mappings are `vseam evaluate`'s `--model.*`, `--data.*` and `--trainer.*` keys, each taken by the
+    class it configures, so every setting and default is that class's own (`DATA_DEFAULTS` and `TRAINER_DEFAULTS`
+    name the few that evaluation changes):
+
+        evaluate({"model": "checkpoints/tiny-llava"}, {"root": "data/synth", "limit": 100, "pope": {"splits": ["random"]}})
 
     Args:
-        model: hub id or local folder of the VLM.
+        module: `HeadModulationModule` arguments (model, dtype, attn_implementation, instruction, max_new_tokens,
+            answer_scoring, answer_parser, generation, statistics, ...); the scales come from `scales`.
+        data: the DataModules' shared arguments (root: a benchmark root or the synthetic world, generated if
+            missing; image_dir, splitting, hf_dataset, hf_config, limit, on_bad_record, num_workers, batch_size:
+            "auto" sizes it on the GPU from each benchmark's first batch) and, under `gqa`, `pope`, `cocoqa`, one
+            benchmark's own (levels, categories; splits; types, image_pattern).
+        trainer: `Trainer` arguments (accelerator, devices, strategy, precision).
+        benchmarks: comma-separated subset of gqa,pope,cocoqa.
         scales: head_scales.safetensors from train.py; without it only the baseline is evaluated.
         output: metrics.json path (default: metrics.json beside the scales, else runs/eval/metrics.json).
-        benchmarks: comma-separated subset of gqa,pope,cocoqa.
-        data_root: a benchmark root (GQA/, POPE/, COCOQA/ folders) or the synthetic world (generated if missing).
-        image_dir: image folder (default: `images` inside each split root).
-        splitting: auto | folders | hash | all ("all": every record of the files is a test record).
-        levels, categories: GQA selection; pope_splits: random/popular/adversarial; cocoqa_types: color/count/location.
-        cocoqa_image_pattern: COCO-QA image file name from the id (default: the synthetic world's or COCO's).
-        hf_dataset, hf_config: read a Hugging Face dataset in the lmms-eval schema instead of files.
-        limit: at most this many test records per benchmark.
-        on_bad_record: error | skip (skips are counted and reported).
-        batch_size, num_workers: inference batch size ("auto": the largest that fits on the GPU, sized on the longest
-            question of each benchmark's first batch); image-decoding worker processes.
-        dtype, attn_implementation: how the frozen model is loaded.
-        instruction, max_new_tokens: prompting and open-question generation length.
-        answer_scoring: closed_set_logprob (closed sets scored by candidate log-probability; the default) or
-            generate (every question answered by greedy generation, as lmms-eval / VLMEvalKit do).
-        answer_parser: how generated replies are read: vseam | lmms_eval | llava | vlmevalkit (docs/statistics.md).
-        generation: vseam (max_new_tokens, first line) or toolkit (the answer parser's toolkit's generation per
-            benchmark, whole reply; `vseam_pl.text.TOOLKIT_GENERATION`).
-        statistics: image_clustered (p-values and CIs resample images; the default) or per_question (McNemar).
-        accelerator, devices, strategy, precision: Lightning Trainer settings (e.g. 2 devices with ddp).
-        seed: seeds the bootstrap CIs.
+        seed: seeds the bootstrap CIs (and the DataModules unless `data` gives their seed).
     """
     seed_everything(seed, verbose=False)
     outputs = evaluation_outputs(output, scales)  # checked before any work
-    if hf_dataset is None and data_root == "data/synth":
-        ensure_synthetic(data_root)
-    conventions = synthetic_conventions(data_root) if hf_dataset is None else {}
-    pattern = cocoqa_image_pattern or conventions.get("cocoqa_image_pattern")
-    size = resolve(batch_size)
-    common = dict(
-        root=None if hf_dataset else data_root,
-        image_dir=image_dir,
-        hf_dataset=hf_dataset,
-        hf_config=hf_config,
-        batch_size=size or 32,
-        num_workers=num_workers,
-        splitting=splitting,
-        limit=limit,
-        on_bad_record=on_bad_record,
-        seed=seed,
-    )
-    per = {
-        "gqa": {"levels": levels, "categories": categories},
-        "pope": {"splits": pope_splits},
-        "cocoqa": {"types": cocoqa_types, **({"image_pattern": pattern} if pattern else {})},
-    }
+    module = dict(module or {})
+    if "init_scales" in module:
+        raise ValueError("evaluate: give the learned scales as scales=..., not module['init_scales']")
+    common = {**DATA_DEFAULTS, "seed": seed, **(data or {})}
+    per = {n: dict(common.pop(n, None) or {}) for n in BENCHMARKS}
+    if common.get("hf_dataset"):
+        common["root"] = None
+    elif common["root"] == DATA_DEFAULTS["root"]:
+        ensure_synthetic(common["root"])
+    conventions = {} if common.get("hf_dataset") else synthetic_conventions(common["root"])
+    pattern = per["cocoqa"].pop("image_pattern", None) or conventions.get("cocoqa_image_pattern")
+    if pattern:
+        per["cocoqa"]["image_pattern"] = pattern
+    size = resolve(common["batch_size"])
+    common["batch_size"] = size or DATA_DEFAULTS["batch_size"]
     names = [b.strip().lower() for b in benchmarks.split(",") if b.strip()]
-    data = build_datamodule(names, per_benchmark={n: per[n] for n in names if n in per}, **common)
+    datamodule = build_datamodule(names, per_benchmark={n: per[n] for n in names if n in per}, **common)
 
-    module = HeadModulationModule(
-        model=model,
-        dtype=dtype,
-        attn_implementation=attn_implementation,
-        instruction=instruction,
-        max_new_tokens=max_new_tokens,
-        init_scales=scales or "ones",
-        answer_scoring=answer_scoring,
-        answer_parser=answer_parser,
-        generation=generation,
-        statistics=statistics,
-    )
+    lit = HeadModulationModule(**module, init_scales=scales or "ones")
     if scales is None:
-        module.modulation.detach()
+        lit.modulation.detach()
+    trainer_args = {**TRAINER_DEFAULTS, **(trainer or {})}
     if size is None:
-        auto_batch_size(module, data, accelerator)
-    trainer = Trainer(
-        accelerator=accelerator,
-        devices=devices,
-        strategy=strategy,
-        precision=precision,
+        auto_batch_size(lit, datamodule, str(trainer_args.get("accelerator")))
+    test = Trainer(
+        **trainer_args,
         logger=False,
         enable_checkpointing=False,
         enable_model_summary=False,
     )
-    return run_test(trainer, module, data, scales, output, outputs=outputs)
+    return run_test(test, lit, datamodule, scales, output, outputs=outputs)
 
 
 def evaluation_outputs(output: str | None, learned: str | None) -> OutputPaths:

@@ -258,34 +258,16 @@ def upload(folder: str | os.PathLike, repo_id: str, private: bool = False) -> st
     return str(getattr(info, "commit_url", info))
 
 
-def export_merged(
-    model: str,
-    scales: str | os.PathLike,
-    out: str | os.PathLike,
-    dtype: str = "float32",
-    check_model: bool = True,
-    trust_remote_code: bool = False,
-    base_model_id: str | None = None,
-) -> Path:
-    """`export(..., format="merged")`: fold `scales` into `model`'s `o_proj` weights and save model + processor."""
-    return export(
-        model,
-        scales,
-        out,
-        format="merged",
-        dtype=dtype,
-        check_model=check_model,
-        trust_remote_code=trust_remote_code,
-        base_model_id=base_model_id,
-    )
+def parser() -> ArgumentParser:
+    """Every argument of `export` as a flag (jsonargparse's spelling: `--overwrite true`), `-c/--config` YAML too."""
+    p = ArgumentParser(prog="python -m vseam_pl.export", description=__doc__)
+    p.add_function_arguments(export, as_group=False)
+    return p
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Every argument of `export` as a flag, `-c/--config` YAML too; `--push-to-hub` (the huggingface_hub
-    spelling) is accepted as well as `--push_to_hub`."""
-    parser = ArgumentParser(prog="python -m vseam_pl.export", description=__doc__)
-    parser.add_function_arguments(export, as_group=False)
-    path = export(**parser.parse_args(underscore_flags(argv)).as_dict())
+    """`vseam export`; `--push-to-hub` (the huggingface_hub spelling) is accepted as well as `--push_to_hub`."""
+    path = export(**parser().parse_args(underscore_flags(argv)).as_dict())
     fmt = "peft adapter" if (path / "adapter_config.json").exists() else "merged model"
     print(f"{fmt}: {path}")
 

@@ -22,12 +22,12 @@ import os
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-from .argparsing import ArgumentParser
+from .argparsing import Flag, command_kwargs, command_parser
 from .evaluation import Outcome, warn_duplicate_ids
 from .io import read_json, write_json
 from .metrics import POPE_SPLITS, TN, TP, POPEMetrics, pope_cells
@@ -487,14 +487,21 @@ def read_metrics_json(path: str | os.PathLike) -> dict[str, Any]:
     return validate_report(read_json(path, "metrics file"), source=str(path))
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = ArgumentParser(description="Print a metrics.json report as a table.")
-    parser.add_argument("path", type=Path)
-    parser.add_argument("--markdown", action="store_true", help="print a markdown table instead")
-    args = parser.parse_args(argv)
-    report = read_metrics_json(args.path)
+def show(path: Annotated[Path, Flag(positional=True)], markdown: bool = False) -> None:
+    """Print a metrics.json report as a table.
+
+    Args:
+        path: the metrics.json
+        markdown: print a markdown table instead
+    """
+    report = read_metrics_json(path)
     print(f"model: {report['model']}  scales: {report['scales']}")
-    print(to_markdown(report["rows"]) if args.markdown else format_table(report["rows"]))
+    print(to_markdown(report["rows"]) if markdown else format_table(report["rows"]))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = command_parser(show, None, "Print a metrics.json report as a table.")
+    show(**command_kwargs(show, parser.parse_args(argv)))
 
 
 if __name__ == "__main__":

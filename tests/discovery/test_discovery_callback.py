@@ -11,7 +11,7 @@ from test_discovery import write_pair_manifest
 from torch.utils.data import DataLoader
 
 from callbacks.head_discovery import HeadDiscovery
-from vseam_pl.discovery import HeadScores, init_scales_from_scores
+from vseam_pl.discovery import DiscoveryConfig, HeadScores, init_scales_from_scores
 from vseam_pl.interventions.modulation import HeadModulation
 from vseam_pl.vlm import load_vlm
 
@@ -51,7 +51,7 @@ def test_callback_logs_heatmaps_and_initialises_scales(tiny_llava_dir, tmp_path)
     manifest = write_pair_manifest(tmp_path / "pairs", n=4)
     module = TinyModulated(str(tiny_llava_dir))
     scales_param = module.modulation.scales
-    callback = HeadDiscovery(manifest, method="attribution", top_k=2, init_scales="topk")
+    callback = HeadDiscovery(manifest, DiscoveryConfig(method="attribution", top_k=2), init_scales="topk")
     logger = TensorBoardLogger(str(tmp_path / "logs"), name="fit")
     trainer = pl.Trainer(
         accelerator="cpu",
@@ -91,11 +91,13 @@ def test_callback_scores_the_unmodulated_model(tiny_llava_dir, tmp_path):
     """Standalone use gives the same scores as the fit-time run, even though the fit module had scales != 1."""
     manifest = write_pair_manifest(tmp_path / "pairs", n=4)
     vlm = load_vlm(str(tiny_llava_dir))
-    standalone = HeadDiscovery(manifest, method="attribution").discover(vlm)
+    standalone = HeadDiscovery(manifest, DiscoveryConfig(method="attribution")).discover(vlm)
     module = TinyModulated(str(tiny_llava_dir))
     with torch.no_grad():
         module.modulation.scales.mul_(0.5)
-    callback = HeadDiscovery(manifest, method="attribution", out_dir=tmp_path / "run", log_figures=False)
+    callback = HeadDiscovery(
+        manifest, DiscoveryConfig(method="attribution"), out_dir=tmp_path / "run", log_figures=False
+    )
     trainer = pl.Trainer(
         accelerator="cpu",
         devices=1,

@@ -386,7 +386,7 @@ def test_callback_release_protocol_closed_form_and_set_ablation(synth_pairs, tmp
     module = TinyModulated(str(CHECKPOINTS / "tiny-llava"))
     callback = HeadDiscovery(
         list(synth_pairs[:3]),
-        protocol="release",
+        DiscoveryConfig(protocol="release"),
         out_dir=tmp_path / "run",
         log_figures=False,
         init_scales="closed_form",

@@ -21,15 +21,16 @@ def tiny_world(tmp_path_factory) -> Path:
 
 
 def test_answer_scoring_and_parser_are_recorded(tiny_llava_dir, tiny_world, tmp_path, one_thread):
-    common = dict(
-        model=str(tiny_llava_dir), benchmarks="pope", data_root=str(tiny_world), num_workers=0, limit=6
-    )
-    evaluate.evaluate(output=str(tmp_path / "default.json"), **common)
+    model = str(tiny_llava_dir)
+    common = dict(benchmarks="pope", data={"root": str(tiny_world), "num_workers": 0, "limit": 6})
+    evaluate.evaluate(module={"model": model}, output=str(tmp_path / "default.json"), **common)
     default = read_metrics_json(tmp_path / "default.json")
     assert (default["answer_scoring"], default["answer_parser"]) == ("closed_set_logprob", "vseam")
 
     evaluate.evaluate(
-        output=str(tmp_path / "llava.json"), answer_scoring="generate", answer_parser="llava", **common
+        module={"model": model, "answer_scoring": "generate", "answer_parser": "llava"},
+        output=str(tmp_path / "llava.json"),
+        **common,
     )
     report = read_metrics_json(tmp_path / "llava.json")
     assert (report["answer_scoring"], report["answer_parser"]) == ("generate", "llava")
@@ -39,20 +40,29 @@ def test_answer_scoring_and_parser_are_recorded(tiny_llava_dir, tiny_world, tmp_
     assert report["answer_generation"] == "vseam" and default["answer_generation"] == "vseam"
 
     evaluate.evaluate(
+        module={
+            "model": model,
+            "answer_scoring": "generate",
+            "answer_parser": "lmms_eval",
+            "generation": "toolkit",
+        },
         output=str(tmp_path / "lmms.json"),
-        answer_scoring="generate",
-        answer_parser="lmms_eval",
-        generation="toolkit",
         **common,
     )
     lmms = read_metrics_json(tmp_path / "lmms.json")
     assert (lmms["answer_parser"], lmms["answer_generation"]) == ("lmms_eval", "toolkit")
     with pytest.raises(ValueError, match="generation must be one of"):
-        evaluate.evaluate(output=str(tmp_path / "x.json"), generation="lmms_eval", **common)
+        evaluate.evaluate(
+            module={"model": model, "generation": "lmms_eval"}, output=str(tmp_path / "x.json"), **common
+        )
     with pytest.raises(ValueError, match="unknown answer parser"):
-        evaluate.evaluate(output=str(tmp_path / "x.json"), answer_parser="lmms-eval", **common)
+        evaluate.evaluate(
+            module={"model": model, "answer_parser": "lmms-eval"}, output=str(tmp_path / "x.json"), **common
+        )
     with pytest.raises(ValueError, match="answer_scoring must be one of"):
-        evaluate.evaluate(output=str(tmp_path / "x.json"), answer_scoring="logprob", **common)
+        evaluate.evaluate(
+            module={"model": model, "answer_scoring": "logprob"}, output=str(tmp_path / "x.json"), **common
+        )
 
 
 def test_statistics_choice_reaches_the_rows(tiny_llava_dir, tiny_world, tmp_path, one_thread):
@@ -65,20 +75,20 @@ def test_statistics_choice_reaches_the_rows(tiny_llava_dir, tiny_world, tmp_path
     with torch.no_grad():
         mod.scales.uniform_(0.5, 1.5, generator=torch.Generator().manual_seed(0))
     scales = str(mod.save(tmp_path / "head_scales.safetensors"))
+    model = str(tiny_llava_dir)
     common = dict(
-        model=str(tiny_llava_dir),
-        scales=scales,
-        benchmarks="gqa",
-        data_root=str(tiny_world),
-        num_workers=0,
-        limit=8,
+        scales=scales, benchmarks="gqa", data={"root": str(tiny_world), "num_workers": 0, "limit": 8}
     )
-    clustered = evaluate.evaluate(output=str(tmp_path / "c.json"), **common)
-    per_q = evaluate.evaluate(output=str(tmp_path / "q.json"), statistics="per_question", **common)
+    clustered = evaluate.evaluate(module={"model": model}, output=str(tmp_path / "c.json"), **common)
+    per_q = evaluate.evaluate(
+        module={"model": model, "statistics": "per_question"}, output=str(tmp_path / "q.json"), **common
+    )
     assert {r["p_test"] for r in clustered} == {"image_permutation"} and {r["p_test"] for r in per_q} == {
         "mcnemar_exact"
     }
     overall = clustered[0]
     assert overall["split"] == "test" and overall["n"] == 8 and 1 <= overall["n_images"] < 8
     with pytest.raises(ValueError, match="statistics must be one of"):
-        evaluate.evaluate(output=str(tmp_path / "x.json"), statistics="clustered", **common)
+        evaluate.evaluate(
+            module={"model": model, "statistics": "clustered"}, output=str(tmp_path / "x.json"), **common
+        )

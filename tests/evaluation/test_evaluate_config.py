@@ -202,12 +202,9 @@ def test_the_tree_keys_give_what_the_flat_python_arguments_give(
     import evaluate
 
     flat = evaluate.evaluate(
-        model=str(tiny_llava_dir),
+        module={"model": str(tiny_llava_dir), "instruction": "Reply with one word."},
+        data={"root": str(tiny_world), "limit": 4, "num_workers": 0},
         benchmarks="gqa,pope,cocoqa",
-        data_root=str(tiny_world),
-        limit=4,
-        num_workers=0,
-        instruction="Reply with one word.",
         output=str(tmp_path / "flat.json"),
     )
     tree = evaluate_main(

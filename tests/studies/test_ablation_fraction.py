@@ -150,8 +150,7 @@ def test_one_seed_has_no_spread_to_print():
     ]
     summary = ablate_fraction.aggregate(runs)
     assert [s["std"] for s in summary] == [None, None]
-    args = ablate_fraction.parse_args([])
-    text = ablate_fraction.markdown(summary, runs, args, "vseam sweep")
+    text = ablate_fraction.markdown(summary, runs, ablate_fraction.SweepConfig(), "vseam sweep")
     assert "± 0.00" not in text and "60.00 (1 seed)" in text
 
 
@@ -162,6 +161,6 @@ def test_sweep_runs_train_on_the_whole_split_not_the_default_recipes_caps(
     per-split caps (3,200 training questions) must not cut the sweep's training split."""
     from vseam_pl.train import build_cli
 
-    args = ablate_fraction.parse_args(argv(tiny_llava_dir, tiny_world, tmp_path))
-    cli = build_cli(ablate_fraction.train_args(args, str(tiny_llava_dir), 1.0, 0, tmp_path / "run"))
+    cfg = ablate_fraction.parse_config(argv(tiny_llava_dir, tiny_world, tmp_path))
+    cli = build_cli(ablate_fraction.train_config(cfg, str(tiny_llava_dir), 1.0, 0, tmp_path / "run"))
     assert cli.datamodule.limit is None

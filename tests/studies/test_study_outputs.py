@@ -9,9 +9,13 @@ from vseam_pl.studies import compare, headroom, sweep
 
 
 @pytest.mark.parametrize(
-    "module, default",
-    [(compare, "runs/compare"), (sweep, "runs/ablation"), (headroom, "runs/headroom")],
+    "parse, default",
+    [
+        (compare.parse_config, "runs/compare"),
+        (sweep.parse_config, "runs/ablation"),
+        (headroom.parse_config, "runs/headroom"),
+    ],
 )
-def test_studies_write_under_runs_unless_asked(module, default):
-    assert module.parse_args([]).out == default
-    assert module.parse_args(["--out", "docs"]).out == "docs"
+def test_studies_write_under_runs_unless_asked(parse, default):
+    assert parse([]).out == default
+    assert parse(["--out", "docs"]).out == "docs"

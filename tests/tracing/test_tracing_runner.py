@@ -18,7 +18,7 @@ from vseam_pl.interventions.modulation import HeadModulation
 from vseam_pl.pairs import read_pairs, select_pairs, write_pairs
 from vseam_pl.trace import main as trace_main
 from vseam_pl.tracing.pair import trace_pair
-from vseam_pl.tracing.runner import run_tracing
+from vseam_pl.tracing.runner import TraceConfig, run_tracing
 from vseam_pl.vlm import load_vlm
 
 ALL_PAIRS = -float("inf")  # min_gap that keeps every pair (random models barely separate the answers)
@@ -46,7 +46,7 @@ class Stop(Exception):
 def test_run_writes_tensors_json_aggregates_and_figures(llava, manifest, tmp_path):
     pairs = list(read_pairs(manifest))
     res = run_tracing(
-        llava, pairs, tmp_path, batch_size=7, min_gap=ALL_PAIRS, pair_plots=1, log=lambda m: None
+        llava, pairs, tmp_path, TraceConfig(batch_size=7, min_gap=ALL_PAIRS, pair_plots=1), log=lambda m: None
     )
     assert res.traced == 3 and res.reused == 0
     L = llava.num_layers
@@ -90,7 +90,7 @@ def test_run_writes_tensors_json_aggregates_and_figures(llava, manifest, tmp_pat
 
 def test_min_gap_excludes_pairs_from_recovery_only(llava, manifest, tmp_path):
     pairs = list(read_pairs(manifest))
-    res = run_tracing(llava, pairs, tmp_path, analyses="layers", min_gap=1e6, log=lambda m: None)
+    res = run_tracing(llava, pairs, tmp_path, TraceConfig(analyses="layers", min_gap=1e6), log=lambda m: None)
     bands = res.aggregated["layers"]["all"]
     assert bands["recovery"].n.max() == 0 and torch.isnan(bands["recovery"].mean).all()
     assert (bands["delta_ld"].n == 3).all() and (bands["p_clean"].n == 3).all()
@@ -108,27 +108,41 @@ def test_interrupted_run_resumes_without_redoing_finished_pairs(llava, manifest,
         raise Stop
 
     with pytest.raises(Stop):
-        run_tracing(llava, pairs, tmp_path, analyses="layers,lens", log=stop_after_first)
+        run_tracing(llava, pairs, tmp_path, TraceConfig(analyses="layers,lens"), log=stop_after_first)
     done = tmp_path / "pairs" / "p0" / "layers.json"
     assert done.exists() and not (tmp_path / "pairs" / "p1").exists()
     stamp = done.stat().st_mtime_ns
     with pytest.raises(FileExistsError, match="--resume"):
-        run_tracing(llava, pairs, tmp_path, analyses="layers,lens", log=lambda m: None)
+        run_tracing(llava, pairs, tmp_path, TraceConfig(analyses="layers,lens"), log=lambda m: None)
     with pytest.raises(ValueError, match="instruction"):
-        run_tracing(llava, pairs, tmp_path, resume=True, instruction=None, log=lambda m: None)
+        run_tracing(llava, pairs, tmp_path, TraceConfig(instruction=None), resume=True, log=lambda m: None)
     # a half-finished pair (tensors written, JSON marker not) is redone for that analysis only
     (tmp_path / "pairs" / "p0" / "lens.json").unlink()
     res = run_tracing(
-        llava, pairs, tmp_path, analyses="layers,lens", resume=True, min_gap=ALL_PAIRS, log=lambda m: None
+        llava,
+        pairs,
+        tmp_path,
+        TraceConfig(analyses="layers,lens", min_gap=ALL_PAIRS),
+        resume=True,
+        log=lambda m: None,
     )
     assert (res.traced, res.reused) == (3, 0)
     assert done.stat().st_mtime_ns == stamp
     res = run_tracing(
-        llava, pairs, tmp_path, analyses="layers,lens", resume=True, min_gap=ALL_PAIRS, log=lambda m: None
+        llava,
+        pairs,
+        tmp_path,
+        TraceConfig(analyses="layers,lens", min_gap=ALL_PAIRS),
+        resume=True,
+        log=lambda m: None,
     )
     assert (res.traced, res.reused) == (0, 3)
     fresh = run_tracing(
-        llava, pairs, tmp_path / "fresh", analyses="layers", min_gap=ALL_PAIRS, log=lambda m: None
+        llava,
+        pairs,
+        tmp_path / "fresh",
+        TraceConfig(analyses="layers", min_gap=ALL_PAIRS),
+        log=lambda m: None,
     )
     for level in ("all", "object"):
         torch.testing.assert_close(
@@ -142,7 +156,7 @@ def test_resume_recomputes_pairs_whose_inputs_changed(llava, manifest, tmp_path)
     from dataclasses import replace
 
     pairs = list(read_pairs(manifest))
-    quiet = {"analyses": "lens", "min_gap": ALL_PAIRS, "log": lambda m: None}
+    quiet = {"config": TraceConfig(analyses="lens", min_gap=ALL_PAIRS), "log": lambda m: None}
     run_tracing(llava, pairs, tmp_path, **quiet)
     swapped = [replace(p, clean_image=p.edited_image, edited_image=p.clean_image, answer=p.edited_answer,
                        edited_answer=p.answer) for p in pairs[:2]] + pairs[2:]  # fmt: skip
@@ -169,10 +183,17 @@ def test_untraceable_pairs_are_recorded_and_skipped_on_resume(llava, manifest, t
     pairs = list(read_pairs(manifest))
     p = pairs[0]
     open_pair = type(p)("open", p.question, p.clean_image, p.edited_image, "dog", None, source="x:1")
-    res = run_tracing(llava, [open_pair, *pairs[:1]], tmp_path, analyses="lens", log=lambda m: None)
+    res = run_tracing(
+        llava, [open_pair, *pairs[:1]], tmp_path, TraceConfig(analyses="lens"), log=lambda m: None
+    )
     assert list(res.skipped) == ["open"] and "edited_answer" in res.skipped["open"]
     res = run_tracing(
-        llava, [open_pair, *pairs[:1]], tmp_path, analyses="lens", resume=True, log=lambda m: None
+        llava,
+        [open_pair, *pairs[:1]],
+        tmp_path,
+        TraceConfig(analyses="lens"),
+        resume=True,
+        log=lambda m: None,
     )
     assert list(res.skipped) == ["open"] and res.reused == 1
 
@@ -244,7 +265,10 @@ def test_callback_traces_the_unmodulated_model_and_logs_to_tensorboard(tiny_llav
     pair = next(iter(read_pairs(manifest)))
     modulated_ld = trace_pair(vlm, pair).ld_clean
     cb = CausalTracing(
-        str(manifest), analyses="layers,lens", stages="fit_start,fit_end", limit=1, min_gap=ALL_PAIRS
+        str(manifest),
+        TraceConfig(analyses="layers,lens", min_gap=ALL_PAIRS),
+        stages="fit_start,fit_end",
+        limit=1,
     )
     logger = TensorBoardLogger(tmp_path, name="tb")
     trainer = Trainer(
@@ -287,7 +311,11 @@ def test_synthetic_world_pairs_trace_with_concepts_located(llava, tmp_path):
     root = generate_benchmarks(tmp_path / "synth", n_train=2, n_val=2, n_test=6)
     pairs = select_pairs(read_pairs(root / "test" / "pairs" / "pairs.jsonl"), limit=6)
     res = run_tracing(
-        llava, pairs, tmp_path / "trace", analyses="tokens", min_gap=ALL_PAIRS, log=lambda m: None
+        llava,
+        pairs,
+        tmp_path / "trace",
+        TraceConfig(analyses="tokens", min_gap=ALL_PAIRS),
+        log=lambda m: None,
     )
     assert res.traced == len(pairs) and not res.skipped
     for p in pairs:

@@ -10,7 +10,7 @@ import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from tests.helpers import make_images
-from vseam_pl.export import EXPORT_INFO, export_merged, main
+from vseam_pl.export import EXPORT_INFO, export, main
 from vseam_pl.interventions.modulation import HeadModulation, ScalesMismatchError
 from vseam_pl.prompts import build_prompts
 from vseam_pl.vlm import load_vlm
@@ -37,7 +37,7 @@ def test_merged_model_loads_in_plain_transformers_with_modulated_logits(
     tiny_llava_dir, scales_file, tmp_path
 ):
     torch.set_num_threads(1)
-    out = export_merged(str(tiny_llava_dir), scales_file, tmp_path / "merged", base_model_id="a/tiny")
+    out = export(str(tiny_llava_dir), scales_file, tmp_path / "merged", base_model_id="a/tiny")
     assert not list(out.glob("*.py")) and "auto_map" not in json.loads((out / "config.json").read_text())
     info = json.loads((out / EXPORT_INFO).read_text())
     assert info["grid"] == [4, 4] and (out / "head_scales.safetensors").exists()
@@ -86,5 +86,5 @@ def test_cli_and_bf16_export(tiny_llava_dir, scales_file, tmp_path, capsys):
 def test_scales_of_another_grid_are_refused(tiny_llava_dir, tmp_path):
     wrong = HeadModulation(3, 4, 16).save(tmp_path / "wrong.safetensors")
     with pytest.raises(ScalesMismatchError, match="head grid"):
-        export_merged(str(tiny_llava_dir), wrong, tmp_path / "merged", base_model_id="a/tiny")
+        export(str(tiny_llava_dir), wrong, tmp_path / "merged", base_model_id="a/tiny")
     assert not (tmp_path / "merged").exists()

@@ -51,7 +51,7 @@ trainer:
       init_args: {{save_last: true, save_top_k: 1}}
     - class_path: callbacks.ScaleMonitor
     - class_path: callbacks.HeadDiscovery
-      init_args: {{pairs: {synth / "train" / "pairs"}, method: attribution, limit: 4, pair_batch: 2}}
+      init_args: {{pairs: {synth / "train" / "pairs"}, discovery: {{method: attribution, pair_batch: 2}}, limit: 4}}
 """)
     return {"model": tiny_llava_dir, "synth": synth, "overlay": overlay}
 

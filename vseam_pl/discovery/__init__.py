@@ -16,7 +16,7 @@ from .runner import (
     write_outputs,
 )
 from .scores import CLOSED_FORM_DEFAULTS, HeadScores, apply_init_scales, init_scales_from_scores
-from .set_ablation import SetAblationConfig, SetAblationResult, run_set_ablation
+from .set_ablation import SetAblationConfig, SetAblationResult, run_set_ablation, set_ablation_config
 
 __all__ = [
     "CLOSED_FORM_DEFAULTS",
@@ -36,5 +36,6 @@ __all__ = [
     "overlap_analysis",
     "run_discovery",
     "run_set_ablation",
+    "set_ablation_config",
     "write_outputs",
 ]

@@ -11,7 +11,7 @@ from itertools import combinations
 from typing import Any
 
 from ..levels import level_of
-from .scores import HeadScores
+from .scores import TOP_K, HeadScores
 
 
 def jaccard(a: set, b: set) -> float:
@@ -30,7 +30,7 @@ def _level(group: str) -> str | None:
     return name if kind == "level" else level_of(name)
 
 
-def overlap_analysis(scores: HeadScores, k: int = 10) -> dict[str, Any]:
+def overlap_analysis(scores: HeadScores, k: int = TOP_K) -> dict[str, Any]:
     """Jaccard matrices over levels and categories for the top-K positive and negative heads, plus summaries."""
     groups = scores.levels() + scores.categories()
     out: dict[str, Any] = {"k": k, "groups": groups}

@@ -41,7 +41,7 @@ from .patching import (
 )
 from .plots import heatmap, layer_profiles, overlap_plot, profile_plot
 from .release import PROTOCOLS
-from .scores import Accumulator, HeadScores
+from .scores import TOP_K, Accumulator, HeadScores
 
 #: sink(tag, matplotlib figure), called for every figure written (e.g. to log it to TensorBoard).
 FigureSink = Callable[[str, Any], None]
@@ -60,18 +60,31 @@ class DiscoveryConfig:
     """
 
     method: str = "ablation"
-    ablation_mode: str = "mean_others"
-    ablation_image: str = "clean"
-    direction: str = "clean_to_edited"
+    """how heads are scored: ablation, patching, attribution or atp_star"""
+    ablation_mode: str = field(default="mean_others", metadata={"choices": ABLATION_MODES})
+    """ablation: what replaces the head's output"""
+    ablation_image: str = field(default="clean", metadata={"choices": ("clean", "edited")})
+    """ablation: which image of each pair is scored"""
+    direction: str = field(default="clean_to_edited", metadata={"choices": DIRECTIONS})
+    """patching direction"""
     batch_size: int = 64
+    """intervened rows per forward"""
     pair_batch: int = 4
-    top_k: int = 10
+    """pairs per chunk (the checkpoint unit)"""
+    top_k: int = TOP_K
+    """heads listed (and, for init scales, moved) per sign"""
     filter: bool = False
+    """keep pairs right on clean and wrong on edited (V-SEAM)"""
     instruction: str | None = None
-    protocol: str = "default"
-    patching_norm: str = "sum"
+    """appended to each question ('' for none; default: the protocol's own)"""
+    protocol: str = field(default="default", metadata={"choices": PROTOCOLS})
+    """default: vseam-pl's scoring; release: the V-SEAM release's (ablation, set_ablation)"""
+    patching_norm: str = field(default="sum", metadata={"choices": NORMALIZATIONS})
+    """patching/attribution: sum (divide by the summed edit effect), per_pair, none (unnormalised)"""
     min_edit_effect: float = 0.1
-    atp_nodes: str = "head"  # atp_star only, see .atp.NODES
+    """warn when the mean edit effect LD_clean - LD_edited (nats) is below this"""
+    atp_nodes: str = field(default="head", metadata={"choices": NODES})
+    """atp_star: head outputs or q/k/v nodes"""
 
     def validate(self) -> None:
         get_method(self.method)  # a registered method, or a ValueError naming them
@@ -310,7 +323,7 @@ def _load_state(path: Path, fp: dict[str, Any]) -> dict[str, Any] | None:
 def write_outputs(
     scores: HeadScores,
     out_dir: str | os.PathLike,
-    k: int = 10,
+    k: int = TOP_K,
     sink: FigureSink | None = None,
     plots: bool = True,
 ) -> dict[str, Path]:

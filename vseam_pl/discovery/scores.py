@@ -29,6 +29,8 @@ from .methods import METHODS
 ChunkStats = dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
 SCORES_FORMAT = "vseam-head-scores/1"
+#: heads per sign when no one says how many: the one default of every `k` / `top_k` of discovery
+TOP_K: int = 10
 SCORES_FILE = "head_scores.safetensors"
 SCORES_JSON = "head_scores.json"
 
@@ -186,11 +188,11 @@ class HeadScores:
             return self.scores[group][stat], which == 1 and stat == "negative" and self.negative_is_gain
         return self.signed(group), False
 
-    def positive_heads(self, group: str = "all", k: int = 10) -> list[RankedHead]:
+    def positive_heads(self, group: str = "all", k: int = TOP_K) -> list[RankedHead]:
         """The K heads with the largest positive scores, `(layer, head, score)`, best first."""
         return rank_heads(self._ranking(group, 0)[0], k, "largest", signed=True)
 
-    def negative_heads(self, group: str = "all", k: int = 10) -> list[RankedHead]:
+    def negative_heads(self, group: str = "all", k: int = TOP_K) -> list[RankedHead]:
         """The K most negative heads, most negative first: the most negative signed scores, or under the release
         protocol's ablation the largest `negative` gains (reported as those non-negative gains)."""
         score, gain = self._ranking(group, 1)
@@ -200,7 +202,7 @@ class HeadScores:
     def negative_is_gain(self) -> bool:
         return gain_negative(self.method, self.protocol)
 
-    def ranked_heads(self, group: str = "all", kind: str = "positive", k: int = 10) -> list[RankedHead]:
+    def ranked_heads(self, group: str = "all", kind: str = "positive", k: int = TOP_K) -> list[RankedHead]:
         """Exactly K heads (fewer only when the grid is smaller) in ranking order, whatever their score's sign
         (for fixed-size head sets; `positive_heads` / `negative_heads` stop at the first score of the wrong sign).
         Ties and NaN scores rank as :mod:`vseam_pl.ranking` says."""
@@ -210,7 +212,7 @@ class HeadScores:
         return rank_heads(score, k, "largest" if kind == "positive" or gain else "smallest")
 
     # -- persistence -----------------------------------------------------------------------------------------
-    def summary(self, k: int = 10) -> dict[str, Any]:
+    def summary(self, k: int = TOP_K) -> dict[str, Any]:
         """The JSON side: method, metadata, counts and the top-K positive/negative heads per group."""
         return {
             "format": SCORES_FORMAT,
@@ -230,7 +232,7 @@ class HeadScores:
             },
         }
 
-    def save(self, out_dir: str | os.PathLike, k: int = 10) -> tuple[Path, Path]:
+    def save(self, out_dir: str | os.PathLike, k: int = TOP_K) -> tuple[Path, Path]:
         """Write `head_scores.safetensors` (tensors `<group>/<stat>`) and `head_scores.json`, atomically."""
         out = Path(out_dir)
         tensors = {
@@ -308,7 +310,7 @@ def init_scales_from_scores(
     clip: Sequence[float] | None = None,
     eps: float | None = None,
     normalize: bool | None = None,
-    k: int = 10,
+    k: int = TOP_K,
     up: float = 1.5,
     down: float = 0.5,
     protocol: str | None = None,

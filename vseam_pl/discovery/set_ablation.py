@@ -34,7 +34,7 @@ from ..stats import bootstrap_ci, mcnemar_exact, paired_permutation_test
 from ..vlm import VLM
 from .ablation import Item, scorer_for
 from .items import prepare_items, replay_prefix_ok
-from .scores import HeadScores
+from .scores import TOP_K, HeadScores
 
 SET_MODES: tuple[str, ...] = ("zero", "mean_others")
 SET_ABLATION_JSON = "set_ablation.json"
@@ -42,13 +42,21 @@ SET_ABLATION_JSON = "set_ablation.json"
 
 @dataclass
 class SetAblationConfig:
-    """`k` heads per set, `random_sets` (R) random sets from `seed`, chosen from `scores` of `group`."""
+    """`k` heads per set, `random_sets` (R) random sets from `seed`, chosen from `scores` of `group`.
 
-    k: int = 10
+    After a discovery run, :func:`set_ablation_config` fills `k`, `pair_batch`, `protocol` and `instruction` from
+    its `DiscoveryConfig` (the CLI's `--method set_ablation` and `HeadDiscovery(set_ablation=...)` both do)."""
+
+    k: int = TOP_K
+    """set_ablation: heads per set"""
     random_sets: int = 20
+    """set_ablation: number of random K-sets (R)"""
     seed: int = 0
-    mode: str = "zero"
+    """set_ablation: seed of the random sets and the tests"""
+    mode: str = field(default="zero", metadata={"choices": SET_MODES})
+    """set_ablation: replacement (release: zero)"""
     group: str = "all"
+    """set_ablation: whose scores choose the sets (all, level:...)"""
     protocol: str = "default"
     instruction: str | None = None
     pair_batch: int = 8
@@ -61,6 +69,20 @@ class SetAblationConfig:
             raise ValueError("random_sets must be >= 0, pair_batch and n_resamples >= 1")
         if self.mode not in SET_MODES:
             raise ValueError(f"set ablation mode must be one of {SET_MODES}, got {self.mode!r}")
+
+
+#: what a set ablation after discovery takes from the discovery run (`set_ablation_config`)
+FROM_DISCOVERY: tuple[str, ...] = ("k", "pair_batch", "protocol", "instruction")
+
+
+def set_ablation_config(discovery: Any, **fields: Any) -> SetAblationConfig:
+    """Set ablation of the heads a `DiscoveryConfig` scored: its protocol and instruction, and unless `fields` give
+    them, K = its `top_k` and its `pair_batch`."""
+    return SetAblationConfig(
+        **{"k": discovery.top_k, "pair_batch": discovery.pair_batch, **fields},
+        protocol=discovery.protocol,
+        instruction=discovery.instruction,
+    )
 
 
 @dataclass

@@ -5,14 +5,38 @@
 original, filters and writes the `pairs.jsonl` layout that head discovery reads. CLI: ``python -m vseam_pl.edit``.
 """
 
-from .gqa import read_gqa_questions, read_scene_graphs
-from .inpaint import Inpainter, composite, load_inpaint_pipeline
-from .masks import box_mask, load_user_mask, soft_mask
-from .pipeline import EditReport, EditSettings, run_edits
-from .planner import EditPlan, EditPlanner, Refusal, Unresolved
-from .quality import AnswerFn, check_region, outside_change, vlm_filter
-from .tiny_pipeline import build_tiny_inpaint_pipeline
-from .vocab import EditVocab, VocabError
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+#: where each public name lives; imported on first use, so `vseam_pl.editing.settings` (what `vseam edit --help`
+#: reads) does not load diffusers, transformers and Lightning
+_SOURCES: dict[str, str] = {
+    "read_gqa_questions": "gqa",
+    "read_scene_graphs": "gqa",
+    "Inpainter": "inpaint",
+    "composite": "inpaint",
+    "load_inpaint_pipeline": "inpaint",
+    "box_mask": "masks",
+    "load_user_mask": "masks",
+    "soft_mask": "masks",
+    "EditReport": "pipeline",
+    "run_edits": "pipeline",
+    "EditPlan": "planner",
+    "EditPlanner": "planner",
+    "Refusal": "planner",
+    "Unresolved": "planner",
+    "AnswerFn": "quality",
+    "check_region": "quality",
+    "outside_change": "quality",
+    "vlm_filter": "quality",
+    "EditSettings": "settings",
+    "Sampling": "settings",
+    "build_tiny_inpaint_pipeline": "tiny_pipeline",
+    "EditVocab": "vocab",
+    "VocabError": "vocab",
+}
 
 __all__ = [
     "AnswerFn",
@@ -23,6 +47,7 @@ __all__ = [
     "EditVocab",
     "Inpainter",
     "Refusal",
+    "Sampling",
     "Unresolved",
     "VocabError",
     "box_mask",
@@ -38,3 +63,9 @@ __all__ = [
     "soft_mask",
     "vlm_filter",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _SOURCES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_SOURCES[name]}"), name)

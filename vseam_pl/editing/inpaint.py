@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .settings import Sampling
+
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
@@ -57,7 +59,13 @@ def composite(original: Image.Image, generated: Image.Image, alpha: np.ndarray) 
 class Inpainter:
     """Runs one inpainting pipeline with fixed sampling settings; `calls` counts model invocations."""
 
-    def __init__(self, pipe, steps: int = 30, guidance: float = 7.5, resolution: int = 512) -> None:
+    def __init__(
+        self,
+        pipe,
+        steps: int = Sampling.steps,
+        guidance: float = Sampling.guidance,
+        resolution: int = Sampling.resolution,
+    ) -> None:
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
         self.pipe = pipe

@@ -38,21 +38,7 @@ from .inpaint import Inpainter
 from .masks import bbox, box_mask, load_user_mask, mask_image, soft_mask
 from .planner import EditPlan, Refusal
 from .quality import AnswerFn, check_region, vlm_filter
-
-
-@dataclass
-class EditSettings:
-    """How pairs are rendered and checked (the sampling settings live on the `Inpainter`)."""
-
-    dilate: int = 8
-    feather: int = 4
-    seed: int = 0
-    masks: str | None = None  # folder of user masks {question_id}.png
-    check_outside: bool = False  # filter (1): pixels outside the mask unchanged
-    max_outside_diff: int = 0
-    min_inside_change: float = 0.0
-    filter_batch_size: int = 8  # pairs per V-SEAM filter call (2 images each)
-    model_id: str | None = None
+from .settings import EditSettings
 
 
 @dataclass

@@ -14,8 +14,9 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Annotated
 
-from ..argparsing import ArgumentParser
+from ..argparsing import Flag, command_kwargs, command_parser, default_of
 
 
 def tiny_clip_tokenizer(folder: str | os.PathLike):
@@ -114,14 +115,23 @@ def build_tiny_inpaint_pipeline(out: str | os.PathLike, seed: int = 0) -> Path:
     return out
 
 
-def main(argv: list[str] | None = None) -> Path:
-    p = ArgumentParser(prog="python -m vseam_pl.editing.tiny_pipeline", description=__doc__.split("\n")[0])
-    p.add_argument("out", help="folder to save the pipeline to (load it with --pipeline OUT)")
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    out = build_tiny_inpaint_pipeline(args.out, seed=args.seed)
+def save(
+    out: Annotated[str, Flag(positional=True)], seed: int = default_of(build_tiny_inpaint_pipeline, "seed")
+) -> Path:
+    """Build the tiny pipeline into `out` and say where it is.
+
+    Args:
+        out: folder to save the pipeline to (load it with --pipeline OUT)
+        seed: seeds the random weights
+    """
+    out = build_tiny_inpaint_pipeline(out, seed=seed)
     print(f"saved a tiny random-weight inpainting pipeline to {out}")
     return out
+
+
+def main(argv: list[str] | None = None) -> Path:
+    parser = command_parser(save, "python -m vseam_pl.editing.tiny_pipeline", __doc__.split("\n")[0])
+    return save(**command_kwargs(save, parser.parse_args(argv)))
 
 
 if __name__ == "__main__":

@@ -20,10 +20,11 @@ trainable parameters, and the exact McNemar p-value of each method against the z
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import shlex
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,8 @@ import numpy as np
 import torch
 from lightning.pytorch import Trainer, seed_everything
 
-from ..argparsing import ArgumentParser
+from ..argparsing import default_of
+from ..argparsing import parse_config as parse_config_of
 from ..baselines import (
     METHODS,
     TRAINED,
@@ -52,6 +54,7 @@ from ..evaluation import is_correct
 from ..io import read_cached, write_json, write_text
 from ..iti import DEFAULT_ALPHA, DEFAULT_K, ITISelection, answer_activations, select_iti
 from ..levels import LEVELS
+from ..lit_module import HeadModulationModule
 from ..pairs import load_pairs
 from ..stats import cluster_count, cluster_permutation_test, mcnemar_exact
 from ..vlm import load_vlm, model_display_name
@@ -76,104 +79,85 @@ ROW_KEYS = (
 )
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = ArgumentParser(description=__doc__)
-    p.add_argument("--models", nargs="+", default=["checkpoints/tiny-llava", "checkpoints/tiny-instructblip"])
-    p.add_argument("--data_root", default="data/synth", help="synthetic world (train/ val/ test/ folders)")
-    p.add_argument(
-        "--out",
-        default="runs/compare",
-        help="where comparison.json and comparison.md go (docs/ ships the reference)",
+@dataclass
+class CompareConfig:
+    """`vseam compare`'s settings: every field is a flag (`--top_k 8`), declared here once."""
+
+    models: list[str] = field(
+        default_factory=lambda: ["checkpoints/tiny-llava", "checkpoints/tiny-instructblip"]
     )
-    p.add_argument("--runs_dir", default="runs/compare", help="per-method results (the resume state)")
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    p.add_argument(
-        "--steps",
-        type=int,
-        default=52,
-        help="optimizer steps of every trained method (52: one epoch over 25%% of the synthetic train split)",
+    data_root: str = "data/synth"
+    """synthetic world (train/ val/ test/ folders)"""
+    out: str = "runs/compare"
+    """where comparison.json and comparison.md go (docs/ ships the reference)"""
+    runs_dir: str = "runs/compare"
+    """per-method results (the resume state)"""
+    methods: list[str] = field(default_factory=lambda: list(METHODS), metadata={"choices": METHODS})
+    steps: int = 52
+    """optimizer steps of every trained method (52: one epoch over 25% of the synthetic train split)"""
+    batch_size: int = 32
+    fraction: float = 0.25
+    """training fraction shared by the trained methods"""
+    data_seed: int = 0
+    """subsample + shuffle seed shared by the trained methods"""
+    test_batches: int = 32
+    """test batches (of --batch_size questions); 0: all"""
+    random_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    """seeds of the random-heads runs"""
+    top_k: int = DiscoveryConfig.top_k
+    """discovery top-K positive and negative heads"""
+    discovery_method: str = field(
+        default="ablation", metadata={"choices": ("ablation", "patching", "attribution")}
     )
-    p.add_argument("--batch_size", type=int, default=32)
-    p.add_argument(
-        "--fraction", type=float, default=0.25, help="training fraction shared by the trained methods"
-    )
-    p.add_argument(
-        "--data_seed", type=int, default=0, help="subsample + shuffle seed shared by the trained methods"
-    )
-    p.add_argument(
-        "--test_batches", type=int, default=32, help="test batches (of --batch_size questions); 0: all"
-    )
-    p.add_argument(
-        "--random_seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of the random-heads runs"
-    )
-    p.add_argument("--top_k", type=int, default=10, help="discovery top-K positive and negative heads")
-    p.add_argument("--discovery_method", default="ablation", choices=("ablation", "patching", "attribution"))
-    p.add_argument("--discovery_pairs", type=int, default=64, help="train pairs scored by discovery")
-    p.add_argument("--lr", type=float, default=0.02, help="learning rate of the scale methods and IA3")
-    p.add_argument("--lora_lr", type=float, default=0.002)
-    p.add_argument("--lora_r", type=int, default=4)
-    p.add_argument(
-        "--shift_lr", type=float, default=0.01, help="learning rate of the ITI / LoFiT shift vectors"
-    )
-    p.add_argument(
-        "--iti_alphas",
-        type=float,
-        nargs="+",
-        default=[1.0, 5.0, 10.0, DEFAULT_ALPHA, 20.0],
-        help="ITI strengths swept on the validation split (honest_llama's default: 15)",
-    )
-    p.add_argument(
-        "--iti_ks",
-        type=int,
-        nargs="+",
-        default=[8, 16, 32, DEFAULT_K],
-        help="ITI head counts swept on the validation split (honest_llama's default: 48; capped at all heads)",
-    )
-    p.add_argument(
-        "--iti_questions", type=int, default=256, help="train questions whose answers the ITI probes read"
-    )
-    p.add_argument(
-        "--val_batches",
-        type=int,
-        default=0,
-        help="validation batches that every choice reads: the ITI sweep and each trained method's selection (0: all)",
-    )
-    p.add_argument(
-        "--val_every",
-        type=int,
-        default=13,
-        help="trained methods validate every N optimizer steps (and before the first); the best pass is kept if it "
-        "beats the frozen model on validation (vseam_pl.selection), else the identity",
-    )
-    p.add_argument(
-        "--lofit_l1",
-        type=float,
-        default=5e-3,
-        help="LoFiT selection step: weight of sum |A| (lo-fit's train_script_clutrr.sh: 5e-3)",
-    )
-    p.add_argument("--num_workers", type=int, default=1)
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
-    return p.parse_args(argv)
+    discovery_pairs: int = 64
+    """train pairs scored by discovery"""
+    lr: float = default_of(HeadModulationModule, "lr")
+    """learning rate of the scale methods and IA3"""
+    lora_lr: float = 0.002
+    lora_r: int = 4
+    shift_lr: float = 0.01
+    """learning rate of the ITI / LoFiT shift vectors"""
+    iti_alphas: list[float] = field(default_factory=lambda: [1.0, 5.0, 10.0, DEFAULT_ALPHA, 20.0])
+    """ITI strengths swept on the validation split (honest_llama's default: 15)"""
+    iti_ks: list[int] = field(default_factory=lambda: [8, 16, 32, DEFAULT_K])
+    """ITI head counts swept on the validation split (honest_llama's default: 48; capped at all heads)"""
+    iti_questions: int = 256
+    """train questions whose answers the ITI probes read"""
+    val_batches: int = 0
+    """validation batches that every choice reads: the ITI sweep and each trained method's selection (0: all)"""
+    val_every: int = 13
+    """trained methods validate every N optimizer steps (and before the first); the best pass is kept if it beats
+    the frozen model on validation (vseam_pl.selection), else the identity"""
+    lofit_l1: float = 5e-3
+    """LoFiT selection step: weight of sum |A| (lo-fit's train_script_clutrr.sh: 5e-3)"""
+    num_workers: int = 1
+    threads: int = 0
+    """torch threads (0: leave torch's default)"""
+
+
+def parse_config(argv: list[str] | None) -> CompareConfig:
+    """`vseam compare`'s command line: the `CompareConfig` fields as flags."""
+    return parse_config_of(CompareConfig, argv, "python -m vseam_pl.studies.compare", __doc__)
 
 
 # ---------------------------------------------------------------- discovery
 
 
-def discovery_scores(model: str, args: argparse.Namespace, run_dir: Path) -> HeadScores:
+def discovery_scores(model: str, cfg: CompareConfig, run_dir: Path) -> HeadScores:
     """Head scores on the train split's pairs (loaded from `run_dir` when a previous run finished them)."""
     folder = run_dir / "discovery"
     if (folder / "head_scores.safetensors").exists():
         scores = HeadScores.load(folder)
         found = (scores.method, scores.meta.get("num_pairs"))
-        if found != (args.discovery_method, args.discovery_pairs):
+        if found != (cfg.discovery_method, cfg.discovery_pairs):
             raise ValueError(
                 f"{folder}: cached discovery is {found[0]!r} on {found[1]} pairs, not "
-                f"{args.discovery_method!r} on {args.discovery_pairs}; delete it or pass another --runs_dir"
+                f"{cfg.discovery_method!r} on {cfg.discovery_pairs}; delete it or pass another --runs_dir"
             )
         return scores
-    manifest = Path(args.data_root) / "train" / "pairs" / "pairs.jsonl"
-    pairs = load_pairs(manifest, limit=args.discovery_pairs)
-    config = DiscoveryConfig(method=args.discovery_method, top_k=args.top_k)
+    manifest = Path(cfg.data_root) / "train" / "pairs" / "pairs.jsonl"
+    pairs = load_pairs(manifest, limit=cfg.discovery_pairs)
+    config = DiscoveryConfig(method=cfg.discovery_method, top_k=cfg.top_k)
     vlm = load_vlm(model)
     return run_discovery(vlm, pairs, config, out_dir=folder, resume=True, plots=False).scores
 
@@ -204,22 +188,22 @@ RESULT_SETTINGS = (
 )
 
 
-def result_settings(args: argparse.Namespace) -> dict[str, Any]:
+def result_settings(cfg: CompareConfig) -> dict[str, Any]:
     """What a cached method result depends on: a rerun with other values must not reuse it."""
-    return {k: getattr(args, k) for k in RESULT_SETTINGS}
+    return {k: getattr(cfg, k) for k in RESULT_SETTINGS}
 
 
 def run_name(method: str, seed: int | None) -> str:
     return method if seed is None else f"{method}_seed{seed}"
 
 
-def datamodule(args: argparse.Namespace) -> GQADataModule:
+def datamodule(cfg: CompareConfig) -> GQADataModule:
     return GQADataModule(
-        root=args.data_root,
-        fraction=args.fraction,
-        seed=args.data_seed,
-        batch_size=args.batch_size,
-        num_workers=args.num_workers,
+        root=cfg.data_root,
+        fraction=cfg.fraction,
+        seed=cfg.data_seed,
+        batch_size=cfg.batch_size,
+        num_workers=cfg.num_workers,
     )
 
 
@@ -233,7 +217,7 @@ TRAINER_KWARGS: dict[str, Any] = dict(
 )
 
 
-def fit_steps(module: Any, args: argparse.Namespace, steps: int, select: bool = True) -> int:
+def fit_steps(module: Any, cfg: CompareConfig, steps: int, select: bool = True) -> int:
     """Train `module` for `steps` optimizer steps on the shared data; returns the steps taken.
 
     With `select`, the module validates before training and every `--val_every` steps, and at the end of fit holds
@@ -242,61 +226,61 @@ def fit_steps(module: Any, args: argparse.Namespace, steps: int, select: bool = 
     the last step is what comes out."""
     validation: dict[str, Any] = (
         dict(
-            val_check_interval=args.val_every,
+            val_check_interval=cfg.val_every,
             check_val_every_n_epoch=None,
-            limit_val_batches=args.val_batches or 1.0,
+            limit_val_batches=cfg.val_batches or 1.0,
             num_sanity_val_steps=-1,  # the whole (limited) validation set: the initial values are a candidate
         )
         if select
         else dict(limit_val_batches=0, num_sanity_val_steps=0)
     )
     trainer = Trainer(max_steps=steps, max_epochs=-1, **validation, **TRAINER_KWARGS)
-    trainer.fit(module, datamodule=datamodule(args))
+    trainer.fit(module, datamodule=datamodule(cfg))
     return trainer.global_step
 
 
-def iti_selection(model: str, args: argparse.Namespace) -> ITISelection:
+def iti_selection(model: str, cfg: CompareConfig) -> ITISelection:
     """honest_llama's probes on the train split: every candidate answer of `--iti_questions` train questions, read
     at its last token and labelled by its truth; heads ranked by probe accuracy on held-out questions."""
     vlm = load_vlm(model)
-    data = datamodule(args)
+    data = datamodule(cfg)
     data.setup("fit")
     questions, images, candidates, answers = [], [], [], []
     for batch in data.train_dataloader():
         for ex in batch.examples:
-            if ex.record.candidates and len(questions) < args.iti_questions:
+            if ex.record.candidates and len(questions) < cfg.iti_questions:
                 questions.append(ex.record.question)
                 images.append(ex.image)
                 candidates.append(list(ex.record.candidates))
                 answers.append(ex.record.answer)
-        if len(questions) >= args.iti_questions:
+        if len(questions) >= cfg.iti_questions:
             break
     if len(questions) < 2:
         raise ValueError(
-            f"{args.data_root}: ITI needs closed (candidate) train questions; found {len(questions)}"
+            f"{cfg.data_root}: ITI needs closed (candidate) train questions; found {len(questions)}"
         )
-    acts = answer_activations(vlm, questions, images, candidates, answers, batch_size=args.batch_size)
-    return select_iti(acts, seed=args.data_seed)
+    acts = answer_activations(vlm, questions, images, candidates, answers, batch_size=cfg.batch_size)
+    return select_iti(acts, seed=cfg.data_seed)
 
 
-def val_accuracy(module: Any, args: argparse.Namespace) -> float:
+def val_accuracy(module: Any, cfg: CompareConfig) -> float:
     """Accuracy of `module` (its intervention attached) on the first `--val_batches` validation batches."""
-    data = datamodule(args)
+    data = datamodule(cfg)
     data.setup("validate")
     correct = []
     for i, batch in enumerate(data.val_dataloader()):
-        if args.val_batches and i >= args.val_batches:
+        if cfg.val_batches and i >= cfg.val_batches:
             break
         if batch.examples:
             records, preds = module.answer(batch)
             correct += [is_correct(r, p, module.answer_parser) for r, p in zip(records, preds, strict=True)]
     if not correct:
-        raise ValueError(f"{args.data_root}: no validation examples to choose ITI's alpha and K on")
+        raise ValueError(f"{cfg.data_root}: no validation examples to choose ITI's alpha and K on")
     return float(np.mean(correct))
 
 
 def iti_sweep(
-    model: str, selection: ITISelection, args: argparse.Namespace
+    model: str, selection: ITISelection, cfg: CompareConfig
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Choose ITI's K and alpha on the validation split, as honest_llama sweeps them: every (K, alpha) of the
     grid shifts the last token of the frozen model; the best validation accuracy wins (ties: the earlier setting,
@@ -306,12 +290,12 @@ def iti_sweep(
         shift_heads=heads, shift_init=vecs, learn_shifts=False, shift_positions="last", model=model
     )
     grid = []
-    for k in dict.fromkeys(min(k, len(selection.ranked)) for k in args.iti_ks):
-        for alpha in args.iti_alphas:
+    for k in dict.fromkeys(min(k, len(selection.ranked)) for k in cfg.iti_ks):
+        for alpha in cfg.iti_alphas:
             heads, vecs = selection.shifts(k, alpha)
             module.shift.detach()
             module.shift = HeadShift(heads, module.vlm.head_dim, vecs, positions="last").attach(module.vlm)
-            grid.append({"k": k, "alpha": alpha, "val_accuracy": val_accuracy(module, args)})
+            grid.append({"k": k, "alpha": alpha, "val_accuracy": val_accuracy(module, cfg)})
             print(
                 f"[compare] ITI K={k} alpha={alpha}: val accuracy {grid[-1]['val_accuracy']:.4f}", flush=True
             )
@@ -321,67 +305,65 @@ def iti_sweep(
 
 
 def shift_setup(
-    model: str, method: str, k: int, args: argparse.Namespace
+    model: str, method: str, k: int, cfg: CompareConfig
 ) -> tuple[dict[str, Any], int, dict[str, Any]]:
     """`shift_kwargs` of an ITI / LoFiT method, the optimizer steps its selection took (LoFiT's first half) and
     what the selection chose (recorded with the result)."""
     if method in ("iti_mass_mean", "iti_learned"):
-        selection = iti_selection(model, args)
+        selection = iti_selection(model, cfg)
         probe = {"probe_val_accuracy_top": float(selection.accuracy.max())}
         if (
             method == "iti_learned"
         ):  # vectors learned from 0 on as many probe-selected heads as discovery selects
             return {"shift_heads": selection.ranked[:k]}, 0, probe
-        kwargs, chosen = iti_sweep(model, selection, args)
+        kwargs, chosen = iti_sweep(model, selection, cfg)
         return kwargs, 0, {**probe, **chosen}
-    seed_everything(args.data_seed, verbose=False)
+    seed_everything(cfg.data_seed, verbose=False)
     selector = LoFiTScalingModule(
-        lofit_l1=args.lofit_l1,
-        vector_seed=args.data_seed,
+        lofit_l1=cfg.lofit_l1,
+        vector_seed=cfg.data_seed,
         model=model,
-        lr=args.shift_lr,
+        lr=cfg.shift_lr,
         select_on_val=False,  # its output is the vectors' norms, not a model to report
     )
-    taken = fit_steps(selector, args, max(1, args.steps // 2), select=False)
+    taken = fit_steps(selector, cfg, max(1, cfg.steps // 2), select=False)
     vectors = selector.scaling.vectors.detach()
     heads = lofit_heads(vectors, k)
     kwargs = {
         "shift_heads": heads,
-        "shift_init": lofit_bias_init(len(heads), vectors.shape[-1], args.data_seed),
+        "shift_init": lofit_bias_init(len(heads), vectors.shape[-1], cfg.data_seed),
         "extra_trained": vectors.numel(),
     }
     return kwargs, taken, {"vector_norms_top": [float(vectors[lay, h].norm()) for lay, h in heads]}
 
 
-def run_method(
-    model: str, method: str, seed: int | None, scores: HeadScores, args: argparse.Namespace
-) -> dict:
+def run_method(model: str, method: str, seed: int | None, scores: HeadScores, cfg: CompareConfig) -> dict:
     """Build, train (when the method trains) and test one method; return its per-example correctness."""
     start = time.perf_counter()
-    k = discovery_head_count(scores, args.top_k)
+    k = discovery_head_count(scores, cfg.top_k)
     shift_kwargs, steps, selection = (None, 0, None)
     if method in ("iti_mass_mean", "iti_learned", "lofit"):
-        shift_kwargs, steps, selection = shift_setup(model, method, k, args)
-    seed_everything(args.data_seed, verbose=False)  # identical data order and initial state for every method
-    lr = {"lora": args.lora_lr, "iti_learned": args.shift_lr, "lofit": args.shift_lr}.get(method, args.lr)
+        shift_kwargs, steps, selection = shift_setup(model, method, k, cfg)
+    seed_everything(cfg.data_seed, verbose=False)  # identical data order and initial state for every method
+    lr = {"lora": cfg.lora_lr, "iti_learned": cfg.shift_lr, "lofit": cfg.shift_lr}.get(method, cfg.lr)
     kwargs: dict[str, Any] = {"model": model, "lr": lr}
     module = build_method(
         method,
         discovery_scales=init_scales_from_scores(scores, rule="closed_form"),
         num_random_heads=k,
         head_seed=seed or 0,
-        selected_heads=discovery_heads(scores, args.top_k),
-        adapter_kwargs={"lora_r": args.lora_r, "lora_alpha": 2 * args.lora_r} if method == "lora" else None,
+        selected_heads=discovery_heads(scores, cfg.top_k),
+        adapter_kwargs={"lora_r": cfg.lora_r, "lora_alpha": 2 * cfg.lora_r} if method == "lora" else None,
         shift_kwargs=shift_kwargs,
         **kwargs,
     )
     trainer_kwargs = TRAINER_KWARGS
-    data = datamodule(args)
+    data = datamodule(cfg)
     decision = None
     if method in TRAINED:
-        steps += fit_steps(module, args, args.steps - steps)
+        steps += fit_steps(module, cfg, cfg.steps - steps)
         decision = module.decision.to_dict()
-    test = Trainer(limit_test_batches=args.test_batches or 1.0, **trainer_kwargs)
+    test = Trainer(limit_test_batches=cfg.test_batches or 1.0, **trainer_kwargs)
     test.test(module, datamodule=data, verbose=False)
     outcomes = [
         {
@@ -408,20 +390,20 @@ def run_method(
     }
 
 
-def planned_runs(args: argparse.Namespace) -> list[tuple[str, int | None]]:
+def planned_runs(cfg: CompareConfig) -> list[tuple[str, int | None]]:
     runs: list[tuple[str, int | None]] = []
-    for method in ["zero_shot", *[m for m in args.methods if m != "zero_shot"]]:  # zero-shot is the reference
-        runs += [(method, s) for s in args.random_seeds] if method == "random_heads" else [(method, None)]
+    for method in ["zero_shot", *[m for m in cfg.methods if m != "zero_shot"]]:  # zero-shot is the reference
+        runs += [(method, s) for s in cfg.random_seeds] if method == "random_heads" else [(method, None)]
     return runs
 
 
-def collect(model: str, args: argparse.Namespace) -> tuple[dict[str, Any], list[dict]]:
+def collect(model: str, cfg: CompareConfig) -> tuple[dict[str, Any], list[dict]]:
     """Run (or load) discovery and every planned method of one model."""
-    run_dir = Path(args.runs_dir) / model_display_name(model)
+    run_dir = Path(cfg.runs_dir) / model_display_name(model)
     claim_run_dir(run_dir, model)
-    scores = discovery_scores(model, args, run_dir)
+    scores = discovery_scores(model, cfg, run_dir)
     results = []
-    for method, seed in planned_runs(args):
+    for method, seed in planned_runs(cfg):
         path = run_dir / f"{run_name(method, seed)}.json"
         if path.exists():
             print(
@@ -431,23 +413,23 @@ def collect(model: str, args: argparse.Namespace) -> tuple[dict[str, Any], list[
             results.append(
                 read_cached(
                     path,
-                    result_settings(args),
+                    result_settings(cfg),
                     "cached method result",
                     "delete it or pass another --runs_dir",
                 )
             )
             continue
         print(f"[compare] {model_display_name(model)} {run_name(method, seed)} ...", flush=True)
-        result = {**run_method(model, method, seed, scores, args), "settings": result_settings(args)}
+        result = {**run_method(model, method, seed, scores, cfg), "settings": result_settings(cfg)}
         write_json(path, result)
         results.append(result)
     info = {
         "method": scores.method,
         "pairs": int(scores.counts.get("all", {}).get("signed", {}).get("n", 0)),
-        "top_k": args.top_k,
-        "heads_selected": discovery_head_count(scores, args.top_k),
-        "positive": scores.positive_heads("all", args.top_k),
-        "negative": scores.negative_heads("all", args.top_k),
+        "top_k": cfg.top_k,
+        "heads_selected": discovery_head_count(scores, cfg.top_k),
+        "positive": scores.positive_heads("all", cfg.top_k),
+        "negative": scores.negative_heads("all", cfg.top_k),
     }
     return info, results
 
@@ -629,10 +611,14 @@ def summary_lines(models: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def write_report(models: list[dict[str, Any]], args: argparse.Namespace, command: str) -> tuple[Path, Path]:
-    settings = {k: v for k, v in vars(args).items() if k not in ("out", "runs_dir", "threads", "num_workers")}
+def write_report(models: list[dict[str, Any]], cfg: CompareConfig, command: str) -> tuple[Path, Path]:
+    settings = {
+        k: v
+        for k, v in dataclasses.asdict(cfg).items()
+        if k not in ("out", "runs_dir", "threads", "num_workers")
+    }
     obj = {"command": command, "settings": settings, "row_keys": list(ROW_KEYS), "models": models}
-    out = Path(args.out)
+    out = Path(cfg.out)
     js = write_json(out / "comparison.json", obj)
     n_test = models[0]["rows"][0]["n"] if models and models[0]["rows"] else 0
     text = "\n".join(
@@ -645,23 +631,23 @@ def write_report(models: list[dict[str, Any]], args: argparse.Namespace, command
             command,
             "```",
             "",
-            f"Every method answers the same {n_test} GQA test questions (`{args.data_root}/test`). Trained methods share "
-            f"the data (training fraction {args.fraction}, data seed {args.data_seed}), batch size {args.batch_size} "
-            f"and {args.steps} optimizer steps; scales and IA3 use lr {args.lr}, LoRA (rank {args.lora_r}) lr "
-            f"{args.lora_lr}. Every trained method is selected on the validation split as `train.py` selects "
-            f"(`vseam_pl.selection`): it is validated before training and every {args.val_every} steps on "
-            f"{args.val_batches or 'all'} validation batches, the best pass is tested if it beats the frozen model "
+            f"Every method answers the same {n_test} GQA test questions (`{cfg.data_root}/test`). Trained methods share "
+            f"the data (training fraction {cfg.fraction}, data seed {cfg.data_seed}), batch size {cfg.batch_size} "
+            f"and {cfg.steps} optimizer steps; scales and IA3 use lr {cfg.lr}, LoRA (rank {cfg.lora_r}) lr "
+            f"{cfg.lora_lr}. Every trained method is selected on the validation split as `train.py` selects "
+            f"(`vseam_pl.selection`): it is validated before training and every {cfg.val_every} steps on "
+            f"{cfg.val_batches or 'all'} validation batches, the best pass is tested if it beats the frozen model "
             "there (image-clustered permutation p < 0.05), else the identity (the frozen model); the `tested values` "
-            f"column says which. Discovery: `{args.discovery_method}` on {args.discovery_pairs} train pairs; the "
+            f"column says which. Discovery: `{cfg.discovery_method}` on {cfg.discovery_pairs} train pairs; the "
             f'closed-form scales are `init_scales_from_scores(scores, rule="closed_form")`; random heads learn as many '
-            f"heads as the top-{args.top_k} positive + negative discovery heads, and so many heads get learned ITI / "
+            f"heads as the top-{cfg.top_k} positive + negative discovery heads, and so many heads get learned ITI / "
             "LoFiT vectors. ITI follows honest_llama (`vseam_pl.iti`): a logistic probe per head on whether each "
-            f"candidate answer of {args.iti_questions} train questions is true (activations at the answer's last "
+            f"candidate answer of {cfg.iti_questions} train questions is true (activations at the answer's last "
             "token), heads ranked by probe accuracy on held-out questions, shifts alpha * std * unit(true mean - "
             "false mean) added at the last token of every forward; `iti_mass_mean` takes K and alpha from a sweep "
-            f"on the validation split (K in {args.iti_ks}, alpha in {args.iti_alphas}, the same validation batches), `iti_learned` learns vectors from 0 on as many probe-selected heads, at every position. LoFiT follows lo-fit: scaling vectors "
-            f"z * (1 + A) for every head with L1 weight {args.lofit_l1} on sum |A| for half the steps, the heads of "
-            f"largest |A| then get bias vectors for the other half (vectors lr {args.shift_lr}). "
+            f"on the validation split (K in {cfg.iti_ks}, alpha in {cfg.iti_alphas}, the same validation batches), `iti_learned` learns vectors from 0 on as many probe-selected heads, at every position. LoFiT follows lo-fit: scaling vectors "
+            f"z * (1 + A) for every head with L1 weight {cfg.lofit_l1} on sum |A| for half the steps, the heads of "
+            f"largest |A| then get bias vectors for the other half (vectors lr {cfg.shift_lr}). "
             "p: exact McNemar test of each method against the zero-shot model on the same examples "
             "(`vseam_pl.stats.mcnemar_exact`); image-clustered p: the paired permutation test that swaps the two "
             "systems' answers per image (`vseam_pl.stats.cluster_permutation_test`; exact up to 30 images with a "
@@ -691,19 +677,24 @@ def write_report(models: list[dict[str, Any]], args: argparse.Namespace, command
     return js, md
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    command = "vseam compare " + shlex.join(sys.argv[1:] if argv is None else argv)
+def compare(config: CompareConfig | None = None, command: str = "vseam compare") -> dict[str, Any]:
+    """Run (or resume) the comparison `config` describes and write its report; `command` is recorded in it."""
+    cfg = config if config is not None else CompareConfig()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     models = []
-    for model in args.models:
-        info, results = collect(model, args)
+    for model in cfg.models:
+        info, results = collect(model, cfg)
         models.append({"model": model, "discovery": info, "rows": model_rows(results)})
-    js, md = write_report(models, args, command)
+    js, md = write_report(models, cfg, command)
     print(md.read_text())
     print(f"json: {js}\n  md: {md}")
     return {"command": command, "models": models}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    cfg = parse_config(argv)
+    return compare(cfg, "vseam compare " + shlex.join(sys.argv[1:] if argv is None else argv))
 
 
 if __name__ == "__main__":

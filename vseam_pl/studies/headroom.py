@@ -23,17 +23,17 @@ far above the accuracy says a prior (e.g. a yes-bias) hides information that is 
 
 from __future__ import annotations
 
-import argparse
 import shlex
 import sys
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torchmetrics.functional.classification import binary_auroc
 
-from ..argparsing import ArgumentParser
+from ..argparsing import parse_config as parse_config_of
 from ..data import build_datamodule
 from ..encoding import encode
 from ..interventions import last_prompt_activations
@@ -44,6 +44,25 @@ from ..vlm import VLM, load_vlm, model_display_name
 
 #: Benchmarks with yes/no questions (COCO-QA has none).
 BENCHMARKS = ("gqa", "pope")
+
+
+@dataclass
+class HeadroomConfig:
+    """`vseam headroom`'s settings: every field is a flag (`--limit 3000`), declared here once."""
+
+    models: list[str] = field(
+        default_factory=lambda: ["checkpoints/tiny-llava", "checkpoints/tiny-instructblip"]
+    )
+    benchmarks: list[str] = field(default_factory=lambda: list(BENCHMARKS), metadata={"choices": BENCHMARKS})
+    split: str = field(default="test", metadata={"choices": ("val", "test")})
+    data_root: str = "data/synth"
+    limit: int | None = None
+    """at most this many records per benchmark split"""
+    batch_size: int = 64
+    probe: bool = False
+    """also fit a linear probe per layer on the residual stream (train split; layer chosen on val)"""
+    out: str = "runs/headroom"
+    """where headroom.json and headroom.md go (docs/ ships the reference)"""
 
 
 def best_threshold_accuracy(margins: torch.Tensor, is_yes: torch.Tensor) -> float:
@@ -146,15 +165,15 @@ def collect(
     vlm: VLM,
     benchmark: str,
     split: str,
-    args: argparse.Namespace,
+    cfg: HeadroomConfig,
     margins: bool = True,
     residuals: bool = False,
 ) -> dict[str, dict[str, torch.Tensor]]:
     """Per group: `is_yes`, and `margin` and/or `resid` ([N, L, D]), of the yes/no questions of one benchmark's
     split (the probe's train and val splits need no margins: no candidate scoring there)."""
-    kwargs: dict[str, Any] = {"root": args.data_root, "batch_size": args.batch_size, "num_workers": 0}
-    if args.limit:
-        kwargs["limit"] = args.limit
+    kwargs: dict[str, Any] = {"root": cfg.data_root, "batch_size": cfg.batch_size, "num_workers": 0}
+    if cfg.limit:
+        kwargs["limit"] = cfg.limit
     dm = build_datamodule(benchmark, **kwargs)
     dm.setup({"train": "fit", "val": "validate", "test": "test"}[split])
     loader = {"train": dm.train_dataloader, "val": dm.val_dataloader, "test": dm.test_dataloader}[split]()
@@ -187,18 +206,18 @@ def collect(
     }
 
 
-def model_rows(vlm: VLM, model: str, benchmark: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+def model_rows(vlm: VLM, model: str, benchmark: str, cfg: HeadroomConfig) -> list[dict[str, Any]]:
     """The report rows of one loaded model on one benchmark (groups, then "all")."""
-    reported = collect(vlm, benchmark, args.split, args, residuals=args.probe)
-    if args.probe:
+    reported = collect(vlm, benchmark, cfg.split, cfg, residuals=cfg.probe)
+    if cfg.probe:
         fit, choose = (
-            collect(vlm, benchmark, s, args, margins=False, residuals=True) for s in ("train", "val")
+            collect(vlm, benchmark, s, cfg, margins=False, residuals=True) for s in ("train", "val")
         )
     rows = []
     for group, got in sorted(reported.items(), key=lambda kv: kv[0] == "all"):
         row = {"model": model_display_name(model), "benchmark": benchmark, "group": group}
         row.update(readout_stats(got["margin"], got["is_yes"]))
-        if args.probe:
+        if cfg.probe:
             parts = [(d[group]["resid"], d[group]["is_yes"]) for d in (fit, choose) if group in d]
             row.update(
                 probe_auroc(parts[0], parts[1], (got["resid"], got["is_yes"]))
@@ -263,39 +282,28 @@ def markdown(rows: list[dict[str, Any]], command: str, split: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = ArgumentParser(description=__doc__)
-    p.add_argument("--models", nargs="+", default=["checkpoints/tiny-llava", "checkpoints/tiny-instructblip"])
-    p.add_argument("--benchmarks", nargs="+", default=list(BENCHMARKS), choices=list(BENCHMARKS))
-    p.add_argument("--split", default="test", choices=["val", "test"])
-    p.add_argument("--data_root", default="data/synth")
-    p.add_argument("--limit", type=int, default=None, help="at most this many records per benchmark split")
-    p.add_argument("--batch_size", type=int, default=64)
-    p.add_argument(
-        "--probe",
-        action="store_true",
-        help="also fit a linear probe per layer on the residual stream (train split; layer chosen on val)",
-    )
-    p.add_argument(
-        "--out",
-        default="runs/headroom",
-        help="where headroom.json and headroom.md go (docs/ ships the reference)",
-    )
-    return p.parse_args(argv)
+def parse_config(argv: list[str] | None) -> HeadroomConfig:
+    """`vseam headroom`'s command line: the `HeadroomConfig` fields as flags."""
+    return parse_config_of(HeadroomConfig, argv, "python -m vseam_pl.studies.headroom", __doc__)
+
+
+def headroom(config: HeadroomConfig | None = None, command: str = "vseam headroom") -> list[dict[str, Any]]:
+    """Score every model of `config` on its benchmarks and write the report; `command` is recorded in it."""
+    cfg = config if config is not None else HeadroomConfig()
+    rows = []
+    for model in cfg.models:
+        vlm = load_vlm(model, attn_implementation="eager")  # once per model, for every benchmark
+        rows += [row for bench in cfg.benchmarks for row in model_rows(vlm, model, bench, cfg)]
+    out = Path(cfg.out)
+    write_json(out / "headroom.json", {"command": command, "split": cfg.split, "rows": rows})
+    write_text(out / "headroom.md", markdown(rows, command, cfg.split))
+    return rows
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
-    args = parse_args(argv)
+    cfg = parse_config(argv)
     argv = sys.argv[1:] if argv is None else argv
-    command = shlex.join(["vseam", "headroom", *argv])
-    rows = []
-    for model in args.models:
-        vlm = load_vlm(model, attn_implementation="eager")  # once per model, for every benchmark
-        rows += [row for bench in args.benchmarks for row in model_rows(vlm, model, bench, args)]
-    out = Path(args.out)
-    write_json(out / "headroom.json", {"command": command, "split": args.split, "rows": rows})
-    write_text(out / "headroom.md", markdown(rows, command, args.split))
-    return rows
+    return headroom(cfg, shlex.join(["vseam", "headroom", *argv]))
 
 
 if __name__ == "__main__":

@@ -14,22 +14,27 @@ command) and `<out>/ablation.png` (accuracy vs fraction).
 from __future__ import annotations
 
 import argparse
-import json
+import copy
+import dataclasses
 import math
 import shlex
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from .. import train  # the same CLI and outputs as a manual `vseam train` run
-from ..argparsing import ArgumentParser
+from ..argparsing import default_of, underscore_flags
+from ..argparsing import parse_config as parse_config_of
 from ..baselines import claim_run_dir
 from ..data import GQADataModule
 from ..io import read_cached, write_atomic, write_json, write_text
 from ..levels import LEVELS
+from ..lit_module import HeadModulationModule
 from ..report import read_metrics_json
 from ..vlm import model_display_name
 
@@ -44,98 +49,119 @@ CALLBACKS = [
 ]
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = ArgumentParser(description=__doc__)
-    p.add_argument("--models", nargs="+", default=["checkpoints/tiny-llava", "checkpoints/tiny-instructblip"])
-    p.add_argument("--fractions", type=float, nargs="+", default=list(FRACTIONS))
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--data_root", default="data/synth")
-    p.add_argument(
-        "--epochs", type=int, default=1, help="epochs over each run's subsample (the same for all)"
+@dataclass
+class SweepConfig:
+    """`vseam sweep`'s settings: every field is a flag (`--fractions 0.1 1`), declared here once."""
+
+    models: list[str] = field(
+        default_factory=lambda: ["checkpoints/tiny-llava", "checkpoints/tiny-instructblip"]
     )
-    p.add_argument("--batch_size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=0.02)
-    p.add_argument(
-        "--test_batches", type=int, default=32, help="test batches (of --batch_size questions); 0: all"
-    )
-    p.add_argument("--num_workers", type=int, default=1)
-    p.add_argument("--runs_dir", default="runs/ablation", help="one folder per run (the resume state)")
-    p.add_argument(
-        "--out",
-        default="runs/ablation",
-        help="where ablation.json, ablation.md and ablation.png go (docs/ ships the reference)",
-    )
-    p.add_argument(
-        "--train_args",
-        nargs=argparse.REMAINDER,
-        default=[],
-        help="extra train.py arguments, passed through last (e.g. --trainer.precision bf16-mixed)",
-    )
-    return p.parse_args(argv)
+    fractions: list[float] = field(default_factory=lambda: list(FRACTIONS))
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    data_root: str = "data/synth"
+    epochs: int = 1
+    """epochs over each run's subsample (the same for all)"""
+    batch_size: int = 32
+    lr: float = default_of(HeadModulationModule, "lr")
+    test_batches: int = 32
+    """test batches (of --batch_size questions); 0: all"""
+    num_workers: int = 1
+    runs_dir: str = "runs/ablation"
+    """one folder per run (the resume state)"""
+    out: str = "runs/ablation"
+    """where ablation.json, ablation.md and ablation.png go (docs/ ships the reference)"""
+    train_args: list[str] = field(default_factory=list, metadata={"nargs": argparse.REMAINDER})
+    """extra train.py arguments, passed through last (e.g. --trainer.precision bf16-mixed)"""
+
+
+def parse_config(argv: list[str] | None) -> SweepConfig:
+    """`vseam sweep`'s command line: the `SweepConfig` fields as flags."""
+    return parse_config_of(SweepConfig, argv, "python -m vseam_pl.studies.sweep", __doc__)
 
 
 def run_folder(runs_dir: str | Path, model: str, fraction: float, seed: int) -> Path:
     return Path(runs_dir) / model_display_name(model) / f"fraction{fraction:g}_seed{seed}"
 
 
-def train_args(args: argparse.Namespace, model: str, fraction: float, seed: int, folder: Path) -> list[str]:
-    """The train.py command line of one run."""
-    return [
-        "--model.model",
-        model,
-        "--model.lr",
-        str(args.lr),
-        "--seed_everything",
-        str(seed),
-        "--data",
-        "vseam_pl.data.GQADataModule",  # explicit: the default recipe trains on another benchmark
-        "--data.root",
-        args.data_root,
-        "--data.limit",
-        "null",  # the whole split: the default recipe's per-split caps are its own
-        "--data.fraction",
-        str(fraction),
-        "--data.seed",
-        str(seed),
-        "--data.batch_size",
-        str(args.batch_size),
-        "--data.num_workers",
-        str(args.num_workers),
-        "--synth_root",
-        "null",
-        "--output_dir",
-        str(folder),
-        "--trainer.default_root_dir",
-        str(folder),
-        "--trainer.max_epochs",
-        str(args.epochs),
-        "--trainer.max_steps",
-        "-1",
-        "--trainer.limit_train_batches",
-        "1.0",
-        "--trainer.accumulate_grad_batches",
-        "1",
-        "--trainer.limit_val_batches",
-        "1.0",  # the whole validation split, before training and after every epoch: the run keeps the best pass
-        "--trainer.num_sanity_val_steps",
-        "-1",  # if it beats the frozen model on validation, else the identity (`vseam_pl.selection`)
-        "--trainer.val_check_interval",
-        "1.0",
-        "--trainer.check_val_every_n_epoch",
-        "1",
-        "--trainer.limit_test_batches",
-        str(args.test_batches or 1.0),
-        "--trainer.enable_progress_bar",
-        "false",
-        "--trainer.callbacks",
-        json.dumps(CALLBACKS),
-        *args.train_args,
-    ]
+def train_config(cfg: SweepConfig, model: str, fraction: float, seed: int, folder: Path) -> dict[str, Any]:
+    """The train.py configuration of one run (its `--model.*`, `--data.*`, `--trainer.*` tree; the default recipe
+    supplies the rest), with `--train_args` merged over it."""
+    run = {
+        "model": {"model": model, "lr": cfg.lr},
+        "seed_everything": seed,
+        "data": {
+            "class_path": "vseam_pl.data.GQADataModule",  # explicit: the default recipe trains on another benchmark
+            "init_args": {
+                "root": cfg.data_root,
+                "limit": None,  # the whole split: the default recipe's per-split caps are its own
+                "fraction": fraction,
+                "seed": seed,
+                "batch_size": cfg.batch_size,
+                "num_workers": cfg.num_workers,
+            },
+        },
+        "synth_root": None,
+        "output_dir": str(folder),
+        "trainer": {
+            "default_root_dir": str(folder),
+            "max_epochs": cfg.epochs,
+            "max_steps": -1,
+            "limit_train_batches": 1.0,
+            "accumulate_grad_batches": 1,
+            # the whole validation split, before training and after every epoch: the run keeps the best pass if it
+            # beats the frozen model on validation, else the identity (`vseam_pl.selection`)
+            "limit_val_batches": 1.0,
+            "num_sanity_val_steps": -1,
+            "val_check_interval": 1.0,
+            "check_val_every_n_epoch": 1,
+            "limit_test_batches": cfg.test_batches or 1.0,
+            "enable_progress_bar": False,
+            "callbacks": copy.deepcopy(CALLBACKS),
+        },
+    }
+    return merge_config(run, train_overrides(cfg.train_args))
 
 
-def train_records(args: argparse.Namespace, fraction: float, seed: int) -> int:
+def train_overrides(argv: list[str]) -> dict[str, Any]:
+    """`--train_args` (train.py flags: `--trainer.precision bf16-mixed`, `--model.scale_l2=0.5`) as a nested
+    mapping; values are read as YAML, as train.py reads them."""
+    out: dict[str, Any] = {}
+    args, i = underscore_flags(argv), 0
+    while i < len(args):
+        flag, eq, value = args[i].partition("=")
+        if not flag.startswith("--") or len(flag) < 3:
+            raise ValueError(f"--train_args: expected train.py flags (--key value), got {args[i]!r}")
+        if not eq:
+            if i + 1 >= len(args):
+                raise ValueError(f"--train_args: {flag} needs a value")
+            value, i = args[i + 1], i + 1
+        i += 1
+        node = out
+        *parents, leaf = flag[2:].split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = yaml.safe_load(value)
+    return out
+
+
+def merge_config(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over` merged into `base` (neither changed): mappings key by key; a subclass's (`class_path`) own keys go
+    into its `init_args`, as `--data.root` does on the command line."""
+    out = dict(base)
+    for key, value in over.items():
+        old = out.get(key)
+        if isinstance(old, dict) and isinstance(value, dict):
+            if "class_path" in old and "class_path" not in value:
+                value = {"init_args": value} if "init_args" not in value else value
+            out[key] = merge_config(old, value)
+        else:
+            out[key] = value
+    return out
+
+
+def train_records(cfg: SweepConfig, fraction: float, seed: int) -> int:
     """How many training questions a run draws (train.py's DataModule with the same arguments; no images read)."""
-    data = GQADataModule(root=args.data_root, fraction=fraction, seed=seed)
+    data = GQADataModule(root=cfg.data_root, fraction=fraction, seed=seed)
     data.setup("fit")
     return data.counts["train"]
 
@@ -169,14 +195,14 @@ def gqa_overall(rows: list[dict[str, Any]]) -> dict[str, Any]:
 RUN_SETTINGS = ("data_root", "epochs", "batch_size", "lr", "test_batches", "train_args")
 
 
-def run_one(args: argparse.Namespace, model: str, fraction: float, seed: int) -> dict[str, Any]:
+def run_one(cfg: SweepConfig, model: str, fraction: float, seed: int) -> dict[str, Any]:
     """Train and test one (model, fraction, seed) unless it finished before with the same settings; its record.
 
     `ablation_run.json` (written after train.py's metrics.json) marks a finished run and holds its settings.
     """
-    folder = run_folder(args.runs_dir, model, fraction, seed)
+    folder = run_folder(cfg.runs_dir, model, fraction, seed)
     metrics, marker = folder / "metrics.json", folder / "ablation_run.json"
-    settings = {k: getattr(args, k) for k in RUN_SETTINGS}
+    settings = {k: getattr(cfg, k) for k in RUN_SETTINGS}
     name = f"{model_display_name(model)} fraction={fraction:g} seed={seed}"
     if marker.exists():
         print(f"[ablation] {name}: done already ({metrics})", flush=True)
@@ -186,15 +212,15 @@ def run_one(args: argparse.Namespace, model: str, fraction: float, seed: int) ->
     else:
         print(f"[ablation] {name} ...", flush=True)
         start = time.perf_counter()
-        train.main(train_args(args, model, fraction, seed, folder))
+        train.main(train_config(cfg, model, fraction, seed, folder))
         done = {"seconds": round(time.perf_counter() - start, 1), "settings": settings}
         write_json(marker, done)
-    records, steps = train_records(args, fraction, seed), last_step(folder)
-    expected = math.ceil(records / args.batch_size) * args.epochs
+    records, steps = train_records(cfg, fraction, seed), last_step(folder)
+    expected = math.ceil(records / cfg.batch_size) * cfg.epochs
     if steps is not None and steps != expected:  # e.g. a config that caps the batches per epoch
         raise ValueError(
             f"{folder}: the run made {steps} optimizer steps, not {expected} ({records} questions, batch "
-            f"{args.batch_size}, {args.epochs} epoch(s)); check its config.yaml, delete it and rerun"
+            f"{cfg.batch_size}, {cfg.epochs} epoch(s)); check its config.yaml, delete it and rerun"
         )
     report = read_metrics_json(metrics)
     return {
@@ -291,7 +317,7 @@ def mean_std(s: dict[str, Any]) -> str:
 
 
 def markdown(
-    summary: list[dict[str, Any]], runs: list[dict[str, Any]], args: argparse.Namespace, command: str
+    summary: list[dict[str, Any]], runs: list[dict[str, Any]], cfg: SweepConfig, command: str
 ) -> str:
     head = [
         "model",
@@ -350,9 +376,9 @@ def markdown(
             command,
             "```",
             "",
-            f"Each run is `train.py` with `--data.fraction F --data.seed S --seed_everything S` on `{args.data_root}`: a "
-            f"stratified (category x answer) subsample of the training split, {args.epochs} epoch(s) at batch size "
-            f"{args.batch_size}, lr {args.lr}, so smaller fractions also make fewer optimizer steps. Each run validates on "
+            f"Each run is `train.py` with `--data.fraction F --data.seed S --seed_everything S` on `{cfg.data_root}`: a "
+            f"stratified (category x answer) subsample of the training split, {cfg.epochs} epoch(s) at batch size "
+            f"{cfg.batch_size}, lr {cfg.lr}, so smaller fractions also make fewer optimizer steps. Each run validates on "
             "the whole validation split before training and after every epoch and tests the best pass if it beats "
             "the frozen model there (image-clustered permutation p < 0.05), else the identity (the frozen model, "
             "`vseam_pl.selection`); the last column counts the runs that kept the identity. Tested on the same "
@@ -377,30 +403,37 @@ def markdown(
     )
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
-    for model in args.models:  # finished runs are only reused for the very same model files
-        claim_run_dir(Path(args.runs_dir) / model_display_name(model), model)
-    command = "vseam sweep " + shlex.join(sys.argv[1:] if argv is None else argv)
+def sweep(config: SweepConfig | None = None, command: str = "vseam sweep") -> dict[str, Any]:
+    """Run (or resume) every (model, fraction, seed) of `config` and write the report; `command` is recorded."""
+    cfg = config if config is not None else SweepConfig()
+    for model in cfg.models:  # finished runs are only reused for the very same model files
+        claim_run_dir(Path(cfg.runs_dir) / model_display_name(model), model)
     runs = [
-        run_one(args, model, fraction, seed)
-        for model in args.models
-        for fraction in args.fractions
-        for seed in args.seeds
+        run_one(cfg, model, fraction, seed)
+        for model in cfg.models
+        for fraction in cfg.fractions
+        for seed in cfg.seeds
     ]
     summary = aggregate(runs)
-    out = Path(args.out)
-    settings = {k: v for k, v in vars(args).items() if k not in ("out", "runs_dir", "num_workers")}
+    out = Path(cfg.out)
+    settings = {
+        k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("out", "runs_dir", "num_workers")
+    }
     result = {"command": command, "settings": settings, "summary": summary, "runs": runs}
     paths = {
         "json": write_json(out / "ablation.json", result),
         "png": plot(summary, out / "ablation.png"),
-        "md": write_text(out / "ablation.md", markdown(summary, runs, args, command)),
+        "md": write_text(out / "ablation.md", markdown(summary, runs, cfg, command)),
     }
     print(paths["md"].read_text())
     for name, path in paths.items():
         print(f"{name:>5}: {path}")
     return result
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    cfg = parse_config(argv)
+    return sweep(cfg, "vseam sweep " + shlex.join(sys.argv[1:] if argv is None else argv))
 
 
 if __name__ == "__main__":

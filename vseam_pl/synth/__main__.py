@@ -6,42 +6,57 @@ import json
 import sys
 import time
 
-from ..argparsing import ArgumentParser
+from ..argparsing import command_kwargs, command_parser, default_of
 from .writers import generate_benchmarks
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = ArgumentParser(prog="python -m vseam_pl.synth", description=__doc__)
-    p.add_argument(
-        "--out", required=True, help="output folder (manifest.json + train/val/test benchmark roots)"
-    )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--n-images", type=int, default=4000, help="number of train images")
-    p.add_argument("--n-val", type=int, default=400, help="number of val images")
-    p.add_argument("--n-test", type=int, default=1200, help="number of test images")
-    p.add_argument("--image-size", type=int, default=64)
-    p.add_argument("--gqa-per-image", type=int, default=2, help="GQA questions (and edited pairs) per image")
-    p.add_argument("--overwrite", action="store_true", help="replace an output made with other settings")
-    args = p.parse_args(argv)
+def synth(
+    out: str,
+    seed: int = default_of(generate_benchmarks, "seed"),
+    n_images: int = default_of(generate_benchmarks, "n_train"),
+    n_val: int = default_of(generate_benchmarks, "n_val"),
+    n_test: int = default_of(generate_benchmarks, "n_test"),
+    image_size: int = default_of(generate_benchmarks, "image_size"),
+    gqa_per_image: int = default_of(generate_benchmarks, "gqa_per_image"),
+    overwrite: bool = False,
+) -> int:
+    """`vseam synth`: `generate_benchmarks` (whose defaults these are) into `out`, then print its splits.
+
+    Args:
+        out: output folder (manifest.json + train/val/test benchmark roots)
+        seed: seeds every image and question
+        n_images: number of train images
+        n_val: number of val images
+        n_test: number of test images
+        image_size: image side in pixels
+        gqa_per_image: GQA questions (and edited pairs) per image
+        overwrite: replace an output made with other settings
+    """
     start = time.perf_counter()
     try:
-        out = generate_benchmarks(
-            args.out,
-            seed=args.seed,
-            n_train=args.n_images,
-            n_val=args.n_val,
-            n_test=args.n_test,
-            image_size=args.image_size,
-            overwrite=args.overwrite,
-            gqa_per_image=args.gqa_per_image,
+        folder = generate_benchmarks(
+            out,
+            seed=seed,
+            n_train=n_images,
+            n_val=n_val,
+            n_test=n_test,
+            image_size=image_size,
+            overwrite=overwrite,
+            gqa_per_image=gqa_per_image,
         )
     except (FileExistsError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    splits = json.loads((out / "manifest.json").read_text())["splits"]
+    splits = json.loads((folder / "manifest.json").read_text())["splits"]
     print(json.dumps(splits, indent=1))
-    print(f"wrote {out} in {time.perf_counter() - start:.1f}s")
+    print(f"wrote {folder} in {time.perf_counter() - start:.1f}s")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return synth(
+        **command_kwargs(synth, command_parser(synth, "python -m vseam_pl.synth", __doc__).parse_args(argv))
+    )
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from .logit_lens import logit_lens
 from .pair import TracedPair, UntraceablePairError, trace_pair
 from .patching import Scores, normalised_recovery, run_patches
 from .positions import TokenGroups, concept_words, image_positions, token_groups
-from .runner import ANALYSES, ResultStore, TraceResult, parse_analyses, run_tracing
+from .runner import ANALYSES, ResultStore, TraceConfig, TraceResult, parse_analyses, run_tracing
 from .token_patching import token_patching
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "ResultStore",
     "Scores",
     "TokenGroups",
+    "TraceConfig",
     "TraceResult",
     "TracedPair",
     "UntraceablePairError",

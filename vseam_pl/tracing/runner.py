@@ -33,7 +33,7 @@ from ..plotting import save_png
 from ..prompts import DEFAULT_INSTRUCTION
 from ..records import ImagePair
 from ..vlm import VLM
-from .aggregate import ALL, Band, aggregate, level_key, level_order
+from .aggregate import ALL, CI_METHODS, Band, aggregate, level_key, level_order
 from .layer_patching import GROUPS, layer_patching
 from .layer_patching import SITES_NEEDED as LAYER_SITES
 from .logit_lens import RUNS, logit_lens
@@ -213,25 +213,43 @@ def baseline_stats(infos: Sequence[dict], min_gap: float) -> dict:
     }
 
 
+@dataclass
+class TraceConfig:
+    """How pairs are traced: `vseam trace`'s flags, `CausalTracing`'s `trace` argument, `run_tracing`'s `config`."""
+
+    analyses: str = ",".join(ANALYSES)
+    """comma-separated subset of layers,tokens,lens"""
+    batch_size: int = 32
+    """patched runs per forward"""
+    min_gap: float = 0.5
+    """aggregate recovery only over pairs with LD_clean - LD_edited >= this (nats)"""
+    ci: str = field(default="t", metadata={"choices": CI_METHODS})
+    """confidence band: Student t or bootstrap"""
+    instruction: str | None = DEFAULT_INSTRUCTION
+    """instruction appended to each question ('' for none)"""
+    pair_plots: int = 2
+    """per-pair token heatmaps to draw"""
+
+
 def run_tracing(
     vlm: VLM,
     pairs: Sequence[ImagePair],
     out_dir: str | Path,
-    analyses: Sequence[str] = ANALYSES,
-    batch_size: int = 32,
+    config: TraceConfig | None = None,
     resume: bool = False,
     overwrite: bool = False,
-    instruction: str | None = DEFAULT_INSTRUCTION,
-    min_gap: float = 0.5,
-    ci: str = "t",
     variant: str = "base",
-    pair_plots: int = 2,
     log: Callable[[str], None] = print,
 ) -> TraceResult:
-    """Trace `pairs` (resumably), then aggregate every finished pair per level and plot.
+    """Trace `pairs` (resumably) as `config` says, then aggregate every finished pair per level and plot.
 
     `variant` names the model state (e.g. modulated with given scales) so resumed results never mix states.
     """
+    config = config if config is not None else TraceConfig()
+    batch_size, instruction, min_gap, ci, pair_plots = (
+        config.batch_size, config.instruction, config.min_gap, config.ci, config.pair_plots
+    )  # fmt: skip
+    analyses = config.analyses
     analyses = parse_analyses(analyses)
     store = ResultStore(out_dir)
     config = {
