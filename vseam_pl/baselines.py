@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -515,12 +515,22 @@ class BuildArgs:
 
 @dataclass(frozen=True)
 class BaselineMethod:
-    """A comparison method: whether its parameters are trained (else it is evaluated as built) and how its module
-    is built from `build_method`'s arguments."""
+    """A comparison method: whether its parameters are trained (else it is evaluated as built), how its module is
+    built from `build_method`'s arguments, and what a study must prepare for it (`vseam_pl.studies.compare` reads
+    these instead of testing names)."""
 
     name: str
     trained: bool
     build: Callable[[str, BuildArgs], HeadModulationModule]
+    #: The comparison setting that holds its learning rate (`CompareConfig.lr`, `.lora_lr` or `.shift_lr`).
+    lr_setting: str = "lr"
+    #: How its shifted heads are chosen before it is built: ITI's probes (`iti_probe`: the probe-ranked heads;
+    #: `iti_sweep`: those plus K and alpha swept on validation), LoFiT's scaling-vector step (`lofit`), or none.
+    head_selection: Literal["iti_probe", "iti_sweep", "lofit"] | None = None
+    #: Run once per random seed (the heads it learns are drawn at random).
+    per_seed: bool = False
+    #: A LoRA adapter: it takes the study's rank (`lora_r`, alpha = 2 r).
+    lora_rank: bool = False
 
 
 def _scales_module(freeze: bool = False, init: bool = False, detach: bool = False):
@@ -581,17 +591,21 @@ BASELINES: dict[str, BaselineMethod] = {
         BaselineMethod("closed_form", False, _scales_module(freeze=True, init=True)),
         BaselineMethod("learned_ones", True, _scales_module()),
         BaselineMethod("learned_discovery", True, _scales_module(init=True)),
-        BaselineMethod("random_heads", True, _random_heads),
+        BaselineMethod("random_heads", True, _random_heads, per_seed=True),
         BaselineMethod("discovered_heads", True, _discovered_heads),
         BaselineMethod("ia3", True, _adapter),
-        BaselineMethod("lora", True, _adapter),
-        BaselineMethod("iti_mass_mean", False, _shift(learn=False)),
-        BaselineMethod("iti_learned", True, _shift(learn=True)),
+        BaselineMethod("lora", True, _adapter, lr_setting="lora_lr", lora_rank=True),
+        BaselineMethod("iti_mass_mean", False, _shift(learn=False), head_selection="iti_sweep"),
+        BaselineMethod(
+            "iti_learned", True, _shift(learn=True), lr_setting="shift_lr", head_selection="iti_probe"
+        ),
         # the second step of lofit (its first, LoFiTScalingModule, is vseam_pl.studies.compare.shift_setup's)
-        BaselineMethod("lofit", True, _shift(learn=True)),
+        BaselineMethod("lofit", True, _shift(learn=True), lr_setting="shift_lr", head_selection="lofit"),
     )
 }
 METHODS: tuple[str, ...] = tuple(BASELINES)
+#: The frozen model: every comparison runs it first, and every p-value is against it.
+REFERENCE: str = "zero_shot"
 #: Methods whose parameters are trained (the others are evaluated as built).
 TRAINED: frozenset[str] = frozenset(name for name, m in BASELINES.items() if m.trained)
 
@@ -670,6 +684,7 @@ __all__ = [
     "BASELINES",
     "BaselineMethod",
     "METHODS",
+    "REFERENCE",
     "TRAINED",
     "HeadShift",
     "HeadShiftModule",

@@ -206,3 +206,18 @@ def test_claimed_run_dir_refuses_results_of_changed_model_files(tmp_path):
     with pytest.raises(ValueError, match=r"model\.json: results there were computed with other files"):
         claim_run_dir(runs, str(model))
     assert model_fingerprint("org/hub-model") == "org/hub-model"
+
+
+def test_each_method_declares_settings_the_comparison_has():
+    """A method's learning-rate setting is a field of the comparison's config (a typo would be an AttributeError
+    mid-study), and only ITI / LoFiT choose their heads before they are built."""
+    from dataclasses import fields
+
+    from vseam_pl.baselines import BASELINES, REFERENCE
+    from vseam_pl.studies.compare import CompareConfig
+
+    names = {f.name: f for f in fields(CompareConfig)}
+    for method in BASELINES.values():
+        assert method.lr_setting in names and isinstance(getattr(CompareConfig(), method.lr_setting), float)
+    assert {m.name for m in BASELINES.values() if m.head_selection} == {"iti_mass_mean", "iti_learned", "lofit"}
+    assert REFERENCE in BASELINES and not BASELINES[REFERENCE].trained

@@ -35,8 +35,9 @@ from lightning.pytorch import Trainer, seed_everything
 from ..argparsing import default_of
 from ..argparsing import parse_config as parse_config_of
 from ..baselines import (
+    BASELINES,
     METHODS,
-    TRAINED,
+    REFERENCE,
     HeadShift,
     HeadShiftModule,
     LoFiTScalingModule,
@@ -309,12 +310,11 @@ def shift_setup(
 ) -> tuple[dict[str, Any], int, dict[str, Any]]:
     """`shift_kwargs` of an ITI / LoFiT method, the optimizer steps its selection took (LoFiT's first half) and
     what the selection chose (recorded with the result)."""
-    if method in ("iti_mass_mean", "iti_learned"):
+    how = BASELINES[method].head_selection
+    if how in ("iti_probe", "iti_sweep"):
         selection = iti_selection(model, cfg)
         probe = {"probe_val_accuracy_top": float(selection.accuracy.max())}
-        if (
-            method == "iti_learned"
-        ):  # vectors learned from 0 on as many probe-selected heads as discovery selects
+        if how == "iti_probe":  # vectors learned from 0 on as many probe-selected heads as discovery selects
             return {"shift_heads": selection.ranked[:k]}, 0, probe
         kwargs, chosen = iti_sweep(model, selection, cfg)
         return kwargs, 0, {**probe, **chosen}
@@ -341,26 +341,26 @@ def run_method(model: str, method: str, seed: int | None, scores: HeadScores, cf
     """Build, train (when the method trains) and test one method; return its per-example correctness."""
     start = time.perf_counter()
     k = discovery_head_count(scores, cfg.top_k)
+    spec = BASELINES[method]
     shift_kwargs, steps, selection = (None, 0, None)
-    if method in ("iti_mass_mean", "iti_learned", "lofit"):
+    if spec.head_selection is not None:
         shift_kwargs, steps, selection = shift_setup(model, method, k, cfg)
     seed_everything(cfg.data_seed, verbose=False)  # identical data order and initial state for every method
-    lr = {"lora": cfg.lora_lr, "iti_learned": cfg.shift_lr, "lofit": cfg.shift_lr}.get(method, cfg.lr)
-    kwargs: dict[str, Any] = {"model": model, "lr": lr}
+    kwargs: dict[str, Any] = {"model": model, "lr": getattr(cfg, spec.lr_setting)}
     module = build_method(
         method,
         discovery_scales=init_scales_from_scores(scores, rule="closed_form"),
         num_random_heads=k,
         head_seed=seed or 0,
         selected_heads=discovery_heads(scores, cfg.top_k),
-        adapter_kwargs={"lora_r": cfg.lora_r, "lora_alpha": 2 * cfg.lora_r} if method == "lora" else None,
+        adapter_kwargs={"lora_r": cfg.lora_r, "lora_alpha": 2 * cfg.lora_r} if spec.lora_rank else None,
         shift_kwargs=shift_kwargs,
         **kwargs,
     )
     trainer_kwargs = TRAINER_KWARGS
     data = datamodule(cfg)
     decision = None
-    if method in TRAINED:
+    if spec.trained:
         steps += fit_steps(module, cfg, cfg.steps - steps)
         decision = module.decision.to_dict()
     test = Trainer(limit_test_batches=cfg.test_batches or 1.0, **trainer_kwargs)
@@ -392,8 +392,8 @@ def run_method(model: str, method: str, seed: int | None, scores: HeadScores, cf
 
 def planned_runs(cfg: CompareConfig) -> list[tuple[str, int | None]]:
     runs: list[tuple[str, int | None]] = []
-    for method in ["zero_shot", *[m for m in cfg.methods if m != "zero_shot"]]:  # zero-shot is the reference
-        runs += [(method, s) for s in cfg.random_seeds] if method == "random_heads" else [(method, None)]
+    for method in [REFERENCE, *[m for m in cfg.methods if m != REFERENCE]]:
+        runs += [(method, s) for s in cfg.random_seeds] if BASELINES[method].per_seed else [(method, None)]
     return runs
 
 
@@ -474,7 +474,7 @@ def method_row(result: dict, reference: dict[int, bool]) -> dict[str, Any]:
 
 
 def model_rows(results: list[dict]) -> list[dict[str, Any]]:
-    zero = next((r for r in results if r["method"] == "zero_shot"), None)
+    zero = next((r for r in results if r["method"] == REFERENCE), None)
     if zero is None:
         raise ValueError("the comparison needs the zero_shot run (the reference of every p-value)")
     reference = {o["key"]: o["correct"] for o in zero["outcomes"]}
@@ -540,15 +540,17 @@ def markdown_table(models: list[dict[str, Any]]) -> str:
                 _pct(r["accuracy"]),
                 *[_pct(r["levels"][lv]) if lv in r["levels"] else "-" for lv in LEVELS],
                 f"{100 * r['delta']:+.2f}",
-                "-" if r["method"] == "zero_shot" else _p(r["p_value"]),
-                "-" if r["method"] == "zero_shot" else _p(r.get("p_value_images")),
+                "-" if r["method"] == REFERENCE else _p(r["p_value"]),
+                "-" if r["method"] == REFERENCE else _p(r.get("p_value_images")),
             ]
             lines.append("| " + " | ".join(cells) + " |")
-        seeded = [r for r in m["rows"] if r["method"] == "random_heads"]
-        if len(seeded) > 1:
+        for method in dict.fromkeys(r["method"] for r in m["rows"] if BASELINES[r["method"]].per_seed):
+            seeded = [r for r in m["rows"] if r["method"] == method]
+            if len(seeded) < 2:
+                continue
             acc = np.array([r["accuracy"] for r in seeded])
             lines.append(
-                f"| {name} | random_heads (mean ± std, {len(seeded)} seeds) | {seeded[0]['trainable_params']} | - | "
+                f"| {name} | {method} (mean ± std, {len(seeded)} seeds) | {seeded[0]['trainable_params']} | - | "
                 f"{seeded[0]['n']} | {_pct(acc.mean())} ± {_pct(acc.std(ddof=1))} | "
                 + " | ".join(["-"] * len(LEVELS))
                 + f" | {100 * np.mean([r['delta'] for r in seeded]):+.2f} | - | - |"
@@ -589,7 +591,7 @@ def summary_lines(models: list[dict[str, Any]]) -> list[str]:
     out = []
     for m in models:
         rows = {(r["method"], r["seed"]): r for r in m["rows"]}
-        zero = rows[("zero_shot", None)]
+        zero = rows[(REFERENCE, None)]
         best = max(m["rows"], key=lambda r: r["accuracy"])
         line = (
             f"- **{model_display_name(m['model'])}**: zero-shot {_pct(zero['accuracy'])}%; best "
@@ -598,7 +600,7 @@ def summary_lines(models: list[dict[str, Any]]) -> list[str]:
         sig = [
             f"`{r['method']}`" + (f" s{r['seed']}" if r["seed"] is not None else "")
             for r in m["rows"]
-            if r["method"] != "zero_shot" and r["p_value"] < 0.05
+            if r["method"] != REFERENCE and r["p_value"] < 0.05
         ]
         line += (
             "; significantly different from zero-shot (p<0.05): " + (", ".join(sig) if sig else "none") + "."
