@@ -61,6 +61,7 @@ def test_fraction_runs_use_expected_records_and_resume(tiny_llava_dir, tiny_worl
     for r in runs.values():  # one epoch over each run's subsample, as train.py actually ran it
         assert r["steps"] == math.ceil(r["train_records"] / 8)
         assert r["n"] > 0 and 0 <= r["accuracy"] <= 1 and 0 <= r["p_value"] <= 1
+        assert r["p_test"] == "image_permutation"  # train.py's default statistics: clustered by image
         assert set(r["levels"]) == {"object", "attribute", "relation"}
         # selected on validation (before training, after the epoch); the identity answers as the frozen model
         assert r["scales_used"] in ("selected", "identity")
@@ -80,6 +81,7 @@ def test_fraction_runs_use_expected_records_and_resume(tiny_llava_dir, tiny_worl
     assert (docs / "ablation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = (docs / "ablation.md").read_text()
     assert saved["command"] in md and "| 0.1 |" in md and "ablation.png" in md
+    assert "(image-clustered permutation test)" in md and "McNemar" not in md
     assert [s["identity_runs"] for s in saved["summary"]] == [
         int(runs[f]["scales_used"] == "identity") for f in (0.1, 1.0)
     ]

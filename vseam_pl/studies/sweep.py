@@ -188,6 +188,7 @@ def gqa_overall(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "accuracy": top["modulated"],
         "zero_shot": top["baseline"],
         "p_value": top["p_value"],
+        "p_test": top.get("p_test"),  # image_permutation (clustered by image) or mcnemar_exact
         "levels": levels,
     }
 
@@ -311,6 +312,14 @@ def _pct(x: float) -> str:
     return f"{100 * x:.2f}"
 
 
+#: What metrics.json's `p_test` names, in words.
+P_TESTS = {"image_permutation": "image-clustered permutation", "mcnemar_exact": "exact McNemar"}
+
+
+def _p(p: float) -> str:
+    return f"{p:.1e}" if p < 1e-3 else f"{p:.3f}"
+
+
 def mean_std(s: dict[str, Any]) -> str:
     """`61.20 ± 0.35`, or `61.20 (1 seed)`: one seed has no spread, and `± 0.00` would claim one."""
     return f"{_pct(s['mean'])} ± {_pct(s['std'])}" if s["std"] is not None else f"{_pct(s['mean'])} (1 seed)"
@@ -349,6 +358,7 @@ def markdown(
         by_f = {s["fraction"]: s for s in summary if s["model"] == model}
         full, tenth = by_f.get(1.0), by_f.get(0.1)
         min_p = min(r["p_value"] for r in runs if r["model"] == model)
+        tests = {P_TESTS.get(r.get("p_test"), "paired") for r in runs if r["model"] == model}
         if full and tenth:
             zero = full["zero_shot"]
             gain_full, gain_tenth = full["mean"] - zero, tenth["mean"] - zero
@@ -363,8 +373,8 @@ def markdown(
             findings.append(
                 f"- **{model_display_name(model)}**: 10% of the data {mean_std(tenth)}% vs full data "
                 f"{mean_std(full)}% "
-                f"(zero-shot {_pct(zero)}%): {verdict}. Smallest McNemar p of any run against "
-                f"zero-shot: {min_p:.3f}."
+                f"(zero-shot {_pct(zero)}%): {verdict}. Smallest p of any run against "
+                f"zero-shot ({' / '.join(sorted(tests))} test): {_p(min_p)}."
             )
     return "\n".join(
         [
@@ -396,7 +406,7 @@ def markdown(
             "",
             *findings,
             "",
-            f"Every run ({len(runs)}): `ablation.json` (accuracy, per-level accuracy, McNemar p vs zero-shot, steps, "
+            f"Every run ({len(runs)}): `ablation.json` (accuracy, per-level accuracy, p vs zero-shot and its test, steps, "
             "seconds, metrics.json path).",
             "",
         ]
