@@ -219,5 +219,9 @@ def test_each_method_declares_settings_the_comparison_has():
     names = {f.name: f for f in fields(CompareConfig)}
     for method in BASELINES.values():
         assert method.lr_setting in names and isinstance(getattr(CompareConfig(), method.lr_setting), float)
-    assert {m.name for m in BASELINES.values() if m.head_selection} == {"iti_mass_mean", "iti_learned", "lofit"}
+    assert {m.name for m in BASELINES.values() if m.head_selection} == {
+        "iti_mass_mean",
+        "iti_learned",
+        "lofit",
+    }
     assert REFERENCE in BASELINES and not BASELINES[REFERENCE].trained

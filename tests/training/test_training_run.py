@@ -206,6 +206,7 @@ def test_tensorboard_events(default_run):
     assert "test/gqa/accuracy/modulated" in scalars and "hp_metric" not in scalars
 
 
+@pytest.mark.slow  # its config and subsample: test_training_config.py::test_low_data_recipe_subsamples_training_only; the 10 s run is CI's slow step
 def test_low_data_recipe_end_to_end(world, tmp_path):
     """The recipe's own benchmark (POPE-style, as the default's), a stratified tenth of its training split."""
     full = POPEDataModule(root=str(world["synth"]))
@@ -330,6 +331,7 @@ def test_ckpt_path_last_without_a_checkpoint_starts_fresh(tmp_path):
     assert resolve_last_checkpoint([tmp_path / "missing", tmp_path]) == str(new)
 
 
+@pytest.mark.slow  # the default suite replays the batches at both boundaries (test_resume_with_a_shuffle_buffer_replays_the_uninterrupted_batches); the 13 s end-to-end run is CI's slow step
 def test_resume_after_an_epoch_end_checkpoint_with_a_shuffle_buffer_is_exact(world, tmp_path):
     """The 7B/13B recipes' pattern: a shuffle buffer, several epochs, a checkpoint written only at epoch end, a kill
     early in the next epoch. Lightning skips `StreamLoader.load_state_dict` when the saved epoch had finished, so the
