@@ -63,7 +63,7 @@ def test_box_packages_list_names_the_essentials():
     assert {"torch", "lightning", "transformers", "peft", "pip"} <= names
     assert not {"jsonargparse", "docstring_parser"} & names  # what the carried wheels are for
     wheels = sorted(p.name.split("-")[0] for p in (REPO / "bench" / "wheels").glob("*.whl"))
-    assert wheels == ["docstring_parser", "jsonargparse"]  # the package's CLI parsing (argparsing: help texts)
+    assert wheels == ["docstring_parser", "jsonargparse"]  # the typed CLI (argparsing) needs both
 
 
 @pytest.mark.slow
