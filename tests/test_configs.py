@@ -279,3 +279,15 @@ def test_command_parser_spells_typed_parameters_as_the_flags_always_were():
         with pytest.raises(SystemExit):
             parser.parse_args(bad)
     assert "go fast" in parser.format_help()
+
+
+def test_the_default_model_is_the_same_in_the_module_and_the_default_recipe():
+    """`python train.py` / `python evaluate.py` (configs/default.yaml) and `HeadModulationModule()` from Python start
+    from the same embedded model."""
+    import inspect
+
+    from vseam_pl.lit_module import HeadModulationModule
+
+    recipe = yaml.safe_load((REPO / "configs" / "default.yaml").read_text())
+    default = inspect.signature(HeadModulationModule).parameters["model"].default
+    assert recipe["model"]["model"] == default == "checkpoints/tiny-instructblip"

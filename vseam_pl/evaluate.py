@@ -65,7 +65,7 @@ def evaluate(
     class it configures, so every setting and default is that class's own (`DATA_DEFAULTS` and `TRAINER_DEFAULTS`
     name the few that evaluation changes):
 
-        evaluate({"model": "checkpoints/tiny-llava"}, {"root": "data/synth", "limit": 100, "pope": {"splits": ["random"]}})
+        evaluate({"model": "checkpoints/tiny-instructblip"}, {"root": "data/synth", "limit": 100, "pope": {"splits": ["random"]}})
 
     Args:
         module: `HeadModulationModule` arguments (model, dtype, attn_implementation, instruction, max_new_tokens,

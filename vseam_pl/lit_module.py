@@ -81,7 +81,7 @@ class HeadModulationModule(LightningModule):
     """Learn one scale per (layer, head) of a frozen VLM.
 
     Args:
-        model: hub id or local folder (`configs/default.yaml` trains the embedded `checkpoints/tiny-instructblip`).
+        model: hub id or local folder (default: the embedded `checkpoints/tiny-instructblip`, as `configs/default.yaml`).
         dtype: dtype the frozen model is loaded in (`bfloat16`/`float16` halve its memory; scales stay fp32).
         attn_implementation: `eager` (exact, best for tiny models on CPU), `sdpa`, `flash_attention_2`.
         instruction: appended to every question (None: the bare question).
@@ -115,7 +115,7 @@ class HeadModulationModule(LightningModule):
 
     def __init__(
         self,
-        model: str = "checkpoints/tiny-llava",
+        model: str = "checkpoints/tiny-instructblip",
         dtype: str = "float32",
         attn_implementation: str | None = "eager",
         instruction: str | None = DEFAULT_INSTRUCTION,
