@@ -110,6 +110,18 @@ def _vocab(size: int | None, tokenizer: PreTrainedTokenizerFast, field: str) -> 
     return size
 
 
+def _vision_geometry(s: TinySizes) -> dict[str, int]:
+    """The vision tower's shape, the same for the CLIP (LLaVA) and the InstructBLIP tower."""
+    return dict(
+        hidden_size=s.vision_hidden,
+        intermediate_size=s.vision_intermediate or 4 * s.vision_hidden,
+        num_hidden_layers=s.vision_layers,
+        num_attention_heads=s.vision_heads,
+        image_size=s.image_size,
+        patch_size=s.patch_size,
+    )
+
+
 def _llama_config(vocab_size: int, s: TinySizes) -> LlamaConfig:
     return LlamaConfig(
         vocab_size=vocab_size,
@@ -150,15 +162,7 @@ def build_tiny_llava(
     `device`, `dtype` and `attn_implementation` as `from_pretrained` takes them (None: CPU, float32, default)."""
     s = sizes or TinySizes()
     tokenizer = build_tokenizer(words)
-    vision = CLIPVisionConfig(
-        hidden_size=s.vision_hidden,
-        intermediate_size=s.vision_intermediate or 4 * s.vision_hidden,
-        num_hidden_layers=s.vision_layers,
-        num_attention_heads=s.vision_heads,
-        image_size=s.image_size,
-        patch_size=s.patch_size,
-        projection_dim=s.vision_hidden,
-    )
+    vision = CLIPVisionConfig(**_vision_geometry(s), projection_dim=s.vision_hidden)
     n_patches = (s.image_size // s.patch_size) ** 2
     config = LlavaConfig(
         vision_config=vision,
@@ -204,12 +208,7 @@ def build_tiny_instructblip(
     qformer_tokenizer = build_tokenizer(words, image_token=False)
     qformer_hidden = s.qformer_hidden or s.vision_hidden
     vision = InstructBlipVisionConfig(
-        hidden_size=s.vision_hidden,
-        intermediate_size=s.vision_intermediate or 4 * s.vision_hidden,
-        num_hidden_layers=s.vision_layers,
-        num_attention_heads=s.vision_heads,
-        image_size=s.image_size,
-        patch_size=s.patch_size,
+        **_vision_geometry(s),
         initializer_range=0.02,  # the config's default (1e-10) leaves a from-scratch tower numerically dead
     )
     qformer = InstructBlipQFormerConfig(

@@ -457,23 +457,10 @@ def _idefics_tokens(bos: str) -> list[str]:
     ]
 
 
-def build_idefics3(seed: int) -> tuple[nn.Module, Any]:
-    """Idefics3 (Llama 3 decoder, SigLIP, pixel-shuffle connector, image splitting with row/col wrapper tokens)."""
-    from transformers import (
-        Idefics3Config,
-        Idefics3ForConditionalGeneration,
-        Idefics3ImageProcessor,
-        Idefics3Processor,
-    )
-
-    tok = bpe_tokenizer(
-        _idefics_tokens("<|begin_of_text|>"),
-        "<|begin_of_text|>",
-        "<end_of_utterance>",
-        "<pad>",
-        extra={"image_token": "<image>"},
-    )
-    cfg = Idefics3Config(
+def _idefics3_layout(tok: PreTrainedTokenizerFast) -> dict[str, Any]:
+    """The geometry Idefics3 and SmolVLM share (SmolVLM is Idefics3's layout): a SigLIP-sized vision tower, a Llama
+    decoder and a 2x2 pixel-shuffle connector."""
+    return dict(
         vision_config=dict(
             hidden_size=32,
             intermediate_size=64,
@@ -496,6 +483,25 @@ def build_idefics3(seed: int) -> tuple[nn.Module, Any]:
         image_token_id=_ids(tok, "<image>")[0],
         scale_factor=2,
     )
+
+
+def build_idefics3(seed: int) -> tuple[nn.Module, Any]:
+    """Idefics3 (Llama 3 decoder, SigLIP, pixel-shuffle connector, image splitting with row/col wrapper tokens)."""
+    from transformers import (
+        Idefics3Config,
+        Idefics3ForConditionalGeneration,
+        Idefics3ImageProcessor,
+        Idefics3Processor,
+    )
+
+    tok = bpe_tokenizer(
+        _idefics_tokens("<|begin_of_text|>"),
+        "<|begin_of_text|>",
+        "<end_of_utterance>",
+        "<pad>",
+        extra={"image_token": "<image>"},
+    )
+    cfg = Idefics3Config(**_idefics3_layout(tok))
     torch.manual_seed(seed)
     model = Idefics3ForConditionalGeneration(cfg)
     ip = Idefics3ImageProcessor(
@@ -529,29 +535,7 @@ def build_smolvlm(seed: int) -> tuple[nn.Module, Any]:
             "end_of_utterance_token": "<end_of_utterance>",
         },
     )
-    cfg = SmolVLMConfig(
-        vision_config=dict(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            image_size=32,
-            patch_size=8,
-        ),
-        text_config=dict(
-            model_type="llama",
-            vocab_size=len(tok),
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=3,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            pad_token_id=2,
-            max_position_embeddings=4096,
-        ),
-        image_token_id=_ids(tok, "<image>")[0],
-        scale_factor=2,
-    )
+    cfg = SmolVLMConfig(**_idefics3_layout(tok))
     torch.manual_seed(seed)
     model = SmolVLMForConditionalGeneration(cfg)
     ip = SmolVLMImageProcessor(
