@@ -18,15 +18,6 @@ from vseam_pl.vlm import load_vlm
 QUESTIONS = ["is there a dog?", "what color is the car?"]
 
 
-@pytest.fixture()
-def scales_file(tiny_llava_dir, tmp_path):
-    vlm = load_vlm(str(tiny_llava_dir))
-    mod = HeadModulation.for_vlm(vlm)
-    with torch.no_grad():
-        mod.scales.copy_(torch.rand(mod.scales.shape, generator=torch.Generator().manual_seed(3)) * 2)
-    return mod.save(tmp_path / "head_scales.safetensors")
-
-
 def plain_logits(model, processor, prompts, images) -> torch.Tensor:
     batch = processor(images=images, text=prompts, padding=True, return_tensors="pt")
     with torch.no_grad():
