@@ -26,7 +26,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
-import docstring_parser
 import jsonargparse
 
 
@@ -167,7 +166,10 @@ class _Option:
 
 
 def _docs(obj: Any) -> dict[str, str]:
-    """Parameter (function) or attribute (dataclass) docstrings by name."""
+    """Parameter (function) or attribute (dataclass) docstrings by name. Imported here, when a parser is built: the
+    library path (`lit_module` imports `report`, whose CLI is built here) needs no help texts."""
+    import docstring_parser
+
     try:
         parsed = docstring_parser.parse_from_object(obj)
     except (
